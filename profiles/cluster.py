@@ -1,0 +1,168 @@
+"""Clusters as graphs: GPUs in nodes, nodes on a network, and where replicas land.
+
+::
+
+    node 0                                node 1
+    ┌───────────────────────────┐         ┌───────────────────────────┐
+    │ g0  g1 ... g7             │         │ g8  g9 ... g15            │
+    │  └───┴─ scale-up switch ──┼── NIC ──┤  └───┴─ scale-up switch   │
+    └───────────────────────────┘    │    └───────────────────────────┘
+                                 network switch
+
+A :class:`ClusterSpec` (pydantic, from files or flags) becomes a ``networkx.Graph`` whose
+GPU-to-switch edges carry the link each GPU sees (bandwidth per direction, latency).
+The bandwidth between two GPUs is the narrowest edge on the path between them; a
+replica's tensor-parallel group and its pipeline hops read their links from the graph
+once, when the simulation is built, never per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import networkx as nx
+from pydantic import BaseModel, ConfigDict, Field
+
+from profiles.errors import ClusterSimError
+from profiles.hardware import GB, GPUSpec
+
+__all__ = ["ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph", "place_replicas"]
+
+
+class ClusterSpec(BaseModel):
+    """How many nodes of how many GPUs, all of one SKU."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_nodes: int = Field(default=1, gt=0)
+    gpus_per_node: int = Field(default=8, gt=0)
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+
+@dataclass(frozen=True, slots=True)
+class LinkCost:
+    """The effective link between GPUs: bytes/s per direction and one-way latency."""
+
+    bandwidth_bytes_per_s: float
+    latency_s: float
+
+    def transfer_s(self, num_bytes: float) -> float:
+        return self.latency_s + num_bytes / self.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaPlacement:
+    """The GPUs of one replica: ``stage_gpus[s]`` is the TP group of pipeline stage ``s``."""
+
+    replica_id: int
+    stage_gpus: tuple[tuple[str, ...], ...]
+
+
+def gpu_node_id(node: int, gpu: int) -> str:
+    return f"n{node}.g{gpu}"
+
+
+def build_cluster_graph(spec: ClusterSpec, gpu: GPUSpec) -> nx.Graph:
+    """The cluster as a graph: GPU, scale-up switch and network-switch vertices.
+
+    Edge attributes: ``bandwidth_bytes_per_s`` (effective, per direction, i.e. the
+    catalog figure times the link's efficiency) and ``latency_s``.
+    """
+    graph = nx.Graph()
+    graph.add_node("network", kind="switch")
+    scale_up_bw = gpu.scale_up.bandwidth_gbps * GB * gpu.efficiency.scale_up
+    nic_bw = gpu.nic_bandwidth_gbps * GB * gpu.efficiency.network
+    for node in range(spec.num_nodes):
+        switch = f"n{node}.switch"
+        graph.add_node(switch, kind="switch", node=node)
+        for index in range(spec.gpus_per_node):
+            name = gpu_node_id(node, index)
+            graph.add_node(name, kind="gpu", node=node, sku=gpu.name)
+            graph.add_edge(
+                name, switch, bandwidth_bytes_per_s=scale_up_bw,
+                latency_s=gpu.scale_up.latency_us * 1e-6, tier="scale_up",
+            )
+        # One NIC per GPU: the node's uplink carries gpus_per_node NICs' worth.
+        graph.add_edge(
+            switch, "network", bandwidth_bytes_per_s=nic_bw * spec.gpus_per_node,
+            per_gpu_bandwidth_bytes_per_s=nic_bw, latency_s=gpu.nic_latency_us * 1e-6,
+            tier="network",
+        )
+    return graph
+
+
+def link_between(graph: nx.Graph, a: str, b: str) -> LinkCost:
+    """The link a single GPU-to-GPU transfer between ``a`` and ``b`` sees.
+
+    Bandwidth is the narrowest per-GPU edge on the shortest path (a network hop counts
+    one NIC's share); latency adds up along the path.
+    """
+    if a == b:
+        return LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
+    path = nx.shortest_path(graph, a, b)
+    bandwidth = float("inf")
+    latency = 0.0
+    for u, v in zip(path, path[1:], strict=False):
+        edge = graph.edges[u, v]
+        bandwidth = min(
+            bandwidth, edge.get("per_gpu_bandwidth_bytes_per_s", edge["bandwidth_bytes_per_s"])
+        )
+        latency += edge["latency_s"]
+    return LinkCost(bandwidth_bytes_per_s=bandwidth, latency_s=latency)
+
+
+def group_link(graph: nx.Graph, gpus: tuple[str, ...]) -> LinkCost:
+    """The link a collective over ``gpus`` is limited by: the slowest pair's."""
+    if len(gpus) <= 1:
+        return LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
+    links = [link_between(graph, gpus[0], other) for other in gpus[1:]]
+    return LinkCost(
+        bandwidth_bytes_per_s=min(link.bandwidth_bytes_per_s for link in links),
+        latency_s=max(link.latency_s for link in links),
+    )
+
+
+def place_replicas(
+    graph: nx.Graph, spec: ClusterSpec, num_replicas: int, tp: int, pp: int
+) -> list[ReplicaPlacement]:
+    """Pack replicas onto consecutive GPUs: a TP group never straddles nodes if it fits.
+
+    Raises:
+        ClusterSimError: the cluster has fewer GPUs than the replicas need, or a TP group
+            is larger than a node.
+    """
+    if tp > spec.gpus_per_node:
+        raise ClusterSimError(
+            f"parallelism.tp={tp} exceeds gpus_per_node={spec.gpus_per_node}; tensor "
+            f"parallelism stays inside a node: lower tp or raise cluster.gpus_per_node"
+        )
+    needed = num_replicas * tp * pp
+    if needed > spec.num_gpus:
+        raise ClusterSimError(
+            f"replicas={num_replicas} x tp={tp} x pp={pp} needs {needed} GPUs but the cluster "
+            f"has {spec.num_gpus}; raise cluster.num_nodes to {-(-needed // spec.gpus_per_node)}"
+            f" or use fewer replicas"
+        )
+    gpus = [gpu_node_id(node, index) for node in range(spec.num_nodes)
+            for index in range(spec.gpus_per_node)]
+    placements = []
+    cursor = 0
+    for replica in range(num_replicas):
+        stages = []
+        for _ in range(pp):
+            # NOTE: a TP group that would straddle two nodes starts on the next node.
+            offset = cursor % spec.gpus_per_node
+            if offset + tp > spec.gpus_per_node:
+                cursor += spec.gpus_per_node - offset
+            stages.append(tuple(gpus[cursor:cursor + tp]))
+            cursor += tp
+        if cursor > len(gpus):
+            raise ClusterSimError(
+                f"replicas={num_replicas} with tp={tp}, pp={pp} do not pack onto "
+                f"{spec.num_nodes} nodes of {spec.gpus_per_node} GPUs; add a node"
+            )
+        placements.append(ReplicaPlacement(replica_id=replica, stage_gpus=tuple(stages)))
+    return placements

@@ -1,0 +1,105 @@
+"""The cost-model seam: what one batch step costs on one replica.
+
+The simulator hands the cost model a :class:`BatchShape` (per request: tokens computed
+this step and tokens already in the KV cache) and gets back a :class:`StepCost`: the time
+of each pipeline stage plus a named breakdown by operator. Two implementations fit the
+seam: the analytical roofline model (``profiles.roofline``) and, later, the measured-profile
+model; the simulator only ever calls :meth:`CostModel.predict`, so one replaces the other
+without touching it.
+
+A batch's token layout, one row per request::
+
+    request    context_lens (cached)     query_lens (computed now)
+    r0 decode  ████████████████████      █            q = 1
+    r1 chunk   ██████                    ██████       q = chunk, c = tokens done so far
+    r2 prefill                           ████████     q = prompt, c = 0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["OPERATORS", "BatchShape", "CostModel", "StepCost"]
+
+# The named operators of a step, in forward order. Every StepCost has all of them.
+OPERATORS = (
+    "embedding",
+    "qkv_proj",
+    "attn_prefill",
+    "attn_decode",
+    "o_proj",
+    "mlp",
+    "elementwise",
+    "tp_allreduce",
+    "pp_send",
+    "lm_head",
+    "kv_swap",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchShape:
+    """The work of one step: arrays with one entry per scheduled request.
+
+    Attributes:
+        query_lens: tokens computed this step per request (1 for a decode). [num_reqs]
+        context_lens: tokens already in the KV cache per request. [num_reqs]
+        num_sampled: requests that sample a token this step (decodes, last prefill chunks);
+            only these pay the LM head.
+        swap_in_tokens: KV tokens copied host→device before the step (swap preemption).
+        swap_out_tokens: KV tokens copied device→host before the step.
+    """
+
+    query_lens: np.ndarray
+    context_lens: np.ndarray
+    num_sampled: int
+    swap_in_tokens: int = 0
+    swap_out_tokens: int = 0
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.query_lens.sum())
+
+    @property
+    def num_reqs(self) -> int:
+        return len(self.query_lens)
+
+
+@dataclass(frozen=True, slots=True)
+class StepCost:
+    """What a step costs: per-stage times and where the time goes.
+
+    Attributes:
+        stage_s: time of each pipeline stage, in stage order (one entry without PP).
+        operator_s: seconds per operator (see ``OPERATORS``), summed over stages.
+        compute_s: seconds of operators bound by arithmetic, summed over stages.
+        memory_s: seconds of operators bound by memory traffic, summed over stages.
+        communication_s: seconds on links (TP collectives, PP sends, KV swaps).
+        flops: useful model FLOPs of the step over the whole replica (for MFU).
+    """
+
+    stage_s: tuple[float, ...]
+    operator_s: dict[str, float] = field(default_factory=dict)
+    compute_s: float = 0.0
+    memory_s: float = 0.0
+    communication_s: float = 0.0
+    flops: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        """Latency of the step through every stage (the sum of stage times)."""
+        return sum(self.stage_s)
+
+
+class CostModel(Protocol):
+    """Prices batch steps of one replica (its model, GPU, TP/PP and links are fixed)."""
+
+    @property
+    def num_stages(self) -> int: ...
+
+    def predict(self, batch: BatchShape) -> StepCost:
+        """The cost of running ``batch`` through every pipeline stage of the replica."""
+        ...

@@ -1,0 +1,131 @@
+"""The hardware catalog: GPU SKUs as data, not as a class per SKU.
+
+Each GPU in ``profiles/data/gpus.json`` carries dense peak FLOP/s per dtype, HBM capacity
+and bandwidth, its scale-up link (NVLink/xGMI), a typical NIC and its host link, with a
+source for every figure, plus the fractions of peak that the roofline model assumes
+(estimates until measured kernel profiles replace them). A user adds a GPU by giving a
+JSON file of the same shape.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from profiles.errors import ClusterSimError, format_validation_error
+
+__all__ = ["Efficiency", "GPUSpec", "Link", "list_gpus", "load_gpu"]
+
+_CATALOG_PATH = Path(__file__).parent / "data" / "gpus.json"
+
+GB = 1e9
+GIB = 2**30
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Link(_Frozen):
+    """A link as one GPU sees it: bandwidth per direction and one-way latency."""
+
+    kind: str
+    bandwidth_gbps: float = Field(gt=0, description="GB/s per direction (1e9 bytes/s)")
+    latency_us: float = Field(default=0.0, ge=0)
+
+
+class PeakTflops(_Frozen):
+    bf16: float = Field(gt=0)
+    fp16: float = Field(gt=0)
+    fp8: float | None = Field(default=None, gt=0)
+    fp32: float = Field(gt=0)
+
+
+class Efficiency(_Frozen):
+    """Achieved fractions of peak that the roofline model assumes."""
+
+    matmul: float = Field(gt=0, le=1)
+    attention: float = Field(gt=0, le=1)
+    memory: float = Field(gt=0, le=1)
+    scale_up: float = Field(gt=0, le=1)
+    network: float = Field(gt=0, le=1)
+
+
+class GPUSpec(_Frozen):
+    """One accelerator SKU (for MI250X: one GCD, which the software sees as one GPU)."""
+
+    name: str
+    aliases: list[str] = []
+    vendor: Literal["nvidia", "amd", "other"]
+    peak_tflops: PeakTflops
+    hbm_gib: float = Field(gt=0)
+    hbm_bandwidth_gbps: float = Field(gt=0)
+    scale_up: Link
+    nic_bandwidth_gbps: float = Field(gt=0)
+    nic_latency_us: float = Field(ge=0)
+    host_link: Link
+    tdp_w: float = Field(gt=0)
+    efficiency: Efficiency
+    sources: dict[str, str]
+
+    @property
+    def hbm_bytes(self) -> float:
+        return self.hbm_gib * GIB
+
+    def peak_flops(self, dtype: str) -> float:
+        """Dense peak FLOP/s for ``dtype`` (fp8 falls back to fp16 where unsupported)."""
+        tflops = getattr(self.peak_tflops, "fp16" if dtype in ("fp16", "int8", "int4") else dtype)
+        if tflops is None:  # no fp8 tensor cores (A100, MI250X): runs at fp16 rate
+            tflops = self.peak_tflops.fp16
+        return float(tflops) * 1e12
+
+
+@cache
+def _catalog() -> dict[str, dict[str, Any]]:
+    by_name: dict[str, dict[str, Any]] = {}
+    for entry in json.loads(_CATALOG_PATH.read_text())["gpus"]:
+        for key in [entry["name"], *entry.get("aliases", [])]:
+            by_name[key.lower()] = entry
+    return by_name
+
+
+def list_gpus() -> list[GPUSpec]:
+    """Every GPU of the catalog, in catalog order."""
+    seen: dict[str, GPUSpec] = {}
+    for entry in _catalog().values():
+        if entry["name"] not in seen:
+            seen[entry["name"]] = GPUSpec(**entry)
+    return list(seen.values())
+
+
+def load_gpu(name_or_path: str) -> GPUSpec:
+    """A catalog GPU by name or alias (case-insensitive), or a JSON file of one GPU.
+
+    Raises:
+        ClusterSimError: unknown name, unreadable file, or a field out of range.
+    """
+    entry = _catalog().get(name_or_path.lower())
+    source = f"gpu {name_or_path}"
+    if entry is None:
+        path = Path(name_or_path)
+        if not path.is_file():
+            names = ", ".join(gpu.name for gpu in list_gpus())
+            raise ClusterSimError(
+                f"gpu {name_or_path!r}: not in the catalog and not a JSON file; use one of: "
+                f"{names} (or their short names a100, h100, h200, mi250x, mi300x)"
+            )
+        try:
+            entry = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ClusterSimError(f"gpu file {path}: not valid JSON ({error})") from None
+        source = f"gpu file {path}"
+    try:
+        return GPUSpec(**entry)
+    except (ValidationError, TypeError) as error:
+        if isinstance(error, ValidationError):
+            raise ClusterSimError(format_validation_error(error, source)) from None
+        raise ClusterSimError(f"{source}: expected a JSON object of GPU fields") from None

@@ -1,0 +1,244 @@
+"""The roofline cost model: each operator takes max(FLOPs / compute, bytes / bandwidth).
+
+For a batch of T tokens on a replica with tensor parallelism ``tp``, per layer::
+
+    qkv_proj, o_proj, mlp   GEMMs of T rows over weights sharded by tp
+    attn_prefill            causal FLOPs: 4·heads·head_dim·Σ q_i·(c_i + (q_i+1)/2)
+    attn_decode             KV bytes read: Σ (c_i + 1)·2·kv_heads·head_dim·bytes (grows with c)
+    elementwise             norms, activation, rotary, residuals, KV writes: bytes only
+    tp_allreduce            two ring all-reduces of T·hidden activations (tp > 1)
+
+plus, per stage, the embedding gather (first stage), the LM head over sampled rows (last
+stage), the activation send to the next stage (PP), and any KV swap. Achieved fractions of
+peak come from the GPU catalog's ``efficiency``; every figure is per GPU, since the GPUs of
+a TP group work in parallel on equal shards. Attention FLOP counts follow FlashAttention's
+accounting (Dao 2023, Sec. 4); GEMM counts are 2 FLOPs per multiply-add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from profiles.cluster import LinkCost
+from profiles.cost_model import OPERATORS, BatchShape, StepCost
+from profiles.hardware import GB, GPUSpec
+from profiles.models import DTYPE_BYTES, ModelSpec
+
+__all__ = ["RooflineCostModel", "ring_allreduce_s", "split_layers"]
+
+
+def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
+    """Layers per pipeline stage: as even as possible, earlier stages take the remainder."""
+    base, extra = divmod(num_layers, pp)
+    return tuple(base + (1 if stage < extra else 0) for stage in range(pp))
+
+
+def ring_allreduce_s(num_bytes: float, group_size: int, link: LinkCost) -> float:
+    """Ring all-reduce: 2(n-1)/n of the buffer crosses each link, in 2(n-1) latency steps."""
+    if group_size <= 1:
+        return 0.0
+    steps = 2 * (group_size - 1)
+    return steps * link.latency_s + steps / group_size * num_bytes / link.bandwidth_bytes_per_s
+
+
+@dataclass(frozen=True, slots=True)
+class _Linear:
+    """A GEMM's per-GPU weights and the activation widths it reads and writes."""
+
+    weight_params: float
+    in_width: float
+    out_width: float
+
+
+class RooflineCostModel:
+    """Analytical step times for one replica of ``model`` on ``gpu`` with the given TP/PP.
+
+    Args:
+        model: the architecture.
+        gpu: the SKU, with its peak figures and efficiency fractions.
+        tp: tensor-parallel degree (GPUs per stage).
+        pp: pipeline-parallel degree (stages).
+        tp_link: the link limiting the TP group's collectives.
+        pp_link: the link between consecutive stages.
+    """
+
+    def __init__(
+        self, model: ModelSpec, gpu: GPUSpec, tp: int, pp: int,
+        tp_link: LinkCost, pp_link: LinkCost,
+    ) -> None:
+        self.model = model
+        self.gpu = gpu
+        self.tp = tp
+        self.pp = pp
+        self.tp_link = tp_link
+        self.pp_link = pp_link
+        self.layers_per_stage = split_layers(model.num_layers, pp)
+
+        eff = gpu.efficiency
+        self._matmul_flops_per_s = gpu.peak_flops(model.dtype) * eff.matmul
+        self._attention_flops_per_s = gpu.peak_flops(model.kv_cache_dtype) * eff.attention
+        self._bytes_per_s = gpu.hbm_bandwidth_gbps * GB * eff.memory
+        self._host_bytes_per_s = gpu.host_link.bandwidth_gbps * GB
+        self._weight_bytes = DTYPE_BYTES[model.dtype]
+        self._act_bytes = 2.0  # activations stay in 16-bit
+        self._kv_bytes = DTYPE_BYTES[model.kv_cache_dtype]
+
+        m = model
+        heads_local = m.num_attention_heads / tp
+        # NOTE: with fewer KV heads than TP ranks, each rank keeps a replica of one head.
+        kv_heads_local = max(1.0, m.num_kv_heads / tp)
+        self._q_local = heads_local * m.head_dim
+        self._kv_local = kv_heads_local * m.head_dim
+        h = m.hidden_size
+        f_local = m.intermediate_size / tp
+        self._qkv = _Linear(h * (self._q_local + 2 * self._kv_local), h,
+                            self._q_local + 2 * self._kv_local)
+        self._o = _Linear(self._q_local * h, self._q_local, h)
+        mlp_matrices = 3 if m.mlp_kind == "gated" else 2
+        self._expert = _Linear(mlp_matrices * h * f_local, h, (mlp_matrices - 1) * f_local)
+        self._f_local = f_local
+        self._lm_head_params_local = m.vocab_size * h / tp
+        # Elementwise bytes per token per layer: 2 norms (read+write), 2 residual adds
+        # (2 reads + 1 write each), rotary on q and k, the KV write, the activation.
+        self._elementwise_bytes_per_token = self._act_bytes * (
+            4 * h + 6 * h + 2 * (self._q_local + self._kv_local) + 3 * f_local
+        ) + 2 * self._kv_local * self._kv_bytes
+        self._kv_bytes_per_token_layer = 2 * self._kv_local * self._kv_bytes
+        # Useful FLOPs per token for MFU: active matmul weights, LM head counted apart.
+        self._layer_matmul_params = (
+            m.attention_params_per_layer + m.active_mlp_params_per_layer
+        )
+        self._swap_bytes_per_token = m.kv_bytes_per_token / (tp * pp)
+        self._empty_operators = dict.fromkeys(OPERATORS, 0.0)
+
+    @property
+    def num_stages(self) -> int:
+        return self.pp
+
+    # ---- operator prices (per GPU, per layer unless said) ----------------------------
+
+    def _gemm(self, linear: _Linear, num_tokens: float, weight_params: float) -> tuple[float, bool]:
+        flops = 2.0 * num_tokens * linear.weight_params
+        traffic = (weight_params * self._weight_bytes
+                   + num_tokens * (linear.in_width + linear.out_width) * self._act_bytes)
+        compute_s = flops / self._matmul_flops_per_s
+        memory_s = traffic / self._bytes_per_s
+        return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+
+    def _mlp(self, num_tokens: float) -> tuple[float, bool]:
+        m = self.model
+        if not m.is_moe:
+            return self._gemm(self._expert, num_tokens, self._expert.weight_params)
+        k, experts = m.num_experts_per_token, m.num_experts
+        # Distinct experts touched by T tokens routed uniformly to top-k of E.
+        touched = experts * (1.0 - (1.0 - k / experts) ** num_tokens)
+        routed = _Linear(self._expert.weight_params * k, self._expert.in_width,
+                         self._expert.out_width * k)
+        return self._gemm(routed, num_tokens, self._expert.weight_params * touched)
+
+    def _attention(self, flops: float, traffic: float) -> tuple[float, bool]:
+        compute_s = flops / self._attention_flops_per_s
+        memory_s = traffic / self._bytes_per_s
+        return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+
+    # ---- the step -------------------------------------------------------------------
+
+    def predict(self, batch: BatchShape) -> StepCost:
+        """Price ``batch`` through every stage; see the module docstring for the terms."""
+        q = batch.query_lens  # [num_reqs]
+        c = batch.context_lens  # [num_reqs]
+        num_tokens = float(q.sum())
+        is_prefill = q > 1  # [num_reqs]; a 1-token query runs the decode kernel
+        q_pre = q[is_prefill].astype(np.float64)
+        c_pre = c[is_prefill].astype(np.float64)
+        prefill_pairs = float((q_pre * (c_pre + (q_pre + 1.0) / 2.0)).sum())
+        prefill_kv_tokens = float((c_pre + q_pre).sum())
+        decode_kv_tokens = float(c[~is_prefill].sum()) + float((~is_prefill).sum())
+
+        ops = dict(self._empty_operators)
+        compute_s = memory_s = 0.0
+
+        def add(name: str, seconds: float, compute_bound: bool) -> float:
+            nonlocal compute_s, memory_s
+            ops[name] += seconds
+            if compute_bound:
+                compute_s += seconds
+            else:
+                memory_s += seconds
+            return seconds
+
+        # One layer's time on one GPU (identical for every layer of every stage).
+        layer_ops: list[tuple[str, float, bool]] = []
+        if num_tokens > 0:
+            layer_ops.append(("qkv_proj", *self._gemm(self._qkv, num_tokens, self._qkv.weight_params)))
+            layer_ops.append(("o_proj", *self._gemm(self._o, num_tokens, self._o.weight_params)))
+            layer_ops.append(("mlp", *self._mlp(num_tokens)))
+            layer_ops.append(("elementwise",
+                              num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s,
+                              False))
+        if prefill_kv_tokens > 0:
+            flops = 4.0 * self._q_local * prefill_pairs
+            traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
+                       + 2.0 * float(q_pre.sum()) * self._q_local * self._act_bytes)
+            layer_ops.append(("attn_prefill", *self._attention(flops, traffic)))
+        if decode_kv_tokens > 0:
+            flops = 4.0 * self._q_local * decode_kv_tokens
+            traffic = decode_kv_tokens * self._kv_bytes_per_token_layer
+            layer_ops.append(("attn_decode", *self._attention(flops, traffic)))
+        layer_compute_s = sum(seconds for _, seconds, _ in layer_ops)
+        allreduce_s = 2.0 * ring_allreduce_s(
+            num_tokens * self.model.hidden_size * self._act_bytes, self.tp, self.tp_link
+        )
+
+        swap_s = (batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token \
+            / self._host_bytes_per_s
+        stage_s = []
+        communication_s = 0.0
+        last = self.pp - 1
+        for stage, num_layers in enumerate(self.layers_per_stage):
+            seconds = num_layers * (layer_compute_s + allreduce_s) + swap_s
+            for name, op_s, bound in layer_ops:
+                add(name, num_layers * op_s, bound)
+            ops["tp_allreduce"] += num_layers * allreduce_s
+            ops["kv_swap"] += swap_s
+            communication_s += num_layers * allreduce_s + swap_s
+            if stage == 0:
+                seconds += add("embedding", num_tokens * self.model.hidden_size * self._act_bytes
+                               / self._bytes_per_s, False)
+            if stage == last:
+                lm = self._lm_head(batch.num_sampled)
+                seconds += add("lm_head", *lm)
+            else:
+                send_s = self.pp_link.transfer_s(
+                    num_tokens * self.model.hidden_size * self._act_bytes)
+                ops["pp_send"] += send_s
+                communication_s += send_s
+                seconds += send_s
+            stage_s.append(seconds)
+
+        flops = self._useful_flops(num_tokens, batch.num_sampled, prefill_pairs, decode_kv_tokens)
+        return StepCost(
+            stage_s=tuple(stage_s), operator_s=ops, compute_s=compute_s, memory_s=memory_s,
+            communication_s=communication_s, flops=flops,
+        )
+
+    def _lm_head(self, num_sampled: int) -> tuple[float, bool]:
+        if num_sampled == 0:
+            return 0.0, False
+        flops = 2.0 * num_sampled * self._lm_head_params_local
+        traffic = (self._lm_head_params_local * self._weight_bytes
+                   + num_sampled * self.model.vocab_size / self.tp * 4.0)
+        compute_s = flops / self._matmul_flops_per_s
+        memory_s = traffic / self._bytes_per_s
+        return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+
+    def _useful_flops(
+        self, num_tokens: float, num_sampled: int, prefill_pairs: float, decode_kv_tokens: float
+    ) -> float:
+        m = self.model
+        matmul = 2.0 * num_tokens * m.num_layers * self._layer_matmul_params
+        lm_head = 2.0 * num_sampled * m.vocab_size * m.hidden_size
+        attention = 4.0 * m.num_layers * m.q_size * (prefill_pairs + decode_kv_tokens)
+        return matmul + lm_head + attention

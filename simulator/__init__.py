@@ -1,0 +1,3 @@
+"""The discrete-event simulator of serving clusters."""
+
+__all__: list[str] = []

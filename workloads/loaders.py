@@ -1,0 +1,256 @@
+"""Reading request traces: our JSON/JSONL format and the public formats people have.
+
+========================  ==========================================================
+format                    columns read
+========================  ==========================================================
+``json`` / ``jsonl``      clustersim's schema (see ``workloads.schema``)
+``azure``                 Azure LLM inference trace CSV: TIMESTAMP, ContextTokens,
+                          GeneratedTokens (timestamps become seconds from the first)
+``burstgpt``              BurstGPT CSV: Timestamp (s), Request tokens, Response tokens;
+                          failed requests (0 response tokens) are dropped and counted
+``mooncake``              Mooncake JSONL: timestamp (ms), input_length, output_length,
+                          hash_ids (kept as ``block_hashes``)
+========================  ==========================================================
+
+:func:`load_workload` detects the format from the extension and the header; every
+loader refuses a corrupted file with one line naming the row and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import TypeAdapter, ValidationError
+
+from profiles.errors import ClusterSimError, format_validation_error
+from workloads.schema import RequestRecord, RequestTrace, TraceFile
+
+__all__ = ["FORMATS", "load_azure", "load_burstgpt", "load_mooncake", "load_workload",
+           "save_workload"]
+
+_RECORDS = TypeAdapter(list[RequestRecord])
+
+
+def load_workload(path: str | Path, fmt: str | None = None) -> RequestTrace:
+    """Read a trace file of any supported format.
+
+    Args:
+        path: the file.
+        fmt: one of ``FORMATS``; detected from the extension and header when omitted.
+
+    Raises:
+        ClusterSimError: missing or unreadable file, unknown format, or a bad row.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterSimError(f"workload {path}: no such file; pass a trace file "
+                              f"(.json, .jsonl or .csv)")
+    fmt = fmt or _detect_format(path)
+    if fmt not in FORMATS:
+        raise ClusterSimError(f"workload format {fmt!r} is unknown; use one of: "
+                              f"{', '.join(FORMATS)}")
+    trace = FORMATS[fmt](path)
+    trace.metadata.setdefault("source", path.name)
+    trace.metadata.setdefault("format", fmt)
+    return trace
+
+
+def _detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix == ".json":
+        return "json"
+    if suffix == ".jsonl":
+        first = _first_line(path)
+        return "mooncake" if '"input_length"' in first and '"timestamp"' in first else "jsonl"
+    if suffix == ".csv":
+        header = _first_line(path)
+        if "ContextTokens" in header:
+            return "azure"
+        if "Request tokens" in header:
+            return "burstgpt"
+        raise ClusterSimError(
+            f"workload {path}: CSV header {header.strip()[:80]!r} is neither Azure "
+            f"(TIMESTAMP,ContextTokens,GeneratedTokens) nor BurstGPT (Timestamp,...,"
+            f"Request tokens,Response tokens); pass --format"
+        )
+    raise ClusterSimError(f"workload {path}: unknown extension {suffix!r}; use .json, .jsonl "
+                          f"or .csv, or pass --format")
+
+
+def _first_line(path: Path) -> str:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        return handle.readline()
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"workload {path}: not valid JSON ({error})") from None
+
+
+def load_json(path: Path) -> RequestTrace:
+    """clustersim's JSON: a list of requests or ``{"metadata": ..., "requests": [...]}``."""
+    data = _read_json(path)
+    source = f"workload {path}"
+    try:
+        if isinstance(data, list):
+            if not data:
+                raise ClusterSimError(f"{source}: the trace has no requests")
+            return RequestTrace.from_records(_RECORDS.validate_python(data))
+        if isinstance(data, dict):
+            parsed = TraceFile.model_validate(data)
+            return RequestTrace.from_records(parsed.requests, parsed.metadata)
+    except ValidationError as error:
+        raise ClusterSimError(format_validation_error(error, source)) from None
+    raise ClusterSimError(f"{source}: expected a list of requests or an object with 'requests'")
+
+
+def load_jsonl(path: Path) -> RequestTrace:
+    """clustersim's JSONL: one request object per line (blank lines skipped)."""
+    records = []
+    for line_no, data in _jsonl_rows(path):
+        try:
+            records.append(RequestRecord.model_validate(data))
+        except ValidationError as error:
+            raise ClusterSimError(format_validation_error(error, f"workload {path} line {line_no}"))\
+                from None
+    return RequestTrace.from_records(records)
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, Any]]:
+    rows = []
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append((line_no, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ClusterSimError(f"workload {path} line {line_no}: not valid JSON "
+                                      f"({error.msg})") from None
+    if not rows:
+        raise ClusterSimError(f"workload {path}: the trace has no requests")
+    return rows
+
+
+def load_mooncake(path: Path) -> RequestTrace:
+    """Mooncake's JSONL: ``timestamp`` in ms, ``input_length``, ``output_length``, ``hash_ids``."""
+    arrival, prompt, output, hashes = [], [], [], []
+    for line_no, row in _jsonl_rows(path):
+        where = f"workload {path} line {line_no}"
+        if not isinstance(row, dict):
+            raise ClusterSimError(f"{where}: expected a JSON object")
+        arrival.append(_number(row, "timestamp", where, minimum=0) / 1000.0)
+        prompt.append(int(_number(row, "input_length", where, minimum=1)))
+        output.append(int(_number(row, "output_length", where, minimum=1)))
+        block_hashes = row.get("hash_ids")
+        if block_hashes is not None and not (
+            isinstance(block_hashes, list) and all(isinstance(h, int) for h in block_hashes)
+        ):
+            raise ClusterSimError(f"{where}: field 'hash_ids' must be a list of integers")
+        hashes.append(block_hashes)
+    extras = {"block_hashes": hashes} if any(h is not None for h in hashes) else {}
+    return RequestTrace.from_columns(arrival, prompt, output, extras=extras,
+                                     metadata={"block_size_tokens": 512})
+
+
+def _number(row: dict[str, Any], name: str, where: str, minimum: float) -> float:
+    value = row.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClusterSimError(f"{where}: field '{name}' must be a number, got {value!r}")
+    if not np.isfinite(value) or value < minimum:
+        raise ClusterSimError(f"{where}: field '{name}' must be >= {minimum}, got {value!r}")
+    return float(value)
+
+
+def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    try:
+        frame = pd.read_csv(path, skipinitialspace=True)
+    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
+        raise ClusterSimError(f"workload {path}: not a readable CSV ({error})") from None
+    missing = [name for name in columns if name not in frame.columns]
+    if missing:
+        raise ClusterSimError(f"workload {path}: missing column(s) {', '.join(missing)}; "
+                              f"found {', '.join(map(str, frame.columns))}")
+    if frame.empty:
+        raise ClusterSimError(f"workload {path}: the trace has no requests")
+    return frame
+
+
+def _int_column(frame: pd.DataFrame, name: str, path: Path, minimum: int) -> np.ndarray:
+    values = pd.to_numeric(frame[name], errors="coerce")
+    bad = values.isna() | (values < minimum) | (values != values.round())
+    if bad.any():
+        row = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ClusterSimError(f"workload {path} row {row + 2}: column '{name}' must be an "
+                              f"integer >= {minimum}, got {frame[name].iloc[row]!r}")
+    return values.to_numpy(dtype=np.int64)
+
+
+def load_azure(path: Path) -> RequestTrace:
+    """Azure LLM inference trace (2023/2024): TIMESTAMP, ContextTokens, GeneratedTokens."""
+    frame = _read_csv(path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
+    stamps = pd.to_datetime(frame["TIMESTAMP"], errors="coerce", format="ISO8601")
+    if stamps.isna().any():
+        row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
+        raise ClusterSimError(f"workload {path} row {row + 2}: column 'TIMESTAMP' is not a "
+                              f"date-time, got {frame['TIMESTAMP'].iloc[row]!r}")
+    arrival = (stamps - stamps.min()).dt.total_seconds().to_numpy()
+    return RequestTrace.from_columns(
+        arrival,
+        _int_column(frame, "ContextTokens", path, minimum=1),
+        _int_column(frame, "GeneratedTokens", path, minimum=1),
+    )
+
+
+def load_burstgpt(path: Path) -> RequestTrace:
+    """BurstGPT: Timestamp (s), Request tokens, Response tokens; failures are dropped."""
+    frame = _read_csv(path, ["Timestamp", "Request tokens", "Response tokens"])
+    arrival = pd.to_numeric(frame["Timestamp"], errors="coerce")
+    if arrival.isna().any() or (arrival < 0).any():
+        row = int(np.flatnonzero((arrival.isna() | (arrival < 0)).to_numpy())[0])
+        raise ClusterSimError(f"workload {path} row {row + 2}: column 'Timestamp' must be "
+                              f"seconds >= 0, got {frame['Timestamp'].iloc[row]!r}")
+    prompt = _int_column(frame, "Request tokens", path, minimum=0)
+    output = _int_column(frame, "Response tokens", path, minimum=0)
+    kept = (prompt > 0) & (output > 0)
+    if not kept.any():
+        raise ClusterSimError(f"workload {path}: every row has 0 request or response tokens")
+    return RequestTrace.from_columns(
+        arrival.to_numpy()[kept], prompt[kept], output[kept],
+        metadata={"dropped_failed_requests": int((~kept).sum())},
+    )
+
+
+FORMATS: dict[str, Callable[[Path], RequestTrace]] = {
+    "json": load_json,
+    "jsonl": load_jsonl,
+    "azure": load_azure,
+    "burstgpt": load_burstgpt,
+    "mooncake": load_mooncake,
+}
+
+
+def save_workload(trace: RequestTrace, path: str | Path) -> None:
+    """Write a trace as clustersim JSON (``.json``) or JSONL (``.jsonl``), whole or not at all."""
+    path = Path(path)
+    records = trace.to_records()
+    if path.suffix.lower() == ".jsonl":
+        text = "".join(json.dumps(record) + "\n" for record in records)
+    else:
+        text = json.dumps({"metadata": trace.metadata, "requests": records}, indent=None)
+        text = text.replace('{"request_id"', '\n  {"request_id"') + "\n"
+    _write_atomic(path, text)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)

@@ -1,0 +1,178 @@
+"""The serving trace: what a request is, in files and in memory.
+
+On disk (JSON or JSONL), a trace is a list of requests, or an object
+``{"metadata": {...}, "requests": [...]}``; each request::
+
+    {"arrival_s": 0.42, "prompt_tokens": 1155, "output_tokens": 211,
+     "request_id": 7, "prefix_id": "sys-1", "prefix_tokens": 100,
+     "session_id": "user-3", "priority": 0, "block_hashes": [11, 12]}
+
+Only the first three fields are required. Files are validated with pydantic (one bad
+field gives one line naming it); in memory a trace is a :class:`RequestTrace` of numpy
+columns sorted by arrival, which is what generators make and the simulator reads.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = ["RequestRecord", "RequestTrace", "TraceFile"]
+
+
+class RequestRecord(BaseModel):
+    """One request as a trace file states it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    arrival_s: float = Field(ge=0, description="seconds from the start of the trace")
+    prompt_tokens: int = Field(ge=1)
+    output_tokens: int = Field(ge=1, description="tokens to generate (ignore_eos style)")
+    request_id: int | str | None = None
+    prefix_id: str | None = None
+    prefix_tokens: int | None = Field(default=None, ge=0)
+    session_id: str | None = None
+    priority: int = 0
+    block_hashes: list[int] | None = None
+
+    @field_validator("arrival_s")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError("must be a finite number of seconds")
+        return value
+
+    @model_validator(mode="after")
+    def _prefix_within_prompt(self) -> RequestRecord:
+        if self.prefix_tokens is not None and self.prefix_tokens > self.prompt_tokens:
+            raise ValueError(
+                f"prefix_tokens={self.prefix_tokens} exceeds prompt_tokens={self.prompt_tokens}"
+            )
+        return self
+
+
+class TraceFile(BaseModel):
+    """A whole JSON trace file in its object form."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metadata: dict[str, Any] = {}
+    requests: list[RequestRecord] = Field(min_length=1)
+
+
+@dataclass
+class RequestTrace:
+    """A serving trace as columns, sorted by arrival (stable: ties keep file order).
+
+    Attributes:
+        arrival_s: arrival times in seconds, non-decreasing. [num_requests]
+        prompt_tokens: prompt lengths. [num_requests]
+        output_tokens: tokens each request generates. [num_requests]
+        priority: lower runs first under the priority queue order. [num_requests]
+        request_ids: the ids the file gave (its row numbers when it gave none).
+        extras: optional per-request fields (prefix_id, session_id, ...) by name.
+        metadata: where the trace came from (generator parameters, source file).
+    """
+
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    priority: np.ndarray
+    request_ids: list[int | str]
+    extras: dict[str, list[Any]] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.arrival_s)
+        for name in ("prompt_tokens", "output_tokens", "priority"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"RequestTrace column {name} has the wrong length")
+        if n and np.any(np.diff(self.arrival_s) < 0):
+            raise ValueError("RequestTrace.arrival_s must be sorted; use RequestTrace.from_columns")
+
+    def __len__(self) -> int:
+        return len(self.arrival_s)
+
+    @classmethod
+    def from_columns(
+        cls,
+        arrival_s: Any,
+        prompt_tokens: Any,
+        output_tokens: Any,
+        priority: Any | None = None,
+        request_ids: list[int | str] | None = None,
+        extras: dict[str, list[Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> RequestTrace:
+        """Build a trace from unsorted columns, sorting stably by arrival."""
+        arrival = np.asarray(arrival_s, dtype=np.float64)
+        order = np.argsort(arrival, kind="stable")
+        n = len(arrival)
+        ids: list[int | str] = list(range(n)) if request_ids is None else list(request_ids)
+        prio = np.zeros(n, dtype=np.int64) if priority is None else np.asarray(priority, np.int64)
+        return cls(
+            arrival_s=arrival[order],
+            prompt_tokens=np.asarray(prompt_tokens, dtype=np.int64)[order],
+            output_tokens=np.asarray(output_tokens, dtype=np.int64)[order],
+            priority=prio[order],
+            request_ids=[ids[i] for i in order],
+            extras={name: [values[i] for i in order] for name, values in (extras or {}).items()},
+            metadata=dict(metadata or {}),
+        )
+
+    @classmethod
+    def from_records(
+        cls, records: list[RequestRecord], metadata: dict[str, Any] | None = None
+    ) -> RequestTrace:
+        extras: dict[str, list[Any]] = {}
+        for name in ("prefix_id", "prefix_tokens", "session_id", "block_hashes"):
+            values = [getattr(record, name) for record in records]
+            if any(value is not None for value in values):
+                extras[name] = values
+        return cls.from_columns(
+            arrival_s=[r.arrival_s for r in records],
+            prompt_tokens=[r.prompt_tokens for r in records],
+            output_tokens=[r.output_tokens for r in records],
+            priority=[r.priority for r in records],
+            request_ids=[i if r.request_id is None else r.request_id
+                         for i, r in enumerate(records)],
+            extras=extras,
+            metadata=metadata,
+        )
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """Plain dicts in the file schema, omitting fields that are unset."""
+        rows: list[dict[str, Any]] = []
+        for i in range(len(self)):
+            row: dict[str, Any] = {
+                "request_id": self.request_ids[i],
+                "arrival_s": round(float(self.arrival_s[i]), 6),
+                "prompt_tokens": int(self.prompt_tokens[i]),
+                "output_tokens": int(self.output_tokens[i]),
+            }
+            if self.priority[i]:
+                row["priority"] = int(self.priority[i])
+            for name, values in self.extras.items():
+                if values[i] is not None:
+                    row[name] = values[i]
+            rows.append(row)
+        return rows
+
+    def stats(self) -> dict[str, float]:
+        """Means, medians and rates a user checks a trace by."""
+        duration = float(self.arrival_s[-1] - self.arrival_s[0]) if len(self) > 1 else 0.0
+        return {
+            "num_requests": len(self),
+            "duration_s": round(duration, 3),
+            "rate_per_s": round((len(self) - 1) / duration, 4) if duration > 0 else 0.0,
+            "prompt_tokens_mean": round(float(self.prompt_tokens.mean()), 2),
+            "prompt_tokens_p50": float(np.median(self.prompt_tokens)),
+            "prompt_tokens_max": int(self.prompt_tokens.max()),
+            "output_tokens_mean": round(float(self.output_tokens.mean()), 2),
+            "output_tokens_p50": float(np.median(self.output_tokens)),
+            "output_tokens_max": int(self.output_tokens.max()),
+        }
