@@ -17,6 +17,7 @@ A batch's token layout, one row per request::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,7 +43,10 @@ OPERATORS = (
 
 @dataclass(frozen=True, slots=True)
 class BatchShape:
-    """The work of one step: arrays with one entry per scheduled request.
+    """The work of one step: sequences with one entry per scheduled request.
+
+    The lengths are plain int sequences (lists from the scheduler; numpy arrays work
+    too): batches hold tens of requests, where a Python pass beats numpy's per-call cost.
 
     Attributes:
         query_lens: tokens computed this step per request (1 for a decode). [num_reqs]
@@ -53,15 +57,20 @@ class BatchShape:
         swap_out_tokens: KV tokens copied device→host before the step.
     """
 
-    query_lens: np.ndarray
-    context_lens: np.ndarray
+    query_lens: Sequence[int]
+    context_lens: Sequence[int]
     num_sampled: int
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
-        return int(self.query_lens.sum())
+        return int(sum(self.query_lens))
+
+    def as_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(query_lens, context_lens) as int64 arrays, for vectorized cost models."""
+        return (np.asarray(self.query_lens, dtype=np.int64),
+                np.asarray(self.context_lens, dtype=np.int64))
 
     @property
     def num_reqs(self) -> int:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from profiles.cluster import LinkCost
 from profiles.cost_model import OPERATORS, BatchShape, StepCost
 from profiles.hardware import GB, GPUSpec
@@ -112,6 +110,7 @@ class RooflineCostModel:
         )
         self._swap_bytes_per_token = m.kv_bytes_per_token / (tp * pp)
         self._empty_operators = dict.fromkeys(OPERATORS, 0.0)
+        self._token_cache: dict[int, tuple[dict[str, float], float, float, float]] = {}
 
     @property
     def num_stages(self) -> int:
@@ -145,86 +144,105 @@ class RooflineCostModel:
 
     # ---- the step -------------------------------------------------------------------
 
-    def predict(self, batch: BatchShape) -> StepCost:
-        """Price ``batch`` through every stage; see the module docstring for the terms."""
-        q = batch.query_lens  # [num_reqs]
-        c = batch.context_lens  # [num_reqs]
-        num_tokens = float(q.sum())
-        is_prefill = q > 1  # [num_reqs]; a 1-token query runs the decode kernel
-        q_pre = q[is_prefill].astype(np.float64)
-        c_pre = c[is_prefill].astype(np.float64)
-        prefill_pairs = float((q_pre * (c_pre + (q_pre + 1.0) / 2.0)).sum())
-        prefill_kv_tokens = float((c_pre + q_pre).sum())
-        decode_kv_tokens = float(c[~is_prefill].sum()) + float((~is_prefill).sum())
+    def _token_terms(self, num_tokens: int) -> tuple[dict[str, float], float, float, float]:
+        """Per-stage-layer operators that depend only on the step's token count (memoized).
 
-        ops = dict(self._empty_operators)
+        Returns:
+            (seconds per layer by operator, compute-bound seconds per layer,
+            memory-bound seconds per layer, TP all-reduce seconds per layer)
+        """
+        cached = self._token_cache.get(num_tokens)
+        if cached is not None:
+            return cached
+        ops: dict[str, float] = {}
         compute_s = memory_s = 0.0
-
-        def add(name: str, seconds: float, compute_bound: bool) -> float:
-            nonlocal compute_s, memory_s
-            ops[name] += seconds
+        for name, (seconds, compute_bound) in (
+            ("qkv_proj", self._gemm(self._qkv, num_tokens, self._qkv.weight_params)),
+            ("o_proj", self._gemm(self._o, num_tokens, self._o.weight_params)),
+            ("mlp", self._mlp(num_tokens)),
+            ("elementwise",
+             (num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s, False)),
+        ):
+            ops[name] = seconds
             if compute_bound:
                 compute_s += seconds
             else:
                 memory_s += seconds
-            return seconds
+        allreduce_s = 2.0 * ring_allreduce_s(
+            num_tokens * self.model.hidden_size * self._act_bytes, self.tp, self.tp_link)
+        result = (ops, compute_s, memory_s, allreduce_s)
+        self._token_cache[num_tokens] = result
+        return result
 
-        # One layer's time on one GPU (identical for every layer of every stage).
-        layer_ops: list[tuple[str, float, bool]] = []
-        if num_tokens > 0:
-            layer_ops.append(("qkv_proj", *self._gemm(self._qkv, num_tokens, self._qkv.weight_params)))
-            layer_ops.append(("o_proj", *self._gemm(self._o, num_tokens, self._o.weight_params)))
-            layer_ops.append(("mlp", *self._mlp(num_tokens)))
-            layer_ops.append(("elementwise",
-                              num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s,
-                              False))
-        if prefill_kv_tokens > 0:
+    def predict(self, batch: BatchShape) -> StepCost:
+        """Price ``batch`` through every stage; see the module docstring for the terms."""
+        # One pass over the requests for the attention aggregates.
+        num_tokens = 0
+        prefill_pairs = 0.0  # Σ q·(c + (q+1)/2) over prefill rows: causal score count
+        prefill_kv_tokens = 0  # Σ (c + q) over prefill rows: KV read by prefill attention
+        prefill_query_tokens = 0
+        decode_kv_tokens = 0  # Σ (c + 1) over decode rows: KV read by decode attention
+        for q, c in zip(batch.query_lens, batch.context_lens, strict=True):
+            num_tokens += q
+            if q == 1:
+                decode_kv_tokens += c + 1
+            else:
+                prefill_pairs += q * (c + (q + 1) / 2.0)
+                prefill_kv_tokens += c + q
+                prefill_query_tokens += q
+
+        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self._token_terms(num_tokens)
+        attention_ops: list[tuple[str, float, bool]] = []
+        if prefill_kv_tokens:
             flops = 4.0 * self._q_local * prefill_pairs
             traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
-                       + 2.0 * float(q_pre.sum()) * self._q_local * self._act_bytes)
-            layer_ops.append(("attn_prefill", *self._attention(flops, traffic)))
-        if decode_kv_tokens > 0:
+                       + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
+            attention_ops.append(("attn_prefill", *self._attention(flops, traffic)))
+        if decode_kv_tokens:
             flops = 4.0 * self._q_local * decode_kv_tokens
             traffic = decode_kv_tokens * self._kv_bytes_per_token_layer
-            layer_ops.append(("attn_decode", *self._attention(flops, traffic)))
-        layer_compute_s = sum(seconds for _, seconds, _ in layer_ops)
-        allreduce_s = 2.0 * ring_allreduce_s(
-            num_tokens * self.model.hidden_size * self._act_bytes, self.tp, self.tp_link
-        )
-
-        swap_s = (batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token \
-            / self._host_bytes_per_s
-        stage_s = []
-        communication_s = 0.0
-        last = self.pp - 1
-        for stage, num_layers in enumerate(self.layers_per_stage):
-            seconds = num_layers * (layer_compute_s + allreduce_s) + swap_s
-            for name, op_s, bound in layer_ops:
-                add(name, num_layers * op_s, bound)
-            ops["tp_allreduce"] += num_layers * allreduce_s
-            ops["kv_swap"] += swap_s
-            communication_s += num_layers * allreduce_s + swap_s
-            if stage == 0:
-                seconds += add("embedding", num_tokens * self.model.hidden_size * self._act_bytes
-                               / self._bytes_per_s, False)
-            if stage == last:
-                lm = self._lm_head(batch.num_sampled)
-                seconds += add("lm_head", *lm)
+            attention_ops.append(("attn_decode", *self._attention(flops, traffic)))
+        for _, seconds, compute_bound in attention_ops:
+            if compute_bound:
+                layer_compute_s += seconds
             else:
-                send_s = self.pp_link.transfer_s(
-                    num_tokens * self.model.hidden_size * self._act_bytes)
-                ops["pp_send"] += send_s
-                communication_s += send_s
-                seconds += send_s
-            stage_s.append(seconds)
+                layer_memory_s += seconds
+        layer_s = layer_compute_s + layer_memory_s + allreduce_s
 
-        flops = self._useful_flops(num_tokens, batch.num_sampled, prefill_pairs, decode_kv_tokens)
-        return StepCost(
-            stage_s=tuple(stage_s), operator_s=ops, compute_s=compute_s, memory_s=memory_s,
-            communication_s=communication_s, flops=flops,
+        swap_s = ((batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token
+                  / self._host_bytes_per_s)
+        embed_s = num_tokens * self.model.hidden_size * self._act_bytes / self._bytes_per_s
+        lm_head_s, lm_compute_bound = self._lm_head(batch.num_sampled)
+        send_s = (self.pp_link.transfer_s(num_tokens * self.model.hidden_size * self._act_bytes)
+                  if self.pp > 1 else 0.0)
+        last = self.pp - 1
+        stage_s = tuple(
+            num_layers * layer_s + swap_s
+            + (embed_s if stage == 0 else 0.0)
+            + (lm_head_s if stage == last else send_s)
+            for stage, num_layers in enumerate(self.layers_per_stage)
         )
+
+        n = self.model.num_layers  # every layer runs once per step, across the stages
+        ops = dict(self._empty_operators)
+        for name, seconds in token_ops.items():
+            ops[name] = n * seconds
+        for name, seconds, _ in attention_ops:
+            ops[name] = n * seconds
+        ops["tp_allreduce"] = n * allreduce_s
+        ops["pp_send"] = last * send_s
+        ops["kv_swap"] = self.pp * swap_s
+        ops["embedding"] = embed_s
+        ops["lm_head"] = lm_head_s
+        compute_s = n * layer_compute_s + (lm_head_s if lm_compute_bound else 0.0)
+        memory_s = n * layer_memory_s + embed_s + (0.0 if lm_compute_bound else lm_head_s)
+        communication_s = ops["tp_allreduce"] + ops["pp_send"] + ops["kv_swap"]
+        flops = self._useful_flops(num_tokens, batch.num_sampled, prefill_pairs, decode_kv_tokens)
+        return StepCost(stage_s=stage_s, operator_s=ops, compute_s=compute_s, memory_s=memory_s,
+                        communication_s=communication_s, flops=flops)
 
     def _lm_head(self, num_sampled: int) -> tuple[float, bool]:
+        """The output projection over the sampled rows (last stage only)."""
         if num_sampled == 0:
             return 0.0, False
         flops = 2.0 * num_sampled * self._lm_head_params_local

@@ -1,0 +1,252 @@
+"""Running a simulation: build → validate and wire → run → collect.
+
+:func:`simulate` is the one entry point the CLI and the planners call. It resolves the
+deployment (model, GPU, cluster graph, placements, memory, scheduler), checks the
+workload against it, wires one SimPy process per replica plus the arrival process, runs
+to completion and collects per-request rows, the summary and the optional trace. It
+always returns a :class:`SimulationResult`; a user error leaves ``error`` set instead of
+raising.
+
+Same-time ordering (the one rule, tested): events at equal simulated time run as
+(time, priority, insertion order). Arrivals are URGENT, step completions and wake-ups
+NORMAL, so every arrival at time t is in its replica's queue before any scheduling
+decision at time t, and arrivals at equal times keep trace order.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.core import URGENT
+
+from profiles.cluster import build_cluster_graph, group_link, link_between, place_replicas
+from profiles.cost_model import CostModel
+from profiles.errors import ClusterSimError
+from profiles.hardware import GPUSpec, load_gpu
+from profiles.memory import MemoryPlan, plan_memory
+from profiles.models import ModelSpec, load_model
+from profiles.roofline import RooflineCostModel
+from simulator.config import DeploymentConfig, resolve_scheduler
+from simulator.kv_cache import KVCacheManager
+from simulator.metrics import StepRecorder, StepStats, TokenGaps, request_rows, summarize
+from simulator.replica import Replica
+from simulator.request import Request
+from simulator.router import ROUTERS, Router
+from simulator.scheduler import Scheduler, SchedulerConfig
+from simulator.trace import PerfettoTrace
+from workloads.schema import RequestTrace
+
+__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "resolve", "simulate"]
+
+ENGINE_VERSION = "clustersim-0.1 serving core (roofline cost model)"
+
+
+class SimEnvironment(simpy.Environment):
+    """The SimPy environment plus the run context: the seeded random generator."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+
+
+class _ArrivalTimeout(simpy.Event):
+    """A timeout at URGENT priority, so arrivals precede same-time scheduling decisions.
+
+    NOTE: SimPy's Timeout always uses NORMAL priority; this mirrors its constructor
+    (``_ok``/``_value`` as Timeout sets them) with the priority changed.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, URGENT, delay)
+
+
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    """Everything a run derives from its deployment: the wired-up static parts."""
+
+    deployment: DeploymentConfig
+    model: ModelSpec
+    gpu: GPUSpec
+    scheduler: SchedulerConfig
+    memory: MemoryPlan
+    cost_models: tuple[CostModel, ...]  # one per replica (placement decides its links)
+
+    @property
+    def num_gpus(self) -> int:
+        p = self.deployment.parallelism
+        return self.deployment.replicas * p.tp * p.pp
+
+
+@dataclass
+class SimulationResult:
+    """What a run produced. ``error`` is a one-line user error, else ``None``."""
+
+    summary: dict[str, Any] | None
+    requests: pd.DataFrame | None
+    trace: dict[str, Any] | None
+    runtime_s: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
+    """Build and check the static side of a run (no simulation yet).
+
+    Raises:
+        ClusterSimError: unknown model or GPU, a deployment that does not fit the
+            cluster, weights or max_model_len that do not fit in memory.
+    """
+    model = load_model(deployment.model)
+    gpu = load_gpu(deployment.gpu)
+    tp, pp = deployment.parallelism.tp, deployment.parallelism.pp
+    if tp > model.num_attention_heads or model.num_attention_heads % tp:
+        raise ClusterSimError(f"parallelism.tp={tp} must divide {model.name}'s "
+                              f"{model.num_attention_heads} attention heads")
+    if pp > model.num_layers:
+        raise ClusterSimError(f"parallelism.pp={pp} exceeds {model.name}'s "
+                              f"{model.num_layers} layers")
+    scheduler = resolve_scheduler(deployment.scheduler, model)
+    settings = deployment.scheduler
+    memory = plan_memory(
+        model, gpu, tp=tp, pp=pp, block_size=scheduler.block_size,
+        gpu_memory_utilization=settings.gpu_memory_utilization,
+        max_num_batched_tokens=scheduler.max_num_batched_tokens,
+        max_num_seqs=scheduler.max_num_seqs, swap_space_gib=settings.swap_space_gib,
+        runtime_overhead_gib=deployment.runtime_overhead_gib,
+    )
+    if scheduler.max_model_len > memory.max_kv_tokens:
+        raise ClusterSimError(
+            f"scheduler.max_model_len={scheduler.max_model_len} tokens do not fit in the KV "
+            f"cache ({memory.max_kv_tokens} tokens per replica); set --max-model-len "
+            f"{memory.max_kv_tokens} or less, or raise tp/pp or gpu_memory_utilization"
+        )
+    cluster = deployment.cluster_spec()
+    graph = build_cluster_graph(cluster, gpu)
+    placements = place_replicas(graph, cluster, deployment.replicas, tp, pp)
+    cost_models: list[CostModel] = []
+    for placement in placements:
+        stages = placement.stage_gpus
+        pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
+                   else group_link(graph, ()))
+        cost_models.append(RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]),
+                                             pp_link))
+    return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models))
+
+
+def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> None:
+    if len(workload) == 0:
+        raise ClusterSimError("workload: the trace has no requests")
+    total = workload.prompt_tokens + workload.output_tokens
+    too_long = np.flatnonzero(total > resolved.scheduler.max_model_len)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ClusterSimError(
+            f"workload request {workload.request_ids[i]!r}: prompt_tokens + output_tokens = "
+            f"{int(total[i])} exceeds max_model_len={resolved.scheduler.max_model_len} "
+            f"({too_long.size} requests do); raise --max-model-len or trim the trace"
+        )
+
+
+def _arrivals(env: simpy.Environment, requests: Sequence[Request], router: Router,
+              replicas: Sequence[Replica]) -> Generator[simpy.Event, Any, None]:
+    for request in requests:
+        delay = request.arrival_s - env.now
+        if delay > 0:
+            yield _ArrivalTimeout(env, delay)
+        replicas[router.choose(request, replicas)].submit(request)
+
+
+def simulate(
+    deployment: DeploymentConfig,
+    workload: RequestTrace,
+    *,
+    record_trace: bool = False,
+    recorders: Sequence[StepRecorder] = (),
+) -> SimulationResult:
+    """Simulate ``workload`` on ``deployment``.
+
+    Args:
+        deployment: the validated deployment.
+        workload: the requests, sorted by arrival.
+        record_trace: also collect a Perfetto trace of every step.
+        recorders: extra step observers (tests use them to check invariants per step).
+
+    Returns:
+        The result; ``result.error`` holds a one-line message if the input was at fault.
+    """
+    started = time.perf_counter()
+    try:
+        resolved = resolve(deployment)
+        _check_workload(workload, resolved)
+    except ClusterSimError as error:
+        return SimulationResult(None, None, None, time.perf_counter() - started, str(error))
+
+    env = SimEnvironment(deployment.seed)
+    stats = StepStats()
+    trace = PerfettoTrace() if record_trace else None
+    all_recorders: list[StepRecorder] = [stats, *recorders] + ([trace] if trace else [])
+    replicas = []
+    gaps = []
+    for replica_id, cost_model in enumerate(resolved.cost_models):
+        memory = resolved.memory
+        reserve = (resolved.scheduler.max_model_len
+                   if resolved.scheduler.kv_allocation == "reserve_max" else None)
+        kv_cache = KVCacheManager(memory.num_gpu_blocks, memory.block_size,
+                                  memory.num_cpu_blocks, reserve_tokens=reserve)
+        token_gaps = TokenGaps()
+        gaps.append(token_gaps)
+        scheduler = Scheduler(resolved.scheduler, kv_cache, token_gaps)
+        replicas.append(Replica(env, replica_id, scheduler, cost_model, all_recorders))
+
+    requests = [
+        Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
+                output_tokens=int(output), priority=int(priority))
+        for i, (arrival, prompt, output, priority) in enumerate(zip(
+            workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
+            workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
+    ]
+    env.process(_arrivals(env, requests, ROUTERS[deployment.router](), replicas))
+    env.run()
+
+    unfinished = sum(1 for r in requests if not r.is_finished)
+    if unfinished:
+        raise RuntimeError(f"simulation ended with {unfinished} unfinished requests")
+    for replica in replicas:
+        replica.scheduler.kv_cache.check()
+        assert replica.scheduler.kv_cache.num_free_blocks == memory.num_gpu_blocks
+
+    rows = request_rows(requests, workload.request_ids)
+    summary = summarize(
+        rows, stats, gaps, num_gpus=resolved.num_gpus,
+        peak_flops_per_gpu=resolved.gpu.peak_flops(resolved.model.dtype),
+        kv_blocks_per_replica=[r.scheduler.kv_cache.num_gpu_blocks for r in replicas],
+        kv_peak_blocks_per_replica=[r.scheduler.kv_cache.peak_used_blocks for r in replicas],
+        ttft_slo_s=deployment.slo.ttft_s, tpot_slo_s=deployment.slo.tpot_s,
+    )
+    summary["run"] = {
+        "engine": ENGINE_VERSION,
+        "cost_model": "roofline",
+        "seed": deployment.seed,
+        "deployment": deployment.model_dump(mode="json"),
+        "model": resolved.model.name,
+        "gpu": resolved.gpu.name,
+        "num_gpus": resolved.num_gpus,
+        "scheduler": asdict(resolved.scheduler),
+        "memory_per_gpu": resolved.memory.as_dict(),
+        "workload": {key: value for key, value in workload.metadata.items()
+                     if key in ("source", "format", "generator")} | workload.stats(),
+    }
+    return SimulationResult(summary, rows, trace.to_json() if trace else None,
+                            time.perf_counter() - started)
