@@ -111,6 +111,12 @@ class RooflineCostModel:
         self._swap_bytes_per_token = m.kv_bytes_per_token / (tp * pp)
         self._empty_operators = dict.fromkeys(OPERATORS, 0.0)
         self._token_cache: dict[int, tuple[dict[str, float], float, float, float]] = {}
+        self._lm_head_cache: dict[int, tuple[float, bool]] = {}
+        self._activation_bytes_per_token = m.hidden_size * self._act_bytes
+        self._embed_s_per_token = self._activation_bytes_per_token / self._bytes_per_s
+        # Useful matmul parameters a token passes through, LM head apart (it runs only on
+        # sampled rows).
+        self._model_matmul_params = m.num_layers * self._layer_matmul_params
 
     @property
     def num_stages(self) -> int:
@@ -176,87 +182,102 @@ class RooflineCostModel:
 
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""
-        # One pass over the requests for the attention aggregates.
-        num_tokens = 0
+        query_lens, context_lens = batch.query_lens, batch.context_lens
+        num_tokens = sum(query_lens)
         prefill_pairs = 0.0  # Σ q·(c + (q+1)/2) over prefill rows: causal score count
         prefill_kv_tokens = 0  # Σ (c + q) over prefill rows: KV read by prefill attention
         prefill_query_tokens = 0
-        decode_kv_tokens = 0  # Σ (c + 1) over decode rows: KV read by decode attention
-        for q, c in zip(batch.query_lens, batch.context_lens, strict=True):
-            num_tokens += q
-            if q == 1:
-                decode_kv_tokens += c + 1
-            else:
-                prefill_pairs += q * (c + (q + 1) / 2.0)
-                prefill_kv_tokens += c + q
-                prefill_query_tokens += q
+        if num_tokens == len(query_lens):  # decodes only: Σ (c + 1), KV read per layer
+            decode_kv_tokens = sum(context_lens) + num_tokens
+        else:
+            decode_kv_tokens = 0
+            for q, c in zip(query_lens, context_lens, strict=True):
+                if q == 1:
+                    decode_kv_tokens += c + 1
+                else:
+                    prefill_pairs += q * (c + (q + 1) / 2.0)
+                    prefill_kv_tokens += c + q
+                    prefill_query_tokens += q
 
         token_ops, layer_compute_s, layer_memory_s, allreduce_s = self._token_terms(num_tokens)
-        attention_ops: list[tuple[str, float, bool]] = []
+        prefill_s = decode_s = 0.0
         if prefill_kv_tokens:
             flops = 4.0 * self._q_local * prefill_pairs
             traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
                        + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
-            attention_ops.append(("attn_prefill", *self._attention(flops, traffic)))
+            prefill_s, bound = self._attention(flops, traffic)
+            if bound:
+                layer_compute_s += prefill_s
+            else:
+                layer_memory_s += prefill_s
         if decode_kv_tokens:
             flops = 4.0 * self._q_local * decode_kv_tokens
-            traffic = decode_kv_tokens * self._kv_bytes_per_token_layer
-            attention_ops.append(("attn_decode", *self._attention(flops, traffic)))
-        for _, seconds, compute_bound in attention_ops:
-            if compute_bound:
-                layer_compute_s += seconds
+            decode_s, bound = self._attention(flops, decode_kv_tokens
+                                              * self._kv_bytes_per_token_layer)
+            if bound:
+                layer_compute_s += decode_s
             else:
-                layer_memory_s += seconds
+                layer_memory_s += decode_s
         layer_s = layer_compute_s + layer_memory_s + allreduce_s
 
         swap_s = ((batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token
                   / self._host_bytes_per_s)
-        embed_s = num_tokens * self.model.hidden_size * self._act_bytes / self._bytes_per_s
+        embed_s = num_tokens * self._embed_s_per_token
         lm_head_s, lm_compute_bound = self._lm_head(batch.num_sampled)
-        send_s = (self.pp_link.transfer_s(num_tokens * self.model.hidden_size * self._act_bytes)
-                  if self.pp > 1 else 0.0)
-        last = self.pp - 1
-        stage_s = tuple(
-            num_layers * layer_s + swap_s
-            + (embed_s if stage == 0 else 0.0)
-            + (lm_head_s if stage == last else send_s)
-            for stage, num_layers in enumerate(self.layers_per_stage)
-        )
+        pp = self.pp
+        if pp == 1:
+            send_s = 0.0
+            stage_s: tuple[float, ...] = (
+                self.model.num_layers * layer_s + swap_s + embed_s + lm_head_s,)
+        else:
+            send_s = self.pp_link.transfer_s(num_tokens * self._activation_bytes_per_token)
+            stage_s = tuple(
+                num_layers * layer_s + swap_s + (embed_s if stage == 0 else 0.0)
+                + (lm_head_s if stage == pp - 1 else send_s)
+                for stage, num_layers in enumerate(self.layers_per_stage)
+            )
 
         n = self.model.num_layers  # every layer runs once per step, across the stages
-        ops = dict(self._empty_operators)
-        for name, seconds in token_ops.items():
-            ops[name] = n * seconds
-        for name, seconds, _ in attention_ops:
-            ops[name] = n * seconds
-        ops["tp_allreduce"] = n * allreduce_s
-        ops["pp_send"] = last * send_s
-        ops["kv_swap"] = self.pp * swap_s
-        ops["embedding"] = embed_s
-        ops["lm_head"] = lm_head_s
-        compute_s = n * layer_compute_s + (lm_head_s if lm_compute_bound else 0.0)
-        memory_s = n * layer_memory_s + embed_s + (0.0 if lm_compute_bound else lm_head_s)
-        communication_s = ops["tp_allreduce"] + ops["pp_send"] + ops["kv_swap"]
-        flops = self._useful_flops(num_tokens, batch.num_sampled, prefill_pairs, decode_kv_tokens)
-        return StepCost(stage_s=stage_s, operator_s=ops, compute_s=compute_s, memory_s=memory_s,
-                        communication_s=communication_s, flops=flops)
+
+        def breakdown() -> dict[str, float]:
+            ops = dict(self._empty_operators)
+            for name, seconds in token_ops.items():
+                ops[name] = n * seconds
+            ops["attn_prefill"] = n * prefill_s
+            ops["attn_decode"] = n * decode_s
+            ops["tp_allreduce"] = n * allreduce_s
+            ops["pp_send"] = (pp - 1) * send_s
+            ops["kv_swap"] = pp * swap_s
+            ops["embedding"] = embed_s
+            ops["lm_head"] = lm_head_s
+            return ops
+
+        m = self.model
+        flops = (2.0 * num_tokens * self._model_matmul_params
+                 + 2.0 * batch.num_sampled * m.vocab_size * m.hidden_size
+                 + 4.0 * n * m.q_size * (prefill_pairs + decode_kv_tokens))
+        return StepCost(
+            stage_s=stage_s,
+            compute_s=n * layer_compute_s + (lm_head_s if lm_compute_bound else 0.0),
+            memory_s=n * layer_memory_s + embed_s + (0.0 if lm_compute_bound else lm_head_s),
+            communication_s=n * allreduce_s + (pp - 1) * send_s + pp * swap_s,
+            flops=flops,
+            breakdown=breakdown,
+        )
 
     def _lm_head(self, num_sampled: int) -> tuple[float, bool]:
-        """The output projection over the sampled rows (last stage only)."""
+        """The output projection over the sampled rows (last stage only), memoized."""
+        cached = self._lm_head_cache.get(num_sampled)
+        if cached is not None:
+            return cached
         if num_sampled == 0:
-            return 0.0, False
-        flops = 2.0 * num_sampled * self._lm_head_params_local
-        traffic = (self._lm_head_params_local * self._weight_bytes
-                   + num_sampled * self.model.vocab_size / self.tp * 4.0)
-        compute_s = flops / self._matmul_flops_per_s
-        memory_s = traffic / self._bytes_per_s
-        return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
-
-    def _useful_flops(
-        self, num_tokens: float, num_sampled: int, prefill_pairs: float, decode_kv_tokens: float
-    ) -> float:
-        m = self.model
-        matmul = 2.0 * num_tokens * m.num_layers * self._layer_matmul_params
-        lm_head = 2.0 * num_sampled * m.vocab_size * m.hidden_size
-        attention = 4.0 * m.num_layers * m.q_size * (prefill_pairs + decode_kv_tokens)
-        return matmul + lm_head + attention
+            result = (0.0, False)
+        else:
+            flops = 2.0 * num_sampled * self._lm_head_params_local
+            traffic = (self._lm_head_params_local * self._weight_bytes
+                       + num_sampled * self.model.vocab_size / self.tp * 4.0)
+            compute_s = flops / self._matmul_flops_per_s
+            memory_s = traffic / self._bytes_per_s
+            result = (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+        self._lm_head_cache[num_sampled] = result
+        return result

@@ -26,7 +26,9 @@ class KVCacheManager:
     """Block accounting for one replica.
 
     Invariants: ``0 <= num_free_blocks <= num_gpu_blocks``; the blocks held by requests
-    plus the free ones add up to ``num_gpu_blocks`` (likewise on the host).
+    plus the free ones add up to ``num_gpu_blocks`` (likewise on the host); a request with
+    ``c`` computed tokens holds at least ``ceil(c / block_size)`` blocks (the scheduler's
+    decode fast path relies on it).
     """
 
     def __init__(

@@ -42,30 +42,32 @@ REQUEST_COLUMNS = [
 
 
 class TokenGaps:
-    """Inter-token gaps as (value, count) runs: exact percentiles, O(distinct gaps) memory."""
+    """Inter-token gaps as (value, count) runs: exact percentiles, O(distinct runs) memory.
+
+    Writers append runs with :meth:`add_run` (or single gaps with :meth:`add`); adjacent
+    equal gaps may land in separate runs, which percentiles do not mind.
+    """
 
     def __init__(self) -> None:
         self.values = array("d")
         self.counts = array("q")
-        self._value = math.nan
-        self._count = 0
 
     def add(self, gap_s: float) -> None:
-        if gap_s == self._value:
-            self._count += 1
-            return
-        if self._count:
-            self.values.append(self._value)
-            self.counts.append(self._count)
-        self._value = gap_s
-        self._count = 1
+        self.add_run(gap_s, 1)
 
-    def flush(self) -> None:
-        if self._count:
-            self.values.append(self._value)
-            self.counts.append(self._count)
-            self._count = 0
-            self._value = math.nan
+    def add_run(self, gap_s: float, count: int) -> None:
+        if count:
+            self.values.append(gap_s)
+            self.counts.append(count)
+
+    @staticmethod
+    def pending() -> tuple[float, int]:
+        """An empty run to start encoding from: (nan, 0)."""
+        return math.nan, 0
+
+    @property
+    def num_gaps(self) -> int:
+        return sum(self.counts)
 
 
 class StepRecorder(Protocol):
