@@ -61,6 +61,8 @@ class SchedulerSettings(_Frozen):
     queue_order: Literal["fcfs", "priority"] = "fcfs"
     max_model_len: int | None = Field(default=None, ge=1)
     long_prefill_token_threshold: int = Field(default=0, ge=0)
+    num_gpu_blocks_override: int | None = Field(
+        default=None, ge=1, description="KV blocks per replica, instead of the memory plan's")
 
 
 class SLOConfig(_Frozen):

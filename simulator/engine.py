@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -126,6 +126,8 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
         max_num_seqs=scheduler.max_num_seqs, swap_space_gib=settings.swap_space_gib,
         runtime_overhead_gib=deployment.runtime_overhead_gib,
     )
+    if settings.num_gpu_blocks_override is not None:
+        memory = replace(memory, num_gpu_blocks=settings.num_gpu_blocks_override)
     if scheduler.max_model_len > memory.max_kv_tokens:
         raise ClusterSimError(
             f"scheduler.max_model_len={scheduler.max_model_len} tokens do not fit in the KV "
@@ -225,7 +227,8 @@ def simulate(
         raise RuntimeError(f"simulation ended with {unfinished} unfinished requests")
     for replica in replicas:
         replica.scheduler.kv_cache.check()
-        assert replica.scheduler.kv_cache.num_free_blocks == memory.num_gpu_blocks
+        kv_cache = replica.scheduler.kv_cache
+        assert kv_cache.num_free_blocks == kv_cache.num_gpu_blocks, "KV blocks leaked"
 
     rows = request_rows(requests, workload.request_ids)
     summary = summarize(

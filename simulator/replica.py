@@ -15,6 +15,7 @@ An idle replica sleeps on a wake-up event that :meth:`Replica.submit` triggers.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Generator, Sequence
 from typing import Any
@@ -26,7 +27,22 @@ from simulator.metrics import StepRecorder
 from simulator.request import Request
 from simulator.scheduler import Scheduler, StepPlan
 
-__all__ = ["Replica"]
+__all__ = ["Replica", "delay_to"]
+
+
+def delay_to(now_s: float, target_s: float) -> float:
+    """The delay that makes SimPy's clock land exactly on ``target_s``.
+
+    SimPy sets ``now + delay``; ``target - now`` can be off by one ulp when the two differ
+    by more than a factor of 2, so the delay is nudged until the sum is exact. Steps then
+    end at exactly the times the cost model adds up to (tests rely on it).
+    """
+    delay = target_s - now_s
+    while now_s + delay < target_s:
+        delay = math.nextafter(delay, math.inf)
+    while now_s + delay > target_s:
+        delay = math.nextafter(delay, -math.inf)
+    return delay
 
 
 class Replica:
@@ -101,7 +117,7 @@ class Replica:
 
             end_s = in_flight[0][0]
             if head_timeout is None:
-                head_timeout = env.timeout(end_s - env.now)
+                head_timeout = env.timeout(delay_to(env.now, end_s))
             if len(in_flight) < num_stages:
                 # A pipeline slot is free: a new arrival may start a micro-batch early.
                 self._wake = env.event()

@@ -1,0 +1,248 @@
+"""The command line: thin typer commands, each calling one library function.
+
+    clustersim simulate --workload trace.json --model llama-3-8b --gpu h100 --out results/
+    clustersim workload generate --num-requests 1000 --rate 2 --prompt ... --out w.json
+    clustersim workload stats trace.json
+    clustersim models | clustersim gpus
+
+``simulate`` is also installed as a command of its own. A user error prints one line,
+``error: <what and the fix>``, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from profiles.errors import ClusterSimError, format_validation_error
+from profiles.hardware import list_gpus
+from profiles.models import list_models, load_model
+from simulator.config import build_deployment, load_deployment
+from simulator.engine import simulate
+from simulator.outputs import to_json_text, write_outputs
+from workloads.generators import GeneratorSpec, generate, parse_distribution
+from workloads.loaders import FORMATS, load_workload, save_workload
+
+__all__ = ["app", "main", "simulate_main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="clustersim: simulate and plan LLM serving and training clusters.")
+workload_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                           help="Generate and inspect request traces.")
+app.add_typer(workload_app, name="workload")
+console = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _user_errors(function: F) -> F:
+    """Turn ClusterSimError into the one-line error and exit status 2."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ClusterSimError as error:
+            _fail(str(error))
+    return wrapper  # type: ignore[return-value]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value * 1e3:,.1f}"
+
+
+def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
+    run = summary["run"]
+    sched = run["scheduler"]
+    p = run["deployment"]["parallelism"]
+    console.print(
+        f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
+        f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
+        f"policy {sched['policy']}, {summary['num_requests']:,} requests"
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("latency (ms)")
+    for column in ("mean", "p50", "p90", "p99"):
+        table.add_column(column, justify="right")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("tbt_s", "TBT (ITL)"),
+                       ("e2e_s", "E2E"), ("queueing_delay_s", "queueing")):
+        row = summary[key]
+        table.add_row(label, *(_fmt_ms(row[c]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(table)
+    tp = summary["throughput"]
+    good = summary["goodput"]
+    console.print(
+        f"throughput {tp['requests_per_s']:.3f} req/s, {tp['output_tokens_per_s']:,.0f} output "
+        f"tok/s, {tp['total_tokens_per_s']:,.0f} total tok/s; MFU {summary['mfu']:.1%}; "
+        f"KV peak {summary['kv_cache']['peak_usage']:.1%}; "
+        f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
+        f"preemptions {summary['preemptions']}"
+    )
+    if good["slo_attainment"] is not None:
+        console.print(f"goodput {good['requests_per_s']:.3f} req/s "
+                      f"(SLO attainment {good['slo_attainment']:.1%})")
+    console.print(f"simulated {summary['makespan_s']:,.1f} s in {runtime_s:.2f} s "
+                  f"({summary['batches']['num_steps']:,} steps)")
+
+
+@app.command("simulate")
+@_user_errors
+def simulate_command(
+    workload: Annotated[Path, typer.Option(help="trace file (.json, .jsonl, .csv)")],
+    deployment: Annotated[Path | None, typer.Option(
+        help="deployment file (YAML or JSON); flags override its fields")] = None,
+    model: Annotated[str | None, typer.Option(help="catalog name or config.json path")] = None,
+    gpu: Annotated[str | None, typer.Option(help="catalog name or GPU JSON file")] = None,
+    tp: Annotated[int | None, typer.Option(help="tensor-parallel degree")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline-parallel degree")] = None,
+    replicas: Annotated[int | None, typer.Option(help="model replicas (data parallel)")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="policy: vllm, sarathi, orca, static")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option()] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
+    block_size: Annotated[int | None, typer.Option()] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option()] = None,
+    enable_chunked_prefill: Annotated[bool | None, typer.Option(
+        "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
+    preemption_mode: Annotated[str | None, typer.Option(help="recompute or swap")] = None,
+    max_model_len: Annotated[int | None, typer.Option()] = None,
+    router: Annotated[str | None, typer.Option(
+        help="round_robin, least_outstanding, least_kv")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="cluster nodes")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option()] = None,
+    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
+    tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in seconds")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    workload_format: Annotated[str | None, typer.Option(
+        help=f"trace format: {', '.join(FORMATS)} (detected when omitted)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
+) -> None:
+    """Simulate a serving deployment on a request trace."""
+    overrides: dict[str, Any] = {
+        "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
+        "parallelism.tp": tp, "parallelism.pp": pp,
+        "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
+        "scheduler.max_num_batched_tokens": max_num_batched_tokens,
+        "scheduler.block_size": block_size,
+        "scheduler.gpu_memory_utilization": gpu_memory_utilization,
+        "scheduler.enable_chunked_prefill": enable_chunked_prefill,
+        "scheduler.preemption_mode": preemption_mode, "scheduler.max_model_len": max_model_len,
+        "cluster.num_nodes": num_nodes, "cluster.gpus_per_node": gpus_per_node,
+        "slo.ttft_s": ttft_slo, "slo.tpot_s": tpot_slo,
+    }
+    if deployment is not None:
+        config = load_deployment(deployment, overrides)
+    else:
+        if model is None or gpu is None:
+            _fail("give --model and --gpu, or a --deployment file")
+        config = build_deployment({}, overrides, source="flags")
+    if output_format not in ("csv", "parquet"):
+        _fail(f"--format {output_format!r} is unknown; use csv or parquet")
+    trace_data = load_workload(workload, workload_format)
+    result = simulate(config, trace_data, record_trace=trace)
+    if not result.ok:
+        _fail(str(result.error))
+    assert result.summary is not None
+    _print_summary(result.summary, result.runtime_s)
+    if out is not None:
+        written = write_outputs(result, out, output_format)
+        console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+@workload_app.command("generate")
+@_user_errors
+def generate_command(
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    num_requests: Annotated[int, typer.Option(help="requests to generate")],
+    rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
+    prompt: Annotated[str, typer.Option(
+        help="prompt lengths, e.g. lognormal:mean=1155,sigma=0.5,max=8192")],
+    output: Annotated[str, typer.Option(help="output lengths, e.g. fixed:value=128")],
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    cv: Annotated[float | None, typer.Option(
+        help="gamma arrivals: coefficient of variation of the gaps")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate a synthetic trace (seeded: the same flags give the same file)."""
+    arrival_spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
+    if cv is not None:
+        arrival_spec["cv"] = cv
+    try:
+        spec = GeneratorSpec(num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
+                             prompt=parse_distribution(prompt, "--prompt"),
+                             output=parse_distribution(output, "--output"), seed=seed)
+    except ValidationError as error:
+        _fail(format_validation_error(error, "workload generate"))
+    trace = generate(spec)
+    save_workload(trace, out)
+    stats = trace.stats()
+    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
+                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
+                  f"output mean {stats['output_tokens_mean']:.0f}")
+
+
+@workload_app.command("stats")
+@_user_errors
+def stats_command(
+    path: Annotated[Path, typer.Argument(help="trace file")],
+    workload_format: Annotated[str | None, typer.Option("--format")] = None,
+) -> None:
+    """Print a trace's request count, rate and length statistics as JSON."""
+    trace = load_workload(path, workload_format)
+    sys.stdout.write(to_json_text(trace.stats() | {"metadata": trace.metadata}))
+
+
+@app.command("models")
+def models_command() -> None:
+    """List the model catalog with derived parameter counts."""
+    table = Table("name", "params (B)", "active (B)", "layers", "hidden", "heads/kv",
+                  "KV KiB/token", "source")
+    for entry in list_models():
+        spec = load_model(entry["name"])
+        table.add_row(spec.name, f"{spec.num_params / 1e9:.2f}",
+                      f"{spec.num_active_params / 1e9:.2f}", str(spec.num_layers),
+                      str(spec.hidden_size), f"{spec.num_attention_heads}/{spec.num_kv_heads}",
+                      f"{spec.kv_bytes_per_token / 1024:.0f}", entry["source"])
+    console.print(table)
+
+
+@app.command("gpus")
+def gpus_command() -> None:
+    """List the GPU catalog."""
+    table = Table("name", "short", "BF16 TFLOP/s", "FP8 TFLOP/s", "HBM GiB", "HBM GB/s",
+                  "scale-up GB/s", "NIC GB/s")
+    for gpu in list_gpus():
+        table.add_row(gpu.name, gpu.aliases[0] if gpu.aliases else "",
+                      f"{gpu.peak_tflops.bf16:g}",
+                      "-" if gpu.peak_tflops.fp8 is None else f"{gpu.peak_tflops.fp8:g}",
+                      f"{gpu.hbm_gib:g}", f"{gpu.hbm_bandwidth_gbps:g}",
+                      f"{gpu.scale_up.bandwidth_gbps:g}", f"{gpu.nic_bandwidth_gbps:g}")
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point of the ``clustersim`` command."""
+    app()
+
+
+simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+simulate_app.command()(simulate_command)
+
+
+def simulate_main() -> None:
+    """Entry point of the ``simulate`` command (same options as ``clustersim simulate``)."""
+    simulate_app()

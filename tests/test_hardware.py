@@ -1,0 +1,63 @@
+"""Hardware catalog, cluster graph and replica placement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from profiles.cluster import ClusterSpec, build_cluster_graph, link_between, place_replicas
+from profiles.errors import ClusterSimError
+from profiles.hardware import list_gpus, load_gpu
+
+
+def test_catalog_has_required_gpus_with_sources() -> None:
+    names = {gpu.name for gpu in list_gpus()}
+    assert {"A100-SXM4-80GB", "H100-SXM5-80GB", "H200-SXM-141GB", "MI250X-GCD",
+            "MI300X"} <= names
+    for gpu in list_gpus():
+        for figure in ("peak_tflops", "hbm", "scale_up", "nic", "efficiency"):
+            assert gpu.sources.get(figure), f"{gpu.name} has no source for {figure}"
+
+
+def test_short_names_and_peaks() -> None:
+    assert load_gpu("H100").peak_flops("bf16") == pytest.approx(989.4e12)
+    assert load_gpu("a100").peak_flops("fp8") == load_gpu("a100").peak_flops("fp16")
+    assert load_gpu("mi250x").hbm_gib == 64
+
+
+def test_unknown_gpu_is_a_clear_error() -> None:
+    with pytest.raises(ClusterSimError, match="not in the catalog.*a100"):
+        load_gpu("v100")
+
+
+def test_gpu_file_with_bad_field_names_it(tmp_path) -> None:
+    entry = load_gpu("a100").model_dump()
+    entry["hbm_gib"] = -1
+    path = tmp_path / "gpu.json"
+    path.write_text(json.dumps(entry))
+    with pytest.raises(ClusterSimError, match="hbm_gib"):
+        load_gpu(str(path))
+
+
+def test_links_inside_and_across_nodes() -> None:
+    """Inside a node the scale-up link binds; across nodes a NIC's share does."""
+    gpu = load_gpu("h100")
+    graph = build_cluster_graph(ClusterSpec(num_nodes=2, gpus_per_node=8), gpu)
+    inside = link_between(graph, "n0.g0", "n0.g1")
+    across = link_between(graph, "n0.g0", "n1.g0")
+    assert inside.bandwidth_bytes_per_s == pytest.approx(450e9 * gpu.efficiency.scale_up)
+    assert across.bandwidth_bytes_per_s == pytest.approx(50e9 * gpu.efficiency.network)
+    assert across.latency_s > inside.latency_s
+
+
+def test_placement_keeps_tp_groups_inside_nodes() -> None:
+    gpu = load_gpu("a100")
+    spec = ClusterSpec(num_nodes=2, gpus_per_node=8)
+    graph = build_cluster_graph(spec, gpu)
+    placements = place_replicas(graph, spec, num_replicas=2, tp=4, pp=2)
+    assert placements[0].stage_gpus == (("n0.g0", "n0.g1", "n0.g2", "n0.g3"),
+                                        ("n0.g4", "n0.g5", "n0.g6", "n0.g7"))
+    assert placements[1].stage_gpus[0][0] == "n1.g0"
+    with pytest.raises(ClusterSimError, match="needs 24 GPUs"):
+        place_replicas(graph, spec, num_replicas=3, tp=4, pp=2)
