@@ -35,7 +35,7 @@ from profiles.roofline import RooflineCostModel
 from simulator.config import DeploymentConfig, resolve_scheduler
 from simulator.kv_cache import KVCacheManager
 from simulator.metrics import StepRecorder, StepStats, TokenGaps, request_rows, summarize
-from simulator.replica import Replica
+from simulator.replica import Replica, delay_to
 from simulator.request import Request
 from simulator.router import ROUTERS, Router
 from simulator.scheduler import Scheduler, SchedulerConfig
@@ -164,9 +164,8 @@ def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> Non
 def _arrivals(env: simpy.Environment, requests: Sequence[Request], router: Router,
               replicas: Sequence[Replica]) -> Generator[simpy.Event, Any, None]:
     for request in requests:
-        delay = request.arrival_s - env.now
-        if delay > 0:
-            yield _ArrivalTimeout(env, delay)
+        if request.arrival_s > env.now:
+            yield _ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
         replicas[router.choose(request, replicas)].submit(request)
 
 

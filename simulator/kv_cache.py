@@ -97,15 +97,22 @@ class KVCacheManager:
         self.req_to_num_cpu_blocks[request.request_id] = held
         return held
 
-    def swap_in(self, request: Request) -> int | None:
-        """Bring ``request``'s blocks back from the host; ``None`` when the GPU pool is short."""
+    def swap_in(self, request: Request, num_new_tokens: int) -> int | None:
+        """Bring ``request``'s blocks back from the host and make room for its next
+        ``num_new_tokens`` tokens, all or nothing.
+
+        Returns:
+            Blocks copied back from the host, or ``None`` when the GPU pool is short.
+        """
         held = self.req_to_num_cpu_blocks[request.request_id]
-        if held > self.num_free_blocks:
+        tokens = request.num_computed_tokens + num_new_tokens
+        needed = max(held, -(-tokens // self.block_size))
+        if needed > self.num_free_blocks:
             return None
         del self.req_to_num_cpu_blocks[request.request_id]
         self.num_free_cpu_blocks += held
-        self.num_free_blocks -= held
-        self.req_to_num_blocks[request.request_id] = held
+        self.num_free_blocks -= needed
+        self.req_to_num_blocks[request.request_id] = needed
         used = self.num_gpu_blocks - self.num_free_blocks
         if used > self.peak_used_blocks:
             self.peak_used_blocks = used

@@ -31,17 +31,17 @@ __all__ = ["Replica", "delay_to"]
 
 
 def delay_to(now_s: float, target_s: float) -> float:
-    """The delay that makes SimPy's clock land exactly on ``target_s``.
+    """A delay that makes SimPy's clock (``now + delay``) reach ``target_s``, never less.
 
-    SimPy sets ``now + delay``; ``target - now`` can be off by one ulp when the two differ
-    by more than a factor of 2, so the delay is nudged until the sum is exact. Steps then
-    end at exactly the times the cost model adds up to (tests rely on it).
+    ``target - now`` can fall one ulp short when the two differ by more than a factor of 2,
+    and some targets are not reachable as ``now + delay`` at all; the clock then lands an
+    ulp above. So an event never happens before its time, and lands exactly on it
+    whenever floating point allows (tests rely on both). Each retry moves the sum by about
+    one ulp of ``target_s``, so the loop runs at most a couple of times.
     """
     delay = target_s - now_s
     while now_s + delay < target_s:
-        delay = math.nextafter(delay, math.inf)
-    while now_s + delay > target_s:
-        delay = math.nextafter(delay, -math.inf)
+        delay += math.ulp(target_s)
     return delay
 
 

@@ -232,16 +232,22 @@ class Scheduler:
         return budget
 
     def _swap_in(self, plan: StepPlan, budget: int) -> int:
+        """Bring swapped requests back in FCFS order while their blocks and next tokens fit
+        (no preemption on their behalf, so a step cannot swap a request out and in again)."""
         while self.swapped and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.swapped[0]
-            moved = self.kv_cache.swap_in(request)
+            num_new = self._num_new_tokens(request, budget)
+            if num_new == 0:
+                break
+            moved = self.kv_cache.swap_in(request, num_new)
             if moved is None:
                 break
             self.swapped.pop(0)
             plan.swap_in_tokens += moved * self.kv_cache.block_size
             request.status = _RUNNING
             self.running.append(request)
-            budget = self._schedule_running(plan, request, budget)
+            self._add_to_plan(plan, request, num_new)
+            budget -= num_new
         return budget
 
     def _add_to_plan(self, plan: StepPlan, request: Request, num_new: int) -> None:
