@@ -208,15 +208,15 @@ def stats_command(
 
 @app.command("models")
 def models_command() -> None:
-    """List the model catalog with derived parameter counts."""
-    table = Table("name", "params (B)", "active (B)", "layers", "hidden", "heads/kv",
-                  "KV KiB/token", "source")
+    """List the model catalog with derived parameter counts (sources: models.json)."""
+    table = Table("params (B)", "active (B)", "layers", "hidden", "heads/kv", "KV KiB/token")
+    table.add_column("name", no_wrap=True)
     for entry in list_models():
         spec = load_model(entry["name"])
-        table.add_row(spec.name, f"{spec.num_params / 1e9:.2f}",
-                      f"{spec.num_active_params / 1e9:.2f}", str(spec.num_layers),
-                      str(spec.hidden_size), f"{spec.num_attention_heads}/{spec.num_kv_heads}",
-                      f"{spec.kv_bytes_per_token / 1024:.0f}", entry["source"])
+        table.add_row(f"{spec.num_params / 1e9:.2f}", f"{spec.num_active_params / 1e9:.2f}",
+                      str(spec.num_layers), str(spec.hidden_size),
+                      f"{spec.num_attention_heads}/{spec.num_kv_heads}",
+                      f"{spec.kv_bytes_per_token / 1024:.0f}", spec.name)
     console.print(table)
 
 

@@ -1,0 +1,116 @@
+"""The command line: outputs, one-line errors with exit status 2, byte-identical reruns."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from simulator.cli import app
+
+EXAMPLES = Path(__file__).parent.parent / "workloads" / "examples"
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def small_trace(tmp_path: Path) -> Path:
+    path = tmp_path / "small.json"
+    result = run("workload", "generate", "--out", str(path), "--num-requests", "60",
+                 "--rate", "5", "--prompt", "uniform:low=50,high=400",
+                 "--output", "lognormal:mean=30,sigma=0.8,max=200", "--seed", "3")
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def test_simulate_writes_outputs_and_reruns_byte_identical(tmp_path: Path) -> None:
+    trace = small_trace(tmp_path)
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        result = run("simulate", "--workload", str(trace), "--model", "llama-3-8b",
+                     "--gpu", "h100", "--replicas", "2", "--scheduler", "sarathi",
+                     "--out", str(out), "--trace", "--ttft-slo", "0.5")
+        assert result.exit_code == 0, result.output
+        assert "TTFT" in result.output and "goodput" in result.output
+        outputs.append(out)
+    for name in ("requests.csv", "summary.json", "trace.json"):
+        assert (outputs[0] / name).read_bytes() == (outputs[1] / name).read_bytes(), name
+    rows = pd.read_csv(outputs[0] / "requests.csv")
+    assert len(rows) == 60 and rows["finish_s"].notna().all()
+    summary = json.loads((outputs[0] / "summary.json").read_text())
+    assert summary["run"]["scheduler"]["policy"] == "sarathi"
+    assert summary["throughput"]["requests_per_s"] > 0
+    trace_doc = json.loads((outputs[0] / "trace.json").read_text())
+    assert any(event["ph"] == "X" for event in trace_doc["traceEvents"])
+    assert not list(outputs[0].glob(".staging-*"))
+
+
+def test_deployment_file_with_flag_override_and_parquet(tmp_path: Path) -> None:
+    result = run("simulate", "--workload", str(small_trace(tmp_path)), "--deployment",
+                 str(EXAMPLES / "deployment.yaml"), "--replicas", "1", "--format", "parquet",
+                 "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    rows = pd.read_parquet(tmp_path / "out" / "requests.parquet")
+    assert set(rows["replica_id"]) == {0}
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert "Traceback" not in result.output
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
+    trace = str(small_trace(tmp_path))
+    assert_one_line_error(run("simulate", "--workload", trace, "--model", "llama-9",
+                              "--gpu", "h100"), "llama-9", "llama-3-8b")
+    assert_one_line_error(run("simulate", "--workload", trace, "--model", "llama-3-8b",
+                              "--gpu", "v100"), "v100", "h100")
+    assert_one_line_error(run("simulate", "--workload", trace, "--model", "llama-3-70b",
+                              "--gpu", "a100"), "weights need", "raise tp or pp")
+    assert_one_line_error(run("simulate", "--workload", trace, "--model", "llama-3-8b",
+                              "--gpu", "a100", "--tp", "0"), "parallelism.tp")
+    assert_one_line_error(run("simulate", "--workload", str(tmp_path / "none.json"),
+                              "--model", "llama-3-8b", "--gpu", "a100"), "no such file")
+    (tmp_path / "bad.json").write_text('[{"arrival_s": 0, "prompt_tokens": 5}]')
+    assert_one_line_error(run("simulate", "--workload", str(tmp_path / "bad.json"),
+                              "--model", "llama-3-8b", "--gpu", "a100"),
+                          "0.output_tokens", "Field required")
+    assert_one_line_error(run("workload", "generate", "--out", str(tmp_path / "x.json"),
+                              "--num-requests", "10", "--rate", "-2",
+                              "--prompt", "fixed:value=5", "--output", "fixed:value=5"),
+                          "rate_per_s", "greater than 0")
+    assert_one_line_error(run("simulate", "--workload", trace), "--model and --gpu")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_catalog_listings() -> None:
+    assert "llama-3.1-405b" in run("models").output
+    assert "MI300X" in run("gpus").output
+    stats = run("workload", "stats", str(EXAMPLES / "chat.json"))
+    assert stats.exit_code == 0 and json.loads(stats.output)["num_requests"] == 400
+
+
+def test_simulate_console_script_runs_the_bundled_example(tmp_path: Path) -> None:
+    """The README's main command, through the installed ``simulate`` entry point."""
+    script = Path(sys.executable).parent / "simulate"
+    command = [str(script)] if script.exists() else [sys.executable, "-c",
+                                                     "from simulator.cli import simulate_main;"
+                                                     "simulate_main()"]
+    done = subprocess.run(
+        [*command, "--workload", str(EXAMPLES / "chat.json"), "--model", "llama-3-8b",
+         "--gpu", "h100", "--tp", "1", "--replicas", "4", "--scheduler", "sarathi",
+         "--out", str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "results" / "summary.json").exists()
