@@ -19,6 +19,7 @@ once, when the simulation is built, never per step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 
 import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,7 +106,7 @@ def link_between(graph: nx.Graph, a: str, b: str) -> LinkCost:
     path = nx.shortest_path(graph, a, b)
     bandwidth = float("inf")
     latency = 0.0
-    for u, v in zip(path, path[1:], strict=False):
+    for u, v in pairwise(path):
         edge = graph.edges[u, v]
         bandwidth = min(
             bandwidth, edge.get("per_gpu_bandwidth_bytes_per_s", edge["bandwidth_bytes_per_s"])

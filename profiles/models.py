@@ -2,7 +2,7 @@
 
 A :class:`ModelSpec` is the static shape of a decoder-only transformer::
 
-    embed ─► [ norm ─► attention (q, k, v, o) ─► norm ─► MLP or MoE ] x num_layers ─► norm ─► lm_head
+    embed ─► [ norm ─► attention (q,k,v,o) ─► norm ─► MLP or MoE ] x layers ─► norm ─► lm_head
 
 It loads from a Hugging Face ``config.json`` (Llama, Mistral, Mixtral, Qwen2, GPT-2/3 style)
 or from the built-in catalog (``profiles/data/models.json``), and derives the figures the
@@ -45,7 +45,7 @@ class ModelSpec(BaseModel):
     num_attention_heads: int = Field(gt=0)
     num_kv_heads: int = Field(gt=0)
     head_dim: int = Field(gt=0)
-    intermediate_size: int = Field(gt=0, description="dense MLP width (per expert for MoE)")
+    intermediate_size: int = Field(gt=0)  # MLP width (per expert for MoE)
     vocab_size: int = Field(gt=0)
     max_position_embeddings: int = Field(gt=0)
     mlp_kind: Literal["gated", "standard"] = "gated"  # gated: SwiGLU, 3 matrices; standard: 2
@@ -94,7 +94,8 @@ class ModelSpec(BaseModel):
     def mlp_params_per_layer(self) -> int:
         """All MLP parameters of a layer: every expert plus the router for MoE."""
         if self.is_moe:
-            return self.num_experts * self.mlp_params_per_expert + self.hidden_size * self.num_experts
+            router = self.hidden_size * self.num_experts
+            return self.num_experts * self.mlp_params_per_expert + router
         return self.mlp_params_per_expert
 
     @property

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
-from simpy.core import URGENT
+from simpy.events import URGENT
 
 from profiles.cluster import build_cluster_graph, group_link, link_between, place_replicas
 from profiles.cost_model import CostModel

@@ -194,7 +194,8 @@ def _read_column(spec: EmpiricalLengths) -> np.ndarray:
     if values.empty:
         raise ClusterSimError(f"empirical lengths: column {spec.column!r} of {path} has no "
                               f"integer >= 1")
-    return values.to_numpy(dtype=np.int64)
+    result: np.ndarray = values.to_numpy(dtype=np.int64)
+    return result
 
 
 def _sample_arrivals(spec: Any, count: int, rng: np.random.Generator) -> np.ndarray:

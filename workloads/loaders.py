@@ -118,8 +118,8 @@ def load_jsonl(path: Path) -> RequestTrace:
         try:
             records.append(RequestRecord.model_validate(data))
         except ValidationError as error:
-            raise ClusterSimError(format_validation_error(error, f"workload {path} line {line_no}"))\
-                from None
+            where = f"workload {path} line {line_no}"
+            raise ClusterSimError(format_validation_error(error, where)) from None
     return RequestTrace.from_records(records)
 
 
@@ -190,7 +190,8 @@ def _int_column(frame: pd.DataFrame, name: str, path: Path, minimum: int) -> np.
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise ClusterSimError(f"workload {path} row {row + 2}: column '{name}' must be an "
                               f"integer >= {minimum}, got {frame[name].iloc[row]!r}")
-    return values.to_numpy(dtype=np.int64)
+    result: np.ndarray = values.to_numpy(dtype=np.int64)
+    return result
 
 
 def load_azure(path: Path) -> RequestTrace:
