@@ -75,11 +75,7 @@ class KVCacheManager:
             return 0
         if needed > self.num_free_blocks:
             return None
-        self.num_free_blocks -= needed
-        self.req_to_num_blocks[request.request_id] = held + needed
-        used = self.num_gpu_blocks - self.num_free_blocks
-        if used > self.peak_used_blocks:
-            self.peak_used_blocks = used
+        self._take(request, held + needed, needed)
         return needed
 
     def free(self, request: Request) -> None:
@@ -111,12 +107,16 @@ class KVCacheManager:
             return None
         del self.req_to_num_cpu_blocks[request.request_id]
         self.num_free_cpu_blocks += held
-        self.num_free_blocks -= needed
-        self.req_to_num_blocks[request.request_id] = needed
+        self._take(request, needed, needed)
+        return held
+
+    def _take(self, request: Request, num_held: int, num_taken: int) -> None:
+        """Take ``num_taken`` free blocks; ``request`` then holds ``num_held``."""
+        self.num_free_blocks -= num_taken
+        self.req_to_num_blocks[request.request_id] = num_held
         used = self.num_gpu_blocks - self.num_free_blocks
         if used > self.peak_used_blocks:
             self.peak_used_blocks = used
-        return held
 
     def check(self) -> None:
         """Assert the accounting invariants (called by tests and at the end of a run)."""
