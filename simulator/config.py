@@ -61,6 +61,7 @@ class SchedulerSettings(_Frozen):
     queue_order: Literal["fcfs", "priority"] = "fcfs"
     max_model_len: int | None = Field(default=None, ge=1)
     long_prefill_token_threshold: int = Field(default=0, ge=0)
+    enable_prefix_caching: bool | None = None
     num_gpu_blocks_override: int | None = Field(
         default=None, ge=1, description="KV blocks per replica, instead of the memory plan's")
 
@@ -160,6 +161,18 @@ def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> Schedule
             f"with chunked prefill off, so long prompts could never run; raise it, lower "
             f"scheduler.max_model_len, or set enable_chunked_prefill"
         )
+    prefix_caching = bool(settings.enable_prefix_caching)
+    preemption = settings.preemption_mode or preset["preemption_mode"]
+    if prefix_caching and preemption == "swap":
+        raise ClusterSimError(
+            "scheduler.preemption_mode=swap cannot be combined with enable_prefix_caching "
+            "(vLLM v1 recomputes preempted requests); use recompute"
+        )
+    if prefix_caching and preset["kv_allocation"] != "paged":
+        raise ClusterSimError(
+            f"scheduler.enable_prefix_caching needs paged KV blocks; policy "
+            f"{settings.policy!r} reserves whole sequences; use vllm or sarathi"
+        )
     return SchedulerConfig(
         policy=settings.policy,
         max_num_seqs=settings.max_num_seqs or preset["max_num_seqs"],
@@ -171,8 +184,9 @@ def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> Schedule
         decodes_first=preset["decodes_first"] or chunked,
         batching=preset["batching"],
         kv_allocation=preset["kv_allocation"],
-        preemption_mode=settings.preemption_mode or preset["preemption_mode"],
+        preemption_mode=preemption,
         queue_order=settings.queue_order,
         max_model_len=max_model_len,
         long_prefill_token_threshold=settings.long_prefill_token_threshold,
+        enable_prefix_caching=prefix_caching,
     )

@@ -33,12 +33,13 @@ from profiles.memory import MemoryPlan, plan_memory
 from profiles.models import ModelSpec, load_model
 from profiles.roofline import RooflineCostModel
 from simulator.config import DeploymentConfig, resolve_scheduler
-from simulator.kv_cache import KVCacheManager
+from simulator.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.metrics import StepRecorder, StepStats, TokenGaps, request_rows, summarize
 from simulator.replica import Replica, delay_to
 from simulator.request import Request
 from simulator.router import ROUTERS, Router
 from simulator.scheduler import Scheduler, SchedulerConfig
+from simulator.token_content import Segment, prompt_segments
 from simulator.trace import PerfettoTrace
 from workloads.schema import RequestTrace
 
@@ -161,6 +162,40 @@ def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> Non
         )
 
 
+def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
+    """Each request's prompt content, from the trace's token identity fields.
+
+    A request of a session whose prompt is at least the previous turn's prompt plus its
+    output starts with that history (multi-turn chat); otherwise Mooncake block hashes, a
+    shared prefix id, or nothing shared at all.
+    """
+    extras = workload.extras
+    none = [None] * len(workload)
+    prefix_ids = extras.get("prefix_id", none)
+    prefix_lens = extras.get("prefix_tokens", none)
+    block_hashes = extras.get("block_hashes", none)
+    sessions = extras.get("session_id", none)
+    hash_block_tokens = int(workload.metadata.get("block_size_tokens", 512))
+    last_turn: dict[Any, tuple[int, list[Segment]]] = {}
+    result: list[list[Segment]] = []
+    for i in range(len(workload)):
+        prompt = int(workload.prompt_tokens[i])
+        history = None
+        session = sessions[i]
+        if session is not None and session in last_turn:
+            previous, previous_segments = last_turn[session]
+            prior = int(workload.prompt_tokens[previous] + workload.output_tokens[previous])
+            if prompt >= prior:
+                history = [*previous_segments,
+                           (("out", previous), int(workload.output_tokens[previous]))]
+        segments = prompt_segments(i, prompt, prefix_ids[i], prefix_lens[i], block_hashes[i],
+                                   hash_block_tokens, history)
+        if session is not None:
+            last_turn[session] = (i, segments)
+        result.append(segments)
+    return result
+
+
 def _arrivals(env: simpy.Environment, requests: Sequence[Request], router: Router,
               replicas: Sequence[Replica]) -> Generator[simpy.Event, Any, None]:
     for request in requests:
@@ -204,8 +239,12 @@ def simulate(
         memory = resolved.memory
         reserve = (resolved.scheduler.max_model_len
                    if resolved.scheduler.kv_allocation == "reserve_max" else None)
-        kv_cache = KVCacheManager(memory.num_gpu_blocks, memory.block_size,
-                                  memory.num_cpu_blocks, reserve_tokens=reserve)
+        kv_cache: KVCacheManager
+        if resolved.scheduler.enable_prefix_caching:
+            kv_cache = PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size)
+        else:
+            kv_cache = KVCacheManager(memory.num_gpu_blocks, memory.block_size,
+                                      memory.num_cpu_blocks, reserve_tokens=reserve)
         token_gaps = TokenGaps()
         gaps.append(token_gaps)
         scheduler = Scheduler(resolved.scheduler, kv_cache, token_gaps)
@@ -218,6 +257,9 @@ def simulate(
             workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
             workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
     ]
+    if resolved.scheduler.enable_prefix_caching:
+        for request, segments in zip(requests, workload_segments(workload), strict=True):
+            request.prompt_segments = segments
     env.process(_arrivals(env, requests, ROUTERS[deployment.router](), replicas))
     env.run()
 
@@ -237,6 +279,14 @@ def simulate(
         kv_peak_blocks_per_replica=[r.scheduler.kv_cache.peak_used_blocks for r in replicas],
         ttft_slo_s=deployment.slo.ttft_s, tpot_slo_s=deployment.slo.tpot_s,
     )
+    caches = [r.scheduler.kv_cache for r in replicas]
+    query = sum(cache.num_query_tokens for cache in caches)
+    hits = sum(cache.num_hit_tokens for cache in caches)
+    summary["prefix_cache"] = {
+        "enabled": resolved.scheduler.enable_prefix_caching,
+        "query_tokens": query, "hit_tokens": hits,
+        "hit_rate": hits / query if query else 0.0,
+    }
     summary["run"] = {
         "engine": ENGINE_VERSION,
         "cost_model": "roofline",

@@ -37,7 +37,7 @@ __all__ = ["REQUEST_COLUMNS", "StepRecorder", "StepStats", "TokenGaps", "request
 REQUEST_COLUMNS = [
     "request_id", "replica_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
     "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "e2e_s", "queueing_delay_s",
-    "num_preemptions",
+    "num_preemptions", "num_cached_tokens",
 ]
 
 
@@ -123,6 +123,7 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.
         "e2e_s": finish - arrival,
         "queueing_delay_s": first_scheduled - arrival,
         "num_preemptions": [r.num_preemptions for r in requests],
+        "num_cached_tokens": [r.num_cached_tokens for r in requests],
     })
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import IntEnum
+from typing import Any
 
 __all__ = ["Request", "RequestStatus"]
 
@@ -63,6 +64,10 @@ class Request:
     first_token_s: float = math.nan
     last_token_s: float = math.nan
     finish_s: float = math.nan
+    # Prefix caching only: what the prompt's tokens are (see simulator.token_content),
+    # and how many prompt tokens came from the cache at the last admission.
+    prompt_segments: list[tuple[Any, int]] | None = None
+    num_cached_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:

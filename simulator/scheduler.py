@@ -50,6 +50,7 @@ class SchedulerConfig:
     queue_order: Literal["fcfs", "priority"]
     max_model_len: int
     long_prefill_token_threshold: int = 0  # 0: a chunk may take the whole budget
+    enable_prefix_caching: bool = False
 
 
 @dataclass(slots=True)
@@ -189,10 +190,13 @@ class Scheduler:
             budget = self._admit_waiting(plan, budget)
         return self._finish_plan(plan, budget) if plan.requests else None
 
-    def _num_new_tokens(self, request: Request, budget: int) -> int:
+    def _num_new_tokens(self, request: Request, budget: int, num_computed: int = -1) -> int:
         """Tokens to grant ``request`` now: all it has, a chunk, or 0 if a whole prompt
-        cannot fit (chunking off)."""
-        remaining = request.num_tokens - request.num_computed_tokens
+        cannot fit (chunking off). ``num_computed`` overrides the request's own count
+        (an admission with prefix-cache hits)."""
+        if num_computed < 0:
+            num_computed = request.num_computed_tokens
+        remaining = request.num_tokens - num_computed
         if remaining <= budget and remaining <= self._chunk_cap:
             return remaining
         if not self.config.enable_chunked_prefill:
@@ -217,11 +221,16 @@ class Scheduler:
         waiting = self.waiting
         while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
             request = waiting.peek()
-            num_new = self._num_new_tokens(request, budget)
+            num_hit = 0
+            if request.num_computed_tokens == 0:
+                num_hit = self.kv_cache.lookup_prefix(request)  # 0 without prefix caching
+            num_new = self._num_new_tokens(request, budget, num_hit)
             if num_new == 0:
                 break  # head-of-line: the next prompt waits for a step with room
-            if self.kv_cache.allocate_slots(request, num_new) is None:
+            if self.kv_cache.allocate_slots(request, num_new, num_hit) is None:
                 break
+            request.num_computed_tokens = num_hit  # 0 unless the prefix cache had it
+            request.num_cached_tokens = num_hit
             waiting.pop()
             request.status = _RUNNING
             if request.first_scheduled_s != request.first_scheduled_s:  # nan: first time
@@ -293,10 +302,14 @@ class Scheduler:
         # gap): (gap, run) pairs go to self.token_gaps when the gap changes.
         gaps = self.token_gaps
         run_gap, run_count = gaps.pending()
+        cache_blocks = (self.kv_cache.cache_blocks if self.kv_cache.enables_prefix_caching
+                        else None)
         for request, num_new in zip(plan.requests, plan.num_new_tokens, strict=True):
             request.in_flight = False
             computed = request.num_computed_tokens + num_new
             request.num_computed_tokens = computed
+            if cache_blocks is not None:
+                cache_blocks(request)
             num_output = request.num_output_tokens
             if computed != request.prompt_tokens + num_output:
                 continue  # a prefill chunk: nothing sampled yet

@@ -13,6 +13,7 @@ from profiles.cost_model import BatchShape
 from simulator.engine import resolve, simulate
 from simulator.request import RequestStatus
 from tests.conftest import StepChecker, make_deployment, make_trace
+from workloads.schema import RequestTrace
 
 
 def test_single_request_times_equal_the_cost_model_exactly() -> None:
@@ -95,14 +96,18 @@ traces = st.integers(min_value=1, max_value=25).flatmap(lambda n: st.tuples(
     num_blocks=st.integers(16, 40),
     replicas=st.integers(1, 3),
     pp=st.sampled_from([1, 2]),
+    caching=st.booleans(),
+    prefix_choice=st.lists(st.sampled_from([None, "a", "b"]), min_size=25, max_size=25),
 )
 def test_invariants_over_random_traces_and_settings(
     tiny_model_path: str, trace, policy, max_num_seqs, budget, chunked, preemption,
-    num_blocks, replicas, pp,
+    num_blocks, replicas, pp, caching, prefix_choice,
 ) -> None:
     """Every request finishes exactly once with all its tokens; per step the token budget,
-    max_num_seqs and KV capacity hold; time never runs backwards; all KV returns."""
+    max_num_seqs and KV capacity hold; time never runs backwards; all KV returns. With
+    prefix caching, requests share random system prompts."""
     arrivals, prompts, outputs = trace
+    caching = caching and policy in ("vllm", "sarathi") and preemption == "recompute"
     max_model_len = 256
     if not chunked and policy != "sarathi":
         budget = max(budget, max_model_len)
@@ -115,11 +120,17 @@ def test_invariants_over_random_traces_and_settings(
             "scheduler.preemption_mode": preemption, "scheduler.swap_space_gib": 0.0001,
             "scheduler.max_model_len": max_model_len,
             "scheduler.num_gpu_blocks_override": num_blocks,
+            "scheduler.enable_prefix_caching": caching,
         })
     checker = StepChecker(budget, max_num_seqs, num_blocks, chunked)
     finishes = FinishCounter()
-    result = simulate(deployment, make_trace(arrivals, prompts, outputs),
-                      recorders=[checker, finishes])
+    prefixes = prefix_choice[:len(arrivals)]
+    workload = RequestTrace.from_columns(
+        arrivals, prompts, outputs,
+        extras={"prefix_id": prefixes,
+                "prefix_tokens": [None if p is None else min(50, n)
+                                  for p, n in zip(prefixes, prompts, strict=True)]})
+    result = simulate(deployment, workload, recorders=[checker, finishes])
     assert result.ok, result.error
     _check_finishes_once(finishes.finished, len(arrivals))
     rows = result.requests

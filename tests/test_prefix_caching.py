@@ -1,0 +1,119 @@
+"""Automatic prefix caching: reuse, LRU eviction, multi-turn sessions, hit rates."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiles.cost_model import BatchShape
+from profiles.errors import ClusterSimError
+from simulator.engine import resolve, simulate
+from simulator.kv_cache import PrefixCachingKVCacheManager
+from simulator.request import Request
+from simulator.token_content import BlockHasher, prompt_segments
+from tests.conftest import make_deployment
+from workloads.schema import RequestTrace
+
+CACHING = {"scheduler.enable_prefix_caching": True}
+
+
+def trace(arrival_s, prompt_tokens, output_tokens, **extras) -> RequestTrace:
+    return RequestTrace.from_columns(arrival_s, prompt_tokens, output_tokens,
+                                     extras={name: list(values) for name, values in
+                                             extras.items()})
+
+
+def test_second_request_with_same_prefix_computes_only_new_tokens() -> None:
+    """A 1,000-token shared prefix: 62 full blocks (992 tokens) come from the cache, so
+    the second request's TTFT is exactly a 208-token prefill over 992 cached tokens."""
+    deployment = make_deployment("llama-3-8b", "h100", **CACHING)
+    workload = trace([0.0, 5.0], [1200, 1200], [4, 4], prefix_id=["sys", "sys"],
+                     prefix_tokens=[1000, 1000])
+    result = simulate(deployment, workload)
+    assert result.ok, result.error
+    rows = result.requests
+    assert rows["num_cached_tokens"].tolist() == [0, 992]
+    cost = resolve(deployment).cost_models[0]
+    assert rows.loc[0, "ttft_s"] == cost.predict(BatchShape([1200], [0], 1)).total_s
+    assert rows.loc[1, "ttft_s"] == pytest.approx(
+        cost.predict(BatchShape([208], [992], 1)).total_s, rel=1e-12)
+    without = simulate(make_deployment("llama-3-8b", "h100"), workload).requests
+    saved = without.loc[1, "ttft_s"] - rows.loc[1, "ttft_s"]
+    assert saved > 0.5 * without.loc[1, "ttft_s"]  # most of the prefill is gone
+
+
+def test_eviction_takes_least_recently_used_blocks_first(tiny_model_path: str) -> None:
+    """20 blocks of 16. A then B (96-token prefixes, 7 blocks each) finish and free their
+    blocks. C needs 10 blocks: the 6 never-used ones, then A's blocks 6, 5, 4, 3 (A was
+    freed first, tail first). D reuses B's 6 cached blocks whole and takes one new block,
+    the next least recently used: A's block 2. E (prefix a) then finds only A's blocks
+    0 and 1: 32 tokens."""
+    deployment = make_deployment(tiny_model_path, "a100", **CACHING, **{
+        "scheduler.num_gpu_blocks_override": 20, "scheduler.max_model_len": 320})
+    workload = trace([0, 1, 2, 3, 4], [100, 100, 150, 100, 100], [1, 1, 1, 1, 1],
+                     prefix_id=["a", "b", None, "b", "a"],
+                     prefix_tokens=[96, 96, None, 96, 96])
+    result = simulate(deployment, workload)
+    assert result.ok, result.error
+    assert result.requests["num_cached_tokens"].tolist() == [0, 0, 0, 96, 32]
+
+
+def test_multi_turn_session_reuses_its_own_history() -> None:
+    """Turn 2's prompt is turn 1's prompt and output plus a new question: the 249
+    computed tokens of turn 1 give 15 full blocks (240 tokens) of hits."""
+    deployment = make_deployment("llama-3-8b", "a100", **CACHING)
+    workload = trace([0.0, 10.0, 20.0], [200, 350, 350], [50, 20, 20],
+                     session_id=["s1", "s1", "s2"])
+    rows = simulate(deployment, workload).requests
+    assert rows["num_cached_tokens"].tolist() == [0, 240, 0]
+
+
+def test_shared_prefix_hit_rate_is_hand_computable() -> None:
+    """5 sequential requests of 200 tokens sharing a 160-token system prompt: hits are
+    4 x 160 of 5 x 200 looked-up tokens = 0.64."""
+    deployment = make_deployment("llama-3-8b", "a100", **CACHING)
+    workload = trace([0, 1, 2, 3, 4], [200] * 5, [1] * 5, prefix_id=["sys"] * 5,
+                     prefix_tokens=[160] * 5)
+    summary = simulate(deployment, workload).summary
+    assert summary["prefix_cache"] == {"enabled": True, "query_tokens": 1000,
+                                       "hit_tokens": 640, "hit_rate": 0.64}
+
+
+def test_mooncake_block_hashes_define_sharing() -> None:
+    deployment = make_deployment("llama-3-8b", "a100", **CACHING)
+    workload = trace([0.0, 5.0], [1100, 700], [2, 2], block_hashes=[[7, 8, 9], [7, 5]])
+    rows = simulate(deployment, workload).requests
+    assert rows["num_cached_tokens"].tolist() == [0, 512]
+
+
+def test_block_identity_is_a_chain_of_content() -> None:
+    hasher = BlockHasher()
+    a = prompt_segments(0, 64, prefix_id="p", prefix_tokens=40)
+    b = prompt_segments(1, 64, prefix_id="p", prefix_tokens=40)
+    ids_a = hasher.block_ids(a, 16, 0, 4, -1)
+    ids_b = hasher.block_ids(b, 16, 0, 4, -1)
+    assert ids_a[:2] == ids_b[:2] and ids_a[2] != ids_b[2]  # block 2 holds own tokens
+    assert hasher.block_ids(a, 16, 2, 4, ids_a[1]) == ids_a[2:]  # incremental = whole
+
+
+def test_manager_keeps_accounting_through_preemption_and_reuse() -> None:
+    manager = PrefixCachingKVCacheManager(num_gpu_blocks=8, block_size=4)
+    first = Request(request_id=0, arrival_s=0, prompt_tokens=10, output_tokens=2,
+                    prompt_segments=[(("prefix", "p"), 8), (("prompt", 0), 2)])
+    assert manager.lookup_prefix(first) == 0
+    assert manager.allocate_slots(first, 10, 0) == 3
+    first.num_computed_tokens = 10
+    manager.cache_blocks(first)
+    manager.free(first)  # preempted, not finished: identities kept
+    manager.check()
+    assert manager.num_free_blocks == 8 and len(manager.identity_to_block) == 2
+    again = manager.lookup_prefix(first)
+    first.num_computed_tokens = 0
+    assert again == 8 and manager.allocate_slots(first, 2, again) == 1
+    manager.check()
+    assert manager.num_hit_tokens == 8 and manager.num_query_tokens == 20
+
+
+def test_prefix_caching_with_swap_is_refused() -> None:
+    with pytest.raises(ClusterSimError, match="preemption_mode=swap"):
+        resolve(make_deployment("llama-3-8b", "a100", **CACHING,
+                                **{"scheduler.preemption_mode": "swap"}))
