@@ -67,10 +67,12 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
     run = summary["run"]
     sched = run["scheduler"]
     p = run["deployment"]["parallelism"]
+    engine = run["engine"]["preset"]
     console.print(
         f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
         f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
-        f"policy {sched['policy']}, {summary['num_requests']:,} requests"
+        f"policy {sched['policy']}" + (f", engine {engine}" if engine else "")
+        + f", {summary['num_requests']:,} requests"
     )
     table = Table(show_header=True, header_style="bold")
     table.add_column("latency (ms)")
@@ -90,6 +92,10 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
         f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
         f"preemptions {summary['preemptions']}"
     )
+    cache = summary["prefix_cache"]
+    if cache["enabled"]:
+        console.print(f"prefix cache hit rate {cache['hit_rate']:.1%} "
+                      f"({cache['hit_tokens']:,} of {cache['query_tokens']:,} prompt tokens)")
     if good["slo_attainment"] is not None:
         console.print(f"goodput {good['requests_per_s']:.3f} req/s "
                       f"(SLO attainment {good['slo_attainment']:.1%})")
@@ -108,14 +114,21 @@ def simulate_command(
     tp: Annotated[int | None, typer.Option(help="tensor-parallel degree")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline-parallel degree")] = None,
     replicas: Annotated[int | None, typer.Option(help="model replicas (data parallel)")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="engine preset: vllm-v1, vllm-v0, sarathi (defaults and CPU overhead)")] = None,
+    async_scheduling: Annotated[bool | None, typer.Option(
+        "--async-scheduling/--no-async-scheduling",
+        help="overlap the engine's CPU overhead with the GPU step")] = None,
     scheduler: Annotated[str | None, typer.Option(
-        help="policy: vllm, sarathi, orca, static")] = None,
+        help="policy: vllm, vllm-v1, sarathi, orca, static")] = None,
     max_num_seqs: Annotated[int | None, typer.Option()] = None,
     max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
     block_size: Annotated[int | None, typer.Option()] = None,
     gpu_memory_utilization: Annotated[float | None, typer.Option()] = None,
     enable_chunked_prefill: Annotated[bool | None, typer.Option(
         "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
+    enable_prefix_caching: Annotated[bool | None, typer.Option(
+        "--enable-prefix-caching/--no-enable-prefix-caching")] = None,
     preemption_mode: Annotated[str | None, typer.Option(help="recompute or swap")] = None,
     max_model_len: Annotated[int | None, typer.Option()] = None,
     router: Annotated[str | None, typer.Option(
@@ -134,6 +147,8 @@ def simulate_command(
     """Simulate a serving deployment on a request trace."""
     overrides: dict[str, Any] = {
         "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
+        "engine": engine, "async_scheduling": async_scheduling,
+        "scheduler.enable_prefix_caching": enable_prefix_caching,
         "parallelism.tp": tp, "parallelism.pp": pp,
         "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
         "scheduler.max_num_batched_tokens": max_num_batched_tokens,

@@ -8,9 +8,10 @@ A deployment file (YAML or JSON)::
     parallelism: {tp: 1, pp: 1}
     cluster: {num_nodes: 1, gpus_per_node: 8}   # optional: fits the replicas by default
     scheduler:
-      policy: sarathi            # vllm | sarathi | orca | static
+      policy: sarathi            # vllm | vllm-v1 | sarathi | orca | static
       max_num_batched_tokens: 512
     router: least_outstanding    # round_robin | least_outstanding | least_kv
+    engine: vllm-v1              # optional preset: vllm-v1 | vllm-v0 | sarathi
     slo: {ttft_s: 2.0, tpot_s: 0.1}
     seed: 0
 
@@ -31,11 +32,13 @@ from profiles.cluster import ClusterSpec
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.memory import DEFAULT_RUNTIME_OVERHEAD_GIB
 from profiles.models import ModelSpec
+from simulator.engines import ENGINE_PRESETS, CpuOverhead
 from simulator.policies import POLICY_PRESETS
 from simulator.scheduler import SchedulerConfig
 
 __all__ = ["DeploymentConfig", "ParallelismConfig", "SLOConfig", "SchedulerSettings",
-           "load_deployment", "resolve_scheduler"]
+           "load_deployment", "resolve_cpu_overhead", "resolve_scheduler",
+           "with_engine_defaults"]
 
 
 class _Frozen(BaseModel):
@@ -50,7 +53,7 @@ class ParallelismConfig(_Frozen):
 class SchedulerSettings(_Frozen):
     """Scheduler knobs; ``None`` takes the policy preset's default."""
 
-    policy: Literal["vllm", "sarathi", "orca", "static"] = "vllm"
+    policy: Literal["vllm", "vllm-v1", "sarathi", "orca", "static"] = "vllm"
     max_num_seqs: int | None = Field(default=None, ge=1)
     max_num_batched_tokens: int | None = Field(default=None, ge=1)
     block_size: int = Field(default=16, ge=1)
@@ -81,6 +84,13 @@ class DeploymentConfig(_Frozen):
     cluster: ClusterSpec | None = None
     scheduler: SchedulerSettings = SchedulerSettings()
     router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
+    engine: Literal["vllm-v1", "vllm-v0", "sarathi"] | None = Field(
+        default=None, description="engine preset: its defaults for unset scheduler knobs "
+                                  "and its CPU overhead per step")
+    cpu_overhead: CpuOverhead | None = Field(
+        default=None, description="CPU overhead per step; overrides the engine preset's")
+    async_scheduling: bool | None = Field(
+        default=None, description="overlap the CPU overhead with the GPU step")
     slo: SLOConfig = SLOConfig()
     runtime_overhead_gib: float = Field(default=DEFAULT_RUNTIME_OVERHEAD_GIB, ge=0)
     seed: int = 0
@@ -136,6 +146,30 @@ def build_deployment(data: dict[str, Any], overrides: dict[str, Any] | None = No
         raise ClusterSimError(format_validation_error(error, source)) from None
 
 
+def with_engine_defaults(settings: SchedulerSettings, defaults: dict[str, Any]
+                        ) -> SchedulerSettings:
+    """``settings`` with an engine preset's ``defaults`` for every knob the user left unset."""
+    unset = {key: value for key, value in defaults.items()
+             if key not in settings.model_fields_set}
+    return settings.model_copy(update=unset)
+
+
+def resolve_cpu_overhead(deployment: DeploymentConfig) -> CpuOverhead | None:
+    """The explicit CPU overhead, else the engine preset's, else none; ``async_scheduling``
+    switches its overlap with the GPU step."""
+    overhead = deployment.cpu_overhead
+    if overhead is None and deployment.engine is not None:
+        overhead = ENGINE_PRESETS[deployment.engine].overhead
+    if overhead is None:
+        if deployment.async_scheduling:
+            raise ClusterSimError("async_scheduling needs a CPU overhead to overlap: pass "
+                                  "--engine or a cpu_overhead block in the deployment")
+        return None
+    if deployment.async_scheduling is not None:
+        overhead = overhead.model_copy(update={"async_scheduling": deployment.async_scheduling})
+    return overhead
+
+
 def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> SchedulerConfig:
     """The policy preset with the user's overrides, checked against the model.
 
@@ -179,9 +213,10 @@ def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> Schedule
         max_num_batched_tokens=budget,
         block_size=settings.block_size,
         enable_chunked_prefill=chunked,
-        # NOTE: vLLM v0 with chunked prefill on stops being prefill-first.
+        # NOTE: vLLM v0 with chunked prefill turned on stops being prefill-first and puts
+        # decodes first; presets that chunk by default keep their own order (vLLM V1).
         prefill_first=preset["prefill_first"] and not chunked,
-        decodes_first=preset["decodes_first"] or chunked,
+        decodes_first=preset["decodes_first"] or (chunked and not preset["enable_chunked_prefill"]),
         batching=preset["batching"],
         kv_allocation=preset["kv_allocation"],
         preemption_mode=preemption,

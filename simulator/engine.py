@@ -32,7 +32,13 @@ from profiles.hardware import GPUSpec, load_gpu
 from profiles.memory import MemoryPlan, plan_memory
 from profiles.models import ModelSpec, load_model
 from profiles.roofline import RooflineCostModel
-from simulator.config import DeploymentConfig, resolve_scheduler
+from simulator.config import (
+    DeploymentConfig,
+    resolve_cpu_overhead,
+    resolve_scheduler,
+    with_engine_defaults,
+)
+from simulator.engines import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
 from simulator.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.metrics import StepRecorder, StepStats, TokenGaps, request_rows, summarize
 from simulator.replica import Replica, delay_to
@@ -80,6 +86,7 @@ class ResolvedDeployment:
     scheduler: SchedulerConfig
     memory: MemoryPlan
     cost_models: tuple[CostModel, ...]  # one per replica (placement decides its links)
+    cpu_overhead: CpuOverhead | None = None
 
     @property
     def num_gpus(self) -> int:
@@ -118,8 +125,11 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
     if pp > model.num_layers:
         raise ClusterSimError(f"parallelism.pp={pp} exceeds {model.name}'s "
                               f"{model.num_layers} layers")
-    scheduler = resolve_scheduler(deployment.scheduler, model)
     settings = deployment.scheduler
+    if deployment.engine is not None:
+        settings = with_engine_defaults(
+            settings, engine_scheduler_defaults(deployment.engine, gpu.hbm_gib, gpu.name))
+    scheduler = resolve_scheduler(settings, model)
     memory = plan_memory(
         model, gpu, tp=tp, pp=pp, block_size=scheduler.block_size,
         gpu_memory_utilization=settings.gpu_memory_utilization,
@@ -145,7 +155,8 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
                    else group_link(graph, ()))
         cost_models.append(RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]),
                                              pp_link))
-    return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models))
+    return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
+                              resolve_cpu_overhead(deployment))
 
 
 def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> None:
@@ -160,6 +171,20 @@ def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> Non
             f"{int(total[i])} exceeds max_model_len={resolved.scheduler.max_model_len} "
             f"({too_long.size} requests do); raise --max-model-len or trim the trace"
         )
+
+
+def _engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
+                   ) -> dict[str, Any]:
+    """What the summary says about the modelled engine and its CPU overhead."""
+    record: dict[str, Any] = {"preset": deployment.engine}
+    if deployment.engine is not None:
+        preset = ENGINE_PRESETS[deployment.engine]
+        record.update(version=preset.version, knobs_source=preset.knobs_source,
+                      overhead_source=preset.overhead_source)
+    if deployment.cpu_overhead is not None:
+        record["overhead_source"] = "given in the deployment"
+    record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None
+    return record
 
 
 def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
@@ -248,7 +273,8 @@ def simulate(
         token_gaps = TokenGaps()
         gaps.append(token_gaps)
         scheduler = Scheduler(resolved.scheduler, kv_cache, token_gaps)
-        replicas.append(Replica(env, replica_id, scheduler, cost_model, all_recorders))
+        replicas.append(Replica(env, replica_id, scheduler, cost_model, all_recorders,
+                                resolved.cpu_overhead))
 
     requests = [
         Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
@@ -296,6 +322,7 @@ def simulate(
         "gpu": resolved.gpu.name,
         "num_gpus": resolved.num_gpus,
         "scheduler": asdict(resolved.scheduler),
+        "engine": _engine_record(deployment, resolved.cpu_overhead),
         "memory_per_gpu": resolved.memory.as_dict(),
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),

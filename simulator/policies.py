@@ -5,6 +5,8 @@ policy         what it sets
 =============  ==========================================================================
 ``vllm``       vLLM v0 default: prefill-first (a step with admissible prompts runs only
                prefills, whole), paged KV, preemption by recompute, FCFS
+``vllm-v1``    vLLM V1: chunked prefill on; running requests (decodes and partial
+               prefills) in admission order, then waiting ones; recompute preemption
 ``sarathi``    Sarathi-Serve: chunked prefill under a token budget (512), decodes first,
                then ongoing chunks, then new prompts: stall-free mixed batches
 ``orca``       Orca: iteration-level batching, prompts whole and mixed with decodes, no
@@ -37,6 +39,12 @@ POLICY_PRESETS: dict[str, dict[str, Any]] = {
         "enable_chunked_prefill": False, "prefill_first": True, "decodes_first": False,
         "batching": "continuous", "kv_allocation": "paged", "max_num_seqs": 256,
         "max_num_batched_tokens": None, "preemption_mode": "recompute",
+    },
+    # vLLM V1: chunked prefill, running requests in admission order, then waiting ones.
+    "vllm-v1": {
+        "enable_chunked_prefill": True, "prefill_first": False, "decodes_first": False,
+        "batching": "continuous", "kv_allocation": "paged", "max_num_seqs": 256,
+        "max_num_batched_tokens": 2048, "preemption_mode": "recompute",
     },
     "sarathi": {
         "enable_chunked_prefill": True, "prefill_first": False, "decodes_first": True,

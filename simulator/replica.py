@@ -23,6 +23,7 @@ from typing import Any
 import simpy
 
 from profiles.cost_model import CostModel, StepCost
+from simulator.engines import CpuOverhead
 from simulator.metrics import StepRecorder
 from simulator.request import Request
 from simulator.scheduler import Scheduler, StepPlan
@@ -54,15 +55,20 @@ class Replica:
         scheduler: this replica's scheduler (owns the KV cache).
         cost_model: prices this replica's steps.
         recorders: observers of every completed step.
+        cpu_overhead: host time per step (engine presets); ``None`` for none. Serial
+            engines pay it before the micro-batch enters stage 0; with asynchronous
+            scheduling it overlaps stage 0 (the step takes the longer of the two).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, scheduler: Scheduler,
-                 cost_model: CostModel, recorders: Sequence[StepRecorder]) -> None:
+                 cost_model: CostModel, recorders: Sequence[StepRecorder],
+                 cpu_overhead: CpuOverhead | None = None) -> None:
         self.env = env
         self.replica_id = replica_id
         self.scheduler = scheduler
         self.cost_model = cost_model
         self.recorders = list(recorders)
+        self.cpu_overhead = cpu_overhead
         self.num_outstanding = 0
         self._wake: simpy.Event | None = None
         self.process = env.process(self.run())
@@ -97,9 +103,17 @@ class Replica:
                 cost = self.cost_model.predict(plan.batch_shape())
                 spans = []
                 ready_s = env.now
+                stage_s = cost.stage_s
+                overhead = self.cpu_overhead
+                if overhead is not None:
+                    host_s = overhead.step_s(len(plan.requests), plan.num_tokens)
+                    if overhead.async_scheduling:
+                        stage_s = (max(stage_s[0], host_s), *stage_s[1:])
+                    else:
+                        ready_s += host_s
                 for stage in range(num_stages):
                     start_s = max(ready_s, stage_free_s[stage])
-                    ready_s = start_s + cost.stage_s[stage]
+                    ready_s = start_s + stage_s[stage]
                     stage_free_s[stage] = ready_s
                     spans.append((start_s, ready_s))
                 in_flight.append((ready_s, plan, cost, spans, scheduler.kv_cache.num_used_blocks))

@@ -1,0 +1,107 @@
+"""Engine presets: what a user of a given serving engine version gets by default.
+
+``--engine vllm-v1`` sets the scheduler knobs, prefix caching and the CPU overhead per
+step that vLLM's V1 engine has out of the box; any knob the user sets still wins. The run
+summary records the preset, the engine version it models and every resolved knob.
+
+CPU overhead per step (scheduling, input preparation, sampling, output processing)::
+
+    overhead_s = step_base_s + per_seq_s · num_seqs + per_token_s · num_tokens
+    serial engines:           step time = overhead + GPU time
+    asynchronous scheduling:  step time = max(overhead, GPU time)   (CPU work of step k+1
+                                                                     hides under step k)
+
+The overhead figures are documented estimates (see each preset's ``overhead_source``)
+until the real-runs issue measures them on our GPU; they are data, kept here in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["ENGINE_PRESETS", "CpuOverhead", "EnginePreset", "engine_scheduler_defaults"]
+
+
+class CpuOverhead(BaseModel):
+    """Host time per engine step, as a linear function of the batch."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    step_base_s: float = Field(default=0.0, ge=0)
+    per_seq_s: float = Field(default=0.0, ge=0)
+    per_token_s: float = Field(default=0.0, ge=0)
+    async_scheduling: bool = False
+
+    def step_s(self, num_seqs: int, num_tokens: int) -> float:
+        return self.step_base_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
+
+
+@dataclass(frozen=True)
+class EnginePreset:
+    """Defaults of one engine version: scheduler knobs and CPU overhead."""
+
+    version: str
+    scheduler: dict[str, Any]
+    knobs_source: str
+    overhead: CpuOverhead
+    overhead_source: str
+    large_gpu_scheduler: dict[str, Any] = field(default_factory=dict)
+
+
+_VLLM_V1_OVERHEAD = (
+    "estimate: V1 runs detokenization and output processing in a separate process and "
+    "keeps persistent batch state, leaving ~0.5 ms per step plus ~5 us per sequence of "
+    "scheduling, input preparation and sampling on the critical path; to be replaced by "
+    "the real-runs measurements"
+)
+_VLLM_V0_OVERHEAD = (
+    "estimate: V0 schedules, prepares inputs, samples and detokenizes in the same loop as "
+    "the forward pass: ~1 ms per step plus ~40 us per sequence (the per-sequence Python "
+    "work that the V1 rewrite removed); to be replaced by the real-runs measurements"
+)
+
+ENGINE_PRESETS: dict[str, EnginePreset] = {
+    "vllm-v1": EnginePreset(
+        version="vLLM 0.10 (V1 engine), OpenAI-compatible server",
+        scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
+                   "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
+                   "max_num_seqs": 256},
+        # NOTE: vLLM raises the server defaults on GPUs with >= 70 GiB other than A100.
+        large_gpu_scheduler={"max_num_batched_tokens": 8192, "max_num_seqs": 1024},
+        knobs_source="vLLM 0.10 EngineArgs defaults for the OpenAI API server: chunked "
+                     "prefill and prefix caching on; 2048 batched tokens and 256 sequences, "
+                     "8192 and 1024 on >= 70 GiB GPUs other than A100",
+        overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0),
+        overhead_source=_VLLM_V1_OVERHEAD,
+    ),
+    "vllm-v0": EnginePreset(
+        version="vLLM 0.6 (V0 engine), OpenAI-compatible server",
+        scheduler={"policy": "vllm", "enable_prefix_caching": False, "block_size": 16,
+                   "gpu_memory_utilization": 0.9, "max_num_seqs": 256},
+        knobs_source="vLLM 0.6 EngineArgs defaults: chunked prefill and prefix caching off, "
+                     "max_num_batched_tokens = max(max_model_len, 2048), 256 sequences",
+        overhead=CpuOverhead(step_base_s=1.0e-3, per_seq_s=40e-6, per_token_s=0.0),
+        overhead_source=_VLLM_V0_OVERHEAD,
+    ),
+    "sarathi": EnginePreset(
+        version="Sarathi-Serve (OSDI 2024 artifact, built on vLLM V0)",
+        scheduler={"policy": "sarathi", "enable_prefix_caching": False, "block_size": 16,
+                   "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 512,
+                   "max_num_seqs": 128},
+        knobs_source="Sarathi-Serve paper, Sec. 5: token budget 512 for strict TBT SLOs",
+        overhead=CpuOverhead(step_base_s=1.0e-3, per_seq_s=40e-6, per_token_s=0.0),
+        overhead_source=_VLLM_V0_OVERHEAD,
+    ),
+}
+
+
+def engine_scheduler_defaults(engine: str, hbm_gib: float, gpu_name: str) -> dict[str, Any]:
+    """Scheduler knobs an engine preset gives on a GPU with ``hbm_gib`` of memory."""
+    preset = ENGINE_PRESETS[engine]
+    knobs = dict(preset.scheduler)
+    if hbm_gib >= 70 and "A100" not in gpu_name.upper():
+        knobs.update(preset.large_gpu_scheduler)
+    return knobs

@@ -1,0 +1,78 @@
+"""Engine presets and CPU overhead per step."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiles.cost_model import BatchShape
+from profiles.errors import ClusterSimError
+from simulator.engine import resolve, simulate
+from tests.conftest import make_deployment, make_trace
+
+
+def test_vllm_v1_preset_resolves_to_documented_knobs_per_gpu() -> None:
+    h100 = resolve(make_deployment("llama-3-8b", "h100", engine="vllm-v1")).scheduler
+    assert (h100.policy, h100.enable_chunked_prefill, h100.enable_prefix_caching,
+            h100.prefill_first, h100.decodes_first, h100.max_num_batched_tokens,
+            h100.max_num_seqs, h100.block_size, h100.preemption_mode) == (
+        "vllm-v1", True, True, False, False, 8192, 1024, 16, "recompute")
+    a100 = resolve(make_deployment("llama-3-8b", "a100", engine="vllm-v1")).scheduler
+    assert (a100.max_num_batched_tokens, a100.max_num_seqs) == (2048, 256)
+
+
+def test_vllm_v0_and_sarathi_presets() -> None:
+    v0 = resolve(make_deployment("llama-3-8b", "h100", engine="vllm-v0")).scheduler
+    assert (v0.policy, v0.prefill_first, v0.enable_chunked_prefill,
+            v0.enable_prefix_caching, v0.max_num_batched_tokens) == (
+        "vllm", True, False, False, 8192)
+    sarathi = resolve(make_deployment("llama-3-8b", "h100", engine="sarathi")).scheduler
+    assert (sarathi.max_num_batched_tokens, sarathi.max_num_seqs,
+            sarathi.decodes_first) == (512, 128, True)
+
+
+def test_user_knobs_win_over_the_preset() -> None:
+    resolved = resolve(make_deployment("llama-3-8b", "h100", engine="vllm-v1", **{
+        "scheduler.max_num_batched_tokens": 4096, "scheduler.enable_prefix_caching": False}))
+    assert resolved.scheduler.max_num_batched_tokens == 4096
+    assert not resolved.scheduler.enable_prefix_caching
+    assert resolved.cpu_overhead is not None and resolved.cpu_overhead.step_base_s == 0.5e-3
+
+
+def test_cpu_overhead_adds_the_stated_time_per_step() -> None:
+    """1 ms + 0.1 ms per sequence before each step of a lone request."""
+    overhead = {"step_base_s": 1e-3, "per_seq_s": 1e-4}
+    with_cpu = make_deployment("llama-3-8b", "a100", cpu_overhead=overhead)
+    gpu_only = make_deployment("llama-3-8b", "a100")
+    workload = make_trace([0.0], [300], [5])
+    fast = simulate(gpu_only, workload).requests.iloc[0]
+    slow = simulate(with_cpu, workload).requests.iloc[0]
+    assert slow["ttft_s"] == pytest.approx(fast["ttft_s"] + 1.1e-3, rel=1e-12)
+    assert slow["e2e_s"] == pytest.approx(fast["e2e_s"] + 5 * 1.1e-3, rel=1e-12)
+
+
+def test_async_scheduling_hides_cpu_time_under_the_gpu_step() -> None:
+    """Overlapped, a step takes max(CPU, GPU): a 1 µs overhead vanishes, a 1 s one rules."""
+    workload = make_trace([0.0], [300], [3])
+    cost = resolve(make_deployment("llama-3-8b", "a100")).cost_models[0]
+    prefill_s = cost.predict(BatchShape([300], [0], 1)).total_s
+    small = make_deployment("llama-3-8b", "a100", async_scheduling=True,
+                            cpu_overhead={"step_base_s": 1e-6})
+    large = make_deployment("llama-3-8b", "a100", async_scheduling=True,
+                            cpu_overhead={"step_base_s": 1.0})
+    assert simulate(small, workload).requests.iloc[0]["ttft_s"] == prefill_s
+    assert simulate(large, workload).requests.iloc[0]["e2e_s"] == pytest.approx(3.0)
+
+
+def test_summary_records_the_preset_and_every_knob() -> None:
+    result = simulate(make_deployment("llama-3-8b", "h100", engine="vllm-v1"),
+                      make_trace([0.0], [100], [2]))
+    engine = result.summary["run"]["engine"]
+    assert engine["preset"] == "vllm-v1" and "vLLM 0.10" in engine["version"]
+    assert "estimate" in engine["overhead_source"]
+    assert engine["cpu_overhead"]["per_seq_s"] == 5e-6
+    assert result.summary["run"]["scheduler"]["enable_prefix_caching"] is True
+
+
+def test_async_without_overhead_is_refused() -> None:
+    with pytest.raises(ClusterSimError, match="async_scheduling needs a CPU overhead"):
+        resolve(make_deployment("llama-3-8b", "h100", async_scheduling=True))
