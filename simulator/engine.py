@@ -314,7 +314,7 @@ def simulate(
         "hit_rate": hits / query if query else 0.0,
     }
     summary["run"] = {
-        "engine": ENGINE_VERSION,
+        "simulator": ENGINE_VERSION,
         "cost_model": "roofline",
         "seed": deployment.seed,
         "deployment": deployment.model_dump(mode="json"),
