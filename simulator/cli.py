@@ -28,7 +28,13 @@ from profiles.models import list_models, load_model
 from simulator.config import build_deployment, load_deployment
 from simulator.engine import simulate
 from simulator.outputs import to_json_text, write_outputs
-from workloads.generators import GeneratorSpec, generate, parse_distribution
+from workloads.generators import (
+    ChatSpec,
+    GeneratorSpec,
+    generate,
+    generate_chat,
+    parse_distribution,
+)
 from workloads.loaders import FORMATS, load_workload, save_workload
 
 __all__ = ["app", "main", "simulate_main"]
@@ -203,6 +209,46 @@ def generate_command(
     except ValidationError as error:
         _fail(format_validation_error(error, "workload generate"))
     trace = generate(spec)
+    save_workload(trace, out)
+    stats = trace.stats()
+    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
+                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
+                  f"output mean {stats['output_tokens_mean']:.0f}")
+
+
+@workload_app.command("chat")
+@_user_errors
+def chat_command(
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    num_requests: Annotated[int, typer.Option(help="requests to generate")],
+    rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
+    num_system_prompts: Annotated[int, typer.Option(help="distinct system prompts")],
+    users_per_prompt: Annotated[int, typer.Option(help="users sharing each system prompt")],
+    system_prompt_tokens: Annotated[int, typer.Option(help="tokens of each system prompt")],
+    question: Annotated[str, typer.Option(help="question lengths, e.g. fixed:value=450")],
+    output: Annotated[str, typer.Option(help="output lengths, e.g. fixed:value=250")],
+    turns: Annotated[int, typer.Option(help="turns per conversation")] = 1,
+    think_time: Annotated[float, typer.Option(
+        help="seconds a user waits between its turns' arrivals")] = 0.0,
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    cv: Annotated[float | None, typer.Option(help="gamma arrivals: CV of the gaps")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
+    arrival_spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
+    if cv is not None:
+        arrival_spec["cv"] = cv
+    try:
+        spec = ChatSpec(
+            num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
+            num_system_prompts=num_system_prompts, users_per_prompt=users_per_prompt,
+            system_prompt_tokens=system_prompt_tokens,
+            question=parse_distribution(question, "--question"),
+            output=parse_distribution(output, "--output"), turns_per_session=turns,
+            think_time_s=think_time, seed=seed)
+    except ValidationError as error:
+        _fail(format_validation_error(error, "workload chat"))
+    trace = generate_chat(spec)
     save_workload(trace, out)
     stats = trace.stats()
     console.print(f"wrote {out}: {stats['num_requests']:,} requests over "

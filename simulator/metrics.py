@@ -6,6 +6,7 @@ Definitions (the same as vLLM's benchmark client with fixed output lengths):
 * TPOT  = (finish - first token) / (output tokens - 1), per request with >= 2 outputs
 * TBT   = every gap between consecutive tokens of a request (the inter-token latency),
           pooled over all tokens of the run
+* NTPOT = E2E / output tokens, per request (inference-perf's normalized TPOT)
 * E2E   = finish - arrival;  queueing delay = first scheduled - arrival
 * goodput = requests per second that meet both the TTFT and the TPOT SLO (DistServe)
 * MFU   = useful model FLOPs / (GPUs x dense peak x makespan)
@@ -36,7 +37,8 @@ __all__ = ["REQUEST_COLUMNS", "StepRecorder", "StepStats", "TokenGaps", "request
 
 REQUEST_COLUMNS = [
     "request_id", "replica_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
-    "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "e2e_s", "queueing_delay_s",
+    "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "ntpot_s", "e2e_s",
+    "queueing_delay_s",
     "num_preemptions", "num_cached_tokens",
 ]
 
@@ -120,6 +122,7 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.
         "output_tokens": outputs,
         "ttft_s": first_token - arrival,
         "tpot_s": tpot,
+        "ntpot_s": (finish - arrival) / outputs,
         "e2e_s": finish - arrival,
         "queueing_delay_s": first_scheduled - arrival,
         "num_preemptions": [r.num_preemptions for r in requests],
@@ -186,6 +189,7 @@ def summarize(
         "makespan_s": makespan,
         "ttft_s": _percentiles(rows["ttft_s"].to_numpy()),
         "tpot_s": _percentiles(rows["tpot_s"].dropna().to_numpy()),
+        "ntpot_s": _percentiles(rows["ntpot_s"].to_numpy()),
         "tbt_s": _percentiles(tbt_values, tbt_counts),
         "e2e_s": _percentiles(rows["e2e_s"].to_numpy()),
         "queueing_delay_s": _percentiles(rows["queueing_delay_s"].to_numpy()),

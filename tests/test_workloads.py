@@ -146,3 +146,24 @@ def test_bundled_examples_load() -> None:
     for name in ("chat.json", "summarization.json"):
         trace = load_workload(examples / name)
         assert len(trace) > 100 and trace.metadata["generator"]["seed"] in (1, 2)
+
+
+def test_chat_generator_shares_prefixes_and_builds_sessions() -> None:
+    """2 system prompts x 2 users, 3 turns each, fixed lengths: turn t's prompt is the
+    100-token system prompt plus t-1 earlier (50 + 20)-token exchanges plus a question."""
+    from workloads.generators import ChatSpec, generate_chat
+
+    spec = ChatSpec(num_requests=12, arrival={"kind": "poisson", "rate_per_s": 100},
+                    num_system_prompts=2, users_per_prompt=2, system_prompt_tokens=100,
+                    question={"kind": "fixed", "value": 50},
+                    output={"kind": "fixed", "value": 20}, turns_per_session=3,
+                    think_time_s=1.0, seed=4)
+    trace = generate_chat(spec)
+    assert set(trace.prompt_tokens.tolist()) == {150, 220, 290}
+    sessions = trace.extras["session_id"]
+    for session in set(sessions):
+        turns = [i for i, s in enumerate(sessions) if s == session]
+        assert trace.prompt_tokens[turns].tolist() == [150, 220, 290][:len(turns)]
+        gaps = np.diff(trace.arrival_s[turns])
+        assert (gaps >= 1.0 - 1e-12).all()  # think time between a user's turns
+    assert set(trace.extras["prefix_id"]) == {"system-0", "system-1"}

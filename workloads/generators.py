@@ -28,9 +28,11 @@ from workloads.schema import RequestTrace
 
 __all__ = [
     "ArrivalSpec",
+    "ChatSpec",
     "GeneratorSpec",
     "LengthSpec",
     "generate",
+    "generate_chat",
     "lognormal_mu_for_mean",
     "parse_distribution",
 ]
@@ -246,3 +248,67 @@ def parse_distribution(text: str, what: str) -> Any:
         return _LENGTHS.validate_python(fields)
     except ValidationError as error:
         raise ClusterSimError(format_validation_error(error, f"{what} {text!r}")) from None
+
+
+class ChatSpec(_Spec):
+    """Shared system prompts and multi-turn sessions (prefix-caching workloads).
+
+    ``num_system_prompts`` groups of ``users_per_prompt`` users. Requests arrive by
+    ``arrival``; each goes to a user free to ask (its previous turn arrived at least
+    ``think_time_s`` ago; if none is free, the first to become free, later). A turn's
+    prompt is the group's system prompt, the conversation so far (earlier questions and
+    outputs) and a new question; after ``turns_per_session`` turns the user starts a new
+    conversation.
+    """
+
+    num_requests: int = Field(gt=0)
+    arrival: ArrivalSpec
+    num_system_prompts: int = Field(gt=0)
+    users_per_prompt: int = Field(gt=0)
+    system_prompt_tokens: int = Field(ge=0)
+    question: LengthSpec
+    output: LengthSpec
+    turns_per_session: int = Field(default=1, gt=0)
+    think_time_s: float = Field(default=0.0, ge=0)
+    seed: int = 0
+
+
+def generate_chat(spec: ChatSpec) -> RequestTrace:
+    """Draw a shared-prefix, multi-turn trace from ``spec`` (seeded)."""
+    rng = np.random.default_rng(spec.seed)
+    n = spec.num_requests
+    arrivals = _sample_arrivals(spec.arrival, n, rng)
+    questions = _sample_lengths(spec.question, n, rng)
+    outputs = _sample_lengths(spec.output, n, rng)
+    num_users = spec.num_system_prompts * spec.users_per_prompt
+    free_at = np.zeros(num_users)  # when each user may ask again
+    turn = np.zeros(num_users, dtype=np.int64)
+    conversation = np.zeros(num_users, dtype=np.int64)
+    history = np.zeros(num_users, dtype=np.int64)  # tokens of earlier turns in the session
+    arrival_s, prompts, prefix_ids, prefix_lens, sessions = [], [], [], [], []
+    for i in range(n):
+        now = max(float(arrivals[i]), arrival_s[-1] if arrival_s else 0.0)
+        free = np.flatnonzero(free_at <= now)
+        if free.size:
+            user = int(free[rng.integers(free.size)])
+        else:  # everyone is thinking: the first user to finish asks, later
+            user = int(np.argmin(free_at))
+            now = float(free_at[user])
+        if turn[user] == spec.turns_per_session:
+            turn[user], history[user] = 0, 0
+            conversation[user] += 1
+        group = user // spec.users_per_prompt
+        system = spec.system_prompt_tokens
+        prompts.append(system + int(history[user]) + int(questions[i]))
+        prefix_ids.append(f"system-{group}" if system else None)
+        prefix_lens.append(system if system else None)
+        sessions.append(f"user-{user}-conversation-{conversation[user]}")
+        arrival_s.append(now)
+        history[user] += int(questions[i]) + int(outputs[i])
+        turn[user] += 1
+        free_at[user] = now + spec.think_time_s
+    return RequestTrace.from_columns(
+        arrival_s, prompts, outputs,
+        extras={"prefix_id": prefix_ids, "prefix_tokens": prefix_lens, "session_id": sessions},
+        metadata={"generator": spec.model_dump(mode="json") | {"kind": "chat"}},
+    )
