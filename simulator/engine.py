@@ -221,6 +221,23 @@ def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
     return result
 
 
+def _closed_loop_turns(workload: RequestTrace) -> dict[int, int]:
+    """previous turn → next turn, for session turns that carry ``think_time_s``."""
+    sessions = workload.extras.get("session_id")
+    think = workload.extras.get("think_time_s")
+    if sessions is None or think is None:
+        return {}
+    last: dict[Any, int] = {}
+    chain: dict[int, int] = {}
+    for i, session in enumerate(sessions):
+        if session is None:
+            continue
+        if session in last and think[i] is not None:
+            chain[last[session]] = i
+        last[session] = i
+    return chain
+
+
 def _arrivals(env: simpy.Environment, requests: Sequence[Request], router: Router,
               replicas: Sequence[Replica]) -> Generator[simpy.Event, Any, None]:
     for request in requests:
@@ -286,7 +303,22 @@ def simulate(
     if resolved.scheduler.enable_prefix_caching:
         for request, segments in zip(requests, workload_segments(workload), strict=True):
             request.prompt_segments = segments
-    env.process(_arrivals(env, requests, ROUTERS[deployment.router](), replicas))
+    router = ROUTERS[deployment.router]()
+    next_turn = _closed_loop_turns(workload)
+    think = workload.extras.get("think_time_s", [])
+
+    def send_next_turn(request: Request) -> None:
+        follow = next_turn.get(request.request_id)
+        if follow is not None:
+            turn = requests[follow]
+            turn.arrival_s = max(turn.arrival_s, env.now + float(think[follow]))
+            env.process(_arrivals(env, [turn], router, replicas))
+
+    for replica in replicas:
+        replica.on_finish = send_next_turn
+    waiting_on = set(next_turn.values())
+    env.process(_arrivals(env, [r for r in requests if r.request_id not in waiting_on],
+                          router, replicas))
     env.run()
 
     unfinished = sum(1 for r in requests if not r.is_finished)

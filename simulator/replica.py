@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 import simpy
@@ -58,17 +58,20 @@ class Replica:
         cpu_overhead: host time per step (engine presets); ``None`` for none. Serial
             engines pay it before the micro-batch enters stage 0; with asynchronous
             scheduling it overlaps stage 0 (the step takes the longer of the two).
+        on_finish: called with each request as it finishes (closed-loop sessions).
     """
 
     def __init__(self, env: simpy.Environment, replica_id: int, scheduler: Scheduler,
                  cost_model: CostModel, recorders: Sequence[StepRecorder],
-                 cpu_overhead: CpuOverhead | None = None) -> None:
+                 cpu_overhead: CpuOverhead | None = None,
+                 on_finish: Callable[[Request], None] | None = None) -> None:
         self.env = env
         self.replica_id = replica_id
         self.scheduler = scheduler
         self.cost_model = cost_model
         self.recorders = list(recorders)
         self.cpu_overhead = cpu_overhead
+        self.on_finish = on_finish
         self.num_outstanding = 0
         self._wake: simpy.Event | None = None
         self.process = env.process(self.run())
@@ -145,5 +148,8 @@ class Replica:
             _, plan, cost, spans, used = in_flight.popleft()
             finished = scheduler.update(plan, env.now)
             self.num_outstanding -= len(finished)
+            if finished and self.on_finish is not None:
+                for request in finished:
+                    self.on_finish(request)
             for recorder in self.recorders:
                 recorder.on_step(self.replica_id, spans, plan, cost, used)

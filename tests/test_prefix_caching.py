@@ -117,3 +117,14 @@ def test_prefix_caching_with_swap_is_refused() -> None:
     with pytest.raises(ClusterSimError, match="preemption_mode=swap"):
         resolve(make_deployment("llama-3-8b", "a100", **CACHING,
                                 **{"scheduler.preemption_mode": "swap"}))
+
+
+def test_closed_loop_turn_is_sent_after_the_previous_response_and_think_time() -> None:
+    """Turn 2 is in the file at t=0 but carries think_time_s=2: it is sent 2 s after
+    turn 1 finishes, and then finds turn 1's prompt and output in the cache."""
+    deployment = make_deployment("llama-3-8b", "a100", **CACHING)
+    workload = trace([0.0, 0.0], [200, 350], [50, 10], session_id=["s", "s"],
+                     think_time_s=[None, 2.0])
+    rows = simulate(deployment, workload).requests
+    assert rows.loc[1, "arrival_s"] == pytest.approx(rows.loc[0, "finish_s"] + 2.0)
+    assert rows.loc[1, "num_cached_tokens"] == 240

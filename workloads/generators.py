@@ -258,7 +258,9 @@ class ChatSpec(_Spec):
     ``think_time_s`` ago; if none is free, the first to become free, later). A turn's
     prompt is the group's system prompt, the conversation so far (earlier questions and
     outputs) and a new question; after ``turns_per_session`` turns the user starts a new
-    conversation.
+    conversation. Follow-up turns carry ``think_time_s``, so the simulator sends each one
+    only after the previous turn's response is complete (closed loop); the arrival drawn
+    here is its earliest time.
     """
 
     num_requests: int = Field(gt=0)
@@ -285,7 +287,12 @@ def generate_chat(spec: ChatSpec) -> RequestTrace:
     turn = np.zeros(num_users, dtype=np.int64)
     conversation = np.zeros(num_users, dtype=np.int64)
     history = np.zeros(num_users, dtype=np.int64)  # tokens of earlier turns in the session
-    arrival_s, prompts, prefix_ids, prefix_lens, sessions = [], [], [], [], []
+    arrival_s: list[float] = []
+    prompts: list[int] = []
+    prefix_ids: list[str | None] = []
+    prefix_lens: list[int | None] = []
+    sessions: list[str] = []
+    thinks: list[float | None] = []
     for i in range(n):
         now = max(float(arrivals[i]), arrival_s[-1] if arrival_s else 0.0)
         free = np.flatnonzero(free_at <= now)
@@ -303,12 +310,14 @@ def generate_chat(spec: ChatSpec) -> RequestTrace:
         prefix_ids.append(f"system-{group}" if system else None)
         prefix_lens.append(system if system else None)
         sessions.append(f"user-{user}-conversation-{conversation[user]}")
+        thinks.append(spec.think_time_s if turn[user] else None)
         arrival_s.append(now)
         history[user] += int(questions[i]) + int(outputs[i])
         turn[user] += 1
         free_at[user] = now + spec.think_time_s
     return RequestTrace.from_columns(
         arrival_s, prompts, outputs,
-        extras={"prefix_id": prefix_ids, "prefix_tokens": prefix_lens, "session_id": sessions},
+        extras={"prefix_id": prefix_ids, "prefix_tokens": prefix_lens, "session_id": sessions,
+                "think_time_s": thinks},
         metadata={"generator": spec.model_dump(mode="json") | {"kind": "chat"}},
     )

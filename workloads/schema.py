@@ -5,9 +5,11 @@ On disk (JSON or JSONL), a trace is a list of requests, or an object
 
     {"arrival_s": 0.42, "prompt_tokens": 1155, "output_tokens": 211,
      "request_id": 7, "prefix_id": "sys-1", "prefix_tokens": 100,
-     "session_id": "user-3", "priority": 0, "block_hashes": [11, 12]}
+     "session_id": "user-3", "priority": 0, "block_hashes": [11, 12], "think_time_s": 5}
 
-Only the first three fields are required. Files are validated with pydantic (one bad
+Only the first three fields are required. A request with ``think_time_s`` whose session
+has an earlier turn is sent closed-loop: at the later of its ``arrival_s`` and the
+previous turn's finish plus the think time. Files are validated with pydantic (one bad
 field gives one line naming it); in memory a trace is a :class:`RequestTrace` of numpy
 columns sorted by arrival, which is what generators make and the simulator reads.
 """
@@ -38,6 +40,9 @@ class RequestRecord(BaseModel):
     session_id: str | None = None
     priority: int = 0
     block_hashes: list[int] | None = None
+    think_time_s: float | None = Field(
+        default=None, ge=0,
+        description="closed loop: sent this long after the session's previous turn finishes")
 
     @field_validator("arrival_s")
     @classmethod
@@ -129,7 +134,8 @@ class RequestTrace:
         cls, records: list[RequestRecord], metadata: dict[str, Any] | None = None
     ) -> RequestTrace:
         extras: dict[str, list[Any]] = {}
-        for name in ("prefix_id", "prefix_tokens", "session_id", "block_hashes"):
+        for name in ("prefix_id", "prefix_tokens", "session_id", "block_hashes",
+                     "think_time_s"):
             values = [getattr(record, name) for record in records]
             if any(value is not None for value in values):
                 extras[name] = values
