@@ -36,6 +36,7 @@ from workloads.generators import (
     parse_distribution,
 )
 from workloads.loaders import FORMATS, load_workload, save_workload
+from workloads.schema import RequestTrace
 
 __all__ = ["app", "main", "simulate_main"]
 
@@ -184,6 +185,21 @@ def simulate_command(
         console.print("wrote " + ", ".join(str(path) for path in written))
 
 
+def _arrival_spec(arrival: str, rate: float, cv: float | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
+    if cv is not None:
+        spec["cv"] = cv
+    return spec
+
+
+def _save_and_report(trace: RequestTrace, out: Path) -> None:
+    save_workload(trace, out)
+    stats = trace.stats()
+    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
+                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
+                  f"output mean {stats['output_tokens_mean']:.0f}")
+
+
 @workload_app.command("generate")
 @_user_errors
 def generate_command(
@@ -199,9 +215,7 @@ def generate_command(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Generate a synthetic trace (seeded: the same flags give the same file)."""
-    arrival_spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
-    if cv is not None:
-        arrival_spec["cv"] = cv
+    arrival_spec = _arrival_spec(arrival, rate, cv)
     try:
         spec = GeneratorSpec(num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
                              prompt=parse_distribution(prompt, "--prompt"),
@@ -209,11 +223,7 @@ def generate_command(
     except ValidationError as error:
         _fail(format_validation_error(error, "workload generate"))
     trace = generate(spec)
-    save_workload(trace, out)
-    stats = trace.stats()
-    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
-                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
-                  f"output mean {stats['output_tokens_mean']:.0f}")
+    _save_and_report(trace, out)
 
 
 @workload_app.command("chat")
@@ -235,9 +245,7 @@ def chat_command(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
-    arrival_spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
-    if cv is not None:
-        arrival_spec["cv"] = cv
+    arrival_spec = _arrival_spec(arrival, rate, cv)
     try:
         spec = ChatSpec(
             num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
@@ -249,11 +257,7 @@ def chat_command(
     except ValidationError as error:
         _fail(format_validation_error(error, "workload chat"))
     trace = generate_chat(spec)
-    save_workload(trace, out)
-    stats = trace.stats()
-    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
-                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
-                  f"output mean {stats['output_tokens_mean']:.0f}")
+    _save_and_report(trace, out)
 
 
 @workload_app.command("stats")
