@@ -24,7 +24,7 @@ from profiles.cost_model import OPERATORS, BatchShape, StepCost
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
-__all__ = ["RooflineCostModel", "ring_allreduce_s", "split_layers"]
+__all__ = ["RooflineCostModel", "gemm_time_s", "ring_allreduce_s", "split_layers"]
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -39,6 +39,16 @@ def ring_allreduce_s(num_bytes: float, group_size: int, link: LinkCost) -> float
         return 0.0
     steps = 2 * (group_size - 1)
     return steps * link.latency_s + steps / group_size * num_bytes / link.bandwidth_bytes_per_s
+
+
+def gemm_time_s(gpu: GPUSpec, m: int, n: int, k: int, dtype: str = "bf16") -> float:
+    """Roofline time of one (m x k) @ (k x n) GEMM: max(2mnk / achieved FLOP/s,
+    bytes of A, B and C / achieved bandwidth)."""
+    element = DTYPE_BYTES[dtype]
+    compute_s = 2.0 * m * n * k / (gpu.peak_flops(dtype) * gpu.efficiency.matmul)
+    memory_s = (m * k + k * n + m * n) * element / (
+        gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
+    return max(compute_s, memory_s)
 
 
 @dataclass(frozen=True, slots=True)

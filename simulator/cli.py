@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +26,7 @@ from rich.table import Table
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.hardware import list_gpus
 from profiles.models import list_models, load_model
+from simulator import validation
 from simulator.config import build_deployment, load_deployment
 from simulator.engine import simulate
 from simulator.outputs import to_json_text, write_outputs
@@ -269,6 +271,72 @@ def stats_command(
     """Print a trace's request count, rate and length statistics as JSON."""
     trace = load_workload(path, workload_format)
     sys.stdout.write(to_json_text(trace.stats() | {"metadata": trace.metadata}))
+
+
+@app.command("validate")
+@_user_errors
+def validate_command(
+    records: Annotated[Path | None, typer.Option(help="folder of record files")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="baseline errors file")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="folder for validation.json and validation.csv")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write a scatter-plot page")] = None,
+    update_baseline: Annotated[bool, typer.Option(
+        help="write the current errors as the new baseline")] = False,
+    update_readme: Annotated[Path | None, typer.Option(
+        help="rewrite the accuracy block of this README")] = None,
+) -> None:
+    """Predict every measured-run record; print errors; gate against the baseline."""
+    rows = validation.predict_records(validation.load_records(records))
+    table = Table("record", "group", "role", "metric", "measured", "predicted", "error")
+    for r in rows.itertuples():
+        table.add_row(r.id, r.group, r.role, f"{r.metric} ({r.unit})", f"{r.measured:,.4g}",
+                      f"{r.predicted:,.4g}", f"{r.error_pct:.1f}%")
+    console.print(table)
+    groups = validation.group_errors(rows)
+    summary = Table("group", "role", "records", "median error", "p90 error", "max error")
+    for g in groups.itertuples():
+        summary.add_row(g.group, g.role, str(g.num_records), f"{g.median_error_pct:.1f}%",
+                        f"{g.p90_error_pct:.1f}%", f"{g.max_error_pct:.1f}%")
+    console.print(summary)
+    baseline_path = baseline or validation.default_records_dir().parent / "baseline.json"
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        document = {"records": rows.to_dict(orient="records"),
+                    "groups": groups.to_dict(orient="records")}
+        _write_text(out / "validation.json", to_json_text(document))
+        _write_text(out / "validation.csv", rows.to_csv(index=False))
+    if html is not None:
+        _write_text(html, validation.scatter_html(rows))
+    if update_readme is not None:
+        text = update_readme.read_text(encoding="utf-8")
+        _write_text(update_readme, validation.replace_accuracy_block(
+            text, validation.accuracy_markdown(rows)))
+    current = {r.id: round(float(r.error_pct), 4) for r in rows.itertuples()}
+    before = (json.loads(baseline_path.read_text())["error_pct"] if baseline_path.is_file()
+              else {})
+    regressions, movements = validation.compare_to_baseline(rows, before)
+    for line in movements:
+        console.print(f"moved: {line}")
+    if update_baseline:
+        _write_text(baseline_path, to_json_text({
+            "_comment": "Per-record absolute percentage errors; update with "
+                        "`clustersim validate --update-baseline` and review the moves.",
+            "error_pct": current}))
+        console.print(f"wrote {baseline_path}")
+        return
+    for line in regressions:
+        typer.echo(f"regression: {line}", err=True)
+    if regressions:
+        raise typer.Exit(code=1)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Write a file whole or not at all (a partial file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(text, encoding="utf-8")
+    partial.replace(path)
 
 
 @app.command("models")

@@ -1,0 +1,283 @@
+"""Validation: predict every measured-run record and say how far off we are.
+
+A record (``validation/records/*.json``) is one measured run: its scenario, the measured
+metric and the source (paper and table, benchmark log, our own GPU run). Each record kind
+has a predictor here that runs the same models a simulation uses; the error is the
+absolute percentage error against the measurement. Records whose figure was used to set a
+parameter are ``calibration`` and are reported apart from ``test`` records.
+
+The regression gate compares per-record errors with the committed baseline
+(``validation/baseline.json``): it fails when a group's median error rises by more than 1
+percentage point or any record's error by more than 5 points. Improvements are reported
+too; updating the baseline is one explicit command (``clustersim validate
+--update-baseline``), and it prints which records moved.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from profiles.cluster import ClusterSpec, build_cluster_graph, group_link, link_between
+from profiles.errors import ClusterSimError, format_validation_error
+from profiles.hardware import load_gpu
+from profiles.roofline import gemm_time_s, ring_allreduce_s
+
+__all__ = ["PREDICTORS", "Record", "compare_to_baseline", "default_records_dir",
+           "group_errors", "load_records", "predict_records"]
+
+GROUP_MEDIAN_TOLERANCE_PTS = 1.0
+RECORD_TOLERANCE_PTS = 5.0
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Source(_Frozen):
+    kind: Literal["paper", "benchmark", "maintainer", "user", "our_run"]
+    citation: str = Field(min_length=3)
+    locator: str = Field(min_length=3, description="table, page, figure or thread")
+
+
+class Measured(_Frozen):
+    metric: str
+    value: float = Field(gt=0)
+    unit: str
+    low: float | None = None
+    high: float | None = None
+
+
+class Record(_Frozen):
+    """One measured run and where its number comes from."""
+
+    id: str
+    group: Literal["kernels", "collectives", "serving", "training"]
+    kind: str
+    role: Literal["calibration", "test"]
+    scenario: dict[str, Any]
+    measured: Measured
+    source: Source
+    notes: str = ""
+
+
+def default_records_dir() -> Path:
+    """``validation/records`` of the source tree this package runs from."""
+    return Path(__file__).resolve().parents[1] / "validation" / "records"
+
+
+def load_records(folder: str | Path | None = None) -> list[Record]:
+    """Every record of every ``*.json`` file in ``folder``, ids unique.
+
+    Raises:
+        ClusterSimError: a missing folder, a bad file, a record without a source, a
+            duplicate id or a kind without a predictor.
+    """
+    folder = Path(folder) if folder is not None else default_records_dir()
+    if not folder.is_dir():
+        raise ClusterSimError(f"validation records {folder}: no such folder; pass --records")
+    records: list[Record] = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            entries = json.loads(path.read_text(encoding="utf-8"))["records"]
+        except (json.JSONDecodeError, KeyError, TypeError) as error:
+            raise ClusterSimError(f"validation records {path}: expected an object with "
+                                  f"'records' ({error})") from None
+        for index, entry in enumerate(entries):
+            try:
+                record = Record.model_validate(entry)
+            except ValidationError as error:
+                raise ClusterSimError(format_validation_error(
+                    error, f"validation records {path.name} record {index}")) from None
+            if record.kind not in PREDICTORS:
+                raise ClusterSimError(f"validation record {record.id}: kind {record.kind!r} "
+                                      f"has no predictor; known: {', '.join(PREDICTORS)}")
+            records.append(record)
+    ids = [record.id for record in records]
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise ClusterSimError(f"validation records: duplicate ids {', '.join(duplicates)}")
+    if not records:
+        raise ClusterSimError(f"validation records {folder}: no records found")
+    return records
+
+
+# ---- predictors: one per record kind ---------------------------------------------------
+
+def _gemm_ceiling(scenario: dict[str, Any]) -> float:
+    """Achieved TFLOP/s of one large GEMM under the roofline model."""
+    m, n, k = scenario["m"], scenario["n"], scenario["k"]
+    seconds = gemm_time_s(load_gpu(scenario["gpu"]), m, n, k, scenario.get("dtype", "bf16"))
+    return float(2.0 * m * n * k / seconds / 1e12)
+
+
+def _allreduce_busbw(scenario: dict[str, Any]) -> float:
+    """Bus bandwidth (GB/s) of an all-reduce inside one node, ring model.
+
+    busbw = algbw x 2(n-1)/n, nccl-tests' definition. NOTE: the model has the ring
+    algorithm only; records measured with NVLS are predicted with it too.
+    """
+    gpu = load_gpu(scenario["gpu"])
+    n = int(scenario["num_gpus"])
+    graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=max(n, 8)), gpu)
+    link = group_link(graph, tuple(f"n0.g{i}" for i in range(n)))
+    size = float(scenario["message_bytes"])
+    algbw = size / ring_allreduce_s(size, n, link)
+    return algbw * 2 * (n - 1) / n / 1e9
+
+
+def _nic_p2p_bandwidth(scenario: dict[str, Any]) -> float:
+    """GB/s of one GPU-to-GPU transfer between two nodes (one NIC each)."""
+    gpu = load_gpu(scenario["gpu"])
+    graph = build_cluster_graph(ClusterSpec(num_nodes=2, gpus_per_node=8), gpu)
+    size = float(scenario["message_bytes"])
+    return size / link_between(graph, "n0.g0", "n1.g0").transfer_s(size) / 1e9
+
+
+PREDICTORS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "gemm_ceiling": _gemm_ceiling,
+    "allreduce_busbw": _allreduce_busbw,
+    "nic_p2p_bandwidth": _nic_p2p_bandwidth,
+}
+
+
+def predict_records(records: list[Record]) -> pd.DataFrame:
+    """One row per record: measured, predicted, absolute percentage error."""
+    rows = []
+    for record in records:
+        predicted = PREDICTORS[record.kind](record.scenario)
+        measured = record.measured.value
+        rows.append({
+            "id": record.id, "group": record.group, "kind": record.kind, "role": record.role,
+            "metric": record.measured.metric, "unit": record.measured.unit,
+            "measured": measured, "predicted": predicted,
+            "error_pct": abs(predicted - measured) / measured * 100.0,
+            "source": f"{record.source.citation}; {record.source.locator}",
+        })
+    return pd.DataFrame(rows)
+
+
+def group_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Median, p90 and max error per (group, role), with the record count."""
+    out = []
+    for (group, role), part in rows.groupby(["group", "role"], sort=True):
+        errors = part["error_pct"].to_numpy()
+        out.append({"group": group, "role": role, "num_records": len(errors),
+                    "median_error_pct": float(np.median(errors)),
+                    "p90_error_pct": float(np.percentile(errors, 90)),
+                    "max_error_pct": float(errors.max())})
+    return pd.DataFrame(out)
+
+
+def compare_to_baseline(rows: pd.DataFrame, baseline: dict[str, float]
+                        ) -> tuple[list[str], list[str]]:
+    """Regressions (gate failures) and movements (improvements, new records) vs baseline.
+
+    Returns:
+        (regressions, movements): one line each, naming the record or group.
+    """
+    regressions: list[str] = []
+    movements: list[str] = []
+    current = dict(zip(rows["id"], rows["error_pct"], strict=True))
+    for record_id, error in current.items():
+        before = baseline.get(record_id)
+        if before is None:
+            movements.append(f"{record_id}: new record, error {error:.2f}%")
+        elif error > before + RECORD_TOLERANCE_PTS:
+            regressions.append(f"{record_id}: error {before:.2f}% -> {error:.2f}% "
+                               f"(more than {RECORD_TOLERANCE_PTS:g} points worse)")
+        elif abs(error - before) >= 0.01:
+            movements.append(f"{record_id}: error {before:.2f}% -> {error:.2f}%")
+    for group, part in rows.groupby("group"):
+        known = [baseline[i] for i in part["id"] if i in baseline]
+        if not known:
+            continue
+        now = float(np.median([current[i] for i in part["id"] if i in baseline]))
+        then = float(np.median(known))
+        if now > then + GROUP_MEDIAN_TOLERANCE_PTS:
+            regressions.append(f"group {group}: median error {then:.2f}% -> {now:.2f}% "
+                               f"(more than {GROUP_MEDIAN_TOLERANCE_PTS:g} point worse)")
+    for record_id in sorted(set(baseline) - set(current)):
+        movements.append(f"{record_id}: in the baseline but no longer a record")
+    return regressions, movements
+
+
+# ---- rendering ---------------------------------------------------------------------------
+
+ACCURACY_START = "<!-- accuracy:start (generated by `clustersim validate --update-readme`) -->"
+ACCURACY_END = "<!-- accuracy:end -->"
+
+
+def accuracy_markdown(rows: pd.DataFrame) -> str:
+    """The README's "How accurate is it?" block: error per group and per record."""
+    groups = group_errors(rows)
+    lines = [ACCURACY_START, "",
+             "| group | role | records | median error | p90 error | max error |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for g in groups.itertuples():
+        lines.append(f"| {g.group} | {g.role} | {g.num_records} | {g.median_error_pct:.1f}% "
+                     f"| {g.p90_error_pct:.1f}% | {g.max_error_pct:.1f}% |")
+    lines += ["", "| record | group | role | metric | measured | predicted | error | source |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows.itertuples():
+        lines.append(f"| {r.id} | {r.group} | {r.role} | {r.metric} ({r.unit}) | "
+                     f"{r.measured:,.4g} | {r.predicted:,.4g} | {r.error_pct:.1f}% | "
+                     f"{r.source} |")
+    lines += ["", ACCURACY_END]
+    return "\n".join(lines)
+
+
+def replace_accuracy_block(readme: str, block: str) -> str:
+    """``readme`` with its generated accuracy block replaced by ``block``."""
+    start, end = readme.find(ACCURACY_START), readme.find(ACCURACY_END)
+    if start < 0 or end < 0:
+        raise ClusterSimError("README has no accuracy block markers; add "
+                              f"{ACCURACY_START!r} and {ACCURACY_END!r}")
+    return readme[:start] + block + readme[end + len(ACCURACY_END):]
+
+
+def scatter_html(rows: pd.DataFrame) -> str:
+    """A self-contained page: predicted-vs-measured scatter per group, and the table."""
+    # NOTE: matplotlib is imported here, not at the top, so that every other command
+    # starts without its ~0.3 s import; no import cycle is involved.
+    import base64
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted(rows["group"].unique())
+    figure, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.5), squeeze=False)
+    for axis, group in zip(axes[0], groups, strict=True):
+        part = rows[rows["group"] == group]
+        for role, marker in (("test", "o"), ("calibration", "x")):
+            sel = part[part["role"] == role]
+            axis.scatter(sel["measured"], sel["predicted"], marker=marker, label=role)
+        low = float(min(part["measured"].min(), part["predicted"].min())) * 0.8
+        high = float(max(part["measured"].max(), part["predicted"].max())) * 1.2
+        axis.plot([low, high], [low, high], color="grey", linewidth=1)
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.set_title(group)
+        axis.set_xlabel(f"measured ({part['unit'].iloc[0]})")
+        axis.set_ylabel("predicted")
+        axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    image = base64.b64encode(buffer.getvalue()).decode("ascii")
+    table = rows.drop(columns=["source"]).to_html(index=False, float_format="%.4g")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>clustersim "
+            f"validation</title></head><body><h1>Predicted vs measured</h1>"
+            f"<img alt='predicted vs measured' src='data:image/png;base64,{image}'>"
+            f"{group_errors(rows).to_html(index=False, float_format='%.2f')}{table}"
+            f"</body></html>\n")

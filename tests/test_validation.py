@@ -1,0 +1,92 @@
+"""Validation records, predictions vs measurements, and the regression gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
+from simulator import validation
+from simulator.cli import app
+
+ROOT = Path(__file__).parent.parent
+BASELINE = json.loads((ROOT / "validation" / "baseline.json").read_text())["error_pct"]
+
+
+def current_rows() -> pd.DataFrame:
+    return validation.predict_records(validation.load_records())
+
+
+def test_every_record_has_a_source_and_a_prediction() -> None:
+    records = validation.load_records()
+    assert len(records) >= 10
+    for record in records:
+        assert record.source.citation and record.source.locator, record.id
+        assert record.kind in validation.PREDICTORS
+
+
+def test_the_gate_passes_on_the_committed_baseline() -> None:
+    regressions, _ = validation.compare_to_baseline(current_rows(), BASELINE)
+    assert regressions == []
+
+
+@pytest.fixture
+def worsened_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cost model gone wrong: every efficiency factor 30% lower."""
+
+    def worse_gpu(name: str):
+        gpu = load_gpu(name)
+        slower = {k: v * 0.7 for k, v in gpu.efficiency.model_dump().items()}
+        return gpu.model_copy(update={"efficiency": gpu.efficiency.model_copy(update=slower)})
+
+    monkeypatch.setattr(validation, "load_gpu", worse_gpu)
+
+
+@pytest.mark.usefixtures("worsened_cost_model")
+def test_the_gate_fails_when_the_cost_model_gets_worse() -> None:
+    regressions, _ = validation.compare_to_baseline(current_rows(), BASELINE)
+    assert any(line.startswith("g01:") for line in regressions)
+    assert any(line.startswith("group kernels") for line in regressions)
+
+
+def test_gate_thresholds_and_reported_moves() -> None:
+    rows = pd.DataFrame({"id": ["a", "b", "c"], "group": ["x", "x", "y"],
+                         "error_pct": [4.0, 10.0, 1.0]})
+    # a: +3 points (within 5), group x median 3 -> 7 (+4 > 1): gate fails on the group.
+    regressions, moves = validation.compare_to_baseline(rows, {"a": 1.0, "b": 5.0, "c": 9.0})
+    assert regressions == ["group x: median error 3.00% -> 7.00% (more than 1 point worse)"]
+    assert "c: error 9.00% -> 1.00%" in moves  # an improvement is reported
+    regressions, _ = validation.compare_to_baseline(rows, {"a": 4.0, "b": 4.0, "c": 1.0})
+    assert regressions[0].startswith("b: error 4.00% -> 10.00%")
+
+
+def test_records_without_a_source_are_refused(tmp_path: Path) -> None:
+    entry = json.loads((ROOT / "validation" / "records" / "micro.json").read_text())[
+        "records"][0]
+    del entry["source"]
+    (tmp_path / "bad.json").write_text(json.dumps({"records": [entry]}))
+    with pytest.raises(ClusterSimError, match="field 'source': Field required"):
+        validation.load_records(tmp_path)
+
+
+def test_readme_accuracy_block_is_current() -> None:
+    """The README's tables are what `clustersim validate --update-readme` writes now."""
+    readme = (ROOT / "README.md").read_text()
+    block = validation.accuracy_markdown(current_rows())
+    assert block in readme, "run: clustersim validate --update-readme README.md"
+
+
+def test_validate_command_prints_and_writes(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", "--out", str(tmp_path / "v"),
+                                      "--html", str(tmp_path / "v.html")])
+    assert result.exit_code == 0, result.output
+    assert "collectives" in result.output and "median error" in result.output
+    document = json.loads((tmp_path / "v" / "validation.json").read_text())
+    assert {row["id"] for row in document["records"]} >= {"g01", "c01"}
+    assert (tmp_path / "v" / "validation.csv").read_text().startswith("id,group")
+    assert "data:image/png;base64," in (tmp_path / "v.html").read_text()
