@@ -287,7 +287,9 @@ def validate_command(
         help="rewrite the accuracy block of this README")] = None,
 ) -> None:
     """Predict every measured-run record; print errors; gate against the baseline."""
-    rows = validation.predict_records(validation.load_records(records))
+    loaded = validation.load_records(records)
+    rows = validation.predict_records(loaded)
+    pending = validation.pending_records(loaded)
     table = Table("record", "group", "role", "metric", "measured", "predicted", "error")
     for r in rows.itertuples():
         table.add_row(r.id, r.group, r.role, f"{r.metric} ({r.unit})", f"{r.measured:,.4g}",
@@ -299,6 +301,8 @@ def validate_command(
         summary.add_row(g.group, g.role, str(g.num_records), f"{g.median_error_pct:.1f}%",
                         f"{g.p90_error_pct:.1f}%", f"{g.max_error_pct:.1f}%")
     console.print(summary)
+    for waiting_for, ids in pending.items():
+        console.print(f"{len(ids)} measured records await {waiting_for}")
     baseline_path = baseline or validation.default_records_dir().parent / "baseline.json"
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +315,7 @@ def validate_command(
     if update_readme is not None:
         text = update_readme.read_text(encoding="utf-8")
         _write_text(update_readme, validation.replace_accuracy_block(
-            text, validation.accuracy_markdown(rows)))
+            text, validation.accuracy_markdown(rows, pending)))
     current = {r.id: round(float(r.error_pct), 4) for r in rows.itertuples()}
     before = (json.loads(baseline_path.read_text())["error_pct"] if baseline_path.is_file()
               else {})
