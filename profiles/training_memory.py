@@ -1,0 +1,143 @@
+"""Memory per GPU of a training plan: model states, activations, buffers.
+
+Model states, mixed-precision Adam (Rajbhandari et al. 2020, ZeRO, Sec. 3.1): per
+parameter 2 bytes of 16-bit weights, 2 of 16-bit gradients and K = 12 of fp32 master
+weights, momentum and variance. ZeRO stage 1 divides the optimizer states by the DP
+degree, stage 2 the gradients too, stage 3 the weights too::
+
+    stage 0: (2 + 2 + K) Ψ        stage 1: 2Ψ + 2Ψ + KΨ/N
+    stage 2: 2Ψ + (2 + K)Ψ/N      stage 3: (2 + 2 + K)Ψ/N
+
+with Ψ the parameters a GPU holds after TP and PP, N the DP degree.
+
+Activations per layer per micro-batch (Korthikanti et al. 2023, Sec. 4, Table 2), s
+sequence length, b micro-batch, h hidden, a heads, t TP degree, in bytes::
+
+    no parallelism            s·b·h·(34 + 5·a·s/h)
+    TP                        s·b·h·(10 + 24/t + 5·a·s/(h·t))
+    TP + sequence parallel    s·b·h·(34/t + 5·a·s/(h·t))
+    selective recompute       drops the 5·a·s/h attention-core term
+    full recompute            2·s·b·h (only each layer's input), /t with SP
+
+The 34 and 24 come from GPT's layer (4h MLP, MHA); :func:`activation_bytes_per_layer`
+computes the same terms from any ModelSpec (gated MLPs, GQA), and equals the formulas
+above for GPT shapes. Context parallelism divides s by cp.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from profiles.hardware import GIB, GPUSpec
+from profiles.models import ModelSpec
+
+__all__ = ["TrainingMemory", "activation_bytes_per_layer", "model_state_bytes",
+           "training_memory"]
+
+ADAM_K = 12  # fp32 master weights, momentum, variance: 4 + 4 + 4 bytes
+
+
+def model_state_bytes(num_params: float, zero_stage: int, dp: int) -> tuple[float, float, float]:
+    """(weights, gradients, optimizer states) bytes per GPU under ZeRO ``zero_stage``."""
+    weights, grads, optimizer = 2.0 * num_params, 2.0 * num_params, ADAM_K * num_params
+    if zero_stage >= 1:
+        optimizer /= dp
+    if zero_stage >= 2:
+        grads /= dp
+    if zero_stage >= 3:
+        weights /= dp
+    return weights, grads, optimizer
+
+
+def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int, tp: int,
+                               sequence_parallel: bool, recompute: str, cp: int = 1) -> float:
+    """Activation bytes one layer keeps for backward, per micro-batch, on one GPU."""
+    s = seq_len / cp
+    b, h = micro_batch, model.hidden_size
+    q, kv, f = model.q_size, model.kv_size, model.intermediate_size
+    if model.is_moe:
+        f *= model.num_experts_per_token
+    if recompute == "full":
+        return 2.0 * s * b * h / (tp if sequence_parallel else 1)
+    # Per-token terms (16-bit values are 2 bytes, dropout masks 1 byte):
+    # replicated: QKV input 2h, attention dropout mask h, MLP input 2h, MLP dropout mask
+    # h, two norm inputs 4h = 10h; sharded by TP: Q, K for the scores (2q + 2kv), V (2kv),
+    # projection input (2q), and the MLP's intermediates (4f, or 6f gated).
+    replicated = 10.0 * h
+    mlp = (6.0 if model.mlp_kind == "gated" else 4.0) * f
+    sharded = 4.0 * q + 4.0 * kv + mlp
+    per_token = (replicated / tp if sequence_parallel else replicated) + sharded / tp
+    total = s * b * per_token
+    if recompute == "none":
+        # Softmax output (2), its dropout mask (1), dropout output (2) per score: 5·a·s²·b.
+        total += 5.0 * model.num_attention_heads * s * s * b / tp
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingMemory:
+    """Bytes per GPU on the heaviest pipeline stage, by term."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    buffers: float
+    capacity: float
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.buffers
+
+    def as_gib(self) -> dict[str, float]:
+        return {name: getattr(self, name) / GIB for name in
+                ("weights", "gradients", "optimizer", "activations", "buffers", "total",
+                 "capacity")}
+
+    def overflow(self) -> str | None:
+        """None when it fits; else which term overflows, by how much."""
+        if self.total <= self.capacity:
+            return None
+        terms = {name: getattr(self, name) for name in
+                 ("weights", "gradients", "optimizer", "activations", "buffers")}
+        largest = max(terms, key=lambda name: terms[name])
+        return (f"needs {self.total / GIB:.1f} GiB per GPU but the GPU has "
+                f"{self.capacity / GIB:.1f} GiB: {(self.total - self.capacity) / GIB:.1f} GiB "
+                f"over; the largest term is {largest} at {terms[largest] / GIB:.1f} GiB")
+
+
+def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int,
+                    num_micro_batches: int, tp: int, pp: int, dp: int, cp: int, ep: int,
+                    virtual_stages: int, schedule: str, sequence_parallel: bool,
+                    recompute: str, zero_stage: int) -> TrainingMemory:
+    """Memory of the first pipeline stage (it keeps the most micro-batches in flight).
+
+    In flight on the first stage: GPipe keeps all m micro-batches; 1F1B keeps p; the
+    interleaved schedule keeps p·(1 + (p-1)/(p·v)) micro-batches' worth (Narayanan et al.
+    2021, Sec. 2.2). Expert weights are further divided by ``ep``.
+    """
+    layers = -(-model.num_layers // pp)
+    dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
+    expert_params = model.mlp_params_per_layer
+    if model.is_moe:
+        expert_params = expert_params / ep
+    params = layers * (dense_layer + expert_params) / tp + model.embedding_params / tp
+    weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
+    per_layer = activation_bytes_per_layer(model, seq_len, micro_batch, tp, sequence_parallel,
+                                           recompute, cp)
+    if schedule == "gpipe":
+        in_flight = float(num_micro_batches)
+    elif schedule == "interleaved":
+        in_flight = min(num_micro_batches, pp) * (1 + (pp - 1) / (pp * virtual_stages))
+    else:
+        in_flight = float(min(num_micro_batches, pp))
+    activations = per_layer * layers * in_flight
+    if recompute == "full":
+        # Recomputing a layer materializes its full activations once, for one layer.
+        activations += activation_bytes_per_layer(model, seq_len, micro_batch, tp,
+                                                  sequence_parallel, "selective", cp)
+    # Working buffers: fp32 logits of one micro-batch on the last stage, and a 16-bit
+    # gradient bucket of 1/8 of the weights for communication.
+    logits = 4.0 * seq_len / cp * micro_batch * model.vocab_size / tp
+    buffers = max(logits, 0.0) + weights / 8
+    return TrainingMemory(weights, grads, optimizer, activations, buffers, gpu.hbm_bytes)

@@ -1,0 +1,129 @@
+"""Training jobs and their parallel plans, as files and flags give them.
+
+A training workload file::
+
+    {"kind": "training", "model": "gpt-3-175b", "seq_len": 2048, "global_batch": 1536,
+     "micro_batch": 1, "dtype": "bf16",
+     "plan": {"tp": 8, "pp": 8, "dp": 24, "schedule": "interleaved", "virtual_stages": 2,
+              "sequence_parallel": true, "recompute": "selective", "zero_stage": 1}}
+
+The plan may also come from flags or a separate file; :func:`load_training_job` reads the
+job, and checks that need the model (TP divides the heads, ...) happen when the
+simulator resolves the plan.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from profiles.errors import ClusterSimError, format_validation_error
+
+__all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job"]
+
+
+class ParallelPlan(BaseModel):
+    """How a training job is spread over GPUs and what memory savings it uses."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tp: int = Field(default=1, ge=1, description="tensor parallel")
+    pp: int = Field(default=1, ge=1, description="pipeline stages")
+    dp: int = Field(default=1, ge=1, description="data parallel replicas")
+    cp: int = Field(default=1, ge=1, description="context parallel (sequence split)")
+    ep: int = Field(default=1, ge=1, description="expert parallel (MoE), within dp x cp")
+    virtual_stages: int = Field(default=1, ge=1, description="interleaved model chunks/stage")
+    schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
+    sequence_parallel: bool = False
+    recompute: Literal["none", "selective", "full"] = "none"
+    zero_stage: Literal[0, 1, 2, 3] = 0
+    overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
+    overlap_tp_comm: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ParallelPlan:
+        if self.schedule == "interleaved" and self.virtual_stages < 2:
+            raise ValueError("schedule=interleaved needs virtual_stages >= 2")
+        if self.schedule != "interleaved" and self.virtual_stages != 1:
+            raise ValueError("virtual_stages > 1 needs schedule=interleaved")
+        if self.sequence_parallel and self.tp == 1:
+            raise ValueError("sequence_parallel needs tp > 1")
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.dp * self.cp
+
+
+class TrainingJob(BaseModel):
+    """One training step's work: model, sequence length, batch, precision."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["training"] = "training"
+    model: str
+    seq_len: int = Field(gt=0)
+    global_batch: int = Field(gt=0, description="sequences per optimizer step")
+    micro_batch: int = Field(default=1, gt=0, description="sequences per micro-batch")
+    dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
+    optimizer: Literal["adam"] = "adam"
+    gpu: str | None = None
+    plan: ParallelPlan = ParallelPlan()
+
+    def num_micro_batches(self) -> int:
+        """Micro-batches per pipeline per step (gradient accumulation steps)."""
+        per_replica, remainder = divmod(self.global_batch, self.plan.dp)
+        if remainder or per_replica % self.micro_batch:
+            raise ClusterSimError(
+                f"global_batch={self.global_batch} must be a multiple of dp={self.plan.dp} x "
+                f"micro_batch={self.micro_batch}; change one of them"
+            )
+        return per_replica // self.micro_batch
+
+
+def is_training_file(path: str | Path) -> bool:
+    """True when ``path`` is a JSON object with ``"kind": "training"``."""
+    path = Path(path)
+    if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("kind") == "training"
+
+
+def load_training_job(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainingJob:
+    """Read a training job file; ``overrides`` (dotted keys, e.g. ``plan.tp``) win.
+
+    Raises:
+        ClusterSimError: unreadable file or an invalid field.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"training job {path}: cannot read it ({error})") from None
+    return build_training_job(data, overrides, source=f"training job {path}")
+
+
+def build_training_job(data: dict[str, Any], overrides: dict[str, Any] | None = None,
+                       source: str = "training job") -> TrainingJob:
+    """Validate a job mapping after applying dotted-key overrides."""
+    merged = {key: dict(value) if isinstance(value, dict) else value
+              for key, value in data.items()}
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        target = merged
+        *parents, leaf = dotted.split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    try:
+        return TrainingJob.model_validate(merged)
+    except ValidationError as error:
+        raise ClusterSimError(format_validation_error(error, source)) from None
