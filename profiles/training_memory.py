@@ -118,9 +118,7 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     """
     layers = -(-model.num_layers // pp)
     dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
-    expert_params = model.mlp_params_per_layer
-    if model.is_moe:
-        expert_params = expert_params / ep
+    expert_params = model.mlp_params_per_layer / (ep if model.is_moe else 1)
     params = layers * (dense_layer + expert_params) / tp + model.embedding_params / tp
     weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
     per_layer = activation_bytes_per_layer(model, seq_len, micro_batch, tp, sequence_parallel,

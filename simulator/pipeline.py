@@ -36,10 +36,8 @@ def stage_order(schedule: str, p: int, m: int, v: int, stage: int) -> list[Op]:
         chunk = v - 1 - (k // p) % v
         return ("B", chunk, (k // (p * v)) * p + k % p)
 
-    if v == 1:
-        warmup = min(p - stage - 1, m)
-    else:
-        warmup = min((p - stage - 1) * 2 + (v - 1) * p, total)
+    # Megatron's warm-up: p-s-1 forwards (1F1B); 2(p-s-1) + (v-1)p chunks (interleaved).
+    warmup = min(p - stage - 1, m) if v == 1 else min((p - stage - 1) * 2 + (v - 1) * p, total)
     order = [forward(k) for k in range(warmup)]
     f, b = warmup, 0
     while f < total:

@@ -24,10 +24,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from profiles.cluster import ClusterSpec, build_cluster_graph, group_link, link_between
+from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, group_link, link_between
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.hardware import load_gpu
+from profiles.models import ModelSpec
 from profiles.roofline import gemm_time_s, ring_allreduce_s
+from profiles.training_cost import layer_cost
+from simulator.training import simulate_training
+from workloads.training import ParallelPlan, TrainingJob
 
 __all__ = ["PENDING_KINDS", "PREDICTORS", "Record", "compare_to_baseline",
            "default_records_dir", "group_errors", "load_records", "pending_records",
@@ -142,20 +146,93 @@ def _nic_p2p_bandwidth(scenario: dict[str, Any]) -> float:
     return size / link_between(graph, "n0.g0", "n1.g0").transfer_s(size) / 1e9
 
 
+_GPU_NAMES = {"A100-80GB": "a100", "A100": "a100", "H100-SXM-80GB": "h100",
+              "H200-SXM-141GB": "h200"}
+
+
+def _gpt(scenario: dict[str, Any]) -> ModelSpec:
+    """Megatron's GPT of the record's shape: 4h MLP, learned positions, vocab 51,200."""
+    h, heads = int(scenario["hidden"]), int(scenario["heads"])
+    return ModelSpec(name=f"gpt-{scenario.get('params_b', '?')}b", num_layers=int(
+        scenario["layers"]), hidden_size=h, num_attention_heads=heads, num_kv_heads=heads,
+        head_dim=h // heads, intermediate_size=4 * h, vocab_size=51200,
+        max_position_embeddings=int(scenario["seq"]), mlp_kind="standard",
+        norm_kind="layernorm", linear_bias=True, learned_position_embeddings=True,
+        dtype="fp16", kv_cache_dtype="fp16")
+
+
+def _training_job(scenario: dict[str, Any]) -> TrainingJob:
+    """The record's run as a job. Unstated settings take Megatron's defaults of the time:
+    micro-batch 1, 1F1B (interleaved when the notes say so), unfused attention; "ckpt"
+    and "full" mean full recomputation, "selective+SP" selective with sequence
+    parallelism."""
+    recompute = str(scenario.get("recompute", "none"))
+    interleave = int(scenario.get("interleave", 1))
+    tp, pp = int(scenario.get("tp", 1)), int(scenario.get("pp", 1))
+    return TrainingJob(
+        model=str(scenario["model"]), seq_len=int(scenario["seq"]),
+        global_batch=int(scenario.get("gbs", int(scenario.get("mbs", 1))
+                                      * int(scenario.get("dp", 1)))),
+        micro_batch=int(scenario.get("mbs", 1)),
+        dtype="bf16",
+        plan=ParallelPlan(
+            tp=tp, pp=pp, dp=int(scenario.get("dp", 1)),
+            schedule="interleaved" if interleave > 1 else "1f1b",
+            virtual_stages=interleave,
+            sequence_parallel="SP" in recompute and tp > 1,
+            recompute="full" if recompute in ("full", "ckpt") else
+            "selective" if recompute.startswith("selective") else "none",
+            attention_kernel="unfused", zero_stage=0))
+
+
+def _training(scenario: dict[str, Any], metric: str) -> float:
+    job = _training_job(scenario)
+    result = simulate_training(job, gpu=_GPU_NAMES.get(scenario["gpu"], scenario["gpu"]),
+                               model=_gpt(scenario))
+    if metric == "iter_time_s":
+        return result.step_s
+    if metric == "iter_time_ms":
+        return result.step_s * 1e3
+    if metric == "mfu_pct":
+        return result.mfu * 100.0
+    return result.hardware_tflops_per_gpu  # Narayanan et al. count recomputation
+
+
+def _layer_fwd_bwd(scenario: dict[str, Any]) -> float:
+    """Milliseconds of one layer's forward and backward for one micro-batch."""
+    job = _training_job(scenario)
+    plan = job.plan
+    cost = layer_cost(
+        _gpt(scenario), load_gpu(_GPU_NAMES.get(scenario["gpu"], scenario["gpu"])),
+        seq_len=job.seq_len, micro_batch=job.micro_batch, tp=plan.tp, cp=1, ep=1,
+        sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
+        attention_kernel="unfused", overlap_tp_comm=False, dtype="bf16",
+        tp_link=_node_link(scenario["gpu"]), cp_link=_node_link(scenario["gpu"]),
+        ep_link=_node_link(scenario["gpu"]))
+    return (cost.forward_s + cost.backward_s) * 1e3
+
+
+def _node_link(gpu_name: str) -> LinkCost:
+    gpu = load_gpu(_GPU_NAMES.get(gpu_name, gpu_name))
+    graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
+    return link_between(graph, "n0.g0", "n0.g1")
+
+
 PREDICTORS: dict[str, Callable[[dict[str, Any]], float]] = {
     "gemm_ceiling": _gemm_ceiling,
     "allreduce_busbw": _allreduce_busbw,
     "nic_p2p_bandwidth": _nic_p2p_bandwidth,
+    "training_iter_time": lambda scenario: _training(
+        scenario, "iter_time_ms" if scenario.get("unit") == "ms" else "iter_time_s"),
+    "training_tflops_per_gpu": lambda scenario: _training(scenario, "tflops"),
+    "training_mfu": lambda scenario: _training(scenario, "mfu_pct"),
+    "training_layer_fwd_bwd": _layer_fwd_bwd,
 }
 
 
 # Record kinds with measurements but no predictor yet, and what will predict them. Such
 # records are kept (with their sources) and counted, never silently dropped.
 PENDING_KINDS: dict[str, str] = {
-    "training_iter_time": "the training simulator",
-    "training_tflops_per_gpu": "the training simulator",
-    "training_mfu": "the training simulator",
-    "training_layer_fwd_bwd": "the training simulator",
     "serving_tokens_per_s": "serving records with their workloads (our real runs)",
     "serving_p50_ttft": "serving records with their workloads (our real runs)",
     "serving_p99_tbt": "serving records with their workloads (our real runs)",
@@ -177,7 +254,8 @@ def predict_records(records: list[Record]) -> pd.DataFrame:
     for record in records:
         if record.kind not in PREDICTORS:
             continue
-        predicted = PREDICTORS[record.kind](record.scenario)
+        scenario = record.scenario | {"unit": record.measured.unit}
+        predicted = PREDICTORS[record.kind](scenario)
         measured = record.measured.value
         rows.append({
             "id": record.id, "group": record.group, "kind": record.kind, "role": record.role,

@@ -42,6 +42,7 @@ class ParallelPlan(BaseModel):
     zero_stage: Literal[0, 1, 2, 3] = 0
     overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
     overlap_tp_comm: bool = False
+    attention_kernel: Literal["flash", "unfused"] = "flash"  # unfused: Megatron before 2023
 
     @model_validator(mode="after")
     def _consistent(self) -> ParallelPlan:
@@ -71,6 +72,7 @@ class TrainingJob(BaseModel):
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     optimizer: Literal["adam"] = "adam"
     gpu: str | None = None
+    num_gpus: int | None = Field(default=None, gt=0, description="checked against the plan")
     plan: ParallelPlan = ParallelPlan()
 
     def num_micro_batches(self) -> int:
