@@ -29,6 +29,7 @@ from profiles.models import list_models, load_model
 from simulator import validation
 from simulator.config import build_deployment, load_deployment
 from simulator.engine import simulate
+from simulator.training import simulate_training
 from simulator.outputs import to_json_text, write_outputs
 from workloads.generators import (
     ChatSpec,
@@ -39,6 +40,7 @@ from workloads.generators import (
 )
 from workloads.loaders import FORMATS, load_workload, save_workload
 from workloads.schema import RequestTrace
+from workloads.training import is_training_file, load_training_job
 
 __all__ = ["app", "main", "simulate_main"]
 
@@ -152,8 +154,34 @@ def simulate_command(
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
     output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
+    dp: Annotated[int | None, typer.Option(help="training: data-parallel degree")] = None,
+    cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
+    ep: Annotated[int | None, typer.Option(help="training: expert-parallel degree")] = None,
+    virtual_stages: Annotated[int | None, typer.Option(
+        help="training: model chunks per stage (interleaved schedule)")] = None,
+    schedule: Annotated[str | None, typer.Option(
+        help="training: gpipe, 1f1b or interleaved")] = None,
+    sequence_parallel: Annotated[bool | None, typer.Option(
+        "--sequence-parallel/--no-sequence-parallel")] = None,
+    recompute: Annotated[str | None, typer.Option(
+        help="training: none, selective or full")] = None,
+    zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
+    global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
+    num_gpus: Annotated[int | None, typer.Option(
+        help="training: GPUs, checked against the plan's degrees")] = None,
 ) -> None:
-    """Simulate a serving deployment on a request trace."""
+    """Simulate a serving deployment on a request trace, or a training job's step."""
+    if is_training_file(workload):
+        plan_overrides = {
+            "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,
+            "plan.virtual_stages": virtual_stages, "plan.schedule": schedule,
+            "plan.sequence_parallel": sequence_parallel, "plan.recompute": recompute,
+            "plan.zero_stage": zero_stage, "micro_batch": micro_batch,
+            "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
+        }
+        _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
+        return
     overrides: dict[str, Any] = {
         "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
         "engine": engine, "async_scheduling": async_scheduling,
@@ -200,6 +228,39 @@ def _save_and_report(trace: RequestTrace, out: Path) -> None:
     console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
                   f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
                   f"output mean {stats['output_tokens_mean']:.0f}")
+
+
+def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,
+           trace: bool) -> None:
+    """The training branch of ``simulate``: one step's time, MFU and memory."""
+    job = load_training_job(path, overrides)
+    result = simulate_training(job, gpus_per_node=gpus_per_node, num_gpus=job.num_gpus,
+                               record_trace=trace)
+    plan = job.plan
+    console.print(
+        f"[bold]{job.model}[/] training on {result.num_gpus} x {job.gpu}: tp={plan.tp} "
+        f"pp={plan.pp} dp={plan.dp} cp={plan.cp} ep={plan.ep}, {plan.schedule}"
+        + (f" (v={plan.virtual_stages})" if plan.virtual_stages > 1 else "")
+        + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}, "
+        f"{result.num_micro_batches} micro-batches of {job.micro_batch}")
+    console.print(
+        f"step {result.step_s:.3f} s, {result.tokens_per_s:,.0f} tokens/s, "
+        f"{result.tflops_per_gpu:.1f} model TFLOP/s per GPU, MFU {result.mfu:.1%}, "
+        f"HFU {result.hfu:.1%}; pipeline bubble {result.bubble_fraction:.1%}, "
+        f"DP reduction {result.dp_comm_s * 1e3:.0f} ms, optimizer "
+        f"{result.optimizer_s * 1e3:.0f} ms")
+    memory = result.memory.as_gib()
+    console.print("memory per GPU (GiB): " + ", ".join(
+        f"{name} {memory[name]:.1f}" for name in
+        ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity")))
+    if out is not None:
+        summary = result.summary() | {"job": job.model_dump(mode="json")}
+        _write_text(out / "training_summary.json", to_json_text(summary))
+        written = [out / "training_summary.json"]
+        if result.trace is not None:
+            _write_text(out / "trace.json", json.dumps(result.trace))
+            written.append(out / "trace.json")
+        console.print("wrote " + ", ".join(str(path) for path in written))
 
 
 @workload_app.command("generate")
