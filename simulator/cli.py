@@ -29,8 +29,8 @@ from profiles.models import list_models, load_model
 from simulator import validation
 from simulator.config import build_deployment, load_deployment
 from simulator.engine import simulate
-from simulator.training import simulate_training
 from simulator.outputs import to_json_text, write_outputs
+from simulator.training import simulate_training
 from workloads.generators import (
     ChatSpec,
     GeneratorSpec,
