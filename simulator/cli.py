@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -180,6 +181,11 @@ def simulate_command(
             "plan.zero_stage": zero_stage, "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
+        if deployment is not None:  # a plan file: its fields, then the flags, win
+            plan_file = {f"plan.{key}": value
+                         for key, value in _read_mapping(deployment, "plan").items()}
+            plan_overrides = plan_file | {k: v for k, v in plan_overrides.items()
+                                          if v is not None}
         _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
         return
     overrides: dict[str, Any] = {
@@ -228,6 +234,17 @@ def _save_and_report(trace: RequestTrace, out: Path) -> None:
     console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
                   f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
                   f"output mean {stats['output_tokens_mean']:.0f}")
+
+
+def _read_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML/JSON file holding one mapping (JSON is YAML too)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"{what} file {path}: cannot read it ({error})") from None
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"{what} file {path}: expected a mapping of fields")
+    return data
 
 
 def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,

@@ -84,3 +84,11 @@ def test_cli_runs_the_bundled_examples_and_writes_outputs(tmp_path: Path) -> Non
                                  str(EXAMPLES / "train_llama3_70b.json"), "--tp", "5"])
     assert result.exit_code == 2
     assert result.output.strip().startswith("error: plan.tp=5 does not divide")
+
+
+def test_plan_file_then_flags(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, [
+        "simulate", "--workload", str(EXAMPLES / "train_llama3_70b.json"), "--deployment",
+        str(EXAMPLES / "plan_llama3_70b_h100.yaml"), "--recompute", "selective"])
+    assert result.exit_code == 0, result.output
+    assert "pp=8 dp=1" in result.output and "recompute selective" in result.output
