@@ -160,7 +160,7 @@ class RooflineCostModel:
 
     # ---- the step -------------------------------------------------------------------
 
-    def _token_terms(self, num_tokens: int) -> tuple[dict[str, float], float, float, float]:
+    def token_terms(self, num_tokens: int) -> tuple[dict[str, float], float, float, float]:
         """Per-stage-layer operators that depend only on the step's token count (memoized).
 
         Returns:
@@ -190,6 +190,41 @@ class RooflineCostModel:
         self._token_cache[num_tokens] = result
         return result
 
+    def attention_terms(self, prefill_pairs: float, prefill_kv_tokens: float,
+                        prefill_query_tokens: float, decode_kv_tokens: float
+                        ) -> tuple[tuple[float, bool], tuple[float, bool]]:
+        """Per-layer ((prefill s, compute-bound), (decode s, compute-bound)) on one GPU."""
+        prefill: tuple[float, bool] = (0.0, False)
+        decode: tuple[float, bool] = (0.0, False)
+        if prefill_kv_tokens:
+            flops = 4.0 * self._q_local * prefill_pairs
+            traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
+                       + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
+            prefill = self._attention(flops, traffic)
+        if decode_kv_tokens:
+            flops = 4.0 * self._q_local * decode_kv_tokens
+            decode = self._attention(flops, decode_kv_tokens * self._kv_bytes_per_token_layer)
+        return prefill, decode
+
+    @staticmethod
+    def batch_aggregates(batch: BatchShape) -> tuple[int, float, int, int, int]:
+        """(tokens, Σ causal pairs, prefill KV tokens, prefill query tokens, decode KV
+        tokens) of a batch: everything the attention and GEMM terms depend on."""
+        query_lens, context_lens = batch.query_lens, batch.context_lens
+        num_tokens = sum(query_lens)
+        if num_tokens == len(query_lens):  # decodes only
+            return num_tokens, 0.0, 0, 0, sum(context_lens) + num_tokens
+        pairs = 0.0
+        prefill_kv = prefill_q = decode_kv = 0
+        for q, c in zip(query_lens, context_lens, strict=True):
+            if q == 1:
+                decode_kv += c + 1
+            else:
+                pairs += q * (c + (q + 1) / 2.0)
+                prefill_kv += c + q
+                prefill_q += q
+        return num_tokens, pairs, prefill_kv, prefill_q, decode_kv
+
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""
         query_lens, context_lens = batch.query_lens, batch.context_lens
@@ -209,25 +244,14 @@ class RooflineCostModel:
                     prefill_kv_tokens += c + q
                     prefill_query_tokens += q
 
-        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self._token_terms(num_tokens)
-        prefill_s = decode_s = 0.0
-        if prefill_kv_tokens:
-            flops = 4.0 * self._q_local * prefill_pairs
-            traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
-                       + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
-            prefill_s, bound = self._attention(flops, traffic)
+        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_tokens)
+        (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
+            prefill_pairs, prefill_kv_tokens, prefill_query_tokens, decode_kv_tokens)
+        for seconds, bound in ((prefill_s, prefill_bound), (decode_s, decode_bound)):
             if bound:
-                layer_compute_s += prefill_s
+                layer_compute_s += seconds
             else:
-                layer_memory_s += prefill_s
-        if decode_kv_tokens:
-            flops = 4.0 * self._q_local * decode_kv_tokens
-            decode_s, bound = self._attention(flops, decode_kv_tokens
-                                              * self._kv_bytes_per_token_layer)
-            if bound:
-                layer_compute_s += decode_s
-            else:
-                layer_memory_s += decode_s
+                layer_memory_s += seconds
         layer_s = layer_compute_s + layer_memory_s + allreduce_s
 
         swap_s = ((batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import json
+import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,8 +26,10 @@ from rich.console import Console
 from rich.table import Table
 
 from profiles.errors import ClusterSimError, format_validation_error
-from profiles.hardware import list_gpus
+from profiles.hardware import list_gpus, load_gpu
 from profiles.models import list_models, load_model
+from profiles.profile_check import profile_errors
+from profiles.profile_format import load_profile
 from simulator import validation
 from simulator.config import build_deployment, load_deployment
 from simulator.engine import simulate
@@ -104,6 +107,11 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
         f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
         f"preemptions {summary['preemptions']}"
     )
+    cost = run["cost_model"]
+    if cost["kind"] == "profiled":
+        console.print(f"cost model: profile {cost['profile']} ({cost['profile_gpu']}, "
+                      f"{cost['profile_date']}); {cost['measured_share']:.1%} of predicted "
+                      f"time from measured tables")
     cache = summary["prefix_cache"]
     if cache["enabled"]:
         console.print(f"prefix cache hit rate {cache['hit_rate']:.1%} "
@@ -150,6 +158,8 @@ def simulate_command(
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in seconds")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="kernel profile folder (measured tables; roofline elsewhere)")] = None,
     workload_format: Annotated[str | None, typer.Option(
         help=f"trace format: {', '.join(FORMATS)} (detected when omitted)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
@@ -190,7 +200,7 @@ def simulate_command(
         return
     overrides: dict[str, Any] = {
         "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
-        "engine": engine, "async_scheduling": async_scheduling,
+        "engine": engine, "async_scheduling": async_scheduling, "profile": profile,
         "scheduler.enable_prefix_caching": enable_prefix_caching,
         "parallelism.tp": tp, "parallelism.pp": pp,
         "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
@@ -419,6 +429,74 @@ def _write_text(path: Path, text: str) -> None:
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(text, encoding="utf-8")
     partial.replace(path)
+
+
+profile_app = typer.Typer(add_completion=False, invoke_without_command=True,
+                          help="Measure kernel profiles on this machine's device, or check one.")
+app.add_typer(profile_app, name="profile")
+
+
+@profile_app.callback()
+@_user_errors
+def profile_command(
+    ctx: typer.Context,
+    out: Annotated[Path | None, typer.Option(help="profile folder to write")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        help="catalog GPU the profile is for (e.g. h100)")] = None,
+    models: Annotated[str, typer.Option(
+        help="comma-separated catalog names or config paths whose shapes to measure")
+    ] = "llama-3-8b,llama-3-70b",
+    tp: Annotated[str, typer.Option(help="comma-separated TP degrees")] = "1,2,4,8",
+    device: Annotated[str, typer.Option(help="cuda (also ROCm) or cpu")] = "cuda",
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    tiny: Annotated[bool, typer.Option(help="tiny grid (CPU smoke runs)")] = False,
+    repetitions: Annotated[int, typer.Option()] = 10,
+    warmup: Annotated[int, typer.Option()] = 3,
+) -> None:
+    """Measure kernel times into a profile folder (needs the 'profile' extra: torch)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if out is None or gpu is None:
+        _fail("give --out DIR and --gpu NAME (or use 'clustersim profile check DIR')")
+    if dtype not in ("bf16", "fp16", "fp32"):
+        _fail(f"--dtype {dtype!r} is not profiled; use bf16, fp16 or fp32")
+    try:
+        from profiles.profiler import run_profile
+    except ImportError:
+        _fail("the profiler needs torch: pip install 'clustersim[profile]'")
+    gpu_name = load_gpu(str(gpu)).name
+    try:
+        profile = run_profile(
+            str(out), gpu=gpu_name, models=[m for m in models.split(",") if m],
+            tp_degrees=[int(t) for t in tp.split(",") if t], device=device,
+            dtype=dtype,  # type: ignore[arg-type]
+            tiny=tiny, repetitions=repetitions, warmup=warmup)
+    except RuntimeError as error:
+        _fail(str(error))
+    console.print(f"wrote {out}: " + ", ".join(
+        f"{op} {len(table)} rows" for op, table in profile.tables.items()))
+
+
+@profile_app.command("check")
+@_user_errors
+def profile_check_command(
+    folder: Annotated[Path, typer.Argument(help="profile folder")],
+) -> None:
+    """Leave-one-out interpolation error per operation of a profile."""
+    profile = load_profile(folder)
+    table = Table("operation", "status", "rows", "families", "checked points",
+                  "median error", "max error")
+    for op, errors in profile_errors(profile).items():
+        families, points, values = errors
+        status = profile.status(op)
+        if values:
+            table.add_row(op, status, str(len(profile.tables[op])), str(families),
+                          str(points), f"{statistics.median(values):.2%}",
+                          f"{max(values):.2%}")
+        else:
+            table.add_row(op, status, str(len(profile.tables[op])), str(families), "0",
+                          "-", "-")
+    console.print(table)
 
 
 @app.command("models")

@@ -92,6 +92,8 @@ class DeploymentConfig(_Frozen):
     async_scheduling: bool | None = Field(
         default=None, description="overlap the CPU overhead with the GPU step")
     slo: SLOConfig = SLOConfig()
+    profile: str | None = Field(
+        default=None, description="kernel profile folder: measured tables, roofline elsewhere")
     runtime_overhead_gib: float = Field(default=DEFAULT_RUNTIME_OVERHEAD_GIB, ge=0)
     seed: int = 0
 

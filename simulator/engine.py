@@ -31,6 +31,8 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import GPUSpec, load_gpu
 from profiles.memory import MemoryPlan, plan_memory
 from profiles.models import ModelSpec, load_model
+from profiles.profile_format import load_profile
+from profiles.profiled import ProfiledCostModel
 from profiles.roofline import RooflineCostModel
 from simulator.config import (
     DeploymentConfig,
@@ -51,7 +53,7 @@ from workloads.schema import RequestTrace
 
 __all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "resolve", "simulate"]
 
-ENGINE_VERSION = "clustersim-0.1 serving core (roofline cost model)"
+ENGINE_VERSION = "clustersim-0.1 serving core"
 
 
 class SimEnvironment(simpy.Environment):
@@ -148,13 +150,16 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
     cluster = deployment.cluster_spec()
     graph = build_cluster_graph(cluster, gpu)
     placements = place_replicas(graph, cluster, deployment.replicas, tp, pp)
+    profile = (load_profile(deployment.profile, expected_gpu=gpu.name)
+               if deployment.profile is not None else None)
     cost_models: list[CostModel] = []
     for placement in placements:
         stages = placement.stage_gpus
         pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
                    else group_link(graph, ()))
-        cost_models.append(RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]),
-                                             pp_link))
+        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link)
+        cost_models.append(ProfiledCostModel(profile, roofline) if profile is not None
+                           else roofline)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
                               resolve_cpu_overhead(deployment))
 
@@ -171,6 +176,20 @@ def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> Non
             f"{int(total[i])} exceeds max_model_len={resolved.scheduler.max_model_len} "
             f"({too_long.size} requests do); raise --max-model-len or trim the trace"
         )
+
+
+def _cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:
+    """Which cost model priced the run, and how much of it came from measured tables."""
+    profiled = [model for model in cost_models if isinstance(model, ProfiledCostModel)]
+    if not profiled:
+        return {"kind": "roofline", "measured_share": 0.0}
+    measured = sum(model.measured_s for model in profiled)
+    total = measured + sum(model.fallback_s for model in profiled)
+    meta = profiled[0].profile.metadata
+    return {"kind": "profiled", "profile": str(profiled[0].profile.folder),
+            "profile_gpu": meta.gpu, "profile_date": meta.date,
+            "measured_share": measured / total if total else 0.0,
+            "steps_with_fallback": sum(model.num_fallbacks for model in profiled)}
 
 
 def _engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
@@ -347,7 +366,7 @@ def simulate(
     }
     summary["run"] = {
         "simulator": ENGINE_VERSION,
-        "cost_model": "roofline",
+        "cost_model": _cost_model_record(resolved.cost_models),
         "seed": deployment.seed,
         "deployment": deployment.model_dump(mode="json"),
         "model": resolved.model.name,

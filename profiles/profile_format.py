@@ -1,0 +1,156 @@
+"""Kernel profiles on disk: one folder per GPU, one table per operation, one metadata file.
+
+    my-h100/
+      metadata.json        where, when and how it was measured, and each table's status
+      gemm.csv             m, n, k, time_s
+      attn_prefill.csv     batch, q_len, kv_len, num_heads, num_kv_heads, head_dim, time_s
+      attn_decode.csv      batch, kv_len, num_heads, num_kv_heads, head_dim, time_s
+      elementwise.csv      op, num_tokens, hidden, time_s
+      memcpy.csv           direction, bytes, time_s
+      collective.csv       op, num_gpus, bytes, time_s
+
+``metadata.json`` names the GPU (a catalog name), how many and how they were linked,
+driver, CUDA or ROCm and torch versions, dtype, date, the command that made it, the
+repetitions, and for each table whether it is ``measured`` or ``derived``. A profile made
+on a user's own GPU drops in beside ours; :func:`load_profile` refuses a malformed or
+mismatched one with a one-line message.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from profiles.errors import ClusterSimError, format_validation_error
+
+__all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "load_profile", "write_profile"]
+
+# The shape columns of each operation's table (every table also has time_s).
+OP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "gemm": ("m", "n", "k"),
+    "attn_prefill": ("batch", "q_len", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+    "attn_decode": ("batch", "kv_len", "num_heads", "num_kv_heads", "head_dim"),
+    "elementwise": ("op", "num_tokens", "hidden"),
+    "memcpy": ("direction", "bytes"),
+    "collective": ("op", "num_gpus", "bytes"),
+}
+_TEXT_COLUMNS = {"op", "direction"}
+
+
+class TableInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str
+    status: Literal["measured", "derived"]
+    note: str = ""
+
+
+class ProfileMetadata(BaseModel):
+    """Where, when and how a profile was made."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpu: str = Field(description="catalog name the profile is for")
+    device_name: str = Field(description="what the runtime reported, e.g. 'NVIDIA H100'")
+    num_gpus: int = Field(ge=1)
+    interconnect: str
+    driver: str
+    runtime: str = Field(description="CUDA or ROCm version, or 'cpu'")
+    torch: str
+    dtype: Literal["bf16", "fp16", "fp8", "fp32"]
+    date: str
+    command: str
+    repetitions: int = Field(ge=1)
+    warmup: int = Field(ge=0)
+    tables: dict[str, TableInfo]
+
+
+@dataclass(frozen=True)
+class KernelProfile:
+    """A loaded, validated profile: metadata and one DataFrame per operation."""
+
+    metadata: ProfileMetadata
+    tables: dict[str, pd.DataFrame]
+    folder: Path
+
+    def status(self, op: str) -> str:
+        return self.metadata.tables[op].status
+
+
+def load_profile(folder: str | Path, expected_gpu: str | None = None) -> KernelProfile:
+    """Read and check a profile folder.
+
+    Args:
+        folder: the profile's folder.
+        expected_gpu: the catalog GPU the caller will use it for; a profile made on
+            another GPU is refused.
+
+    Raises:
+        ClusterSimError: missing or malformed metadata or table, or a GPU mismatch.
+    """
+    folder = Path(folder)
+    meta_path = folder / "metadata.json"
+    if not meta_path.is_file():
+        raise ClusterSimError(f"profile {folder}: no metadata.json; is this a profile folder?")
+    try:
+        metadata = ProfileMetadata.model_validate(json.loads(meta_path.read_text()))
+    except json.JSONDecodeError as error:
+        raise ClusterSimError(f"profile {meta_path}: not valid JSON ({error})") from None
+    except ValidationError as error:
+        raise ClusterSimError(format_validation_error(error, f"profile {meta_path}")) from None
+    if expected_gpu is not None and metadata.gpu.lower() != expected_gpu.lower():
+        raise ClusterSimError(f"profile {folder} was measured on {metadata.gpu}, not "
+                              f"{expected_gpu}; profile that GPU or pass its own folder")
+    tables: dict[str, pd.DataFrame] = {}
+    for op, info in metadata.tables.items():
+        if op not in OP_COLUMNS:
+            raise ClusterSimError(f"profile {meta_path}: table {op!r} is unknown; known: "
+                                  f"{', '.join(OP_COLUMNS)}")
+        tables[op] = _read_table(folder / info.file, op)
+    return KernelProfile(metadata, tables, folder)
+
+
+def _read_table(path: Path, op: str) -> pd.DataFrame:
+    if not path.is_file():
+        raise ClusterSimError(f"profile table {path}: missing (listed in metadata.json)")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"profile table {path}: not a readable CSV ({error})") from None
+    needed = [*OP_COLUMNS[op], "time_s"]
+    missing = [column for column in needed if column not in frame.columns]
+    if missing:
+        raise ClusterSimError(f"profile table {path}: missing column(s) {', '.join(missing)}")
+    if frame.empty:
+        raise ClusterSimError(f"profile table {path}: no rows")
+    for column in needed:
+        if column in _TEXT_COLUMNS:
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        bad = values.isna() | (values <= 0) | ~np.isfinite(values)
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0])
+            raise ClusterSimError(f"profile table {path} row {row + 2}: column '{column}' must "
+                                  f"be a positive number, got {frame[column].iloc[row]!r}")
+        frame[column] = values
+    return frame
+
+
+def write_profile(folder: str | Path, metadata: ProfileMetadata,
+                  tables: dict[str, pd.DataFrame]) -> None:
+    """Write a profile folder (tables first, metadata last, so a partial one is refused)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for op, frame in tables.items():
+        partial = folder / f".{metadata.tables[op].file}.partial"
+        frame.to_csv(partial, index=False, float_format="%.9g")
+        partial.replace(folder / metadata.tables[op].file)
+    partial = folder / ".metadata.json.partial"
+    partial.write_text(metadata.model_dump_json(indent=2) + "\n")
+    partial.replace(folder / "metadata.json")

@@ -1,0 +1,256 @@
+"""The kernel profiler: measure a device's operator times into a profile folder.
+
+    clustersim profile --gpu h100 --out my-h100/            (CUDA or ROCm: same torch API)
+    clustersim profile --gpu a100 --device cpu --tiny ...   (tiny shapes; what tests run)
+
+For each model and TP degree it measures the GEMMs the layers produce (QKV, output,
+gate+up, down, LM head) over a grid of token counts; attention prefill (causal, GQA,
+through torch's scaled_dot_product_attention, which picks FlashAttention or the
+memory-efficient kernel where the device has them) and decode over batch x KV length;
+the elementwise kernels (RMSNorm, SiLU-and-multiply, rotary, KV-cache write); and, on a
+GPU, pinned host<->device copies. Timing: device events on a GPU (wall clock with a
+synchronize on the CPU), warm-up runs, a cache flush before every repetition, the median.
+Collectives need several GPUs and are not measured by this version.
+
+This module needs torch (the ``profile`` extra); nothing else in the package imports it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from profiles.models import ModelSpec, load_model
+from profiles.profile_format import (
+    KernelProfile,
+    ProfileMetadata,
+    TableInfo,
+    load_profile,
+    write_profile,
+)
+
+__all__ = ["ProfileGrid", "run_profile"]
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+class ProfileGrid:
+    """The sizes to measure. ``tiny`` keeps every dimension small (CPU tests)."""
+
+    def __init__(self, tiny: bool) -> None:
+        if tiny:
+            self.tokens = [1, 4, 16, 64]
+            self.decode_batches = [1, 4]
+            self.kv_lens = [16, 64]
+            self.prefill_lens = [8, 32, 64]
+            self.copy_bytes = [2**16, 2**20]
+        else:
+            self.tokens = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+            self.decode_batches = [1, 4, 16, 64, 256]
+            self.kv_lens = [128, 512, 2048, 8192, 32768]
+            self.prefill_lens = [128, 512, 1024, 2048, 4096, 8192]
+            self.copy_bytes = [2**20, 2**24, 2**28, 2**30]
+
+
+class _Timer:
+    def __init__(self, device: torch.device, repetitions: int, warmup: int) -> None:
+        self.device = device
+        self.repetitions = repetitions
+        self.warmup = warmup
+        flush_bytes = 256 * 2**20 if device.type == "cuda" else 8 * 2**20
+        self._flush = torch.empty(flush_bytes // 4, dtype=torch.float32, device=device)
+
+    def __call__(self, fn: Callable[[], object]) -> float:
+        for _ in range(self.warmup):
+            fn()
+        self._sync()
+        times = []
+        for _ in range(self.repetitions):
+            self._flush.zero_()  # evict the operands from the caches
+            if self.device.type == "cuda":
+                start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+                end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(float(start.elapsed_time(end)) / 1e3)
+            else:
+                self._sync()
+                began = time.perf_counter()
+                fn()
+                self._sync()
+                times.append(time.perf_counter() - began)
+        return float(statistics.median(times))
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[int, int]]:
+    """(n, k) of the layer GEMMs and the LM head under TP (weights are n x k)."""
+    h = model.hidden_size
+    q = model.q_size // tp
+    kv = max(1, model.num_kv_heads // tp) * model.head_dim
+    f = model.intermediate_size // tp
+    shapes = [(q + 2 * kv, h), (h, q), (h, f), (model.vocab_size // tp, h)]
+    shapes.append((2 * f, h) if model.mlp_kind == "gated" else (f, h))
+    return sorted(set(shapes))
+
+
+def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees: Sequence[int],
+                device: str = "cuda", dtype: Literal["bf16", "fp16", "fp32"] = "bf16",
+                tiny: bool = False,
+                repetitions: int = 10, warmup: int = 3) -> KernelProfile:
+    """Measure and write a profile folder; returns it loaded back (so it is checked)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA/ROCm device visible; pass --device cpu to try the profiler")
+    torch_dtype = _DTYPES[dtype]
+    timer = _Timer(dev, repetitions, warmup)
+    grid = ProfileGrid(tiny)
+    specs = [load_model(name) for name in models]
+    rows: dict[str, list[dict[str, object]]] = {op: [] for op in
+                                                 ("gemm", "attn_prefill", "attn_decode",
+                                                  "elementwise")}
+
+    gemm_shapes = sorted({shape for spec in specs for tp in tp_degrees
+                          for shape in _gemm_shapes(spec, tp)})
+    for n, k in gemm_shapes:
+        weight = torch.randn(n, k, dtype=torch_dtype, device=dev)
+        for m in grid.tokens:
+            x = torch.randn(m, k, dtype=torch_dtype, device=dev)
+            rows["gemm"].append({"m": m, "n": n, "k": k,
+                                 "time_s": timer(_matmul(x, weight))})
+
+    layouts = sorted({(spec.num_attention_heads // tp, max(1, spec.num_kv_heads // tp),
+                       spec.head_dim) for spec in specs for tp in tp_degrees})
+    for heads, kv_heads, head_dim in layouts:
+        for length in grid.prefill_lens:
+            query = torch.randn(1, heads, length, head_dim, dtype=torch_dtype, device=dev)
+            keys = torch.randn(1, kv_heads, length, head_dim, dtype=torch_dtype, device=dev)
+            seconds = timer(_attention(query, keys, causal=True))
+            rows["attn_prefill"].append({"batch": 1, "q_len": length, "kv_len": length,
+                                         "num_heads": heads, "num_kv_heads": kv_heads,
+                                         "head_dim": head_dim, "time_s": seconds})
+        for batch in grid.decode_batches:
+            for kv_len in grid.kv_lens:
+                query = torch.randn(batch, heads, 1, head_dim, dtype=torch_dtype, device=dev)
+                keys = torch.randn(batch, kv_heads, kv_len, head_dim, dtype=torch_dtype,
+                                   device=dev)
+                seconds = timer(_attention(query, keys, causal=False))
+                rows["attn_decode"].append({"batch": batch, "kv_len": kv_len,
+                                            "num_heads": heads, "num_kv_heads": kv_heads,
+                                            "head_dim": head_dim, "time_s": seconds})
+
+    widths = set()
+    for spec in specs:
+        for tp in tp_degrees:
+            kv = max(1, spec.num_kv_heads // tp) * spec.head_dim
+            widths |= {("rmsnorm", spec.hidden_size),
+                       ("silu_mul", spec.intermediate_size // tp),
+                       ("rotary", spec.q_size // tp + kv), ("kv_write", 2 * kv)}
+    for op, width in sorted(widths):
+        for tokens in grid.tokens:
+            x = torch.randn(tokens, width, dtype=torch_dtype, device=dev)
+            rows["elementwise"].append({"op": op, "num_tokens": tokens, "hidden": width,
+                                        "time_s": timer(_elementwise(op, x))})
+
+    tables = {op: pd.DataFrame(table) for op, table in rows.items()}
+    if dev.type == "cuda":
+        tables["memcpy"] = _copies(timer, grid, dev)
+    metadata = ProfileMetadata(
+        gpu=gpu, device_name=_device_name(dev), num_gpus=1, interconnect="none (one device)",
+        driver=_driver(), runtime=_runtime(dev), torch=torch.__version__, dtype=dtype,
+        date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        command=" ".join(shlex.quote(arg) for arg in sys.argv), repetitions=repetitions,
+        warmup=warmup,
+        tables={op: TableInfo(file=f"{op}.csv", status="measured") for op in tables})
+    write_profile(out, metadata, tables)
+    return load_profile(out)
+
+
+def _matmul(x: torch.Tensor, weight: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        return x @ weight.T
+    return run
+
+
+def _attention(query: torch.Tensor, keys: torch.Tensor, causal: bool) -> Callable[[], object]:
+    def run() -> object:  # keys double as values: the kernel's cost is the same
+        return F.scaled_dot_product_attention(query, keys, keys, is_causal=causal,
+                                              enable_gqa=True)
+    return run
+
+
+def _elementwise(op: str, x: torch.Tensor) -> Callable[[], object]:
+    if op == "rmsnorm":
+        weight = torch.ones(x.shape[1], dtype=x.dtype, device=x.device)
+        return lambda: x * torch.rsqrt(x.float().pow(2).mean(-1, keepdim=True) + 1e-6) \
+            .to(x.dtype) * weight
+    if op == "silu_mul":
+        return lambda: F.silu(x) * x
+    if op == "rotary":
+        cos, sin = torch.randn_like(x), torch.randn_like(x)
+        return lambda: x * cos + torch.roll(x, 1, dims=-1) * sin
+    cache = torch.empty(x.shape[0] * 2, x.shape[1], dtype=x.dtype, device=x.device)
+    slots = torch.arange(0, x.shape[0] * 2, 2, device=x.device)
+    return lambda: cache.index_copy_(0, slots, x)
+
+
+def _copies(timer: _Timer, grid: ProfileGrid, dev: torch.device) -> pd.DataFrame:
+    rows = []
+    for size in grid.copy_bytes:
+        host = torch.empty(size, dtype=torch.uint8).pin_memory()
+        device_buffer = torch.empty(size, dtype=torch.uint8, device=dev)
+        rows.append({"direction": "h2d", "bytes": size,
+                     "time_s": timer(_copy(device_buffer, host))})
+        rows.append({"direction": "d2h", "bytes": size,
+                     "time_s": timer(_copy(host, device_buffer))})
+    return pd.DataFrame(rows)
+
+
+def _copy(target: torch.Tensor, source: torch.Tensor) -> Callable[[], object]:
+    def run() -> object:
+        return target.copy_(source, non_blocking=True)
+    return run
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    return f"CPU {platform.processor() or platform.machine()}"
+
+
+def _runtime(dev: torch.device) -> str:
+    if dev.type != "cuda":
+        return "cpu"
+    if torch.version.hip:
+        return f"ROCm {torch.version.hip}"
+    return f"CUDA {torch.version.cuda}"
+
+
+def _driver() -> str:
+    for command in (["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                    ["rocm-smi", "--showdriverversion"]):
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=10,
+                                  check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0 and done.stdout.strip():
+            return done.stdout.strip().splitlines()[0]
+    return "n/a"
