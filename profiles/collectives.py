@@ -5,6 +5,8 @@ link's achieved bandwidth (beta), on the tier the group spans: the scale-up link
 node, a GPU's NIC across nodes (``profiles.cluster``). For n GPUs and a buffer of S bytes::
 
     ring all-reduce       2(n-1) steps, 2(n-1)/n · S per GPU            (bandwidth-optimal)
+    NVLS all-reduce       2 steps, S up to the switch and S back: the switch reduces
+                          (NVLink SHARP on NVSwitch gen 3: H100, H200), at its own efficiency
     tree all-reduce       2·ceil(log2 n) steps, 2·S per GPU over the tree (latency-optimal,
                           NCCL's double binary tree: both trees carry half the data)
     all-gather,
@@ -21,21 +23,34 @@ from __future__ import annotations
 import math
 
 from profiles.cluster import LinkCost
+from profiles.hardware import GPUSpec
 
-__all__ = ["all_gather_s", "all_reduce_s", "all_to_all_s", "bus_bandwidth", "reduce_scatter_s"]
+__all__ = ["all_gather_s", "all_reduce_s", "all_to_all_s", "bus_bandwidth", "nvls_link",
+           "reduce_scatter_s"]
+
+
+def nvls_link(gpu: GPUSpec) -> LinkCost | None:
+    """The link an NVLS all-reduce sees, or None where the GPU's switch has no NVLS."""
+    if gpu.efficiency.nvls is None:
+        return None
+    return LinkCost(bandwidth_bytes_per_s=gpu.scale_up.bandwidth_gbps * 1e9
+                    * gpu.efficiency.nvls, latency_s=gpu.scale_up.latency_us * 1e-6)
 
 
 def all_reduce_s(num_bytes: float, n: int, link: LinkCost, algorithm: str = "ring") -> float:
-    """Seconds of an all-reduce of ``num_bytes`` over ``n`` GPUs on ``link``."""
+    """Seconds of an all-reduce of ``num_bytes`` over ``n`` GPUs on ``link`` (for
+    ``nvls``, the link from :func:`nvls_link`)."""
     if n <= 1:
         return 0.0
+    if algorithm == "nvls":
+        return 2 * link.latency_s + num_bytes / link.bandwidth_bytes_per_s
     if algorithm == "ring":
         steps = 2 * (n - 1)
         return steps * link.latency_s + steps / n * num_bytes / link.bandwidth_bytes_per_s
     if algorithm == "tree":
         steps = 2 * math.ceil(math.log2(n))
         return steps * link.latency_s + 2 * num_bytes / link.bandwidth_bytes_per_s * (n - 1) / n
-    raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; use ring or tree")
+    raise ValueError(f"unknown all-reduce algorithm {algorithm!r}; use ring, tree or nvls")
 
 
 def all_gather_s(num_bytes: float, n: int, link: LinkCost) -> float:

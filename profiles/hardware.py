@@ -53,6 +53,9 @@ class Efficiency(_Frozen):
     memory: float = Field(gt=0, le=1)
     scale_up: float = Field(gt=0, le=1)
     network: float = Field(gt=0, le=1)
+    nvls: float | None = Field(default=None, gt=0, le=1,
+                               description="NVLink SHARP all-reduce: fraction of the link; "
+                                           "None where the switch has no in-network reduce")
 
 
 class GPUSpec(_Frozen):

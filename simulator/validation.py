@@ -25,10 +25,11 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, group_link, link_between
+from profiles.collectives import all_reduce_s, bus_bandwidth, nvls_link
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.hardware import load_gpu
 from profiles.models import ModelSpec
-from profiles.roofline import gemm_time_s, ring_allreduce_s
+from profiles.roofline import gemm_time_s
 from profiles.training_cost import layer_cost
 from simulator.training import simulate_training
 from workloads.training import ParallelPlan, TrainingJob
@@ -124,18 +125,19 @@ def _gemm_ceiling(scenario: dict[str, Any]) -> float:
 
 
 def _allreduce_busbw(scenario: dict[str, Any]) -> float:
-    """Bus bandwidth (GB/s) of an all-reduce inside one node, ring model.
-
-    busbw = algbw x 2(n-1)/n, nccl-tests' definition. NOTE: the model has the ring
-    algorithm only; records measured with NVLS are predicted with it too.
-    """
+    """Bus bandwidth (GB/s) of an all-reduce inside one node, with the record's algorithm
+    (ring, or NVLS where the GPU's switch has it). busbw = algbw x 2(n-1)/n, nccl-tests'
+    definition."""
     gpu = load_gpu(scenario["gpu"])
     n = int(scenario["num_gpus"])
-    graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=max(n, 8)), gpu)
-    link = group_link(graph, tuple(f"n0.g{i}" for i in range(n)))
     size = float(scenario["message_bytes"])
-    algbw = size / ring_allreduce_s(size, n, link)
-    return algbw * 2 * (n - 1) / n / 1e9
+    algorithm = scenario.get("algorithm", "ring")
+    link = nvls_link(gpu) if algorithm == "nvls" else None
+    if link is None:
+        algorithm = "ring"
+        graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=max(n, 8)), gpu)
+        link = group_link(graph, tuple(f"n0.g{i}" for i in range(n)))
+    return bus_bandwidth("all_reduce", size, n, all_reduce_s(size, n, link, algorithm)) / 1e9
 
 
 def _nic_p2p_bandwidth(scenario: dict[str, Any]) -> float:

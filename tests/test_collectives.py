@@ -51,3 +51,17 @@ def test_all_to_all_across_nodes_is_limited_by_each_gpus_nic_share() -> None:
                                     + across.latency_s)
     assert all_to_all_s(2**30, 8, 8, inside, across) == pytest.approx(
         7 / 8 * 2**30 / inside.bandwidth_bytes_per_s + inside.latency_s)  # inside one node
+
+
+def test_nvls_all_reduce_reproduces_h200_from_the_h100_calibration() -> None:
+    """NVLS efficiency 0.61 comes from the 8x H100 figure (~480 GB/s busbw); the 8x H200
+    figure (~475 GB/s, nccl-tests #272) is predicted within 10%."""
+    from profiles.collectives import nvls_link
+
+    size = 8 * 2**30
+    for gpu, published in (("h100", 480.0), ("h200", 475.0)):
+        link = nvls_link(load_gpu(gpu))
+        assert link is not None
+        busbw = bus_bandwidth("all_reduce", size, 8, all_reduce_s(size, 8, link, "nvls")) / GB
+        assert busbw == pytest.approx(published, rel=0.10)
+    assert nvls_link(load_gpu("a100")) is None  # NVSwitch gen 2: no in-network reduce

@@ -53,7 +53,7 @@ def worsened_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def worse_gpu(name: str):
         gpu = load_gpu(name)
-        slower = {k: v * 0.7 for k, v in gpu.efficiency.model_dump().items()}
+        slower = {k: v * 0.7 for k, v in gpu.efficiency.model_dump().items() if v is not None}
         return gpu.model_copy(update={"efficiency": gpu.efficiency.model_copy(update=slower)})
 
     monkeypatch.setattr(validation, "load_gpu", worse_gpu)
