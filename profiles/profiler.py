@@ -10,7 +10,9 @@ memory-efficient kernel where the device has them) and decode over batch x KV le
 the elementwise kernels (RMSNorm, SiLU-and-multiply, rotary, KV-cache write); and, on a
 GPU, pinned host<->device copies. Timing: device events on a GPU (wall clock with a
 synchronize on the CPU), warm-up runs, a cache flush before every repetition, the median.
-Collectives need several GPUs and are not measured by this version.
+With ``collectives`` >= 2 it also measures all-reduce, all-gather, reduce-scatter,
+all-to-all and send/recv through torch.distributed, one process per GPU
+(``profiles.profile_collectives``; gloo processes on the CPU).
 
 This module needs torch (the ``profile`` extra); nothing else in the package imports it.
 """
@@ -33,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from profiles.models import ModelSpec, load_model
+from profiles.profile_collectives import profile_collectives
 from profiles.profile_format import (
     KernelProfile,
     ProfileMetadata,
@@ -113,8 +116,8 @@ def _gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[int, int]]:
 
 def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees: Sequence[int],
                 device: str = "cuda", dtype: Literal["bf16", "fp16", "fp32"] = "bf16",
-                tiny: bool = False,
-                repetitions: int = 10, warmup: int = 3) -> KernelProfile:
+                tiny: bool = False, repetitions: int = 10, warmup: int = 3,
+                collectives: int = 0) -> KernelProfile:
     """Measure and write a profile folder; returns it loaded back (so it is checked)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -170,15 +173,28 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
                                         "time_s": timer(_elementwise(op, x))})
 
     tables = {op: pd.DataFrame(table) for op, table in rows.items()}
+    notes = {op: "" for op in tables}
     if dev.type == "cuda":
         tables["memcpy"] = _copies(timer, grid, dev)
+        notes["memcpy"] = "pinned host memory, non_blocking copies"
+    num_gpus, interconnect = 1, "none (one device)"
+    if collectives >= 2:
+        collective_rows, skipped = profile_collectives(
+            collectives, dev.type, grid.copy_bytes, repetitions, warmup)
+        tables["collective"] = pd.DataFrame(collective_rows)
+        notes["collective"] = ("not run by this backend: " + ", ".join(skipped)) if skipped \
+            else ""
+        num_gpus = collectives
+        interconnect = ("as the devices are linked (NCCL/RCCL picks the path)"
+                        if dev.type == "cuda" else "gloo over loopback TCP (CPU processes)")
     metadata = ProfileMetadata(
-        gpu=gpu, device_name=_device_name(dev), num_gpus=1, interconnect="none (one device)",
+        gpu=gpu, device_name=_device_name(dev), num_gpus=num_gpus, interconnect=interconnect,
         driver=_driver(), runtime=_runtime(dev), torch=torch.__version__, dtype=dtype,
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         command=" ".join(shlex.quote(arg) for arg in sys.argv), repetitions=repetitions,
         warmup=warmup,
-        tables={op: TableInfo(file=f"{op}.csv", status="measured") for op in tables})
+        tables={op: TableInfo(file=f"{op}.csv", status="measured", note=notes[op])
+                for op in tables})
     write_profile(out, metadata, tables)
     return load_profile(out)
 

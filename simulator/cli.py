@@ -452,6 +452,8 @@ def profile_command(
     tiny: Annotated[bool, typer.Option(help="tiny grid (CPU smoke runs)")] = False,
     repetitions: Annotated[int, typer.Option()] = 10,
     warmup: Annotated[int, typer.Option()] = 3,
+    collectives: Annotated[int, typer.Option(
+        help="processes (GPUs) for collectives; 0 skips them")] = 0,
 ) -> None:
     """Measure kernel times into a profile folder (needs the 'profile' extra: torch)."""
     if ctx.invoked_subcommand is not None:
@@ -470,7 +472,7 @@ def profile_command(
             str(out), gpu=gpu_name, models=[m for m in models.split(",") if m],
             tp_degrees=[int(t) for t in tp.split(",") if t], device=device,
             dtype=dtype,  # type: ignore[arg-type]
-            tiny=tiny, repetitions=repetitions, warmup=warmup)
+            tiny=tiny, repetitions=repetitions, warmup=warmup, collectives=collectives)
     except RuntimeError as error:
         _fail(str(error))
     console.print(f"wrote {out}: " + ", ".join(

@@ -148,3 +148,24 @@ def test_math_sanity_of_derived_rows() -> None:
     big = gemm_time_s(gpu, 8192, 8192, 8192)
     assert 2 * 8192**3 / big / 1e12 == pytest.approx(989.4 * 0.8, rel=1e-9)
     assert math.isfinite(gemm_time_s(gpu, 1, 4096, 4096))
+
+
+def test_collectives_are_profiled_through_torch_distributed(tmp_path: Path,
+                                                           tiny_model_path: str) -> None:
+    """Two gloo processes on loopback: every collective the backend runs gets rows, and
+    what it cannot run is named in the table's note."""
+    pytest.importorskip("torch")
+    out = tmp_path / "coll"
+    result = CliRunner().invoke(app, [
+        "profile", "--out", str(out), "--gpu", "a100", "--models", tiny_model_path,
+        "--tp", "1", "--device", "cpu", "--dtype", "fp32", "--tiny", "--repetitions", "2",
+        "--warmup", "1", "--collectives", "2"])
+    assert result.exit_code == 0, result.output
+    profile = load_profile(out)
+    table = profile.tables["collective"]
+    measured = set(table["op"])
+    skipped = profile.metadata.tables["collective"].note
+    for op in ("all_reduce", "all_gather", "reduce_scatter", "all_to_all", "send_recv"):
+        assert op in measured or op in skipped
+    assert profile.metadata.num_gpus == 2 and "gloo" in profile.metadata.interconnect
+    assert (table["time_s"] > 0).all()
