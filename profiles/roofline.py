@@ -227,23 +227,10 @@ class RooflineCostModel:
 
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""
-        query_lens, context_lens = batch.query_lens, batch.context_lens
-        num_tokens = sum(query_lens)
-        prefill_pairs = 0.0  # Σ q·(c + (q+1)/2) over prefill rows: causal score count
-        prefill_kv_tokens = 0  # Σ (c + q) over prefill rows: KV read by prefill attention
-        prefill_query_tokens = 0
-        if num_tokens == len(query_lens):  # decodes only: Σ (c + 1), KV read per layer
-            decode_kv_tokens = sum(context_lens) + num_tokens
-        else:
-            decode_kv_tokens = 0
-            for q, c in zip(query_lens, context_lens, strict=True):
-                if q == 1:
-                    decode_kv_tokens += c + 1
-                else:
-                    prefill_pairs += q * (c + (q + 1) / 2.0)
-                    prefill_kv_tokens += c + q
-                    prefill_query_tokens += q
-
+        # Σ q·(c + (q+1)/2) over prefill rows is the causal score count; prefill and decode
+        # KV tokens are what their attention kernels read.
+        (num_tokens, prefill_pairs, prefill_kv_tokens, prefill_query_tokens,
+         decode_kv_tokens) = self.batch_aggregates(batch)
         token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_tokens)
         (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
             prefill_pairs, prefill_kv_tokens, prefill_query_tokens, decode_kv_tokens)

@@ -35,6 +35,7 @@ from profiles.models import ModelSpec
 from simulator.engines import ENGINE_PRESETS, CpuOverhead
 from simulator.policies import POLICY_PRESETS
 from simulator.scheduler import SchedulerConfig
+from workloads.overrides import apply_overrides
 
 __all__ = ["DeploymentConfig", "ParallelismConfig", "SLOConfig", "SchedulerSettings",
            "load_deployment", "resolve_cpu_overhead", "resolve_scheduler",
@@ -132,16 +133,7 @@ def load_deployment(path: str | Path, overrides: dict[str, Any] | None = None) -
 def build_deployment(data: dict[str, Any], overrides: dict[str, Any] | None = None,
                      source: str = "deployment") -> DeploymentConfig:
     """Validate a deployment mapping after applying dotted-key overrides."""
-    merged: dict[str, Any] = {key: dict(value) if isinstance(value, dict) else value
-                              for key, value in data.items()}
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        target = merged
-        *parents, leaf = dotted.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
+    merged = apply_overrides(data, overrides)
     try:
         return DeploymentConfig.model_validate(merged)
     except ValidationError as error:

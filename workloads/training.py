@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from profiles.errors import ClusterSimError, format_validation_error
+from workloads.overrides import apply_overrides
 
 __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job"]
 
@@ -115,16 +116,7 @@ def load_training_job(path: str | Path, overrides: dict[str, Any] | None = None)
 def build_training_job(data: dict[str, Any], overrides: dict[str, Any] | None = None,
                        source: str = "training job") -> TrainingJob:
     """Validate a job mapping after applying dotted-key overrides."""
-    merged = {key: dict(value) if isinstance(value, dict) else value
-              for key, value in data.items()}
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        target = merged
-        *parents, leaf = dotted.split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
+    merged = apply_overrides(data, overrides)
     try:
         return TrainingJob.model_validate(merged)
     except ValidationError as error:
