@@ -88,8 +88,6 @@ class StepStats:
         self.kv_block_seconds = 0.0  # used blocks x step seconds, for time-weighted use
         self.flops = 0.0
         self.num_steps = 0
-        self.num_prefill_tokens = 0
-        self.num_tokens = 0
 
     def on_step(self, replica_id: int, stage_spans_s: Sequence[tuple[float, float]],
                 plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None:
@@ -99,7 +97,6 @@ class StepStats:
         self.kv_block_seconds += kv_used_blocks * duration
         self.flops += cost.flops
         self.num_steps += 1
-        self.num_tokens += sum(plan.num_new_tokens)
 
 
 def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.DataFrame:
