@@ -1,7 +1,17 @@
-"""Planners: searches over deployments and training plans (issue: Planners; not built yet).
+"""Planners: search deployments for goodput, latency and cost over the simulator."""
 
-The package exists so the distribution installs its layout from the start; its public
-API is empty until the planners land.
-"""
+from planners.objectives import find_goodput, scaled_trace
+from planners.output import write_plan
+from planners.serving import Candidate, ServingPlan, plan_serving
+from planners.space import GPUChoice, ServingSpace
 
-__all__: list[str] = []
+__all__ = [
+    "Candidate",
+    "GPUChoice",
+    "ServingPlan",
+    "ServingSpace",
+    "find_goodput",
+    "plan_serving",
+    "scaled_trace",
+    "write_plan",
+]

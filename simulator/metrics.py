@@ -221,4 +221,6 @@ def summarize(
                                      enumerate(histogram) if count},
         },
         "preemptions": int(rows["num_preemptions"].sum()),
+        "busy_fraction": stats.busy_s / (makespan * len(kv_blocks_per_replica))
+        if makespan > 0 else 0.0,
     }

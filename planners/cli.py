@@ -1,0 +1,108 @@
+"""``clustersim plan``: the planner on the command line, with a progress bar.
+
+The ``clustersim`` command is assembled here, above the simulator's commands, so that
+imports keep flowing simulator → planners (the simulator never imports a planner).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from planners.output import write_plan
+from planners.serving import plan_serving
+from planners.space import GPUChoice, ServingSpace
+from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
+from simulator.cli import _fail, _user_errors, app, console
+from workloads.loaders import load_workload
+
+__all__ = ["main"]
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise ClusterSimError(f"{option} {text!r}: expected comma-separated integers") \
+            from None
+
+
+@app.command("plan")
+@_user_errors
+def plan_command(
+    model: Annotated[str, typer.Option(help="catalog name or config.json path")],
+    workload: Annotated[Path, typer.Option(help="trace whose shape is replayed")],
+    ttft_slo: Annotated[float, typer.Option(help="TTFT SLO, seconds")],
+    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO, seconds")],
+    gpu: Annotated[list[str], typer.Option(
+        help="GPU type and how many at most, NAME:MAX (repeat for several types)")],
+    tp: Annotated[str, typer.Option(help="TP degrees to try")] = "1,2,4,8",
+    pp: Annotated[str, typer.Option(help="PP degrees to try")] = "1",
+    policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "vllm-v1",
+    attainment: Annotated[float, typer.Option(
+        help="share of requests that must meet both SLOs")] = 0.9,
+    price: Annotated[list[str] | None, typer.Option(
+        help="USD per GPU-hour, NAME=USD (repeatable)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    prune: Annotated[bool, typer.Option(help="prune dominated candidates")] = True,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    top: Annotated[int, typer.Option(help="plans to print")] = 10,
+) -> None:
+    """Search deployments for goodput under TTFT and TPOT SLOs; print the best plans."""
+    choices = []
+    for entry in gpu:
+        name, _, count = entry.partition(":")
+        if not count.isdigit() or int(count) < 1:
+            _fail(f"--gpu {entry!r}: expected NAME:MAX, e.g. h100:8")
+        choices.append(GPUChoice(name=name, max_gpus=int(count)))
+    prices = {}
+    for entry in price or []:
+        name, _, usd = entry.partition("=")
+        try:
+            prices[load_gpu(name).name] = float(usd)
+        except ValueError:
+            _fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
+    space = ServingSpace(gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+                         policies=[p for p in policies.split(",") if p])
+    trace = load_workload(workload)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("planning", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
+                            space=space, attainment=attainment, prices=prices,
+                            workers=workers, prune=prune, progress=progress)
+    evaluated = [c for c in plan.candidates if c.status == "evaluated"]
+    table = Table("#", "gpu", "GPUs", "tp", "pp", "replicas", "policy", "goodput req/s",
+                  "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")
+    for c in sorted(evaluated, key=lambda c: -c.goodput_per_gpu)[:top]:
+        d = c.deployment
+        table.add_row(str(c.index), c.gpu, str(c.num_gpus), str(d["parallelism"]["tp"]),
+                      str(d["parallelism"]["pp"]), str(d["replicas"]),
+                      d["scheduler"]["policy"], f"{c.goodput_rate_per_s:.2f}",
+                      f"{c.goodput_per_gpu:.2f}", f"{c.ttft_p90_s * 1e3:.0f}",
+                      f"{c.tpot_p90_s * 1e3:.1f}",
+                      "-" if c.cost_per_mtok_usd is None else f"{c.cost_per_mtok_usd:.3f}",
+                      "*" if c.index in plan.pareto else "")
+    console.print(table)
+    counts = {status: sum(c.status == status for c in plan.candidates)
+              for status in ("evaluated", "pruned", "infeasible")}
+    console.print(f"{len(plan.candidates)} candidates: {counts['evaluated']} evaluated, "
+                  f"{counts['pruned']} pruned, {counts['infeasible']} infeasible; "
+                  f"{plan.num_simulations} simulations; best per GPU: #"
+                  f"{plan.best.get('goodput_per_gpu', '-')}")
+    if out is not None:
+        written = write_plan(plan, out)
+        console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+def main() -> None:
+    """Entry point of the ``clustersim`` command (every subcommand, the planner's too)."""
+    app()

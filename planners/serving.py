@@ -1,0 +1,274 @@
+"""Planning a serving deployment: which GPUs, parallelism and scheduler, for goodput.
+
+    candidates ─► memory check (cannot fit: out) ─► optimistic bounds ─► waves of
+    goodput searches, best bound first; between waves, a candidate whose optimistic
+    bounds are dominated by an evaluated candidate is pruned ─► Pareto set, best plans
+
+Bounds (each is what the simulator's own models allow at best, so pruning by them never
+drops a candidate exhaustive search would put on the Pareto front):
+
+* goodput ≤ replicas x achieved FLOP/s of a replica / mean FLOPs of a request
+* TTFT p90 ≥ p90 of each request's prefill alone (0 with prefix caching)
+* TPOT p90 ≥ p90 of one decode step of a lone request at its prompt length
+* cost per million tokens ≥ its value at the goodput bound
+
+Waves have a fixed size, so the evaluated candidates, and every result, are the same for
+any number of worker processes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from planners.objectives import IDLE_POWER_FRACTION, default_prices, find_goodput
+from planners.space import ServingSpace
+from profiles.cost_model import BatchShape
+from profiles.errors import ClusterSimError
+from simulator.config import build_deployment
+from simulator.engine import resolve
+from workloads.schema import RequestTrace
+
+__all__ = ["Candidate", "ServingPlan", "plan_serving"]
+
+WAVE_SIZE = 4
+OBJECTIVES = {  # name: +1 to maximize, -1 to minimize
+    "goodput_per_gpu": +1, "cost_per_mtok_usd": -1, "ttft_p90_s": -1, "tpot_p90_s": -1}
+
+
+@dataclass
+class Candidate:
+    """One deployment and what the planner learned about it."""
+
+    index: int
+    deployment: dict[str, Any]
+    gpu: str = ""
+    num_gpus: int = 0
+    status: str = "pending"  # infeasible | pruned | evaluated
+    reason: str = ""
+    bound: dict[str, float] = field(default_factory=dict)
+    goodput_rate_per_s: float = 0.0
+    goodput_per_gpu: float = 0.0
+    ttft_p90_s: float = math.inf
+    tpot_p90_s: float = math.inf
+    cost_per_mtok_usd: float | None = None
+    energy_j_per_token: float | None = None
+    num_simulations: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        cost = self.cost_per_mtok_usd
+        return {"goodput_per_gpu": self.goodput_per_gpu, "ttft_p90_s": self.ttft_p90_s,
+                "tpot_p90_s": self.tpot_p90_s,
+                "cost_per_mtok_usd": math.inf if cost is None else cost}
+
+    def row(self) -> dict[str, Any]:
+        d = self.deployment
+        return {"index": self.index, "status": self.status, "reason": self.reason,
+                "gpu": self.gpu, "num_gpus": self.num_gpus, "replicas": d["replicas"],
+                "tp": d["parallelism"]["tp"], "pp": d["parallelism"]["pp"],
+                **{f"scheduler.{k}": v for k, v in d["scheduler"].items()},
+                "goodput_rate_per_s": self.goodput_rate_per_s,
+                "goodput_per_gpu": self.goodput_per_gpu, "ttft_p90_s": self.ttft_p90_s,
+                "tpot_p90_s": self.tpot_p90_s, "cost_per_mtok_usd": self.cost_per_mtok_usd,
+                "energy_j_per_token": self.energy_j_per_token,
+                "num_simulations": self.num_simulations,
+                **{f"bound.{k}": v for k, v in self.bound.items()}}
+
+
+@dataclass
+class ServingPlan:
+    """Every candidate, the Pareto set, and the best plan under each objective."""
+
+    candidates: list[Candidate]
+    pareto: list[int]
+    best: dict[str, int]
+    inputs: dict[str, Any]
+
+    @property
+    def num_simulations(self) -> int:
+        return sum(c.num_simulations for c in self.candidates)
+
+
+def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
+    """``a`` at least as good as ``b`` on every objective and better on one."""
+    no_worse = all(OBJECTIVES[k] * (a[k] - b[k]) >= 0 for k in OBJECTIVES)
+    better = any(OBJECTIVES[k] * (a[k] - b[k]) > 0 for k in OBJECTIVES)
+    return no_worse and better
+
+
+def _bounds(deployment: Any, trace: RequestTrace, price: float | None) -> dict[str, float]:
+    resolved = resolve(deployment)
+    model, gpu = resolved.model, resolved.gpu
+    p = deployment.parallelism
+    gpus_per_replica = p.tp * p.pp
+    tokens = trace.prompt_tokens + trace.output_tokens
+    flops_per_request = model.flops_per_token(0) * float(tokens.mean())
+    replica_flops = gpu.peak_flops(model.dtype) * gpu.efficiency.matmul * gpus_per_replica
+    rate = deployment.replicas * replica_flops / flops_per_request
+    num_gpus = deployment.replicas * gpus_per_replica
+    cost_model = resolved.cost_models[0]
+    prompts = np.unique(trace.prompt_tokens)
+    prefill = {int(n): cost_model.predict(BatchShape([int(n)], [0], 1)).total_s
+               for n in prompts}
+    decode = {int(n): cost_model.predict(BatchShape([1], [int(n)], 1)).total_s
+              for n in prompts}
+    caching = resolved.scheduler.enable_prefix_caching
+    ttft = 0.0 if caching else float(np.percentile(
+        [prefill[int(n)] for n in trace.prompt_tokens], 90))
+    tpot = float(np.percentile([decode[int(n)] for n in trace.prompt_tokens], 90))
+    tokens_per_s = rate * float(tokens.mean())
+    cost = math.inf if price is None else price * num_gpus / (tokens_per_s * 3600) * 1e6
+    return {"goodput_per_gpu": rate / num_gpus, "ttft_p90_s": ttft, "tpot_p90_s": tpot,
+            "cost_per_mtok_usd": cost, "goodput_rate_per_s": rate}
+
+
+def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, float,
+                         float | None, float | None]) -> dict[str, Any]:
+    """One goodput search (runs in a worker process)."""
+    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, price = job
+    deployment = build_deployment(mapping)
+    result = find_goodput(deployment, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
+                          attainment=attainment, upper_rate=upper, lower_rate=lower)
+    out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations}
+    summary = result.summary
+    if summary is not None and result.rate_per_s > 0:
+        resolved = resolve(deployment)
+        num_gpus = resolved.num_gpus
+        total_tokens = float((trace.prompt_tokens + trace.output_tokens).sum())
+        tokens_per_s = result.rate_per_s * total_tokens / len(trace)
+        out |= {"ttft_p90": summary["ttft_s"]["p90"], "tpot_p90": summary["tpot_s"]["p90"]}
+        if price is not None:
+            out["cost"] = price * num_gpus / (tokens_per_s * 3600) * 1e6
+        busy = summary.get("busy_fraction", 1.0)
+        watts = resolved.gpu.tdp_w * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * busy)
+        out["energy"] = watts * num_gpus * summary["makespan_s"] / total_tokens
+    return out
+
+
+def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_slo_s: float,
+                 space: ServingSpace, attainment: float = 0.9,
+                 prices: dict[str, float] | None = None, workers: int = 1,
+                 prune: bool = True,
+                 progress: Callable[[int, int], None] | None = None) -> ServingPlan:
+    """Search ``space`` for deployments of ``model`` serving ``workload`` under the SLOs.
+
+    Args:
+        model: catalog name or config path.
+        workload: the trace whose shape is replayed at each tried rate.
+        ttft_slo_s, tpot_slo_s: the SLOs; ``attainment`` of requests must meet both.
+        space: the candidates.
+        prices: USD per GPU-hour by catalog GPU name (defaults: the sourced price file).
+        workers: processes for the goodput searches (1: in this process).
+        prune: drop candidates whose optimistic bounds are already dominated.
+        progress: called with (done, total) as candidates are settled.
+
+    Raises:
+        ClusterSimError: an SLO or attainment out of range.
+    """
+    if ttft_slo_s <= 0 or tpot_slo_s <= 0:
+        raise ClusterSimError("SLOs must be positive: pass --ttft-slo and --tpot-slo in seconds")
+    if not 0 < attainment <= 1:
+        raise ClusterSimError(f"attainment={attainment} must be in (0, 1], e.g. 0.9")
+    price_table = default_prices() | (prices or {})
+    candidates = [Candidate(i, mapping) for i, mapping in enumerate(space.candidates(model))]
+    for candidate in candidates:
+        try:
+            deployment = build_deployment(candidate.deployment)
+            resolved = resolve(deployment)
+        except ClusterSimError as error:
+            candidate.status, candidate.reason = "infeasible", str(error)
+            continue
+        candidate.gpu, candidate.num_gpus = resolved.gpu.name, resolved.num_gpus
+        candidate.bound = _bounds(deployment, workload, price_table.get(resolved.gpu.name))
+    feasible = sorted((c for c in candidates if c.status == "pending"),
+                      key=lambda c: (-c.bound["goodput_per_gpu"], c.index))
+    done = len(candidates) - len(feasible)
+    if progress:
+        progress(done, len(candidates))
+    evaluated: list[Candidate] = []
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    try:
+        queue = list(feasible)
+        while queue:
+            wave, queue = queue[:WAVE_SIZE], queue[WAVE_SIZE:]
+            jobs = []
+            for candidate in wave:
+                hint = _hint(candidate, evaluated)
+                jobs.append((candidate.deployment, workload, ttft_slo_s, tpot_slo_s,
+                             attainment, candidate.bound["goodput_rate_per_s"], hint,
+                             price_table.get(candidate.gpu)))
+            results = list(pool.map(_evaluate, jobs)) if pool else [_evaluate(j) for j in jobs]
+            for candidate, result in zip(wave, results, strict=True):
+                _record(candidate, result)
+                evaluated.append(candidate)
+            done += len(wave)
+            if prune:
+                kept = []
+                for candidate in queue:
+                    optimistic = {k: candidate.bound[k] for k in OBJECTIVES}
+                    if any(dominates(e.metrics(), optimistic) for e in evaluated
+                           if e.goodput_per_gpu > 0):
+                        candidate.status, candidate.reason = "pruned", \
+                            "bounds dominated by an evaluated candidate"
+                        done += 1
+                    else:
+                        kept.append(candidate)
+                queue = kept
+            if progress:
+                progress(done, len(candidates))
+    finally:
+        if pool:
+            pool.shutdown()
+    served = [c for c in evaluated if c.goodput_per_gpu > 0]
+    pareto = sorted(c.index for c in served
+                    if not any(dominates(o.metrics(), c.metrics()) for o in served))
+    best: dict[str, int] = {}
+    if served:
+        best["goodput_per_gpu"] = max(served, key=lambda c: (c.goodput_per_gpu, -c.index)).index
+        best["goodput"] = max(served, key=lambda c: (c.goodput_rate_per_s, -c.index)).index
+        priced = [c for c in served if c.cost_per_mtok_usd is not None]
+        if priced:
+            best["cost_per_mtok_usd"] = min(
+                priced, key=lambda c: (c.cost_per_mtok_usd or 0.0, c.index)).index
+    inputs = {"model": model, "ttft_slo_s": ttft_slo_s, "tpot_slo_s": tpot_slo_s,
+              "attainment": attainment, "space": space.model_dump(mode="json"),
+              "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
+    return ServingPlan(candidates, pareto, best, inputs)
+
+
+def _hint(candidate: Candidate, evaluated: list[Candidate]) -> float | None:
+    """The last like candidate's goodput, scaled by replicas: the bisection's lower guess."""
+    for other in reversed(evaluated):
+        same = (other.gpu == candidate.gpu and other.deployment["parallelism"]
+                == candidate.deployment["parallelism"] and other.goodput_rate_per_s > 0)
+        if same:
+            scale = candidate.deployment["replicas"] / other.deployment["replicas"]
+            return 0.9 * other.goodput_rate_per_s * scale
+    return None
+
+
+def _record(candidate: Candidate, result: dict[str, Any]) -> None:
+    candidate.status = "evaluated"
+    candidate.num_simulations = result["runs"]
+    candidate.goodput_rate_per_s = result["rate"]
+    candidate.goodput_per_gpu = result["rate"] / candidate.num_gpus
+    if "ttft_p90" in result:
+        candidate.ttft_p90_s = result["ttft_p90"]
+        candidate.tpot_p90_s = result["tpot_p90"]
+        candidate.cost_per_mtok_usd = result.get("cost")
+        candidate.energy_j_per_token = result.get("energy")
+    else:
+        candidate.reason = "no rate meets the SLO attainment"
+
+
+def plan_rows(plan: ServingPlan) -> list[dict[str, Any]]:
+    return [c.row() for c in plan.candidates]
+
+
+__all__ += ["dominates", "plan_rows"]
+_ = asdict  # dataclasses.asdict is used by callers that export candidates

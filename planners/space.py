@@ -1,0 +1,73 @@
+"""Search spaces: which deployments a planner may try, as data (pydantic, serializable).
+
+A serving space crosses GPU types and counts, TP, PP, replicas, scheduler policies and
+knobs; ``extra`` carries dimensions other features add (dotted deployment fields, e.g.
+``{"scheduler.enable_prefix_caching": [true, false]}``), so disaggregation, MoE or
+offloading plug in without a new planner. A candidate is a plain deployment mapping,
+validated like any deployment file.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["GPUChoice", "ServingSpace"]
+
+
+class GPUChoice(BaseModel):
+    """One GPU type and how many of it a deployment may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    max_gpus: int = Field(gt=0)
+
+
+class ServingSpace(BaseModel):
+    """The serving deployments to consider."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: list[GPUChoice] = Field(min_length=1)
+    tp: list[int] = [1, 2, 4, 8]
+    pp: list[int] = [1]
+    replicas: list[int] | None = Field(
+        default=None, description="replica counts; None: every count the GPUs allow")
+    policies: list[str] = ["vllm-v1"]
+    max_num_seqs: list[int | None] = [None]
+    max_num_batched_tokens: list[int | None] = [None]
+    extra: dict[str, list[Any]] = {}
+
+    def candidates(self, model: str) -> list[dict[str, Any]]:
+        """Every deployment mapping of the space, in a fixed order."""
+        out: list[dict[str, Any]] = []
+        extra_keys = sorted(self.extra)
+        for gpu in self.gpus:
+            for tp, pp in itertools.product(self.tp, self.pp):
+                per_replica = tp * pp
+                counts = self.replicas or list(range(1, gpu.max_gpus // per_replica + 1))
+                for replicas in counts:
+                    if replicas * per_replica > gpu.max_gpus:
+                        continue
+                    for policy, seqs, tokens, *extras in itertools.product(
+                            self.policies, self.max_num_seqs, self.max_num_batched_tokens,
+                            *(self.extra[key] for key in extra_keys)):
+                        scheduler: dict[str, Any] = {"policy": policy}
+                        if seqs is not None:
+                            scheduler["max_num_seqs"] = seqs
+                        if tokens is not None:
+                            scheduler["max_num_batched_tokens"] = tokens
+                        candidate: dict[str, Any] = {
+                            "model": model, "gpu": gpu.name, "replicas": replicas,
+                            "parallelism": {"tp": tp, "pp": pp}, "scheduler": scheduler}
+                        for key, value in zip(extra_keys, extras, strict=True):
+                            target = candidate
+                            *parents, leaf = key.split(".")
+                            for parent in parents:
+                                target = target.setdefault(parent, {})
+                            target[leaf] = value
+                        out.append(candidate)
+        return out
