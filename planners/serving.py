@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ from simulator.config import build_deployment
 from simulator.engine import resolve
 from workloads.schema import RequestTrace
 
-__all__ = ["Candidate", "ServingPlan", "plan_serving"]
+__all__ = ["Candidate", "ServingPlan", "dominates", "plan_rows", "plan_serving"]
 
 WAVE_SIZE = 4
 OBJECTIVES = {  # name: +1 to maximize, -1 to minimize
@@ -269,6 +269,3 @@ def _record(candidate: Candidate, result: dict[str, Any]) -> None:
 def plan_rows(plan: ServingPlan) -> list[dict[str, Any]]:
     return [c.row() for c in plan.candidates]
 
-
-__all__ += ["dominates", "plan_rows"]
-_ = asdict  # dataclasses.asdict is used by callers that export candidates

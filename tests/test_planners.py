@@ -1,0 +1,84 @@
+"""Planners: a hand-known optimum, Pareto-safe pruning, identical results across workers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from planners.cli import app
+from planners.objectives import base_rate, find_goodput, scaled_trace
+from planners.serving import plan_serving
+from planners.space import ServingSpace
+from simulator.config import build_deployment
+from workloads.generators import GeneratorSpec, generate
+
+TRACE = generate(GeneratorSpec(
+    num_requests=80, arrival={"kind": "poisson", "rate_per_s": 4},
+    prompt={"kind": "lognormal", "mean": 600, "sigma": 0.5, "max": 2000},
+    output={"kind": "lognormal", "mean": 80, "sigma": 0.5, "max": 400}, seed=3))
+SLO = {"ttft_slo_s": 0.3, "tpot_slo_s": 0.03}
+EQUAL_PRICES = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 4.0}
+
+
+def test_equal_prices_make_h100_the_known_optimum() -> None:
+    """Every roofline term of H100 is faster than A100's (peak x efficiency 792 vs 268
+    TFLOP/s, HBM 2.85 vs 1.73 TB/s), so at equal prices the H100 deployment wins every
+    objective and is the whole Pareto set."""
+    space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 1}, {"name": "h100", "max_gpus": 1}],
+                         tp=[1])
+    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, **SLO)
+    h100 = next(c for c in plan.candidates if c.gpu.startswith("H100"))
+    a100 = next(c for c in plan.candidates if c.gpu.startswith("A100"))
+    assert h100.goodput_rate_per_s > a100.goodput_rate_per_s > 0
+    assert plan.best == {"goodput_per_gpu": h100.index, "goodput": h100.index,
+                         "cost_per_mtok_usd": h100.index}
+    assert plan.pareto == [h100.index]
+
+
+def test_pruning_never_removes_a_pareto_candidate() -> None:
+    space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 2}, {"name": "h100", "max_gpus": 2}],
+                         tp=[1, 2])
+    exhaustive = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES,
+                              prune=False, **SLO)
+    pruned = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, prune=True,
+                          **SLO)
+    assert pruned.pareto == exhaustive.pareto
+    assert pruned.num_simulations <= exhaustive.num_simulations
+    assert all(c.status in ("evaluated", "pruned") for c in pruned.candidates)
+
+
+def test_worker_processes_give_identical_results() -> None:
+    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}], tp=[1, 2])
+    one = plan_serving("llama-3-8b", TRACE, space=space, workers=1, **SLO)
+    two = plan_serving("llama-3-8b", TRACE, space=space, workers=2, **SLO)
+    assert [c.row() for c in one.candidates] == [c.row() for c in two.candidates]
+
+
+def test_goodput_bisection_brackets_the_attainment_edge() -> None:
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
+    result = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, **SLO)
+    assert 0 < result.rate_per_s < 200 and result.attainment >= 0.9
+    assert scaled_trace(TRACE, 8.0).arrival_s[-1] == pytest.approx(
+        TRACE.arrival_s[-1] * base_rate(TRACE) / 8.0)
+
+
+def test_plan_command_prints_and_writes(tmp_path: Path) -> None:
+    trace_path = tmp_path / "t.json"
+    from workloads.loaders import save_workload
+
+    save_workload(TRACE, trace_path)
+    result = CliRunner().invoke(app, [
+        "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
+        "--tpot-slo", "0.03", "--gpu", "h100:2", "--tp", "1", "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert "candidates:" in result.output and "evaluated" in result.output
+    pareto = json.loads((tmp_path / "p" / "pareto.json").read_text())
+    assert pareto["pareto"] and "goodput_per_gpu" in pareto["best"]
+    assert (tmp_path / "p" / "candidates.csv").read_text().startswith("index,status")
+    bad = CliRunner().invoke(app, ["plan", "--model", "llama-3-8b", "--workload",
+                                   str(trace_path), "--ttft-slo", "0.3", "--tpot-slo", "0.03",
+                                   "--gpu", "h100"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: --gpu 'h100'")
