@@ -16,10 +16,12 @@ from rich.table import Table
 from planners.output import write_plan
 from planners.serving import plan_serving
 from planners.space import GPUChoice, ServingSpace
+from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from simulator.cli import _fail, _user_errors, app, console
 from workloads.loaders import load_workload
+from workloads.training import load_training_job
 
 __all__ = ["main"]
 
@@ -101,6 +103,50 @@ def plan_command(
     if out is not None:
         written = write_plan(plan, out)
         console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@app.command("plan-training")
+@_user_errors
+def plan_training_command(
+    job: Annotated[Path, typer.Option(help="training job file (its plan is ignored)")],
+    num_gpus: Annotated[str, typer.Option(help="GPU counts to try")],
+    tp: Annotated[str, typer.Option(help="TP degrees")] = "1,2,4,8",
+    pp: Annotated[str, typer.Option(help="PP degrees")] = "1,2,4,8",
+    cp: Annotated[str, typer.Option(help="CP degrees")] = "1",
+    zero_stage: Annotated[str, typer.Option(help="ZeRO stages")] = "0,1",
+    micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
+    recompute: Annotated[str, typer.Option(help="none, selective, full")] = "none,selective,full",
+    schedules: Annotated[str, typer.Option(help="gpipe, 1f1b, interleaved")] = "1f1b,interleaved",
+    price: Annotated[float | None, typer.Option(help="USD per GPU-hour")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    top: Annotated[int, typer.Option(help="plans to print")] = 10,
+) -> None:
+    """Simulate every training plan of a space; print the fastest and the Pareto set."""
+    training_job = load_training_job(job)
+    space = TrainingSpace(
+        num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+        cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
+        micro_batch=_ints(micro_batch, "--micro-batch"),
+        recompute=[r for r in recompute.split(",") if r],
+        schedules=[s for s in schedules.split(",") if s])
+    plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)
+    evaluated = sorted((c for c in plan.candidates if c.status == "evaluated"),
+                       key=lambda c: c.step_s)
+    table = Table("#", "GPUs", "tp", "pp", "dp", "cp", "ZeRO", "mbs", "recompute",
+                  "schedule", "step s", "MFU", "$/step", "headroom GiB", "Pareto")
+    for c in evaluated[:top]:
+        p = c.plan
+        table.add_row(str(c.index), str(p["tp"] * p["pp"] * p["dp"] * p["cp"]), str(p["tp"]),
+                      str(p["pp"]), str(p["dp"]), str(p["cp"]), str(p["zero_stage"]),
+                      str(c.micro_batch), p["recompute"], p["schedule"], f"{c.step_s:.3f}",
+                      f"{c.mfu:.1%}",
+                      "-" if c.cost_per_step_usd is None else f"{c.cost_per_step_usd:.3f}",
+                      f"{c.memory_headroom_gib:.1f}", "*" if c.index in plan.pareto else "")
+    console.print(table)
+    console.print(f"{len(plan.candidates)} plans: {len(evaluated)} simulated, "
+                  f"{len(plan.candidates) - len(evaluated)} cannot run (see candidates.csv)")
+    if out is not None:
+        console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from planners.serving import ServingPlan, plan_rows
+from planners.training import TrainingPlan
 from profiles.errors import ClusterSimError
 
 __all__ = ["write_plan"]
@@ -36,8 +37,8 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def write_plan(plan: ServingPlan, folder: str | Path) -> list[Path]:
-    """Write ``plan`` into ``folder``; returns the files written."""
+def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path) -> list[Path]:
+    """Write a serving or training ``plan`` into ``folder``; returns the files written."""
     out = Path(folder)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -45,7 +46,8 @@ def write_plan(plan: ServingPlan, folder: str | Path) -> list[Path]:
     except OSError as error:
         raise ClusterSimError(f"--out {out}: cannot create it ({error.strerror})") from None
     try:
-        rows = plan_rows(plan)
+        rows = (plan_rows(plan) if isinstance(plan, ServingPlan)
+                else [c.row() for c in plan.candidates])
         pd.DataFrame(rows).to_csv(staging / "candidates.csv", index=False, float_format="%.6g")
         by_index = {row["index"]: row for row in rows}
         pareto = {"pareto": [by_index[i] for i in plan.pareto],

@@ -82,3 +82,23 @@ def test_plan_command_prints_and_writes(tmp_path: Path) -> None:
                                    str(trace_path), "--ttft-slo", "0.3", "--tpot-slo", "0.03",
                                    "--gpu", "h100"])
     assert bad.exit_code == 2 and bad.output.startswith("error: --gpu 'h100'")
+
+
+def test_training_planner_finds_the_fastest_feasible_plan() -> None:
+    """Llama-3-8B on 8 H100s: every plan that fits is simulated; the best step time is
+    the minimum over them, and plans that cannot fit are reported with the reason."""
+    from planners.training import TrainingSpace, plan_training
+    from workloads.training import TrainingJob
+
+    job = TrainingJob(model="llama-3-8b", gpu="h100", seq_len=4096, global_batch=64)
+    space = TrainingSpace(num_gpus=[8], tp=[1, 2, 8], pp=[1, 2], zero_stage=[0, 1],
+                          micro_batch=[1], recompute=["none", "full"], schedules=["1f1b"])
+    plan = plan_training(job, space)
+    evaluated = [c for c in plan.candidates if c.status == "evaluated"]
+    infeasible = [c for c in plan.candidates if c.status == "infeasible"]
+    assert evaluated and infeasible
+    assert all("does not fit" in c.reason for c in infeasible)
+    fastest = min(evaluated, key=lambda c: c.step_s)
+    assert plan.best["step_s"] == fastest.index and fastest.index in plan.pareto
+    assert plan.best["mfu"] == fastest.index  # same job and GPUs: fastest = highest MFU
+    assert all(c.memory_headroom_gib >= 0 for c in evaluated)
