@@ -52,6 +52,8 @@ def plan_command(
         help="USD per GPU-hour, NAME=USD (repeatable)")] = None,
     workers: Annotated[int, typer.Option(help="worker processes")] = 1,
     prune: Annotated[bool, typer.Option(help="prune dominated candidates")] = True,
+    ray_address: Annotated[str | None, typer.Option(
+        help="run on a Ray cluster at this address ('local' starts one)")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
     top: Annotated[int, typer.Option(help="plans to print")] = 10,
 ) -> None:
@@ -80,7 +82,8 @@ def plan_command(
 
         plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                             space=space, attainment=attainment, prices=prices,
-                            workers=workers, prune=prune, progress=progress)
+                            workers=workers, prune=prune, ray_address=ray_address,
+                            progress=progress)
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
     table = Table("#", "gpu", "GPUs", "tp", "pp", "replicas", "policy", "goodput req/s",
                   "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")

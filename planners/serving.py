@@ -153,7 +153,7 @@ def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, floa
 def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_slo_s: float,
                  space: ServingSpace, attainment: float = 0.9,
                  prices: dict[str, float] | None = None, workers: int = 1,
-                 prune: bool = True,
+                 prune: bool = True, ray_address: str | None = None,
                  progress: Callable[[int, int], None] | None = None) -> ServingPlan:
     """Search ``space`` for deployments of ``model`` serving ``workload`` under the SLOs.
 
@@ -165,6 +165,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         prices: USD per GPU-hour by catalog GPU name (defaults: the sourced price file).
         workers: processes for the goodput searches (1: in this process).
         prune: drop candidates whose optimistic bounds are already dominated.
+        ray_address: run the goodput searches on a Ray cluster at this address
+            (``"local"`` starts one here); results are the same as with the local pool.
         progress: called with (done, total) as candidates are settled.
 
     Raises:
@@ -191,7 +193,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     if progress:
         progress(done, len(candidates))
     evaluated: list[Candidate] = []
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 else None
+    run_wave = _ray_runner(ray_address) if ray_address else None
+    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and not run_wave else None
     try:
         queue = list(feasible)
         while queue:
@@ -202,7 +205,12 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                 jobs.append((candidate.deployment, workload, ttft_slo_s, tpot_slo_s,
                              attainment, candidate.bound["goodput_rate_per_s"], hint,
                              price_table.get(candidate.gpu)))
-            results = list(pool.map(_evaluate, jobs)) if pool else [_evaluate(j) for j in jobs]
+            if run_wave is not None:
+                results = run_wave(jobs)
+            elif pool is not None:
+                results = list(pool.map(_evaluate, jobs))
+            else:
+                results = [_evaluate(job) for job in jobs]
             for candidate, result in zip(wave, results, strict=True):
                 _record(candidate, result)
                 evaluated.append(candidate)
@@ -239,6 +247,26 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
               "attainment": attainment, "space": space.model_dump(mode="json"),
               "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
     return ServingPlan(candidates, pareto, best, inputs)
+
+
+def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    """A wave runner on Ray: one remote task per goodput search, results in order."""
+    try:
+        import ray
+    except ImportError:
+        raise ClusterSimError("--ray-address needs Ray: pip install 'clustersim[ray]'") \
+            from None
+    if not ray.is_initialized():
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    remote = ray.remote(_evaluate)
+
+    def run(jobs: list[Any]) -> list[dict[str, Any]]:
+        return list(ray.get([remote.remote(job) for job in jobs]))
+
+    return run
 
 
 def _hint(candidate: Candidate, evaluated: list[Candidate]) -> float | None:

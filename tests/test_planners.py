@@ -102,3 +102,16 @@ def test_training_planner_finds_the_fastest_feasible_plan() -> None:
     assert plan.best["step_s"] == fastest.index and fastest.index in plan.pareto
     assert plan.best["mfu"] == fastest.index  # same job and GPUs: fastest = highest MFU
     assert all(c.memory_headroom_gib >= 0 for c in evaluated)
+
+
+def test_ray_and_the_local_pool_give_identical_results() -> None:
+    """A local Ray instance started by the test (the 'ray' extra, which CI installs)."""
+    ray = pytest.importorskip("ray")
+    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}], tp=[1, 2])
+    pool = plan_serving("llama-3-8b", TRACE, space=space, workers=2, **SLO)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        on_ray = plan_serving("llama-3-8b", TRACE, space=space, ray_address="local", **SLO)
+    finally:
+        ray.shutdown()
+    assert [c.row() for c in on_ray.candidates] == [c.row() for c in pool.candidates]
