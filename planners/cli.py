@@ -46,6 +46,10 @@ def plan_command(
     tp: Annotated[str, typer.Option(help="TP degrees to try")] = "1,2,4,8",
     pp: Annotated[str, typer.Option(help="PP degrees to try")] = "1",
     policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "vllm-v1",
+    max_num_seqs: Annotated[str | None, typer.Option(
+        help="max_num_seqs values to try (default: each policy's)")] = None,
+    max_num_batched_tokens: Annotated[str | None, typer.Option(
+        help="token budgets / chunk sizes to try (default: each policy's)")] = None,
     attainment: Annotated[float, typer.Option(
         help="share of requests that must meet both SLOs")] = 0.9,
     price: Annotated[list[str] | None, typer.Option(
@@ -71,8 +75,12 @@ def plan_command(
             prices[load_gpu(name).name] = float(usd)
         except ValueError:
             _fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
-    space = ServingSpace(gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
-                         policies=[p for p in policies.split(",") if p])
+    space = ServingSpace(
+        gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+        policies=[p for p in policies.split(",") if p],
+        max_num_seqs=_ints(max_num_seqs, "--max-num-seqs") if max_num_seqs else [None],
+        max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")
+                                if max_num_batched_tokens else [None]))
     trace = load_workload(workload)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("planning", total=None)
