@@ -112,7 +112,7 @@ def plan_command(
                   f"{plan.num_simulations} simulations; best per GPU: #"
                   f"{plan.best.get('goodput_per_gpu', '-')}")
     if out is not None:
-        written = write_plan(plan, out)
+        written = write_plan(plan, out, trace)
         console.print("wrote " + ", ".join(str(p) for p in written))
 
 
