@@ -237,8 +237,11 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                     if not any(dominates(o.metrics(), c.metrics()) for o in served))
     best: dict[str, int] = {}
     if served:
-        best["goodput_per_gpu"] = max(served, key=lambda c: (c.goodput_per_gpu, -c.index)).index
-        best["goodput"] = max(served, key=lambda c: (c.goodput_rate_per_s, -c.index)).index
+        # Ties (common when several plans reach their capacity bound) go to lower TTFT.
+        best["goodput_per_gpu"] = max(
+            served, key=lambda c: (c.goodput_per_gpu, -c.ttft_p90_s, -c.index)).index
+        best["goodput"] = max(
+            served, key=lambda c: (c.goodput_rate_per_s, -c.ttft_p90_s, -c.index)).index
         priced = [c for c in served if c.cost_per_mtok_usd is not None]
         if priced:
             best["cost_per_mtok_usd"] = min(

@@ -1,7 +1,5 @@
-"""Reports: HTML pages of Pareto frontiers and plots (issue: HTML report; not built yet).
+"""Reports: self-contained HTML of plans (Pareto frontiers) and of single runs."""
 
-The package exists so the distribution installs its layout from the start; its public
-API is empty until the report lands.
-"""
+from reports.html import plan_report, run_report
 
-__all__: list[str] = []
+__all__ = ["plan_report", "run_report"]

@@ -1,0 +1,348 @@
+"""The HTML report: one self-contained file a deployment owner can mail around.
+
+No network, no external scripts or fonts: plots are inline SVG from matplotlib, the
+table sorts with a few lines of inline JavaScript. Sections:
+
+1. inputs (model, workload, SLOs, search space) and the recommended plan
+2. Pareto frontiers: goodput per GPU vs TTFT p90 and vs TPOT p90, cost per million tokens
+   vs latency (serving); step time and MFU vs GPUs, cost per step (training)
+3. the Pareto plans, every knob and metric, sortable
+4. the recommended plan in detail: latency CDFs, batch size and KV-cache use over time,
+   memory per GPU (serving, re-simulated at its goodput rate); the step timeline and
+   memory (training)
+5. how accurate this is: validation errors by group
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from planners.objectives import scaled_trace  # noqa: E402
+from profiles.errors import ClusterSimError  # noqa: E402
+from simulator import validation  # noqa: E402
+from simulator.config import build_deployment  # noqa: E402
+from simulator.engine import SimulationResult, simulate  # noqa: E402
+from simulator.training import simulate_training  # noqa: E402
+from workloads.loaders import load_workload  # noqa: E402
+from workloads.training import TrainingJob  # noqa: E402
+
+__all__ = ["plan_report", "run_report"]
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:24px;color:#1d1d1f}
+h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}
+th{background:#f3f3f3;cursor:pointer}tr.best{background:#fff4cc}.plots svg{margin:4px}
+code{background:#f5f5f5;padding:1px 3px}.note{color:#555;font-size:12px}
+"""
+_SORT_JS = """
+document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
+const t=th.closest('table'),b=t.tBodies[0],r=[...b.rows],d=th.dataset.d=th.dataset.d=='a'?'d':'a';
+r.sort((x,y)=>{const p=x.cells[i].innerText,q=y.cells[i].innerText,m=parseFloat(p),n=parseFloat(q);
+const c=isNaN(m)||isNaN(n)?p.localeCompare(q):m-n;return d=='a'?c:-c});r.forEach(e=>b.appendChild(e))}));
+"""
+
+
+def _svg(figure: plt.Figure) -> str:
+    """The figure as inline SVG with no URLs in it: no metadata block, and no namespace
+    declarations (an HTML5 parser gives inline <svg> and xlink:href their namespaces)."""
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg", bbox_inches="tight",
+                   metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
+    plt.close(figure)
+    text = buffer.getvalue()
+    text = text[text.index("<svg"):]
+    for declaration in (' xmlns="http://www.w3.org/2000/svg"',
+                        ' xmlns:xlink="http://www.w3.org/1999/xlink"'):
+        text = text.replace(declaration, "")
+    return text
+
+
+def _scatter(frame: pd.DataFrame, x: str, y: str, pareto: set[int], best: int | None,
+             xlabel: str, ylabel: str, title: str, vline: float | None = None,
+             hline: float | None = None, maximize_y: bool = True) -> str:
+    figure, axis = plt.subplots(figsize=(5.2, 3.6))
+    others = frame[~frame["index"].isin(pareto)]
+    front = frame[frame["index"].isin(pareto)].sort_values(x)
+    axis.scatter(others[x], others[y], s=14, color="#9bb0c8", label="candidates")
+    # NOTE: the Pareto set spans every objective, so in one 2-D view its plans are marked,
+    # not joined; the step line is the frontier of just the two plotted metrics.
+    axis.scatter(front[x], front[y], s=30, color="#d1495b", label="Pareto plans")
+    frontier = _frontier_2d(frame, x, y, maximize_y)
+    axis.step(frontier[x], frontier[y], where="post", color="#d1495b", linewidth=1,
+              alpha=0.6, label="frontier of these two")
+    if best is not None and best in set(frame["index"]):
+        chosen = frame[frame["index"] == best]
+        axis.scatter(chosen[x], chosen[y], marker="*", s=220, color="#edae49", zorder=5,
+                     edgecolor="black", label="recommended")
+    if vline is not None:
+        axis.axvline(vline, color="grey", linestyle="--", linewidth=1, label="SLO")
+    if hline is not None:
+        axis.axhline(hline, color="grey", linestyle="--", linewidth=1, label="SLO")
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
+    axis.set_title(title, fontsize=11)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    return _svg(figure)
+
+
+_LEADING = ("index", "gpu", "num_gpus", "replicas", "tp", "pp", "plan.tp", "plan.pp",
+            "plan.dp", "plan.cp", "plan.zero_stage", "micro_batch", "plan.recompute",
+            "plan.schedule", "goodput_rate_per_s", "goodput_per_gpu", "ttft_p90_s",
+            "tpot_p90_s", "cost_per_mtok_usd", "energy_j_per_token", "step_s", "mfu",
+            "cost_per_step_usd", "memory_headroom_gib")
+
+
+def _frontier_2d(frame: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.DataFrame:
+    """Points no other point beats on both plotted metrics (lower x; higher or lower y)."""
+    sign = 1.0 if maximize_y else -1.0
+    ordered = frame.sort_values([x, y], ascending=[True, not maximize_y])
+    best_y = -np.inf
+    keep = []
+    for index, value in zip(ordered.index, ordered[y], strict=True):
+        if sign * value > best_y:
+            keep.append(index)
+            best_y = sign * value
+    return ordered.loc[keep]
+
+
+def _table(rows: list[dict[str, Any]], best: int | None) -> str:
+    if not rows:
+        return "<p>No plan met the SLOs.</p>"
+    present = [c for c in rows[0] if c not in ("deployment", "reason")]
+    columns = [c for c in _LEADING if c in present] + [c for c in present
+                                                        if c not in _LEADING]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in columns)
+        css = " class='best'" if row.get("index") == best else ""
+        body.append(f"<tr{css}>{cells}</tr>")
+    return (f"<table class='sortable'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _page(title: str, sections: list[str]) -> str:
+    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>"
+            f"{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
+            f"<h1>{html.escape(title)}</h1>{''.join(sections)}<script>{_SORT_JS}</script>"
+            f"</body></html>\n")
+
+
+def _run_section(result: SimulationResult, title: str) -> str:
+    """Latency CDFs, batch size and KV use over time, memory per GPU, for one run."""
+    assert result.requests is not None and result.summary is not None
+    rows = result.requests
+    plots = []
+    figure, axis = plt.subplots(figsize=(5.2, 3.6))
+    for column, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")):
+        values = np.sort(rows[column].dropna().to_numpy())
+        if values.size:
+            axis.step(values, np.arange(1, values.size + 1) / values.size, label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("seconds")
+    axis.set_ylabel("fraction of requests")
+    axis.set_title("latency CDFs", fontsize=11)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    plots.append(_svg(figure))
+    events = [e for e in (result.trace or {}).get("traceEvents", []) if e.get("ph") == "X"]
+    if events:
+        times = np.array([e["ts"] for e in events]) / 1e6
+        batch = np.array([e["args"]["num_reqs"] for e in events])
+        kv = np.array([e["args"]["kv_used_blocks"] for e in events])
+        blocks = sum(result.summary["kv_cache"]["blocks_per_replica"])
+        figure, axes = plt.subplots(2, 1, figsize=(5.2, 3.6), sharex=True)
+        axes[0].plot(times, batch, linewidth=0.6)
+        axes[0].set_ylabel("batch size")
+        axes[1].plot(times, kv / max(blocks, 1) * len(result.summary["kv_cache"][
+            "blocks_per_replica"]), linewidth=0.6, color="#d1495b")
+        axes[1].set_ylabel("KV use")
+        axes[1].set_xlabel("simulated seconds")
+        axes[0].set_title("batch size and KV-cache use over time", fontsize=11)
+        plots.append(_svg(figure))
+    memory = result.summary["run"]["memory_per_gpu"]
+    parts = {k: memory[k] for k in ("weights_gib", "activations_gib", "runtime_overhead_gib",
+                                    "kv_cache_gib")}
+    figure, axis = plt.subplots(figsize=(5.2, 1.8))
+    left = 0.0
+    for name, value in parts.items():
+        axis.barh([0], [value], left=left, label=name.replace("_gib", ""))
+        left += value
+    axis.set_yticks([])
+    axis.set_xlabel("GiB per GPU")
+    axis.set_title("memory per GPU", fontsize=11)
+    axis.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.45))
+    plots.append(_svg(figure))
+    s = result.summary
+    facts = (f"TTFT p90 {s['ttft_s']['p90'] * 1e3:.0f} ms, TPOT p90 "
+             f"{(s['tpot_s']['p90'] or 0) * 1e3:.1f} ms, {s['throughput']['requests_per_s']:.2f}"
+             f" req/s, MFU {s['mfu']:.1%}, KV peak {s['kv_cache']['peak_usage']:.0%}")
+    return (f"<h2>{html.escape(title)}</h2><p>{html.escape(facts)}</p>"
+            f"<div class='plots'>{''.join(plots)}</div>")
+
+
+def _accuracy_section(gpus: set[str]) -> str:
+    try:
+        records = validation.load_records()
+    except ClusterSimError:
+        return ""
+    rows = validation.predict_records(records)
+    groups = validation.group_errors(rows)
+    table = groups.to_html(index=False, float_format="%.1f", border=0)
+    return (f"<h2>How accurate is this?</h2><p class='note'>Errors of the same models "
+            f"against measured runs (<code>clustersim validate</code>), by group; GPUs in "
+            f"this report: {html.escape(', '.join(sorted(gpus)))}.</p>{table}")
+
+
+def plan_report(plan_dir: str | Path, extra_plans: list[int] | None = None) -> str:
+    """The HTML of a plan folder written by ``clustersim plan`` or ``plan-training``."""
+    folder = Path(plan_dir)
+    try:
+        pareto = json.loads((folder / "pareto.json").read_text())
+        inputs = json.loads((folder / "inputs.json").read_text())
+        frame = pd.read_csv(folder / "candidates.csv")
+    except (OSError, json.JSONDecodeError, pd.errors.ParserError) as error:
+        raise ClusterSimError(f"plan folder {folder}: not a plan output ({error}); run "
+                              f"'clustersim plan --out {folder}' first") from None
+    if pareto.get("kind") == "training":
+        return _training_report(frame, pareto, inputs)
+    return _serving_report(folder, frame, pareto, inputs, extra_plans or [])
+
+
+def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
+                    inputs: dict[str, Any], extra_plans: list[int]) -> str:
+    front = {row["index"] for row in pareto["pareto"]}
+    best_row = pareto["best"].get("goodput_per_gpu")
+    best = best_row["index"] if best_row else None
+    served = frame[(frame["status"] == "evaluated") & (frame["goodput_per_gpu"] > 0)]
+    ttft, tpot = inputs["ttft_slo_s"], inputs["tpot_slo_s"]
+    plots = [
+        _scatter(served, "ttft_p90_s", "goodput_per_gpu", front, best, "TTFT p90 (s)",
+                 "goodput per GPU (req/s)", "goodput per GPU vs TTFT p90", vline=ttft),
+        _scatter(served, "tpot_p90_s", "goodput_per_gpu", front, best, "TPOT p90 (s)",
+                 "goodput per GPU (req/s)", "goodput per GPU vs TPOT p90", vline=tpot),
+    ]
+    priced = served.dropna(subset=["cost_per_mtok_usd"])
+    if not priced.empty:
+        plots.append(_scatter(priced, "ttft_p90_s", "cost_per_mtok_usd", front, best,
+                              "TTFT p90 (s)", "USD per million tokens",
+                              "cost vs latency", vline=ttft, maximize_y=False))
+    counts = frame["status"].value_counts().to_dict()
+    workload = inputs.get("workload", {})
+    sections = [
+        "<h2>Inputs</h2><p>" + html.escape(
+            f"model {inputs['model']}; SLOs TTFT p90 <= {ttft} s and TPOT p90 <= {tpot} s "
+            f"for {inputs['attainment']:.0%} of requests; workload "
+            f"{workload.get('num_requests')} requests, prompt mean "
+            f"{workload.get('prompt_tokens_mean')}, output mean "
+            f"{workload.get('output_tokens_mean')}; {len(frame)} candidates "
+            f"({', '.join(f'{v} {k}' for k, v in counts.items())})") + "</p>"
+        f"<p class='note'>search space: <code>{html.escape(json.dumps(inputs['space']))}"
+        f"</code></p>",
+        f"<h2>Pareto frontiers</h2><div class='plots'>{''.join(plots)}</div>",
+        "<h2>Pareto plans</h2><p class='note'>Click a header to sort. The highlighted row "
+        "is the recommended plan (highest goodput per GPU).</p>"
+        + _table(pareto["pareto"], best),
+    ]
+    workload_path = folder / "workload.json"
+    chosen = [i for i in [best, *extra_plans] if i is not None]
+    if workload_path.is_file():
+        trace = load_workload(workload_path)
+        by_index = {row["index"]: row for row in pareto["pareto"]} | {
+            row["index"]: row for row in pareto["best"].values()}
+        for index in chosen:
+            row = by_index.get(index)
+            if row is None:
+                raise ClusterSimError(f"--plan {index}: not a Pareto or best plan of this "
+                                      f"folder; pick one of {sorted(by_index)}")
+            deployment = build_deployment(row["deployment"])
+            rate = row["goodput_rate_per_s"] or 1.0
+            result = simulate(deployment, scaled_trace(trace, rate), record_trace=True)
+            if result.ok:
+                sections.append(_run_section(result, f"Plan #{index} at its goodput, "
+                                                     f"{rate:.2f} req/s"))
+    gpus = {str(g) for g in served["gpu"].unique()}
+    sections.append(_accuracy_section(gpus))
+    return _page(f"clustersim plan: {inputs['model']}", sections)
+
+
+def _training_report(frame: pd.DataFrame, pareto: dict[str, Any], inputs: dict[str, Any]
+                     ) -> str:
+    front = {row["index"] for row in pareto["pareto"]}
+    best_row = pareto["best"].get("step_s")
+    best = best_row["index"] if best_row else None
+    done = frame[frame["status"] == "evaluated"].copy()
+    done["num_gpus"] = done["plan.tp"] * done["plan.pp"] * done["plan.dp"] * done["plan.cp"]
+    plots = [
+        _scatter(done, "num_gpus", "step_s", front, best, "GPUs", "step time (s)",
+                 "step time vs GPUs", maximize_y=False),
+        _scatter(done, "num_gpus", "mfu", front, best, "GPUs", "MFU", "MFU vs GPUs"),
+    ]
+    if done["cost_per_step_usd"].notna().any():
+        plots.append(_scatter(done.dropna(subset=["cost_per_step_usd"]), "step_s",
+                              "cost_per_step_usd", front, best, "step time (s)",
+                              "USD per step", "cost vs step time", maximize_y=False))
+    job = TrainingJob.model_validate(inputs["job"])
+    sections = [
+        "<h2>Inputs</h2><p>" + html.escape(
+            f"model {job.model} on {job.gpu}, sequence {job.seq_len}, global batch "
+            f"{job.global_batch}; {len(frame)} plans, {len(done)} can run") + "</p>",
+        f"<h2>Pareto frontiers</h2><div class='plots'>{''.join(plots)}</div>",
+        "<h2>Pareto plans</h2>" + _table(pareto["pareto"], best),
+    ]
+    if best_row is not None:
+        plan = best_row["deployment"]
+        trial = job.model_copy(update={"plan": plan["plan"],
+                                       "micro_batch": plan["micro_batch"]})
+        result = simulate_training(trial, record_trace=True)
+        events = [e for e in (result.trace or {})["traceEvents"] if e["tid"] == 0]
+        figure, axis = plt.subplots(figsize=(10, 0.4 + 0.35 * trial.plan.pp))
+        for event in events:
+            color = "#4a90d9" if event["name"].startswith("F") else "#d1495b"
+            if event["name"] == "optimizer":
+                color = "#555555"
+            axis.barh(event["pid"], event["dur"] / 1e6, left=event["ts"] / 1e6, height=0.8,
+                      color=color, edgecolor="none")
+        axis.set_yticks(range(trial.plan.pp))
+        axis.set_ylabel("stage")
+        axis.set_xlabel("seconds (forward blue, backward red)")
+        axis.invert_yaxis()
+        memory = result.memory.as_gib()
+        sections.append(
+            f"<h2>Recommended plan #{best}: one step</h2><p>" + html.escape(
+                f"step {result.step_s:.3f} s, MFU {result.mfu:.1%}, memory per GPU "
+                + ", ".join(f"{k} {v:.1f} GiB" for k, v in memory.items())) + "</p>"
+            f"<div class='plots'>{_svg(figure)}</div>")
+    sections.append(_accuracy_section({str(job.gpu)}))
+    return _page(f"clustersim training plan: {job.model}", sections)
+
+
+def run_report(result: SimulationResult) -> str:
+    """The single-run part of the report, for ``simulate --report``."""
+    assert result.summary is not None
+    run = result.summary["run"]
+    title = f"clustersim run: {run['model']} on {run['num_gpus']} x {run['gpu']}"
+    return _page(title, [_run_section(result, "Run"), _accuracy_section({run["gpu"]})])
+
+
