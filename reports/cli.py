@@ -9,10 +9,12 @@ from typing import Annotated
 import typer
 
 from planners.cli import app
-from reports.html import plan_report
-from simulator.cli import _user_errors, _write_text, console
+from reports.html import plan_report, run_report
+from simulator.cli import RUN_REPORT_WRITERS, _user_errors, _write_text, console, simulate_app
 
-__all__ = ["main"]
+__all__ = ["main", "simulate_main"]
+
+RUN_REPORT_WRITERS.append(run_report)
 
 
 @app.command("report")
@@ -32,3 +34,8 @@ def report_command(
 def main() -> None:
     """Entry point of the ``clustersim`` command."""
     app()
+
+
+def simulate_main() -> None:
+    """Entry point of the ``simulate`` command (with ``--report``)."""
+    simulate_app()

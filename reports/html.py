@@ -24,18 +24,18 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after selecting the headless backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-from planners.objectives import scaled_trace  # noqa: E402
-from profiles.errors import ClusterSimError  # noqa: E402
-from simulator import validation  # noqa: E402
-from simulator.config import build_deployment  # noqa: E402
-from simulator.engine import SimulationResult, simulate  # noqa: E402
-from simulator.training import simulate_training  # noqa: E402
-from workloads.loaders import load_workload  # noqa: E402
-from workloads.training import TrainingJob  # noqa: E402
+from planners.objectives import scaled_trace
+from profiles.errors import ClusterSimError
+from simulator import validation
+from simulator.config import build_deployment
+from simulator.engine import SimulationResult, simulate
+from simulator.training import simulate_training
+from workloads.loaders import load_workload
+from workloads.training import ParallelPlan, TrainingJob
 
 __all__ = ["plan_report", "run_report"]
 
@@ -50,7 +50,8 @@ _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
 const t=th.closest('table'),b=t.tBodies[0],r=[...b.rows],d=th.dataset.d=th.dataset.d=='a'?'d':'a';
 r.sort((x,y)=>{const p=x.cells[i].innerText,q=y.cells[i].innerText,m=parseFloat(p),n=parseFloat(q);
-const c=isNaN(m)||isNaN(n)?p.localeCompare(q):m-n;return d=='a'?c:-c});r.forEach(e=>b.appendChild(e))}));
+const c=isNaN(m)||isNaN(n)?p.localeCompare(q):m-n;return d=='a'?c:-c});
+r.forEach(e=>b.appendChild(e))}));
 """
 
 
@@ -313,7 +314,7 @@ def _training_report(frame: pd.DataFrame, pareto: dict[str, Any], inputs: dict[s
     ]
     if best_row is not None:
         plan = best_row["deployment"]
-        trial = job.model_copy(update={"plan": plan["plan"],
+        trial = job.model_copy(update={"plan": ParallelPlan.model_validate(plan["plan"]),
                                        "micro_batch": plan["micro_batch"]})
         result = simulate_training(trial, record_trace=True)
         events = [e for e in (result.trace or {})["traceEvents"] if e["tid"] == 0]

@@ -55,6 +55,10 @@ workload_app = typer.Typer(add_completion=False, no_args_is_help=True,
 app.add_typer(workload_app, name="workload")
 console = Console()
 
+# The HTML run report lives in reports/, above the simulator in the import graph; the
+# reports package registers its writer here when the command starts (see reports.cli).
+RUN_REPORT_WRITERS: list[Callable[[Any], str]] = []
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -165,6 +169,8 @@ def simulate_command(
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
     output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="also write the single-run HTML report to this file")] = None,
     dp: Annotated[int | None, typer.Option(help="training: data-parallel degree")] = None,
     cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
     ep: Annotated[int | None, typer.Option(help="training: expert-parallel degree")] = None,
@@ -221,12 +227,20 @@ def simulate_command(
     if output_format not in ("csv", "parquet"):
         _fail(f"--format {output_format!r} is unknown; use csv or parquet")
     trace_data = load_workload(workload, workload_format)
-    result = simulate(config, trace_data, record_trace=trace)
+    result = simulate(config, trace_data, record_trace=trace or report is not None)
     if not result.ok:
         _fail(str(result.error))
     assert result.summary is not None
     _print_summary(result.summary, result.runtime_s)
+    if report is not None:
+        if not RUN_REPORT_WRITERS:
+            _fail("--report needs the reports package; run the 'clustersim' or 'simulate' "
+                  "command of the installed distribution")
+        _write_text(report, RUN_REPORT_WRITERS[0](result))
+        console.print(f"wrote {report}")
     if out is not None:
+        if not trace:
+            result.trace = None  # recorded for the report only
         written = write_outputs(result, out, output_format)
         console.print("wrote " + ", ".join(str(path) for path in written))
 
