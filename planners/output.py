@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pandas as pd
 
 from planners.serving import ServingPlan, plan_rows
 from planners.training import TrainingPlan
-from profiles.errors import ClusterSimError
+from simulator.outputs import write_folder
 from workloads.loaders import save_workload
 from workloads.schema import RequestTrace
 
@@ -44,37 +43,27 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
                workload: RequestTrace | None = None) -> list[Path]:
     """Write a serving or training ``plan`` into ``folder`` (with the serving workload, so
     the report can re-run the recommended plan); returns the files written."""
-    out = Path(folder)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    except OSError as error:
-        raise ClusterSimError(f"--out {out}: cannot create it ({error.strerror})") from None
-    try:
-        rows = (plan_rows(plan) if isinstance(plan, ServingPlan)
-                else [c.row() for c in plan.candidates])
-        pd.DataFrame(rows).to_csv(staging / "candidates.csv", index=False, float_format="%.6g")
-        by_index = {row["index"]: row for row in rows}
-        mappings = {c.index: (c.deployment if isinstance(plan, ServingPlan)
-                              else {"plan": c.plan, "micro_batch": c.micro_batch})
-                    for c in plan.candidates}
-        kind = "serving" if isinstance(plan, ServingPlan) else "training"
-        pareto = {"kind": kind,
-                  "pareto": [by_index[i] | {"deployment": mappings[i]} for i in plan.pareto],
-                  "best": {name: by_index[i] | {"deployment": mappings[i]}
-                           for name, i in plan.best.items()}}
-        (staging / "pareto.json").write_text(json.dumps(_clean(pareto), indent=2,
-                                                        sort_keys=True) + "\n")
-        (staging / "inputs.json").write_text(json.dumps(_clean(plan.inputs), indent=2,
-                                                        sort_keys=True) + "\n")
-        names = ["candidates.csv", "pareto.json", "inputs.json"]
-        if workload is not None:
-            save_workload(workload, staging / "workload.json")
-            names.append("workload.json")
-        written = []
-        for name in names:
-            (staging / name).replace(out / name)
-            written.append(out / name)
-        return written
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    rows = (plan_rows(plan) if isinstance(plan, ServingPlan)
+            else [c.row() for c in plan.candidates])
+    by_index = {row["index"]: row for row in rows}
+    mappings = {c.index: (c.deployment if isinstance(plan, ServingPlan)
+                          else {"plan": c.plan, "micro_batch": c.micro_batch})
+                for c in plan.candidates}
+    pareto = {"kind": "serving" if isinstance(plan, ServingPlan) else "training",
+              "pareto": [by_index[i] | {"deployment": mappings[i]} for i in plan.pareto],
+              "best": {name: by_index[i] | {"deployment": mappings[i]}
+                       for name, i in plan.best.items()}}
+
+    def json_file(data: Any) -> Callable[[Path], object]:
+        text = json.dumps(_clean(data), indent=2, sort_keys=True) + "\n"
+        return lambda path: path.write_text(text)
+
+    writers: dict[str, Callable[[Path], object]] = {
+        "candidates.csv": lambda path: pd.DataFrame(rows).to_csv(
+            path, index=False, float_format="%.6g"),
+        "pareto.json": json_file(pareto),
+        "inputs.json": json_file(plan.inputs),
+    }
+    if workload is not None:
+        writers["workload.json"] = lambda path: save_workload(workload, path)
+    return write_folder(folder, writers)

@@ -13,13 +13,14 @@ import json
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from profiles.errors import ClusterSimError
 from simulator.engine import SimulationResult
 
-__all__ = ["to_json_text", "write_outputs"]
+__all__ = ["to_json_text", "write_folder", "write_outputs"]
 
 
 def _clean(value: Any) -> Any:
@@ -37,6 +38,37 @@ def to_json_text(data: Any) -> str:
     return json.dumps(_clean(data), indent=2, sort_keys=True) + "\n"
 
 
+def write_folder(out_dir: str | Path, writers: dict[str, Callable[[Path], object]]
+                 ) -> list[Path]:
+    """Write several files into ``out_dir`` whole or not at all.
+
+    Each ``writers[name](path)`` writes its file into a staging folder beside the
+    outputs; only when all have succeeded are they moved into place.
+
+    Raises:
+        ClusterSimError: the folder cannot be created or written.
+    """
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
+    except OSError as error:
+        raise ClusterSimError(f"--out {out}: cannot create the folder ({error.strerror})") \
+            from None
+    try:
+        for name, write in writers.items():
+            write(staging / name)
+        written = []
+        for name in writers:
+            (staging / name).replace(out / name)
+            written.append(out / name)
+        return written
+    except OSError as error:
+        raise ClusterSimError(f"--out {out}: cannot write outputs ({error.strerror})") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_outputs(result: SimulationResult, out_dir: str | Path, fmt: str = "csv") -> list[Path]:
     """Write ``result`` into ``out_dir``; returns the paths written.
 
@@ -47,32 +79,14 @@ def write_outputs(result: SimulationResult, out_dir: str | Path, fmt: str = "csv
         raise ClusterSimError(result.error or "no result to write")
     if fmt not in ("csv", "parquet"):
         raise ClusterSimError(f"--format {fmt!r} is unknown; use csv or parquet")
-    out = Path(out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=out))
-    except OSError as error:
-        raise ClusterSimError(f"--out {out}: cannot create the folder ({error.strerror})") \
-            from None
-    try:
-        names = []
-        rows_name = f"requests.{fmt}"
-        if fmt == "csv":
-            result.requests.to_csv(staging / rows_name, index=False, float_format="%.9g")
-        else:
-            result.requests.to_parquet(staging / rows_name, index=False)
-        names.append(rows_name)
-        (staging / "summary.json").write_text(to_json_text(result.summary), encoding="utf-8")
-        names.append("summary.json")
-        if result.trace is not None:
-            (staging / "trace.json").write_text(json.dumps(result.trace), encoding="utf-8")
-            names.append("trace.json")
-        written = []
-        for name in names:
-            (staging / name).replace(out / name)
-            written.append(out / name)
-        return written
-    except OSError as error:
-        raise ClusterSimError(f"--out {out}: cannot write outputs ({error.strerror})") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    rows, summary, trace = result.requests, result.summary, result.trace
+    writers: dict[str, Callable[[Path], object]] = {
+        f"requests.{fmt}": (
+            (lambda path: rows.to_csv(path, index=False, float_format="%.9g")) if fmt == "csv"
+            else (lambda path: rows.to_parquet(path, index=False))),
+        "summary.json": lambda path: path.write_text(to_json_text(summary), encoding="utf-8"),
+    }
+    if trace is not None:
+        writers["trace.json"] = lambda path: path.write_text(json.dumps(trace),
+                                                             encoding="utf-8")
+    return write_folder(out_dir, writers)
