@@ -4,10 +4,10 @@
     clustersim profile --gpu a100 --device cpu --tiny ...   (tiny shapes; what tests run)
 
 For each model and TP degree it measures the GEMMs the layers produce (QKV, output,
-gate+up, down, LM head) over a grid of token counts; attention prefill (causal, GQA,
-through torch's scaled_dot_product_attention, which picks FlashAttention or the
-memory-efficient kernel where the device has them) and decode over batch x KV length;
-the elementwise kernels (RMSNorm, SiLU-and-multiply, rotary, KV-cache write); and, on a
+gate+up, down, LM head) over a grid of token counts; attention prefill (causal, GQA; whole
+prompts and chunks after cached tokens) and decode over batch x KV length, through
+torch's scaled_dot_product_attention (which picks FlashAttention or the memory-efficient
+kernel where the device has them); the elementwise kernels (RMSNorm, SiLU-and-multiply, rotary, KV-cache write); and, on a
 GPU, pinned host<->device copies. Timing: device events on a GPU (wall clock with a
 synchronize on the CPU), warm-up runs, a cache flush before every repetition, the median.
 With ``collectives`` >= 2 it also measures all-reduce, all-gather, reduce-scatter,
@@ -33,6 +33,7 @@ from typing import Literal
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
 
 from profiles.models import ModelSpec, load_model
 from profiles.profile_collectives import profile_collectives
@@ -58,12 +59,14 @@ class ProfileGrid:
             self.decode_batches = [1, 4]
             self.kv_lens = [16, 64]
             self.prefill_lens = [8, 32, 64]
+            self.chunk_lens = [8]
             self.copy_bytes = [2**16, 2**20]
         else:
             self.tokens = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
             self.decode_batches = [1, 4, 16, 64, 256]
             self.kv_lens = [128, 512, 2048, 8192, 32768]
             self.prefill_lens = [128, 512, 1024, 2048, 4096, 8192]
+            self.chunk_lens = [256, 512, 2048]
             self.copy_bytes = [2**20, 2**24, 2**28, 2**30]
 
 
@@ -149,6 +152,14 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
             rows["attn_prefill"].append({"batch": 1, "q_len": length, "kv_len": length,
                                          "num_heads": heads, "num_kv_heads": kv_heads,
                                          "head_dim": head_dim, "time_s": seconds})
+            # Chunked prefill: a chunk of new queries after kv_len - q_len cached tokens,
+            # causal from the bottom right (each query sees the cache and its own past).
+            for chunk in (c for c in grid.chunk_lens if c < length):
+                query = torch.randn(1, heads, chunk, head_dim, dtype=torch_dtype, device=dev)
+                seconds = timer(_attention(query, keys, causal=True))
+                rows["attn_prefill"].append({"batch": 1, "q_len": chunk, "kv_len": length,
+                                             "num_heads": heads, "num_kv_heads": kv_heads,
+                                             "head_dim": head_dim, "time_s": seconds})
         for batch in grid.decode_batches:
             for kv_len in grid.kv_lens:
                 query = torch.randn(batch, heads, 1, head_dim, dtype=torch_dtype, device=dev)
@@ -206,8 +217,15 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor) -> Callable[[], object]:
 
 
 def _attention(query: torch.Tensor, keys: torch.Tensor, causal: bool) -> Callable[[], object]:
-    def run() -> object:  # keys double as values: the kernel's cost is the same
-        return F.scaled_dot_product_attention(query, keys, keys, is_causal=causal,
+    """SDPA over ``keys`` (doubling as values: the kernel's cost is the same). Causal means
+    bottom-right aligned, as a chunk after cached tokens needs (torch's ``is_causal`` is
+    top-left aligned, which is only right when queries and keys have the same length)."""
+    q_len, kv_len = query.shape[-2], keys.shape[-2]
+    mask = causal_lower_right(q_len, kv_len) if causal and q_len != kv_len else None
+
+    def run() -> object:
+        return F.scaled_dot_product_attention(query, keys, keys, attn_mask=mask,
+                                              is_causal=causal and mask is None,
                                               enable_gqa=True)
     return run
 

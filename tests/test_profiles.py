@@ -134,6 +134,8 @@ def test_profiler_runs_on_cpu_and_the_loader_reads_it_back(tmp_path: Path,
     # The tiny model's TP-1 QKV GEMM (n = 256 + 2·128, k = 256) over the token grid.
     gemm = profile.tables["gemm"]
     assert set(gemm[(gemm.n == 512) & (gemm.k == 256)]["m"]) == {1, 4, 16, 64}
+    prefill = profile.tables["attn_prefill"]
+    assert (prefill.q_len < prefill.kv_len).any()  # chunks after cached tokens
     check = CliRunner().invoke(app, ["profile", "check", str(out)])
     assert check.exit_code == 0 and "gemm" in check.output and "max error" in check.output
 
