@@ -47,14 +47,6 @@ class Curve:
         self._log_times = [math.log(t) for t in self.times]
         self._slopes = _pchip_slopes(self._log_sizes, self._log_times)
 
-    @property
-    def low(self) -> float:
-        return self.sizes[0]
-
-    @property
-    def high(self) -> float:
-        return self.sizes[-1]
-
     def __call__(self, size: float) -> float | None:
         """Interpolated time at ``size``; ``None`` outside the measured range."""
         if size < self.sizes[0] or size > self.sizes[-1]:

@@ -20,25 +20,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
+from profiles.collectives import all_reduce_s
 from profiles.cost_model import OPERATORS, BatchShape, StepCost
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
-__all__ = ["RooflineCostModel", "gemm_time_s", "ring_allreduce_s", "split_layers"]
+__all__ = ["RooflineCostModel", "gemm_time_s", "split_layers"]
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     """Layers per pipeline stage: as even as possible, earlier stages take the remainder."""
     base, extra = divmod(num_layers, pp)
     return tuple(base + (1 if stage < extra else 0) for stage in range(pp))
-
-
-def ring_allreduce_s(num_bytes: float, group_size: int, link: LinkCost) -> float:
-    """Ring all-reduce: 2(n-1)/n of the buffer crosses each link, in 2(n-1) latency steps."""
-    if group_size <= 1:
-        return 0.0
-    steps = 2 * (group_size - 1)
-    return steps * link.latency_s + steps / group_size * num_bytes / link.bandwidth_bytes_per_s
 
 
 def gemm_time_s(gpu: GPUSpec, m: int, n: int, k: int, dtype: str = "bf16") -> float:
@@ -184,7 +177,7 @@ class RooflineCostModel:
                 compute_s += seconds
             else:
                 memory_s += seconds
-        allreduce_s = 2.0 * ring_allreduce_s(
+        allreduce_s = 2.0 * all_reduce_s(
             num_tokens * self.model.hidden_size * self._act_bytes, self.tp, self.tp_link)
         result = (ops, compute_s, memory_s, allreduce_s)
         self._token_cache[num_tokens] = result

@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
+from profiles.collectives import all_reduce_s
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
-from profiles.roofline import ring_allreduce_s
 
 __all__ = ["LayerCost", "layer_cost", "lm_head_cost"]
 
@@ -79,7 +79,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     elementwise = tokens * 2.0 * (replicated + 4.0 * f_active / tp) / bandwidth
 
     activation_bytes = tokens * h * 2.0
-    tp_comm = 2.0 * ring_allreduce_s(activation_bytes, tp, tp_link)
+    tp_comm = 2.0 * all_reduce_s(activation_bytes, tp, tp_link)
     if overlap_tp_comm:
         tp_comm = max(0.0, tp_comm - gemm)
     cp_comm = 0.0

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-import yaml
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -31,9 +30,9 @@ from profiles.models import list_models, load_model
 from profiles.profile_check import profile_errors
 from profiles.profile_format import load_profile
 from simulator import validation
-from simulator.config import build_deployment, load_deployment
+from simulator.config import build_deployment, load_deployment, read_mapping
 from simulator.engine import simulate
-from simulator.outputs import to_json_text, write_outputs
+from simulator.outputs import to_json_text, write_folder, write_outputs
 from simulator.training import simulate_training
 from workloads.generators import (
     ChatSpec,
@@ -199,7 +198,7 @@ def simulate_command(
         }
         if deployment is not None:  # a plan file: its fields, then the flags, win
             plan_file = {f"plan.{key}": value
-                         for key, value in _read_mapping(deployment, "plan").items()}
+                         for key, value in read_mapping(deployment, "plan file").items()}
             plan_overrides = plan_file | {k: v for k, v in plan_overrides.items()
                                           if v is not None}
         _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
@@ -260,17 +259,6 @@ def _save_and_report(trace: RequestTrace, out: Path) -> None:
                   f"output mean {stats['output_tokens_mean']:.0f}")
 
 
-def _read_mapping(path: Path, what: str) -> dict[str, Any]:
-    """A YAML/JSON file holding one mapping (JSON is YAML too)."""
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"{what} file {path}: cannot read it ({error})") from None
-    if not isinstance(data, dict):
-        raise ClusterSimError(f"{what} file {path}: expected a mapping of fields")
-    return data
-
-
 def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,
            trace: bool) -> None:
     """The training branch of ``simulate``: one step's time, MFU and memory."""
@@ -295,12 +283,13 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path 
         f"{name} {memory[name]:.1f}" for name in
         ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity")))
     if out is not None:
-        summary = result.summary() | {"job": job.model_dump(mode="json")}
-        _write_text(out / "training_summary.json", to_json_text(summary))
-        written = [out / "training_summary.json"]
+        summary = to_json_text(result.summary() | {"job": job.model_dump(mode="json")})
+        writers: dict[str, Callable[[Path], object]] = {
+            "training_summary.json": lambda path: path.write_text(summary)}
         if result.trace is not None:
-            _write_text(out / "trace.json", json.dumps(result.trace))
-            written.append(out / "trace.json")
+            timeline = json.dumps(result.trace)
+            writers["trace.json"] = lambda path: path.write_text(timeline)
+        written = write_folder(out, writers)
         console.print("wrote " + ", ".join(str(path) for path in written))
 
 

@@ -117,17 +117,27 @@ def load_deployment(path: str | Path, overrides: dict[str, Any] | None = None) -
     Raises:
         ClusterSimError: unreadable file or an invalid field.
     """
+    data = read_mapping(path, "deployment")
+    return build_deployment(data, overrides, source=f"deployment {path}")
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML or JSON file holding one mapping (JSON is YAML too).
+
+    Raises:
+        ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
+    """
     path = Path(path)
     if not path.is_file():
-        raise ClusterSimError(f"deployment {path}: no such file")
+        raise ClusterSimError(f"{what} {path}: no such file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))  # JSON is YAML too
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as error:
         first = str(error).splitlines()[0]
-        raise ClusterSimError(f"deployment {path}: not valid YAML/JSON ({first})") from None
+        raise ClusterSimError(f"{what} {path}: not valid YAML/JSON ({first})") from None
     if not isinstance(data, dict):
-        raise ClusterSimError(f"deployment {path}: expected a mapping of fields")
-    return build_deployment(data, overrides, source=f"deployment {path}")
+        raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
+    return data
 
 
 def build_deployment(data: dict[str, Any], overrides: dict[str, Any] | None = None,

@@ -68,10 +68,6 @@ class KVCacheManager:
     def cache_blocks(self, request: Request) -> None:
         """Register ``request``'s newly full blocks for reuse (no-op without caching)."""
 
-    def blocks_for(self, num_tokens: int) -> int:
-        """Blocks that hold ``num_tokens`` tokens (the last one may be partly filled)."""
-        return -(-num_tokens // self.block_size)
-
     def allocate_slots(self, request: Request, num_new_tokens: int,
                        num_hit_tokens: int = 0) -> int | None:
         """Make room for ``num_new_tokens`` more tokens of ``request``.

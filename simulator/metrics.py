@@ -46,16 +46,13 @@ REQUEST_COLUMNS = [
 class TokenGaps:
     """Inter-token gaps as (value, count) runs: exact percentiles, O(distinct runs) memory.
 
-    Writers append runs with :meth:`add_run` (or single gaps with :meth:`add`); adjacent
+    Writers append runs with :meth:`add_run`; adjacent
     equal gaps may land in separate runs, which percentiles do not mind.
     """
 
     def __init__(self) -> None:
         self.values = array("d")
         self.counts = array("q")
-
-    def add(self, gap_s: float) -> None:
-        self.add_run(gap_s, 1)
 
     def add_run(self, gap_s: float, count: int) -> None:
         if count:
@@ -66,10 +63,6 @@ class TokenGaps:
     def pending() -> tuple[float, int]:
         """An empty run to start encoding from: (nan, 0)."""
         return math.nan, 0
-
-    @property
-    def num_gaps(self) -> int:
-        return sum(self.counts)
 
 
 class StepRecorder(Protocol):
@@ -124,7 +117,7 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.
         "queueing_delay_s": first_scheduled - arrival,
         "num_preemptions": [r.num_preemptions for r in requests],
         "num_cached_tokens": [r.num_cached_tokens for r in requests],
-    })
+    })[REQUEST_COLUMNS]
 
 
 def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:

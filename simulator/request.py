@@ -34,10 +34,6 @@ class RequestStatus(IntEnum):
     def is_finished(self) -> bool:
         return self is RequestStatus.FINISHED
 
-    @property
-    def is_waiting(self) -> bool:
-        return self in (RequestStatus.WAITING, RequestStatus.PREEMPTED)
-
 
 @dataclass(slots=True, eq=False)
 class Request:

@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, link_between
+from profiles.collectives import all_gather_s, all_reduce_s
 from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
-from profiles.roofline import ring_allreduce_s
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_memory import TrainingMemory, training_memory
 from simulator.pipeline import run_pipeline
@@ -195,7 +195,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     # hides the gather behind the pass when it is shorter.
     stage_params = memory.weights / 2.0 * (dp * cp if plan.zero_stage == 3 else 1)
     if plan.zero_stage == 3 and dp * cp > 1:
-        gather = ring_allreduce_s(stage_params * 2.0 / v, dp * cp, link(tp * cp * dp)) / 2
+        gather = all_gather_s(stage_params * 2.0 / v, dp * cp, link(tp * cp * dp))
         forward = [max(f, gather) for f in forward]
         backward = [max(b_, gather) for b_ in backward]
 
@@ -207,7 +207,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
 
     # Gradient reduction: bf16 gradients of the stage, ring over dp x cp (reduce-scatter +
     # all-gather under ZeRO moves the same volume as an all-reduce).
-    dp_comm = ring_allreduce_s(stage_params * 2.0, dp * cp, link(tp * cp * dp))
+    dp_comm = all_reduce_s(stage_params * 2.0, dp * cp, link(tp * cp * dp))
     shard = memory.optimizer / 12.0
     optimizer = 32.0 * shard / (gpu_spec.hbm_bandwidth_gbps * GB * gpu_spec.efficiency.memory)
     stage_done = []

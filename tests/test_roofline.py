@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from profiles.cluster import LinkCost
+from profiles.collectives import all_reduce_s as ring_allreduce_s
 from profiles.cost_model import OPERATORS, BatchShape
 from profiles.hardware import GB, load_gpu
 from profiles.models import load_model
-from profiles.roofline import RooflineCostModel, ring_allreduce_s, split_layers
+from profiles.roofline import RooflineCostModel, split_layers
 
 NVLINK = LinkCost(bandwidth_bytes_per_s=300e9, latency_s=5e-6)
 NONE = LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
