@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 
-__all__ = ["Efficiency", "GPUSpec", "Link", "list_gpus", "load_gpu"]
+__all__ = ["Efficiency", "GPUSpec", "GemmTiling", "Link", "list_gpus", "load_gpu"]
 
 _CATALOG_PATH = Path(__file__).parent / "data" / "gpus.json"
 
@@ -58,6 +58,17 @@ class Efficiency(_Frozen):
                                            "None where the switch has no in-network reduce")
 
 
+class GemmTiling(_Frozen):
+    """How a library GEMM spreads over the chip: compute units (SMs or CUs), the output
+    tile one unit computes at a time, and the smallest reduction slice of split-K
+    (see ``profiles/gemm.py``)."""
+
+    compute_units: int = Field(gt=0)
+    tile_m: int = Field(gt=0)
+    tile_n: int = Field(gt=0)
+    min_split_k: int = Field(gt=0)
+
+
 class GPUSpec(_Frozen):
     """One accelerator SKU (for MI250X: one GCD, which the software sees as one GPU)."""
 
@@ -73,6 +84,7 @@ class GPUSpec(_Frozen):
     host_link: Link
     tdp_w: float = Field(gt=0)
     efficiency: Efficiency
+    gemm_tiling: GemmTiling | None = None
     sources: dict[str, str]
 
     @property

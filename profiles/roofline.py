@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from profiles.cluster import LinkCost
 from profiles.collectives import all_reduce_s
 from profiles.cost_model import OPERATORS, BatchShape, StepCost
+from profiles.gemm import gemm_compute_s
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
-__all__ = ["RooflineCostModel", "gemm_time_s", "split_layers"]
+__all__ = ["RooflineCostModel", "split_layers"]
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -34,23 +35,18 @@ def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
     return tuple(base + (1 if stage < extra else 0) for stage in range(pp))
 
 
-def gemm_time_s(gpu: GPUSpec, m: int, n: int, k: int, dtype: str = "bf16") -> float:
-    """Roofline time of one (m x k) @ (k x n) GEMM: max(2mnk / achieved FLOP/s,
-    bytes of A, B and C / achieved bandwidth)."""
-    element = DTYPE_BYTES[dtype]
-    compute_s = 2.0 * m * n * k / (gpu.peak_flops(dtype) * gpu.efficiency.matmul)
-    memory_s = (m * k + k * n + m * n) * element / (
-        gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
-    return max(compute_s, memory_s)
-
-
 @dataclass(frozen=True, slots=True)
 class _Linear:
-    """A GEMM's per-GPU weights and the activation widths it reads and writes."""
+    """A layer's GEMMs on one GPU: their (n, k) weight shapes, and the activation widths
+    the group reads and writes."""
 
-    weight_params: float
+    shapes: tuple[tuple[float, float], ...]
     in_width: float
     out_width: float
+
+    @property
+    def weight_params(self) -> float:
+        return sum(n * k for n, k in self.shapes)
 
 
 class RooflineCostModel:
@@ -78,7 +74,6 @@ class RooflineCostModel:
         self.layers_per_stage = split_layers(model.num_layers, pp)
 
         eff = gpu.efficiency
-        self._matmul_flops_per_s = gpu.peak_flops(model.dtype) * eff.matmul
         self._attention_flops_per_s = gpu.peak_flops(model.kv_cache_dtype) * eff.attention
         self._bytes_per_s = gpu.hbm_bandwidth_gbps * GB * eff.memory
         self._host_bytes_per_s = gpu.host_link.bandwidth_gbps * GB
@@ -94,11 +89,11 @@ class RooflineCostModel:
         self._kv_local = kv_heads_local * m.head_dim
         h = m.hidden_size
         f_local = m.intermediate_size / tp
-        self._qkv = _Linear(h * (self._q_local + 2 * self._kv_local), h,
-                            self._q_local + 2 * self._kv_local)
-        self._o = _Linear(self._q_local * h, self._q_local, h)
-        mlp_matrices = 3 if m.mlp_kind == "gated" else 2
-        self._expert = _Linear(mlp_matrices * h * f_local, h, (mlp_matrices - 1) * f_local)
+        qkv_width = self._q_local + 2 * self._kv_local
+        self._qkv = _Linear(((qkv_width, h),), h, qkv_width)
+        self._o = _Linear(((h, self._q_local),), self._q_local, h)
+        up_width = (2 if m.mlp_kind == "gated" else 1) * f_local  # gate and up fused
+        self._expert = _Linear(((up_width, h), (h, f_local)), h, up_width)
         self._f_local = f_local
         self._lm_head_params_local = m.vocab_size * h / tp
         # Elementwise bytes per token per layer: 2 norms (read+write), 2 residual adds
@@ -127,11 +122,16 @@ class RooflineCostModel:
 
     # ---- operator prices (per GPU, per layer unless said) ----------------------------
 
-    def _gemm(self, linear: _Linear, num_tokens: float, weight_params: float) -> tuple[float, bool]:
-        flops = 2.0 * num_tokens * linear.weight_params
+    def _gemm(self, linear: _Linear, num_tokens: float, weight_params: float,
+              copies: float = 1.0) -> tuple[float, bool]:
+        """The group's time for ``num_tokens`` rows through each of ``copies`` weight sets
+        (MoE: the experts touched), reading ``weight_params`` weights in all."""
         traffic = (weight_params * self._weight_bytes
-                   + num_tokens * (linear.in_width + linear.out_width) * self._act_bytes)
-        compute_s = flops / self._matmul_flops_per_s
+                   + copies * num_tokens * (linear.in_width + linear.out_width)
+                   * self._act_bytes)
+        compute_s = copies * sum(
+            gemm_compute_s(self.gpu, num_tokens, n, k, self.model.dtype)
+            for n, k in linear.shapes)
         memory_s = traffic / self._bytes_per_s
         return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
 
@@ -140,11 +140,12 @@ class RooflineCostModel:
         if not m.is_moe:
             return self._gemm(self._expert, num_tokens, self._expert.weight_params)
         k, experts = m.num_experts_per_token, m.num_experts
-        # Distinct experts touched by T tokens routed uniformly to top-k of E.
+        # Distinct experts touched by T tokens routed uniformly to top-k of E; each runs
+        # its GEMMs over its share of the T·k routed rows.
         touched = experts * (1.0 - (1.0 - k / experts) ** num_tokens)
-        routed = _Linear(self._expert.weight_params * k, self._expert.in_width,
-                         self._expert.out_width * k)
-        return self._gemm(routed, num_tokens, self._expert.weight_params * touched)
+        rows_per_expert = num_tokens * k / touched
+        return self._gemm(self._expert, rows_per_expert,
+                          self._expert.weight_params * touched, copies=touched)
 
     def _attention(self, flops: float, traffic: float) -> tuple[float, bool]:
         compute_s = flops / self._attention_flops_per_s
@@ -287,10 +288,10 @@ class RooflineCostModel:
         if num_sampled == 0:
             result = (0.0, False)
         else:
-            flops = 2.0 * num_sampled * self._lm_head_params_local
             traffic = (self._lm_head_params_local * self._weight_bytes
                        + num_sampled * self.model.vocab_size / self.tp * 4.0)
-            compute_s = flops / self._matmul_flops_per_s
+            compute_s = gemm_compute_s(self.gpu, num_sampled, self.model.vocab_size / self.tp,
+                                       self.model.hidden_size, self.model.dtype)
             memory_s = traffic / self._bytes_per_s
             result = (compute_s, True) if compute_s >= memory_s else (memory_s, False)
         self._lm_head_cache[num_sampled] = result

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
 from profiles.collectives import all_reduce_s
+from profiles.gemm import gemm_compute_s
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
@@ -43,10 +44,29 @@ class LayerCost:
     ep_comm_s: float
 
 
-def _gemm_s(gpu: GPUSpec, flops: float, weight_bytes: float, dtype: str) -> float:
-    compute = flops / (gpu.peak_flops(dtype) * gpu.efficiency.matmul)
+def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
+            weight_bytes: float, dtype: str) -> tuple[float, float]:
+    """(forward, backward) seconds of GEMMs of ``tokens`` rows over (n, k) weights.
+
+    Forward is (T x k) @ (k x n); backward is the data gradient (T x n) @ (n x k) and the
+    weight gradient (k x T) @ (T x n): twice the FLOPs, each with its own tiling."""
     memory = weight_bytes / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
-    return max(compute, memory)
+    forward = sum(gemm_compute_s(gpu, tokens, n, k, dtype) for n, k in shapes)
+    backward = sum(gemm_compute_s(gpu, tokens, k, n, dtype)
+                   + gemm_compute_s(gpu, k, n, tokens, dtype) for n, k in shapes)
+    return max(forward, memory), max(backward, 2.0 * memory)
+
+
+def _layer_gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
+    """The (n, k) weight shapes of one layer's GEMMs on one GPU of the TP group. MoE: the
+    top-k experts' GEMMs, as if each ran over all T rows (the FLOPs of T·k routed rows;
+    the tiling of the experts' smaller row counts is not modelled)."""
+    h = model.hidden_size
+    up = (2 if model.mlp_kind == "gated" else 1) * model.intermediate_size / tp
+    shapes = [((model.q_size + 2 * model.kv_size) / tp, h), (h, model.q_size / tp)]
+    shapes += [(up, h), (h, model.intermediate_size / tp)] * max(
+        1, model.num_experts_per_token)
+    return shapes
 
 
 def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,
@@ -61,7 +81,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     bandwidth = gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory
     params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     weight_bytes = params / tp * DTYPE_BYTES[dtype]
-    gemm = _gemm_s(gpu, 2.0 * tokens * params / tp, weight_bytes, dtype)
+    gemm, gemm_bwd = _gemm_s(gpu, tokens, _layer_gemm_shapes(model, tp), weight_bytes, dtype)
 
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
     if attention_kernel == "flash":
@@ -93,7 +113,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         ep_comm = 2.0 * (ep - 1) / ep * routed / ep_link.bandwidth_bytes_per_s
 
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
-    backward = 2.0 * gemm + attention_bwd + 2.0 * elementwise + tp_comm + 2.0 * cp_comm \
+    backward = gemm_bwd + attention_bwd + 2.0 * elementwise + tp_comm + 2.0 * cp_comm \
         + ep_comm
     if recompute == "full":
         backward += forward
@@ -107,6 +127,6 @@ def lm_head_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: i
                  cp: int, dtype: str) -> tuple[float, float]:
     """(forward, backward) seconds of the output projection and loss on the last stage."""
     tokens = micro_batch * seq_len / cp
-    flops = 2.0 * tokens * model.hidden_size * model.vocab_size / tp
-    forward = _gemm_s(gpu, flops, model.vocab_size * model.hidden_size / tp * 2.0, dtype)
-    return forward, 2.0 * forward
+    weight_bytes = model.vocab_size * model.hidden_size / tp * DTYPE_BYTES[dtype]
+    return _gemm_s(gpu, tokens, [(model.vocab_size / tp, model.hidden_size)], weight_bytes,
+                   dtype)

@@ -27,9 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, group_link, link_between
 from profiles.collectives import all_reduce_s, bus_bandwidth, nvls_link
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.gemm import gemm_time_s
 from profiles.hardware import load_gpu
 from profiles.models import ModelSpec
-from profiles.roofline import gemm_time_s
 from profiles.training_cost import layer_cost
 from simulator.training import simulate_training
 from workloads.training import ParallelPlan, TrainingJob
@@ -118,10 +118,14 @@ def load_records(folder: str | Path | None = None) -> list[Record]:
 # ---- predictors: one per record kind ---------------------------------------------------
 
 def _gemm_ceiling(scenario: dict[str, Any]) -> float:
-    """Achieved TFLOP/s of one large GEMM under the roofline model."""
-    m, n, k = scenario["m"], scenario["n"], scenario["k"]
-    seconds = gemm_time_s(load_gpu(scenario["gpu"]), m, n, k, scenario.get("dtype", "bf16"))
-    return float(2.0 * m * n * k / seconds / 1e12)
+    """The best achieved TFLOP/s over a sweep of GEMM shapes, as a maximum-achievable
+    benchmark reports it: m and n over ``sweep`` = [start, stop, step], k fixed."""
+    gpu = load_gpu(scenario["gpu"])
+    dtype, k = scenario.get("dtype", "bf16"), scenario["k"]
+    start, stop, step = scenario["sweep"]
+    sizes = range(start, stop + 1, step)
+    return max(float(2.0 * m * n * k / gemm_time_s(gpu, m, n, k, dtype) / 1e12)
+               for m in sizes for n in sizes)
 
 
 def _allreduce_busbw(scenario: dict[str, Any]) -> float:

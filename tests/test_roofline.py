@@ -44,12 +44,15 @@ def test_small_decode_is_weight_bound() -> None:
 
 
 def test_large_prefill_is_compute_bound() -> None:
-    """An 8k-token prefill runs at the achieved matmul rate: ~2·params·T FLOPs."""
+    """An 8k-token prefill runs each GEMM at the achieved matmul rate times its wave
+    utilization: 64 row tiles of 128 by n/128 column tiles over A100's 108 SMs."""
     cost = model_for()
     step = cost.predict(BatchShape([8192], [0], num_sampled=1))
-    spec = load_model("llama-3-8b")
-    layer_params = spec.attention_params_per_layer + spec.mlp_params_per_layer
-    gemm_s = 2 * 8192 * 32 * layer_params / (312e12 * 0.86)
+    rate = 312e12 * 0.86
+    # (n, k, tiles, slots in whole waves): qkv, o, gate+up, down of Llama-3-8B.
+    gemms = [(6144, 4096, 3072, 29 * 108), (4096, 4096, 2048, 19 * 108),
+             (28672, 4096, 14336, 133 * 108), (4096, 14336, 2048, 19 * 108)]
+    gemm_s = 32 * sum(2 * 8192 * n * k / (rate * tiles / slots) for n, k, tiles, slots in gemms)
     ops = step.operator_s
     assert ops["qkv_proj"] + ops["o_proj"] + ops["mlp"] == pytest.approx(gemm_s, rel=1e-9)
     assert step.compute_s > step.memory_s
@@ -67,9 +70,19 @@ def test_breakdown_adds_up_to_the_step() -> None:
 
 
 def test_tensor_parallel_halves_gemm_time_of_a_big_prefill() -> None:
+    """Half the MLP columns per GPU: half the time, less what the waves lose. At tp=1 the
+    gate+up GEMM has 32 x 224 = 7168 tiles (67 waves of 108, 7236 slots) and down 1024
+    (10 waves); at tp=2, 3584 (34 waves) and still 1024 (the down GEMM's k halves)."""
     big = BatchShape([4096], [0], num_sampled=1)
     one, two = model_for(tp=1).predict(big), model_for(tp=2).predict(big)
-    assert two.operator_s["mlp"] == pytest.approx(one.operator_s["mlp"] / 2, rel=1e-9)
+    rate = 312e12 * 0.86
+    assert one.operator_s["mlp"] == pytest.approx(
+        32 * 2 * 4096 * (28672 * 4096 * 7236 / 7168 + 4096 * 14336 * 1080 / 1024) / rate,
+        rel=1e-9)
+    assert two.operator_s["mlp"] == pytest.approx(
+        32 * 2 * 4096 * (14336 * 4096 * 3672 / 3584 + 4096 * 7168 * 1080 / 1024) / rate,
+        rel=1e-9)
+    assert two.operator_s["mlp"] == pytest.approx(one.operator_s["mlp"] / 2, rel=0.01)
     hidden_bytes = 4096 * 4096 * 2
     assert two.operator_s["tp_allreduce"] == pytest.approx(
         32 * 2 * ring_allreduce_s(hidden_bytes, 2, NVLINK), rel=1e-9)
