@@ -46,7 +46,7 @@ from profiles.profile_format import (
     write_profile,
 )
 
-__all__ = ["ProfileGrid", "run_profile"]
+__all__ = ["ProfileGrid", "device_facts", "run_profile"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -262,6 +262,13 @@ def _copy(target: torch.Tensor, source: torch.Tensor) -> Callable[[], object]:
     def run() -> object:
         return target.copy_(source, non_blocking=True)
     return run
+
+
+def device_facts(device: str) -> dict[str, str]:
+    """What a measurement must record of its device: name, driver, CUDA/ROCm, torch."""
+    dev = torch.device(device)
+    return {"name": _device_name(dev), "driver": _driver(), "runtime": _runtime(dev),
+            "torch": torch.__version__}
 
 
 def _device_name(dev: torch.device) -> str:

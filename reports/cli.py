@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+import simulator.reference_cli  # noqa: F401  (registers the "clustersim reference" commands)
 from planners.cli import app
 from reports.html import plan_report, run_report
 from simulator.cli import RUN_REPORT_WRITERS, _user_errors, _write_text, console, simulate_app

@@ -51,7 +51,8 @@ from simulator.token_content import Segment, prompt_segments
 from simulator.trace import PerfettoTrace
 from workloads.schema import RequestTrace
 
-__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "resolve", "simulate"]
+__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "make_kv_cache", "resolve",
+           "simulate"]
 
 ENGINE_VERSION = "clustersim-0.1 serving core"
 
@@ -162,6 +163,17 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
                            else roofline)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
                               resolve_cpu_overhead(deployment))
+
+
+def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:
+    """A replica's KV block pool as the deployment sizes it: paged, reserving
+    max_model_len per request (Orca, static batching), or prefix caching."""
+    memory, scheduler = resolved.memory, resolved.scheduler
+    if scheduler.enable_prefix_caching:
+        return PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size)
+    reserve = scheduler.max_model_len if scheduler.kv_allocation == "reserve_max" else None
+    return KVCacheManager(memory.num_gpu_blocks, memory.block_size, memory.num_cpu_blocks,
+                          reserve_tokens=reserve)
 
 
 def _check_workload(workload: RequestTrace, resolved: ResolvedDeployment) -> None:
@@ -297,18 +309,9 @@ def simulate(
     replicas = []
     gaps = []
     for replica_id, cost_model in enumerate(resolved.cost_models):
-        memory = resolved.memory
-        reserve = (resolved.scheduler.max_model_len
-                   if resolved.scheduler.kv_allocation == "reserve_max" else None)
-        kv_cache: KVCacheManager
-        if resolved.scheduler.enable_prefix_caching:
-            kv_cache = PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size)
-        else:
-            kv_cache = KVCacheManager(memory.num_gpu_blocks, memory.block_size,
-                                      memory.num_cpu_blocks, reserve_tokens=reserve)
         token_gaps = TokenGaps()
         gaps.append(token_gaps)
-        scheduler = Scheduler(resolved.scheduler, kv_cache, token_gaps)
+        scheduler = Scheduler(resolved.scheduler, make_kv_cache(resolved), token_gaps)
         replicas.append(Replica(env, replica_id, scheduler, cost_model, all_recorders,
                                 resolved.cpu_overhead))
 

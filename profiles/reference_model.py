@@ -1,0 +1,257 @@
+"""A real transformer to measure: a Llama-style decoder with random weights and a paged
+KV cache, run one scheduled batch step at a time (torch; the ``profile`` extra).
+
+The reference executor (``simulator/reference_run.py``) replays a trace through the
+project's scheduler and hands each step here; this module knows nothing of requests or
+scheduling, only of the step's rows. A step is a flat run of new tokens, request after
+request, each row with its query length q and the c tokens already in its KV cache::
+
+    tokens     | r0: q=5 (prefill chunk, c=0) | r1: q=1 (decode, c=812) | r2: q=1 ...
+    positions  | 0 1 2 3 4                    | 812                     | ...
+
+Per layer: RMSNorm, fused QKV GEMM, rotary on q and k, the new k and v written into the
+paged cache (``slot = block_table[pos // block_size] * block_size + pos % block_size``),
+attention, the O GEMM and residual, RMSNorm, the fused gate+up GEMM, SiLU-and-multiply,
+the down GEMM and residual. Attention reads keys through the block table:
+
+- decode rows (q = 1) in one batched call: their blocks gathered to a padded
+  [rows, max keys] tensor with a key mask, and the query heads of each KV head stacked as
+  queries of that head (GQA without repeating keys);
+- prefill rows (q > 1) one call each, causal from the bottom right (a chunk after c
+  cached tokens sees all of them), through torch's fastest SDPA kernel.
+
+Only sampled rows pass the final norm and the LM head; the next token is the argmax
+(random weights: the tokens are meaningless, their count and timing are what we need).
+Dense Llama/Mistral/Qwen2-style models only; MoE and GPT-style layers are refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention.bias import causal_lower_right
+
+from profiles.errors import ClusterSimError
+from profiles.executor import StepRows
+from profiles.models import ModelSpec
+
+__all__ = ["ReferenceModel"]
+
+_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+_ROPE_THETA = 10_000.0  # any base gives the same kernels and times
+
+
+@dataclass(frozen=True, slots=True)
+class _Layer:
+    """One decoder layer's weights ([in, out] matrices, so activations multiply on the left)."""
+
+    attn_norm: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o: torch.Tensor
+    mlp_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+
+class ReferenceModel:
+    """Random-weight decoder and its paged KV cache on one device.
+
+    Args:
+        spec: the architecture (dense, RMSNorm, gated MLP).
+        num_blocks: KV cache blocks (the scheduler's block count).
+        block_size: tokens per KV block.
+        device: ``cuda`` (also ROCm) or ``cpu``.
+        dtype: weight, activation and KV dtype: bf16, fp16 or fp32.
+        num_layers: build fewer layers than the spec (smoke runs); ``None`` for all.
+        seed: seeds the weights.
+
+    Raises:
+        ClusterSimError: an architecture this executor does not build.
+    """
+
+    def __init__(self, spec: ModelSpec, *, num_blocks: int, block_size: int,
+                 device: str = "cuda", dtype: str = "bf16", num_layers: int | None = None,
+                 seed: int = 0) -> None:
+        if spec.is_moe or spec.mlp_kind != "gated" or spec.norm_kind != "rmsnorm" \
+                or spec.linear_bias or spec.learned_position_embeddings:
+            raise ClusterSimError(
+                f"model {spec.name}: the reference executor builds dense Llama-style models "
+                "(RMSNorm, gated MLP, rotary, no linear biases); pick such a model")
+        if dtype not in _DTYPES:
+            raise ClusterSimError(f"dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
+        self.spec = spec
+        self.device = torch.device(device)
+        self.dtype = _DTYPES[dtype]
+        self.block_size = block_size
+        self.num_layers = num_layers or spec.num_layers
+        self.num_heads = spec.num_attention_heads
+        self.num_kv_heads = spec.num_kv_heads
+        self.head_dim = spec.head_dim
+        h, q, kv, f = spec.hidden_size, spec.q_size, spec.kv_size, spec.intermediate_size
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+
+        def weight(*shape: int, fan_in: int) -> torch.Tensor:
+            w = torch.randn(*shape, generator=generator, device=self.device,
+                            dtype=torch.float32)
+            scaled: torch.Tensor = w / fan_in**0.5
+            return scaled.to(self.dtype)
+
+        self.embedding = weight(spec.vocab_size, h, fan_in=1)
+        self.layers = [
+            _Layer(attn_norm=torch.ones(h, device=self.device, dtype=self.dtype),
+                   qkv=weight(h, q + 2 * kv, fan_in=h),
+                   qkv_bias=weight(q + 2 * kv, fan_in=h) if spec.qkv_bias else None,
+                   o=weight(q, h, fan_in=q),
+                   mlp_norm=torch.ones(h, device=self.device, dtype=self.dtype),
+                   gate_up=weight(h, 2 * f, fan_in=h),
+                   down=weight(f, h, fan_in=f))
+            for _ in range(self.num_layers)
+        ]
+        self.final_norm = torch.ones(h, device=self.device, dtype=self.dtype)
+        self.lm_head = (self.embedding.T if spec.tie_word_embeddings
+                        else weight(h, spec.vocab_size, fan_in=h))
+        # KV cache: [layer, block, slot in block, kv head, head dim], keys and values.
+        cache_shape = (self.num_layers, num_blocks * block_size, self.num_kv_heads,
+                       self.head_dim)
+        self.k_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
+        self.v_cache = torch.zeros(cache_shape, device=self.device, dtype=self.dtype)
+        inv_freq = 1.0 / (_ROPE_THETA ** (
+            torch.arange(0, self.head_dim, 2, device=self.device, dtype=torch.float32)
+            / self.head_dim))
+        self._inv_freq = inv_freq  # [head_dim / 2]
+
+    # ---- pieces -----------------------------------------------------------------------
+
+    def _rms_norm(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + 1e-5)
+        return x32.to(self.dtype) * weight
+
+    def _rotary(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        # x: [T, heads, head_dim]; rotate the two halves (GPT-NeoX layout, as Llama's).
+        half = self.head_dim // 2
+        x1, x2 = x[..., :half].float(), x[..., half:].float()
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(self.dtype)
+
+    def _slots(self, rows: StepRows) -> tuple[torch.Tensor, torch.Tensor]:
+        """(positions [T], cache slots [T]) of the step's new tokens."""
+        positions: list[int] = []
+        slots: list[int] = []
+        bs = self.block_size
+        for q, c, table in zip(rows.query_lens, rows.context_lens, rows.block_tables,
+                               strict=True):
+            for pos in range(c, c + q):
+                positions.append(pos)
+                slots.append(table[pos // bs] * bs + pos % bs)
+        return (torch.tensor(positions, device=self.device),
+                torch.tensor(slots, device=self.device))
+
+    def _key_index(self, tables: Sequence[Sequence[int]], lengths: Sequence[int]
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cache slots of each row's keys, padded: ([rows, max keys], mask of real keys)."""
+        bs = self.block_size
+        max_len = max(lengths)
+        num_blocks = -(-max_len // bs)
+        padded = [list(table[:num_blocks]) + [0] * (num_blocks - len(table[:num_blocks]))
+                  for table in tables]
+        blocks = torch.tensor(padded, device=self.device)  # [rows, blocks]
+        offsets = torch.arange(bs, device=self.device)
+        index = (blocks[:, :, None] * bs + offsets).reshape(len(tables), -1)[:, :max_len]
+        lens = torch.tensor(list(lengths), device=self.device)
+        mask = torch.arange(max_len, device=self.device)[None, :] < lens[:, None]
+        return index, mask
+
+    # ---- the step ---------------------------------------------------------------------
+
+    def run(self, rows: StepRows) -> tuple[list[int], float]:
+        """Run one step: (next token of each sampled row, device seconds), timed with
+        device events on a GPU (after the previous work drained), a host clock on CPU."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            start = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            end = torch.cuda.Event(enable_timing=True)  # type: ignore[no-untyped-call]
+            start.record()
+            logits = self.forward(rows)
+            end.record()
+            tokens = logits.argmax(dim=-1).tolist()  # waits for the step
+            end.synchronize()
+            return [int(t) for t in tokens], start.elapsed_time(end) / 1e3
+        started = time.perf_counter()
+        logits = self.forward(rows)
+        tokens = logits.argmax(dim=-1).tolist()
+        return [int(t) for t in tokens], time.perf_counter() - started
+
+    @torch.inference_mode()
+    def forward(self, rows: StepRows) -> torch.Tensor:
+        """Run one step through every layer; returns the logits of the sampled rows
+        [sampled rows, vocab], in row order (float32)."""
+        spec = self.spec
+        num_heads, num_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
+        group = num_heads // num_kv
+        q_size, kv_size = spec.q_size, spec.kv_size
+        positions, slots = self._slots(rows)
+        angles = positions[:, None].float() * self._inv_freq[None, :]  # [T, d/2]
+        cos, sin = angles.cos()[:, None, :], angles.sin()[:, None, :]
+        token_ids = torch.tensor(list(rows.token_ids), device=self.device)
+        x = self.embedding[token_ids]  # [T, h]
+
+        starts = [0]
+        for query_len in rows.query_lens:
+            starts.append(starts[-1] + query_len)
+        decode_rows = [i for i, q in enumerate(rows.query_lens) if q == 1]
+        prefill_rows = [i for i, q in enumerate(rows.query_lens) if q > 1]
+        if decode_rows:
+            decode_tokens = torch.tensor([starts[i] for i in decode_rows], device=self.device)
+            decode_index, decode_mask = self._key_index(
+                [rows.block_tables[i] for i in decode_rows],
+                [rows.context_lens[i] + 1 for i in decode_rows])
+            # [rows, 1 (kv head broadcast), 1 (query), keys]
+            decode_mask = decode_mask[:, None, None, :]
+
+        for layer_index, layer in enumerate(self.layers):
+            k_cache, v_cache = self.k_cache[layer_index], self.v_cache[layer_index]
+            h = self._rms_norm(x, layer.attn_norm)
+            qkv = h @ layer.qkv  # [T, q + 2 kv]
+            if layer.qkv_bias is not None:
+                qkv = qkv + layer.qkv_bias
+            q = self._rotary(qkv[:, :q_size].view(-1, num_heads, d), cos, sin)
+            k = self._rotary(qkv[:, q_size:q_size + kv_size].view(-1, num_kv, d), cos, sin)
+            v = qkv[:, q_size + kv_size:].reshape(-1, num_kv, d)
+            k_cache.index_copy_(0, slots, k)
+            v_cache.index_copy_(0, slots, v)
+
+            attn = torch.empty_like(q)  # [T, heads, d]
+            if decode_rows:
+                # Queries of one KV head's group become that head's query positions.
+                qd = q[decode_tokens].view(-1, num_kv, group, d)  # [B, kv, group, d]
+                kd = k_cache[decode_index].transpose(1, 2)  # [B, kv, keys, d]
+                vd = v_cache[decode_index].transpose(1, 2)
+                out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask)
+                attn[decode_tokens] = out.reshape(-1, num_heads, d)
+            for i in prefill_rows:
+                start, q_len, c = starts[i], rows.query_lens[i], rows.context_lens[i]
+                index, _ = self._key_index([rows.block_tables[i]], [c + q_len])
+                kp = k_cache[index[0]].repeat_interleave(group, dim=1).transpose(0, 1)
+                vp = v_cache[index[0]].repeat_interleave(group, dim=1).transpose(0, 1)
+                qp = q[start:start + q_len].transpose(0, 1)  # [heads, q, d]
+                if c == 0:
+                    out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+                else:
+                    out = F.scaled_dot_product_attention(
+                        qp, kp, vp, attn_mask=causal_lower_right(q_len, c + q_len))
+                attn[start:start + q_len] = out.transpose(0, 1)
+            x = x + attn.reshape(-1, q_size) @ layer.o
+
+            h = self._rms_norm(x, layer.mlp_norm)
+            gate, up = (h @ layer.gate_up).chunk(2, dim=-1)
+            x = x + (F.silu(gate) * up) @ layer.down
+
+        sampled = [starts[i + 1] - 1 for i, s in enumerate(rows.sampled) if s]
+        last = self._rms_norm(x[torch.tensor(sampled, device=self.device, dtype=torch.long)],
+                              self.final_norm)
+        return (last @ self.lm_head).float()  # [sampled, vocab]

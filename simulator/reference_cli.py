@@ -1,0 +1,131 @@
+"""``clustersim reference run`` and ``clustersim reference compare``: measure a trace on
+a real device through the project's scheduler, and compare the simulator with it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from simulator.cli import _fail, _user_errors, _write_text, app, console
+from simulator.config import build_deployment, load_deployment
+from simulator.engine import resolve
+from simulator.outputs import to_json_text, write_folder
+from simulator.reference_compare import compare_reference
+from simulator.reference_run import check_reference_deployment, run_reference
+from workloads.loaders import load_workload
+
+__all__ = ["reference_app"]
+
+reference_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                            help="Real runs on a device, and the simulator against them.")
+app.add_typer(reference_app, name="reference")
+
+
+@reference_app.command("run")
+@_user_errors
+def reference_run_command(
+    workload: Annotated[Path, typer.Option(help="trace file (.json, .jsonl, .csv)")],
+    out: Annotated[Path, typer.Option(help="run folder to write")],
+    deployment: Annotated[Path | None, typer.Option(
+        help="deployment file (YAML or JSON); flags override its fields")] = None,
+    model: Annotated[str | None, typer.Option(help="catalog name or config.json path")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        help="catalog GPU the run is on (sizes the KV cache and the prediction)")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="policy: vllm, vllm-v1, sarathi, orca")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option()] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
+    enable_chunked_prefill: Annotated[bool | None, typer.Option(
+        "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
+    max_model_len: Annotated[int | None, typer.Option()] = None,
+    num_gpu_blocks: Annotated[int | None, typer.Option(
+        help="KV blocks instead of the memory plan's")] = None,
+    device: Annotated[str, typer.Option(help="cuda (also ROCm) or cpu")] = "cuda",
+    dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
+    layers: Annotated[int | None, typer.Option(
+        help="build only this many layers (smoke runs; predictions then disagree)")] = None,
+    seed: Annotated[int, typer.Option(help="seeds weights and prompt tokens")] = 0,
+) -> None:
+    """Replay a trace on a real model with random weights, one scheduled step at a time."""
+    overrides: dict[str, Any] = {
+        "model": model, "gpu": gpu, "scheduler.policy": scheduler,
+        "scheduler.max_num_seqs": max_num_seqs,
+        "scheduler.max_num_batched_tokens": max_num_batched_tokens,
+        "scheduler.enable_chunked_prefill": enable_chunked_prefill,
+        "scheduler.max_model_len": max_model_len,
+        "scheduler.num_gpu_blocks_override": num_gpu_blocks, "seed": seed,
+    }
+    if deployment is not None:
+        config = load_deployment(deployment, overrides)
+    else:
+        if model is None or gpu is None:
+            _fail("give --model and --gpu, or a --deployment file")
+        config = build_deployment({}, overrides, source="flags")
+    resolved = resolve(config)
+    check_reference_deployment(resolved)
+    trace = load_workload(workload)
+    try:
+        from profiles.profiler import device_facts
+        from profiles.reference_model import ReferenceModel
+    except ImportError:
+        _fail("the reference executor needs torch: pip install 'clustersim[profile]'")
+    try:
+        executor = ReferenceModel(resolved.model, num_blocks=resolved.memory.num_gpu_blocks,
+                                  block_size=resolved.memory.block_size, device=device,
+                                  dtype=dtype, num_layers=layers, seed=seed)
+    except RuntimeError as error:  # no device, or out of device memory
+        _fail(f"--device {device}: {str(error).splitlines()[0]}; lower --num-gpu-blocks "
+              "if the KV cache does not fit")
+    console.print(f"running {len(trace)} requests on {device} "
+                  f"({resolved.memory.num_gpu_blocks} KV blocks)")
+    run = run_reference(resolved, trace, executor, seed=seed)
+    facts = {
+        "device": device_facts(device), "dtype": dtype,
+        "layers_built": layers or resolved.model.num_layers,
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(arg) for arg in sys.argv),
+        "deployment": config.model_dump(mode="json"),
+        "workload": {"file": workload.name,
+                     "sha256": hashlib.sha256(workload.read_bytes()).hexdigest(),
+                     "num_requests": len(trace)},
+        "num_gpu_blocks": run.num_gpu_blocks, "wall_s": run.wall_s,
+        "num_steps": len(run.steps),
+    }
+    write_folder(out, {
+        "steps.csv": lambda path: run.steps.to_csv(path, index=False),
+        "requests.csv": lambda path: run.requests.to_csv(path, index=False),
+        "run.json": lambda path: path.write_text(to_json_text(facts)),
+    })
+    console.print(f"wrote {out}: {len(run.steps)} steps in {run.wall_s:.1f} s")
+
+
+@reference_app.command("compare")
+@_user_errors
+def reference_compare_command(
+    run: Annotated[Path, typer.Argument(help="folder written by 'clustersim reference run'")],
+    profile: Annotated[str | None, typer.Option(
+        help="kernel profile folder: compare the profiled cost model")] = None,
+    out: Annotated[Path | None, typer.Option(help="also write the comparison as JSON")] = None,
+) -> None:
+    """Per-step and per-request errors of the simulator against a measured run."""
+    result = compare_reference(run, profile=profile)
+    step = result["per_step"]
+    console.print(f"cost model: {result['cost_model']['kind']}; per-step error over "
+                  f"{step['num_steps']} steps: median {step['median_error']:.1%}, "
+                  f"p90 {step['p90_error']:.1%}")
+    for name, row in result["per_request"].items():
+        console.print(f"  {name:9s} measured {row['measured_s'] * 1e3:9.2f} ms  predicted "
+                      f"{row['predicted_s'] * 1e3:9.2f} ms  error {row['error']:.1%}")
+    host = result["host_overhead_fitted"]
+    console.print(f"host time per step (fitted): {host['step_base_s'] * 1e3:.3f} ms + "
+                  f"{host['per_seq_s'] * 1e6:.1f} us/seq + "
+                  f"{host['per_token_s'] * 1e6:.2f} us/token")
+    if out is not None:
+        _write_text(out, json.dumps(result, indent=2) + "\n")
