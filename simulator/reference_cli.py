@@ -19,6 +19,7 @@ from simulator.engine import resolve
 from simulator.outputs import to_json_text, write_folder
 from simulator.reference_compare import compare_reference
 from simulator.reference_run import check_reference_deployment, run_reference
+from simulator.validation import add_reference_run
 from workloads.loaders import load_workload
 
 __all__ = ["reference_app"]
@@ -129,3 +130,17 @@ def reference_compare_command(
                   f"{host['per_token_s'] * 1e6:.2f} us/token")
     if out is not None:
         _write_text(out, json.dumps(result, indent=2) + "\n")
+
+
+@reference_app.command("record")
+@_user_errors
+def reference_record_command(
+    run: Annotated[Path, typer.Argument(help="folder written by 'clustersim reference run'")],
+    run_id: Annotated[str, typer.Option("--id", help="record id, e.g. h100-llama3-8b-chat")],
+    records: Annotated[Path | None, typer.Option(
+        help="validation records folder (default: the project's)")] = None,
+) -> None:
+    """Add a measured run to the validation suite (its folder and one record per statistic)."""
+    added = add_reference_run(run, run_id, records)
+    console.print(f"recorded {len(added)} statistics of {run} as {run_id}; review them with "
+                  "'clustersim validate', then --update-baseline")

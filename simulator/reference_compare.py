@@ -140,7 +140,9 @@ def compare_reference(folder: str | Path, *, profile: str | None = None) -> dict
                      "median_error": float(np.median(step_errors)),
                      "p90_error": float(np.percentile(step_errors, 90)),
                      "measured_device_s": float(measured_steps.sum()),
-                     "predicted_device_s": float(predicted_steps.sum())},
+                     "predicted_device_s": float(predicted_steps.sum()),
+                     "measured_p50_s": float(np.median(measured_steps)),
+                     "predicted_p50_s": float(np.median(predicted_steps))},
         "per_request": per_request,
         "host_overhead_fitted": overhead.model_dump(),
     }

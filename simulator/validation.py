@@ -15,7 +15,9 @@ too; updating the baseline is one explicit command (``clustersim validate
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
@@ -31,10 +33,12 @@ from profiles.gemm import gemm_time_s
 from profiles.hardware import load_gpu
 from profiles.models import ModelSpec
 from profiles.training_cost import layer_cost
+from simulator.reference_compare import compare_reference, load_reference_run
 from simulator.training import simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
-__all__ = ["PENDING_KINDS", "PREDICTORS", "Record", "compare_to_baseline",
+__all__ = ["PENDING_KINDS", "PREDICTORS", "REFERENCE_STATISTICS", "Record",
+           "add_reference_run", "compare_to_baseline",
            "default_records_dir", "group_errors", "load_records", "pending_records",
            "predict_records"]
 
@@ -96,6 +100,12 @@ def load_records(folder: str | Path | None = None) -> list[Record]:
             raise ClusterSimError(f"validation records {path}: expected an object with "
                                   f"'records' ({error})") from None
         for index, entry in enumerate(entries):
+            if isinstance(entry, dict) and entry.get("kind") == "reference_run":
+                # A run folder is named relative to its records file; resolved here so the
+                # predictor finds it wherever the records folder is.
+                scenario = dict(entry.get("scenario") or {})
+                scenario["run"] = str((path.parent / str(scenario.get("run", ""))).resolve())
+                entry = {**entry, "scenario": scenario}
             try:
                 record = Record.model_validate(entry)
             except ValidationError as error:
@@ -224,6 +234,22 @@ def _node_link(gpu_name: str) -> LinkCost:
     return link_between(graph, "n0.g0", "n0.g1")
 
 
+@functools.cache
+def _compared_run(folder: str) -> dict[str, Any]:
+    return compare_reference(folder)
+
+
+def _reference_run(scenario: dict[str, Any]) -> float:
+    """A statistic of our measured reference run, as the simulator predicts the run: the
+    step-time median (each measured batch priced by the cost model), or a TTFT, TPOT or
+    E2E percentile of the replayed trace (see simulator/reference_compare.py)."""
+    compared = _compared_run(scenario["run"])
+    statistic = scenario["statistic"]
+    seconds = (compared["per_step"]["predicted_p50_s"] if statistic == "step_time_p50"
+               else compared["per_request"][statistic]["predicted_s"])
+    return float(seconds * (1e3 if scenario.get("unit") == "ms" else 1.0))
+
+
 PREDICTORS: dict[str, Callable[[dict[str, Any]], float]] = {
     "gemm_ceiling": _gemm_ceiling,
     "allreduce_busbw": _allreduce_busbw,
@@ -233,6 +259,7 @@ PREDICTORS: dict[str, Callable[[dict[str, Any]], float]] = {
     "training_tflops_per_gpu": lambda scenario: _training(scenario, "tflops"),
     "training_mfu": lambda scenario: _training(scenario, "mfu_pct"),
     "training_layer_fwd_bwd": _layer_fwd_bwd,
+    "reference_run": _reference_run,
 }
 
 
@@ -243,6 +270,64 @@ PENDING_KINDS: dict[str, str] = {
     "serving_p50_ttft": "serving records with their workloads (our real runs)",
     "serving_p99_tbt": "serving records with their workloads (our real runs)",
 }
+
+
+REFERENCE_STATISTICS = ("step_time_p50", "ttft_p50", "ttft_p90", "tpot_p50", "tpot_p90",
+                        "e2e_p50", "e2e_p90")
+
+
+def add_reference_run(run_dir: str | Path, run_id: str, records_dir: str | Path | None = None
+                      ) -> list[Record]:
+    """Join a measured reference run to the validation suite: its folder is copied to
+    ``runs/<run_id>/`` beside the records, and one test record per statistic of
+    :data:`REFERENCE_STATISTICS` goes into ``our_runs.json``, both written whole or not at
+    all.
+
+    Raises:
+        ClusterSimError: an unreadable run, a bad id, or an id already recorded.
+    """
+    meta, steps, requests = load_reference_run(run_dir)
+    if not run_id or not all(c.isalnum() or c in "-_." for c in run_id):
+        raise ClusterSimError(f"--id {run_id!r}: use letters, digits, '-', '_' and '.'")
+    folder = Path(records_dir) if records_dir is not None else default_records_dir()
+    file = folder / "our_runs.json"
+    existing = json.loads(file.read_text())["records"] if file.is_file() else []
+    if any(entry["id"].startswith(f"{run_id}:") for entry in existing):
+        raise ClusterSimError(f"--id {run_id}: already recorded in {file.name}")
+    device = meta.get("device", {})
+    deployment = meta.get("deployment", {})
+    measured = {"step_time_p50": float(np.median(steps["device_s"]))}
+    for statistic in REFERENCE_STATISTICS[1:]:
+        metric, q = statistic.rsplit("_p", 1)
+        measured[statistic] = float(np.percentile(requests[f"{metric}_s"].dropna(), int(q)))
+    entries = [{
+        "id": f"{run_id}:{statistic}", "group": "serving", "kind": "reference_run",
+        "role": "test", "scenario": {"run": f"runs/{run_id}", "statistic": statistic},
+        "measured": {"metric": statistic, "value": value * 1e3, "unit": "ms"},
+        "source": {"kind": "our_run",
+                   "citation": f"clustersim reference run on {device.get('name', '?')} "
+                               f"(driver {device.get('driver', '?')}, "
+                               f"{device.get('runtime', '?')}, torch "
+                               f"{device.get('torch', '?')}), {meta.get('date', '?')}",
+                   "locator": f"validation/records/runs/{run_id}/run.json"},
+        "notes": f"{deployment.get('model')} on {deployment.get('gpu')}, "
+                 f"{meta.get('workload', {}).get('num_requests')} requests of "
+                 f"{meta.get('workload', {}).get('file')}; command: {meta.get('command')}",
+    } for statistic, value in measured.items()]
+    records = [Record.model_validate(entry) for entry in entries]
+    target = folder / "runs" / run_id
+    staging = folder / "runs" / f".staging-{run_id}"
+    try:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(run_dir, staging)
+        text = json.dumps({"records": existing + entries}, indent=1) + "\n"
+        (folder / ".our_runs.json.tmp").write_text(text)
+        staging.replace(target)
+        (folder / ".our_runs.json.tmp").replace(file)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ClusterSimError(f"validation records {folder}: cannot write ({error})") from None
+    return records
 
 
 def pending_records(records: list[Record]) -> dict[str, list[str]]:

@@ -254,3 +254,20 @@ def test_a_reference_run_on_cpu_produces_every_token(tiny_model_path: str,
     compare = CliRunner().invoke(app, ["reference", "compare", str(out)])
     assert compare.exit_code == 0, compare.output
     assert "per-step" in compare.output and "ttft" in compare.output
+    records = tmp_path / "records"
+    records.mkdir()
+    added = CliRunner().invoke(app, ["reference", "record", str(out), "--id", "cpu-tiny",
+                                     "--records", str(records)])
+    assert added.exit_code == 0, added.output
+    again = CliRunner().invoke(app, ["reference", "record", str(out), "--id", "cpu-tiny",
+                                     "--records", str(records)])
+    assert again.exit_code == 2 and "already recorded" in again.output
+    from simulator import validation
+    rows = validation.predict_records(validation.load_records(records)).set_index("id")
+    assert len(rows) == len(validation.REFERENCE_STATISTICS)
+    assert (records / "runs" / "cpu-tiny" / "steps.csv").is_file()
+    assert rows.loc["cpu-tiny:ttft_p50", "measured"] == pytest.approx(
+        requests["ttft_s"].median() * 1e3)
+    assert rows.loc["cpu-tiny:step_time_p50", "measured"] == pytest.approx(
+        steps["device_s"].median() * 1e3)
+    assert (rows["predicted"] > 0).all()
