@@ -46,7 +46,7 @@ from profiles.profile_format import (
     write_profile,
 )
 
-__all__ = ["ProfileGrid", "device_facts", "run_profile"]
+__all__ = ["ProfileGrid", "command_line", "device_facts", "run_profile"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -203,7 +203,7 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
         gpu=gpu, device_name=_device_name(dev), num_gpus=num_gpus, interconnect=interconnect,
         driver=_driver(), runtime=_runtime(dev), torch=torch.__version__, dtype=dtype,
         date=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        command=" ".join(shlex.quote(arg) for arg in sys.argv), repetitions=repetitions,
+        command=command_line(), repetitions=repetitions,
         warmup=warmup,
         tables={op: TableInfo(file=f"{op}.csv", status="measured", note=notes[op])
                 for op in tables})
@@ -262,6 +262,12 @@ def _copy(target: torch.Tensor, source: torch.Tensor) -> Callable[[], object]:
     def run() -> object:
         return target.copy_(source, non_blocking=True)
     return run
+
+
+def command_line() -> str:
+    """The command that is running, as a user would retype it: the program by its name
+    (not the install path), then its arguments."""
+    return " ".join(shlex.quote(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def device_facts(device: str) -> dict[str, str]:

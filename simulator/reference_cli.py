@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -73,7 +71,7 @@ def reference_run_command(
     check_reference_deployment(resolved)
     trace = load_workload(workload)
     try:
-        from profiles.profiler import device_facts
+        from profiles.profiler import command_line, device_facts
         from profiles.reference_model import ReferenceModel
     except ImportError:
         _fail("the reference executor needs torch: pip install 'clustersim[profile]'")
@@ -91,7 +89,7 @@ def reference_run_command(
         "device": device_facts(device), "dtype": dtype,
         "layers_built": layers or resolved.model.num_layers,
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(arg) for arg in sys.argv),
+        "command": command_line(),
         "deployment": config.model_dump(mode="json"),
         "workload": {"file": workload.name,
                      "sha256": hashlib.sha256(workload.read_bytes()).hexdigest(),
