@@ -5,9 +5,10 @@
 
 For each model and TP degree it measures the GEMMs the layers produce (QKV, output,
 gate+up, down, LM head) over a grid of token counts; attention prefill (causal, GQA; whole
-prompts and chunks after cached tokens) and decode over batch x KV length, through
-torch's scaled_dot_product_attention (which picks FlashAttention or the memory-efficient
-kernel where the device has them); the elementwise kernels (RMSNorm, SiLU-and-multiply,
+prompts and chunks after cached tokens) and decode over batch x KV length, through the
+reference executor's paged attention (``profiles.reference_model``: keys gathered from
+shuffled KV blocks, then torch's scaled_dot_product_attention, which picks FlashAttention
+or the memory-efficient kernel where the device has them); the elementwise kernels (RMSNorm, SiLU-and-multiply,
 rotary, KV-cache write); and, on a GPU, pinned host<->device copies. Timing: device
 events on a GPU (wall clock with a synchronize on the CPU), warm-up runs, a cache flush
 before every repetition, the median.
@@ -15,7 +16,8 @@ With ``collectives`` >= 2 it also measures all-reduce, all-gather, reduce-scatte
 all-to-all and send/recv through torch.distributed, one process per GPU
 (``profiles.profile_collectives``; gloo processes on the CPU).
 
-This module needs torch (the ``profile`` extra); nothing else in the package imports it.
+This module needs torch (the ``profile`` extra), as does the reference model; nothing else
+in the package imports them.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from typing import Literal
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch.nn.attention.bias import causal_lower_right
 
 from profiles.models import ModelSpec, load_model
 from profiles.profile_collectives import profile_collectives
@@ -45,8 +46,11 @@ from profiles.profile_format import (
     load_profile,
     write_profile,
 )
+from profiles.reference_model import decode_attention, key_slots, prefill_attention
 
 __all__ = ["ProfileGrid", "command_line", "device_facts", "run_profile"]
+
+_BLOCK_SIZE = 16  # KV block of the profiled paged cache (vLLM's default)
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 
@@ -62,6 +66,7 @@ class ProfileGrid:
             self.prefill_lens = [8, 32, 64]
             self.chunk_lens = [8]
             self.copy_bytes = [2**16, 2**20]
+            self.max_decode_kv_tokens = 2**10
         else:
             self.tokens = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
             self.decode_batches = [1, 4, 16, 64, 256]
@@ -69,6 +74,9 @@ class ProfileGrid:
             self.prefill_lens = [128, 512, 1024, 2048, 4096, 8192]
             self.chunk_lens = [256, 512, 2048]
             self.copy_bytes = [2**20, 2**24, 2**28, 2**30]
+            # 2^20 KV tokens of one layer is more than a GPU holds for the whole model
+            # (Llama-3-8B: 128 KiB a token, 128 GiB for 2^20 tokens).
+            self.max_decode_kv_tokens = 2**20
 
 
 class _Timer:
@@ -145,31 +153,33 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
 
     layouts = sorted({(spec.num_attention_heads // tp, max(1, spec.num_kv_heads // tp),
                        spec.head_dim) for spec in specs for tp in tp_degrees})
+    # Attention is timed through the reference executor's own kernels (paged keys behind
+    # scattered block tables, as a serving engine holds them), so a profile predicts what
+    # that executor measures.
     for heads, kv_heads, head_dim in layouts:
         for length in grid.prefill_lens:
-            query = torch.randn(1, heads, length, head_dim, dtype=torch_dtype, device=dev)
-            keys = torch.randn(1, kv_heads, length, head_dim, dtype=torch_dtype, device=dev)
-            seconds = timer(_attention(query, keys, causal=True))
-            rows["attn_prefill"].append({"batch": 1, "q_len": length, "kv_len": length,
-                                         "num_heads": heads, "num_kv_heads": kv_heads,
-                                         "head_dim": head_dim, "time_s": seconds})
-            # Chunked prefill: a chunk of new queries after kv_len - q_len cached tokens,
-            # causal from the bottom right (each query sees the cache and its own past).
-            for chunk in (c for c in grid.chunk_lens if c < length):
-                query = torch.randn(1, heads, chunk, head_dim, dtype=torch_dtype, device=dev)
-                seconds = timer(_attention(query, keys, causal=True))
-                rows["attn_prefill"].append({"batch": 1, "q_len": chunk, "kv_len": length,
+            k_cache, v_cache, index, _ = _paged_keys([length], kv_heads, head_dim,
+                                                     torch_dtype, dev)
+            # Whole prompts, then chunks of new queries after length - chunk cached tokens
+            # (causal from the bottom right: each query sees the cache and its own past).
+            for q_len in [length, *(c for c in grid.chunk_lens if c < length)]:
+                query = torch.randn(q_len, heads, head_dim, dtype=torch_dtype, device=dev)
+                seconds = timer(_prefill(query, k_cache, v_cache, index[0]))
+                rows["attn_prefill"].append({"batch": 1, "q_len": q_len, "kv_len": length,
                                              "num_heads": heads, "num_kv_heads": kv_heads,
                                              "head_dim": head_dim, "time_s": seconds})
         for batch in grid.decode_batches:
             for kv_len in grid.kv_lens:
-                query = torch.randn(batch, heads, 1, head_dim, dtype=torch_dtype, device=dev)
-                keys = torch.randn(batch, kv_heads, kv_len, head_dim, dtype=torch_dtype,
-                                   device=dev)
-                seconds = timer(_attention(query, keys, causal=False))
+                if batch * kv_len > grid.max_decode_kv_tokens:
+                    continue  # more KV than a GPU holds for one layout: never scheduled
+                k_cache, v_cache, index, mask = _paged_keys([kv_len] * batch, kv_heads,
+                                                            head_dim, torch_dtype, dev)
+                query = torch.randn(batch, heads, head_dim, dtype=torch_dtype, device=dev)
+                seconds = timer(_decode(query, k_cache, v_cache, index, mask))
                 rows["attn_decode"].append({"batch": batch, "kv_len": kv_len,
                                             "num_heads": heads, "num_kv_heads": kv_heads,
                                             "head_dim": head_dim, "time_s": seconds})
+                del k_cache, v_cache, index, mask
 
     widths = set()
     for spec in specs:
@@ -217,18 +227,32 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor) -> Callable[[], object]:
     return run
 
 
-def _attention(query: torch.Tensor, keys: torch.Tensor, causal: bool) -> Callable[[], object]:
-    """SDPA over ``keys`` (doubling as values: the kernel's cost is the same). Causal means
-    bottom-right aligned, as a chunk after cached tokens needs (torch's ``is_causal`` is
-    top-left aligned, which is only right when queries and keys have the same length)."""
-    q_len, kv_len = query.shape[-2], keys.shape[-2]
-    mask = causal_lower_right(q_len, kv_len) if causal and q_len != kv_len else None
+def _paged_keys(lengths: list[int], kv_heads: int, head_dim: int, dtype: torch.dtype,
+                dev: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                            torch.Tensor]:
+    """A one-layer paged cache holding rows of ``lengths`` keys in shuffled blocks of
+    ``_BLOCK_SIZE``: (k cache, v cache, key slots [rows, max keys], key mask)."""
+    blocks_per_row = [-(-length // _BLOCK_SIZE) for length in lengths]
+    order = torch.randperm(sum(blocks_per_row)).tolist()
+    tables, used = [], 0
+    for count in blocks_per_row:
+        tables.append(order[used:used + count])
+        used += count
+    shape = (used * _BLOCK_SIZE, kv_heads, head_dim)
+    k_cache = torch.randn(shape, dtype=dtype, device=dev)
+    v_cache = torch.randn(shape, dtype=dtype, device=dev)
+    index, mask = key_slots(tables, lengths, _BLOCK_SIZE, dev)
+    return k_cache, v_cache, index, mask
 
-    def run() -> object:
-        return F.scaled_dot_product_attention(query, keys, keys, attn_mask=mask,
-                                              is_causal=causal and mask is None,
-                                              enable_gqa=True)
-    return run
+
+def _prefill(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+             index: torch.Tensor) -> Callable[[], object]:
+    return lambda: prefill_attention(query, k_cache, v_cache, index)
+
+
+def _decode(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+            index: torch.Tensor, mask: torch.Tensor) -> Callable[[], object]:
+    return lambda: decode_attention(query, k_cache, v_cache, index, mask)
 
 
 def _elementwise(op: str, x: torch.Tensor) -> Callable[[], object]:

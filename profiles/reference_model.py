@@ -39,10 +39,77 @@ from profiles.errors import ClusterSimError
 from profiles.executor import StepRows
 from profiles.models import ModelSpec
 
-__all__ = ["ReferenceModel"]
+__all__ = ["ReferenceModel", "decode_attention", "key_slots", "prefill_attention"]
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _ROPE_THETA = 10_000.0  # any base gives the same kernels and times
+
+
+def key_slots(tables: Sequence[Sequence[int]], lengths: Sequence[int], block_size: int,
+              device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cache slots of each row's keys through its block table, padded to the longest row:
+    ([rows, max keys] slot index, [rows, max keys] mask of real keys)."""
+    max_len = max(lengths)
+    num_blocks = -(-max_len // block_size)
+    padded = [list(table[:num_blocks]) + [0] * (num_blocks - len(table[:num_blocks]))
+              for table in tables]
+    blocks = torch.tensor(padded, device=device)  # [rows, blocks]
+    offsets = torch.arange(block_size, device=device)
+    index = (blocks[:, :, None] * block_size + offsets).reshape(len(tables), -1)[:, :max_len]
+    lens = torch.tensor(list(lengths), device=device)
+    mask = torch.arange(max_len, device=device)[None, :] < lens[:, None]
+    return index, mask
+
+
+def decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                     index: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """One query token per row against its cached keys (paged): the rows' keys gathered
+    to [rows, kv heads, keys, d] and the query heads of each KV head stacked as that
+    head's queries, so GQA needs no repeated keys.
+
+    Args:
+        query: [rows, heads, d].
+        k_cache, v_cache: [slots, kv heads, d] of one layer.
+        index, mask: from :func:`key_slots`.
+
+    Returns:
+        [rows, heads, d].
+    """
+    rows, heads, d = query.shape
+    kv_heads = k_cache.shape[1]
+    grouped = query.view(rows, kv_heads, heads // kv_heads, d)
+    keys = k_cache[index].transpose(1, 2)  # [rows, kv heads, keys, d]
+    values = v_cache[index].transpose(1, 2)
+    out = F.scaled_dot_product_attention(grouped, keys, values,
+                                         attn_mask=mask[:, None, None, :])
+    return out.reshape(rows, heads, d)
+
+
+def prefill_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
+                      index: torch.Tensor) -> torch.Tensor:
+    """A chunk of q new tokens after c cached ones (paged), causal from the bottom right:
+    query i sees keys 0 .. c + i. Keys are gathered and repeated per query head.
+
+    Args:
+        query: [q, heads, d].
+        k_cache, v_cache: [slots, kv heads, d] of one layer.
+        index: [c + q] cache slots of the row's keys.
+
+    Returns:
+        [q, heads, d].
+    """
+    q_len, heads, _ = query.shape
+    group = heads // k_cache.shape[1]
+    keys = k_cache[index].repeat_interleave(group, dim=1).transpose(0, 1)  # [heads, c+q, d]
+    values = v_cache[index].repeat_interleave(group, dim=1).transpose(0, 1)
+    kv_len = index.shape[0]
+    if kv_len == q_len:
+        out = F.scaled_dot_product_attention(query.transpose(0, 1), keys, values,
+                                             is_causal=True)
+    else:
+        out = F.scaled_dot_product_attention(query.transpose(0, 1), keys, values,
+                                             attn_mask=causal_lower_right(q_len, kv_len))
+    return out.transpose(0, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,21 +218,6 @@ class ReferenceModel:
         return (torch.tensor(positions, device=self.device),
                 torch.tensor(slots, device=self.device))
 
-    def _key_index(self, tables: Sequence[Sequence[int]], lengths: Sequence[int]
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cache slots of each row's keys, padded: ([rows, max keys], mask of real keys)."""
-        bs = self.block_size
-        max_len = max(lengths)
-        num_blocks = -(-max_len // bs)
-        padded = [list(table[:num_blocks]) + [0] * (num_blocks - len(table[:num_blocks]))
-                  for table in tables]
-        blocks = torch.tensor(padded, device=self.device)  # [rows, blocks]
-        offsets = torch.arange(bs, device=self.device)
-        index = (blocks[:, :, None] * bs + offsets).reshape(len(tables), -1)[:, :max_len]
-        lens = torch.tensor(list(lengths), device=self.device)
-        mask = torch.arange(max_len, device=self.device)[None, :] < lens[:, None]
-        return index, mask
-
     # ---- the step ---------------------------------------------------------------------
 
     def run(self, rows: StepRows) -> tuple[list[int], float]:
@@ -192,7 +244,6 @@ class ReferenceModel:
         [sampled rows, vocab], in row order (float32)."""
         spec = self.spec
         num_heads, num_kv, d = self.num_heads, self.num_kv_heads, self.head_dim
-        group = num_heads // num_kv
         q_size, kv_size = spec.q_size, spec.kv_size
         positions, slots = self._slots(rows)
         angles = positions[:, None].float() * self._inv_freq[None, :]  # [T, d/2]
@@ -207,11 +258,13 @@ class ReferenceModel:
         prefill_rows = [i for i, q in enumerate(rows.query_lens) if q > 1]
         if decode_rows:
             decode_tokens = torch.tensor([starts[i] for i in decode_rows], device=self.device)
-            decode_index, decode_mask = self._key_index(
+            decode_index, decode_mask = key_slots(
                 [rows.block_tables[i] for i in decode_rows],
-                [rows.context_lens[i] + 1 for i in decode_rows])
-            # [rows, 1 (kv head broadcast), 1 (query), keys]
-            decode_mask = decode_mask[:, None, None, :]
+                [rows.context_lens[i] + 1 for i in decode_rows], self.block_size, self.device)
+        prefill_index = {
+            i: key_slots([rows.block_tables[i]], [rows.context_lens[i] + rows.query_lens[i]],
+                         self.block_size, self.device)[0][0]
+            for i in prefill_rows}
 
         for layer_index, layer in enumerate(self.layers):
             k_cache, v_cache = self.k_cache[layer_index], self.v_cache[layer_index]
@@ -227,24 +280,12 @@ class ReferenceModel:
 
             attn = torch.empty_like(q)  # [T, heads, d]
             if decode_rows:
-                # Queries of one KV head's group become that head's query positions.
-                qd = q[decode_tokens].view(-1, num_kv, group, d)  # [B, kv, group, d]
-                kd = k_cache[decode_index].transpose(1, 2)  # [B, kv, keys, d]
-                vd = v_cache[decode_index].transpose(1, 2)
-                out = F.scaled_dot_product_attention(qd, kd, vd, attn_mask=decode_mask)
-                attn[decode_tokens] = out.reshape(-1, num_heads, d)
+                attn[decode_tokens] = decode_attention(q[decode_tokens], k_cache, v_cache,
+                                                       decode_index, decode_mask)
             for i in prefill_rows:
-                start, q_len, c = starts[i], rows.query_lens[i], rows.context_lens[i]
-                index, _ = self._key_index([rows.block_tables[i]], [c + q_len])
-                kp = k_cache[index[0]].repeat_interleave(group, dim=1).transpose(0, 1)
-                vp = v_cache[index[0]].repeat_interleave(group, dim=1).transpose(0, 1)
-                qp = q[start:start + q_len].transpose(0, 1)  # [heads, q, d]
-                if c == 0:
-                    out = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-                else:
-                    out = F.scaled_dot_product_attention(
-                        qp, kp, vp, attn_mask=causal_lower_right(q_len, c + q_len))
-                attn[start:start + q_len] = out.transpose(0, 1)
+                start, end = starts[i], starts[i + 1]
+                attn[start:end] = prefill_attention(q[start:end], k_cache, v_cache,
+                                                    prefill_index[i])
             x = x + attn.reshape(-1, q_size) @ layer.o
 
             h = self._rms_norm(x, layer.mlp_norm)
