@@ -8,8 +8,9 @@ gate+up, down, LM head) over a grid of token counts; attention prefill (causal, 
 prompts and chunks after cached tokens) and decode over batch x KV length, through the
 reference executor's paged attention (``profiles.reference_model``: keys gathered from
 shuffled KV blocks, then torch's scaled_dot_product_attention, which picks FlashAttention
-or the memory-efficient kernel where the device has them); the elementwise kernels (RMSNorm, SiLU-and-multiply,
-rotary, KV-cache write); and, on a GPU, pinned host<->device copies. Timing: device
+or the memory-efficient kernel where the device has them); the elementwise kernels
+(RMSNorm, SiLU-and-multiply, rotary, KV-cache write); and, on a GPU, pinned host<->device
+copies. Timing: device
 events on a GPU (wall clock with a synchronize on the CPU), warm-up runs, a cache flush
 before every repetition, the median.
 With ``collectives`` >= 2 it also measures all-reduce, all-gather, reduce-scatter,

@@ -14,9 +14,10 @@ paged cache (``slot = block_table[pos // block_size] * block_size + pos % block_
 attention, the O GEMM and residual, RMSNorm, the fused gate+up GEMM, SiLU-and-multiply,
 the down GEMM and residual. Attention reads keys through the block table:
 
-- decode rows (q = 1) in one batched call: their blocks gathered to a padded
-  [rows, max keys] tensor with a key mask, and the query heads of each KV head stacked as
-  queries of that head (GQA without repeating keys);
+- decode rows (q = 1) batched, in up to four calls of rows of similar context length:
+  their blocks gathered to a [rows, longest row's keys] tensor with a key mask, and the
+  query heads of each KV head stacked as queries of that head (GQA without repeating
+  keys);
 - prefill rows (q > 1) one call each, causal from the bottom right (a chunk after c
   cached tokens sees all of them), through torch's fastest SDPA kernel.
 
@@ -43,6 +44,7 @@ __all__ = ["ReferenceModel", "decode_attention", "key_slots", "prefill_attention
 
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 _ROPE_THETA = 10_000.0  # any base gives the same kernels and times
+_DECODE_GROUPS = 4  # decode attention calls per layer, rows grouped by context length
 
 
 def key_slots(tables: Sequence[Sequence[int]], lengths: Sequence[int], block_size: int,
@@ -256,11 +258,18 @@ class ReferenceModel:
             starts.append(starts[-1] + query_len)
         decode_rows = [i for i, q in enumerate(rows.query_lens) if q == 1]
         prefill_rows = [i for i, q in enumerate(rows.query_lens) if q > 1]
-        if decode_rows:
-            decode_tokens = torch.tensor([starts[i] for i in decode_rows], device=self.device)
-            decode_index, decode_mask = key_slots(
-                [rows.block_tables[i] for i in decode_rows],
-                [rows.context_lens[i] + 1 for i in decode_rows], self.block_size, self.device)
+        # Decode rows by context length, in up to _DECODE_GROUPS groups of equal count:
+        # each group is padded only to its own longest row, not the step's.
+        by_length = sorted(decode_rows, key=lambda i: rows.context_lens[i])
+        size = -(-len(by_length) // _DECODE_GROUPS) if by_length else 1
+        decode_groups = []
+        for first in range(0, len(by_length), size):
+            group = by_length[first:first + size]
+            index, mask = key_slots([rows.block_tables[i] for i in group],
+                                    [rows.context_lens[i] + 1 for i in group],
+                                    self.block_size, self.device)
+            tokens = torch.tensor([starts[i] for i in group], device=self.device)
+            decode_groups.append((tokens, index, mask))
         prefill_index = {
             i: key_slots([rows.block_tables[i]], [rows.context_lens[i] + rows.query_lens[i]],
                          self.block_size, self.device)[0][0]
@@ -279,9 +288,8 @@ class ReferenceModel:
             v_cache.index_copy_(0, slots, v)
 
             attn = torch.empty_like(q)  # [T, heads, d]
-            if decode_rows:
-                attn[decode_tokens] = decode_attention(q[decode_tokens], k_cache, v_cache,
-                                                       decode_index, decode_mask)
+            for tokens, index, mask in decode_groups:
+                attn[tokens] = decode_attention(q[tokens], k_cache, v_cache, index, mask)
             for i in prefill_rows:
                 start, end = starts[i], starts[i + 1]
                 attn[start:end] = prefill_attention(q[start:end], k_cache, v_cache,

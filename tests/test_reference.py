@@ -271,3 +271,23 @@ def test_a_reference_run_on_cpu_produces_every_token(tiny_model_path: str,
     assert rows.loc["cpu-tiny:step_time_p50", "measured"] == pytest.approx(
         steps["device_s"].median() * 1e3)
     assert (rows["predicted"] > 0).all()
+
+
+def test_decode_rows_of_mixed_lengths_match_a_full_forward(tiny_model_path: str) -> None:
+    """Six prompts of 3-40 tokens prefilled in one step, then one decode step of all six
+    (attention in length groups): every row's logits equal a plain full forward."""
+    from profiles.models import load_model
+    from profiles.reference_model import ReferenceModel
+    model = ReferenceModel(load_model(tiny_model_path), num_blocks=80, block_size=4,
+                           device="cpu", dtype="fp32", seed=5)
+    lengths = [40, 3, 17, 9, 26, 5]
+    prompts = [[(7 * r + i) % 1000 for i in range(n)] for r, n in enumerate(lengths)]
+    tables = [list(range(79 - 11 * r, 79 - 11 * r - 11, -1)) for r in range(6)]
+    first = model.forward(StepRows([t for p in prompts for t in p], lengths, [0] * 6, tables,
+                                   [True] * 6))
+    sequences = [p + [int(first[r].argmax())] for r, p in enumerate(prompts)]
+    logits = model.forward(StepRows([s[-1] for s in sequences], [1] * 6, lengths, tables,
+                                    [True] * 6))
+    for r, sequence in enumerate(sequences):
+        expected = _full_forward_logits(model, sequence)
+        assert torch.allclose(logits[r:r + 1], expected, rtol=1e-4, atol=1e-4)
