@@ -285,7 +285,7 @@ def test_decode_rows_of_mixed_lengths_match_a_full_forward(tiny_model_path: str)
     tables = [list(range(79 - 11 * r, 79 - 11 * r - 11, -1)) for r in range(6)]
     first = model.forward(StepRows([t for p in prompts for t in p], lengths, [0] * 6, tables,
                                    [True] * 6))
-    sequences = [p + [int(first[r].argmax())] for r, p in enumerate(prompts)]
+    sequences = [[*p, int(first[r].argmax())] for r, p in enumerate(prompts)]
     logits = model.forward(StepRows([s[-1] for s in sequences], [1] * 6, lengths, tables,
                                     [True] * 6))
     for r, sequence in enumerate(sequences):
