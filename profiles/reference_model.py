@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.attention.bias import causal_lower_right
@@ -51,16 +52,18 @@ def key_slots(tables: Sequence[Sequence[int]], lengths: Sequence[int], block_siz
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Cache slots of each row's keys through its block table, padded to the longest row:
     ([rows, max keys] slot index, [rows, max keys] mask of real keys)."""
+    # NOTE: numpy on the host, then one copy each: Python lists of a 256-row step's block
+    # tables would cost milliseconds per step, which the device would sit out.
     max_len = max(lengths)
     num_blocks = -(-max_len // block_size)
-    padded = [list(table[:num_blocks]) + [0] * (num_blocks - len(table[:num_blocks]))
-              for table in tables]
-    blocks = torch.tensor(padded, device=device)  # [rows, blocks]
-    offsets = torch.arange(block_size, device=device)
-    index = (blocks[:, :, None] * block_size + offsets).reshape(len(tables), -1)[:, :max_len]
-    lens = torch.tensor(list(lengths), device=device)
-    mask = torch.arange(max_len, device=device)[None, :] < lens[:, None]
-    return index, mask
+    blocks = np.zeros((len(tables), num_blocks), dtype=np.int64)  # padding: block 0
+    for row, table in enumerate(tables):
+        used = table[:num_blocks]
+        blocks[row, :len(used)] = used
+    index = (blocks[:, :, None] * block_size + np.arange(block_size)).reshape(
+        len(tables), -1)[:, :max_len]
+    mask = np.arange(max_len)[None, :] < np.asarray(lengths)[:, None]
+    return torch.from_numpy(index).to(device), torch.from_numpy(mask).to(device)
 
 
 def decode_attention(query: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor,
@@ -209,16 +212,15 @@ class ReferenceModel:
 
     def _slots(self, rows: StepRows) -> tuple[torch.Tensor, torch.Tensor]:
         """(positions [T], cache slots [T]) of the step's new tokens."""
-        positions: list[int] = []
-        slots: list[int] = []
         bs = self.block_size
+        position_parts, slot_parts = [], []
         for q, c, table in zip(rows.query_lens, rows.context_lens, rows.block_tables,
                                strict=True):
-            for pos in range(c, c + q):
-                positions.append(pos)
-                slots.append(table[pos // bs] * bs + pos % bs)
-        return (torch.tensor(positions, device=self.device),
-                torch.tensor(slots, device=self.device))
+            positions = np.arange(c, c + q)
+            position_parts.append(positions)
+            slot_parts.append(np.asarray(table)[positions // bs] * bs + positions % bs)
+        return (torch.from_numpy(np.concatenate(position_parts)).to(self.device),
+                torch.from_numpy(np.concatenate(slot_parts)).to(self.device))
 
     # ---- the step ---------------------------------------------------------------------
 
