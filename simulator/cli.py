@@ -30,7 +30,7 @@ from profiles.models import list_models, load_model
 from profiles.profile_check import profile_errors
 from profiles.profile_format import load_profile
 from simulator import validation
-from simulator.config import build_deployment, load_deployment, read_mapping
+from simulator.config import DeploymentConfig, build_deployment, load_deployment, read_mapping
 from simulator.engine import simulate
 from simulator.outputs import to_json_text, write_folder, write_outputs
 from simulator.training import simulate_training
@@ -75,6 +75,17 @@ def _user_errors(function: F) -> F:
         except ClusterSimError as error:
             _fail(str(error))
     return wrapper  # type: ignore[return-value]
+
+
+def deployment_from_flags(deployment: Path | None, overrides: dict[str, Any]
+                          ) -> DeploymentConfig:
+    """The deployment file with the flags set over it, or the flags alone (which must
+    then name the model and the GPU)."""
+    if deployment is not None:
+        return load_deployment(deployment, overrides)
+    if overrides.get("model") is None or overrides.get("gpu") is None:
+        _fail("give --model and --gpu, or a --deployment file")
+    return build_deployment({}, overrides, source="flags")
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -217,12 +228,7 @@ def simulate_command(
         "cluster.num_nodes": num_nodes, "cluster.gpus_per_node": gpus_per_node,
         "slo.ttft_s": ttft_slo, "slo.tpot_s": tpot_slo,
     }
-    if deployment is not None:
-        config = load_deployment(deployment, overrides)
-    else:
-        if model is None or gpu is None:
-            _fail("give --model and --gpu, or a --deployment file")
-        config = build_deployment({}, overrides, source="flags")
+    config = deployment_from_flags(deployment, overrides)
     if output_format not in ("csv", "parquet"):
         _fail(f"--format {output_format!r} is unknown; use csv or parquet")
     trace_data = load_workload(workload, workload_format)

@@ -51,8 +51,8 @@ from simulator.token_content import Segment, prompt_segments
 from simulator.trace import PerfettoTrace
 from workloads.schema import RequestTrace
 
-__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "make_kv_cache", "resolve",
-           "simulate"]
+__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "make_kv_cache",
+           "make_requests", "resolve", "simulate"]
 
 ENGINE_VERSION = "clustersim-0.1 serving core"
 
@@ -163,6 +163,17 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
                            else roofline)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
                               resolve_cpu_overhead(deployment))
+
+
+def make_requests(workload: RequestTrace) -> list[Request]:
+    """The engine's requests of a trace, ids by trace position."""
+    return [
+        Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
+                output_tokens=int(output), priority=int(priority))
+        for i, (arrival, prompt, output, priority) in enumerate(zip(
+            workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
+            workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
+    ]
 
 
 def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:
@@ -315,13 +326,7 @@ def simulate(
         replicas.append(Replica(env, replica_id, scheduler, cost_model, all_recorders,
                                 resolved.cpu_overhead))
 
-    requests = [
-        Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
-                output_tokens=int(output), priority=int(priority))
-        for i, (arrival, prompt, output, priority) in enumerate(zip(
-            workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
-            workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
-    ]
+    requests = make_requests(workload)
     if resolved.scheduler.enable_prefix_caching:
         for request, segments in zip(requests, workload_segments(workload), strict=True):
             request.prompt_segments = segments

@@ -11,8 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
-from simulator.cli import _fail, _user_errors, _write_text, app, console
-from simulator.config import build_deployment, load_deployment
+from simulator.cli import (
+    _fail,
+    _user_errors,
+    _write_text,
+    app,
+    console,
+    deployment_from_flags,
+)
 from simulator.engine import resolve
 from simulator.outputs import to_json_text, write_folder
 from simulator.reference_compare import compare_reference
@@ -61,12 +67,7 @@ def reference_run_command(
         "scheduler.max_model_len": max_model_len,
         "scheduler.num_gpu_blocks_override": num_gpu_blocks, "seed": seed,
     }
-    if deployment is not None:
-        config = load_deployment(deployment, overrides)
-    else:
-        if model is None or gpu is None:
-            _fail("give --model and --gpu, or a --deployment file")
-        config = build_deployment({}, overrides, source="flags")
+    config = deployment_from_flags(deployment, overrides)
     resolved = resolve(config)
     check_reference_deployment(resolved)
     trace = load_workload(workload)

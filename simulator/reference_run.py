@@ -33,9 +33,8 @@ import pandas as pd
 
 from profiles.errors import ClusterSimError
 from profiles.executor import StepExecutor, StepRows
-from simulator.engine import ResolvedDeployment, make_kv_cache
+from simulator.engine import ResolvedDeployment, make_kv_cache, make_requests
 from simulator.metrics import TokenGaps, request_rows
-from simulator.request import Request
 from simulator.scheduler import Scheduler
 from workloads.schema import RequestTrace
 
@@ -136,13 +135,7 @@ def run_reference(resolved: ResolvedDeployment, workload: RequestTrace,
     blocks = BlockTables(memory.num_gpu_blocks, memory.block_size)
     rng = np.random.default_rng(seed)
     vocab = resolved.model.vocab_size
-    requests = [
-        Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
-                output_tokens=int(output), priority=int(priority))
-        for i, (arrival, prompt, output, priority) in enumerate(zip(
-            workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
-            workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
-    ]
+    requests = make_requests(workload)
     token_ids = [rng.integers(0, vocab, size=r.prompt_tokens).tolist() for r in requests]
 
     steps: list[tuple[object, ...]] = []
