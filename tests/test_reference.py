@@ -34,9 +34,8 @@ class FakeClock:
 
 
 class CostModelExecutor:
-    """Runs nothing: each step takes the cost model's time on the fake clock, and checks
-    that the rows carry each request's own tokens (prompt ids, then the tokens it was
-    given back)."""
+    """Runs nothing: each step takes the cost model's time on the fake clock; checks the
+    rows' block tables as it goes."""
 
     def __init__(self, clock: FakeClock, cost_model: object) -> None:
         self.clock = clock
@@ -46,6 +45,13 @@ class CostModelExecutor:
     def run(self, rows: StepRows) -> tuple[list[int], float]:
         from profiles.cost_model import BatchShape
         self.rows.append(rows)
+        # The KV cache grows block by block: each row holds exactly the blocks its
+        # context and new tokens fill (16 tokens a block), no two rows share one.
+        for table, q, c in zip(rows.block_tables, rows.query_lens, rows.context_lens,
+                               strict=True):
+            assert len(table) == -(-(c + q) // 16)
+        held = [block for table in rows.block_tables for block in table]
+        assert len(held) == len(set(held))
         shape = BatchShape(list(rows.query_lens), list(rows.context_lens), sum(rows.sampled))
         seconds = self.cost_model.predict(shape).total_s  # type: ignore[attr-defined]
         self.clock.now_s += seconds
