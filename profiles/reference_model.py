@@ -143,7 +143,7 @@ class ReferenceModel:
         seed: seeds the weights.
 
     Raises:
-        ClusterSimError: an architecture this executor does not build.
+        ClusterSimError: an architecture this executor does not build, or no such device.
     """
 
     def __init__(self, spec: ModelSpec, *, num_blocks: int, block_size: int,
@@ -154,6 +154,9 @@ class ReferenceModel:
             raise ClusterSimError(
                 f"model {spec.name}: the reference executor builds dense Llama-style models "
                 "(RMSNorm, gated MLP, rotary, no linear biases); pick such a model")
+        if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+            raise ClusterSimError(f"--device {device}: no CUDA/ROCm device is visible; run on "
+                                  "a GPU machine, or pass --device cpu for a smoke run")
         if dtype not in _DTYPES:
             raise ClusterSimError(f"dtype {dtype!r}: use one of {', '.join(_DTYPES)}")
         self.spec = spec

@@ -297,3 +297,18 @@ def test_decode_rows_of_mixed_lengths_match_a_full_forward(tiny_model_path: str)
     for r, sequence in enumerate(sequences):
         expected = _full_forward_logits(model, sequence)
         assert torch.allclose(logits[r:r + 1], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_a_run_on_a_missing_gpu_is_a_one_line_error(tiny_model_path: str,
+                                                    tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    trace_path = tmp_path / "trace.json"
+    save_workload(make_trace([0.0], [8], [2]), trace_path)
+    result = CliRunner().invoke(app, [
+        "reference", "run", "--workload", str(trace_path), "--model", tiny_model_path,
+        "--gpu", "a100", "--num-gpu-blocks", "8", "--max-model-len", "64",
+        "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --device cuda: no CUDA/ROCm device is visible")
+    assert not (tmp_path / "run").exists()
