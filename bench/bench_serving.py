@@ -23,8 +23,8 @@ import sys
 import time
 import tracemalloc
 
-from simulator.config import build_deployment
-from simulator.engine import simulate
+from simulator.serving.config import build_deployment
+from simulator.serving.engine import simulate
 from workloads.generators import GeneratorSpec, generate
 
 DEPLOYMENT = {

@@ -20,7 +20,7 @@ from typing import Any
 
 from profiles.errors import ClusterSimError
 from profiles.models import load_model
-from simulator.training import check_plan, simulate_training
+from simulator.training.step import check_plan, simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
 

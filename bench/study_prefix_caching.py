@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from simulator.config import build_deployment
-from simulator.engine import simulate
+from simulator.serving.config import build_deployment
+from simulator.serving.engine import simulate
 from workloads.generators import ChatSpec, generate_chat
 
 VARIANTS = {  # name: (prefix caching, CPU overhead from the preset)

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from simulator.config import DeploymentConfig
-from simulator.engine import simulate
+from simulator.serving.config import DeploymentConfig
+from simulator.serving.engine import simulate
 from workloads.schema import RequestTrace
 
 __all__ = ["GoodputResult", "default_prices", "find_goodput", "scaled_trace", "slo_attainment"]

@@ -22,7 +22,7 @@ import pandas as pd
 
 from planners.serving import ServingPlan, plan_rows
 from planners.training import TrainingPlan
-from simulator.outputs import write_folder
+from simulator.files import write_folder
 from workloads.loaders import save_workload
 from workloads.schema import RequestTrace
 

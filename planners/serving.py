@@ -30,8 +30,8 @@ from planners.objectives import IDLE_POWER_FRACTION, default_prices, find_goodpu
 from planners.space import ServingSpace
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
-from simulator.config import build_deployment
-from simulator.engine import resolve
+from simulator.serving.config import build_deployment
+from simulator.serving.engine import resolve
 from workloads.schema import RequestTrace
 
 __all__ = ["Candidate", "ServingPlan", "dominates", "plan_rows", "plan_serving"]

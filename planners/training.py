@@ -2,7 +2,7 @@
 schedule, for step time, MFU and cost.
 
 Every plan of the space is checked (plan arithmetic, then memory) and, when it can run,
-its step is simulated (``simulator.training``): a few milliseconds each, so the space is
+its step is simulated (``simulator.training.step``): a few milliseconds each, so the space is
 searched exhaustively. Objectives: step time (min), cost per step (min; price per
 GPU-hour x GPUs x step time), and memory headroom (max: GPU memory not used). The Pareto
 set is over step time and cost; MFU and headroom ride along.
@@ -21,7 +21,7 @@ from planners.objectives import default_prices
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from profiles.models import load_model
-from simulator.training import simulate_training
+from simulator.training.step import simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
 __all__ = ["TrainingCandidate", "TrainingPlan", "TrainingSpace", "plan_training"]

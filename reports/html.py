@@ -28,12 +28,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+import validation
 from planners.objectives import scaled_trace
 from profiles.errors import ClusterSimError
-from simulator import validation
-from simulator.config import build_deployment
-from simulator.engine import SimulationResult, simulate
-from simulator.training import simulate_training
+from simulator.serving.config import build_deployment
+from simulator.serving.engine import SimulationResult, simulate
+from simulator.training.step import simulate_training
 from workloads.loaders import load_workload
 from workloads.training import ParallelPlan, TrainingJob
 

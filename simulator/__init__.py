@@ -1,16 +1,34 @@
-"""The discrete-event simulator of serving clusters: build, run, collect."""
+"""The discrete-event simulator of LLM clusters: serving (``simulator.serving``) and the
+training step (``simulator.training``), over the cost models of ``profiles``.
 
-from simulator.config import DeploymentConfig, build_deployment, load_deployment
-from simulator.engine import SimulationResult, resolve, simulate
-from simulator.kv_cache import KVCacheManager
-from simulator.metrics import StepRecorder
-from simulator.outputs import write_outputs
-from simulator.policies import POLICY_PRESETS
-from simulator.request import Request, RequestStatus
-from simulator.router import ROUTERS
-from simulator.scheduler import Scheduler, SchedulerConfig, StepPlan
+The serving names are re-exported here, as they were before the split, so
+``from simulator import build_deployment, simulate`` keeps working.
+"""
+
+from simulator.files import to_json_text, write_folder, write_text
+from simulator.serving import (
+    ENGINE_PRESETS,
+    POLICY_PRESETS,
+    ROUTERS,
+    DeploymentConfig,
+    KVCacheManager,
+    Request,
+    RequestStatus,
+    Scheduler,
+    SchedulerConfig,
+    SimulationResult,
+    StepPlan,
+    StepRecorder,
+    build_deployment,
+    load_deployment,
+    resolve,
+    simulate,
+    write_outputs,
+)
+from simulator.training import TrainingResult, simulate_training, write_training_outputs
 
 __all__ = [
+    "ENGINE_PRESETS",
     "POLICY_PRESETS",
     "ROUTERS",
     "DeploymentConfig",
@@ -22,9 +40,15 @@ __all__ = [
     "SimulationResult",
     "StepPlan",
     "StepRecorder",
+    "TrainingResult",
     "build_deployment",
     "load_deployment",
     "resolve",
     "simulate",
+    "simulate_training",
+    "to_json_text",
+    "write_folder",
     "write_outputs",
+    "write_text",
+    "write_training_outputs",
 ]

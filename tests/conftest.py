@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from profiles.cost_model import StepCost
-from simulator.config import DeploymentConfig, build_deployment
-from simulator.scheduler import StepPlan
+from simulator.serving.config import DeploymentConfig, build_deployment
+from simulator.serving.scheduler import StepPlan
 from workloads.schema import RequestTrace
 
 TINY_CONFIG = {

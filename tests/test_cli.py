@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 from typer.testing import CliRunner
 
-from simulator.cli import app
+from cli import app
 
 EXAMPLES = Path(__file__).parent.parent / "workloads" / "examples"
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_simulate_console_script_runs_the_bundled_example(tmp_path: Path) -> Non
     """The README's main command, through the installed ``simulate`` entry point."""
     script = Path(sys.executable).parent / "simulate"
     command = [str(script)] if script.exists() else [sys.executable, "-c",
-                                                     "from simulator.cli import simulate_main;"
+                                                     "from cli import simulate_main;"
                                                      "simulate_main()"]
     done = subprocess.run(
         [*command, "--workload", str(EXAMPLES / "chat.json"), "--model", "llama-3-8b",

@@ -6,7 +6,7 @@ import pytest
 
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
-from simulator.engine import resolve, simulate
+from simulator.serving.engine import resolve, simulate
 from tests.conftest import make_deployment, make_trace
 
 

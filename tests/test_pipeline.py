@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulator.pipeline import run_pipeline, stage_order
+from simulator.training.pipeline import run_pipeline, stage_order
 
 
 @pytest.mark.parametrize("schedule", ["gpipe", "1f1b"])

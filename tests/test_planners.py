@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from planners.cli import app
+from cli import app
 from planners.objectives import base_rate, find_goodput, scaled_trace
 from planners.serving import plan_serving
 from planners.space import ServingSpace
-from simulator.config import build_deployment
+from simulator.serving.config import build_deployment
 from workloads.generators import GeneratorSpec, generate
 
 TRACE = generate(GeneratorSpec(

@@ -6,10 +6,10 @@ import pytest
 
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
-from simulator.engine import resolve, simulate
-from simulator.kv_cache import PrefixCachingKVCacheManager
-from simulator.request import Request
-from simulator.token_content import BlockHasher, prompt_segments
+from simulator.serving.engine import resolve, simulate
+from simulator.serving.kv_cache import PrefixCachingKVCacheManager
+from simulator.serving.request import Request
+from simulator.serving.token_content import BlockHasher, prompt_segments
 from tests.conftest import make_deployment
 from workloads.schema import RequestTrace
 

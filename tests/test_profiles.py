@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from profiles.cluster import LinkCost
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
@@ -21,8 +22,7 @@ from profiles.models import load_model
 from profiles.profile_format import ProfileMetadata, TableInfo, load_profile, write_profile
 from profiles.profiled import ProfiledCostModel
 from profiles.roofline import RooflineCostModel
-from simulator.cli import app
-from simulator.engine import simulate
+from simulator.serving.engine import simulate
 from tests.conftest import make_deployment, make_trace
 
 NONE = LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from profiles.errors import ClusterSimError
-from profiles.executor import StepRows
-from simulator.engine import resolve, simulate
-from simulator.reference_cli import app
-from simulator.reference_run import BlockTables, run_reference
-from simulator.scheduler import StepPlan
+from simulator.serving.engine import resolve, simulate
+from simulator.serving.scheduler import StepPlan
 from tests.conftest import make_deployment, make_trace
+from validation.reference.driver import BlockTables, run_reference
+from validation.reference.executor import StepRows
 from workloads.loaders import save_workload
 
 
@@ -209,7 +209,7 @@ def test_paged_chunked_steps_match_a_full_forward(tiny_model_path: str) -> None:
     3-token prompt, then decodes, in the same steps. Each sampled row's logits equal a
     plain full forward over that request's tokens so far (fp32, 1e-4)."""
     from profiles.models import load_model
-    from profiles.reference_model import ReferenceModel
+    from validation.reference.model import ReferenceModel
     model = ReferenceModel(load_model(tiny_model_path), num_blocks=12, block_size=4,
                            device="cpu", dtype="fp32", seed=3)
     a, b = list(range(100, 113)), [5, 6, 7]
@@ -268,7 +268,7 @@ def test_a_reference_run_on_cpu_produces_every_token(tiny_model_path: str,
     again = CliRunner().invoke(app, ["reference", "record", str(out), "--id", "cpu-tiny",
                                      "--records", str(records)])
     assert again.exit_code == 2 and "already recorded" in again.output
-    from simulator import validation
+    import validation
     rows = validation.predict_records(validation.load_records(records)).set_index("id")
     assert len(rows) == len(validation.REFERENCE_STATISTICS)
     assert (records / "runs" / "cpu-tiny" / "steps.csv").is_file()
@@ -283,7 +283,7 @@ def test_decode_rows_of_mixed_lengths_match_a_full_forward(tiny_model_path: str)
     """Six prompts of 3-40 tokens prefilled in one step, then one decode step of all six
     (attention in length groups): every row's logits equal a plain full forward."""
     from profiles.models import load_model
-    from profiles.reference_model import ReferenceModel
+    from validation.reference.model import ReferenceModel
     model = ReferenceModel(load_model(tiny_model_path), num_blocks=80, block_size=4,
                            device="cpu", dtype="fp32", seed=5)
     lengths = [40, 3, 17, 9, 26, 5]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from planners.output import write_plan
 from planners.serving import plan_serving
 from planners.space import ServingSpace
 from planners.training import TrainingSpace, plan_training
-from reports.cli import app
 from reports.html import plan_report
 from workloads.generators import GeneratorSpec, generate
 from workloads.training import TrainingJob

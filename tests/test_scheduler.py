@@ -8,10 +8,10 @@ import pytest
 
 from profiles.errors import ClusterSimError
 from profiles.models import load_model
-from simulator.config import SchedulerSettings, resolve_scheduler
-from simulator.kv_cache import KVCacheManager
-from simulator.request import Request, RequestStatus
-from simulator.scheduler import Scheduler, StepPlan
+from simulator.serving.config import SchedulerSettings, resolve_scheduler
+from simulator.serving.kv_cache import KVCacheManager
+from simulator.serving.request import Request, RequestStatus
+from simulator.serving.scheduler import Scheduler, StepPlan
 
 LLAMA3 = load_model("llama-3-8b")
 

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiles.cost_model import BatchShape
-from simulator.engine import resolve, simulate
-from simulator.request import RequestStatus
+from simulator.serving.engine import resolve, simulate
+from simulator.serving.request import RequestStatus
 from tests.conftest import StepChecker, make_deployment, make_trace
 from workloads.schema import RequestTrace
 

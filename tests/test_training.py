@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli import app
 from profiles.errors import ClusterSimError
-from simulator.cli import app
-from simulator.training import simulate_training
+from simulator.training.step import simulate_training
 from workloads.training import build_training_job
 
 EXAMPLES = Path(__file__).parent.parent / "workloads" / "examples"

@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+import validation
+from cli import app
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
-from simulator import validation
-from simulator.cli import app
+from validation import predictors
 
 ROOT = Path(__file__).parent.parent
 BASELINE = json.loads((ROOT / "validation" / "baseline.json").read_text())["error_pct"]
@@ -56,7 +57,7 @@ def worsened_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
         slower = {k: v * 0.7 for k, v in gpu.efficiency.model_dump().items() if v is not None}
         return gpu.model_copy(update={"efficiency": gpu.efficiency.model_copy(update=slower)})
 
-    monkeypatch.setattr(validation, "load_gpu", worse_gpu)
+    monkeypatch.setattr(predictors, "load_gpu", worse_gpu)
 
 
 @pytest.mark.usefixtures("worsened_cost_model")

@@ -1,0 +1,49 @@
+"""What every command shares: the console, the one-line user error with exit status 2,
+and the deployment a command's flags describe."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+
+from profiles.errors import ClusterSimError
+from simulator import DeploymentConfig, build_deployment, load_deployment
+
+__all__ = ["console", "deployment_from_flags", "fail", "user_errors"]
+
+console = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str) -> NoReturn:
+    """Print ``error: <message>`` on stderr and exit with status 2."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code=2)
+
+
+def user_errors(function: F) -> F:
+    """Turn ClusterSimError into the one-line error and exit status 2."""
+    @functools.wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except ClusterSimError as error:
+            fail(str(error))
+    return wrapper  # type: ignore[return-value]
+
+
+def deployment_from_flags(deployment: Path | None, overrides: dict[str, Any]
+                          ) -> DeploymentConfig:
+    """The deployment file with the flags set over it, or the flags alone (which must
+    then name the model and the GPU)."""
+    if deployment is not None:
+        return load_deployment(deployment, overrides)
+    if overrides.get("model") is None or overrides.get("gpu") is None:
+        fail("give --model and --gpu, or a --deployment file")
+    return build_deployment({}, overrides, source="flags")

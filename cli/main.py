@@ -1,0 +1,44 @@
+"""The ``clustersim`` command, assembled from one module per command group, and the
+``simulate`` command of its own.
+
+    clustersim simulate | workload {generate,chat,stats} | plan | plan-training | report
+               | validate | profile [check] | reference {run,compare,record} | models | gpus
+
+The command line sits at the top of the import graph (workloads, profiles → simulator →
+validation → planners → reports → cli), so it may call any library function; nothing
+below imports it. A user error prints ``error: <what and the fix>`` and exits with 2.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from cli import catalog, plan, profile, reference, report, simulate, validate, workload
+
+__all__ = ["app", "main", "simulate_app", "simulate_main"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="clustersim: simulate and plan LLM serving and training clusters.")
+app.command("simulate")(simulate.simulate_command)
+app.add_typer(workload.app, name="workload")
+app.command("plan")(plan.plan_command)
+app.command("plan-training")(plan.plan_training_command)
+app.command("report")(report.report_command)
+app.command("validate")(validate.validate_command)
+app.add_typer(profile.app, name="profile")
+app.add_typer(reference.app, name="reference")
+app.command("models")(catalog.models_command)
+app.command("gpus")(catalog.gpus_command)
+
+simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+simulate_app.command()(simulate.simulate_command)
+
+
+def main() -> None:
+    """Entry point of the ``clustersim`` command."""
+    app()
+
+
+def simulate_main() -> None:
+    """Entry point of the ``simulate`` command (same options as ``clustersim simulate``)."""
+    simulate_app()

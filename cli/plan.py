@@ -1,0 +1,155 @@
+"""``clustersim plan`` and ``clustersim plan-training``: the planners on the command line,
+with a progress bar, a table of the best plans and the plan folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+from rich.table import Table
+
+from cli.common import console, fail, user_errors
+from planners.output import write_plan
+from planners.serving import plan_serving
+from planners.space import GPUChoice, ServingSpace
+from planners.training import TrainingSpace, plan_training
+from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
+from workloads.loaders import load_workload
+from workloads.training import load_training_job
+
+__all__ = ["plan_command", "plan_training_command"]
+
+
+def _ints(text: str, option: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise ClusterSimError(f"{option} {text!r}: expected comma-separated integers") \
+            from None
+
+
+@user_errors
+def plan_command(
+    model: Annotated[str, typer.Option(help="catalog name or config.json path")],
+    workload: Annotated[Path, typer.Option(help="trace whose shape is replayed")],
+    ttft_slo: Annotated[float, typer.Option(help="TTFT SLO, seconds")],
+    tpot_slo: Annotated[float, typer.Option(help="TPOT SLO, seconds")],
+    gpu: Annotated[list[str], typer.Option(
+        help="GPU type and how many at most, NAME:MAX (repeat for several types)")],
+    tp: Annotated[str, typer.Option(help="TP degrees to try")] = "1,2,4,8",
+    pp: Annotated[str, typer.Option(help="PP degrees to try")] = "1",
+    policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "vllm-v1",
+    max_num_seqs: Annotated[str | None, typer.Option(
+        help="max_num_seqs values to try (default: each policy's)")] = None,
+    max_num_batched_tokens: Annotated[str | None, typer.Option(
+        help="token budgets / chunk sizes to try (default: each policy's)")] = None,
+    attainment: Annotated[float, typer.Option(
+        help="share of requests that must meet both SLOs")] = 0.9,
+    price: Annotated[list[str] | None, typer.Option(
+        help="USD per GPU-hour, NAME=USD (repeatable)")] = None,
+    workers: Annotated[int, typer.Option(help="worker processes")] = 1,
+    prune: Annotated[bool, typer.Option(help="prune dominated candidates")] = True,
+    ray_address: Annotated[str | None, typer.Option(
+        help="run on a Ray cluster at this address ('local' starts one)")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    top: Annotated[int, typer.Option(help="plans to print")] = 10,
+) -> None:
+    """Search deployments for goodput under TTFT and TPOT SLOs; print the best plans."""
+    choices = []
+    for entry in gpu:
+        name, _, count = entry.partition(":")
+        if not count.isdigit() or int(count) < 1:
+            fail(f"--gpu {entry!r}: expected NAME:MAX, e.g. h100:8")
+        choices.append(GPUChoice(name=name, max_gpus=int(count)))
+    prices = {}
+    for entry in price or []:
+        name, _, usd = entry.partition("=")
+        try:
+            prices[load_gpu(name).name] = float(usd)
+        except ValueError:
+            fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
+    space = ServingSpace(
+        gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+        policies=[p for p in policies.split(",") if p],
+        max_num_seqs=_ints(max_num_seqs, "--max-num-seqs") if max_num_seqs else [None],
+        max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")
+                                if max_num_batched_tokens else [None]))
+    trace = load_workload(workload)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("planning", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
+                            space=space, attainment=attainment, prices=prices,
+                            workers=workers, prune=prune, ray_address=ray_address,
+                            progress=progress)
+    evaluated = [c for c in plan.candidates if c.status == "evaluated"]
+    table = Table("#", "gpu", "GPUs", "tp", "pp", "replicas", "policy", "goodput req/s",
+                  "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")
+    for c in sorted(evaluated, key=lambda c: -c.goodput_per_gpu)[:top]:
+        d = c.deployment
+        table.add_row(str(c.index), c.gpu, str(c.num_gpus), str(d["parallelism"]["tp"]),
+                      str(d["parallelism"]["pp"]), str(d["replicas"]),
+                      d["scheduler"]["policy"], f"{c.goodput_rate_per_s:.2f}",
+                      f"{c.goodput_per_gpu:.2f}", f"{c.ttft_p90_s * 1e3:.0f}",
+                      f"{c.tpot_p90_s * 1e3:.1f}",
+                      "-" if c.cost_per_mtok_usd is None else f"{c.cost_per_mtok_usd:.3f}",
+                      "*" if c.index in plan.pareto else "")
+    console.print(table)
+    counts = {status: sum(c.status == status for c in plan.candidates)
+              for status in ("evaluated", "pruned", "infeasible")}
+    console.print(f"{len(plan.candidates)} candidates: {counts['evaluated']} evaluated, "
+                  f"{counts['pruned']} pruned, {counts['infeasible']} infeasible; "
+                  f"{plan.num_simulations} simulations; best per GPU: #"
+                  f"{plan.best.get('goodput_per_gpu', '-')}")
+    if out is not None:
+        written = write_plan(plan, out, trace)
+        console.print("wrote " + ", ".join(str(p) for p in written))
+
+
+@user_errors
+def plan_training_command(
+    job: Annotated[Path, typer.Option(help="training job file (its plan is ignored)")],
+    num_gpus: Annotated[str, typer.Option(help="GPU counts to try")],
+    tp: Annotated[str, typer.Option(help="TP degrees")] = "1,2,4,8",
+    pp: Annotated[str, typer.Option(help="PP degrees")] = "1,2,4,8",
+    cp: Annotated[str, typer.Option(help="CP degrees")] = "1",
+    zero_stage: Annotated[str, typer.Option(help="ZeRO stages")] = "0,1",
+    micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
+    recompute: Annotated[str, typer.Option(help="none, selective, full")] = "none,selective,full",
+    schedules: Annotated[str, typer.Option(help="gpipe, 1f1b, interleaved")] = "1f1b,interleaved",
+    price: Annotated[float | None, typer.Option(help="USD per GPU-hour")] = None,
+    out: Annotated[Path | None, typer.Option(help="output folder")] = None,
+    top: Annotated[int, typer.Option(help="plans to print")] = 10,
+) -> None:
+    """Simulate every training plan of a space; print the fastest and the Pareto set."""
+    training_job = load_training_job(job)
+    space = TrainingSpace(
+        num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+        cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
+        micro_batch=_ints(micro_batch, "--micro-batch"),
+        recompute=[r for r in recompute.split(",") if r],
+        schedules=[s for s in schedules.split(",") if s])
+    plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)
+    evaluated = sorted((c for c in plan.candidates if c.status == "evaluated"),
+                       key=lambda c: c.step_s)
+    table = Table("#", "GPUs", "tp", "pp", "dp", "cp", "ZeRO", "mbs", "recompute",
+                  "schedule", "step s", "MFU", "$/step", "headroom GiB", "Pareto")
+    for c in evaluated[:top]:
+        p = c.plan
+        table.add_row(str(c.index), str(p["tp"] * p["pp"] * p["dp"] * p["cp"]), str(p["tp"]),
+                      str(p["pp"]), str(p["dp"]), str(p["cp"]), str(p["zero_stage"]),
+                      str(c.micro_batch), p["recompute"], p["schedule"], f"{c.step_s:.3f}",
+                      f"{c.mfu:.1%}",
+                      "-" if c.cost_per_step_usd is None else f"{c.cost_per_step_usd:.3f}",
+                      f"{c.memory_headroom_gib:.1f}", "*" if c.index in plan.pareto else "")
+    console.print(table)
+    console.print(f"{len(plan.candidates)} plans: {len(evaluated)} simulated, "
+                  f"{len(plan.candidates) - len(evaluated)} cannot run (see candidates.csv)")
+    if out is not None:
+        console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))

@@ -1,0 +1,209 @@
+"""``simulate`` (also ``clustersim simulate``): a serving deployment on a request trace,
+or a training job's step, printed and optionally written.
+
+    simulate --workload trace.json --model llama-3-8b --gpu h100 --out results/
+    simulate --workload train_llama3_70b.json --tp 4 --pp 8 --dp 2 --out results/
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cli.common import console, deployment_from_flags, fail, user_errors
+from reports import run_report
+from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
+from simulator.serving.config import read_mapping
+from workloads.loaders import FORMATS, load_workload
+from workloads.training import is_training_file, load_training_job
+
+__all__ = ["simulate_command"]
+
+
+def _fmt_ms(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value * 1e3:,.1f}"
+
+
+def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
+    run = summary["run"]
+    sched = run["scheduler"]
+    p = run["deployment"]["parallelism"]
+    engine = run["engine"]["preset"]
+    console.print(
+        f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
+        f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
+        f"policy {sched['policy']}" + (f", engine {engine}" if engine else "")
+        + f", {summary['num_requests']:,} requests"
+    )
+    table = Table(show_header=True, header_style="bold")
+    table.add_column("latency (ms)")
+    for column in ("mean", "p50", "p90", "p99"):
+        table.add_column(column, justify="right")
+    for key, label in (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("tbt_s", "TBT (ITL)"),
+                       ("e2e_s", "E2E"), ("queueing_delay_s", "queueing")):
+        row = summary[key]
+        table.add_row(label, *(_fmt_ms(row[c]) for c in ("mean", "p50", "p90", "p99")))
+    console.print(table)
+    tp = summary["throughput"]
+    good = summary["goodput"]
+    console.print(
+        f"throughput {tp['requests_per_s']:.3f} req/s, {tp['output_tokens_per_s']:,.0f} output "
+        f"tok/s, {tp['total_tokens_per_s']:,.0f} total tok/s; MFU {summary['mfu']:.1%}; "
+        f"KV peak {summary['kv_cache']['peak_usage']:.1%}; "
+        f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
+        f"preemptions {summary['preemptions']}"
+    )
+    cost = run["cost_model"]
+    if cost["kind"] == "profiled":
+        console.print(f"cost model: profile {cost['profile']} ({cost['profile_gpu']}, "
+                      f"{cost['profile_date']}); {cost['measured_share']:.1%} of predicted "
+                      f"time from measured tables")
+    cache = summary["prefix_cache"]
+    if cache["enabled"]:
+        console.print(f"prefix cache hit rate {cache['hit_rate']:.1%} "
+                      f"({cache['hit_tokens']:,} of {cache['query_tokens']:,} prompt tokens)")
+    if good["slo_attainment"] is not None:
+        console.print(f"goodput {good['requests_per_s']:.3f} req/s "
+                      f"(SLO attainment {good['slo_attainment']:.1%})")
+    console.print(f"simulated {summary['makespan_s']:,.1f} s in {runtime_s:.2f} s "
+                  f"({summary['batches']['num_steps']:,} steps)")
+
+
+@user_errors
+def simulate_command(
+    workload: Annotated[Path, typer.Option(help="trace file (.json, .jsonl, .csv)")],
+    deployment: Annotated[Path | None, typer.Option(
+        help="deployment file (YAML or JSON); flags override its fields")] = None,
+    model: Annotated[str | None, typer.Option(help="catalog name or config.json path")] = None,
+    gpu: Annotated[str | None, typer.Option(help="catalog name or GPU JSON file")] = None,
+    tp: Annotated[int | None, typer.Option(help="tensor-parallel degree")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline-parallel degree")] = None,
+    replicas: Annotated[int | None, typer.Option(help="model replicas (data parallel)")] = None,
+    engine: Annotated[str | None, typer.Option(
+        help="engine preset: vllm-v1, vllm-v0, sarathi (defaults and CPU overhead)")] = None,
+    async_scheduling: Annotated[bool | None, typer.Option(
+        "--async-scheduling/--no-async-scheduling",
+        help="overlap the engine's CPU overhead with the GPU step")] = None,
+    scheduler: Annotated[str | None, typer.Option(
+        help="policy: vllm, vllm-v1, sarathi, orca, static")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option()] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
+    block_size: Annotated[int | None, typer.Option()] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option()] = None,
+    enable_chunked_prefill: Annotated[bool | None, typer.Option(
+        "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
+    enable_prefix_caching: Annotated[bool | None, typer.Option(
+        "--enable-prefix-caching/--no-enable-prefix-caching")] = None,
+    preemption_mode: Annotated[str | None, typer.Option(help="recompute or swap")] = None,
+    max_model_len: Annotated[int | None, typer.Option()] = None,
+    router: Annotated[str | None, typer.Option(
+        help="round_robin, least_outstanding, least_kv")] = None,
+    num_nodes: Annotated[int | None, typer.Option(help="cluster nodes")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option()] = None,
+    ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
+    tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in seconds")] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    profile: Annotated[str | None, typer.Option(
+        help="kernel profile folder (measured tables; roofline elsewhere)")] = None,
+    workload_format: Annotated[str | None, typer.Option(
+        help=f"trace format: {', '.join(FORMATS)} (detected when omitted)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
+    output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
+    trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
+    report: Annotated[Path | None, typer.Option(
+        help="also write the single-run HTML report to this file")] = None,
+    dp: Annotated[int | None, typer.Option(help="training: data-parallel degree")] = None,
+    cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
+    ep: Annotated[int | None, typer.Option(help="training: expert-parallel degree")] = None,
+    virtual_stages: Annotated[int | None, typer.Option(
+        help="training: model chunks per stage (interleaved schedule)")] = None,
+    schedule: Annotated[str | None, typer.Option(
+        help="training: gpipe, 1f1b or interleaved")] = None,
+    sequence_parallel: Annotated[bool | None, typer.Option(
+        "--sequence-parallel/--no-sequence-parallel")] = None,
+    recompute: Annotated[str | None, typer.Option(
+        help="training: none, selective or full")] = None,
+    zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
+    micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
+    global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
+    num_gpus: Annotated[int | None, typer.Option(
+        help="training: GPUs, checked against the plan's degrees")] = None,
+) -> None:
+    """Simulate a serving deployment on a request trace, or a training job's step."""
+    if is_training_file(workload):
+        plan_overrides = {
+            "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,
+            "plan.virtual_stages": virtual_stages, "plan.schedule": schedule,
+            "plan.sequence_parallel": sequence_parallel, "plan.recompute": recompute,
+            "plan.zero_stage": zero_stage, "micro_batch": micro_batch,
+            "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
+        }
+        if deployment is not None:  # a plan file: its fields, then the flags, win
+            plan_file = {f"plan.{key}": value
+                         for key, value in read_mapping(deployment, "plan file").items()}
+            plan_overrides = plan_file | {k: v for k, v in plan_overrides.items()
+                                          if v is not None}
+        _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
+        return
+    overrides: dict[str, Any] = {
+        "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
+        "engine": engine, "async_scheduling": async_scheduling, "profile": profile,
+        "scheduler.enable_prefix_caching": enable_prefix_caching,
+        "parallelism.tp": tp, "parallelism.pp": pp,
+        "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
+        "scheduler.max_num_batched_tokens": max_num_batched_tokens,
+        "scheduler.block_size": block_size,
+        "scheduler.gpu_memory_utilization": gpu_memory_utilization,
+        "scheduler.enable_chunked_prefill": enable_chunked_prefill,
+        "scheduler.preemption_mode": preemption_mode, "scheduler.max_model_len": max_model_len,
+        "cluster.num_nodes": num_nodes, "cluster.gpus_per_node": gpus_per_node,
+        "slo.ttft_s": ttft_slo, "slo.tpot_s": tpot_slo,
+    }
+    config = deployment_from_flags(deployment, overrides)
+    if output_format not in ("csv", "parquet"):
+        fail(f"--format {output_format!r} is unknown; use csv or parquet")
+    trace_data = load_workload(workload, workload_format)
+    result = simulate(config, trace_data, record_trace=trace or report is not None)
+    if not result.ok:
+        fail(str(result.error))
+    assert result.summary is not None
+    _print_summary(result.summary, result.runtime_s)
+    if report is not None:
+        write_text(report, run_report(result))
+        console.print(f"wrote {report}")
+    if out is not None:
+        if not trace:
+            result.trace = None  # recorded for the report only
+        written = write_outputs(result, out, output_format)
+        console.print("wrote " + ", ".join(str(path) for path in written))
+
+
+def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,
+           trace: bool) -> None:
+    """The training branch of ``simulate``: one step's time, MFU and memory."""
+    job = load_training_job(path, overrides)
+    result = simulate_training(job, gpus_per_node=gpus_per_node, num_gpus=job.num_gpus,
+                               record_trace=trace)
+    plan = job.plan
+    console.print(
+        f"[bold]{job.model}[/] training on {result.num_gpus} x {job.gpu}: tp={plan.tp} "
+        f"pp={plan.pp} dp={plan.dp} cp={plan.cp} ep={plan.ep}, {plan.schedule}"
+        + (f" (v={plan.virtual_stages})" if plan.virtual_stages > 1 else "")
+        + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}, "
+        f"{result.num_micro_batches} micro-batches of {job.micro_batch}")
+    console.print(
+        f"step {result.step_s:.3f} s, {result.tokens_per_s:,.0f} tokens/s, "
+        f"{result.tflops_per_gpu:.1f} model TFLOP/s per GPU, MFU {result.mfu:.1%}, "
+        f"HFU {result.hfu:.1%}; pipeline bubble {result.bubble_fraction:.1%}, "
+        f"DP reduction {result.dp_comm_s * 1e3:.0f} ms, optimizer "
+        f"{result.optimizer_s * 1e3:.0f} ms")
+    memory = result.memory.as_gib()
+    console.print("memory per GPU (GiB): " + ", ".join(
+        f"{name} {memory[name]:.1f}" for name in
+        ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity")))
+    if out is not None:
+        written = write_training_outputs(result, job, out)
+        console.print("wrote " + ", ".join(str(path) for path in written))

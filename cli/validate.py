@@ -1,0 +1,53 @@
+"""``clustersim validate``: every measured-run record predicted, the errors printed, and
+the CI gate against the baseline (exit status 1 on a regression)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cli.common import console, user_errors
+from validation import validate
+
+__all__ = ["validate_command"]
+
+
+@user_errors
+def validate_command(
+    records: Annotated[Path | None, typer.Option(help="folder of record files")] = None,
+    baseline: Annotated[Path | None, typer.Option(help="baseline errors file")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="folder for validation.json and validation.csv")] = None,
+    html: Annotated[Path | None, typer.Option(help="also write a scatter-plot page")] = None,
+    update_baseline: Annotated[bool, typer.Option(
+        help="write the current errors as the new baseline")] = False,
+    update_readme: Annotated[Path | None, typer.Option(
+        help="rewrite the accuracy block of this README")] = None,
+) -> None:
+    """Predict every measured-run record; print errors; gate against the baseline."""
+    report = validate(records, baseline, out=out, html=html, update_baseline=update_baseline,
+                      update_readme=update_readme)
+    table = Table("record", "group", "role", "metric", "measured", "predicted", "error")
+    for r in report.rows.itertuples():
+        table.add_row(r.id, r.group, r.role, f"{r.metric} ({r.unit})", f"{r.measured:,.4g}",
+                      f"{r.predicted:,.4g}", f"{r.error_pct:.1f}%")
+    console.print(table)
+    summary = Table("group", "role", "records", "median error", "p90 error", "max error")
+    for g in report.groups.itertuples():
+        summary.add_row(g.group, g.role, str(g.num_records), f"{g.median_error_pct:.1f}%",
+                        f"{g.p90_error_pct:.1f}%", f"{g.max_error_pct:.1f}%")
+    console.print(summary)
+    for waiting_for, ids in report.pending.items():
+        console.print(f"{len(ids)} measured records await {waiting_for}")
+    for line in report.movements:
+        console.print(f"moved: {line}")
+    if report.baseline_updated:
+        console.print(f"wrote {report.baseline_path}")
+        return
+    for line in report.regressions:
+        typer.echo(f"regression: {line}", err=True)
+    if not report.passed:
+        raise typer.Exit(code=1)

@@ -1,0 +1,119 @@
+"""``clustersim workload``: generate synthetic request traces and inspect trace files.
+
+    clustersim workload generate --out w.json --num-requests 1000 --rate 2 --prompt ... --output ...
+    clustersim workload chat --out chat.json ... (shared system prompts, multi-turn sessions)
+    clustersim workload stats trace.json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from cli.common import console, fail, user_errors
+from profiles.errors import format_validation_error
+from simulator import to_json_text
+from workloads.generators import (
+    ChatSpec,
+    GeneratorSpec,
+    generate,
+    generate_chat,
+    parse_distribution,
+)
+from workloads.loaders import load_workload, save_workload
+from workloads.schema import RequestTrace
+
+__all__ = ["app"]
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="Generate and inspect request traces.")
+
+
+def _arrival_spec(arrival: str, rate: float, cv: float | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
+    if cv is not None:
+        spec["cv"] = cv
+    return spec
+
+
+def _save_and_report(trace: RequestTrace, out: Path) -> None:
+    save_workload(trace, out)
+    stats = trace.stats()
+    console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
+                  f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "
+                  f"output mean {stats['output_tokens_mean']:.0f}")
+
+
+@app.command("generate")
+@user_errors
+def generate_command(
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    num_requests: Annotated[int, typer.Option(help="requests to generate")],
+    rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
+    prompt: Annotated[str, typer.Option(
+        help="prompt lengths, e.g. lognormal:mean=1155,sigma=0.5,max=8192")],
+    output: Annotated[str, typer.Option(help="output lengths, e.g. fixed:value=128")],
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    cv: Annotated[float | None, typer.Option(
+        help="gamma arrivals: coefficient of variation of the gaps")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate a synthetic trace (seeded: the same flags give the same file)."""
+    arrival_spec = _arrival_spec(arrival, rate, cv)
+    try:
+        spec = GeneratorSpec(num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
+                             prompt=parse_distribution(prompt, "--prompt"),
+                             output=parse_distribution(output, "--output"), seed=seed)
+    except ValidationError as error:
+        fail(format_validation_error(error, "workload generate"))
+    trace = generate(spec)
+    _save_and_report(trace, out)
+
+
+@app.command("chat")
+@user_errors
+def chat_command(
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    num_requests: Annotated[int, typer.Option(help="requests to generate")],
+    rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
+    num_system_prompts: Annotated[int, typer.Option(help="distinct system prompts")],
+    users_per_prompt: Annotated[int, typer.Option(help="users sharing each system prompt")],
+    system_prompt_tokens: Annotated[int, typer.Option(help="tokens of each system prompt")],
+    question: Annotated[str, typer.Option(help="question lengths, e.g. fixed:value=450")],
+    output: Annotated[str, typer.Option(help="output lengths, e.g. fixed:value=250")],
+    turns: Annotated[int, typer.Option(help="turns per conversation")] = 1,
+    think_time: Annotated[float, typer.Option(
+        help="seconds a user waits between its turns' arrivals")] = 0.0,
+    arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
+    cv: Annotated[float | None, typer.Option(help="gamma arrivals: CV of the gaps")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
+    arrival_spec = _arrival_spec(arrival, rate, cv)
+    try:
+        spec = ChatSpec(
+            num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
+            num_system_prompts=num_system_prompts, users_per_prompt=users_per_prompt,
+            system_prompt_tokens=system_prompt_tokens,
+            question=parse_distribution(question, "--question"),
+            output=parse_distribution(output, "--output"), turns_per_session=turns,
+            think_time_s=think_time, seed=seed)
+    except ValidationError as error:
+        fail(format_validation_error(error, "workload chat"))
+    trace = generate_chat(spec)
+    _save_and_report(trace, out)
+
+
+@app.command("stats")
+@user_errors
+def stats_command(
+    path: Annotated[Path, typer.Argument(help="trace file")],
+    workload_format: Annotated[str | None, typer.Option("--format")] = None,
+) -> None:
+    """Print a trace's request count, rate and length statistics as JSON."""
+    trace = load_workload(path, workload_format)
+    sys.stdout.write(to_json_text(trace.stats() | {"metadata": trace.metadata}))

@@ -1,0 +1,240 @@
+"""The deployment a simulation runs: what users write in a file or give as flags.
+
+A deployment file (YAML or JSON)::
+
+    model: llama-3-8b            # catalog name or a config.json path
+    gpu: h100                    # catalog name or a GPU JSON file
+    replicas: 4
+    parallelism: {tp: 1, pp: 1}
+    cluster: {num_nodes: 1, gpus_per_node: 8}   # optional: fits the replicas by default
+    scheduler:
+      policy: sarathi            # vllm | vllm-v1 | sarathi | orca | static
+      max_num_batched_tokens: 512
+    router: least_outstanding    # round_robin | least_outstanding | least_kv
+    engine: vllm-v1              # optional preset: vllm-v1 | vllm-v0 | sarathi
+    slo: {ttft_s: 2.0, tpot_s: 0.1}
+    seed: 0
+
+Everything here is pydantic (frozen, extra fields refused) so a bad file fails with the
+path of the field at fault. :func:`resolve_scheduler` turns the policy preset plus the
+user's overrides into the engine's plain :class:`SchedulerConfig`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from profiles.cluster import ClusterSpec
+from profiles.errors import ClusterSimError, format_validation_error
+from profiles.memory import DEFAULT_RUNTIME_OVERHEAD_GIB
+from profiles.models import ModelSpec
+from simulator.serving.policies import POLICY_PRESETS
+from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead
+from simulator.serving.scheduler import SchedulerConfig
+from workloads.overrides import apply_overrides
+
+__all__ = [
+    "DeploymentConfig",
+    "ParallelismConfig",
+    "SLOConfig",
+    "SchedulerSettings",
+    "build_deployment",
+    "load_deployment",
+    "read_mapping",
+    "resolve_cpu_overhead",
+    "resolve_scheduler",
+    "with_engine_defaults",
+]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ParallelismConfig(_Frozen):
+    tp: int = Field(default=1, ge=1, description="tensor-parallel GPUs per stage")
+    pp: int = Field(default=1, ge=1, description="pipeline stages per replica")
+
+
+class SchedulerSettings(_Frozen):
+    """Scheduler knobs; ``None`` takes the policy preset's default."""
+
+    policy: Literal["vllm", "vllm-v1", "sarathi", "orca", "static"] = "vllm"
+    max_num_seqs: int | None = Field(default=None, ge=1)
+    max_num_batched_tokens: int | None = Field(default=None, ge=1)
+    block_size: int = Field(default=16, ge=1)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    enable_chunked_prefill: bool | None = None
+    preemption_mode: Literal["recompute", "swap"] | None = None
+    swap_space_gib: float = Field(default=4.0, ge=0, description="host KV space per GPU")
+    queue_order: Literal["fcfs", "priority"] = "fcfs"
+    max_model_len: int | None = Field(default=None, ge=1)
+    long_prefill_token_threshold: int = Field(default=0, ge=0)
+    enable_prefix_caching: bool | None = None
+    num_gpu_blocks_override: int | None = Field(
+        default=None, ge=1, description="KV blocks per replica, instead of the memory plan's")
+
+
+class SLOConfig(_Frozen):
+    ttft_s: float | None = Field(default=None, gt=0)
+    tpot_s: float | None = Field(default=None, gt=0)
+
+
+class DeploymentConfig(_Frozen):
+    """A serving deployment: model, hardware, parallelism, scheduler, router, SLOs."""
+
+    model: str
+    gpu: str
+    replicas: int = Field(default=1, ge=1)
+    parallelism: ParallelismConfig = ParallelismConfig()
+    cluster: ClusterSpec | None = None
+    scheduler: SchedulerSettings = SchedulerSettings()
+    router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
+    engine: Literal["vllm-v1", "vllm-v0", "sarathi"] | None = Field(
+        default=None, description="engine preset: its defaults for unset scheduler knobs "
+                                  "and its CPU overhead per step")
+    cpu_overhead: CpuOverhead | None = Field(
+        default=None, description="CPU overhead per step; overrides the engine preset's")
+    async_scheduling: bool | None = Field(
+        default=None, description="overlap the CPU overhead with the GPU step")
+    slo: SLOConfig = SLOConfig()
+    profile: str | None = Field(
+        default=None, description="kernel profile folder: measured tables, roofline elsewhere")
+    runtime_overhead_gib: float = Field(default=DEFAULT_RUNTIME_OVERHEAD_GIB, ge=0)
+    seed: int = 0
+
+    def cluster_spec(self) -> ClusterSpec:
+        """The given cluster, or the smallest 8-GPU-node cluster that holds the replicas."""
+        if self.cluster is not None:
+            return self.cluster
+        gpus = self.replicas * self.parallelism.tp * self.parallelism.pp
+        per_node = max(8, self.parallelism.tp)
+        return ClusterSpec(num_nodes=-(-gpus // per_node), gpus_per_node=per_node)
+
+
+def load_deployment(path: str | Path, overrides: dict[str, Any] | None = None) -> DeploymentConfig:
+    """Read a deployment file (YAML or JSON) and apply dotted-key overrides from flags.
+
+    Args:
+        path: the file.
+        overrides: e.g. ``{"parallelism.tp": 2, "scheduler.policy": "sarathi"}``.
+
+    Raises:
+        ClusterSimError: unreadable file or an invalid field.
+    """
+    data = read_mapping(path, "deployment")
+    return build_deployment(data, overrides, source=f"deployment {path}")
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML or JSON file holding one mapping (JSON is YAML too).
+
+    Raises:
+        ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterSimError(f"{what} {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).splitlines()[0]
+        raise ClusterSimError(f"{what} {path}: not valid YAML/JSON ({first})") from None
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
+    return data
+
+
+def build_deployment(data: dict[str, Any], overrides: dict[str, Any] | None = None,
+                     source: str = "deployment") -> DeploymentConfig:
+    """Validate a deployment mapping after applying dotted-key overrides."""
+    merged = apply_overrides(data, overrides)
+    try:
+        return DeploymentConfig.model_validate(merged)
+    except ValidationError as error:
+        raise ClusterSimError(format_validation_error(error, source)) from None
+
+
+def with_engine_defaults(settings: SchedulerSettings, defaults: dict[str, Any]
+                        ) -> SchedulerSettings:
+    """``settings`` with an engine preset's ``defaults`` for every knob the user left unset."""
+    unset = {key: value for key, value in defaults.items()
+             if key not in settings.model_fields_set}
+    return settings.model_copy(update=unset)
+
+
+def resolve_cpu_overhead(deployment: DeploymentConfig) -> CpuOverhead | None:
+    """The explicit CPU overhead, else the engine preset's, else none; ``async_scheduling``
+    switches its overlap with the GPU step."""
+    overhead = deployment.cpu_overhead
+    if overhead is None and deployment.engine is not None:
+        overhead = ENGINE_PRESETS[deployment.engine].overhead
+    if overhead is None:
+        if deployment.async_scheduling:
+            raise ClusterSimError("async_scheduling needs a CPU overhead to overlap: pass "
+                                  "--engine or a cpu_overhead block in the deployment")
+        return None
+    if deployment.async_scheduling is not None:
+        overhead = overhead.model_copy(update={"async_scheduling": deployment.async_scheduling})
+    return overhead
+
+
+def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> SchedulerConfig:
+    """The policy preset with the user's overrides, checked against the model.
+
+    Raises:
+        ClusterSimError: a combination no engine runs (e.g. a budget below the longest
+            prompt with chunked prefill off).
+    """
+    preset = dict(POLICY_PRESETS[settings.policy])
+    chunked = (preset["enable_chunked_prefill"] if settings.enable_chunked_prefill is None
+               else settings.enable_chunked_prefill)
+    max_model_len = settings.max_model_len or model.max_position_embeddings
+    if settings.max_model_len and settings.max_model_len > model.max_position_embeddings:
+        raise ClusterSimError(
+            f"scheduler.max_model_len={settings.max_model_len} exceeds {model.name}'s "
+            f"max_position_embeddings={model.max_position_embeddings}; lower it"
+        )
+    budget = settings.max_num_batched_tokens or preset["max_num_batched_tokens"]
+    if budget is None:
+        budget = max(max_model_len, 2048)
+    if not chunked and budget < max_model_len:
+        raise ClusterSimError(
+            f"scheduler.max_num_batched_tokens={budget} is below max_model_len={max_model_len} "
+            f"with chunked prefill off, so long prompts could never run; raise it, lower "
+            f"scheduler.max_model_len, or set enable_chunked_prefill"
+        )
+    prefix_caching = bool(settings.enable_prefix_caching)
+    preemption = settings.preemption_mode or preset["preemption_mode"]
+    if prefix_caching and preemption == "swap":
+        raise ClusterSimError(
+            "scheduler.preemption_mode=swap cannot be combined with enable_prefix_caching "
+            "(vLLM v1 recomputes preempted requests); use recompute"
+        )
+    if prefix_caching and preset["kv_allocation"] != "paged":
+        raise ClusterSimError(
+            f"scheduler.enable_prefix_caching needs paged KV blocks; policy "
+            f"{settings.policy!r} reserves whole sequences; use vllm or sarathi"
+        )
+    return SchedulerConfig(
+        policy=settings.policy,
+        max_num_seqs=settings.max_num_seqs or preset["max_num_seqs"],
+        max_num_batched_tokens=budget,
+        block_size=settings.block_size,
+        enable_chunked_prefill=chunked,
+        # NOTE: vLLM v0 with chunked prefill turned on stops being prefill-first and puts
+        # decodes first; presets that chunk by default keep their own order (vLLM V1).
+        prefill_first=preset["prefill_first"] and not chunked,
+        decodes_first=preset["decodes_first"] or (chunked and not preset["enable_chunked_prefill"]),
+        batching=preset["batching"],
+        kv_allocation=preset["kv_allocation"],
+        preemption_mode=preemption,
+        queue_order=settings.queue_order,
+        max_model_len=max_model_len,
+        long_prefill_token_threshold=settings.long_prefill_token_threshold,
+        enable_prefix_caching=prefix_caching,
+    )

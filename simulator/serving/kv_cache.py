@@ -1,0 +1,282 @@
+"""Paged KV cache as block counts, behind one facade.
+
+A replica's KV memory is ``num_gpu_blocks`` blocks of ``block_size`` tokens (every GPU of
+the replica holds its shard of each block, so one count serves them all)::
+
+    request r:  tokens  [0 ............................ num_computed + num_new)
+                blocks  [ b0 | b1 | b2 | b3 ]     ceil(tokens / block_size) blocks
+                                      └─ last block partly filled
+
+``allocate_slots`` grows a request's blocks to cover its next tokens and returns ``None``
+when the pool cannot, so the scheduler can preempt and retry (vLLM's contract). In
+``reserve_max`` mode (Orca, static batching: no paging), the first allocation reserves
+``reserve_tokens`` (the maximum sequence length) at once. Swap preemption moves a
+request's blocks to a host pool of ``num_cpu_blocks``. Block identities, hashing and an
+LRU free list arrive with prefix caching; until then counts are all the state there is.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from simulator.serving.request import Request
+from simulator.serving.token_content import BlockHasher
+
+__all__ = ["KVCacheManager", "PrefixCachingKVCacheManager"]
+
+
+class KVCacheManager:
+    """Block accounting for one replica.
+
+    Invariants: ``0 <= num_free_blocks <= num_gpu_blocks``; the blocks held by requests
+    plus the free ones add up to ``num_gpu_blocks`` (likewise on the host); a request with
+    ``c`` computed tokens holds at least ``ceil(c / block_size)`` blocks (the scheduler's
+    decode fast path relies on it).
+    """
+
+    def __init__(
+        self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
+        reserve_tokens: int | None = None,
+    ) -> None:
+        self.num_gpu_blocks = num_gpu_blocks
+        self.block_size = block_size
+        self.num_cpu_blocks = num_cpu_blocks
+        self.reserve_tokens = reserve_tokens
+        self.num_free_blocks = num_gpu_blocks
+        self.num_free_cpu_blocks = num_cpu_blocks
+        self.req_to_num_blocks: dict[int, int] = {}
+        self.req_to_num_cpu_blocks: dict[int, int] = {}
+        self.peak_used_blocks = 0
+        self.num_query_tokens = 0  # prefix caching: prompt tokens looked up at admission
+        self.num_hit_tokens = 0  # prefix caching: of which found in the cache
+
+    @property
+    def num_used_blocks(self) -> int:
+        return self.num_gpu_blocks - self.num_free_blocks
+
+    @property
+    def usage(self) -> float:
+        """Fraction of GPU blocks in use."""
+        return 1.0 - self.num_free_blocks / self.num_gpu_blocks
+
+    enables_prefix_caching = False
+
+    def lookup_prefix(self, request: Request) -> int:
+        """Tokens of ``request`` already in the cache (none without prefix caching)."""
+        return 0
+
+    def cache_blocks(self, request: Request) -> None:
+        """Register ``request``'s newly full blocks for reuse (no-op without caching)."""
+
+    def allocate_slots(self, request: Request, num_new_tokens: int,
+                       num_hit_tokens: int = 0) -> int | None:
+        """Make room for ``num_new_tokens`` more tokens of ``request``.
+
+        ``num_hit_tokens`` (prefix caching) is what :meth:`lookup_prefix` found just
+        before, for a request being admitted; it is 0 here.
+
+        Returns:
+            The number of blocks newly taken (0 when the last block had room), or
+            ``None`` when the free pool is too small; nothing changes in that case.
+        """
+        held = self.req_to_num_blocks.get(request.request_id, 0)
+        if self.reserve_tokens is not None:
+            tokens = max(self.reserve_tokens, request.num_computed_tokens + num_new_tokens)
+        else:
+            tokens = request.num_computed_tokens + num_new_tokens
+        needed = -(-tokens // self.block_size) - held
+        if needed <= 0:
+            return 0
+        if needed > self.num_free_blocks:
+            return None
+        self._take(request, held + needed, needed)
+        return needed
+
+    def free(self, request: Request) -> None:
+        """Return every GPU block of ``request`` to the pool."""
+        self.num_free_blocks += self.req_to_num_blocks.pop(request.request_id, 0)
+
+    def swap_out(self, request: Request) -> int | None:
+        """Move ``request``'s blocks to the host pool; ``None`` when the host pool is full."""
+        held = self.req_to_num_blocks.get(request.request_id, 0)
+        if held > self.num_free_cpu_blocks:
+            return None
+        del self.req_to_num_blocks[request.request_id]
+        self.num_free_blocks += held
+        self.num_free_cpu_blocks -= held
+        self.req_to_num_cpu_blocks[request.request_id] = held
+        return held
+
+    def swap_in(self, request: Request, num_new_tokens: int) -> int | None:
+        """Bring ``request``'s blocks back from the host and make room for its next
+        ``num_new_tokens`` tokens, all or nothing.
+
+        Returns:
+            Blocks copied back from the host, or ``None`` when the GPU pool is short.
+        """
+        held = self.req_to_num_cpu_blocks[request.request_id]
+        tokens = request.num_computed_tokens + num_new_tokens
+        needed = max(held, -(-tokens // self.block_size))
+        if needed > self.num_free_blocks:
+            return None
+        del self.req_to_num_cpu_blocks[request.request_id]
+        self.num_free_cpu_blocks += held
+        self._take(request, needed, needed)
+        return held
+
+    def _take(self, request: Request, num_held: int, num_taken: int) -> None:
+        """Take ``num_taken`` free blocks; ``request`` then holds ``num_held``."""
+        self.num_free_blocks -= num_taken
+        self.req_to_num_blocks[request.request_id] = num_held
+        used = self.num_gpu_blocks - self.num_free_blocks
+        if used > self.peak_used_blocks:
+            self.peak_used_blocks = used
+
+    def check(self) -> None:
+        """Assert the accounting invariants (called by tests and at the end of a run)."""
+        assert 0 <= self.num_free_blocks <= self.num_gpu_blocks, self.num_free_blocks
+        assert sum(self.req_to_num_blocks.values()) + self.num_free_blocks == self.num_gpu_blocks
+        assert (sum(self.req_to_num_cpu_blocks.values()) + self.num_free_cpu_blocks
+                == self.num_cpu_blocks)
+
+
+class PrefixCachingKVCacheManager(KVCacheManager):
+    """Automatic prefix caching as vLLM v1 does it, behind the same facade.
+
+    Blocks have identities (``simulator.serving.token_content``): a full block whose tokens were
+    computed is registered under its identity, and a later request whose prompt starts
+    with the same blocks reuses them instead of computing them. Freed blocks keep their
+    identity in an LRU pool; allocation takes the least recently freed block and only then
+    forgets what it held. A request's blocks are freed tail first, so a sequence's last
+    blocks are evicted before its shared head. Swap preemption is not offered (vLLM v1
+    recomputes).
+
+    Invariants: a block is either held (``ref_count > 0``) or in the free pool; every
+    registered identity maps to a block that holds it; ``num_free_blocks`` is the pool
+    size, cached blocks included.
+    """
+
+    enables_prefix_caching = True
+
+    def __init__(self, num_gpu_blocks: int, block_size: int) -> None:
+        super().__init__(num_gpu_blocks, block_size)
+        self.ref_count = [0] * num_gpu_blocks
+        self.block_identity: list[int | None] = [None] * num_gpu_blocks
+        self.identity_to_block: dict[int, int] = {}
+        # Least recently freed first; never-used blocks start at the front.
+        self.free_pool: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_gpu_blocks))
+        self.req_to_blocks: dict[int, list[int]] = {}
+        self.req_to_identities: dict[int, list[int]] = {}
+        self.req_to_num_registered: dict[int, int] = {}
+        self._pending_hits: dict[int, list[int]] = {}
+        self._hasher = BlockHasher()
+
+    def _identities(self, request: Request, num_blocks: int) -> list[int]:
+        """Identities of ``request``'s first ``num_blocks`` full blocks (memoized)."""
+        known = self.req_to_identities.setdefault(request.request_id, [])
+        if len(known) < num_blocks:
+            segments = list(request.prompt_segments or [(("prompt", request.request_id),
+                                                         request.prompt_tokens)])
+            if request.num_output_tokens:
+                segments.append((("out", request.request_id), request.num_output_tokens))
+            parent = known[-1] if known else -1
+            known.extend(self._hasher.block_ids(segments, self.block_size, len(known),
+                                                num_blocks, parent))
+        return known
+
+    def lookup_prefix(self, request: Request) -> int:
+        """Count the leading full blocks of ``request`` already cached; remember them for
+        the allocation that follows. At least one token is always left to compute, so the
+        step can sample."""
+        num_tokens = request.num_tokens
+        hits: list[int] = []
+        for identity in self._identities(request, (num_tokens - 1) // self.block_size):
+            block = self.identity_to_block.get(identity)
+            if block is None:
+                break
+            hits.append(block)
+        self._pending_hits[request.request_id] = hits
+        return len(hits) * self.block_size
+
+    def allocate_slots(self, request: Request, num_new_tokens: int,
+                       num_hit_tokens: int = 0) -> int | None:
+        rid = request.request_id
+        looked_up = self._pending_hits.pop(rid, None)
+        hits = looked_up if looked_up is not None and num_hit_tokens else []
+        held = self.req_to_blocks.get(rid)
+        num_held = len(held) if held is not None else 0
+        computed = num_hit_tokens or request.num_computed_tokens
+        needed = -(-(computed + num_new_tokens) // self.block_size) - num_held - len(hits)
+        reclaimed = sum(1 for block in hits if self.ref_count[block] == 0)
+        if max(needed, 0) + reclaimed > len(self.free_pool):
+            return None
+        if looked_up is not None:  # an admission: count it once, when it succeeds
+            self.num_query_tokens += request.num_tokens
+            self.num_hit_tokens += len(hits) * self.block_size
+        if held is None:
+            held = self.req_to_blocks[rid] = []
+        for block in hits:  # touch: a cached block in the pool is taken back, not evicted
+            if self.ref_count[block] == 0:
+                del self.free_pool[block]
+            self.ref_count[block] += 1
+            held.append(block)
+        if hits:
+            self.req_to_num_registered[rid] = len(hits)
+        for _ in range(max(needed, 0)):
+            block, _ = self.free_pool.popitem(last=False)
+            identity = self.block_identity[block]
+            if identity is not None:  # evict: forget what the block held
+                del self.identity_to_block[identity]
+                self.block_identity[block] = None
+            self.ref_count[block] = 1
+            held.append(block)
+        self.num_free_blocks = len(self.free_pool)
+        used = self.num_gpu_blocks - self.num_free_blocks
+        if used > self.peak_used_blocks:
+            self.peak_used_blocks = used
+        return max(needed, 0)
+
+    def cache_blocks(self, request: Request) -> None:
+        rid = request.request_id
+        num_full = request.num_computed_tokens // self.block_size
+        start = self.req_to_num_registered.get(rid, 0)
+        if num_full <= start:
+            return
+        held = self.req_to_blocks[rid]
+        for j, identity in enumerate(self._identities(request, num_full)[start:num_full],
+                                     start=start):
+            block = held[j]
+            if identity not in self.identity_to_block and self.block_identity[block] is None:
+                self.identity_to_block[identity] = block
+                self.block_identity[block] = identity
+        self.req_to_num_registered[rid] = num_full
+
+    def free(self, request: Request) -> None:
+        rid = request.request_id
+        for block in reversed(self.req_to_blocks.pop(rid, [])):
+            self.ref_count[block] -= 1
+            if self.ref_count[block] == 0:
+                self.free_pool[block] = None
+        self.req_to_num_registered.pop(rid, None)
+        if request.is_finished:
+            self.req_to_identities.pop(rid, None)
+        self.num_free_blocks = len(self.free_pool)
+
+    def swap_out(self, request: Request) -> int | None:
+        return None  # recompute instead, as vLLM v1
+
+    @property
+    def hit_rate(self) -> float:
+        """Prompt tokens found in the cache / prompt tokens looked up."""
+        return self.num_hit_tokens / self.num_query_tokens if self.num_query_tokens else 0.0
+
+    def check(self) -> None:
+        held = sum(len(blocks) for blocks in self.req_to_blocks.values())
+        assert all(count >= 0 for count in self.ref_count)
+        assert len(self.free_pool) == self.num_free_blocks
+        assert all(self.ref_count[block] == 0 for block in self.free_pool)
+        assert sum(1 for count in self.ref_count if count > 0) + self.num_free_blocks \
+            == self.num_gpu_blocks
+        assert held >= self.num_gpu_blocks - self.num_free_blocks
+        for identity, block in self.identity_to_block.items():
+            assert self.block_identity[block] == identity

@@ -1,0 +1,197 @@
+"""Metrics: what a run measured, per request and per run.
+
+Definitions (the same as vLLM's benchmark client with fixed output lengths):
+
+* TTFT  = first token time - arrival (queueing included)
+* TPOT  = (finish - first token) / (output tokens - 1), per request with >= 2 outputs
+* TBT   = every gap between consecutive tokens of a request (the inter-token latency),
+          pooled over all tokens of the run
+* NTPOT = E2E / output tokens, per request (inference-perf's normalized TPOT)
+* E2E   = finish - arrival;  queueing delay = first scheduled - arrival
+* goodput = requests per second that meet both the TTFT and the TPOT SLO (DistServe)
+* MFU   = useful model FLOPs / (GPUs x dense peak x makespan)
+
+Recorders are passed into the run (never patched in): :class:`StepStats` is always there
+and collects per-step figures with O(1) work per step; a Perfetto trace recorder may join.
+Token gaps are run-length encoded, because in a step most decodes share the same gap.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from simulator.serving.request import Request
+from simulator.serving.token_gaps import TokenGaps
+
+if TYPE_CHECKING:
+    from profiles.cost_model import StepCost
+    from simulator.serving.scheduler import StepPlan
+
+__all__ = ["REQUEST_COLUMNS", "StepRecorder", "StepStats", "request_rows", "summarize"]
+
+REQUEST_COLUMNS = [
+    "request_id", "replica_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
+    "prompt_tokens", "output_tokens", "ttft_s", "tpot_s", "ntpot_s", "e2e_s",
+    "queueing_delay_s",
+    "num_preemptions", "num_cached_tokens",
+]
+
+
+class StepRecorder(Protocol):
+    """Observes every completed step of every replica."""
+
+    def on_step(self, replica_id: int, stage_spans_s: Sequence[tuple[float, float]],
+                plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None: ...
+
+
+class StepStats:
+    """Per-step figures for the summary: batch sizes, busy time, KV use, FLOPs."""
+
+    def __init__(self) -> None:
+        self.batch_sizes = array("q")
+        self.busy_s = 0.0
+        self.kv_block_seconds = 0.0  # used blocks x step seconds, for time-weighted use
+        self.flops = 0.0
+        self.num_steps = 0
+
+    def on_step(self, replica_id: int, stage_spans_s: Sequence[tuple[float, float]],
+                plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None:
+        duration = stage_spans_s[-1][1] - stage_spans_s[0][0]
+        self.batch_sizes.append(len(plan.requests))
+        self.busy_s += duration
+        self.kv_block_seconds += kv_used_blocks * duration
+        self.flops += cost.flops
+        self.num_steps += 1
+
+
+def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.DataFrame:
+    """One row per request (columns ``REQUEST_COLUMNS``), in trace order."""
+    arrival = np.array([r.arrival_s for r in requests])
+    first_scheduled = np.array([r.first_scheduled_s for r in requests])
+    first_token = np.array([r.first_token_s for r in requests])
+    finish = np.array([r.finish_s for r in requests])
+    outputs = np.array([r.output_tokens for r in requests])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tpot = np.where(outputs > 1, (finish - first_token) / (outputs - 1), np.nan)
+    return pd.DataFrame({
+        "request_id": list(request_ids),
+        "replica_id": [r.replica_id for r in requests],
+        "arrival_s": arrival,
+        "first_scheduled_s": first_scheduled,
+        "first_token_s": first_token,
+        "finish_s": finish,
+        "prompt_tokens": [r.prompt_tokens for r in requests],
+        "output_tokens": outputs,
+        "ttft_s": first_token - arrival,
+        "tpot_s": tpot,
+        "ntpot_s": (finish - arrival) / outputs,
+        "e2e_s": finish - arrival,
+        "queueing_delay_s": first_scheduled - arrival,
+        "num_preemptions": [r.num_preemptions for r in requests],
+        "num_cached_tokens": [r.num_cached_tokens for r in requests],
+    })[REQUEST_COLUMNS]
+
+
+def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
+    if values.size == 0:
+        return {"mean": math.nan, "p50": math.nan, "p90": math.nan, "p99": math.nan,
+                "max": math.nan}
+    if weights is None:
+        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        mean = float(values.mean())
+    else:
+        order = np.argsort(values, kind="stable")
+        sorted_values, cumulative = values[order], np.cumsum(weights[order])
+        total = cumulative[-1]
+
+        def pick(q: float) -> float:
+            # Nearest-rank on the expanded sample (exact for run-length encoded data).
+            rank = max(1, math.ceil(q / 100 * total))
+            return float(sorted_values[np.searchsorted(cumulative, rank)])
+
+        p50, p90, p99 = pick(50), pick(90), pick(99)
+        mean = float((values * weights).sum() / total)
+    return {"mean": mean, "p50": float(p50), "p90": float(p90), "p99": float(p99),
+            "max": float(values.max())}
+
+
+def summarize(
+    rows: pd.DataFrame,
+    stats: StepStats,
+    gaps: Sequence[TokenGaps],
+    *,
+    num_gpus: int,
+    peak_flops_per_gpu: float,
+    kv_blocks_per_replica: Sequence[int],
+    kv_peak_blocks_per_replica: Sequence[int],
+    ttft_slo_s: float | None,
+    tpot_slo_s: float | None,
+) -> dict[str, Any]:
+    """The run summary: latency percentiles, throughput, goodput, MFU, KV use, batches."""
+    start = float(rows["arrival_s"].min())
+    makespan = float(rows["finish_s"].max()) - start
+    total_output = int(rows["output_tokens"].sum())
+    total_prompt = int(rows["prompt_tokens"].sum())
+    tbt_values = np.concatenate([np.frombuffer(g.values, dtype=np.float64) for g in gaps])
+    tbt_counts = np.concatenate([np.frombuffer(g.counts, dtype=np.int64) for g in gaps])
+
+    meets = np.ones(len(rows), dtype=bool)
+    if ttft_slo_s is not None:
+        meets &= rows["ttft_s"].to_numpy() <= ttft_slo_s
+    if tpot_slo_s is not None:
+        tpot = rows["tpot_s"].to_numpy()
+        meets &= np.isnan(tpot) | (tpot <= tpot_slo_s)
+    has_slo = ttft_slo_s is not None or tpot_slo_s is not None
+
+    batch_sizes = np.frombuffer(stats.batch_sizes, dtype=np.int64)
+    histogram = np.bincount(batch_sizes) if batch_sizes.size else np.zeros(1, dtype=np.int64)
+    total_blocks = sum(kv_blocks_per_replica)
+    return {
+        "num_requests": len(rows),
+        "makespan_s": makespan,
+        "ttft_s": _percentiles(rows["ttft_s"].to_numpy()),
+        "tpot_s": _percentiles(rows["tpot_s"].dropna().to_numpy()),
+        "ntpot_s": _percentiles(rows["ntpot_s"].to_numpy()),
+        "tbt_s": _percentiles(tbt_values, tbt_counts),
+        "e2e_s": _percentiles(rows["e2e_s"].to_numpy()),
+        "queueing_delay_s": _percentiles(rows["queueing_delay_s"].to_numpy()),
+        "throughput": {
+            "requests_per_s": len(rows) / makespan if makespan > 0 else math.nan,
+            "output_tokens_per_s": total_output / makespan if makespan > 0 else math.nan,
+            "total_tokens_per_s": (total_output + total_prompt) / makespan
+            if makespan > 0 else math.nan,
+        },
+        "goodput": {
+            "ttft_slo_s": ttft_slo_s,
+            "tpot_slo_s": tpot_slo_s,
+            "slo_attainment": float(meets.mean()) if has_slo else None,
+            "requests_per_s": float(meets.sum()) / makespan if has_slo and makespan > 0
+            else None,
+        },
+        "mfu": stats.flops / (num_gpus * peak_flops_per_gpu * makespan) if makespan > 0 else 0,
+        "kv_cache": {
+            "blocks_per_replica": list(kv_blocks_per_replica),
+            "mean_usage_while_busy": stats.kv_block_seconds / (stats.busy_s * total_blocks /
+                                                               len(kv_blocks_per_replica))
+            if stats.busy_s > 0 else 0.0,
+            "peak_usage": max(peak / blocks for peak, blocks in
+                              zip(kv_peak_blocks_per_replica, kv_blocks_per_replica, strict=True)),
+        },
+        "batches": {
+            "num_steps": stats.num_steps,
+            "mean_batch_size": float(batch_sizes.mean()) if batch_sizes.size else 0.0,
+            "p50_batch_size": float(np.percentile(batch_sizes, 50)) if batch_sizes.size else 0,
+            "max_batch_size": int(batch_sizes.max()) if batch_sizes.size else 0,
+            "batch_size_histogram": {str(size): int(count) for size, count in
+                                     enumerate(histogram) if count},
+        },
+        "preemptions": int(rows["num_preemptions"].sum()),
+        "busy_fraction": stats.busy_s / (makespan * len(kv_blocks_per_replica))
+        if makespan > 0 else 0.0,
+    }

@@ -1,0 +1,155 @@
+"""A serving replica in simulated time: one SimPy process that runs batch steps.
+
+The process loops: ask the scheduler for a step, price it with the cost model, hold the
+replica for that long, apply the result. With pipeline parallelism up to ``pp``
+micro-batches are in flight; stages are FIFO servers, so each micro-batch's passage is
+computed when it enters (stage s starts when both the stage is free and the micro-batch
+left stage s-1) and the process needs one event per micro-batch, not one per stage::
+
+    stage 0 │ mb0 │ mb1 │ mb2 │
+    stage 1       │ mb0 │ mb1 │ mb2 │          a request is in at most one micro-batch;
+    stage 2             │ mb0 │ mb1 │ mb2 │    its next step waits until its tokens return
+
+An idle replica sleeps on a wake-up event that :meth:`Replica.submit` triggers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import simpy
+
+from profiles.cost_model import CostModel, StepCost
+from simulator.serving.metrics import StepRecorder
+from simulator.serving.presets import CpuOverhead
+from simulator.serving.request import Request
+from simulator.serving.scheduler import Scheduler, StepPlan
+
+__all__ = ["Replica", "delay_to"]
+
+
+def delay_to(now_s: float, target_s: float) -> float:
+    """A delay that makes SimPy's clock (``now + delay``) reach ``target_s``, never less.
+
+    ``target - now`` can fall one ulp short when the two differ by more than a factor of 2,
+    and some targets are not reachable as ``now + delay`` at all; the clock then lands an
+    ulp above. So an event never happens before its time, and lands exactly on it
+    whenever floating point allows (tests rely on both). Each retry moves the sum by about
+    one ulp of ``target_s``, so the loop runs at most a couple of times.
+    """
+    delay = target_s - now_s
+    while now_s + delay < target_s:
+        delay += math.ulp(target_s)
+    return delay
+
+
+class Replica:
+    """One model replica: a scheduler, its KV cache, a cost model and the step process.
+
+    Args:
+        env: the simulation environment.
+        replica_id: index of the replica in the cluster.
+        scheduler: this replica's scheduler (owns the KV cache).
+        cost_model: prices this replica's steps.
+        recorders: observers of every completed step.
+        cpu_overhead: host time per step (engine presets); ``None`` for none. Serial
+            engines pay it before the micro-batch enters stage 0; with asynchronous
+            scheduling it overlaps stage 0 (the step takes the longer of the two).
+        on_finish: called with each request as it finishes (closed-loop sessions).
+    """
+
+    def __init__(self, env: simpy.Environment, replica_id: int, scheduler: Scheduler,
+                 cost_model: CostModel, recorders: Sequence[StepRecorder],
+                 cpu_overhead: CpuOverhead | None = None,
+                 on_finish: Callable[[Request], None] | None = None) -> None:
+        self.env = env
+        self.replica_id = replica_id
+        self.scheduler = scheduler
+        self.cost_model = cost_model
+        self.recorders = list(recorders)
+        self.cpu_overhead = cpu_overhead
+        self.on_finish = on_finish
+        self.num_outstanding = 0
+        self._wake: simpy.Event | None = None
+        self.process = env.process(self.run())
+
+    @property
+    def kv_usage(self) -> float:
+        return self.scheduler.kv_cache.usage
+
+    def submit(self, request: Request) -> None:
+        """Hand a new request to this replica (called at its arrival time)."""
+        request.replica_id = self.replica_id
+        self.num_outstanding += 1
+        self.scheduler.add_request(request)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def run(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        scheduler = self.scheduler
+        num_stages = self.cost_model.num_stages
+        stage_free_s = [0.0] * num_stages
+        # (end time, plan, cost, per-stage spans, KV blocks in use) per micro-batch in
+        # flight, oldest first
+        in_flight: deque[tuple[float, StepPlan, StepCost, list[tuple[float, float]], int]] = \
+            deque()
+        head_timeout: simpy.Event | None = None
+        while True:
+            while len(in_flight) < num_stages:
+                plan = scheduler.schedule(env.now)
+                if plan is None:
+                    break
+                cost = self.cost_model.predict(plan.batch_shape())
+                spans = []
+                ready_s = env.now
+                stage_s = cost.stage_s
+                overhead = self.cpu_overhead
+                if overhead is not None:
+                    host_s = overhead.step_s(len(plan.requests), plan.num_tokens)
+                    if overhead.async_scheduling:
+                        stage_s = (max(stage_s[0], host_s), *stage_s[1:])
+                    else:
+                        ready_s += host_s
+                for stage in range(num_stages):
+                    start_s = max(ready_s, stage_free_s[stage])
+                    ready_s = start_s + stage_s[stage]
+                    stage_free_s[stage] = ready_s
+                    spans.append((start_s, ready_s))
+                in_flight.append((ready_s, plan, cost, spans, scheduler.kv_cache.num_used_blocks))
+
+            if not in_flight:
+                if scheduler.has_work():
+                    raise RuntimeError(
+                        f"replica {self.replica_id} stalled at t={env.now:.6f}s with "
+                        f"{scheduler.num_unfinished} unfinished requests and nothing runnable"
+                    )
+                self._wake = env.event()
+                yield self._wake
+                self._wake = None
+                continue
+
+            end_s = in_flight[0][0]
+            if head_timeout is None:
+                head_timeout = env.timeout(delay_to(env.now, end_s))
+            if len(in_flight) < num_stages:
+                # A pipeline slot is free: a new arrival may start a micro-batch early.
+                self._wake = env.event()
+                yield head_timeout | self._wake
+                self._wake = None
+                if not head_timeout.processed:
+                    continue
+            else:
+                yield head_timeout
+            head_timeout = None
+            _, plan, cost, spans, used = in_flight.popleft()
+            finished = scheduler.update(plan, env.now)
+            self.num_outstanding -= len(finished)
+            if finished and self.on_finish is not None:
+                for request in finished:
+                    self.on_finish(request)
+            for recorder in self.recorders:
+                recorder.on_step(self.replica_id, spans, plan, cost, used)

@@ -1,0 +1,262 @@
+"""Simulating one training step: plan checks, memory, and a task timeline.
+
+    build: model, GPU, plan checks (TP divides heads, PP x virtual stages divides layers,
+           the batch splits into micro-batches, GPUs equal the product of degrees)
+    memory: profiles.training_memory; a plan that does not fit names the overflowing term
+    step:  per-layer costs (profiles.training_cost) → pass times per virtual stage →
+           the pipeline schedule executed on per-stage streams (simulator.training.pipeline) →
+           DP gradient reduction on each stage's communication stream (overlapping the
+           last backward pass when the framework does) → optimizer step
+
+Ranks are laid out as Megatron does (TP fastest, then CP, then DP, then PP), so a group's
+link is the node's scale-up link when the group fits in a node and the NIC otherwise,
+read from the cluster graph. FLOPs follow Megatron's count (Narayanan et al. 2021, App.
+A): 2 per multiply-add over the layer GEMMs, 4·b·s²·h per layer for attention (no causal
+discount), and the logits; MFU counts the model's FLOPs, HFU adds recomputation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, link_between
+from profiles.collectives import all_gather_s, all_reduce_s
+from profiles.errors import ClusterSimError
+from profiles.hardware import GB, GPUSpec, load_gpu
+from profiles.models import ModelSpec, load_model
+from profiles.training_cost import layer_cost, lm_head_cost
+from profiles.training_memory import TrainingMemory, training_memory
+from simulator.training.pipeline import run_pipeline
+from workloads.training import TrainingJob
+
+__all__ = ["TrainingResult", "check_plan", "simulate_training"]
+
+
+@dataclass
+class TrainingResult:
+    """One step's predictions for a job and plan."""
+
+    step_s: float
+    tokens_per_s: float
+    model_flops: float
+    hardware_flops: float
+    num_gpus: int
+    peak_flops_per_gpu: float
+    memory: TrainingMemory
+    num_micro_batches: int
+    pipeline_s: float
+    bubble_fraction: float
+    dp_comm_s: float
+    optimizer_s: float
+    layer: dict[str, float]
+    trace: dict[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def tflops_per_gpu(self) -> float:
+        """Model TFLOP/s per GPU (recomputation not counted)."""
+        return self.model_flops / self.step_s / self.num_gpus / 1e12
+
+    @property
+    def hardware_tflops_per_gpu(self) -> float:
+        """TFLOP/s per GPU counting recomputation (what Narayanan et al. 2021 report)."""
+        return self.hardware_flops / self.step_s / self.num_gpus / 1e12
+
+    @property
+    def mfu(self) -> float:
+        return self.tflops_per_gpu * 1e12 / self.peak_flops_per_gpu
+
+    @property
+    def hfu(self) -> float:
+        return self.hardware_tflops_per_gpu * 1e12 / self.peak_flops_per_gpu
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "step_s": self.step_s, "tokens_per_s": self.tokens_per_s,
+            "tflops_per_gpu": self.tflops_per_gpu,
+            "hardware_tflops_per_gpu": self.hardware_tflops_per_gpu,
+            "mfu": self.mfu, "hfu": self.hfu, "num_gpus": self.num_gpus,
+            "num_micro_batches": self.num_micro_batches, "pipeline_s": self.pipeline_s,
+            "bubble_fraction": self.bubble_fraction, "dp_comm_s": self.dp_comm_s,
+            "optimizer_s": self.optimizer_s, "memory_per_gpu_gib": self.memory.as_gib(),
+            "layer_s": self.layer,
+            "flops_convention": "Megatron (Narayanan et al. 2021, App. A): 2 per MAC, "
+                                "attention 4bs^2h per layer without causal discount",
+        }
+
+
+def check_plan(job: TrainingJob, model: ModelSpec, num_gpus: int | None = None) -> int:
+    """The plan's arithmetic checks; returns the number of micro-batches per step.
+
+    Raises:
+        ClusterSimError: one line naming the degree at fault and the fix.
+    """
+    plan = job.plan
+    if model.num_attention_heads % plan.tp:
+        raise ClusterSimError(f"plan.tp={plan.tp} does not divide {model.name}'s "
+                              f"{model.num_attention_heads} attention heads; pick a divisor")
+    chunks = plan.pp * plan.virtual_stages
+    if model.num_layers % chunks:
+        raise ClusterSimError(f"plan.pp={plan.pp} x virtual_stages={plan.virtual_stages} does "
+                              f"not divide {model.name}'s {model.num_layers} layers")
+    if job.seq_len % plan.cp:
+        raise ClusterSimError(f"plan.cp={plan.cp} does not divide seq_len={job.seq_len}")
+    if plan.ep > 1 and (not model.is_moe or model.num_experts % plan.ep
+                        or (plan.dp * plan.cp) % plan.ep):
+        raise ClusterSimError(f"plan.ep={plan.ep} needs a MoE model whose expert count it "
+                              f"divides, and must divide dp x cp = {plan.dp * plan.cp}")
+    if num_gpus is not None and num_gpus != plan.num_gpus:
+        raise ClusterSimError(f"num_gpus={num_gpus} but tp x pp x dp x cp = "
+                              f"{plan.tp}x{plan.pp}x{plan.dp}x{plan.cp} = {plan.num_gpus}; "
+                              f"make them equal")
+    m = job.num_micro_batches()
+    if plan.schedule == "interleaved" and m % plan.pp:
+        raise ClusterSimError(f"the interleaved schedule needs micro-batches per step ({m}) "
+                              f"to be a multiple of pp={plan.pp}")
+    return m
+
+
+_LINKS: dict[tuple[str, int], tuple[LinkCost, LinkCost]] = {}
+
+
+def _links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
+    """(inside a node, across nodes) links of one GPU, from the cluster graph (memoized
+    per SKU: planners call this for every plan)."""
+    key = (gpu.model_dump_json(), gpus_per_node)
+    if key not in _LINKS:
+        _LINKS[key] = _graph_links(gpu, gpus_per_node)
+    return _LINKS[key]
+
+
+def _graph_links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
+    graph = build_cluster_graph(ClusterSpec(num_nodes=2, gpus_per_node=gpus_per_node), gpu)
+    inside = link_between(graph, "n0.g0", "n0.g1") if gpus_per_node > 1 else None
+    across = link_between(graph, "n0.g0", "n1.g0")
+    return inside or across, across
+
+
+def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node: int = 8,
+                      num_gpus: int | None = None, record_trace: bool = False,
+                      model: ModelSpec | None = None) -> TrainingResult:
+    """Predict one optimizer step of ``job`` under its plan.
+
+    Args:
+        job: the job and its plan.
+        gpu: GPU name or file (else the job's ``gpu``).
+        gpus_per_node: GPUs per node of the cluster.
+        num_gpus: when given, must equal the plan's product of degrees.
+        record_trace: also build a Perfetto timeline of the step.
+        model: a ModelSpec to use instead of loading ``job.model`` (validation records
+            describe GPT shapes by their dimensions).
+
+    Raises:
+        ClusterSimError: unknown model or GPU, an impossible plan, or one that does not fit.
+    """
+    model = model if model is not None else load_model(job.model)
+    if not (gpu or job.gpu):
+        raise ClusterSimError("training job: no GPU given; pass --gpu or set 'gpu' in the job")
+    gpu_spec = load_gpu(gpu or job.gpu or "")
+    if job.dtype == "fp8":
+        model = model.model_copy(update={"dtype": "fp8"})
+    plan = job.plan
+    m = check_plan(job, model, num_gpus)
+    p, v, tp, cp, dp = plan.pp, plan.virtual_stages, plan.tp, plan.cp, plan.dp
+
+    memory = training_memory(
+        model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch,
+        num_micro_batches=m, tp=tp, pp=p, dp=dp, cp=cp, ep=plan.ep, virtual_stages=v,
+        schedule=plan.schedule, sequence_parallel=plan.sequence_parallel,
+        recompute=plan.recompute, zero_stage=plan.zero_stage)
+    overflow = memory.overflow()
+    if overflow is not None:
+        raise ClusterSimError(f"plan does not fit: {overflow}; raise tp/pp, use ZeRO, "
+                              f"recomputation or a smaller micro_batch")
+
+    inside, across = _links(gpu_spec, gpus_per_node)
+
+    def link(span: int) -> LinkCost:  # a group whose ranks span this many GPUs
+        return inside if span <= gpus_per_node else across
+
+    dtype = "fp8" if job.dtype == "fp8" else "bf16"
+    cost = layer_cost(
+        model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch, tp=tp, cp=cp,
+        ep=plan.ep, sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
+        attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
+        dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp))
+    head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
+                                      micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype)
+    layers_per_chunk = model.num_layers // (p * v)
+    forward = [layers_per_chunk * cost.forward_s] * (p * v)
+    backward = [layers_per_chunk * cost.backward_s] * (p * v)
+    forward[-1] += head_fwd
+    backward[-1] += head_bwd
+
+    # ZeRO-3 gathers each stage's weights for every forward and backward pass; prefetching
+    # hides the gather behind the pass when it is shorter.
+    stage_params = memory.weights / 2.0 * (dp * cp if plan.zero_stage == 3 else 1)
+    if plan.zero_stage == 3 and dp * cp > 1:
+        gather = all_gather_s(stage_params * 2.0 / v, dp * cp, link(tp * cp * dp))
+        forward = [max(f, gather) for f in forward]
+        backward = [max(b_, gather) for b_ in backward]
+
+    activation_bytes = job.micro_batch * job.seq_len / cp * model.hidden_size * 2.0
+    if plan.sequence_parallel:
+        activation_bytes /= tp
+    send_s = link(tp * cp * dp + 1).transfer_s(activation_bytes) if p > 1 else 0.0
+    run = run_pipeline(plan.schedule, p, m, v, forward, backward, send_s)
+
+    # Gradient reduction: bf16 gradients of the stage, ring over dp x cp (reduce-scatter +
+    # all-gather under ZeRO moves the same volume as an all-reduce).
+    dp_comm = all_reduce_s(stage_params * 2.0, dp * cp, link(tp * cp * dp))
+    shard = memory.optimizer / 12.0
+    optimizer = 32.0 * shard / (gpu_spec.hbm_bandwidth_gbps * GB * gpu_spec.efficiency.memory)
+    stage_done = []
+    for stage in range(p):
+        start = run.last_backward_start_s[stage] if plan.overlap_dp_comm \
+            else run.stage_end_s[stage]
+        stage_done.append(max(run.stage_end_s[stage], start + dp_comm))
+    step = max(stage_done) + optimizer
+
+    tokens = job.global_batch * job.seq_len
+    h, layers = model.hidden_size, model.num_layers
+    layer_params = model.attention_params_per_layer + model.active_mlp_params_per_layer
+    forward_flops = (2.0 * tokens * layers * layer_params
+                     + 4.0 * job.global_batch * job.seq_len**2 * model.q_size * layers
+                     + 2.0 * tokens * h * model.vocab_size)
+    model_flops = 3.0 * forward_flops
+    recompute_flops = 0.0
+    if plan.recompute == "full":
+        recompute_flops = forward_flops - 2.0 * tokens * h * model.vocab_size
+    elif plan.recompute == "selective":
+        recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * model.q_size * layers
+    ideal = m * (sum(forward) + sum(backward)) / p
+    result = TrainingResult(
+        step_s=step, tokens_per_s=tokens / step, model_flops=model_flops,
+        hardware_flops=model_flops + recompute_flops, num_gpus=plan.num_gpus,
+        peak_flops_per_gpu=gpu_spec.peak_flops(dtype), memory=memory, num_micro_batches=m,
+        pipeline_s=run.makespan_s, bubble_fraction=max(0.0, 1 - ideal / run.makespan_s),
+        dp_comm_s=dp_comm, optimizer_s=optimizer,
+        layer={"forward_s": cost.forward_s, "backward_s": cost.backward_s,
+               "gemm_s": cost.gemm_s, "attention_s": cost.attention_s,
+               "elementwise_s": cost.elementwise_s, "tp_comm_s": cost.tp_comm_s,
+               "cp_comm_s": cost.cp_comm_s, "ep_comm_s": cost.ep_comm_s},
+    )
+    if record_trace:
+        result.trace = _trace(run, stage_done, dp_comm, step, optimizer)
+    return result
+
+
+def _trace(run: Any, stage_done: list[float], dp_comm: float, step: float,
+           optimizer: float) -> dict[str, Any]:
+    """Perfetto events of one step: pid = pipeline stage; tid 0 compute, 1 communication."""
+    events: list[dict[str, Any]] = []
+    for ((kind, chunk, i), stage), (start, end) in sorted(run.spans.items(),
+                                                          key=lambda item: item[1]):
+        events.append({"name": f"{kind}{i}" + (f".c{chunk}" if chunk else ""), "ph": "X",
+                       "pid": stage, "tid": 0, "ts": start * 1e6, "dur": (end - start) * 1e6})
+    for stage, done in enumerate(stage_done):
+        events.append({"name": "dp grad reduce", "ph": "X", "pid": stage, "tid": 1,
+                       "ts": (done - dp_comm) * 1e6, "dur": dp_comm * 1e6})
+        events.append({"name": "optimizer", "ph": "X", "pid": stage, "tid": 0,
+                       "ts": (step - optimizer) * 1e6, "dur": optimizer * 1e6})
+    return {"traceEvents": events, "displayTimeUnit": "ms"}
