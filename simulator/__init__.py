@@ -6,25 +6,16 @@ The serving names are re-exported here, as they were before the split, so
 """
 
 from simulator.files import to_json_text, write_folder, write_text
-from simulator.serving import (
-    ENGINE_PRESETS,
-    POLICY_PRESETS,
-    ROUTERS,
-    DeploymentConfig,
-    KVCacheManager,
-    Request,
-    RequestStatus,
-    Scheduler,
-    SchedulerConfig,
-    SimulationResult,
-    StepPlan,
-    StepRecorder,
-    build_deployment,
-    load_deployment,
-    resolve,
-    simulate,
-    write_outputs,
-)
+from simulator.serving.config import DeploymentConfig, build_deployment, load_deployment
+from simulator.serving.engine import SimulationResult, resolve, simulate
+from simulator.serving.kv_cache import KVCacheManager
+from simulator.serving.metrics import StepRecorder
+from simulator.serving.outputs import write_outputs
+from simulator.serving.policies import POLICY_PRESETS
+from simulator.serving.presets import ENGINE_PRESETS
+from simulator.serving.request import Request, RequestStatus
+from simulator.serving.router import ROUTERS
+from simulator.serving.scheduler import Scheduler, SchedulerConfig, StepPlan
 from simulator.training import TrainingResult, simulate_training, write_training_outputs
 
 __all__ = [

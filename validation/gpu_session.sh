@@ -23,7 +23,7 @@ else
   export PYTHONPATH=$PWD
 fi
 export PYTHONUNBUFFERED=1
-clustersim() { python3 -c 'import sys; from cli.report import main; sys.argv[0] = "clustersim"; main()' "$@"; }
+clustersim() { python3 -c 'import sys; from cli import main; sys.argv[0] = "clustersim"; main()' "$@"; }
 (nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv || echo "no nvidia-smi") | tee "$out/device.txt"
 case "$what" in
   profile)

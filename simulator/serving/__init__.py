@@ -3,36 +3,16 @@ step, a token-budget scheduler over a paged KV cache, routers, engine presets, m
 the Perfetto timeline and the run's output files.
 
     build_deployment / load_deployment ─► resolve ─► simulate(deployment, trace)
-         (config)                       (engine)        └─► SimulationResult ─► write_outputs
+         (config.py)                     (engine.py)       └─► SimulationResult
+                                                                 └─► write_outputs (outputs.py)
+
+    engine.py ─► replica.py (one SimPy process) ─► scheduler.py ─► kv_cache.py
+                      │                               └─ policies.py, request.py
+                      └─► cost model (profiles) ─► metrics.py, timeline.py (recorders)
+
+Its public names are re-exported by ``simulator`` (``from simulator import simulate``),
+which is where users import them from; this package lists none of its own, so the API
+is stated once.
 """
 
-from simulator.serving.config import DeploymentConfig, build_deployment, load_deployment
-from simulator.serving.engine import SimulationResult, resolve, simulate
-from simulator.serving.kv_cache import KVCacheManager
-from simulator.serving.metrics import StepRecorder
-from simulator.serving.outputs import write_outputs
-from simulator.serving.policies import POLICY_PRESETS
-from simulator.serving.presets import ENGINE_PRESETS
-from simulator.serving.request import Request, RequestStatus
-from simulator.serving.router import ROUTERS
-from simulator.serving.scheduler import Scheduler, SchedulerConfig, StepPlan
-
-__all__ = [
-    "ENGINE_PRESETS",
-    "POLICY_PRESETS",
-    "ROUTERS",
-    "DeploymentConfig",
-    "KVCacheManager",
-    "Request",
-    "RequestStatus",
-    "Scheduler",
-    "SchedulerConfig",
-    "SimulationResult",
-    "StepPlan",
-    "StepRecorder",
-    "build_deployment",
-    "load_deployment",
-    "resolve",
-    "simulate",
-    "write_outputs",
-]
+__all__: list[str] = []
