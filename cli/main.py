@@ -19,16 +19,18 @@ __all__ = ["app", "main", "simulate_app", "simulate_main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="clustersim: simulate and plan LLM serving and training clusters.")
+# NOTE: the order of registration is the order of `clustersim --help` (commands first,
+# then groups), kept as it was before the command line had a package of its own.
 app.command("simulate")(simulate.simulate_command)
-app.add_typer(workload.app, name="workload")
+app.command("validate")(validate.validate_command)
+app.command("models")(catalog.models_command)
+app.command("gpus")(catalog.gpus_command)
 app.command("plan")(plan.plan_command)
 app.command("plan-training")(plan.plan_training_command)
 app.command("report")(report.report_command)
-app.command("validate")(validate.validate_command)
+app.add_typer(workload.app, name="workload")
 app.add_typer(profile.app, name="profile")
 app.add_typer(reference.app, name="reference")
-app.command("models")(catalog.models_command)
-app.command("gpus")(catalog.gpus_command)
 
 simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 simulate_app.command()(simulate.simulate_command)
