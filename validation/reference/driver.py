@@ -123,7 +123,7 @@ def run_reference(resolved: ResolvedDeployment, workload: RequestTrace,
         resolved: the deployment (one GPU; see :func:`check_reference_deployment`).
         workload: the requests, sorted by arrival; each is submitted when its arrival
             time has passed on the wall clock.
-        executor: runs the steps (``profiles.reference_model.ReferenceModel``).
+        executor: runs the steps (``validation.reference.model.ReferenceModel``).
         seed: seeds the prompts' token ids.
         clock, sleep: the wall clock (tests pass a simulated one).
 
