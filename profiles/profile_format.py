@@ -8,11 +8,15 @@
       elementwise.csv      op, num_tokens, hidden, time_s
       memcpy.csv           direction, bytes, time_s
       collective.csv       op, num_gpus, bytes, time_s
+      step_prefill.csv     model, tp, batch, prompt_tokens, time_s   (whole forward passes)
+      step_decode.csv      model, tp, batch, prompt_tokens, output_tokens, time_s
 
 ``metadata.json`` names the GPU (a catalog name), how many and how they were linked,
 driver, CUDA or ROCm and torch versions, dtype, date, the command that made it, the
-repetitions, and for each table whether it is ``measured`` or ``derived``. A profile made
-on a user's own GPU drops in beside ours; :func:`load_profile` refuses a malformed or
+repetitions, and for each table whether it is ``measured`` or ``derived``; a profile
+imported from another tool's data (``profiles.importers``) also names its ``source`` and
+the ``models`` whose shapes it covers. A profile made on a user's own GPU drops in beside
+ours; :func:`load_profile` refuses a malformed or
 mismatched one with a one-line message.
 """
 
@@ -39,8 +43,10 @@ OP_COLUMNS: dict[str, tuple[str, ...]] = {
     "elementwise": ("op", "num_tokens", "hidden"),
     "memcpy": ("direction", "bytes"),
     "collective": ("op", "num_gpus", "bytes"),
+    "step_prefill": ("model", "tp", "batch", "prompt_tokens"),
+    "step_decode": ("model", "tp", "batch", "prompt_tokens", "output_tokens"),
 }
-_TEXT_COLUMNS = {"op", "direction"}
+_TEXT_COLUMNS = {"op", "direction", "model"}
 
 
 class TableInfo(BaseModel):
@@ -69,6 +75,8 @@ class ProfileMetadata(BaseModel):
     repetitions: int = Field(ge=1)
     warmup: int = Field(ge=0)
     tables: dict[str, TableInfo]
+    source: str = Field(default="", description="where imported data came from, if imported")
+    models: list[str] = Field(default=[], description="models whose shapes it covers")
 
 
 @dataclass(frozen=True)
