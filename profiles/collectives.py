@@ -16,6 +16,22 @@ node, a GPU's NIC across nodes (``profiles.cluster``). For n GPUs and a buffer o
 
 Bus bandwidth, as nccl-tests reports it: algbw x 2(n-1)/n for all-reduce, x (n-1)/n for
 all-gather and reduce-scatter. Tests hold these against published measurements.
+
+What a serving engine runs for TP inside a node (``engine_all_reduce_s``): vLLM's custom
+all-reduce over NVLink for messages up to 8 MiB in groups of 2, 4, 6 or 8, NCCL above.
+Its one-shot kernel (every rank reads the whole buffer of each peer and reduces it) is
+chosen for two GPUs, and for messages under 512 KiB (4 GPUs or fewer) or 256 KiB (more);
+the two-shot kernel (a reduce-scatter, then an all-gather, by direct peer loads) above::
+
+    one-shot   launch + 2 latency + (n-1) S / link
+    two-shot   launch + 4 latency + 2(n-1)/n S / link
+
+with the launch of the GPU's fitted streaming kernels, and the per-step latency and link
+bandwidth (capped at the link's own rate: peer loads do not reduce in the switch) of its
+fitted NCCL all-reduce. The thresholds
+are vLLM's (``custom_all_reduce``, versions 0.6 to 0.10); no measured custom all-reduce
+table has checked the kernel times yet. NCCL itself (``all_reduce_fitted_s``, for
+training and large messages) is fitted to measured tables inside a node.
 """
 
 from __future__ import annotations
@@ -23,10 +39,15 @@ from __future__ import annotations
 import math
 
 from profiles.cluster import LinkCost
-from profiles.hardware import GPUSpec
+from profiles.hardware import GB, GPUSpec
+from profiles.operator_times import all_reduce_fitted_s
 
-__all__ = ["all_gather_s", "all_reduce_s", "all_to_all_s", "bus_bandwidth", "nvls_link",
+__all__ = ["CUSTOM_ALL_REDUCE_MAX_BYTES", "all_gather_s", "all_reduce_s", "all_to_all_s",
+           "bus_bandwidth", "custom_all_reduce_s", "engine_all_reduce_s", "nvls_link",
            "reduce_scatter_s"]
+
+CUSTOM_ALL_REDUCE_MAX_BYTES = 8 * 2**20
+_CUSTOM_ALL_REDUCE_SIZES = (2, 4, 6, 8)
 
 
 def nvls_link(gpu: GPUSpec) -> LinkCost | None:
@@ -90,3 +111,36 @@ def bus_bandwidth(collective: str, num_bytes: float, n: int, seconds: float) -> 
     if collective in ("all_gather", "reduce_scatter"):
         return algbw * (n - 1) / n
     return algbw
+
+
+def custom_all_reduce_s(gpu: GPUSpec, num_bytes: float, n: int) -> float | None:
+    """vLLM's custom all-reduce inside a node (module docstring), or None where it does
+    not apply (a size or group it does not take, or a GPU without a fitted all-reduce)."""
+    fit = gpu.kernels.all_reduce if gpu.kernels is not None else None
+    if (fit is None or n not in _CUSTOM_ALL_REDUCE_SIZES or gpu.vendor != "nvidia"
+            or num_bytes > CUSTOM_ALL_REDUCE_MAX_BYTES):
+        return None
+    link = gpu.scale_up.bandwidth_gbps * GB * min(1.0, fit.bandwidth)
+    latency = fit.latency_us * 1e-6
+    launch = (gpu.kernels.stream.launch_us if gpu.kernels is not None
+              and gpu.kernels.stream is not None else fit.launch_us) * 1e-6
+    one_shot = n == 2 or num_bytes < (512 if n <= 4 else 256) * 2**10
+    if one_shot:
+        return launch + 2 * latency + (n - 1) * num_bytes / link
+    return launch + 4 * latency + 2 * (n - 1) / n * num_bytes / link
+
+
+def engine_all_reduce_s(gpu: GPUSpec, num_bytes: float, n: int, link: LinkCost,
+                        inside_node: bool) -> float:
+    """The TP all-reduce a serving engine runs: its custom kernel where it applies, the
+    fitted NCCL ring inside a node, or the link model (across nodes, or no fit)."""
+    if n <= 1:
+        return 0.0
+    if inside_node:
+        custom = custom_all_reduce_s(gpu, num_bytes, n)
+        if custom is not None:
+            return custom
+        fitted = all_reduce_fitted_s(gpu, num_bytes, n)
+        if fitted is not None:
+            return float(fitted)
+    return all_reduce_s(num_bytes, n, link)

@@ -30,18 +30,41 @@ utilization is 1 for shapes that fill every wave, so the published ceiling, whic
 best over a sweep of large shapes, is reproduced there. A GPU without a ``gemm_tiling``
 entry (a user's JSON file, say) keeps the flat ceiling. Measured GEMM tables replace all
 of this where a profile has them.
+
+Fitted kernels. Where the GPU has parameters fitted to measured GEMM tables
+(``GPUSpec.kernels.gemm``, see ``profiles.kernel_fit``), the library's choice among tile
+shapes is modelled too, and the two bounds are joined smoothly rather than by a max::
+
+    configs   128x128, 128x256, 256x128 at the fitted rate; 64x128, 128x64 at
+              small_tile x it, 64x64 at small_tile^2 (narrow rows and split-K as above)
+    compute   min over configs of waves x rows x tile_n x (k / split) x 2 / (rate per unit)
+    memory    bytes of A, B and C / (fitted fraction x HBM bandwidth)
+    time      launch + (compute^p + memory^p)^(1/p)
+
+The minimum over configs is the library's heuristic picking the kernel that wastes least
+(a skinny m = 144 runs on 64-row tiles in one wave, not on 128-row tiles in a half-empty
+second one); the p-norm is the overlap of the two pipelines that a max assumes perfect.
 """
 
 from __future__ import annotations
 
 from math import ceil
 
+import numpy as np
+
 from profiles.hardware import GB, GemmTiling, GPUSpec
+from profiles.kernel_fit import GemmFit
 from profiles.models import DTYPE_BYTES
 
-__all__ = ["gemm_compute_s", "gemm_time_s", "tiling_utilization"]
+__all__ = ["TILE_CONFIGS", "fitted_gemm_times", "gemm_compute_s", "gemm_time_s",
+           "gemm_time_terms", "tiling_utilization"]
 
 _SMALLEST_TILE_ROWS = 16  # the row extent of one tensor-core MMA (m16n8k16 and up)
+
+# (tile_m, tile_n, halvings): the kernels a library chooses among; each halving of a tile
+# side costs the fitted ``small_tile`` factor of rate (less reuse per loaded operand).
+TILE_CONFIGS = ((128, 128, 0), (128, 256, 0), (256, 128, 0), (64, 128, 1), (128, 64, 1),
+                (64, 64, 2))
 
 
 def tiling_utilization(tiling: GemmTiling | None, m: float, n: float, k: float) -> float:
@@ -73,3 +96,44 @@ def gemm_time_s(gpu: GPUSpec, m: int, n: int, k: int, dtype: str = "bf16") -> fl
     memory_s = (m * k + k * n + m * n) * element / (
         gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
     return max(gemm_compute_s(gpu, m, n, k, dtype), memory_s)
+
+
+def fitted_gemm_times(gpu: GPUSpec, fit: GemmFit, m: np.ndarray, n: np.ndarray,
+                      k: np.ndarray, dtype: str = "bf16") -> tuple[np.ndarray, np.ndarray]:
+    """(seconds, compute-bound) of GEMMs under fitted parameters (module docstring),
+    vectorized over arrays of shapes."""
+    m, n, k = (np.maximum(1.0, np.asarray(x, dtype=np.float64)) for x in (m, n, k))
+    tiling = gpu.gemm_tiling
+    units = tiling.compute_units if tiling is not None else 1
+    min_split_k = tiling.min_split_k if tiling is not None else 256
+    rate = gpu.peak_flops(dtype) * fit.matmul / units
+    narrow = np.maximum(_SMALLEST_TILE_ROWS, 2.0 ** np.ceil(np.log2(m)))
+    compute = np.full(m.shape, np.inf)
+    for tile_m, tile_n, halvings in TILE_CONFIGS:
+        rows = np.minimum(tile_m, narrow)
+        tiles = np.ceil(m / rows) * np.ceil(n / tile_n)
+        split = np.where(tiles < units,
+                         np.maximum(1.0, np.minimum(units // tiles, k // min_split_k)), 1.0)
+        waves = np.ceil(tiles * split / units)
+        seconds = waves * rows * tile_n * (k / split) * 2.0 / (rate * fit.small_tile**halvings)
+        compute = np.minimum(compute, seconds)
+    element = DTYPE_BYTES[dtype]
+    memory = (m * k + k * n + m * n) * element / (gpu.hbm_bandwidth_gbps * GB * fit.memory)
+    p = fit.blend
+    total = fit.launch_us * 1e-6 + (compute**p + memory**p) ** (1.0 / p)
+    return total, compute >= memory
+
+
+def gemm_time_terms(gpu: GPUSpec, m: float, n: float, k: float, dtype: str = "bf16"
+                    ) -> tuple[float, bool]:
+    """(seconds, compute-bound) of one (m x k) @ (k x n) GEMM: the fitted model where
+    the GPU has one, otherwise the tiling roofline of :func:`gemm_time_s`."""
+    fit = gpu.kernels.gemm if gpu.kernels is not None else None
+    if fit is None:
+        compute_s = gemm_compute_s(gpu, m, n, k, dtype)
+        memory_s = (m * k + k * n + m * n) * DTYPE_BYTES[dtype] / (
+            gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
+        return max(compute_s, memory_s), compute_s >= memory_s
+    seconds, compute_bound = fitted_gemm_times(gpu, fit, np.array([m]), np.array([n]),
+                                               np.array([k]), dtype)
+    return float(seconds[0]), bool(compute_bound[0])

@@ -3,8 +3,9 @@
 Each GPU in ``profiles/data/gpus.json`` carries dense peak FLOP/s per dtype, HBM capacity
 and bandwidth, its scale-up link (NVLink/xGMI), a typical NIC and its host link, with a
 source for every figure, plus the fractions of peak that the roofline model assumes
-(estimates until measured kernel profiles replace them). A user adds a GPU by giving a
-JSON file of the same shape.
+(estimates until measured kernel profiles replace them). Where measured operator tables
+exist, the parameters fitted to them (``profiles/data/kernel_fits.json``) are attached
+as ``kernels``. A user adds a GPU by giving a JSON file of the same shape.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.kernel_fit import KernelFit, kernel_fits
 
 __all__ = ["Efficiency", "GPUSpec", "GemmTiling", "Link", "list_gpus", "load_gpu"]
 
@@ -85,6 +87,9 @@ class GPUSpec(_Frozen):
     tdp_w: float = Field(gt=0)
     efficiency: Efficiency
     gemm_tiling: GemmTiling | None = None
+    kernels: KernelFit | None = Field(
+        default=None, description="parameters fitted to measured operator tables "
+        "(profiles/data/kernel_fits.json); None keeps the datasheet roofline")
     sources: dict[str, str]
 
     @property
@@ -102,7 +107,10 @@ class GPUSpec(_Frozen):
 @cache
 def _catalog() -> dict[str, dict[str, Any]]:
     by_name: dict[str, dict[str, Any]] = {}
+    fits = kernel_fits()
     for entry in json.loads(_CATALOG_PATH.read_text())["gpus"]:
+        if entry["name"] in fits:
+            entry = {**entry, "kernels": fits[entry["name"]]}
         for key in [entry["name"], *entry.get("aliases", [])]:
             by_name[key.lower()] = entry
     return by_name

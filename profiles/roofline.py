@@ -11,7 +11,14 @@ For a batch of T tokens on a replica with tensor parallelism ``tp``, per layer::
 plus, per stage, the embedding gather (first stage), the LM head over sampled rows (last
 stage), the activation send to the next stage (PP), and any KV swap. Achieved fractions of
 peak come from the GPU catalog's ``efficiency``; every figure is per GPU, since the GPUs of
-a TP group work in parallel on equal shards. Attention FLOP counts follow FlashAttention's
+a TP group work in parallel on equal shards.
+
+Where the GPU has kernel parameters fitted to measured operator tables
+(``GPUSpec.kernels``), each GEMM is priced by the fitted tile model (``profiles.gemm``),
+each elementwise kernel and attention by ``profiles.operator_times`` (a launch floor per
+kernel included: two norms, the activation, rotary, two residual adds and the KV write
+per layer), and the TP all-reduce as the engine runs it inside a node
+(``profiles.collectives.engine_all_reduce_s``). Attention FLOP counts follow FlashAttention's
 accounting (Dao 2023, Sec. 4); GEMM counts are 2 FLOPs per multiply-add.
 """
 
@@ -20,11 +27,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
-from profiles.collectives import all_reduce_s
+from profiles.collectives import all_reduce_s, engine_all_reduce_s
 from profiles.cost_model import OPERATORS, BatchShape, StepCost
-from profiles.gemm import gemm_compute_s
+from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
+from profiles.operator_times import (
+    STREAM_BYTES_PER_ELEMENT,
+    decode_attention_s,
+    prefill_attention_s,
+    stream_s,
+)
 
 __all__ = ["RooflineCostModel", "split_layers"]
 
@@ -59,11 +72,13 @@ class RooflineCostModel:
         pp: pipeline-parallel degree (stages).
         tp_link: the link limiting the TP group's collectives.
         pp_link: the link between consecutive stages.
+        tp_inside_node: the TP group shares one node (the engine's custom all-reduce
+            and the fitted NCCL ring apply).
     """
 
     def __init__(
         self, model: ModelSpec, gpu: GPUSpec, tp: int, pp: int,
-        tp_link: LinkCost, pp_link: LinkCost,
+        tp_link: LinkCost, pp_link: LinkCost, tp_inside_node: bool = True,
     ) -> None:
         self.model = model
         self.gpu = gpu
@@ -71,6 +86,8 @@ class RooflineCostModel:
         self.pp = pp
         self.tp_link = tp_link
         self.pp_link = pp_link
+        self.tp_inside_node = tp_inside_node
+        self._fitted = gpu.kernels is not None and gpu.kernels.gemm is not None
         self.layers_per_stage = split_layers(model.num_layers, pp)
 
         eff = gpu.efficiency
@@ -95,6 +112,10 @@ class RooflineCostModel:
         up_width = (2 if m.mlp_kind == "gated" else 1) * f_local  # gate and up fused
         self._expert = _Linear(((up_width, h), (h, f_local)), h, up_width)
         self._f_local = f_local
+        # Per token per layer, the bytes of each streaming kernel (fitted path).
+        self._stream_ops = (("rmsnorm", 2, h), ("silu_mul", 1, f_local),
+                            ("rotary", 1, self._q_local + self._kv_local), ("add", 2, h),
+                            ("kv_write", 1, 2 * self._kv_local))
         self._lm_head_params_local = m.vocab_size * h / tp
         # Elementwise bytes per token per layer: 2 norms (read+write), 2 residual adds
         # (2 reads + 1 write each), rotary on q and k, the KV write, the activation.
@@ -126,6 +147,11 @@ class RooflineCostModel:
               copies: float = 1.0) -> tuple[float, bool]:
         """The group's time for ``num_tokens`` rows through each of ``copies`` weight sets
         (MoE: the experts touched), reading ``weight_params`` weights in all."""
+        if self._fitted:
+            terms = [gemm_time_terms(self.gpu, num_tokens, n, k, self.model.dtype)
+                     for n, k in linear.shapes]
+            seconds = copies * sum(s for s, _ in terms)
+            return seconds, max(terms)[1]
         traffic = (weight_params * self._weight_bytes
                    + copies * num_tokens * (linear.in_width + linear.out_width)
                    * self._act_bytes)
@@ -146,6 +172,14 @@ class RooflineCostModel:
         rows_per_expert = num_tokens * k / touched
         return self._gemm(self._expert, rows_per_expert,
                           self._expert.weight_params * touched, copies=touched)
+
+    def _elementwise(self, num_tokens: float) -> float:
+        """The layer's streaming kernels for ``num_tokens`` tokens."""
+        if not self._fitted:
+            return num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s
+        return sum(count * stream_s(self.gpu, op,
+                                    num_tokens * width * STREAM_BYTES_PER_ELEMENT[op])
+                   for op, count, width in self._stream_ops)
 
     def _attention(self, flops: float, traffic: float) -> tuple[float, bool]:
         compute_s = flops / self._attention_flops_per_s
@@ -170,16 +204,17 @@ class RooflineCostModel:
             ("qkv_proj", self._gemm(self._qkv, num_tokens, self._qkv.weight_params)),
             ("o_proj", self._gemm(self._o, num_tokens, self._o.weight_params)),
             ("mlp", self._mlp(num_tokens)),
-            ("elementwise",
-             (num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s, False)),
+            ("elementwise", (self._elementwise(num_tokens), False)),
         ):
             ops[name] = seconds
             if compute_bound:
                 compute_s += seconds
             else:
                 memory_s += seconds
-        allreduce_s = 2.0 * all_reduce_s(
-            num_tokens * self.model.hidden_size * self._act_bytes, self.tp, self.tp_link)
+        message = num_tokens * self.model.hidden_size * self._act_bytes
+        allreduce_s = 2.0 * (
+            engine_all_reduce_s(self.gpu, message, self.tp, self.tp_link, self.tp_inside_node)
+            if self._fitted else all_reduce_s(message, self.tp, self.tp_link))
         result = (ops, compute_s, memory_s, allreduce_s)
         self._token_cache[num_tokens] = result
         return result
@@ -194,10 +229,13 @@ class RooflineCostModel:
             flops = 4.0 * self._q_local * prefill_pairs
             traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
                        + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
-            prefill = self._attention(flops, traffic)
+            prefill = (self._attention(flops, traffic) if not self._fitted else
+                       (prefill_attention_s(self.gpu, flops, traffic, self.model.dtype), True))
         if decode_kv_tokens:
             flops = 4.0 * self._q_local * decode_kv_tokens
-            decode = self._attention(flops, decode_kv_tokens * self._kv_bytes_per_token_layer)
+            kv_bytes = decode_kv_tokens * self._kv_bytes_per_token_layer
+            decode = (self._attention(flops, kv_bytes) if not self._fitted else
+                      (decode_attention_s(self.gpu, kv_bytes, flops, self.model.dtype), False))
         return prefill, decode
 
     @staticmethod
@@ -288,11 +326,16 @@ class RooflineCostModel:
         if num_sampled == 0:
             result = (0.0, False)
         else:
-            traffic = (self._lm_head_params_local * self._weight_bytes
-                       + num_sampled * self.model.vocab_size / self.tp * 4.0)
-            compute_s = gemm_compute_s(self.gpu, num_sampled, self.model.vocab_size / self.tp,
-                                       self.model.hidden_size, self.model.dtype)
-            memory_s = traffic / self._bytes_per_s
-            result = (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+            vocab_local = self.model.vocab_size / self.tp
+            if self._fitted:
+                result = gemm_time_terms(self.gpu, num_sampled, vocab_local,
+                                         self.model.hidden_size, self.model.dtype)
+            else:
+                traffic = (self._lm_head_params_local * self._weight_bytes
+                           + num_sampled * vocab_local * 4.0)
+                compute_s = gemm_compute_s(self.gpu, num_sampled, vocab_local,
+                                           self.model.hidden_size, self.model.dtype)
+                memory_s = traffic / self._bytes_per_s
+                result = (compute_s, True) if compute_s >= memory_s else (memory_s, False)
         self._lm_head_cache[num_sampled] = result
         return result

@@ -1,4 +1,5 @@
-"""Roofline cost model: hand-computable terms and consistency of the breakdown."""
+"""Roofline cost model: hand-computable terms of the datasheet roofline (catalog GPUs with
+their fitted kernels set aside) and consistency of the breakdown."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 from profiles.cluster import LinkCost
 from profiles.collectives import all_reduce_s as ring_allreduce_s
 from profiles.cost_model import OPERATORS, BatchShape
-from profiles.hardware import GB, load_gpu
+from profiles.hardware import GB, GPUSpec, load_gpu
 from profiles.models import load_model
 from profiles.roofline import RooflineCostModel, split_layers
 
@@ -15,9 +16,14 @@ NVLINK = LinkCost(bandwidth_bytes_per_s=300e9, latency_s=5e-6)
 NONE = LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
 
 
+def datasheet_gpu(name: str) -> GPUSpec:
+    """A catalog GPU on the datasheet roofline: peaks times the catalog's fractions."""
+    return load_gpu(name).model_copy(update={"kernels": None})
+
+
 def model_for(name: str = "llama-3-8b", gpu: str = "a100", tp: int = 1, pp: int = 1
               ) -> RooflineCostModel:
-    return RooflineCostModel(load_model(name), load_gpu(gpu), tp, pp, NVLINK, NVLINK)
+    return RooflineCostModel(load_model(name), datasheet_gpu(gpu), tp, pp, NVLINK, NVLINK)
 
 
 def decode(context: int) -> BatchShape:
@@ -27,7 +33,7 @@ def decode(context: int) -> BatchShape:
 def test_decode_attention_grows_with_context_by_kv_bytes_read() -> None:
     """Each extra context token costs its KV bytes per layer at achieved HBM bandwidth."""
     cost = model_for()
-    gpu = load_gpu("a100")
+    gpu = datasheet_gpu("a100")
     delta = cost.predict(decode(2000)).total_s - cost.predict(decode(1000)).total_s
     kv_bytes_per_layer = 2 * 8 * 128 * 2  # K and V, 8 KV heads of 128 dims, bf16
     expected = 32 * 1000 * kv_bytes_per_layer / (gpu.hbm_bandwidth_gbps * GB * 0.85)
@@ -114,7 +120,7 @@ def test_ring_allreduce_hand_computed() -> None:
 
 def test_moe_reads_only_touched_experts() -> None:
     """One Mixtral token touches 2 of 8 experts; a large batch touches all 8."""
-    cost = RooflineCostModel(load_model("mixtral-8x7b"), load_gpu("h100"), 1, 1, NONE, NONE)
+    cost = RooflineCostModel(load_model("mixtral-8x7b"), datasheet_gpu("h100"), 1, 1, NONE, NONE)
     one = cost.predict(decode(10)).operator_s["mlp"]
     many = cost.predict(BatchShape([1] * 64, [10] * 64, num_sampled=64)).operator_s["mlp"]
     assert many / one == pytest.approx(4.0, rel=0.05)

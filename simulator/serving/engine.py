@@ -159,7 +159,9 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
         stages = placement.stage_gpus
         pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
                    else group_link(graph, ()))
-        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link)
+        inside_node = len({graph.nodes[name]["node"] for name in stages[0]}) == 1
+        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link,
+                                     tp_inside_node=inside_node)
         cost_models.append(ProfiledCostModel(profile, roofline) if profile is not None
                            else roofline)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),

@@ -1,0 +1,307 @@
+"""Fitting the kernel parameters to measured operator tables (``profiles.kernel_fit``).
+
+    python -m validation.calibrate MEASURED_DIR [--write] [--leave-one-model-out]
+
+``MEASURED_DIR`` is the measured pack (the shared folder's ``measured/``): Vidur's
+per-operator tables for A100 and H100 (``vidur/compute``), its NCCL all-reduce tables
+(``vidur/network/<sku>_dgx``), the paged attention tables (``vidur/history/a100``) and
+the H100 FlashAttention-3 / FlashInfer kernel table (``attention_kernels.csv``). Each
+family is fitted on its own rows only; the end-to-end figures (training runs, Splitwise
+step times, serving runs) are never fitting targets, they are predictions.
+
+The objective is the mean absolute log error, so a 10% miss costs the same at 5 µs and
+at 5 ms; the optimizer is Nelder-Mead from a fixed start (deterministic). ``--write``
+stores the parameters in ``profiles/data/kernel_fits.json`` with the data that fit them
+and the in-sample error. ``--leave-one-model-out`` refits the GEMM parameters without
+each Vidur model in turn and reports the held-out model's error next to the in-sample.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import minimize
+
+from profiles.gemm import fitted_gemm_times
+from profiles.hardware import GPUSpec, load_gpu
+from profiles.importers import (
+    VIDUR_SKUS,
+    read_vidur_attention,
+    read_vidur_collectives,
+    read_vidur_compute,
+)
+from profiles.kernel_fit import (
+    FITS_PATH,
+    AllReduceFit,
+    AttentionFit,
+    FitRecord,
+    GemmFit,
+    KernelFit,
+    StreamFit,
+)
+from profiles.operator_times import (
+    STREAM_BYTES_PER_ELEMENT,
+    all_reduce_fitted_s,
+    decode_attention_s,
+    prefill_attention_s,
+)
+
+__all__ = ["H100_KERNELS_GPU", "attention_rows", "calibrate", "fit_all_reduce",
+           "fit_attention", "fit_gemm", "fit_stream", "leave_one_model_out"]
+
+VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
+KERNELS_SOURCE = "inference-sim/inference-sim @ 487017bc (bench_data), Apache-2.0"
+H100_KERNELS_GPU = "H100 (variant not stated)"  # attention_kernels.csv's name for it
+
+
+def _minimize(loss: Callable[[np.ndarray], float], start: list[float]) -> np.ndarray:
+    result = minimize(loss, np.array(start), method="Nelder-Mead",
+                      options={"maxiter": 4000, "xatol": 1e-5, "fatol": 1e-8})
+    return np.asarray(result.x)
+
+
+def _log_loss(predicted: np.ndarray, measured: np.ndarray) -> float:
+    return float(np.mean(np.abs(np.log(predicted / measured))))
+
+
+def _record(data: str, predicted: np.ndarray, measured: np.ndarray) -> FitRecord:
+    errors = np.abs(predicted / measured - 1.0) * 100.0
+    return FitRecord(data=data, num_points=len(measured),
+                     median_error_pct=round(float(np.median(errors)), 3),
+                     p90_error_pct=round(float(np.percentile(errors, 90)), 3))
+
+
+def fit_gemm(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> GemmFit:
+    """GEMM parameters from rows with m, n, k and time_s (fp16)."""
+    m, n, k = (rows[c].to_numpy(dtype=float) for c in ("m", "n", "k"))
+    measured = rows["time_s"].to_numpy(dtype=float)
+
+    def build(x: np.ndarray, record: FitRecord | None = None) -> GemmFit:
+        return GemmFit.model_construct(matmul=x[0], memory=x[1], small_tile=x[2],
+                                       blend=x[3], launch_us=x[4], fitted=record)
+
+    def loss(x: np.ndarray) -> float:
+        if x[0] <= 0 or x[1] <= 0 or not 0 < x[2] <= 1 or x[3] < 1 or x[4] < 0:
+            return 1e9
+        return _log_loss(fitted_gemm_times(gpu, build(x), m, n, k, "fp16")[0], measured)
+
+    x = _minimize(loss, [0.8, 0.85, 0.9, 3.0, 4.0])
+    predicted = fitted_gemm_times(gpu, build(x), m, n, k, "fp16")[0]
+    return GemmFit(matmul=round(x[0], 4), memory=round(x[1], 4), small_tile=round(x[2], 4),
+                   blend=round(x[3], 4), launch_us=round(x[4], 3),
+                   fitted=_record(data, predicted, measured))
+
+
+def _stream_bytes(rows: pd.DataFrame) -> np.ndarray:
+    per_element = rows["op"].map(STREAM_BYTES_PER_ELEMENT).to_numpy(dtype=float)
+    return rows["num_tokens"].to_numpy(dtype=float) * rows["hidden"].to_numpy(float) \
+        * per_element
+
+
+def fit_stream(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> StreamFit:
+    """One launch time and a bandwidth fraction per op, from elementwise rows."""
+    ops = sorted(rows["op"].unique())
+    num_bytes, measured = _stream_bytes(rows), rows["time_s"].to_numpy(dtype=float)
+    index = rows["op"].map({op: i for i, op in enumerate(ops)}).to_numpy()
+    bandwidth = gpu.hbm_bandwidth_gbps * 1e9
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        return np.asarray(x[-1] * 1e-6 + num_bytes / (bandwidth * x[:-1][index]))
+
+    def loss(x: np.ndarray) -> float:
+        return 1e9 if min(x) <= 0 else _log_loss(predict(x), measured)
+
+    x = _minimize(loss, [0.5] * len(ops) + [3.0])
+    return StreamFit(memory={op: round(float(x[i]), 4) for i, op in enumerate(ops)},
+                     launch_us=round(float(x[-1]), 3),
+                     fitted=_record(data, predict(x), measured))
+
+
+def attention_rows(measured_dir: Path, gpu: GPUSpec) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                              str]:
+    """(prefill, decode, data) attention rows of the pack for ``gpu``: per row the
+    causal FLOPs, bytes and time (prefill), KV bytes, FLOPs and time (decode)."""
+    if gpu.name == VIDUR_SKUS["a100"]:
+        prefill, decode = read_vidur_attention(
+            measured_dir / "vidur" / "history" / "a100" / "attention.csv")
+        data = f"vidur/history/a100/attention.csv ({VIDUR_SOURCE})"
+    elif gpu.name == VIDUR_SKUS["h100"]:
+        table = pd.read_csv(measured_dir / "attention_kernels.csv")
+        table = table[table["gpu"] == H100_KERNELS_GPU]
+        pre = table[table["phase"] == "prefill"]
+        prefill = pd.DataFrame({"batch": 1, "q_len": pre["seq_len"], "kv_len": pre["seq_len"],
+                                "num_heads": pre["num_q_heads"],
+                                "num_kv_heads": pre["num_kv_heads"],
+                                "head_dim": pre["head_dim"],
+                                "time_s": pre["latency_us"] * 1e-6})
+        dec = table[(table["phase"] == "decode") & (table["kv_dtype"] == "bf16")]
+        decode = pd.DataFrame({"batch": dec["batch_size"], "kv_len": dec["kv_len"],
+                               "num_heads": dec["num_q_heads"] // dec["tp"],
+                               "num_kv_heads": np.maximum(1, dec["num_kv_heads"] // dec["tp"]),
+                               "head_dim": dec["head_dim"],
+                               "time_s": dec["latency_us"] * 1e-6})
+        data = f"attention_kernels.csv, H100 rows ({KERNELS_SOURCE})"
+    else:
+        raise ValueError(f"no attention tables for {gpu.name}")
+    q, kv = prefill["q_len"].to_numpy(float), prefill["kv_len"].to_numpy(float)
+    heads, kv_heads = prefill["num_heads"].to_numpy(float), prefill["num_kv_heads"].to_numpy(
+        float)
+    d, batch = prefill["head_dim"].to_numpy(float), prefill["batch"].to_numpy(float)
+    prefill = prefill.assign(
+        flops=4.0 * heads * d * batch * q * (kv - q + (q + 1) / 2.0),
+        bytes=batch * (kv * 2 * kv_heads * d + 2 * q * heads * d) * 2.0)
+    tokens = decode["batch"].to_numpy(float) * decode["kv_len"].to_numpy(float)
+    decode = decode.assign(
+        flops=4.0 * decode["num_heads"].to_numpy(float) * decode["head_dim"].to_numpy(float)
+        * tokens,
+        bytes=tokens * 2 * decode["num_kv_heads"].to_numpy(float)
+        * decode["head_dim"].to_numpy(float) * 2.0)
+    return prefill.reset_index(drop=True), decode.reset_index(drop=True), data
+
+
+def fit_attention(gpu: GPUSpec, prefill: pd.DataFrame, decode: pd.DataFrame, data: str
+                  ) -> AttentionFit:
+    """Prefill (compute, memory, blend, launch) and decode (memory, launch) parameters."""
+    pre_flops, pre_bytes = prefill["flops"].to_numpy(), prefill["bytes"].to_numpy()
+    pre_time = prefill["time_s"].to_numpy()
+    dec_bytes, dec_flops = decode["bytes"].to_numpy(), decode["flops"].to_numpy()
+    dec_time = decode["time_s"].to_numpy()
+
+    def with_params(x: np.ndarray, y: np.ndarray) -> GPUSpec:
+        fit = AttentionFit.model_construct(prefill=x[0], prefill_memory=x[1], blend=x[2],
+                                           prefill_launch_us=x[3], decode_memory=y[0],
+                                           decode_launch_us=y[1], fitted={})
+        return gpu.model_copy(update={"kernels": KernelFit.model_construct(attention=fit)})
+
+    def prefill_loss(x: np.ndarray) -> float:
+        if min(x) < 0 or x[0] == 0 or x[1] == 0 or x[2] < 1:
+            return 1e9
+        spec = with_params(x, np.array([1.0, 0.0]))
+        return _log_loss(prefill_attention_s(spec, pre_flops, pre_bytes), pre_time)
+
+    x = _minimize(prefill_loss, [0.5, 0.7, 2.0, 5.0])
+
+    def decode_loss(y: np.ndarray) -> float:
+        if y[0] <= 0 or y[1] < 0:
+            return 1e9
+        return _log_loss(decode_attention_s(with_params(x, y), dec_bytes, dec_flops), dec_time)
+
+    y = _minimize(decode_loss, [0.7, 5.0])
+    spec = with_params(x, y)
+    return AttentionFit(
+        prefill=round(x[0], 4), prefill_memory=round(x[1], 4), blend=round(x[2], 4),
+        prefill_launch_us=round(x[3], 3), decode_memory=round(y[0], 4),
+        decode_launch_us=round(y[1], 3),
+        fitted={"prefill": _record(data, prefill_attention_s(spec, pre_flops, pre_bytes),
+                                   pre_time),
+                "decode": _record(data, decode_attention_s(spec, dec_bytes, dec_flops),
+                                  dec_time)})
+
+
+def fit_all_reduce(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> AllReduceFit:
+    """Ring all-reduce inside a node from rows with num_gpus, bytes and time_s."""
+    sizes, counts = rows["bytes"].to_numpy(float), rows["num_gpus"].to_numpy(int)
+    measured = rows["time_s"].to_numpy(float)
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        fit = AllReduceFit.model_construct(latency_us=x[0], bandwidth=x[1], launch_us=x[2],
+                                           fitted=None)
+        spec = gpu.model_copy(update={"kernels": KernelFit.model_construct(all_reduce=fit)})
+        out = np.empty_like(measured)
+        for n in np.unique(counts):
+            sel = counts == n
+            out[sel] = all_reduce_fitted_s(spec, sizes[sel], int(n))
+        return out
+
+    def loss(x: np.ndarray) -> float:
+        return 1e9 if min(x) < 0 or x[1] == 0 else _log_loss(predict(x), measured)
+
+    x = _minimize(loss, [1.0, 0.8, 10.0])
+    return AllReduceFit(latency_us=round(x[0], 4), bandwidth=round(x[1], 4),
+                        launch_us=round(x[2], 3), fitted=_record(data, predict(x), measured))
+
+
+def calibrate(measured_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Every family for every GPU the pack measures, as ``kernel_fits.json`` stores it."""
+    root = Path(measured_dir)
+    fits: dict[str, dict[str, Any]] = {}
+    for sku, name in VIDUR_SKUS.items():
+        gpu = load_gpu(name).model_copy(update={"kernels": None})
+        compute = read_vidur_compute(root / "vidur", sku)
+        data = f"vidur/compute/{sku}/*/*/mlp.csv ({VIDUR_SOURCE})"
+        gemm = fit_gemm(gpu, compute[compute["kind"] == "gemm"], data)
+        stream = fit_stream(gpu, compute[compute["kind"] == "elementwise"].rename(
+            columns={"m": "num_tokens"}), data)
+        prefill, decode, attention_data = attention_rows(root, gpu)
+        attention = fit_attention(gpu, prefill, decode, attention_data)
+        collectives = read_vidur_collectives(root / "vidur" / "network" / f"{sku}_dgx")
+        inside = collectives[(collectives["op"] == "all_reduce")
+                             & (collectives["devices_per_node"] == collectives["num_gpus"])]
+        all_reduce = fit_all_reduce(
+            gpu, inside, f"vidur/network/{sku}_dgx/all_reduce.csv ({VIDUR_SOURCE})")
+        fits[name] = KernelFit(gemm=gemm, stream=stream, attention=attention,
+                               all_reduce=all_reduce).model_dump(mode="json")
+    return fits
+
+
+def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
+    """GEMM fit without each Vidur model, scored on that model: one row per model with
+    the held-out median and p90 error and the in-sample fit's on the same rows."""
+    root = Path(measured_dir)
+    gpu = load_gpu(VIDUR_SKUS[sku]).model_copy(update={"kernels": None})
+    compute = read_vidur_compute(root / "vidur", sku)
+    rows = compute[compute["kind"] == "gemm"]
+    full = fit_gemm(gpu, rows, "all models")
+    out = []
+    for model in sorted(rows["model"].unique()):
+        held = rows[rows["model"] == model]
+        fit = fit_gemm(gpu, rows[rows["model"] != model], f"without {model}")
+        m, n, k = (held[c].to_numpy(float) for c in ("m", "n", "k"))
+        measured = held["time_s"].to_numpy(float)
+        scores = {}
+        for label, params in (("held_out", fit), ("in_sample", full)):
+            errors = np.abs(fitted_gemm_times(gpu, params, m, n, k, "fp16")[0]
+                            / measured - 1) * 100
+            scores[f"{label}_median_pct"] = float(np.median(errors))
+            scores[f"{label}_p90_pct"] = float(np.percentile(errors, 90))
+        out.append({"gpu": sku, "model": model, "num_points": len(held), **scores,
+                    "matmul": fit.matmul, "memory": fit.memory})
+    return pd.DataFrame(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m validation.calibrate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("measured_dir", type=Path)
+    parser.add_argument("--write", action="store_true", help=f"write {FITS_PATH.name}")
+    parser.add_argument("--leave-one-model-out", action="store_true")
+    args = parser.parse_args(argv)
+    if not (args.measured_dir / "vidur").is_dir():
+        print(f"error: {args.measured_dir}: no vidur/ folder; give the measured pack",
+              file=sys.stderr)
+        return 2
+    if args.leave_one_model_out:
+        for sku in VIDUR_SKUS:
+            print(leave_one_model_out(args.measured_dir, sku).round(2).to_string(index=False))
+        return 0
+    fits = calibrate(args.measured_dir)
+    text = json.dumps({"_comment": "Written by `python -m validation.calibrate MEASURED_DIR "
+                                   "--write`; each family names the data that fit it.",
+                       "gpus": fits}, indent=1) + "\n"
+    if args.write:
+        FITS_PATH.write_text(text)
+        print(f"wrote {FITS_PATH}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
