@@ -1,0 +1,251 @@
+"""Operator-level validation: every operator the roofline prices, against measured tables.
+
+The measured pack (the shared folder's ``measured/``; ``--measured DIR`` or the
+``CLUSTERSIM_MEASURED`` variable name another) is read where it lies, never copied. For
+each GPU and operator the prediction of the cost model users run (``profiles.gemm``,
+``profiles.operator_times``, ``profiles.collectives``, the serving roofline) is set
+against every measured row::
+
+    gemm             Vidur mlp.csv QKV/O/MLP GEMMs by (m, n, k), fp16, A100 and H100
+    rmsnorm, silu_mul, rotary, add    Vidur's elementwise kernels by (tokens, width)
+    attn_prefill, attn_decode         Vidur's A100 paged attention; H100 FA3 / FlashInfer
+    all_reduce       Vidur's NCCL all-reduce inside a DGX node, 2-8 GPUs, by bytes
+    send_recv        Vidur's NCCL send/recv, inside a node and across two
+    step_prefill, step_decode         Splitwise's whole forward passes (Llama-2-70B TP2-8,
+                     BLOOM-176B TP8): the prompt phase of a batch, the mean decode step
+
+Each (GPU, operator) gets the point count, the median, p90 and max absolute percentage
+error and its worst shapes. The gate (``compare_operators``) holds each pair's median and
+p90 against the committed baseline. Without the pack the group is skipped, said once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from profiles.cluster import ClusterSpec, build_cluster_graph, group_link, link_between
+from profiles.collectives import engine_all_reduce_s
+from profiles.cost_model import BatchShape
+from profiles.gemm import fitted_gemm_times, gemm_time_terms
+from profiles.hardware import GPUSpec, load_gpu
+from profiles.importers import (
+    SPLITWISE_HARDWARE,
+    VIDUR_SKUS,
+    read_splitwise,
+    read_vidur_collectives,
+    read_vidur_compute,
+)
+from profiles.models import ModelSpec, load_model
+from profiles.operator_times import (
+    STREAM_BYTES_PER_ELEMENT,
+    all_reduce_fitted_s,
+    decode_attention_s,
+    prefill_attention_s,
+    stream_s,
+)
+from profiles.roofline import RooflineCostModel
+from validation.calibrate import attention_rows
+
+__all__ = ["MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "bloom_176b", "compare_operators",
+           "default_measured_dir", "operator_errors", "operator_rows"]
+
+MEDIAN_TOLERANCE_PTS = 1.0
+P90_TOLERANCE_PTS = 2.0
+_WORST = 3
+
+
+def default_measured_dir() -> Path | None:
+    """The measured pack: ``CLUSTERSIM_MEASURED``, else the shared folder beside the
+    checkout; None when neither exists."""
+    named = os.environ.get("CLUSTERSIM_MEASURED")
+    candidates = [Path(named)] if named else []
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "measured")
+    return next((path for path in candidates if (path / "vidur").is_dir()), None)
+
+
+def bloom_176b() -> ModelSpec:
+    """BLOOM-176B as Splitwise ran it (BigScience's config: 70 layers, hidden 14,336, 112
+    heads, 4h GELU MLP, LayerNorm, biases, ALiBi positions, vocabulary 250,880), fp16."""
+    return ModelSpec(name="bloom-176b", num_layers=70, hidden_size=14336,
+                     num_attention_heads=112, num_kv_heads=112, head_dim=128,
+                     intermediate_size=4 * 14336, vocab_size=250880,
+                     max_position_embeddings=2048, mlp_kind="standard", norm_kind="layernorm",
+                     linear_bias=True, dtype="fp16", kv_cache_dtype="fp16")
+
+
+def _rows(gpu: str, operator: str, shape: list[str], measured: np.ndarray,
+          predicted: np.ndarray, source: str) -> pd.DataFrame:
+    return pd.DataFrame({"gpu": gpu, "operator": operator, "shape": shape,
+                         "measured_s": measured, "predicted_s": predicted, "source": source})
+
+
+def _compute_rows(root: Path, gpu: GPUSpec, sku: str) -> list[pd.DataFrame]:
+    compute = read_vidur_compute(root / "vidur", sku)
+    source = f"vidur/compute/{sku}"
+    gemm = compute[compute["kind"] == "gemm"]
+    m, n, k = (gemm[c].to_numpy(float) for c in ("m", "n", "k"))
+    fit = gpu.kernels.gemm if gpu.kernels is not None else None
+    predicted = (fitted_gemm_times(gpu, fit, m, n, k, "fp16")[0] if fit is not None else
+                 np.array([gemm_time_terms(gpu, *shape, "fp16")[0]
+                           for shape in zip(m, n, k, strict=True)]))
+    shapes = [f"m={a:.0f} n={b:.0f} k={c:.0f}" for a, b, c in zip(m, n, k, strict=True)]
+    out = [_rows(gpu.name, "gemm", shapes, gemm["time_s"].to_numpy(), predicted, source)]
+    elementwise = compute[compute["kind"] == "elementwise"]
+    for op, part in elementwise.groupby("op"):
+        tokens, width = part["m"].to_numpy(float), part["hidden"].to_numpy(float)
+        predicted = stream_s(gpu, str(op), tokens * width * STREAM_BYTES_PER_ELEMENT[str(op)])
+        shapes = [f"tokens={a:.0f} width={b:.0f}" for a, b in zip(tokens, width, strict=True)]
+        out.append(_rows(gpu.name, str(op), shapes, part["time_s"].to_numpy(), predicted,
+                         source))
+    return out
+
+
+def _attention(root: Path, gpu: GPUSpec) -> list[pd.DataFrame]:
+    prefill, decode, data = attention_rows(root, gpu)
+    source = data.split(" (")[0]
+    shapes = [f"q={q} kv={kv} heads={h}/{kh}" for q, kv, h, kh in zip(
+        prefill["q_len"], prefill["kv_len"], prefill["num_heads"], prefill["num_kv_heads"],
+        strict=True)]
+    out = [_rows(gpu.name, "attn_prefill", shapes, prefill["time_s"].to_numpy(),
+                 prefill_attention_s(gpu, prefill["flops"].to_numpy(),
+                                     prefill["bytes"].to_numpy()), source)]
+    shapes = [f"batch={b} kv={kv} heads={h}/{kh}" for b, kv, h, kh in zip(
+        decode["batch"], decode["kv_len"], decode["num_heads"], decode["num_kv_heads"],
+        strict=True)]
+    out.append(_rows(gpu.name, "attn_decode", shapes, decode["time_s"].to_numpy(),
+                     decode_attention_s(gpu, decode["bytes"].to_numpy(),
+                                        decode["flops"].to_numpy()), source))
+    return out
+
+
+def _collectives(root: Path, gpu: GPUSpec, sku: str) -> list[pd.DataFrame]:
+    folder = root / "vidur" / "network" / f"{sku}_dgx"
+    rows = read_vidur_collectives(folder)
+    source = f"vidur/network/{sku}_dgx"
+    out = []
+    inside = rows[(rows["op"] == "all_reduce") & (rows["devices_per_node"] == rows["num_gpus"])]
+    graph = build_cluster_graph(ClusterSpec(num_nodes=2, gpus_per_node=8), gpu)
+    predicted = np.empty(len(inside))
+    for index, (size, n) in enumerate(zip(inside["bytes"], inside["num_gpus"], strict=True)):
+        fitted = all_reduce_fitted_s(gpu, float(size), int(n))
+        predicted[index] = fitted if fitted is not None else engine_all_reduce_s(
+            gpu, float(size), int(n), group_link(graph, tuple(f"n0.g{i}" for i in range(n))),
+            inside_node=False)
+    shapes = [f"n={n} bytes={s:.0f}" for n, s in zip(inside["num_gpus"], inside["bytes"],
+                                                      strict=True)]
+    out.append(_rows(gpu.name, "all_reduce", shapes, inside["time_s"].to_numpy(), predicted,
+                     source))
+    for label, same_node in (("send_recv (nvlink)", True), ("send_recv (network)", False)):
+        part = rows[(rows["op"] == "send_recv")
+                    & ((rows["devices_per_node"] == 2) == same_node)]
+        if part.empty:
+            continue
+        link = link_between(graph, "n0.g0", "n0.g1" if same_node else "n1.g0")
+        sizes = part["bytes"].to_numpy(float)
+        out.append(_rows(gpu.name, label, [f"bytes={s:.0f}" for s in sizes],
+                         part["time_s"].to_numpy(), link.latency_s
+                         + sizes / link.bandwidth_bytes_per_s, source))
+    return out
+
+
+def _splitwise_model(name: str) -> ModelSpec:
+    if name == "bloom-176b":
+        return bloom_176b()
+    return load_model("llama-2-70b").model_copy(update={"dtype": "fp16",
+                                                        "kv_cache_dtype": "fp16"})
+
+
+def _steps(root: Path) -> list[pd.DataFrame]:
+    rows = read_splitwise(root / "splitwise_perf_model.csv")
+    out = []
+    for (hardware, model_name, tp), part in rows.groupby(["hardware", "model", "tp"]):
+        if hardware not in SPLITWISE_HARDWARE:
+            continue  # the power-capped rows are derived, not measured (see the pack)
+        gpu = load_gpu(SPLITWISE_HARDWARE[str(hardware)])
+        graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
+        link = group_link(graph, tuple(f"n0.g{i}" for i in range(int(tp))))
+        cost = RooflineCostModel(_splitwise_model(str(model_name)), gpu, int(tp), 1, link, link)
+        source = "splitwise_perf_model.csv"
+        prefill = part.drop_duplicates(["batch", "prompt_tokens"])
+        predicted = [cost.predict(BatchShape([p] * b, [0] * b, num_sampled=b)).total_s
+                     for b, p in zip(prefill["batch"], prefill["prompt_tokens"], strict=True)]
+        shapes = [f"{model_name} tp={tp} batch={b} prompt={p}" for b, p in
+                  zip(prefill["batch"], prefill["prompt_tokens"], strict=True)]
+        out.append(_rows(gpu.name, "step_prefill", shapes, prefill["prefill_s"].to_numpy(),
+                         np.array(predicted), source))
+        # The mean decode iteration: contexts grow from the prompt to prompt + outputs,
+        # linearly, so the step at the middle context is the mean step.
+        predicted = [cost.predict(BatchShape([1] * b, [p + o // 2] * b, num_sampled=b)).total_s
+                     for b, p, o in zip(part["batch"], part["prompt_tokens"],
+                                        part["output_tokens"], strict=True)]
+        shapes = [f"{model_name} tp={tp} batch={b} prompt={p} out={o}" for b, p, o in zip(
+            part["batch"], part["prompt_tokens"], part["output_tokens"], strict=True)]
+        out.append(_rows(gpu.name, "step_decode", shapes, part["decode_step_s"].to_numpy(),
+                         np.array(predicted), source))
+    return out
+
+
+def operator_rows(measured_dir: str | Path,
+                  gpu_loader: Callable[[str], GPUSpec] = load_gpu) -> pd.DataFrame:
+    """Every measured operator row with the prediction for it (one row each)."""
+    root = Path(measured_dir)
+    parts: list[pd.DataFrame] = []
+    for sku, name in VIDUR_SKUS.items():
+        gpu = gpu_loader(name)
+        parts += _compute_rows(root, gpu, sku)
+        parts += _attention(root, gpu)
+        parts += _collectives(root, gpu, sku)
+    parts += _steps(root)
+    rows = pd.concat(parts, ignore_index=True)
+    rows["error_pct"] = (rows["predicted_s"] - rows["measured_s"]).abs() \
+        / rows["measured_s"] * 100.0
+    return rows
+
+
+def operator_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (GPU, operator): points, median / p90 / max error, the worst shapes."""
+    out = []
+    for (gpu, operator), part in rows.groupby(["gpu", "operator"], sort=True):
+        errors = part["error_pct"].to_numpy()
+        worst = part.nlargest(_WORST, "error_pct")
+        out.append({
+            "gpu": gpu, "operator": operator, "num_points": len(part),
+            "median_error_pct": float(np.median(errors)),
+            "p90_error_pct": float(np.percentile(errors, 90)),
+            "max_error_pct": float(errors.max()),
+            "signed_median_pct": float(np.median((part["predicted_s"] - part["measured_s"])
+                                                 / part["measured_s"] * 100.0)),
+            "worst": "; ".join(f"{s} ({e:.0f}%)" for s, e in
+                               zip(worst["shape"], worst["error_pct"], strict=True)),
+            "source": part["source"].iloc[0]})
+    return pd.DataFrame(out)
+
+
+def compare_operators(errors: pd.DataFrame, baseline: dict[str, dict[str, float]]
+                      ) -> tuple[list[str], list[str]]:
+    """Regressions and movements of each (GPU, operator) against the baseline: a median
+    more than 1 point or a p90 more than 2 points worse fails."""
+    regressions: list[str] = []
+    movements: list[str] = []
+    for row in errors.itertuples():
+        key = f"{row.gpu}/{row.operator}"
+        before = baseline.get(key)
+        median, p90 = float(row.median_error_pct), float(row.p90_error_pct)
+        if before is None:
+            movements.append(f"{key}: new operator, median {median:.2f}%, p90 {p90:.2f}%")
+            continue
+        if median > before["median"] + MEDIAN_TOLERANCE_PTS:
+            regressions.append(f"{key}: median error {before['median']:.2f}% -> {median:.2f}% "
+                               f"(more than {MEDIAN_TOLERANCE_PTS:g} point worse)")
+        elif p90 > before["p90"] + P90_TOLERANCE_PTS:
+            regressions.append(f"{key}: p90 error {before['p90']:.2f}% -> {p90:.2f}% "
+                               f"(more than {P90_TOLERANCE_PTS:g} points worse)")
+        elif abs(median - before["median"]) >= 0.01 or abs(p90 - before["p90"]) >= 0.01:
+            movements.append(f"{key}: median {before['median']:.2f}% -> {median:.2f}%, "
+                             f"p90 {before['p90']:.2f}% -> {p90:.2f}%")
+    return regressions, movements
