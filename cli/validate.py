@@ -26,10 +26,12 @@ def validate_command(
         help="write the current errors as the new baseline")] = False,
     update_readme: Annotated[Path | None, typer.Option(
         help="rewrite the accuracy block of this README")] = None,
+    measured: Annotated[Path | None, typer.Option(
+        help="measured pack for the operator group (default: the shared folder's)")] = None,
 ) -> None:
     """Predict every measured-run record; print errors; gate against the baseline."""
     report = validate(records, baseline, out=out, html=html, update_baseline=update_baseline,
-                      update_readme=update_readme)
+                      update_readme=update_readme, measured=measured)
     table = Table("record", "group", "role", "metric", "measured", "predicted", "error")
     for r in report.rows.itertuples():
         table.add_row(r.id, r.group, r.role, f"{r.metric} ({r.unit})", f"{r.measured:,.4g}",
@@ -42,6 +44,16 @@ def validate_command(
     console.print(summary)
     for waiting_for, ids in report.pending.items():
         console.print(f"{len(ids)} measured records await {waiting_for}")
+    if report.operators_skipped:
+        console.print(report.operators_skipped)
+    else:
+        operators = Table("GPU", "operator", "points", "median error", "p90 error", "bias",
+                          title="operators against measured tables")
+        for o in report.operators.itertuples():
+            operators.add_row(o.gpu, o.operator, f"{o.num_points:,}",
+                              f"{o.median_error_pct:.1f}%", f"{o.p90_error_pct:.1f}%",
+                              f"{o.signed_median_pct:+.1f}%")
+        console.print(operators)
     for line in report.movements:
         console.print(f"moved: {line}")
     if report.baseline_updated:

@@ -4,6 +4,7 @@ block, a new baseline).
 
     records ─► predictors ─► errors per record and group ─► gate vs baseline.json
                                          └─► validation.json/.csv, scatter page, README block
+    measured pack ─► operators ─► errors per GPU and operator ─┘  (skipped without the pack)
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from simulator.files import to_json_text, write_text
 from validation.comparison import compare_to_baseline, group_errors, predict_records
+from validation.operators import (
+    compare_operators,
+    default_measured_dir,
+    operator_errors,
+    operator_rows,
+)
 from validation.records import default_records_dir, load_records, pending_records
 from validation.render import accuracy_markdown, replace_accuracy_block, scatter_html
 
@@ -36,6 +43,9 @@ class ValidationReport:
         baseline_path: the baseline compared against (and rewritten, when asked).
         baseline_updated: the current errors were written as the new baseline.
         written: every file written, in order.
+        operators: per (GPU, operator) errors against the measured pack's tables (empty
+            when the pack is not there).
+        operators_skipped: why the operator group did not run, or "".
     """
 
     rows: pd.DataFrame
@@ -46,6 +56,8 @@ class ValidationReport:
     baseline_path: Path
     baseline_updated: bool = False
     written: list[Path] = field(default_factory=list)
+    operators: pd.DataFrame = field(default_factory=pd.DataFrame)
+    operators_skipped: str = ""
 
     @property
     def passed(self) -> bool:
@@ -58,21 +70,25 @@ def default_baseline_path() -> Path:
     return default_records_dir().parent / "baseline.json"
 
 
-def _read_baseline(path: Path) -> dict[str, float]:
+def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """(error per record, {median, p90} per GPU/operator) of a baseline file."""
     if not path.is_file():
-        return {}
+        return {}, {}
     try:
-        errors = json.loads(path.read_text(encoding="utf-8"))["error_pct"]
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        document = json.loads(path.read_text(encoding="utf-8"))
+        errors = {str(key): float(value) for key, value in document["error_pct"].items()}
+        operators = {str(key): {"median": float(value["median"]), "p90": float(value["p90"])}
+                     for key, value in document.get("operators", {}).items()}
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ClusterSimError(f"--baseline {path}: expected a JSON object with 'error_pct' "
                               f"({error}); rewrite it with --update-baseline") from None
-    return {str(key): float(value) for key, value in errors.items()}
+    return errors, operators
 
 
 def validate(records: str | Path | None = None, baseline: str | Path | None = None, *,
              out: str | Path | None = None, html: str | Path | None = None,
-             update_baseline: bool = False, update_readme: str | Path | None = None
-             ) -> ValidationReport:
+             update_baseline: bool = False, update_readme: str | Path | None = None,
+             measured: str | Path | None = None) -> ValidationReport:
     """Predict every record, gate the errors against the baseline, write what is asked.
 
     Args:
@@ -82,6 +98,8 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         html: a self-contained page of predicted-vs-measured scatter plots.
         update_baseline: write the current errors as the new baseline.
         update_readme: a README whose generated accuracy block is rewritten.
+        measured: the measured pack for the operator group (default: the shared
+            folder's, or ``CLUSTERSIM_MEASURED``).
 
     Raises:
         ClusterSimError: unreadable records or baseline, a README without the block
@@ -94,10 +112,17 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
     baseline_path = Path(baseline) if baseline is not None else default_baseline_path()
     report = ValidationReport(rows=rows, groups=groups, pending=pending, regressions=[],
                               movements=[], baseline_path=baseline_path)
+    measured_dir = Path(measured) if measured is not None else default_measured_dir()
+    if measured_dir is None or not (measured_dir / "vidur").is_dir():
+        report.operators_skipped = ("operator group skipped: no measured pack (the shared "
+                                    "folder's measured/, or --measured DIR)")
+    else:
+        report.operators = operator_errors(operator_rows(measured_dir))
     if out is not None:
         folder = Path(out)
         document = {"records": rows.to_dict(orient="records"),
-                    "groups": groups.to_dict(orient="records")}
+                    "groups": groups.to_dict(orient="records"),
+                    "operators": report.operators.to_dict(orient="records")}
         write_text(folder / "validation.json", to_json_text(document))
         write_text(folder / "validation.csv", rows.to_csv(index=False))
         report.written += [folder / "validation.json", folder / "validation.csv"]
@@ -106,16 +131,26 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.written.append(Path(html))
     if update_readme is not None:
         text = Path(update_readme).read_text(encoding="utf-8")
-        write_text(update_readme, replace_accuracy_block(text, accuracy_markdown(rows, pending)))
+        write_text(update_readme, replace_accuracy_block(
+            text, accuracy_markdown(rows, pending, report.operators)))
         report.written.append(Path(update_readme))
-    report.regressions, report.movements = compare_to_baseline(rows,
-                                                               _read_baseline(baseline_path))
+    record_baseline, operator_baseline = _read_baseline(baseline_path)
+    report.regressions, report.movements = compare_to_baseline(rows, record_baseline)
+    if not report.operators.empty:
+        regressions, movements = compare_operators(report.operators, operator_baseline)
+        report.regressions += regressions
+        report.movements += movements
     if update_baseline:
         current = {r.id: round(float(r.error_pct), 4) for r in rows.itertuples()}
+        operators = operator_baseline if report.operators.empty else {
+            f"{r.gpu}/{r.operator}": {"median": round(float(r.median_error_pct), 4),
+                                      "p90": round(float(r.p90_error_pct), 4)}
+            for r in report.operators.itertuples()}
         write_text(baseline_path, to_json_text({
-            "_comment": "Per-record absolute percentage errors; update with "
+            "_comment": "Per-record absolute percentage errors, and per GPU/operator median "
+                        "and p90 errors against measured tables; update with "
                         "`clustersim validate --update-baseline` and review the moves.",
-            "error_pct": current}))
+            "error_pct": current, "operators": operators}))
         report.baseline_updated = True
         report.written.append(baseline_path)
     return report
