@@ -33,7 +33,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 
-__all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "load_profile", "write_profile"]
+__all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "device_matches", "load_profile",
+           "write_profile"]
 
 # The shape columns of each operation's table (every table also has time_s).
 OP_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -91,13 +92,20 @@ class KernelProfile:
         return self.metadata.tables[op].status
 
 
+def device_matches(device_name: str, gpu: str) -> bool:
+    """Whether a runtime's device name is the catalog GPU's chip: its family (the name's
+    first part, "H100" of "H100-SXM5-80GB") appears in it. "CPU x86_64" matches none."""
+    family = gpu.split("-")[0].lower()
+    return family in device_name.lower()
+
+
 def load_profile(folder: str | Path, expected_gpu: str | None = None) -> KernelProfile:
     """Read and check a profile folder.
 
     Args:
         folder: the profile's folder.
-        expected_gpu: the catalog GPU the caller will use it for; a profile made on
-            another GPU is refused.
+        expected_gpu: the catalog GPU the caller will use it for; a profile made for
+            another GPU, or on another device (a CPU run labelled as a GPU), is refused.
 
     Raises:
         ClusterSimError: missing or malformed metadata or table, or a GPU mismatch.
@@ -115,6 +123,11 @@ def load_profile(folder: str | Path, expected_gpu: str | None = None) -> KernelP
     if expected_gpu is not None and metadata.gpu.lower() != expected_gpu.lower():
         raise ClusterSimError(f"profile {folder} was measured on {metadata.gpu}, not "
                               f"{expected_gpu}; profile that GPU or pass its own folder")
+    if expected_gpu is not None and not device_matches(metadata.device_name, expected_gpu):
+        raise ClusterSimError(
+            f"profile {folder} is labelled {metadata.gpu} but was measured on "
+            f"{metadata.device_name!r}; it predicts only the device it ran on: measure it "
+            f"on a {expected_gpu} ('clustersim profile --gpu ...') or drop --profile")
     tables: dict[str, pd.DataFrame] = {}
     for op, info in metadata.tables.items():
         if op not in OP_COLUMNS:
