@@ -3,6 +3,8 @@ check one's interpolation error.
 
     clustersim profile --gpu h100 --out my-h100/ --models llama-3-8b --tp 1,2,4,8
     clustersim profile check my-h100/
+    clustersim profile import vidur VIDUR_DATA/ --gpu a100 --out my-a100/
+    clustersim profile import splitwise perf_model.csv --gpu h100 --out my-h100-steps/
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from rich.table import Table
 
 from cli.common import console, fail, user_errors
 from profiles.hardware import load_gpu
+from profiles.importers import import_splitwise, import_vidur
 from profiles.profile_check import profile_errors
-from profiles.profile_format import load_profile
+from profiles.profile_format import KernelProfile, command_line, load_profile
 
 __all__ = ["app"]
 
@@ -89,3 +92,42 @@ def profile_check_command(
             table.add_row(op, status, str(len(profile.tables[op])), str(families), "0",
                           "-", "-")
     console.print(table)
+
+
+import_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="Convert another tool's measured tables into a profile folder.")
+app.add_typer(import_app, name="import")
+
+
+@import_app.command("vidur")
+@user_errors
+def import_vidur_command(
+    folder: Annotated[Path, typer.Argument(help="Vidur's data/profiling folder")],
+    gpu: Annotated[str, typer.Option(help="a100 or h100 (the SKUs Vidur profiles)")],
+    out: Annotated[Path, typer.Option(help="profile folder to write")],
+    node: Annotated[str | None, typer.Option(
+        help="network/ node folder for collectives (default <sku>_dgx)")] = None,
+    attention: Annotated[Path | None, typer.Option(
+        help="an attention.csv (default: the SKU's own, when present)")] = None,
+) -> None:
+    """Vidur's per-operator and collective tables as a profile (use with --profile)."""
+    profile = import_vidur(folder, gpu, out, node=node, attention=attention,
+                           command=command_line())
+    _report_import(out, profile)
+
+
+@import_app.command("splitwise")
+@user_errors
+def import_splitwise_command(
+    csv: Annotated[Path, typer.Argument(help="Splitwise's perf_model.csv")],
+    gpu: Annotated[str, typer.Option(help="a100 or h100")],
+    out: Annotated[Path, typer.Option(help="profile folder to write")],
+) -> None:
+    """Splitwise's measured forward passes (prompt phase, decode step) as step tables."""
+    _report_import(out, import_splitwise(csv, gpu, out, command=command_line()))
+
+
+def _report_import(out: Path, profile: KernelProfile) -> None:
+    console.print(f"wrote {out}: " + ", ".join(
+        f"{op} {len(table):,} rows" for op, table in profile.tables.items())
+        + f"; models: {', '.join(profile.metadata.models)}")

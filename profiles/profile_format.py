@@ -23,6 +23,8 @@ mismatched one with a one-line message.
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,8 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 
-__all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "device_matches", "load_profile",
-           "write_profile"]
+__all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "command_line", "device_matches",
+           "load_profile", "write_profile"]
 
 # The shape columns of each operation's table (every table also has time_s).
 OP_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -175,3 +177,9 @@ def write_profile(folder: str | Path, metadata: ProfileMetadata,
     partial = folder / ".metadata.json.partial"
     partial.write_text(metadata.model_dump_json(indent=2) + "\n")
     partial.replace(folder / "metadata.json")
+
+
+def command_line() -> str:
+    """The command that is running, as a user would retype it: the program by its name
+    (not the install path), then its arguments."""
+    return " ".join(shlex.quote(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]])

@@ -4,20 +4,13 @@ and the command as a user would retype it (profiles and reference runs alike).""
 from __future__ import annotations
 
 import platform
-import shlex
 import subprocess
-import sys
-from pathlib import Path
 
 import torch
 
+from profiles.profile_format import command_line
+
 __all__ = ["command_line", "device_facts"]
-
-
-def command_line() -> str:
-    """The command that is running, as a user would retype it: the program by its name
-    (not the install path), then its arguments."""
-    return " ".join(shlex.quote(arg) for arg in [Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
 def device_facts(device: str) -> dict[str, str]:
