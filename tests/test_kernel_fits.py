@@ -119,7 +119,8 @@ def test_vidur_import_lays_gemms_out_as_the_roofline_does(tmp_path: Path) -> Non
     profile = import_vidur(vidur_tree(tmp_path / "vidur"), "a100", tmp_path / "out")
     loaded = load_profile(tmp_path / "out", expected_gpu="A100-SXM4-80GB")
     gemm = loaded.tables["gemm"]
-    assert {(384, 512), (512, 256), (1024, 512), (512, 512)} <= set(zip(gemm.n, gemm.k, strict=True))
+    shapes = set(zip(gemm.n, gemm.k, strict=True))
+    assert {(384, 512), (512, 256), (1024, 512), (512, 512)} <= shapes
     qkv = gemm[(gemm.n == 384) & (gemm.k == 512)]
     assert qkv["time_s"].tolist() == pytest.approx([0.030e-3])
     assert set(loaded.tables["elementwise"]["op"]) == {"rmsnorm", "rotary", "silu_mul", "add"}
