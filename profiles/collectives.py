@@ -18,7 +18,8 @@ Bus bandwidth, as nccl-tests reports it: algbw x 2(n-1)/n for all-reduce, x (n-1
 all-gather and reduce-scatter. Tests hold these against published measurements.
 
 What a serving engine runs for TP inside a node (``engine_all_reduce_s``): vLLM's custom
-all-reduce over NVLink for messages up to 8 MiB in groups of 2, 4, 6 or 8, NCCL above.
+all-reduce over NVLink (not over PCIe) for messages up to 8 MiB in groups of 2, 4, 6 or 8,
+NCCL above.
 Its one-shot kernel (every rank reads the whole buffer of each peer and reduces it) is
 chosen for two GPUs, and for messages under 512 KiB (4 GPUs or fewer) or 256 KiB (more);
 the two-shot kernel (a reduce-scatter, then an all-gather, by direct peer loads) above::
@@ -117,7 +118,8 @@ def custom_all_reduce_s(gpu: GPUSpec, num_bytes: float, n: int) -> float | None:
     """vLLM's custom all-reduce inside a node (module docstring), or None where it does
     not apply (a size or group it does not take, or a GPU without a fitted all-reduce)."""
     fit = gpu.kernels.all_reduce if gpu.kernels is not None else None
-    if (fit is None or n not in _CUSTOM_ALL_REDUCE_SIZES or gpu.vendor != "nvidia"
+    if (fit is None or n not in _CUSTOM_ALL_REDUCE_SIZES
+            or not gpu.scale_up.kind.startswith("nvlink")
             or num_bytes > CUSTOM_ALL_REDUCE_MAX_BYTES):
         return None
     link = gpu.scale_up.bandwidth_gbps * GB * min(1.0, fit.bandwidth)

@@ -139,7 +139,7 @@ def load_gpu(name_or_path: str) -> GPUSpec:
             names = ", ".join(gpu.name for gpu in list_gpus())
             raise ClusterSimError(
                 f"gpu {name_or_path!r}: not in the catalog and not a JSON file; use one of: "
-                f"{names} (or their short names a100, h100, h200, mi250x, mi300x)"
+                f"{names} (or their short names a100, h100, h200, mi250x, mi300x, l40s)"
             )
         try:
             entry = json.loads(path.read_text())

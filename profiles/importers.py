@@ -15,7 +15,10 @@ the model's config per GPU shard at ``num_tensor_parallel_workers``. Each GEMM b
 ``gemm.csv`` row (m = tokens, n and k the weight's local shape, as the roofline lays them
 out), the norms, activation, rotary and residual add ``elementwise.csv`` rows, attention
 ``attn_prefill.csv`` / ``attn_decode.csv`` rows, and the collectives inside one node
-``collective.csv`` rows (bytes = 2 x fp16 elements).
+``collective.csv`` rows. Vidur's collective ``size`` is read as bytes: read as fp16
+elements (2 bytes each), its largest transfers would beat the links they ran on (a
+send/recv at 457 GB/s over A100's 300 GB/s NVLink, an 8-GPU all-reduce at 348 GB/s bus
+bandwidth), while as bytes they land where NCCL does (228 GB/s, 174 GB/s).
 
 Splitwise (``data/perf_model.csv`` of the Splitwise simulator) keeps whole forward passes:
 the prompt phase of ``batch_size`` identical prompts and the mean decode iteration while
@@ -159,7 +162,7 @@ def read_vidur_collectives(folder: str | Path) -> pd.DataFrame:
                                  f"time_stats.{op}.median"])
         parts.append(pd.DataFrame({
             "op": op, "num_gpus": frame["num_workers"].astype(int),
-            "bytes": frame["size"].astype(float) * 2.0,  # fp16 elements
+            "bytes": frame["size"].astype(float),  # bytes: see the module docstring
             "devices_per_node": frame["devices_per_node"].astype(int),
             "time_s": _median(frame, op)}))
     if not parts:

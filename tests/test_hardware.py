@@ -26,6 +26,17 @@ def test_short_names_and_peaks() -> None:
     assert load_gpu("mi250x").hbm_gib == 64
 
 
+def test_l40s_is_in_the_catalog_as_its_datasheet_says() -> None:
+    """L40S: 362.05 dense BF16 TFLOP/s, 733 FP8, 864 GB/s GDDR6 of which 45 GiB usable
+    with ECC, 142 SMs, no NVLink (its GPUs talk over PCIe)."""
+    gpu = load_gpu("l40s")
+    assert gpu.peak_flops("bf16") == pytest.approx(362.05e12)
+    assert gpu.peak_flops("fp8") == pytest.approx(733e12)
+    assert gpu.hbm_gib == 45.0 and gpu.hbm_bandwidth_gbps == 864.0
+    assert gpu.gemm_tiling.compute_units == 142
+    assert not gpu.scale_up.kind.startswith("nvlink")
+
+
 def test_unknown_gpu_is_a_clear_error() -> None:
     with pytest.raises(ClusterSimError, match="not in the catalog.*a100"):
         load_gpu("v100")

@@ -124,7 +124,7 @@ def test_vidur_import_lays_gemms_out_as_the_roofline_does(tmp_path: Path) -> Non
     qkv = gemm[(gemm.n == 384) & (gemm.k == 512)]
     assert qkv["time_s"].tolist() == pytest.approx([0.030e-3])
     assert set(loaded.tables["elementwise"]["op"]) == {"rmsnorm", "rotary", "silu_mul", "add"}
-    assert loaded.tables["collective"][["num_gpus", "bytes"]].values.tolist() == [[2, 2048]]
+    assert loaded.tables["collective"][["num_gpus", "bytes"]].values.tolist() == [[2, 1024]]
     assert profile.metadata.models == ["org/tiny"] and "Vidur" in profile.metadata.source
 
 

@@ -33,7 +33,6 @@ from profiles.gemm import fitted_gemm_times
 from profiles.hardware import GPUSpec, load_gpu
 from profiles.importers import (
     VIDUR_SKUS,
-    read_vidur_attention,
     read_vidur_collectives,
     read_vidur_compute,
 )
@@ -52,13 +51,11 @@ from profiles.operator_times import (
     decode_attention_s,
     prefill_attention_s,
 )
+from validation.operators import VIDUR_SOURCE, attention_rows
 
-__all__ = ["H100_KERNELS_GPU", "attention_rows", "calibrate", "fit_all_reduce",
+__all__ = ["calibrate", "fit_all_reduce",
            "fit_attention", "fit_gemm", "fit_stream", "leave_one_model_out"]
 
-VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
-KERNELS_SOURCE = "inference-sim/inference-sim @ 487017bc (bench_data), Apache-2.0"
-H100_KERNELS_GPU = "H100 (variant not stated)"  # attention_kernels.csv's name for it
 
 
 def _minimize(loss: Callable[[np.ndarray], float], start: list[float]) -> np.ndarray:
@@ -122,48 +119,6 @@ def fit_stream(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> StreamFit:
     return StreamFit(memory={op: round(float(x[i]), 4) for i, op in enumerate(ops)},
                      launch_us=round(float(x[-1]), 3),
                      fitted=_record(data, predict(x), measured))
-
-
-def attention_rows(measured_dir: Path, gpu: GPUSpec) -> tuple[pd.DataFrame, pd.DataFrame,
-                                                              str]:
-    """(prefill, decode, data) attention rows of the pack for ``gpu``: per row the
-    causal FLOPs, bytes and time (prefill), KV bytes, FLOPs and time (decode)."""
-    if gpu.name == VIDUR_SKUS["a100"]:
-        prefill, decode = read_vidur_attention(
-            measured_dir / "vidur" / "history" / "a100" / "attention.csv")
-        data = f"vidur/history/a100/attention.csv ({VIDUR_SOURCE})"
-    elif gpu.name == VIDUR_SKUS["h100"]:
-        table = pd.read_csv(measured_dir / "attention_kernels.csv")
-        table = table[table["gpu"] == H100_KERNELS_GPU]
-        pre = table[table["phase"] == "prefill"]
-        prefill = pd.DataFrame({"batch": 1, "q_len": pre["seq_len"], "kv_len": pre["seq_len"],
-                                "num_heads": pre["num_q_heads"],
-                                "num_kv_heads": pre["num_kv_heads"],
-                                "head_dim": pre["head_dim"],
-                                "time_s": pre["latency_us"] * 1e-6})
-        dec = table[(table["phase"] == "decode") & (table["kv_dtype"] == "bf16")]
-        decode = pd.DataFrame({"batch": dec["batch_size"], "kv_len": dec["kv_len"],
-                               "num_heads": dec["num_q_heads"] // dec["tp"],
-                               "num_kv_heads": np.maximum(1, dec["num_kv_heads"] // dec["tp"]),
-                               "head_dim": dec["head_dim"],
-                               "time_s": dec["latency_us"] * 1e-6})
-        data = f"attention_kernels.csv, H100 rows ({KERNELS_SOURCE})"
-    else:
-        raise ValueError(f"no attention tables for {gpu.name}")
-    q, kv = prefill["q_len"].to_numpy(float), prefill["kv_len"].to_numpy(float)
-    heads, kv_heads = prefill["num_heads"].to_numpy(float), prefill["num_kv_heads"].to_numpy(
-        float)
-    d, batch = prefill["head_dim"].to_numpy(float), prefill["batch"].to_numpy(float)
-    prefill = prefill.assign(
-        flops=4.0 * heads * d * batch * q * (kv - q + (q + 1) / 2.0),
-        bytes=batch * (kv * 2 * kv_heads * d + 2 * q * heads * d) * 2.0)
-    tokens = decode["batch"].to_numpy(float) * decode["kv_len"].to_numpy(float)
-    decode = decode.assign(
-        flops=4.0 * decode["num_heads"].to_numpy(float) * decode["head_dim"].to_numpy(float)
-        * tokens,
-        bytes=tokens * 2 * decode["num_kv_heads"].to_numpy(float)
-        * decode["head_dim"].to_numpy(float) * 2.0)
-    return prefill.reset_index(drop=True), decode.reset_index(drop=True), data
 
 
 def fit_attention(gpu: GPUSpec, prefill: pd.DataFrame, decode: pd.DataFrame, data: str

@@ -37,6 +37,7 @@ from profiles.importers import (
     SPLITWISE_HARDWARE,
     VIDUR_SKUS,
     read_splitwise,
+    read_vidur_attention,
     read_vidur_collectives,
     read_vidur_compute,
 )
@@ -49,10 +50,13 @@ from profiles.operator_times import (
     stream_s,
 )
 from profiles.roofline import RooflineCostModel
-from validation.calibrate import attention_rows
 
-__all__ = ["MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "bloom_176b", "compare_operators",
-           "default_measured_dir", "operator_errors", "operator_rows"]
+__all__ = ["MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "attention_rows", "bloom_176b",
+           "compare_operators", "default_measured_dir", "operator_errors", "operator_rows"]
+
+VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
+KERNELS_SOURCE = "inference-sim/inference-sim @ 487017bc (bench_data), Apache-2.0"
+H100_KERNELS_GPU = "H100 (variant not stated)"  # attention_kernels.csv's name for it
 
 MEDIAN_TOLERANCE_PTS = 1.0
 P90_TOLERANCE_PTS = 2.0
@@ -76,6 +80,48 @@ def bloom_176b() -> ModelSpec:
                      intermediate_size=4 * 14336, vocab_size=250880,
                      max_position_embeddings=2048, mlp_kind="standard", norm_kind="layernorm",
                      linear_bias=True, dtype="fp16", kv_cache_dtype="fp16")
+
+
+def attention_rows(measured_dir: Path, gpu: GPUSpec) -> tuple[pd.DataFrame, pd.DataFrame,
+                                                              str]:
+    """(prefill, decode, data) attention rows of the pack for ``gpu``: per row the
+    causal FLOPs, bytes and time (prefill), KV bytes, FLOPs and time (decode)."""
+    if gpu.name == VIDUR_SKUS["a100"]:
+        prefill, decode = read_vidur_attention(
+            measured_dir / "vidur" / "history" / "a100" / "attention.csv")
+        data = f"vidur/history/a100/attention.csv ({VIDUR_SOURCE})"
+    elif gpu.name == VIDUR_SKUS["h100"]:
+        table = pd.read_csv(measured_dir / "attention_kernels.csv")
+        table = table[table["gpu"] == H100_KERNELS_GPU]
+        pre = table[table["phase"] == "prefill"]
+        prefill = pd.DataFrame({"batch": 1, "q_len": pre["seq_len"], "kv_len": pre["seq_len"],
+                                "num_heads": pre["num_q_heads"],
+                                "num_kv_heads": pre["num_kv_heads"],
+                                "head_dim": pre["head_dim"],
+                                "time_s": pre["latency_us"] * 1e-6})
+        dec = table[(table["phase"] == "decode") & (table["kv_dtype"] == "bf16")]
+        decode = pd.DataFrame({"batch": dec["batch_size"], "kv_len": dec["kv_len"],
+                               "num_heads": dec["num_q_heads"] // dec["tp"],
+                               "num_kv_heads": np.maximum(1, dec["num_kv_heads"] // dec["tp"]),
+                               "head_dim": dec["head_dim"],
+                               "time_s": dec["latency_us"] * 1e-6})
+        data = f"attention_kernels.csv, H100 rows ({KERNELS_SOURCE})"
+    else:
+        raise ValueError(f"no attention tables for {gpu.name}")
+    q, kv = prefill["q_len"].to_numpy(float), prefill["kv_len"].to_numpy(float)
+    heads, kv_heads = prefill["num_heads"].to_numpy(float), prefill["num_kv_heads"].to_numpy(
+        float)
+    d, batch = prefill["head_dim"].to_numpy(float), prefill["batch"].to_numpy(float)
+    prefill = prefill.assign(
+        flops=4.0 * heads * d * batch * q * (kv - q + (q + 1) / 2.0),
+        bytes=batch * (kv * 2 * kv_heads * d + 2 * q * heads * d) * 2.0)
+    tokens = decode["batch"].to_numpy(float) * decode["kv_len"].to_numpy(float)
+    decode = decode.assign(
+        flops=4.0 * decode["num_heads"].to_numpy(float) * decode["head_dim"].to_numpy(float)
+        * tokens,
+        bytes=tokens * 2 * decode["num_kv_heads"].to_numpy(float)
+        * decode["head_dim"].to_numpy(float) * 2.0)
+    return prefill.reset_index(drop=True), decode.reset_index(drop=True), data
 
 
 def _rows(gpu: str, operator: str, shape: list[str], measured: np.ndarray,
