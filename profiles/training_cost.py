@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
 from profiles.collectives import all_reduce_s
-from profiles.gemm import gemm_compute_s
+from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
@@ -50,6 +50,12 @@ def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
 
     Forward is (T x k) @ (k x n); backward is the data gradient (T x n) @ (n x k) and the
     weight gradient (k x T) @ (T x n): twice the FLOPs, each with its own tiling."""
+    if gpu.kernels is not None and gpu.kernels.gemm is not None:
+        # Fitted kernels: each pass is its own GEMM with its own tiles, launch and bytes.
+        forward = sum(gemm_time_terms(gpu, tokens, n, k, dtype)[0] for n, k in shapes)
+        backward = sum(gemm_time_terms(gpu, tokens, k, n, dtype)[0]
+                       + gemm_time_terms(gpu, k, n, tokens, dtype)[0] for n, k in shapes)
+        return forward, backward
     memory = weight_bytes / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
     forward = sum(gemm_compute_s(gpu, tokens, n, k, dtype) for n, k in shapes)
     backward = sum(gemm_compute_s(gpu, tokens, k, n, dtype)

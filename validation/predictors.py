@@ -13,7 +13,7 @@ from typing import Any
 
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, group_link, link_between
 from profiles.collectives import all_reduce_s, bus_bandwidth, nvls_link
-from profiles.gemm import gemm_time_s
+from profiles.gemm import gemm_time_terms
 from profiles.hardware import load_gpu
 from profiles.models import ModelSpec
 from profiles.training_cost import layer_cost
@@ -26,12 +26,13 @@ __all__ = ["PENDING_KINDS", "PREDICTORS"]
 
 def _gemm_ceiling(scenario: dict[str, Any]) -> float:
     """The best achieved TFLOP/s over a sweep of GEMM shapes, as a maximum-achievable
-    benchmark reports it: m and n over ``sweep`` = [start, stop, step], k fixed."""
+    benchmark reports it: m and n over ``sweep`` = [start, stop, step], k fixed, priced
+    as the cost models price GEMMs (the fitted kernels where the GPU has them)."""
     gpu = load_gpu(scenario["gpu"])
     dtype, k = scenario.get("dtype", "bf16"), scenario["k"]
     start, stop, step = scenario["sweep"]
     sizes = range(start, stop + 1, step)
-    return max(float(2.0 * m * n * k / gemm_time_s(gpu, m, n, k, dtype) / 1e12)
+    return max(float(2.0 * m * n * k / gemm_time_terms(gpu, m, n, k, dtype)[0] / 1e12)
                for m in sizes for n in sizes)
 
 
