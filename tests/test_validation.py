@@ -51,12 +51,18 @@ def test_the_gate_passes_on_the_committed_baseline() -> None:
 
 @pytest.fixture
 def worsened_cost_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A cost model gone wrong: every efficiency factor 30% lower."""
+    """A cost model gone wrong: every efficiency factor 30% lower, the fitted GEMM
+    kernels' rates too."""
 
     def worse_gpu(name: str):
         gpu = load_gpu(name)
         slower = {k: v * 0.7 for k, v in gpu.efficiency.model_dump().items() if v is not None}
-        return gpu.model_copy(update={"efficiency": gpu.efficiency.model_copy(update=slower)})
+        update: dict = {"efficiency": gpu.efficiency.model_copy(update=slower)}
+        if gpu.kernels is not None and gpu.kernels.gemm is not None:
+            gemm = gpu.kernels.gemm
+            update["kernels"] = gpu.kernels.model_copy(update={"gemm": gemm.model_copy(
+                update={"matmul": gemm.matmul * 0.7, "memory": gemm.memory * 0.7})})
+        return gpu.model_copy(update=update)
 
     monkeypatch.setattr(predictors, "load_gpu", worse_gpu)
 
