@@ -54,6 +54,9 @@ def validate_command(
                               f"{o.median_error_pct:.1f}%", f"{o.p90_error_pct:.1f}%",
                               f"{o.signed_median_pct:+.1f}%")
         console.print(operators)
+        console.print("worst shapes per operator (error):")
+        for o in report.operators.itertuples():
+            console.print(f"  {o.gpu} {o.operator}: {o.worst}", soft_wrap=True)
     for line in report.movements:
         console.print(f"moved: {line}")
     if report.baseline_updated:
