@@ -56,7 +56,8 @@ def prefill_attention_s(gpu: GPUSpec, flops: T, num_bytes: T, dtype: str = "bf16
     p = fit.blend
     compute = flops / (peak * fit.prefill)
     memory = num_bytes / (bandwidth * fit.prefill_memory)
-    return fit.prefill_launch_us * 1e-6 + (compute**p + memory**p) ** (1.0 / p)
+    blended: T = (compute**p + memory**p) ** (1.0 / p)
+    return fit.prefill_launch_us * 1e-6 + blended
 
 
 def decode_attention_s(gpu: GPUSpec, kv_bytes: T, flops: T, dtype: str = "bf16") -> T:

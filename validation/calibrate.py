@@ -98,8 +98,8 @@ def fit_gemm(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> GemmFit:
 
 def _stream_bytes(rows: pd.DataFrame) -> np.ndarray:
     per_element = rows["op"].map(STREAM_BYTES_PER_ELEMENT).to_numpy(dtype=float)
-    return rows["num_tokens"].to_numpy(dtype=float) * rows["hidden"].to_numpy(float) \
-        * per_element
+    tokens = rows["num_tokens"].to_numpy(dtype=float)
+    return np.asarray(tokens * rows["hidden"].to_numpy(float) * per_element)
 
 
 def fit_stream(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> StreamFit:
@@ -173,7 +173,7 @@ def fit_all_reduce(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> AllReduceFit:
         for n in np.unique(counts):
             sel = counts == n
             out[sel] = all_reduce_fitted_s(spec, sizes[sel], int(n))
-        return out
+        return np.asarray(out)
 
     def loss(x: np.ndarray) -> float:
         return 1e9 if min(x) < 0 or x[1] == 0 else _log_loss(predict(x), measured)
