@@ -98,13 +98,15 @@ import_app = typer.Typer(add_completion=False, no_args_is_help=True,
                          help="Convert another tool's measured tables into a profile folder.")
 app.add_typer(import_app, name="import")
 
+ImportGpu = Annotated[str, typer.Option(help="a100 or h100 (the GPUs the sources measure)")]
+ImportOut = Annotated[Path, typer.Option(help="profile folder to write")]
+
 
 @import_app.command("vidur")
 @user_errors
 def import_vidur_command(
     folder: Annotated[Path, typer.Argument(help="Vidur's data/profiling folder")],
-    gpu: Annotated[str, typer.Option(help="a100 or h100 (the SKUs Vidur profiles)")],
-    out: Annotated[Path, typer.Option(help="profile folder to write")],
+    gpu: ImportGpu, out: ImportOut,
     node: Annotated[str | None, typer.Option(
         help="network/ node folder for collectives (default <sku>_dgx)")] = None,
     attention: Annotated[Path | None, typer.Option(
@@ -120,8 +122,7 @@ def import_vidur_command(
 @user_errors
 def import_splitwise_command(
     csv: Annotated[Path, typer.Argument(help="Splitwise's perf_model.csv")],
-    gpu: Annotated[str, typer.Option(help="a100 or h100")],
-    out: Annotated[Path, typer.Option(help="profile folder to write")],
+    gpu: ImportGpu, out: ImportOut,
 ) -> None:
     """Splitwise's measured forward passes (prompt phase, decode step) as step tables."""
     _report_import(out, import_splitwise(csv, gpu, out, command=command_line()))
