@@ -117,3 +117,10 @@ def test_validate_command_prints_and_writes(tmp_path: Path) -> None:
     assert {row["id"] for row in document["records"]} >= {"g01", "c01"}
     assert (tmp_path / "v" / "validation.csv").read_text().startswith("id,group")
     assert "data:image/png;base64," in (tmp_path / "v.html").read_text()
+
+
+def test_a_missing_baseline_is_a_one_line_error(tmp_path: Path) -> None:
+    """Gating against a baseline that is not there would pass every change: refused."""
+    result = CliRunner().invoke(app, ["validate", "--baseline", str(tmp_path / "none.json")])
+    assert result.exit_code == 2
+    assert result.output.startswith("error: --baseline") and "no such file" in result.output

@@ -110,6 +110,9 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
     pending = pending_records(loaded)
     groups = group_errors(rows)
     baseline_path = Path(baseline) if baseline is not None else default_baseline_path()
+    if baseline is not None and not update_baseline and not baseline_path.is_file():
+        raise ClusterSimError(f"--baseline {baseline_path}: no such file; name an existing "
+                              "baseline, or add --update-baseline to write one")
     report = ValidationReport(rows=rows, groups=groups, pending=pending, regressions=[],
                               movements=[], baseline_path=baseline_path)
     measured_dir = Path(measured) if measured is not None else default_measured_dir()
