@@ -203,3 +203,17 @@ def test_committed_fit_records_say_what_the_validation_measures() -> None:
             kernels.attention.fitted["decode"].median_error_pct, abs=0.01)
         assert errors.loc[(name, "all_reduce"), "median_error_pct"] == pytest.approx(
             kernels.all_reduce.fitted.median_error_pct, abs=0.01)
+
+
+@needs_pack
+def test_the_shared_splitwise_file_imports_per_gpu(tmp_path: Path) -> None:
+    """Splitwise's file: Llama-2-70B (TP 2, 4, 8) and BLOOM-176B (TP 8) on each GPU; the
+    power-capped H100 rows are a derived variant and stay out of the H100 profile."""
+    for gpu in ("a100", "h100"):
+        profile = import_splitwise(MEASURED / "splitwise_perf_model.csv", gpu, tmp_path / gpu)
+        assert profile.metadata.models == ["bloom-176b", "llama2-70b"]
+        prefill = load_profile(tmp_path / gpu).tables["step_prefill"]
+        assert set(prefill["tp"]) == {2, 4, 8} and (prefill["time_s"] > 0).all()
+    a100 = load_profile(tmp_path / "a100").tables["step_decode"]
+    h100 = load_profile(tmp_path / "h100").tables["step_decode"]
+    assert len(a100) == len(h100) > 0
