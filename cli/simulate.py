@@ -16,8 +16,8 @@ from rich.table import Table
 from cli.common import console, deployment_from_flags, fail, user_errors
 from reports import run_report
 from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
-from simulator.serving.config import read_mapping
 from workloads.loaders import FORMATS, load_workload
+from workloads.overrides import read_mapping
 from workloads.training import is_training_file, load_training_job
 
 __all__ = ["simulate_command"]

@@ -3,6 +3,8 @@
     clustersim workload generate --out w.json --num-requests 1000 --rate 2 --prompt ... --output ...
     clustersim workload chat --out chat.json ... (shared system prompts, multi-turn sessions)
     clustersim workload stats trace.json
+    clustersim workload from-inference-perf config.yaml --out trace.json
+    clustersim workload from-vllm-bench --num-prompts 1000 --request-rate 4 ... --out trace.json
 """
 
 from __future__ import annotations
@@ -17,6 +19,12 @@ from pydantic import ValidationError
 from cli.common import console, fail, user_errors
 from profiles.errors import format_validation_error
 from simulator import to_json_text
+from workloads.benchmark_tools import (
+    VllmBenchSpec,
+    from_inference_perf,
+    from_vllm_bench,
+    load_inference_perf,
+)
 from workloads.generators import (
     ChatSpec,
     GeneratorSpec,
@@ -117,3 +125,43 @@ def stats_command(
     """Print a trace's request count, rate and length statistics as JSON."""
     trace = load_workload(path, workload_format)
     sys.stdout.write(to_json_text(trace.stats() | {"metadata": trace.metadata}))
+
+
+@app.command("from-inference-perf")
+@user_errors
+def from_inference_perf_command(
+    config: Annotated[Path, typer.Argument(help="inference-perf config (YAML)")],
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    seed: Annotated[int, typer.Option(help="seeds Poisson arrivals")] = 0,
+) -> None:
+    """The request stream of an inference-perf shared_prefix config (load stages, prompts
+    cycled as the tool sends them)."""
+    trace = from_inference_perf(load_inference_perf(config), seed=seed, source=config.name)
+    _save_and_report(trace, out)
+    for item in trace.metadata["not_modelled"]:
+        console.print(f"not modelled: {item}")
+
+
+@app.command("from-vllm-bench")
+@user_errors
+def from_vllm_bench_command(
+    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    num_prompts: Annotated[int, typer.Option(help="as vLLM's --num-prompts")],
+    request_rate: Annotated[float, typer.Option(help="requests per second (inf: all at once)")],
+    random_input_len: Annotated[int, typer.Option(help="as --random-input-len")],
+    random_output_len: Annotated[int, typer.Option(help="as --random-output-len")],
+    random_range_ratio: Annotated[float, typer.Option(help="as --random-range-ratio")] = 0.0,
+    random_prefix_len: Annotated[int, typer.Option(help="as --random-prefix-len")] = 0,
+    burstiness: Annotated[float, typer.Option(help="Gamma shape of the gaps (1: Poisson)")] = 1.0,
+    seed: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """The requests of vLLM's benchmark_serving with --dataset-name random."""
+    try:
+        spec = VllmBenchSpec(num_prompts=num_prompts, request_rate=request_rate,
+                             burstiness=burstiness, random_input_len=random_input_len,
+                             random_output_len=random_output_len,
+                             random_range_ratio=random_range_ratio,
+                             random_prefix_len=random_prefix_len, seed=seed)
+    except ValidationError as error:
+        fail(format_validation_error(error, "workload from-vllm-bench"))
+    _save_and_report(from_vllm_bench(spec), out)

@@ -1,4 +1,5 @@
-"""Dotted-key overrides of a config mapping: what command-line flags do to a file's fields.
+"""Config mappings: reading one from a YAML or JSON file, and the dotted-key overrides
+command-line flags make to its fields.
 
 ``apply_overrides({"plan": {"tp": 8}}, {"plan.pp": 4, "model": None})`` gives
 ``{"plan": {"tp": 8, "pp": 4}}``: ``None`` means the flag was not given.
@@ -6,9 +7,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-__all__ = ["apply_overrides"]
+import yaml
+
+from profiles.errors import ClusterSimError
+
+__all__ = ["apply_overrides", "read_mapping"]
 
 
 def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -24,3 +30,22 @@ def apply_overrides(data: dict[str, Any], overrides: dict[str, Any] | None) -> d
             target = target.setdefault(parent, {})
         target[leaf] = value
     return merged
+
+
+def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
+    """A YAML or JSON file holding one mapping (JSON is YAML too).
+
+    Raises:
+        ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ClusterSimError(f"{what} {path}: no such file")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        first = str(error).splitlines()[0]
+        raise ClusterSimError(f"{what} {path}: not valid YAML/JSON ({first})") from None
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
+    return data

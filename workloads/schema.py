@@ -37,6 +37,9 @@ class RequestRecord(BaseModel):
     request_id: int | str | None = None
     prefix_id: str | None = None
     prefix_tokens: int | None = Field(default=None, ge=0)
+    prompt_id: str | None = Field(
+        default=None, description="requests with the same prompt_id send the same prompt "
+        "(after the shared prefix): a benchmark client cycling through its prompts")
     session_id: str | None = None
     priority: int = 0
     block_hashes: list[int] | None = None
@@ -134,7 +137,7 @@ class RequestTrace:
         cls, records: list[RequestRecord], metadata: dict[str, Any] | None = None
     ) -> RequestTrace:
         extras: dict[str, list[Any]] = {}
-        for name in ("prefix_id", "prefix_tokens", "session_id", "block_hashes",
+        for name in ("prefix_id", "prefix_tokens", "prompt_id", "session_id", "block_hashes",
                      "think_time_s"):
             values = [getattr(record, name) for record in records]
             if any(value is not None for value in values):

@@ -25,7 +25,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.cluster import ClusterSpec
@@ -35,7 +34,7 @@ from profiles.models import ModelSpec
 from simulator.serving.policies import POLICY_PRESETS
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead
 from simulator.serving.scheduler import SchedulerConfig
-from workloads.overrides import apply_overrides
+from workloads.overrides import apply_overrides, read_mapping
 
 __all__ = [
     "DeploymentConfig",
@@ -128,25 +127,6 @@ def load_deployment(path: str | Path, overrides: dict[str, Any] | None = None) -
     """
     data = read_mapping(path, "deployment")
     return build_deployment(data, overrides, source=f"deployment {path}")
-
-
-def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
-    """A YAML or JSON file holding one mapping (JSON is YAML too).
-
-    Raises:
-        ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ClusterSimError(f"{what} {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first = str(error).splitlines()[0]
-        raise ClusterSimError(f"{what} {path}: not valid YAML/JSON ({first})") from None
-    if not isinstance(data, dict):
-        raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
-    return data
 
 
 def build_deployment(data: dict[str, Any], overrides: dict[str, Any] | None = None,

@@ -237,13 +237,15 @@ def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
 
     A request of a session whose prompt is at least the previous turn's prompt plus its
     output starts with that history (multi-turn chat); otherwise Mooncake block hashes, a
-    shared prefix id, or nothing shared at all.
+    shared prefix id, or nothing shared at all; the rest is the request's own tokens, or
+    a repeated prompt's (``prompt_id``).
     """
     extras = workload.extras
     none = [None] * len(workload)
     prefix_ids = extras.get("prefix_id", none)
     prefix_lens = extras.get("prefix_tokens", none)
     block_hashes = extras.get("block_hashes", none)
+    prompt_ids = extras.get("prompt_id", none)
     sessions = extras.get("session_id", none)
     hash_block_tokens = int(workload.metadata.get("block_size_tokens", 512))
     last_turn: dict[Any, tuple[int, list[Segment]]] = {}
@@ -259,7 +261,7 @@ def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
                 history = [*previous_segments,
                            (("out", previous), int(workload.output_tokens[previous]))]
         segments = prompt_segments(i, prompt, prefix_ids[i], prefix_lens[i], block_hashes[i],
-                                   hash_block_tokens, history)
+                                   hash_block_tokens, history, prompt_ids[i])
         if session is not None:
             last_turn[session] = (i, segments)
         result.append(segments)

@@ -72,7 +72,8 @@ class BlockHasher:
 def prompt_segments(request_index: int, prompt_tokens: int, prefix_id: str | None = None,
                     prefix_tokens: int | None = None, block_hashes: Sequence[int] | None = None,
                     hash_block_tokens: int = 512,
-                    history: Sequence[Segment] | None = None) -> list[Segment]:
+                    history: Sequence[Segment] | None = None,
+                    prompt_id: str | None = None) -> list[Segment]:
     """The segments of one prompt, from whichever token identity the trace gives.
 
     Args:
@@ -84,6 +85,8 @@ def prompt_segments(request_index: int, prompt_tokens: int, prefix_id: str | Non
         hash_block_tokens: tokens per entry of ``block_hashes``.
         history: earlier turns of the session (their prompts and outputs), which this
             prompt starts with.
+        prompt_id: the rest of the prompt is this repeated prompt's content, the same
+            for every request with this id (otherwise its own).
     """
     segments: list[Segment] = []
     covered = 0
@@ -101,5 +104,6 @@ def prompt_segments(request_index: int, prompt_tokens: int, prefix_id: str | Non
         segments.append((("prefix", prefix_id), prefix_tokens))
         covered = prefix_tokens
     if prompt_tokens > covered:
-        segments.append((("prompt", request_index), prompt_tokens - covered))
+        key = ("repeated", prompt_id) if prompt_id is not None else ("prompt", request_index)
+        segments.append((key, prompt_tokens - covered))
     return segments
