@@ -48,7 +48,7 @@ def validate_command(
         console.print(report.operators_skipped)
     else:
         operators = Table("GPU", "operator", "points", "median error", "p90 error", "bias",
-                          title="operators against measured tables")
+                          title="operators and vLLM runs against measured tables")
         for o in report.operators.itertuples():
             operators.add_row(o.gpu, o.operator, f"{o.num_points:,}",
                               f"{o.median_error_pct:.1f}%", f"{o.p90_error_pct:.1f}%",
@@ -57,6 +57,9 @@ def validate_command(
         console.print("worst shapes per operator (error):")
         for o in report.operators.itertuples():
             console.print(f"  {o.gpu} {o.operator}: {o.worst}", soft_wrap=True)
+        for run in report.runs_not_expressed.itertuples():
+            console.print(f"vLLM run {run.run_id} ({run.model}, {run.hardware}) not expressed: "
+                          f"{run.reason}", soft_wrap=True)
     for line in report.movements:
         console.print(f"moved: {line}")
     if report.baseline_updated:

@@ -14,7 +14,8 @@ from cli import app
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from validation import predictors
-from validation.operators import default_measured_dir, operator_errors, operator_rows
+from validation.gate import accuracy_block
+from validation.operators import default_measured_dir
 
 ROOT = Path(__file__).parent.parent
 BASELINE = json.loads((ROOT / "validation" / "baseline.json").read_text())["error_pct"]
@@ -101,10 +102,7 @@ def test_readme_accuracy_block_is_current() -> None:
     if measured is None:
         pytest.skip("the shared measured pack is not beside this checkout")
     readme = (ROOT / "README.md").read_text()
-    records = validation.load_records()
-    operators = operator_errors(operator_rows(measured))
-    block = validation.accuracy_markdown(validation.predict_records(records),
-                                         validation.pending_records(records), operators)
+    block = accuracy_block(validation.validate(measured=measured))
     assert block in readme, "run: clustersim validate --update-readme README.md"
 
 

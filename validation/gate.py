@@ -4,7 +4,7 @@ block, a new baseline).
 
     records ─► predictors ─► errors per record and group ─► gate vs baseline.json
                                          └─► validation.json/.csv, scatter page, README block
-    measured pack ─► operators ─► errors per GPU and operator ─┘  (skipped without the pack)
+    measured pack ─► operators, vLLM runs ─► errors per GPU and operator ─┘ (skipped without)
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ from validation.operators import (
 )
 from validation.records import default_records_dir, load_records, pending_records
 from validation.render import accuracy_markdown, replace_accuracy_block, scatter_html
+from validation.serving_runs import serving_errors, serving_rows, skipped_runs
 
-__all__ = ["ValidationReport", "default_baseline_path", "validate"]
+__all__ = ["ValidationReport", "accuracy_block", "default_baseline_path", "validate"]
 
 
 @dataclass
@@ -43,9 +44,11 @@ class ValidationReport:
         baseline_path: the baseline compared against (and rewritten, when asked).
         baseline_updated: the current errors were written as the new baseline.
         written: every file written, in order.
-        operators: per (GPU, operator) errors against the measured pack's tables (empty
-            when the pack is not there).
+        operators: per (GPU, operator) errors against the measured pack's tables, the
+            serving runs' metrics included (empty when the pack is not there).
         operators_skipped: why the operator group did not run, or "".
+        runs_not_expressed: vLLM runs of the pack the simulator cannot express yet, with
+            the reason.
     """
 
     rows: pd.DataFrame
@@ -58,11 +61,18 @@ class ValidationReport:
     written: list[Path] = field(default_factory=list)
     operators: pd.DataFrame = field(default_factory=pd.DataFrame)
     operators_skipped: str = ""
+    runs_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:
         """The gate holds: no regression, or the baseline was updated to accept them."""
         return self.baseline_updated or not self.regressions
+
+
+def accuracy_block(report: ValidationReport) -> str:
+    """The README's generated accuracy block for this report."""
+    return accuracy_markdown(report.rows, report.pending, report.operators,
+                             report.runs_not_expressed)
 
 
 def default_baseline_path() -> Path:
@@ -120,7 +130,10 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.operators_skipped = ("operator group skipped: no measured pack (the shared "
                                     "folder's measured/, or --measured DIR)")
     else:
-        report.operators = operator_errors(operator_rows(measured_dir))
+        report.operators = pd.concat([operator_errors(operator_rows(measured_dir)),
+                                      serving_errors(serving_rows(measured_dir))],
+                                     ignore_index=True)
+        report.runs_not_expressed = skipped_runs(measured_dir)
     if out is not None:
         folder = Path(out)
         document = {"records": rows.to_dict(orient="records"),
@@ -134,8 +147,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.written.append(Path(html))
     if update_readme is not None:
         text = Path(update_readme).read_text(encoding="utf-8")
-        write_text(update_readme, replace_accuracy_block(
-            text, accuracy_markdown(rows, pending, report.operators)))
+        write_text(update_readme, replace_accuracy_block(text, accuracy_block(report)))
         report.written.append(Path(update_readme))
     record_baseline, operator_baseline = _read_baseline(baseline_path)
     report.regressions, report.movements = compare_to_baseline(rows, record_baseline)

@@ -17,7 +17,8 @@ ACCURACY_END = "<!-- accuracy:end -->"
 
 
 def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
-                      operators: pd.DataFrame | None = None) -> str:
+                      operators: pd.DataFrame | None = None,
+                      not_expressed: pd.DataFrame | None = None) -> str:
     """The README's "How accurate is it?" block: error per group and per record, the
     records still awaiting a predictor, and the operators against measured tables."""
     groups = group_errors(rows)
@@ -36,14 +37,18 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
     for waiting_for, ids in pending.items():
         lines += ["", f"{len(ids)} measured records await {waiting_for}: {', '.join(ids)}."]
     if operators is not None and not operators.empty:
-        lines += ["", "Operators against measured tables (kernels group; the shared measured "
-                  "pack):", "",
+        lines += ["", "Operators and vLLM runs against measured tables (the shared measured "
+                  "pack; serving rows are whole-run means of runs with catalog models):", "",
                   "| GPU | operator | points | median error | p90 error | bias | source |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         for o in operators.itertuples():
             lines.append(f"| {o.gpu} | {o.operator} | {o.num_points:,} | "
                          f"{o.median_error_pct:.1f}% | {o.p90_error_pct:.1f}% | "
                          f"{o.signed_median_pct:+.1f}% | {o.source} |")
+    if not_expressed is not None and not not_expressed.empty:
+        reasons = sorted(set(not_expressed["reason"]))
+        lines += ["", f"{len(not_expressed)} vLLM runs of the pack are not expressed yet: "
+                  + "; ".join(reasons) + "."]
     lines += ["", ACCURACY_END]
     return "\n".join(lines)
 

@@ -1,0 +1,74 @@
+"""The serving group: real vLLM runs replayed as their client sent them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from validation.operators import compare_operators, default_measured_dir
+from validation.serving_runs import serving_errors, serving_rows, skipped_runs
+
+COLUMNS = ["run_id", "model", "hardware", "tp", "dp", "cpu_kv_offload", "workload_label",
+           "system_prompt_len", "question_len", "output_len", "num_unique_system_prompts",
+           "num_users_per_system_prompt", "max_num_batched_tokens", "max_num_seqs",
+           "gpu_memory_utilization", "total_kv_blocks", "stage_index", "stage_rate_rps",
+           "stage_duration_s", "e2e_mean_ms", "ttft_mean_ms", "tpot_mean_ms"]
+
+
+def pack(tmp_path: Path) -> Path:
+    """Two runs: one the catalog expresses (two stages and the whole run), one it does not."""
+    common = {"hardware": "H100", "tp": 1, "dp": None, "cpu_kv_offload": False,
+              "workload_label": "tiny", "system_prompt_len": 32, "question_len": 64,
+              "output_len": 9, "num_unique_system_prompts": 2, "num_users_per_system_prompt": 2,
+              "max_num_batched_tokens": 2048, "max_num_seqs": 128,
+              "gpu_memory_utilization": 0.9, "total_kv_blocks": None,
+              "e2e_mean_ms": 100.0, "ttft_mean_ms": 20.0, "tpot_mean_ms": 10.0}
+    rows = [common | {"run_id": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
+                      "stage_index": stage, "stage_rate_rps": rate, "stage_duration_s": length}
+            for stage, rate, length in ((0, 1.0, 5.0), (1, 2.0, 5.0), (-1, None, 10.0))]
+    rows.append(common | {"run_id": 2, "model": "nobody/Unknown-7B", "stage_index": -1,
+                          "stage_rate_rps": 1.0, "stage_duration_s": 5.0})
+    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp_path / "vllm_runs.csv", index=False)
+    return tmp_path
+
+
+def test_runs_are_replayed_per_stage_with_the_source_s_tpot(tmp_path: Path) -> None:
+    """Stage 0 holds the 5 requests sent in its 5 s, stage 1 the 10 of the next 5 s; TPOT
+    is (E2E mean - TTFT mean) / (9 - 1), as the source computes it; the unknown model is
+    listed with its reason."""
+    rows = serving_rows(pack(tmp_path)).set_index(["stage", "metric"])
+    for stage in (0, 1, -1):
+        e2e = rows.loc[(stage, "e2e_mean"), "predicted_ms"]
+        ttft = rows.loc[(stage, "ttft_mean"), "predicted_ms"]
+        assert rows.loc[(stage, "tpot_mean"), "predicted_ms"] == pytest.approx((e2e - ttft) / 8)
+        assert 0 < ttft < e2e
+    skipped = skipped_runs(tmp_path)
+    assert skipped["run_id"].tolist() == [2]
+    assert "not in the catalog" in skipped["reason"].iloc[0]
+
+
+def test_a_serving_group_one_point_worse_fails_the_gate(tmp_path: Path) -> None:
+    errors = serving_errors(serving_rows(pack(tmp_path)))
+    baseline = {f"{r.gpu}/{r.operator}": {"median": r.median_error_pct, "p90": r.p90_error_pct}
+                for r in errors.itertuples()}
+    assert compare_operators(errors, baseline)[0] == []
+    worse = errors.copy()
+    worse.loc[worse["operator"] == "serving e2e_mean", "median_error_pct"] += 1.5
+    regressions, _ = compare_operators(worse, baseline)
+    assert regressions == [f"H100-SXM5-80GB/serving e2e_mean: median error "
+                           f"{errors.iloc[0].median_error_pct:.2f}% -> "
+                           f"{errors.iloc[0].median_error_pct + 1.5:.2f}% "
+                           "(more than 1 point worse)"]
+
+
+@pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
+def test_the_pack_s_catalog_runs_are_all_replayed() -> None:
+    """Every run of the pack is either replayed (its three metrics on each stage and the
+    whole run) or listed with the reason it is not."""
+    measured = default_measured_dir()
+    rows, skipped = serving_rows(measured), skipped_runs(measured)
+    runs = pd.read_csv(measured / "vllm_runs.csv")
+    assert set(rows["run_id"]) | set(skipped["run_id"]) == set(runs["run_id"])
+    assert len(rows) == 3 * len(runs[runs["run_id"].isin(rows["run_id"])])

@@ -1,0 +1,170 @@
+"""Serving predictions against real vLLM runs: the serving group of the validation.
+
+The measured pack's ``vllm_runs.csv`` holds real vLLM servers measured by inference-perf
+(streaming, fixed output lengths) under shared-prefix workloads in load stages. Each run
+whose model is in the catalog is replayed here as its client sent it and simulated as its
+server was configured::
+
+    row ─► workload: inference-perf shared_prefix of the run's profile, its stages
+        ─► deployment: model, GPU, TP, vLLM V1 engine preset (v0.15: chunked prefill,
+           prefix caching), max_num_batched_tokens, gpu_memory_utilization, KV blocks
+           where the run's log gave them, max_num_seqs where known (else the preset's)
+        ─► per stage (requests sent in it; -1 = the whole run): E2E mean, TTFT mean and
+           TPOT = (E2E mean - TTFT mean) / (output tokens - 1), as the source computes it
+
+Runs the catalog cannot express (models it lacks, data parallelism, CPU KV offload) are
+listed with the reason, never dropped silently. Nothing here is fitted: the errors are
+the simulator's as it stands. A run takes a few seconds to simulate, so the group's rows
+are computed once per process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
+from profiles.models import load_model
+from simulator import build_deployment, simulate
+from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
+
+__all__ = ["GPU_NAMES", "serving_errors", "serving_rows", "skipped_runs"]
+
+GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
+METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
+           ("tpot_mean", "tpot_mean_ms"))
+
+
+def _model_name(hf_id: str) -> str | None:
+    for candidate in (hf_id, hf_id.removesuffix("-Instruct")):
+        try:
+            return load_model(candidate).name
+        except ClusterSimError:
+            continue
+    return None
+
+
+def _why_not(run: pd.DataFrame) -> str | None:
+    first = run.iloc[0]
+    if _model_name(str(first["model"])) is None:
+        return f"model {first['model']} is not in the catalog"
+    if str(first["hardware"]) not in GPU_NAMES:
+        return f"hardware {first['hardware']} is not in the catalog"
+    if pd.notna(first["dp"]) and float(first["dp"]) > 1:
+        return "data parallelism"
+    if str(first["cpu_kv_offload"]).lower() == "true":
+        return "CPU KV offload"
+    return None
+
+
+def _config(run: pd.DataFrame) -> InferencePerfConfig:
+    first = run.iloc[0]
+    stages = run[run["stage_index"] >= 0].sort_values("stage_index")
+    return InferencePerfConfig.model_validate({
+        "load": {"type": "constant", "stages": [
+            {"rate": float(s.stage_rate_rps), "duration": float(s.stage_duration_s)}
+            for s in stages.itertuples()]},
+        "data": {"type": "shared_prefix", "shared_prefix": {
+            "num_groups": int(first["num_unique_system_prompts"]),
+            "num_prompts_per_group": int(first["num_users_per_system_prompt"]),
+            "system_prompt_len": int(first["system_prompt_len"]),
+            "question_len": int(first["question_len"]),
+            "output_len": int(first["output_len"])}}})
+
+
+def _deployment(run: pd.DataFrame) -> dict[str, Any]:
+    first = run.iloc[0]
+    scheduler: dict[str, Any] = {"max_num_batched_tokens": int(first["max_num_batched_tokens"])}
+    if pd.notna(first["gpu_memory_utilization"]):  # else vLLM's default, 0.9 (the preset's)
+        scheduler["gpu_memory_utilization"] = float(first["gpu_memory_utilization"])
+    if pd.notna(first["max_num_seqs"]):
+        scheduler["max_num_seqs"] = int(first["max_num_seqs"])
+    if pd.notna(first["total_kv_blocks"]):
+        scheduler["num_gpu_blocks_override"] = int(first["total_kv_blocks"])
+    return {"model": _model_name(str(first["model"])), "gpu": GPU_NAMES[str(first["hardware"])],
+            "parallelism": {"tp": int(first["tp"])}, "engine": "vllm-v1",
+            "scheduler": scheduler}
+
+
+@functools.cache
+def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs = pd.read_csv(Path(measured_dir) / "vllm_runs.csv")
+    rows, skipped = [], []
+    for run_id, run in runs.groupby("run_id", sort=True):
+        reason = _why_not(run)
+        if reason is not None:
+            skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],
+                            "hardware": run.iloc[0]["hardware"], "reason": reason})
+            continue
+        config = _config(run)
+        trace = from_inference_perf(config)
+        try:
+            result = simulate(build_deployment(_deployment(run)), trace)
+        except ClusterSimError as error:
+            skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],
+                            "hardware": run.iloc[0]["hardware"], "reason": str(error)})
+            continue
+        if not result.ok or result.requests is None:
+            skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],
+                            "hardware": run.iloc[0]["hardware"],
+                            "reason": f"simulation failed: {result.error}"})
+            continue
+        requests = result.requests
+        output_len = config.data.shared_prefix.output_len
+        starts = trace.metadata["stage_start_s"]
+        for measured in run.itertuples():
+            if measured.stage_index >= 0:
+                low = starts[int(measured.stage_index)]
+                high = low + float(measured.stage_duration_s)
+                part = requests[(requests["arrival_s"] >= low) & (requests["arrival_s"] < high)]
+            else:
+                part = requests
+            e2e, ttft = float(part["e2e_s"].mean()) * 1e3, float(part["ttft_s"].mean()) * 1e3
+            predicted = {"e2e_mean": e2e, "ttft_mean": ttft,
+                         "tpot_mean": (e2e - ttft) / (output_len - 1)}
+            for metric, column in METRICS:
+                rows.append({
+                    "run_id": int(str(run_id)), "model": measured.model,
+                    "gpu": measured.hardware, "tp": int(measured.tp),
+                    "workload": measured.workload_label, "stage": int(measured.stage_index),
+                    "metric": metric, "measured_ms": float(getattr(measured, column)),
+                    "predicted_ms": predicted[metric]})
+    table = pd.DataFrame(rows)
+    table["error_pct"] = (table["predicted_ms"] - table["measured_ms"]).abs() \
+        / table["measured_ms"] * 100.0
+    return table, pd.DataFrame(skipped)
+
+
+def serving_rows(measured_dir: str | Path) -> pd.DataFrame:
+    """One row per run, stage and metric: measured and predicted milliseconds, error."""
+    return _simulated(str(Path(measured_dir).resolve()))[0].copy()
+
+
+def skipped_runs(measured_dir: str | Path) -> pd.DataFrame:
+    """The runs the simulator cannot express yet, with the reason."""
+    return _simulated(str(Path(measured_dir).resolve()))[1].copy()
+
+
+def serving_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (GPU, metric) over the runs' whole-run rows (stage -1): runs, median and p90
+    error, and the signed median (negative: predicted too fast)."""
+    whole = rows[rows["stage"] == -1]
+    out = []
+    for (gpu, metric), part in whole.groupby(["gpu", "metric"], sort=True):
+        errors = part["error_pct"].to_numpy()
+        signed = ((part["predicted_ms"] - part["measured_ms"]) / part["measured_ms"] * 100.0)
+        out.append({"gpu": load_gpu(GPU_NAMES[str(gpu)]).name, "operator": f"serving {metric}",
+                    "num_points": len(part),
+                    "median_error_pct": float(np.median(errors)),
+                    "p90_error_pct": float(np.percentile(errors, 90)),
+                    "max_error_pct": float(errors.max()),
+                    "signed_median_pct": float(np.median(signed)),
+                    "worst": "; ".join(f"run {r.run_id} {r.model} tp={r.tp} ({r.error_pct:.0f}%)"
+                                       for r in part.nlargest(3, "error_pct").itertuples()),
+                    "source": "vllm_runs.csv"})
+    return pd.DataFrame(out)
