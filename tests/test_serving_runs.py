@@ -13,8 +13,8 @@ from validation.serving_runs import serving_errors, serving_rows, skipped_runs
 COLUMNS = ["run_id", "model", "hardware", "tp", "dp", "cpu_kv_offload", "workload_label",
            "system_prompt_len", "question_len", "output_len", "num_unique_system_prompts",
            "num_users_per_system_prompt", "max_num_batched_tokens", "max_num_seqs",
-           "gpu_memory_utilization", "total_kv_blocks", "stage_index", "stage_rate_rps",
-           "stage_duration_s", "e2e_mean_ms", "ttft_mean_ms", "tpot_mean_ms"]
+           "gpu_memory_utilization", "total_kv_blocks", "block_size_tokens", "stage_index",
+           "stage_rate_rps", "stage_duration_s", "e2e_mean_ms", "ttft_mean_ms", "tpot_mean_ms"]
 
 
 def pack(tmp_path: Path) -> Path:
@@ -23,7 +23,7 @@ def pack(tmp_path: Path) -> Path:
               "workload_label": "tiny", "system_prompt_len": 32, "question_len": 64,
               "output_len": 9, "num_unique_system_prompts": 2, "num_users_per_system_prompt": 2,
               "max_num_batched_tokens": 2048, "max_num_seqs": 128,
-              "gpu_memory_utilization": 0.9, "total_kv_blocks": None,
+              "gpu_memory_utilization": 0.9, "total_kv_blocks": None, "block_size_tokens": 16,
               "e2e_mean_ms": 100.0, "ttft_mean_ms": 20.0, "tpot_mean_ms": 10.0}
     rows = [common | {"run_id": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
                       "stage_index": stage, "stage_rate_rps": rate, "stage_duration_s": length}

@@ -8,7 +8,8 @@ server was configured::
     row ─► workload: inference-perf shared_prefix of the run's profile, its stages
         ─► deployment: model, GPU, TP, vLLM V1 engine preset (v0.15: chunked prefill,
            prefix caching), max_num_batched_tokens, gpu_memory_utilization, KV blocks
-           where the run's log gave them, max_num_seqs where known (else the preset's)
+           where the run's log gave them (and a context no longer than they hold),
+           max_num_seqs where known (else the preset's)
         ─► per stage (requests sent in it; -1 = the whole run): E2E mean, TTFT mean and
            TPOT = (E2E mean - TTFT mean) / (output tokens - 1), as the source computes it
 
@@ -84,9 +85,16 @@ def _deployment(run: pd.DataFrame) -> dict[str, Any]:
         scheduler["gpu_memory_utilization"] = float(first["gpu_memory_utilization"])
     if pd.notna(first["max_num_seqs"]):
         scheduler["max_num_seqs"] = int(first["max_num_seqs"])
+    model = _model_name(str(first["model"]))
     if pd.notna(first["total_kv_blocks"]):
-        scheduler["num_gpu_blocks_override"] = int(first["total_kv_blocks"])
-    return {"model": _model_name(str(first["model"])), "gpu": GPU_NAMES[str(first["hardware"])],
+        blocks = int(first["total_kv_blocks"])
+        scheduler["num_gpu_blocks_override"] = blocks
+        # NOTE: vLLM refuses a context longer than its KV cache, so a server whose model
+        # allows more (Mistral-Nemo: 1M positions) ran with a smaller --max-model-len; the
+        # source does not say which, and the KV cache's size is the largest it can be.
+        context = load_model(str(model)).max_position_embeddings
+        scheduler["max_model_len"] = min(context, blocks * int(first["block_size_tokens"]))
+    return {"model": model, "gpu": GPU_NAMES[str(first["hardware"])],
             "parallelism": {"tp": int(first["tp"])}, "engine": "vllm-v1",
             "scheduler": scheduler}
 
