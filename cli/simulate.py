@@ -83,7 +83,7 @@ def simulate_command(
     pp: Annotated[int | None, typer.Option(help="pipeline-parallel degree")] = None,
     replicas: Annotated[int | None, typer.Option(help="model replicas (data parallel)")] = None,
     engine: Annotated[str | None, typer.Option(
-        help="engine preset: vllm-v1, vllm-v0, sarathi (defaults and CPU overhead)")] = None,
+        help="engine preset: vllm-v1, vllm-v1-0.15, vllm-v0, sarathi")] = None,
     async_scheduling: Annotated[bool | None, typer.Option(
         "--async-scheduling/--no-async-scheduling",
         help="overlap the engine's CPU overhead with the GPU step")] = None,

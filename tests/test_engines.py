@@ -76,3 +76,41 @@ def test_summary_records_the_preset_and_every_knob() -> None:
 def test_async_without_overhead_is_refused() -> None:
     with pytest.raises(ClusterSimError, match="async_scheduling needs a CPU overhead"):
         resolve(make_deployment("llama-3-8b", "h100", async_scheduling=True))
+
+
+class StepEnds:
+    """Records each step's (start, end)."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    def on_step(self, replica_id, stage_spans_s, plan, cost, kv_used_blocks) -> None:
+        self.spans.append((stage_spans_s[0][0], stage_spans_s[-1][1]))
+
+
+def test_asynchronous_scheduling_admits_an_arrival_one_step_later() -> None:
+    """A decodes alone; B arrives in the middle of A's third step. Scheduling serially, B
+    joins the step right after; with asynchronous scheduling that step was decided when
+    the third started, so B joins the one after it: its first step starts exactly one
+    step later. An idle replica takes a request at once either way."""
+    overhead = {"step_base_s": 1e-6, "per_seq_s": 0.0, "per_token_s": 0.0}
+    first_steps = []
+    for async_on in (False, True):
+        ends = StepEnds()
+        probe = simulate(make_deployment("llama-3-8b", "h100", cpu_overhead=overhead | {
+            "async_scheduling": async_on}), make_trace([0.0], [16], [40]), recorders=[ends])
+        third_start, third_end = ends.spans[2]
+        b_arrival = (third_start + third_end) / 2
+        ends = StepEnds()
+        result = simulate(make_deployment("llama-3-8b", "h100", cpu_overhead=overhead | {
+            "async_scheduling": async_on}), make_trace([0.0, b_arrival], [16, 16], [40, 4]),
+            recorders=[ends])
+        assert probe.requests["first_scheduled_s"].iloc[0] == 0.0  # idle: at once
+        b_start = result.requests["first_scheduled_s"].iloc[1]
+        # The step B is first scheduled into starts when it is scheduled (the serial
+        # engine's 1 µs of host time after).
+        first_steps.append(min(range(len(ends.spans)),
+                               key=lambda i: abs(ends.spans[i][0] - b_start)))
+        assert abs(ends.spans[first_steps[-1]][0] - b_start) < 1.5e-6
+    serial, asynchronous = first_steps
+    assert serial == 3 and asynchronous == 4

@@ -6,8 +6,9 @@ whose model is in the catalog is replayed here as its client sent it and simulat
 server was configured::
 
     row ─► workload: inference-perf shared_prefix of the run's profile, its stages
-        ─► deployment: model, GPU, TP, vLLM V1 engine preset (v0.15: chunked prefill,
-           prefix caching), max_num_batched_tokens, gpu_memory_utilization, KV blocks
+        ─► deployment: model, GPU, TP, the vLLM 0.15 engine preset (V1: chunked prefill,
+           prefix caching, asynchronous scheduling; the train/val runs' fork states no base
+           version and takes it too), max_num_batched_tokens, gpu_memory_utilization, KV blocks
            where the run's log gave them (and a context no longer than they hold),
            max_num_seqs where known (else the preset's)
         ─► per stage (requests sent in it; -1 = the whole run): E2E mean, TTFT mean and
@@ -95,7 +96,7 @@ def _deployment(run: pd.DataFrame) -> dict[str, Any]:
         context = load_model(str(model)).max_position_embeddings
         scheduler["max_model_len"] = min(context, blocks * int(first["block_size_tokens"]))
     return {"model": model, "gpu": GPU_NAMES[str(first["hardware"])],
-            "parallelism": {"tp": int(first["tp"])}, "engine": "vllm-v1",
+            "parallelism": {"tp": int(first["tp"])}, "engine": "vllm-v1-0.15",
             "scheduler": scheduler}
 
 
@@ -142,10 +143,11 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "workload": measured.workload_label, "stage": int(measured.stage_index),
                     "metric": metric, "measured_ms": float(getattr(measured, column)),
                     "predicted_ms": predicted[metric]})
-    table = pd.DataFrame(rows)
+    table = pd.DataFrame(rows, columns=["run_id", "model", "gpu", "tp", "workload", "stage",
+                                        "metric", "measured_ms", "predicted_ms"])
     table["error_pct"] = (table["predicted_ms"] - table["measured_ms"]).abs() \
         / table["measured_ms"] * 100.0
-    return table, pd.DataFrame(skipped)
+    return table, pd.DataFrame(skipped, columns=["run_id", "model", "hardware", "reason"])
 
 
 def serving_rows(measured_dir: str | Path) -> pd.DataFrame:

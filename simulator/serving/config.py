@@ -93,7 +93,7 @@ class DeploymentConfig(_Frozen):
     cluster: ClusterSpec | None = None
     scheduler: SchedulerSettings = SchedulerSettings()
     router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
-    engine: Literal["vllm-v1", "vllm-v0", "sarathi"] | None = Field(
+    engine: Literal["vllm-v1", "vllm-v1-0.15", "vllm-v0", "sarathi"] | None = Field(
         default=None, description="engine preset: its defaults for unset scheduler knobs "
                                   "and its CPU overhead per step")
     cpu_overhead: CpuOverhead | None = Field(

@@ -77,6 +77,20 @@ ENGINE_PRESETS: dict[str, EnginePreset] = {
         overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0),
         overhead_source=_VLLM_V1_OVERHEAD,
     ),
+    "vllm-v1-0.15": EnginePreset(
+        version="vLLM 0.15 (V1 engine, asynchronous scheduling), OpenAI-compatible server",
+        scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
+                   "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
+                   "max_num_seqs": 256},
+        large_gpu_scheduler={"max_num_batched_tokens": 8192, "max_num_seqs": 1024},
+        knobs_source="vLLM V1 EngineArgs defaults, as in 0.10; asynchronous scheduling "
+                     "became the default with vLLM PR #27614 (late 2025; the Q4 2025 roadmap "
+                     "item 'async scheduling on by default'), so 0.15 schedules step k+1 "
+                     "while step k runs",
+        overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0,
+                             async_scheduling=True),
+        overhead_source=_VLLM_V1_OVERHEAD,
+    ),
     "vllm-v0": EnginePreset(
         version="vLLM 0.6 (V0 engine), OpenAI-compatible server",
         scheduler={"policy": "vllm", "enable_prefix_caching": False, "block_size": 16,

@@ -11,6 +11,17 @@ left stage s-1) and the process needs one event per micro-batch, not one per sta
     stage 2             │ mb0 │ mb1 │ mb2 │    its next step waits until its tokens return
 
 An idle replica sleeps on a wake-up event that :meth:`Replica.submit` triggers.
+
+Asynchronous scheduling (vLLM V1's, on by default from 0.12 on) decides step k+1 while
+step k runs, from the requests it had when step k started, so a request that arrives
+during step k joins step k+2, not k+1::
+
+    steps      | k-1 | k   | k+1 | k+2 |
+    decided at       ^s(k-1) ^s(k)  ^s(k+1)      arrival in step k ──► first in step k+2
+
+With one pipeline stage the replica holds such an arrival back until the step that was
+running when it came has been followed by one more decision; an idle replica takes it at
+once, as the engine does when it is waiting for work.
 """
 
 from __future__ import annotations
@@ -74,6 +85,12 @@ class Replica:
         self.on_finish = on_finish
         self.num_outstanding = 0
         self._wake: simpy.Event | None = None
+        # Asynchronous scheduling's one-step admission lag (module docstring): arrivals
+        # held back, and the start time of the step now running (None when idle).
+        self._admission_lag = (cpu_overhead is not None and cpu_overhead.async_scheduling
+                               and cost_model.num_stages == 1)
+        self._held: list[Request] = []
+        self._running_since_s: float | None = None
         self.process = env.process(self.run())
 
     @property
@@ -84,9 +101,24 @@ class Replica:
         """Hand a new request to this replica (called at its arrival time)."""
         request.replica_id = self.replica_id
         self.num_outstanding += 1
+        if self._admission_lag and self._running_since_s is not None:
+            self._held.append(request)
+            return
         self.scheduler.add_request(request)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
+
+    def _admit_held(self, before_s: float) -> None:
+        """Give the scheduler the held requests that arrived before ``before_s``."""
+        if not self._held:
+            return
+        keep = []
+        for request in self._held:
+            if request.arrival_s < before_s:
+                self.scheduler.add_request(request)
+            else:
+                keep.append(request)
+        self._held = keep
 
     def run(self) -> Generator[simpy.Event, Any, None]:
         env = self.env
@@ -120,8 +152,16 @@ class Replica:
                     stage_free_s[stage] = ready_s
                     spans.append((start_s, ready_s))
                 in_flight.append((ready_s, plan, cost, spans, scheduler.kv_cache.num_used_blocks))
+                if self._admission_lag:
+                    self._running_since_s = spans[0][0]
 
+            if not in_flight and self._held:
+                # Idle: the engine takes whatever waits at once.
+                self._admit_held(math.inf)
+                self._running_since_s = None
+                continue
             if not in_flight:
+                self._running_since_s = None
                 if scheduler.has_work():
                     raise RuntimeError(
                         f"replica {self.replica_id} stalled at t={env.now:.6f}s with "
@@ -146,6 +186,10 @@ class Replica:
                 yield head_timeout
             head_timeout = None
             _, plan, cost, spans, used = in_flight.popleft()
+            if self._admission_lag:
+                # The next step was decided when this one started: only arrivals before
+                # then are in it; the rest wait for the decision after it.
+                self._admit_held(spans[0][0])
             finished = scheduler.update(plan, env.now)
             self.num_outstanding -= len(finished)
             if finished and self.on_finish is not None:
