@@ -17,7 +17,7 @@ until the real-runs issue measures them on our GPU; they are data, kept here in 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,34 +63,30 @@ _VLLM_V0_OVERHEAD = (
     "work that the V1 rewrite removed); to be replaced by the real-runs measurements"
 )
 
+_VLLM_V1 = EnginePreset(
+    version="vLLM 0.10 (V1 engine), OpenAI-compatible server",
+    scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
+               "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
+               "max_num_seqs": 256},
+    # NOTE: vLLM raises the server defaults on GPUs with >= 70 GiB other than A100.
+    large_gpu_scheduler={"max_num_batched_tokens": 8192, "max_num_seqs": 1024},
+    knobs_source="vLLM 0.10 EngineArgs defaults for the OpenAI API server: chunked "
+                 "prefill and prefix caching on; 2048 batched tokens and 256 sequences, "
+                 "8192 and 1024 on >= 70 GiB GPUs other than A100",
+    overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0),
+    overhead_source=_VLLM_V1_OVERHEAD,
+)
+
 ENGINE_PRESETS: dict[str, EnginePreset] = {
-    "vllm-v1": EnginePreset(
-        version="vLLM 0.10 (V1 engine), OpenAI-compatible server",
-        scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
-                   "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
-                   "max_num_seqs": 256},
-        # NOTE: vLLM raises the server defaults on GPUs with >= 70 GiB other than A100.
-        large_gpu_scheduler={"max_num_batched_tokens": 8192, "max_num_seqs": 1024},
-        knobs_source="vLLM 0.10 EngineArgs defaults for the OpenAI API server: chunked "
-                     "prefill and prefix caching on; 2048 batched tokens and 256 sequences, "
-                     "8192 and 1024 on >= 70 GiB GPUs other than A100",
-        overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0),
-        overhead_source=_VLLM_V1_OVERHEAD,
-    ),
-    "vllm-v1-0.15": EnginePreset(
+    "vllm-v1": _VLLM_V1,
+    "vllm-v1-0.15": replace(
+        _VLLM_V1,
         version="vLLM 0.15 (V1 engine, asynchronous scheduling), OpenAI-compatible server",
-        scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
-                   "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
-                   "max_num_seqs": 256},
-        large_gpu_scheduler={"max_num_batched_tokens": 8192, "max_num_seqs": 1024},
         knobs_source="vLLM V1 EngineArgs defaults, as in 0.10; asynchronous scheduling "
                      "became the default with vLLM PR #27614 (late 2025; the Q4 2025 roadmap "
                      "item 'async scheduling on by default'), so 0.15 schedules step k+1 "
                      "while step k runs",
-        overhead=CpuOverhead(step_base_s=0.5e-3, per_seq_s=5e-6, per_token_s=0.0,
-                             async_scheduling=True),
-        overhead_source=_VLLM_V1_OVERHEAD,
-    ),
+        overhead=_VLLM_V1.overhead.model_copy(update={"async_scheduling": True})),
     "vllm-v0": EnginePreset(
         version="vLLM 0.6 (V0 engine), OpenAI-compatible server",
         scheduler={"policy": "vllm", "enable_prefix_caching": False, "block_size": 16,
