@@ -220,3 +220,13 @@ def test_max_model_len_that_does_not_fit_kv_names_the_fix() -> None:
                                       **{"scheduler.num_gpu_blocks_override": 100}),
                       make_trace([0.0], [10], [1]))
     assert not result.ok and "--max-model-len 1600" in result.error
+
+
+def test_tpot_of_means_is_the_runs_per_token_figure() -> None:
+    """(mean E2E - mean TTFT) / (mean outputs - 1), over the whole run: with outputs of 5
+    and 9 tokens, mean 7, it divides by 6, not per request."""
+    result = simulate(make_deployment("llama-3-8b", "h100"), make_trace([0.0, 50.0], [64, 64],
+                                                                        [5, 9]))
+    rows = result.requests
+    expected = (rows["e2e_s"].mean() - rows["ttft_s"].mean()) / 6
+    assert result.summary["tpot_of_means_s"] == pytest.approx(expected, rel=1e-12)

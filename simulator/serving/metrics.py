@@ -4,6 +4,8 @@ Definitions (the same as vLLM's benchmark client with fixed output lengths):
 
 * TTFT  = first token time - arrival (queueing included)
 * TPOT  = (finish - first token) / (output tokens - 1), per request with >= 2 outputs
+* TPOT of means = (mean E2E - mean TTFT) / (mean output tokens - 1), over the run (as the
+          inference-perf records of real vLLM runs compute their per-token figure)
 * TBT   = every gap between consecutive tokens of a request (the inter-token latency),
           pooled over all tokens of the run
 * NTPOT = E2E / output tokens, per request (inference-perf's normalized TPOT)
@@ -121,6 +123,15 @@ def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[
             "max": float(values.max())}
 
 
+def _tpot_of_means(rows: pd.DataFrame) -> float:
+    """(mean E2E - mean TTFT) / (mean output tokens - 1): the per-token figure the
+    inference-perf records of real vLLM runs report as their TPOT (``itl_mean``)."""
+    outputs = float(rows["output_tokens"].mean())
+    if outputs <= 1:
+        return math.nan
+    return (float(rows["e2e_s"].mean()) - float(rows["ttft_s"].mean())) / (outputs - 1)
+
+
 def summarize(
     rows: pd.DataFrame,
     stats: StepStats,
@@ -157,6 +168,7 @@ def summarize(
         "makespan_s": makespan,
         "ttft_s": _percentiles(rows["ttft_s"].to_numpy()),
         "tpot_s": _percentiles(rows["tpot_s"].dropna().to_numpy()),
+        "tpot_of_means_s": _tpot_of_means(rows),
         "ntpot_s": _percentiles(rows["ntpot_s"].to_numpy()),
         "tbt_s": _percentiles(tbt_values, tbt_counts),
         "e2e_s": _percentiles(rows["e2e_s"].to_numpy()),
