@@ -68,6 +68,8 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
     if good["slo_attainment"] is not None:
         console.print(f"goodput {good['requests_per_s']:.3f} req/s "
                       f"(SLO attainment {good['slo_attainment']:.1%})")
+    state = summary["stability"]
+    console.print(f"{state['state']}: {state['evidence']}")
     console.print(f"simulated {summary['makespan_s']:,.1f} s in {runtime_s:.2f} s "
                   f"({summary['batches']['num_steps']:,} steps)")
 

@@ -73,7 +73,8 @@ class GoodputResult:
 def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_s: float,
                  tpot_slo_s: float, attainment: float = 0.9, upper_rate: float,
                  lower_rate: float | None = None, tolerance: float = 0.05) -> GoodputResult:
-    """Bisect (in log rate) for the highest rate meeting the SLO attainment.
+    """Bisect (in log rate) for the highest rate meeting the SLO attainment at which the
+    deployment is STABLE (an overloaded rate never counts, whatever its attainment).
 
     Args:
         upper_rate: a rate known to be at or above goodput (an analytic bound).
@@ -87,8 +88,10 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
         nonlocal runs
         runs += 1
         result = simulate(deployment, scaled_trace(trace, rate))
-        if not result.ok or result.requests is None:
+        if not result.ok or result.requests is None or result.summary is None:
             return 0.0, None
+        if result.summary["stability"]["state"] == "OVERLOADED":
+            return 0.0, result.summary  # never a goodput: its queue grows without bound
         return slo_attainment(result.requests, ttft_slo_s, tpot_slo_s), result.summary
 
     low = min(lower_rate or upper_rate / 8, upper_rate)

@@ -126,3 +126,15 @@ def test_ray_and_the_local_pool_give_identical_results() -> None:
     finally:
         ray.shutdown()
     assert [c.row() for c in on_ray.candidates] == [c.row() for c in pool.candidates]
+
+
+def test_goodput_is_never_an_overloaded_rate() -> None:
+    """With SLOs nothing misses (10^6 s), every rate meets the attainment, so only the
+    stability rule can stop the bisection: the goodput it returns is a STABLE run, below
+    an upper bound that is far beyond capacity."""
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "h100"})
+    result = find_goodput(deployment, TRACE, ttft_slo_s=1e6, tpot_slo_s=1e6,
+                          upper_rate=2000.0)
+    assert 0 < result.rate_per_s < 2000.0
+    assert result.summary is not None
+    assert result.summary["stability"]["state"] == "STABLE"

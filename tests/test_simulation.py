@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from profiles.cost_model import BatchShape
 from simulator.serving.engine import resolve, simulate
+from simulator.serving.metrics import stability
 from simulator.serving.request import RequestStatus
 from tests.conftest import StepChecker, make_deployment, make_trace
 from workloads.schema import RequestTrace
@@ -230,3 +232,24 @@ def test_tpot_of_means_is_the_runs_per_token_figure() -> None:
     rows = result.requests
     expected = (rows["e2e_s"].mean() - rows["ttft_s"].mean()) / 6
     assert result.summary["tpot_of_means_s"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_stability_reads_the_queue_trend() -> None:
+    """Hand-made rows: a queue that stays at 50 ms is STABLE (slope 0); one growing by 0.2 s
+    per second of arrivals is OVERLOADED, the slope reported."""
+    arrival = np.linspace(0, 100, 200)
+    flat = pd.DataFrame({"arrival_s": arrival, "queueing_delay_s": np.full(200, 0.05)})
+    growing = pd.DataFrame({"arrival_s": arrival, "queueing_delay_s": 0.2 * arrival})
+    assert stability(flat)["state"] == "STABLE"
+    assert stability(flat)["queueing_slope"] == pytest.approx(0.0, abs=1e-9)
+    assert stability(growing)["state"] == "OVERLOADED"
+    assert stability(growing)["queueing_slope"] == pytest.approx(0.2)
+
+
+def test_a_rate_beyond_capacity_is_overloaded_and_a_low_one_is_not() -> None:
+    """One H100 and 1,000-token prompts: 2 req/s is served, 200 req/s is not."""
+    lengths = [1000] * 400
+    for rate, state in ((2.0, "STABLE"), (200.0, "OVERLOADED")):
+        trace = make_trace([i / rate for i in range(400)], lengths, [100] * 400)
+        summary = simulate(make_deployment("llama-3-8b", "h100"), trace).summary
+        assert summary["stability"]["state"] == state, summary["stability"]

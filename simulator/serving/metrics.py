@@ -12,6 +12,10 @@ Definitions (the same as vLLM's benchmark client with fixed output lengths):
 * E2E   = finish - arrival;  queueing delay = first scheduled - arrival
 * goodput = requests per second that meet both the TTFT and the TPOT SLO (DistServe)
 * MFU   = useful model FLOPs / (GPUs x dense peak x makespan)
+* stability = OVERLOADED when the queueing delay keeps growing with arrival time: its
+          least-squares slope over the arrivals after the first 10% of the trace's span
+          exceeds OVERLOAD_SLOPE (a queue growing by 5% of elapsed time: offered load
+          about 5% or more above what the deployment serves); STABLE otherwise
 
 Recorders are passed into the run (never patched in): :class:`StepStats` is always there
 and collects per-step figures with O(1) work per step; a Perfetto trace recorder may join.
@@ -35,7 +39,12 @@ if TYPE_CHECKING:
     from profiles.cost_model import StepCost
     from simulator.serving.scheduler import StepPlan
 
-__all__ = ["REQUEST_COLUMNS", "StepRecorder", "StepStats", "request_rows", "summarize"]
+__all__ = ["OVERLOAD_SLOPE", "REQUEST_COLUMNS", "StepRecorder", "StepStats", "request_rows",
+           "stability", "summarize"]
+
+OVERLOAD_SLOPE = 0.05  # seconds of extra queueing per second of arrivals (module docstring)
+_WARM_UP_SHARE = 0.1
+_MIN_REQUESTS_FOR_A_SLOPE = 20
 
 REQUEST_COLUMNS = [
     "request_id", "replica_id", "arrival_s", "first_scheduled_s", "first_token_s", "finish_s",
@@ -123,6 +132,24 @@ def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[
             "max": float(values.max())}
 
 
+def stability(rows: pd.DataFrame) -> dict[str, Any]:
+    """STABLE or OVERLOADED, with the evidence: the queueing delay's slope against arrival
+    time after the warm-up (module docstring). Too few requests to tell: STABLE, said."""
+    arrival = rows["arrival_s"].to_numpy(dtype=float)
+    queue = rows["queueing_delay_s"].to_numpy(dtype=float)
+    start, end = float(arrival.min()), float(arrival.max())
+    window = arrival >= start + _WARM_UP_SHARE * (end - start)
+    if end <= start or int(window.sum()) < _MIN_REQUESTS_FOR_A_SLOPE:
+        return {"state": "STABLE", "queueing_slope": 0.0, "threshold": OVERLOAD_SLOPE,
+                "evidence": "too few requests to measure a queue trend"}
+    slope = float(np.polyfit(arrival[window], queue[window], 1)[0])
+    state = "OVERLOADED" if slope > OVERLOAD_SLOPE else "STABLE"
+    return {"state": state, "queueing_slope": slope, "threshold": OVERLOAD_SLOPE,
+            "evidence": f"queueing delay grows {slope:.3f} s per s of arrivals after the "
+                        f"first {_WARM_UP_SHARE:.0%} of the trace (threshold "
+                        f"{OVERLOAD_SLOPE:g})"}
+
+
 def _tpot_of_means(rows: pd.DataFrame) -> float:
     """(mean E2E - mean TTFT) / (mean output tokens - 1): the per-token figure the
     inference-perf records of real vLLM runs report as their TPOT (``itl_mean``)."""
@@ -204,6 +231,7 @@ def summarize(
                                      enumerate(histogram) if count},
         },
         "preemptions": int(rows["num_preemptions"].sum()),
+        "stability": stability(rows),
         "busy_fraction": stats.busy_s / (makespan * len(kv_blocks_per_replica))
         if makespan > 0 else 0.0,
     }
