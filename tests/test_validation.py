@@ -122,3 +122,8 @@ def test_a_missing_baseline_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", "--baseline", str(tmp_path / "none.json")])
     assert result.exit_code == 2
     assert result.output.startswith("error: --baseline") and "no such file" in result.output
+
+
+def test_a_measured_folder_that_is_not_the_pack_is_a_one_line_error(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["validate", "--measured", str(tmp_path)])
+    assert result.exit_code == 2 and result.output.startswith("error: --measured")

@@ -126,6 +126,9 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
     report = ValidationReport(rows=rows, groups=groups, pending=pending, regressions=[],
                               movements=[], baseline_path=baseline_path)
     measured_dir = Path(measured) if measured is not None else default_measured_dir()
+    if measured is not None and not (Path(measured) / "vidur").is_dir():
+        raise ClusterSimError(f"--measured {measured}: no vidur/ folder there; name the "
+                              "measured pack's folder (the shared folder's measured/)")
     if measured_dir is None or not (measured_dir / "vidur").is_dir():
         report.operators_skipped = ("operator group skipped: no measured pack (the shared "
                                     "folder's measured/, or --measured DIR)")
