@@ -16,6 +16,7 @@ from rich.table import Table
 from cli.common import console, deployment_from_flags, fail, user_errors
 from reports import run_report
 from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
+from validation.error_bars import interval
 from workloads.loaders import FORMATS, load_workload
 from workloads.overrides import read_mapping
 from workloads.training import is_training_file, load_training_job
@@ -68,6 +69,13 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
     if good["slo_attainment"] is not None:
         console.print(f"goodput {good['requests_per_s']:.3f} req/s "
                       f"(SLO attainment {good['slo_attainment']:.1%})")
+    bars = summary.get("error_bars")
+    if bars:
+        ranges = ", ".join(f"{name} {_fmt_ms(row['low_s'])}-{_fmt_ms(row['high_s'])} ms"
+                           for name, row in bars.items() if isinstance(row, dict))
+        runs = max(row["runs"] for row in bars.values() if isinstance(row, dict))
+        console.print(f"validated range ({bars['group']}, up to {runs} real vLLM runs): "
+                      f"{ranges}")
     state = summary["stability"]
     console.print(f"{state['state']}: {state['evidence']}")
     console.print(f"simulated {summary['makespan_s']:,.1f} s in {runtime_s:.2f} s "
@@ -172,6 +180,9 @@ def simulate_command(
     if not result.ok:
         fail(str(result.error))
     assert result.summary is not None
+    bars = interval(result.summary)
+    if bars:
+        result.summary["error_bars"] = bars
     _print_summary(result.summary, result.runtime_s)
     if report is not None:
         write_text(report, run_report(result))

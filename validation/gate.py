@@ -18,6 +18,7 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from simulator.files import to_json_text, write_text
 from validation.comparison import compare_to_baseline, group_errors, predict_records
+from validation.error_bars import build_error_bars, write_error_bars
 from validation.operators import (
     compare_operators,
     default_measured_dir,
@@ -171,4 +172,6 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
             "error_pct": current, "operators": operators}))
         report.baseline_updated = True
         report.written.append(baseline_path)
+        if measured_dir is not None and not report.operators.empty:
+            report.written.append(write_error_bars(build_error_bars(serving_rows(measured_dir))))
     return report

@@ -1,0 +1,95 @@
+"""Error bars on serving predictions, from how far the simulator missed real vLLM runs.
+
+For each GPU, and each metric the serving group checks (E2E mean, TTFT mean, TPOT of
+means), the signed relative errors of the replayed runs, ``e = (predicted - measured) /
+measured``, give the range a measurement would have fallen in::
+
+    measured = predicted / (1 + e)      e between the group's 10th and 90th percentiles
+    interval = [predicted / (1 + e_p90), predicted / (1 + e_p10)]
+
+The nearest group is the run's GPU when it has at least ``MIN_RUNS`` replayed runs, else
+every GPU pooled (said in the output). The percentiles are stored, with the run counts,
+in ``validation/serving_error_bars.json``, written with the baseline
+(``clustersim validate --update-baseline``): derived figures, so predictions carry them
+where the measured pack is not. A small group gives a narrow band that is not a
+confidence interval; the run count is shown beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profiles.hardware import load_gpu
+from simulator import to_json_text, write_text
+from validation.serving_runs import GPU_NAMES
+
+__all__ = ["ERROR_BARS_PATH", "MIN_RUNS", "build_error_bars", "interval", "load_error_bars",
+           "write_error_bars"]
+
+ERROR_BARS_PATH = Path(__file__).resolve().parent / "serving_error_bars.json"
+MIN_RUNS = 3
+# summary key of each checked metric: (statistic of the summary, its name in the group)
+_METRICS = {"e2e_mean": ("e2e_s", "mean"), "ttft_mean": ("ttft_s", "mean"),
+            "tpot_mean": ("tpot_of_means_s", None)}
+
+
+def build_error_bars(rows: pd.DataFrame) -> dict[str, Any]:
+    """Signed-error percentiles per GPU (catalog name) and metric, and pooled ("all"),
+    from the serving group's whole-run rows."""
+    whole = rows[rows["stage"] == -1].assign(
+        signed=lambda r: (r["predicted_ms"] - r["measured_ms"]) / r["measured_ms"])
+    groups: dict[str, Any] = {}
+    for label, part in [("all", whole),
+                        *((load_gpu(GPU_NAMES[str(gpu)]).name, p)
+                          for gpu, p in whole.groupby("gpu"))]:
+        groups[label] = {
+            metric: {"runs": len(values),
+                     "p10": float(np.percentile(values, 10)),
+                     "p50": float(np.percentile(values, 50)),
+                     "p90": float(np.percentile(values, 90))}
+            for metric, values in ((m, part[part["metric"] == m]["signed"].to_numpy())
+                                   for m in _METRICS) if len(values)}
+    return {"_comment": "Signed relative errors (predicted - measured) / measured of the "
+                        "serving group's replayed vLLM runs; written by `clustersim validate "
+                        "--update-baseline`.", "groups": groups}
+
+
+def write_error_bars(bars: dict[str, Any], path: Path = ERROR_BARS_PATH) -> Path:
+    write_text(path, to_json_text(bars))
+    return path
+
+
+def load_error_bars(path: Path = ERROR_BARS_PATH) -> dict[str, Any]:
+    """The committed error bars ({} when none were written)."""
+    if not path.is_file():
+        return {}
+    bars: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")).get("groups", {})
+    return bars
+
+
+def interval(summary: dict[str, Any], bars: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The validated range of a run's checked metrics (module docstring), or an empty
+    mapping when there are no error bars."""
+    bars = load_error_bars() if bars is None else bars
+    gpu = summary["run"]["gpu"]
+    group, label = bars.get(gpu), gpu
+    if group is None or min((g["runs"] for g in group.values()), default=0) < MIN_RUNS:
+        group, label = bars.get("all"), "all GPUs"
+    if not group:
+        return {}
+    out: dict[str, Any] = {"group": label, "method": "predicted / (1 + e) for e between the "
+                           "10th and 90th percentiles of the group's signed errors"}
+    for metric, (key, stat) in _METRICS.items():
+        entry = summary.get(key)
+        value = entry.get(stat) if stat is not None and isinstance(entry, dict) else entry
+        if metric not in group or value is None or not np.isfinite(value):
+            continue
+        e = group[metric]
+        out[metric] = {"predicted_s": float(value), "low_s": float(value) / (1 + e["p90"]),
+                       "high_s": float(value) / (1 + e["p10"]), "runs": e["runs"]}
+    return out
