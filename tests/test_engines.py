@@ -7,6 +7,7 @@ import pytest
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
 from simulator.serving.engine import resolve, simulate
+from simulator.serving.presets import ENGINE_PRESETS
 from tests.conftest import make_deployment, make_trace
 
 
@@ -114,3 +115,20 @@ def test_asynchronous_scheduling_admits_an_arrival_one_step_later() -> None:
         assert abs(ends.spans[first_steps[-1]][0] - b_start) < 1.5e-6
     serial, asynchronous = first_steps
     assert serial == 3 and asynchronous == 4
+
+
+def test_the_client_path_delays_every_token_not_the_gaps() -> None:
+    """The vLLM 0.15 preset's fitted client path (from its fits file) adds to TTFT and E2E
+    as the client sees them and leaves TPOT alone; the summary names its source."""
+    path = ENGINE_PRESETS["vllm-v1-0.15"].client_path_s
+    trace = make_trace([0.0], [64], [8])
+    plain = simulate(make_deployment("llama-3-8b", "h100", engine="vllm-v1"), trace)
+    fitted = simulate(make_deployment("llama-3-8b", "h100", engine="vllm-v1-0.15"), trace)
+    assert path > 0
+    for column in ("ttft_s", "e2e_s"):
+        server = fitted.requests[column].iloc[0] - path
+        assert server > 0 and fitted.requests[column].iloc[0] > plain.requests[column].iloc[0]
+    assert fitted.requests["tpot_s"].iloc[0] == pytest.approx(
+        (fitted.requests["e2e_s"].iloc[0] - fitted.requests["ttft_s"].iloc[0]) / 7)
+    engine = fitted.summary["run"]["engine"]
+    assert engine["client_path_s"] == path and "fitted" in engine["client_path_source"]

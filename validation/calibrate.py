@@ -14,6 +14,12 @@ at 5 ms; the optimizer is Nelder-Mead from a fixed start (deterministic). ``--wr
 stores the parameters in ``profiles/data/kernel_fits.json`` with the data that fit them
 and the in-sample error. ``--leave-one-model-out`` refits the GEMM parameters without
 each Vidur model in turn and reports the held-out model's error next to the in-sample.
+
+``--serving`` fits the one engine-path parameter of the vLLM 0.15 preset instead: the
+client path per request (the request's way in and the first chunk's way out, which the
+engine's step loop does not see), as the median of the runs' TTFT residuals over the
+serving group; every model's runs are also predicted with the value fitted without them.
+``--write`` stores it in ``simulator/serving/data/engine_fits.json``.
 """
 
 from __future__ import annotations
@@ -51,7 +57,9 @@ from profiles.operator_times import (
     decode_attention_s,
     prefill_attention_s,
 )
+from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
 from validation.operators import VIDUR_SOURCE, attention_rows
+from validation.serving_runs import serving_rows
 
 __all__ = ["calibrate", "fit_all_reduce",
            "fit_attention", "fit_gemm", "fit_stream", "leave_one_model_out"]
@@ -231,17 +239,61 @@ def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+SERVING_PRESET = "vllm-v1-0.15"
+
+
+def fit_client_path(measured_dir: str | Path) -> tuple[float, pd.DataFrame]:
+    """(client path seconds, per-model table of in-sample and held-out TTFT errors)."""
+    current = ENGINE_PRESETS[SERVING_PRESET].client_path_s * 1e3
+    rows = serving_rows(measured_dir)
+    ttft = rows[(rows["stage"] == -1) & (rows["metric"] == "ttft_mean")].copy()
+    ttft["engine_ms"] = ttft["predicted_ms"] - current  # the server's TTFT alone
+    ttft["residual_ms"] = ttft["measured_ms"] - ttft["engine_ms"]
+    fitted = float(np.median(ttft["residual_ms"]))
+    table = []
+    for model, part in ttft.groupby("model"):
+        without = float(np.median(ttft[ttft["model"] != model]["residual_ms"]))
+        for label, value in (("in_sample", fitted), ("held_out", without)):
+            errors = (part["engine_ms"] + value - part["measured_ms"]).abs() \
+                / part["measured_ms"] * 100
+            table.append({"model": model, "runs": len(part), "fit": label,
+                          "client_path_ms": value, "ttft_error_pct": float(errors.median())})
+    return fitted / 1e3, pd.DataFrame(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m validation.calibrate",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("measured_dir", type=Path)
     parser.add_argument("--write", action="store_true", help=f"write {FITS_PATH.name}")
     parser.add_argument("--leave-one-model-out", action="store_true")
+    parser.add_argument("--serving", action="store_true",
+                        help="fit the vLLM 0.15 preset's client path to the vLLM runs")
     args = parser.parse_args(argv)
     if not (args.measured_dir / "vidur").is_dir():
         print(f"error: {args.measured_dir}: no vidur/ folder; give the measured pack",
               file=sys.stderr)
         return 2
+    if args.serving:
+        seconds, table = fit_client_path(args.measured_dir)
+        wide = table.pivot_table(index="model", columns="fit", values="ttft_error_pct")
+        print(table.round(2).to_string(index=False))
+        in_sample, held_out = float(wide["in_sample"].median()), float(wide["held_out"].median())
+        print(f"client path {seconds * 1e3:.2f} ms; TTFT median error over models: "
+              f"in-sample {in_sample:.1f}%, leave-one-model-out {held_out:.1f}%")
+        if args.write:
+            document = {"_comment": "Written by `python -m validation.calibrate MEASURED "
+                                    "--serving --write`.", "presets": {SERVING_PRESET: {
+                "client_path_s": round(seconds, 6),
+                "source": f"fitted: the median TTFT residual of {int(table['runs'].sum() / 2)} "
+                          "vLLM 0.15 runs of the measured pack (vllm_runs.csv, inference-perf "
+                          "clients) replayed by the serving group; it absorbs whatever else "
+                          "the replay misses before the first token",
+                "in_sample_ttft_median_error_pct": round(in_sample, 3),
+                "leave_one_model_out_ttft_median_error_pct": round(held_out, 3)}}}
+            ENGINE_FITS_PATH.write_text(json.dumps(document, indent=1) + "\n")
+            print(f"wrote {ENGINE_FITS_PATH}")
+        return 0
     if args.leave_one_model_out:
         for sku in VIDUR_SKUS:
             print(leave_one_model_out(args.measured_dir, sku).round(2).to_string(index=False))

@@ -41,7 +41,13 @@ from simulator.serving.config import (
     with_engine_defaults,
 )
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
-from simulator.serving.metrics import StepRecorder, StepStats, request_rows, summarize
+from simulator.serving.metrics import (
+    StepRecorder,
+    StepStats,
+    request_rows,
+    summarize,
+    with_client_path,
+)
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
 from simulator.serving.replica import Replica, delay_to
 from simulator.serving.request import Request
@@ -225,7 +231,9 @@ def _engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
     if deployment.engine is not None:
         preset = ENGINE_PRESETS[deployment.engine]
         record.update(version=preset.version, knobs_source=preset.knobs_source,
-                      overhead_source=preset.overhead_source)
+                      overhead_source=preset.overhead_source,
+                      client_path_s=preset.client_path_s,
+                      client_path_source=preset.client_path_source)
     if deployment.cpu_overhead is not None:
         record["overhead_source"] = "given in the deployment"
     record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None
@@ -362,6 +370,8 @@ def simulate(
         assert kv_cache.num_free_blocks == kv_cache.num_gpu_blocks, "KV blocks leaked"
 
     rows = request_rows(requests, workload.request_ids)
+    if deployment.engine is not None:
+        rows = with_client_path(rows, ENGINE_PRESETS[deployment.engine].client_path_s)
     summary = summarize(
         rows, stats, gaps, num_gpus=resolved.num_gpus,
         peak_flops_per_gpu=resolved.gpu.peak_flops(resolved.model.dtype),

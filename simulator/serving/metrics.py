@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from simulator.serving.scheduler import StepPlan
 
 __all__ = ["OVERLOAD_SLOPE", "REQUEST_COLUMNS", "StepRecorder", "StepStats", "request_rows",
-           "stability", "summarize"]
+           "stability", "summarize", "with_client_path"]
 
 OVERLOAD_SLOPE = 0.05  # seconds of extra queueing per second of arrivals (module docstring)
 _WARM_UP_SHARE = 0.1
@@ -107,6 +107,19 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.
         "num_preemptions": [r.num_preemptions for r in requests],
         "num_cached_tokens": [r.num_cached_tokens for r in requests],
     })[REQUEST_COLUMNS]
+
+
+def with_client_path(rows: pd.DataFrame, client_path_s: float) -> pd.DataFrame:
+    """Request rows as the client sees them: every token reaches it ``client_path_s``
+    after the server's time (the request's way in plus the stream's way out), so TTFT and
+    E2E grow by it and TPOT and the gaps between tokens do not."""
+    if not client_path_s:
+        return rows
+    rows = rows.copy()
+    for column in ("first_token_s", "finish_s", "ttft_s", "e2e_s"):
+        rows[column] = rows[column] + client_path_s
+    rows["ntpot_s"] = rows["e2e_s"] / rows["output_tokens"]
+    return rows
 
 
 def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:

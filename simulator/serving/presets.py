@@ -17,12 +17,19 @@ until the real-runs issue measures them on our GPU; they are data, kept here in 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ENGINE_PRESETS", "CpuOverhead", "EnginePreset", "engine_scheduler_defaults"]
+__all__ = ["ENGINE_FITS_PATH", "ENGINE_PRESETS", "CpuOverhead", "EnginePreset",
+           "engine_scheduler_defaults"]
+
+# Engine-path parameters fitted to real runs (``python -m validation.calibrate MEASURED
+# --serving --write``), by preset name, each with the runs that fit it.
+ENGINE_FITS_PATH = Path(__file__).parent / "data" / "engine_fits.json"
 
 
 class CpuOverhead(BaseModel):
@@ -49,6 +56,8 @@ class EnginePreset:
     overhead: CpuOverhead
     overhead_source: str
     large_gpu_scheduler: dict[str, Any] = field(default_factory=dict)
+    client_path_s: float = 0.0  # request in (HTTP, tokenization) + first chunk out, per request
+    client_path_source: str = "not modelled"
 
 
 _VLLM_V1_OVERHEAD = (
@@ -106,6 +115,19 @@ ENGINE_PRESETS: dict[str, EnginePreset] = {
         overhead_source=_VLLM_V0_OVERHEAD,
     ),
 }
+
+
+def _with_fits(presets: dict[str, EnginePreset]) -> dict[str, EnginePreset]:
+    """The presets with their fitted engine-path parameters, where a fit exists."""
+    if not ENGINE_FITS_PATH.is_file():
+        return presets
+    fits = json.loads(ENGINE_FITS_PATH.read_text())["presets"]
+    return {name: replace(preset, client_path_s=fits[name]["client_path_s"],
+                          client_path_source=fits[name]["source"])
+            if name in fits else preset for name, preset in presets.items()}
+
+
+ENGINE_PRESETS = _with_fits(ENGINE_PRESETS)
 
 
 def engine_scheduler_defaults(engine: str, hbm_gib: float, gpu_name: str) -> dict[str, Any]:
