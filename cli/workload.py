@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from cli.common import console, fail, user_errors
 from profiles.errors import format_validation_error
@@ -40,6 +40,17 @@ __all__ = ["app"]
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Generate and inspect request traces.")
 
+TraceOut = Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")]
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
+def _spec(model: type[SpecT], command: str, **fields: Any) -> SpecT:
+    """A generator spec from a command's flags; a bad value is the one-line error."""
+    try:
+        return model(**fields)
+    except ValidationError as error:
+        fail(format_validation_error(error, f"workload {command}"))
+
 
 def _arrival_spec(arrival: str, rate: float, cv: float | None) -> dict[str, Any]:
     spec: dict[str, Any] = {"kind": arrival, "rate_per_s": rate}
@@ -59,7 +70,7 @@ def _save_and_report(trace: RequestTrace, out: Path) -> None:
 @app.command("generate")
 @user_errors
 def generate_command(
-    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    out: TraceOut,
     num_requests: Annotated[int, typer.Option(help="requests to generate")],
     rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
     prompt: Annotated[str, typer.Option(
@@ -72,12 +83,9 @@ def generate_command(
 ) -> None:
     """Generate a synthetic trace (seeded: the same flags give the same file)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
-    try:
-        spec = GeneratorSpec(num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
-                             prompt=parse_distribution(prompt, "--prompt"),
-                             output=parse_distribution(output, "--output"), seed=seed)
-    except ValidationError as error:
-        fail(format_validation_error(error, "workload generate"))
+    spec = _spec(GeneratorSpec, "generate", num_requests=num_requests, arrival=arrival_spec,
+                 prompt=parse_distribution(prompt, "--prompt"),
+                 output=parse_distribution(output, "--output"), seed=seed)
     trace = generate(spec)
     _save_and_report(trace, out)
 
@@ -85,7 +93,7 @@ def generate_command(
 @app.command("chat")
 @user_errors
 def chat_command(
-    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    out: TraceOut,
     num_requests: Annotated[int, typer.Option(help="requests to generate")],
     rate: Annotated[float, typer.Option(help="mean arrival rate, requests per second")],
     num_system_prompts: Annotated[int, typer.Option(help="distinct system prompts")],
@@ -102,16 +110,12 @@ def chat_command(
 ) -> None:
     """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
-    try:
-        spec = ChatSpec(
-            num_requests=num_requests, arrival=arrival_spec,  # type: ignore[arg-type]
-            num_system_prompts=num_system_prompts, users_per_prompt=users_per_prompt,
-            system_prompt_tokens=system_prompt_tokens,
-            question=parse_distribution(question, "--question"),
-            output=parse_distribution(output, "--output"), turns_per_session=turns,
-            think_time_s=think_time, seed=seed)
-    except ValidationError as error:
-        fail(format_validation_error(error, "workload chat"))
+    spec = _spec(ChatSpec, "chat", num_requests=num_requests, arrival=arrival_spec,
+                 num_system_prompts=num_system_prompts, users_per_prompt=users_per_prompt,
+                 system_prompt_tokens=system_prompt_tokens,
+                 question=parse_distribution(question, "--question"),
+                 output=parse_distribution(output, "--output"), turns_per_session=turns,
+                 think_time_s=think_time, seed=seed)
     trace = generate_chat(spec)
     _save_and_report(trace, out)
 
@@ -131,7 +135,7 @@ def stats_command(
 @user_errors
 def from_inference_perf_command(
     config: Annotated[Path, typer.Argument(help="inference-perf config (YAML)")],
-    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    out: TraceOut,
     seed: Annotated[int, typer.Option(help="seeds Poisson arrivals")] = 0,
 ) -> None:
     """The request stream of an inference-perf shared_prefix config (load stages, prompts
@@ -145,7 +149,7 @@ def from_inference_perf_command(
 @app.command("from-vllm-bench")
 @user_errors
 def from_vllm_bench_command(
-    out: Annotated[Path, typer.Option(help="trace file to write (.json or .jsonl)")],
+    out: TraceOut,
     num_prompts: Annotated[int, typer.Option(help="as vLLM's --num-prompts")],
     request_rate: Annotated[float, typer.Option(help="requests per second (inf: all at once)")],
     random_input_len: Annotated[int, typer.Option(help="as --random-input-len")],
@@ -156,12 +160,9 @@ def from_vllm_bench_command(
     seed: Annotated[int, typer.Option()] = 0,
 ) -> None:
     """The requests of vLLM's benchmark_serving with --dataset-name random."""
-    try:
-        spec = VllmBenchSpec(num_prompts=num_prompts, request_rate=request_rate,
-                             burstiness=burstiness, random_input_len=random_input_len,
-                             random_output_len=random_output_len,
-                             random_range_ratio=random_range_ratio,
-                             random_prefix_len=random_prefix_len, seed=seed)
-    except ValidationError as error:
-        fail(format_validation_error(error, "workload from-vllm-bench"))
+    spec = _spec(VllmBenchSpec, "from-vllm-bench", num_prompts=num_prompts,
+                 request_rate=request_rate, burstiness=burstiness,
+                 random_input_len=random_input_len, random_output_len=random_output_len,
+                 random_range_ratio=random_range_ratio, random_prefix_len=random_prefix_len,
+                 seed=seed)
     _save_and_report(from_vllm_bench(spec), out)

@@ -51,9 +51,9 @@ def _model_name(hf_id: str) -> str | None:
     return None
 
 
-def _why_not(run: pd.DataFrame) -> str | None:
+def _why_not(run: pd.DataFrame, model: str | None) -> str | None:
     first = run.iloc[0]
-    if _model_name(str(first["model"])) is None:
+    if model is None:
         return f"model {first['model']} is not in the catalog"
     if str(first["hardware"]) not in GPU_NAMES:
         return f"hardware {first['hardware']} is not in the catalog"
@@ -79,21 +79,20 @@ def _config(run: pd.DataFrame) -> InferencePerfConfig:
             "output_len": int(first["output_len"])}}})
 
 
-def _deployment(run: pd.DataFrame) -> dict[str, Any]:
+def _deployment(run: pd.DataFrame, model: str) -> dict[str, Any]:
     first = run.iloc[0]
     scheduler: dict[str, Any] = {"max_num_batched_tokens": int(first["max_num_batched_tokens"])}
     if pd.notna(first["gpu_memory_utilization"]):  # else vLLM's default, 0.9 (the preset's)
         scheduler["gpu_memory_utilization"] = float(first["gpu_memory_utilization"])
     if pd.notna(first["max_num_seqs"]):
         scheduler["max_num_seqs"] = int(first["max_num_seqs"])
-    model = _model_name(str(first["model"]))
     if pd.notna(first["total_kv_blocks"]):
         blocks = int(first["total_kv_blocks"])
         scheduler["num_gpu_blocks_override"] = blocks
         # NOTE: vLLM refuses a context longer than its KV cache, so a server whose model
         # allows more (Mistral-Nemo: 1M positions) ran with a smaller --max-model-len; the
         # source does not say which, and the KV cache's size is the largest it can be.
-        context = load_model(str(model)).max_position_embeddings
+        context = load_model(model).max_position_embeddings
         scheduler["max_model_len"] = min(context, blocks * int(first["block_size_tokens"]))
     return {"model": model, "gpu": GPU_NAMES[str(first["hardware"])],
             "parallelism": {"tp": int(first["tp"])}, "engine": "vllm-v1-0.15",
@@ -105,15 +104,16 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.read_csv(Path(measured_dir) / "vllm_runs.csv")
     rows, skipped = [], []
     for run_id, run in runs.groupby("run_id", sort=True):
-        reason = _why_not(run)
-        if reason is not None:
+        model = _model_name(str(run.iloc[0]["model"]))
+        reason = _why_not(run, model)
+        if reason is not None or model is None:
             skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],
                             "hardware": run.iloc[0]["hardware"], "reason": reason})
             continue
         config = _config(run)
         trace = from_inference_perf(config)
         try:
-            result = simulate(build_deployment(_deployment(run)), trace)
+            result = simulate(build_deployment(_deployment(run, model)), trace)
         except ClusterSimError as error:
             skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],
                             "hardware": run.iloc[0]["hardware"], "reason": str(error)})
