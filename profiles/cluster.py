@@ -18,6 +18,7 @@ once, when the simulation is built, never per step.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -27,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GPUSpec
 
-__all__ = ["ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph", "place_replicas"]
+__all__ = ["ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph", "place_pools",
+           "place_replicas"]
 
 
 class ClusterSpec(BaseModel):
@@ -66,17 +68,23 @@ def gpu_node_id(node: int, gpu: int) -> str:
     return f"n{node}.g{gpu}"
 
 
-def build_cluster_graph(spec: ClusterSpec, gpu: GPUSpec) -> nx.Graph:
+def build_cluster_graph(spec: ClusterSpec, gpu: GPUSpec,
+                        node_gpus: Sequence[GPUSpec] | None = None) -> nx.Graph:
     """The cluster as a graph: GPU, scale-up switch and network-switch vertices.
 
     Edge attributes: ``bandwidth_bytes_per_s`` (effective, per direction, i.e. the
-    catalog figure times the link's efficiency) and ``latency_s``.
+    catalog figure times the link's efficiency) and ``latency_s``. ``node_gpus`` gives
+    each node its own GPU type (a heterogeneous cluster); else every node has ``gpu``.
     """
     graph = nx.Graph()
     graph.add_node("network", kind="switch")
-    scale_up_bw = gpu.scale_up.bandwidth_gbps * GB * gpu.efficiency.scale_up
-    nic_bw = gpu.nic_bandwidth_gbps * GB * gpu.efficiency.network
+    if node_gpus is not None and len(node_gpus) != spec.num_nodes:
+        raise ValueError("node_gpus must name one GPU type per node")
     for node in range(spec.num_nodes):
+        if node_gpus is not None:
+            gpu = node_gpus[node]
+        scale_up_bw = gpu.scale_up.bandwidth_gbps * GB * gpu.efficiency.scale_up
+        nic_bw = gpu.nic_bandwidth_gbps * GB * gpu.efficiency.network
         switch = f"n{node}.switch"
         graph.add_node(switch, kind="switch", node=node)
         for index in range(spec.gpus_per_node):
@@ -167,3 +175,74 @@ def place_replicas(
             )
         placements.append(ReplicaPlacement(replica_id=replica, stage_gpus=tuple(stages)))
     return placements
+
+
+def _pack_one(cursor: int, gpus_per_node: int, replica_id: int, tp: int, pp: int
+              ) -> tuple[ReplicaPlacement, int]:
+    """One replica on consecutive GPUs from ``cursor`` (a TP group never straddles
+    nodes); returns it and the next free cursor."""
+    stages = []
+    for _ in range(pp):
+        offset = cursor % gpus_per_node
+        if offset + tp > gpus_per_node:
+            cursor += gpus_per_node - offset
+        stages.append(tuple(gpu_node_id(c // gpus_per_node, c % gpus_per_node)
+                            for c in range(cursor, cursor + tp)))
+        cursor += tp
+    return ReplicaPlacement(replica_id=replica_id, stage_gpus=tuple(stages)), cursor
+
+
+def place_pools(gpus: tuple[GPUSpec, GPUSpec], shapes: Sequence[tuple[int, int, int]],
+                gpus_per_node: int, placement: str
+                ) -> tuple[list[GPUSpec], tuple[list[ReplicaPlacement], list[ReplicaPlacement]]]:
+    """Place a prefill and a decode pool (``shapes``: replicas, tp, pp of each).
+
+    ``by_pool``: the prefill replicas fill nodes of the prefill GPU, then the decode
+    replicas fill nodes of their own (KV crosses the network). ``paired``: both pools on
+    one GPU type, prefill replica i and decode replica i on the same node (KV stays on
+    the scale-up links; DistServe's placement for clusters with slow networks).
+
+    Returns:
+        The GPU type of each node, and the placements of each pool.
+
+    Raises:
+        ClusterSimError: a TP group larger than a node, or a pair that does not fit one.
+    """
+    for pool, (_, tp, _) in zip(("prefill", "decode"), shapes, strict=True):
+        if tp > gpus_per_node:
+            raise ClusterSimError(
+                f"disaggregation.{pool}.parallelism.tp={tp} exceeds gpus_per_node="
+                f"{gpus_per_node}; tensor parallelism stays inside a node")
+    pools: tuple[list[ReplicaPlacement], list[ReplicaPlacement]] = ([], [])
+    if placement == "by_pool":
+        node_gpus: list[GPUSpec] = []
+        cursor = 0
+        for index, (replicas, tp, pp) in enumerate(shapes):
+            for replica in range(replicas):
+                placed, cursor = _pack_one(cursor, gpus_per_node, replica, tp, pp)
+                pools[index].append(placed)
+            nodes = -(-cursor // gpus_per_node)
+            node_gpus += [gpus[index]] * (nodes - len(node_gpus))
+            cursor = nodes * gpus_per_node
+        return node_gpus, pools
+    if gpus[0].name != gpus[1].name:
+        raise ClusterSimError(
+            f"disaggregation.placement=paired puts both pools on the same nodes, so both "
+            f"need one GPU type (got {gpus[0].name} and {gpus[1].name}); use by_pool")
+    sizes = [tp * pp for _, tp, pp in shapes]
+    if sum(sizes) > gpus_per_node:
+        raise ClusterSimError(
+            f"disaggregation.placement=paired: a prefill replica ({sizes[0]} GPUs) and a "
+            f"decode replica ({sizes[1]} GPUs) must fit one node of {gpus_per_node}; "
+            f"use by_pool or smaller replicas")
+    cursor = 0
+    for i in range(max(shapes[0][0], shapes[1][0])):
+        pair = [index for index in (0, 1) if i < shapes[index][0]]
+        room = gpus_per_node - cursor % gpus_per_node
+        if sum(sizes[index] for index in pair) > room:
+            cursor += room
+        for index in pair:
+            _, tp, pp = shapes[index]
+            placed, cursor = _pack_one(cursor, gpus_per_node, i, tp, pp)
+            pools[index].append(placed)
+    return [gpus[0]] * -(-cursor // gpus_per_node), pools

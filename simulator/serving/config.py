@@ -15,6 +15,21 @@ A deployment file (YAML or JSON)::
     slo: {ttft_s: 2.0, tpot_s: 0.1}
     seed: 0
 
+A disaggregated deployment (DistServe, Splitwise) gives a prefill pool and a decode pool
+instead of ``replicas`` and ``parallelism``; each pool may name its own GPU type (a
+heterogeneous cluster), and the fields a pool leaves out come from the top level::
+
+    model: llama-3-8b
+    gpu: h100                    # the pools' GPU unless a pool names its own
+    disaggregation:
+      prefill: {replicas: 2, parallelism: {tp: 2}}
+      decode: {gpu: a100, replicas: 4, parallelism: {tp: 1}}
+      placement: by_pool         # by_pool: each pool on its own nodes; paired: P+D per node
+      transfer: {mode: layerwise, overhead_s: 0.0}
+      prefill_router: least_outstanding
+      decode_router: least_kv
+      threshold_tokens: 0        # prompts of at most this many tokens prefill on the decode pool
+
 Everything here is pydantic (frozen, extra fields refused) so a bad file fails with the
 path of the field at fault. :func:`resolve_scheduler` turns the policy preset plus the
 user's overrides into the engine's plain :class:`SchedulerConfig`.
@@ -25,7 +40,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from profiles.cluster import ClusterSpec
 from profiles.errors import ClusterSimError, format_validation_error
@@ -38,9 +53,12 @@ from workloads.overrides import apply_overrides, read_mapping
 
 __all__ = [
     "DeploymentConfig",
+    "DisaggregationConfig",
     "ParallelismConfig",
+    "PoolConfig",
     "SLOConfig",
     "SchedulerSettings",
+    "TransferConfig",
     "build_deployment",
     "load_deployment",
     "read_mapping",
@@ -83,16 +101,62 @@ class SLOConfig(_Frozen):
     tpot_s: float | None = Field(default=None, gt=0)
 
 
+RouterName = Literal["round_robin", "least_outstanding", "least_kv", "prefix_aware"]
+
+
+class PoolConfig(_Frozen):
+    """One pool of a disaggregated deployment: its GPUs, replicas, parallelism, scheduler.
+
+    ``gpu``, ``scheduler`` and ``profile`` left out take the deployment's."""
+
+    gpu: str | None = None
+    replicas: int = Field(default=1, ge=1)
+    parallelism: ParallelismConfig = ParallelismConfig()
+    scheduler: SchedulerSettings | None = None
+    profile: str | None = None
+
+
+class TransferConfig(_Frozen):
+    """How a request's KV cache moves from its prefill replica to its decode replica.
+
+    ``layerwise``: each layer's KV leaves as soon as the layer is computed (Splitwise,
+    Mooncake, NIXL-style connectors), so the transfer overlaps the prefill step and only
+    what the link could not carry during it remains when the step ends;
+    ``after_prefill``: the whole KV moves after the prefill step (DistServe's pull)."""
+
+    mode: Literal["layerwise", "after_prefill"] = "layerwise"
+    overhead_s: float = Field(default=0.0, ge=0, le=10,
+                              description="fixed time per transfer (handshake, block tables)")
+
+
+class DisaggregationConfig(_Frozen):
+    """Prefill and decode on separate pools, and how requests and KV move between them."""
+
+    prefill: PoolConfig
+    decode: PoolConfig
+    placement: Literal["by_pool", "paired"] = Field(
+        default="by_pool", description="by_pool: each pool on nodes of its own; paired: a "
+                                       "prefill and a decode replica share each node")
+    transfer: TransferConfig = TransferConfig()
+    prefill_router: RouterName = "least_outstanding"
+    decode_router: Literal["round_robin", "least_outstanding", "least_kv", "nearest"] = \
+        "least_kv"
+    threshold_tokens: int = Field(
+        default=0, ge=0, description="prompts of at most this many tokens skip the prefill "
+                                     "pool and are prefilled on their decode replica (llm-d)")
+
+
 class DeploymentConfig(_Frozen):
     """A serving deployment: model, hardware, parallelism, scheduler, router, SLOs."""
 
     model: str
-    gpu: str
+    gpu: str | None = Field(default=None, description="catalog name or GPU JSON file")
     replicas: int = Field(default=1, ge=1)
     parallelism: ParallelismConfig = ParallelismConfig()
     cluster: ClusterSpec | None = None
     scheduler: SchedulerSettings = SchedulerSettings()
-    router: Literal["round_robin", "least_outstanding", "least_kv"] = "least_outstanding"
+    router: RouterName = "least_outstanding"
+    disaggregation: DisaggregationConfig | None = None
     engine: Literal["vllm-v1", "vllm-v1-0.15", "vllm-v0", "sarathi"] | None = Field(
         default=None, description="engine preset: its defaults for unset scheduler knobs "
                                   "and its CPU overhead per step")
@@ -105,6 +169,45 @@ class DeploymentConfig(_Frozen):
         default=None, description="kernel profile folder: measured tables, roofline elsewhere")
     runtime_overhead_gib: float = Field(default=DEFAULT_RUNTIME_OVERHEAD_GIB, ge=0)
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _pools_or_replicas(self) -> DeploymentConfig:
+        disagg = self.disaggregation
+        if disagg is None:
+            if self.gpu is None:
+                raise ValueError("gpu: missing; name a catalog GPU (e.g. h100) or a GPU file")
+            return self
+        clash = sorted({"replicas", "parallelism"} & self.model_fields_set)
+        if clash:
+            raise ValueError(f"{clash[0]}: a disaggregated deployment sets replicas and "
+                             f"parallelism per pool (disaggregation.prefill / .decode)")
+        for name, pool in (("prefill", disagg.prefill), ("decode", disagg.decode)):
+            if pool.gpu is None and self.gpu is None:
+                raise ValueError(f"disaggregation.{name}.gpu: missing; name the pool's GPU "
+                                 f"or the deployment's gpu")
+        return self
+
+    @property
+    def is_disaggregated(self) -> bool:
+        return self.disaggregation is not None
+
+    def pool(self, name: Literal["prefill", "decode"]) -> DeploymentConfig:
+        """One pool of a disaggregated deployment as a deployment of its own."""
+        assert self.disaggregation is not None
+        pool: PoolConfig = getattr(self.disaggregation, name)
+        return self.model_copy(update={
+            "gpu": pool.gpu or self.gpu, "replicas": pool.replicas,
+            "parallelism": pool.parallelism,
+            "scheduler": pool.scheduler if pool.scheduler is not None else self.scheduler,
+            "profile": pool.profile or self.profile, "disaggregation": None,
+        })
+
+    @property
+    def gpu_name(self) -> str:
+        """The GPU of a colocated deployment (a disaggregated one names it per pool)."""
+        if self.gpu is None:
+            raise ClusterSimError("gpu: missing; name a catalog GPU (e.g. h100)")
+        return self.gpu
 
     def cluster_spec(self) -> ClusterSpec:
         """The given cluster, or the smallest 8-GPU-node cluster that holds the replicas."""

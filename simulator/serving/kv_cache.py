@@ -65,6 +65,10 @@ class KVCacheManager:
         """Tokens of ``request`` already in the cache (none without prefix caching)."""
         return 0
 
+    def peek_prefix(self, request: Request) -> int:
+        """As :meth:`lookup_prefix`, changing nothing (for routers that score replicas)."""
+        return 0
+
     def cache_blocks(self, request: Request) -> None:
         """Register ``request``'s newly full blocks for reuse (no-op without caching)."""
 
@@ -197,6 +201,20 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             hits.append(block)
         self._pending_hits[request.request_id] = hits
         return len(hits) * self.block_size
+
+    def peek_prefix(self, request: Request) -> int:
+        known = self.req_to_identities.get(request.request_id)
+        num_blocks = (request.num_tokens - 1) // self.block_size
+        if known is None or len(known) < num_blocks:
+            segments = list(request.prompt_segments or [(("prompt", request.request_id),
+                                                         request.prompt_tokens)])
+            known = self._hasher.block_ids(segments, self.block_size, 0, num_blocks, -1)
+        hits = 0
+        for identity in known[:num_blocks]:
+            if identity not in self.identity_to_block:
+                break
+            hits += 1
+        return hits * self.block_size
 
     def allocate_slots(self, request: Request, num_new_tokens: int,
                        num_hit_tokens: int = 0) -> int | None:

@@ -91,6 +91,8 @@ class Replica:
                                and cost_model.num_stages == 1)
         self._held: list[Request] = []
         self._running_since_s: float | None = None
+        self.last_spans: list[tuple[float, float]] = []  # the last completed step's stages
+        self.num_kv_held = 0  # disaggregation: finished prefills whose KV awaits transfer
         self.process = env.process(self.run())
 
     @property
@@ -107,6 +109,23 @@ class Replica:
         self.scheduler.add_request(request)
         if self._wake is not None and not self._wake.triggered:
             self._wake.succeed()
+
+    def receive(self, request: Request) -> None:
+        """Disaggregation: ``request``'s KV arrived in blocks this replica reserved for it
+        (``scheduler.reserve_remote``); it decodes from the next step."""
+        request.replica_id = self.replica_id
+        self.scheduler.add_remote(request)
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def wake(self) -> None:
+        """Let an idle replica look for work again (blocks were freed from outside)."""
+        if self._wake is not None and not self._wake.triggered:
+            self._wake.succeed()
+
+    def cached_prefix_tokens(self, request: Request) -> int:
+        """Prompt tokens of ``request`` this replica's prefix cache holds now (routers)."""
+        return self.scheduler.kv_cache.peek_prefix(request)
 
     def _admit_held(self, before_s: float) -> None:
         """Give the scheduler the held requests that arrived before ``before_s``."""
@@ -162,7 +181,9 @@ class Replica:
                 continue
             if not in_flight:
                 self._running_since_s = None
-                if scheduler.has_work():
+                # Blocks held for a KV transfer (either way) come free without a step.
+                waiting_on_transfer = self.num_kv_held or scheduler.num_receiving
+                if scheduler.has_work() and not waiting_on_transfer:
                     raise RuntimeError(
                         f"replica {self.replica_id} stalled at t={env.now:.6f}s with "
                         f"{scheduler.num_unfinished} unfinished requests and nothing runnable"
@@ -192,8 +213,9 @@ class Replica:
                 self._admit_held(spans[0][0])
             finished = scheduler.update(plan, env.now)
             self.num_outstanding -= len(finished)
+            self.last_spans = spans
+            for recorder in self.recorders:
+                recorder.on_step(self.replica_id, spans, plan, cost, used)
             if finished and self.on_finish is not None:
                 for request in finished:
                     self.on_finish(request)
-            for recorder in self.recorders:
-                recorder.on_step(self.replica_id, spans, plan, cost, used)

@@ -64,6 +64,13 @@ class Request:
     # and how many prompt tokens came from the cache at the last admission.
     prompt_segments: list[tuple[Any, int]] | None = None
     num_cached_tokens: int = 0
+    # Disaggregation only: a prefill-pool request keeps its KV when it finishes (its
+    # transfer frees it); the decode-side request records where and when its KV moved.
+    keep_kv: bool = False
+    prefill_replica_id: int = -1
+    prefill_done_s: float = math.nan
+    transfer_start_s: float = math.nan
+    transfer_end_s: float = math.nan
 
     @property
     def num_tokens(self) -> int:

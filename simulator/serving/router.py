@@ -21,6 +21,8 @@ class ReplicaLoad(Protocol):
     @property
     def kv_usage(self) -> float: ...
 
+    def cached_prefix_tokens(self, request: Request) -> int: ...
+
 
 class Router(Protocol):
     def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int: ...
@@ -54,8 +56,29 @@ class LeastKVUsage:
         return keys.index(min(keys))
 
 
+class PrefixAware:
+    """Scores each replica as llm-d's inference scheduler does, by a weighted sum of
+    three scorers each scaled to [0, 1]: the share of the prompt its prefix cache holds,
+    how short its queue is (1 - outstanding / the most outstanding), and how free its KV
+    cache is (1 - use). Equal weights (an assumption: llm-d's are configurable); the
+    highest score wins, ties to the lowest index."""
+
+    weights = (1.0, 1.0, 1.0)
+
+    def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int:
+        most = max(replica.num_outstanding for replica in replicas) or 1
+        w_prefix, w_queue, w_kv = self.weights
+        scores = [
+            w_prefix * replica.cached_prefix_tokens(request) / max(1, request.prompt_tokens)
+            + w_queue * (1 - replica.num_outstanding / most)
+            + w_kv * (1 - replica.kv_usage)
+            for replica in replicas]
+        return scores.index(max(scores))
+
+
 ROUTERS: dict[str, Callable[[], Router]] = {
     "round_robin": RoundRobin,
     "least_outstanding": LeastOutstanding,
     "least_kv": LeastKVUsage,
+    "prefix_aware": PrefixAware,
 }

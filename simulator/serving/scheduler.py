@@ -120,12 +120,30 @@ class Scheduler:
         self._next_step_id = 0
         self._chunk_cap = (config.long_prefill_token_threshold or config.max_num_batched_tokens)
         self._now_s = 0.0
+        self.num_receiving = 0  # disaggregation: requests whose KV is on its way here
 
     # ---- queue ----------------------------------------------------------------------
 
     def add_request(self, request: Request) -> None:
         request.status = RequestStatus.WAITING
         self.waiting.add(request)
+
+    def reserve_remote(self, request: Request) -> bool:
+        """Disaggregation: take blocks for the KV of ``request``'s prompt, computed on
+        another replica, and a sequence slot for it, if both are free now."""
+        if len(self.running) + self.num_receiving >= self.config.max_num_seqs:
+            return False
+        if self.kv_cache.allocate_slots(request, request.prompt_tokens) is None:
+            return False
+        self.num_receiving += 1
+        return True
+
+    def add_remote(self, request: Request) -> None:
+        """Disaggregation: ``request``'s KV has arrived; it runs from its next decode."""
+        self.num_receiving -= 1
+        request.num_computed_tokens = request.prompt_tokens
+        request.status = _RUNNING
+        self.running.append(request)
 
     @property
     def num_unfinished(self) -> int:
@@ -219,7 +237,8 @@ class Scheduler:
     def _admit_waiting(self, plan: StepPlan, budget: int) -> int:
         cfg = self.config
         waiting = self.waiting
-        while waiting and budget > 0 and len(self.running) < cfg.max_num_seqs:
+        while (waiting and budget > 0
+               and len(self.running) + self.num_receiving < cfg.max_num_seqs):
             request = waiting.peek()
             num_hit = 0
             if request.num_computed_tokens == 0:
@@ -243,7 +262,8 @@ class Scheduler:
     def _swap_in(self, plan: StepPlan, budget: int) -> int:
         """Bring swapped requests back in FCFS order while their blocks and next tokens fit
         (no preemption on their behalf, so a step cannot swap a request out and in again)."""
-        while self.swapped and budget > 0 and len(self.running) < self.config.max_num_seqs:
+        while (self.swapped and budget > 0
+               and len(self.running) + self.num_receiving < self.config.max_num_seqs):
             request = self.swapped[0]
             num_new = self._num_new_tokens(request, budget)
             if num_new == 0:
@@ -289,7 +309,7 @@ class Scheduler:
         plan.padding_context_lens = self.padding_context_lens
         self._next_step_id += 1
         assert budget >= 0, "scheduled tokens exceed max_num_batched_tokens"
-        assert len(self.running) <= self.config.max_num_seqs
+        assert len(self.running) + self.num_receiving <= self.config.max_num_seqs
         assert self.kv_cache.num_free_blocks >= 0
         return plan
 
@@ -328,7 +348,8 @@ class Scheduler:
             if num_output == request.output_tokens:
                 request.status = RequestStatus.FINISHED
                 request.finish_s = now_s
-                self.kv_cache.free(request)
+                if not request.keep_kv:
+                    self.kv_cache.free(request)
                 finished.append(request)
         gaps.add_run(run_gap, run_count)
         if finished:

@@ -41,5 +41,23 @@ class PerfettoTrace:
                          "num_preempted": len(plan.preempted)},
             })
 
+    def name_process(self, pid: int, name: str) -> None:
+        """Label a process (a replica, or the requests' track) in the viewer."""
+        self.events.append({"ph": "M", "name": "process_name", "pid": pid,
+                            "args": {"name": name}})
+
+    def add_request_phases(self, pid: int, request_id: int,
+                           phases: Sequence[tuple[str, float, float]]) -> None:
+        """One request's phases (name, start, end in seconds) as async slices on its own
+        track (prefill, KV transfer, decode of a disaggregated request)."""
+        for name, start_s, end_s in phases:
+            if not end_s > start_s:  # nan or empty: the phase did not happen
+                continue
+            common = {"name": name, "cat": "request", "id": request_id, "pid": pid,
+                      "tid": 0}
+            self.events.append(common | {"ph": "b", "ts": round(start_s * 1e6, 3),
+                                         "args": {"request": request_id}})
+            self.events.append(common | {"ph": "e", "ts": round(end_s * 1e6, 3)})
+
     def to_json(self) -> dict[str, Any]:
         return {"traceEvents": self.events, "displayTimeUnit": "ms"}

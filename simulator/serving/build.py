@@ -1,0 +1,395 @@
+"""The static side of a run: resolve a deployment into its wired-up parts.
+
+    DeploymentConfig ─► model, GPU, scheduler, memory plan ─► cluster graph, placements
+                     ─► one cost model per replica (its placement decides its links)
+
+A colocated deployment resolves into one :class:`ResolvedDeployment`; a disaggregated
+one into two (one per pool) over one shared cluster graph whose nodes may hold different
+GPU types (:class:`ResolvedPools`). Also here: the run's environment, its result type,
+and what the engine derives from the workload (requests, prompt content, closed-loop
+turns), shared by the colocated and the disaggregated run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import pandas as pd
+import simpy
+from simpy.events import URGENT
+
+from profiles.cluster import (
+    ClusterSpec,
+    ReplicaPlacement,
+    build_cluster_graph,
+    group_link,
+    link_between,
+    place_pools,
+    place_replicas,
+)
+from profiles.cost_model import BatchShape, CostModel
+from profiles.errors import ClusterSimError
+from profiles.hardware import GPUSpec, load_gpu
+from profiles.memory import MemoryPlan, plan_memory
+from profiles.models import ModelSpec, load_model
+from profiles.profile_format import load_profile
+from profiles.profiled import ProfiledCostModel
+from profiles.roofline import RooflineCostModel
+from simulator.serving.config import (
+    DeploymentConfig,
+    SchedulerSettings,
+    resolve_cpu_overhead,
+    resolve_scheduler,
+    with_engine_defaults,
+)
+from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
+from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
+from simulator.serving.request import Request
+from simulator.serving.scheduler import SchedulerConfig
+from simulator.serving.token_content import Segment, prompt_segments
+from workloads.schema import RequestTrace
+
+__all__ = ["ArrivalTimeout", "ResolvedDeployment", "ResolvedPools", "SimEnvironment",
+           "SimulationResult", "check_workload", "closed_loop_turns", "cost_model_record",
+           "engine_record", "make_kv_cache", "make_requests", "prefill_saturation_tokens",
+           "resolve", "resolve_pools", "workload_segments"]
+
+
+class SimEnvironment(simpy.Environment):
+    """The SimPy environment plus the run context: the seeded random generator."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.rng = np.random.default_rng(seed)
+
+
+class ArrivalTimeout(simpy.Event):
+    """A timeout at URGENT priority, so arrivals precede same-time scheduling decisions.
+
+    NOTE: SimPy's Timeout always uses NORMAL priority; this mirrors its constructor
+    (``_ok``/``_value`` as Timeout sets them) with the priority changed.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, URGENT, delay)
+
+
+@dataclass(frozen=True)
+class ResolvedDeployment:
+    """Everything a run derives from its deployment: the wired-up static parts."""
+
+    deployment: DeploymentConfig
+    model: ModelSpec
+    gpu: GPUSpec
+    scheduler: SchedulerConfig
+    memory: MemoryPlan
+    cost_models: tuple[CostModel, ...]  # one per replica (placement decides its links)
+    cpu_overhead: CpuOverhead | None = None
+    placements: tuple[ReplicaPlacement, ...] = ()
+
+    @property
+    def num_gpus(self) -> int:
+        p = self.deployment.parallelism
+        return self.deployment.replicas * p.tp * p.pp
+
+
+@dataclass(frozen=True)
+class ResolvedPools:
+    """A disaggregated deployment: its two pools on one cluster graph."""
+
+    deployment: DeploymentConfig
+    prefill: ResolvedDeployment
+    decode: ResolvedDeployment
+    graph: nx.Graph
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.prefill.model
+
+    @property
+    def num_gpus(self) -> int:
+        return self.prefill.num_gpus + self.decode.num_gpus
+
+    @property
+    def pools(self) -> tuple[ResolvedDeployment, ResolvedDeployment]:
+        return self.prefill, self.decode
+
+
+@dataclass
+class SimulationResult:
+    """What a run produced. ``error`` is a one-line user error, else ``None``."""
+
+    summary: dict[str, Any] | None
+    requests: pd.DataFrame | None
+    trace: dict[str, Any] | None
+    runtime_s: float
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _settle(deployment: DeploymentConfig, where: str = ""
+            ) -> tuple[ModelSpec, GPUSpec, SchedulerSettings, SchedulerConfig, MemoryPlan]:
+    """Model, GPU, scheduler and memory of a colocated deployment (or one pool)."""
+    model = load_model(deployment.model)
+    gpu = load_gpu(deployment.gpu_name)
+    tp, pp = deployment.parallelism.tp, deployment.parallelism.pp
+    if tp > model.num_attention_heads or model.num_attention_heads % tp:
+        raise ClusterSimError(f"{where}parallelism.tp={tp} must divide {model.name}'s "
+                              f"{model.num_attention_heads} attention heads")
+    if pp > model.num_layers:
+        raise ClusterSimError(f"{where}parallelism.pp={pp} exceeds {model.name}'s "
+                              f"{model.num_layers} layers")
+    settings = deployment.scheduler
+    if deployment.engine is not None:
+        settings = with_engine_defaults(
+            settings, engine_scheduler_defaults(deployment.engine, gpu.hbm_gib, gpu.name))
+    try:
+        scheduler = resolve_scheduler(settings, model)
+        memory = plan_memory(
+            model, gpu, tp=tp, pp=pp, block_size=scheduler.block_size,
+            gpu_memory_utilization=settings.gpu_memory_utilization,
+            max_num_batched_tokens=scheduler.max_num_batched_tokens,
+            max_num_seqs=scheduler.max_num_seqs, swap_space_gib=settings.swap_space_gib,
+            runtime_overhead_gib=deployment.runtime_overhead_gib,
+        )
+    except ClusterSimError as error:
+        if not where:
+            raise
+        raise ClusterSimError(f"{where.rstrip('.')}: {error}") from None
+    if settings.num_gpu_blocks_override is not None:
+        memory = replace(memory, num_gpu_blocks=settings.num_gpu_blocks_override)
+    if scheduler.max_model_len > memory.max_kv_tokens:
+        raise ClusterSimError(
+            f"{where}scheduler.max_model_len={scheduler.max_model_len} tokens do not fit in "
+            f"the KV cache ({memory.max_kv_tokens} tokens per replica); set --max-model-len "
+            f"{memory.max_kv_tokens} or less, or raise tp/pp or gpu_memory_utilization"
+        )
+    return model, gpu, settings, scheduler, memory
+
+
+def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, SchedulerSettings,
+                                                     SchedulerConfig, MemoryPlan],
+          graph: nx.Graph, placements: Sequence[ReplicaPlacement]) -> ResolvedDeployment:
+    """One cost model per placed replica, its links read from the graph."""
+    model, gpu, _, scheduler, memory = parts
+    tp, pp = deployment.parallelism.tp, deployment.parallelism.pp
+    profile = (load_profile(deployment.profile, expected_gpu=gpu.name)
+               if deployment.profile is not None else None)
+    cost_models: list[CostModel] = []
+    for placement in placements:
+        stages = placement.stage_gpus
+        pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
+                   else group_link(graph, ()))
+        inside_node = len({graph.nodes[name]["node"] for name in stages[0]}) == 1
+        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link,
+                                     tp_inside_node=inside_node)
+        cost_models.append(ProfiledCostModel(profile, roofline) if profile is not None
+                           else roofline)
+    return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
+                              resolve_cpu_overhead(deployment), tuple(placements))
+
+
+def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
+    """Build and check the static side of a colocated run (no simulation yet).
+
+    Raises:
+        ClusterSimError: unknown model or GPU, a deployment that does not fit the
+            cluster, weights or max_model_len that do not fit in memory, or a
+            disaggregated deployment (:func:`resolve_pools` resolves those).
+    """
+    if deployment.is_disaggregated:
+        raise ClusterSimError("a disaggregated deployment resolves per pool (resolve_pools)")
+    parts = _settle(deployment)
+    cluster = deployment.cluster_spec()
+    graph = build_cluster_graph(cluster, parts[1])
+    placements = place_replicas(graph, cluster, deployment.replicas,
+                                deployment.parallelism.tp, deployment.parallelism.pp)
+    return _wire(deployment, parts, graph, placements)
+
+
+# The prefill pool's default token budget: the smallest of these at which a prefill's
+# time per token is within _SATURATION of its best (DistServe, Sec. 3.1: past that length
+# a bigger prefill batch adds latency and no throughput).
+_SATURATION_CANDIDATES = (512, 1024, 2048, 4096, 8192, 16384)
+_SATURATION = 1.1
+
+
+def prefill_saturation_tokens(cost_model: CostModel, limit: int) -> int:
+    """The prefill batch length (tokens) past which the pool's GPUs are saturated."""
+    sizes = [n for n in _SATURATION_CANDIDATES if n <= limit] or [limit]
+    per_token = [cost_model.predict(BatchShape([n], [0], 1)).total_s / n for n in sizes]
+    best = min(per_token)
+    return next(n for n, t in zip(sizes, per_token, strict=True) if t <= _SATURATION * best)
+
+
+def resolve_pools(deployment: DeploymentConfig) -> ResolvedPools:
+    """Build and check a disaggregated deployment: both pools on one cluster graph.
+
+    The prefill pool's token budget, unless set, is its saturation length
+    (:func:`prefill_saturation_tokens`), and never below the longest prompt the pool must
+    take whole when it does not chunk.
+
+    Raises:
+        ClusterSimError: as :func:`resolve`, per pool (the message names the pool), or a
+            placement the cluster cannot hold.
+    """
+    disagg = deployment.disaggregation
+    assert disagg is not None
+    prefill_d, decode_d = deployment.pool("prefill"), deployment.pool("decode")
+    prefill_parts = _settle(prefill_d, "disaggregation.prefill.")
+    decode_parts = _settle(decode_d, "disaggregation.decode.")
+    gpus = (prefill_parts[1], decode_parts[1])
+    shapes = [(d.replicas, d.parallelism.tp, d.parallelism.pp) for d in (prefill_d, decode_d)]
+    per_node = (deployment.cluster.gpus_per_node if deployment.cluster is not None
+                else max(8, shapes[0][1], shapes[1][1]))
+    node_gpus, placements = place_pools(gpus, shapes, per_node, disagg.placement)
+    if deployment.cluster is not None and deployment.cluster.num_nodes < len(node_gpus):
+        raise ClusterSimError(
+            f"cluster.num_nodes={deployment.cluster.num_nodes}: the pools need "
+            f"{len(node_gpus)} nodes of {per_node} GPUs ({disagg.placement} placement); "
+            f"raise it or use fewer replicas")
+    graph = build_cluster_graph(ClusterSpec(num_nodes=len(node_gpus), gpus_per_node=per_node),
+                                gpus[0], node_gpus=node_gpus)
+    prefill = _wire(prefill_d, prefill_parts, graph, placements[0])
+    pool_scheduler = prefill_d.scheduler
+    if "max_num_batched_tokens" not in pool_scheduler.model_fields_set:
+        budget = prefill_saturation_tokens(prefill.cost_models[0],
+                                           prefill.scheduler.max_model_len)
+        if not prefill.scheduler.enable_chunked_prefill:
+            budget = max(budget, prefill.scheduler.max_model_len)
+        tuned = prefill_d.model_copy(update={"scheduler": pool_scheduler.model_copy(
+            update={"max_num_batched_tokens": budget})})
+        prefill = _wire(tuned, _settle(tuned, "disaggregation.prefill."), graph,
+                        placements[0])
+    decode = _wire(decode_d, decode_parts, graph, placements[1])
+    return ResolvedPools(deployment, prefill, decode, graph)
+
+
+def make_requests(workload: RequestTrace) -> list[Request]:
+    """The engine's requests of a trace, ids by trace position."""
+    return [
+        Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
+                output_tokens=int(output), priority=int(priority))
+        for i, (arrival, prompt, output, priority) in enumerate(zip(
+            workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
+            workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
+    ]
+
+
+def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:
+    """A replica's KV block pool as the deployment sizes it: paged, reserving
+    max_model_len per request (Orca, static batching), or prefix caching."""
+    memory, scheduler = resolved.memory, resolved.scheduler
+    if scheduler.enable_prefix_caching:
+        return PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size)
+    reserve = scheduler.max_model_len if scheduler.kv_allocation == "reserve_max" else None
+    return KVCacheManager(memory.num_gpu_blocks, memory.block_size, memory.num_cpu_blocks,
+                          reserve_tokens=reserve)
+
+
+def check_workload(workload: RequestTrace, max_model_len: int) -> None:
+    """Refuse an empty trace, or a request longer than ``max_model_len``."""
+    if len(workload) == 0:
+        raise ClusterSimError("workload: the trace has no requests")
+    total = workload.prompt_tokens + workload.output_tokens
+    too_long = np.flatnonzero(total > max_model_len)
+    if too_long.size:
+        i = int(too_long[0])
+        raise ClusterSimError(
+            f"workload request {workload.request_ids[i]!r}: prompt_tokens + output_tokens = "
+            f"{int(total[i])} exceeds max_model_len={max_model_len} "
+            f"({too_long.size} requests do); raise --max-model-len or trim the trace"
+        )
+
+
+def cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:
+    """Which cost model priced the run, and how much of it came from measured tables."""
+    profiled = [model for model in cost_models if isinstance(model, ProfiledCostModel)]
+    if not profiled:
+        return {"kind": "roofline", "measured_share": 0.0}
+    measured = sum(model.measured_s for model in profiled)
+    total = measured + sum(model.fallback_s for model in profiled)
+    meta = profiled[0].profile.metadata
+    return {"kind": "profiled", "profile": str(profiled[0].profile.folder),
+            "profile_gpu": meta.gpu, "profile_date": meta.date,
+            "measured_share": measured / total if total else 0.0,
+            "steps_with_fallback": sum(model.num_fallbacks for model in profiled)}
+
+
+def engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
+                  ) -> dict[str, Any]:
+    """What the summary says about the modelled engine and its CPU overhead."""
+    record: dict[str, Any] = {"preset": deployment.engine}
+    if deployment.engine is not None:
+        preset = ENGINE_PRESETS[deployment.engine]
+        record.update(version=preset.version, knobs_source=preset.knobs_source,
+                      overhead_source=preset.overhead_source,
+                      client_path_s=preset.client_path_s,
+                      client_path_source=preset.client_path_source)
+    if deployment.cpu_overhead is not None:
+        record["overhead_source"] = "given in the deployment"
+    record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None
+    return record
+
+
+def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
+    """Each request's prompt content, from the trace's token identity fields.
+
+    A request of a session whose prompt is at least the previous turn's prompt plus its
+    output starts with that history (multi-turn chat); otherwise Mooncake block hashes, a
+    shared prefix id, or nothing shared at all; the rest is the request's own tokens, or
+    a repeated prompt's (``prompt_id``).
+    """
+    extras = workload.extras
+    none = [None] * len(workload)
+    prefix_ids = extras.get("prefix_id", none)
+    prefix_lens = extras.get("prefix_tokens", none)
+    block_hashes = extras.get("block_hashes", none)
+    prompt_ids = extras.get("prompt_id", none)
+    sessions = extras.get("session_id", none)
+    hash_block_tokens = int(workload.metadata.get("block_size_tokens", 512))
+    last_turn: dict[Any, tuple[int, list[Segment]]] = {}
+    result: list[list[Segment]] = []
+    for i in range(len(workload)):
+        prompt = int(workload.prompt_tokens[i])
+        history = None
+        session = sessions[i]
+        if session is not None and session in last_turn:
+            previous, previous_segments = last_turn[session]
+            prior = int(workload.prompt_tokens[previous] + workload.output_tokens[previous])
+            if prompt >= prior:
+                history = [*previous_segments,
+                           (("out", previous), int(workload.output_tokens[previous]))]
+        segments = prompt_segments(i, prompt, prefix_ids[i], prefix_lens[i], block_hashes[i],
+                                   hash_block_tokens, history, prompt_ids[i])
+        if session is not None:
+            last_turn[session] = (i, segments)
+        result.append(segments)
+    return result
+
+
+def closed_loop_turns(workload: RequestTrace) -> dict[int, int]:
+    """previous turn → next turn, for session turns that carry ``think_time_s``."""
+    sessions = workload.extras.get("session_id")
+    think = workload.extras.get("think_time_s")
+    if sessions is None or think is None:
+        return {}
+    last: dict[Any, int] = {}
+    chain: dict[int, int] = {}
+    for i, session in enumerate(sessions):
+        if session is None:
+            continue
+        if session in last and think[i] is not None:
+            chain[last[session]] = i
+        last[session] = i
+    return chain
