@@ -28,17 +28,39 @@ def _fmt_ms(value: float | None) -> str:
     return "-" if value is None or value != value else f"{value * 1e3:,.1f}"
 
 
-def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
+def _print_header(summary: dict[str, Any]) -> None:
     run = summary["run"]
-    sched = run["scheduler"]
-    p = run["deployment"]["parallelism"]
     engine = run["engine"]["preset"]
+    tail = (f", engine {engine}" if engine else "") + f", {summary['num_requests']:,} requests"
+    disagg = summary.get("disaggregation")
+    if disagg is None:
+        p = run["deployment"]["parallelism"]
+        console.print(
+            f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
+            f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
+            f"policy {run['scheduler']['policy']}" + tail)
+        return
+    pools = disagg["pools"]
     console.print(
-        f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
-        f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
-        f"policy {sched['policy']}" + (f", engine {engine}" if engine else "")
-        + f", {summary['num_requests']:,} requests"
-    )
+        f"[bold]{run['model']}[/] disaggregated {disagg['ratio']} on {run['num_gpus']} GPUs "
+        f"({disagg['placement']} placement): " + "; ".join(
+            f"{name} {pool['replicas']} x {pool['gpu']} tp={pool['tp']} pp={pool['pp']} "
+            f"(busy {pool['busy_fraction']:.0%})" for name, pool in pools.items()) + tail)
+    transfer = disagg["transfer"]
+    links = ", ".join(f"{tier} {link['bytes'] / 1e9:,.1f} GB (busiest port busy "
+                      f"{link['max_busy_fraction']:.1%})"
+                      for tier, link in disagg["links"].items()) or "none"
+    console.print(
+        f"KV transfers ({transfer['mode']}): {transfer['num_transfers']:,}, p50 "
+        f"{_fmt_ms(transfer['kv_transfer_s']['p50'])} ms, p90 "
+        f"{_fmt_ms(transfer['kv_transfer_s']['p90'])} ms; wait for decode room p90 "
+        f"{_fmt_ms(transfer['kv_wait_s']['p90'])} ms; links: {links}; prefilled on the "
+        f"decode pool: {disagg['prefilled_on_decode_pool']:,}")
+
+
+def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
+    _print_header(summary)
+    run = summary["run"]
     table = Table(show_header=True, header_style="bold")
     table.add_column("latency (ms)")
     for column in ("mean", "p50", "p90", "p99"):

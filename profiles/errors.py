@@ -30,6 +30,9 @@ def format_validation_error(error: Any, source: str) -> str:
     first = errors[0]
     loc = ".".join(str(part) for part in first["loc"]) or "(top level)"
     more = f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""
+    if not first["loc"] and first["type"] == "value_error":
+        # A check across fields names its own field: "<field>: <what to do>".
+        return f"{source}: {first['msg'].removeprefix('Value error, ')}{more}"
     value = first.get("input")
     shown = f", got {value!r}" if value is not None and not isinstance(value, dict | list) else ""
     return f"{source}: field '{loc}': {first['msg']}{shown}{more}"

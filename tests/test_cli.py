@@ -114,3 +114,37 @@ def test_simulate_console_script_runs_the_bundled_example(tmp_path: Path) -> Non
         capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "summary.json").exists()
+
+
+def test_simulate_a_disaggregated_deployment_with_its_timeline(tmp_path: Path) -> None:
+    """The bundled disaggregated example runs from the command line; the Perfetto trace
+    names each pool's replicas and shows every request's prefill, KV transfer and
+    decode."""
+    trace = small_trace(tmp_path)
+    out = tmp_path / "disagg"
+    result = run("simulate", "--workload", str(trace), "--deployment",
+                 str(EXAMPLES / "disagg.yaml"), "--out", str(out), "--trace")
+    assert result.exit_code == 0, result.output
+    assert "disaggregated 2P:4D" in result.output and "KV transfers" in result.output
+    rows = pd.read_csv(out / "requests.csv")
+    assert len(rows) == 60 and rows["finish_s"].notna().all()
+    assert {"prefill_replica_id", "kv_transfer_s", "kv_wait_s"} <= set(rows.columns)
+    summary = json.loads((out / "summary.json").read_text())
+    pools = summary["disaggregation"]["pools"]
+    assert (pools["prefill"]["gpu"], pools["decode"]["gpu"]) == ("H100-SXM5-80GB",
+                                                                 "A100-SXM4-80GB")
+    assert 0 < pools["decode"]["busy_fraction"] <= 1
+    assert summary["disaggregation"]["links"]["network"]["bytes"] > 0
+    events = json.loads((out / "trace.json").read_text())["traceEvents"]
+    names = {e["args"]["name"] for e in events if e["name"] == "process_name"}
+    assert "prefill replica 0 (H100-SXM5-80GB, tp=1, pp=1)" in names
+    assert "decode replica 3 (A100-SXM4-80GB, tp=1, pp=1)" in names
+    moved = rows[rows["output_tokens"] > 1]["request_id"]
+    for phase in ("prefill", "KV transfer", "decode"):
+        began = {e["id"] for e in events if e["ph"] == "b" and e["name"] == phase}
+        assert set(moved) <= began, phase
+    bad = run("simulate", "--workload", str(trace), "--deployment",
+              str(EXAMPLES / "disagg.yaml"), "--tp", "2")
+    assert bad.exit_code == 2
+    assert bad.output.strip().startswith("error:") and "per pool" in bad.output
+    assert len(bad.output.strip().splitlines()) == 1

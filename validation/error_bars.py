@@ -75,6 +75,8 @@ def load_error_bars(path: Path = ERROR_BARS_PATH) -> dict[str, Any]:
 def interval(summary: dict[str, Any], bars: dict[str, Any] | None = None) -> dict[str, Any]:
     """The validated range of a run's checked metrics (module docstring), or an empty
     mapping when there are no error bars."""
+    if "disaggregation" in summary:
+        return {}  # the serving group holds no disaggregated runs: nothing validates one
     bars = load_error_bars() if bars is None else bars
     gpu = summary["run"]["gpu"]
     group, label = bars.get(gpu), gpu
