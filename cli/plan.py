@@ -11,6 +11,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from cli.common import console, fail, user_errors
+from planners.disaggregation import DisaggregationSpace
 from planners.output import write_plan
 from planners.serving import plan_serving
 from planners.space import GPUChoice, ServingSpace
@@ -54,6 +55,20 @@ def plan_command(
     prune: Annotated[bool, typer.Option(help="prune dominated candidates")] = True,
     ray_address: Annotated[str | None, typer.Option(
         help="run on a Ray cluster at this address ('local' starts one)")] = None,
+    disaggregate: Annotated[bool, typer.Option(
+        help="also size prefill/decode pools from each phase's measured goodput")] = False,
+    colocated: Annotated[bool, typer.Option(help="include colocated deployments")] = True,
+    prefill_tp: Annotated[str | None, typer.Option(
+        help="prefill-pool TP degrees (default: --tp)")] = None,
+    decode_tp: Annotated[str | None, typer.Option(
+        help="decode-pool TP degrees (default: --tp)")] = None,
+    prefill_gpu: Annotated[str | None, typer.Option(
+        help="prefill-pool GPU types, comma-separated (default: every --gpu)")] = None,
+    decode_gpu: Annotated[str | None, typer.Option(
+        help="decode-pool GPU types, comma-separated (default: every --gpu)")] = None,
+    placement: Annotated[str, typer.Option(
+        help="disaggregated placements: by_pool (fast network), paired (P+D per node)")
+    ] = "by_pool",
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
     top: Annotated[int, typer.Option(help="plans to print")] = 10,
 ) -> None:
@@ -71,12 +86,28 @@ def plan_command(
             prices[load_gpu(name).name] = float(usd)
         except ValueError:
             fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
+    names = [choice.name for choice in choices]
+    disaggregation = None
+    if disaggregate:
+        for option, value in (("--prefill-gpu", prefill_gpu), ("--decode-gpu", decode_gpu)):
+            unknown = [g for g in (value or "").split(",") if g and g not in names]
+            if unknown:
+                fail(f"{option} {unknown[0]!r}: not one of the --gpu types ({', '.join(names)})")
+        disaggregation = DisaggregationSpace(
+            prefill_gpus=[g for g in prefill_gpu.split(",") if g] if prefill_gpu else None,
+            decode_gpus=[g for g in decode_gpu.split(",") if g] if decode_gpu else None,
+            prefill_tp=_ints(prefill_tp or tp, "--prefill-tp"),
+            decode_tp=_ints(decode_tp or tp, "--decode-tp"),
+            placements=[p for p in placement.split(",") if p])  # type: ignore[misc]
+    elif not colocated:
+        fail("--no-colocated leaves nothing to search; add --disaggregate")
     space = ServingSpace(
         gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         policies=[p for p in policies.split(",") if p],
         max_num_seqs=_ints(max_num_seqs, "--max-num-seqs") if max_num_seqs else [None],
         max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")
-                                if max_num_batched_tokens else [None]))
+                                if max_num_batched_tokens else [None]),
+        colocated=colocated, disaggregation=disaggregation)
     trace = load_workload(workload)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("planning", total=None)
@@ -89,18 +120,28 @@ def plan_command(
                             workers=workers, prune=prune, ray_address=ray_address,
                             progress=progress)
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
-    table = Table("#", "gpu", "GPUs", "tp", "pp", "replicas", "policy", "goodput req/s",
+    table = Table("#", "gpu", "GPUs", "layout", "policy", "goodput req/s",
                   "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")
     for c in sorted(evaluated, key=lambda c: -c.goodput_per_gpu)[:top]:
         d = c.deployment
-        table.add_row(str(c.index), c.gpu, str(c.num_gpus), str(d["parallelism"]["tp"]),
-                      str(d["parallelism"]["pp"]), str(d["replicas"]),
+        layout = c.ratio or (f"{d['replicas']} x tp{d['parallelism']['tp']}"
+                             f" pp{d['parallelism']['pp']}")
+        table.add_row(str(c.index), c.gpu, str(c.num_gpus), layout,
                       d["scheduler"]["policy"], f"{c.goodput_rate_per_s:.2f}",
                       f"{c.goodput_per_gpu:.2f}", f"{c.ttft_p90_s * 1e3:.0f}",
                       f"{c.tpot_p90_s * 1e3:.1f}",
                       "-" if c.cost_per_mtok_usd is None else f"{c.cost_per_mtok_usd:.3f}",
                       "*" if c.index in plan.pareto else "")
     console.print(table)
+    by_index = {c.index: c for c in plan.candidates}
+    both = [plan.best.get(f"{mode}_goodput_per_gpu") for mode in ("colocated", "disaggregated")]
+    if None not in both:
+        co, dis = (by_index[i] for i in both if i is not None)
+        console.print(
+            f"best disaggregated #{dis.index} {dis.ratio}: {dis.goodput_per_gpu:.2f} req/s "
+            f"per GPU; best colocated #{co.index}: {co.goodput_per_gpu:.2f}; "
+            f"disaggregated / colocated {dis.goodput_per_gpu / co.goodput_per_gpu:.2f}x",
+            soft_wrap=True)
     counts = {status: sum(c.status == status for c in plan.candidates)
               for status in ("evaluated", "pruned", "infeasible")}
     console.print(f"{len(plan.candidates)} candidates: {counts['evaluated']} evaluated, "

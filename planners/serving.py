@@ -26,12 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from planners.disaggregation import disaggregated_candidates
 from planners.objectives import IDLE_POWER_FRACTION, default_prices, find_goodput
 from planners.space import ServingSpace
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
-from simulator.serving.config import build_deployment
-from simulator.serving.engine import resolve
+from simulator.serving.build import ResolvedDeployment, resolve, resolve_pools
+from simulator.serving.config import DeploymentConfig, build_deployment
 from workloads.schema import RequestTrace
 
 __all__ = ["Candidate", "ServingPlan", "dominates", "plan_rows", "plan_serving"]
@@ -66,11 +67,28 @@ class Candidate:
                 "tpot_p90_s": self.tpot_p90_s,
                 "cost_per_mtok_usd": math.inf if cost is None else cost}
 
+    @property
+    def mode(self) -> str:
+        return "disaggregated" if "disaggregation" in self.deployment else "colocated"
+
+    @property
+    def ratio(self) -> str:
+        """``"2P:3D (tp 2 / tp 1)"`` for a disaggregated plan, ``""`` for a colocated one."""
+        block = self.deployment.get("disaggregation")
+        if block is None:
+            return ""
+        p, d = block["prefill"], block["decode"]
+        return (f"{p.get('replicas', 1)}P:{d.get('replicas', 1)}D (tp "
+                f"{p.get('parallelism', {}).get('tp', 1)} / tp "
+                f"{d.get('parallelism', {}).get('tp', 1)})")
+
     def row(self) -> dict[str, Any]:
         d = self.deployment
+        p = d.get("parallelism", {})
         return {"index": self.index, "status": self.status, "reason": self.reason,
-                "gpu": self.gpu, "num_gpus": self.num_gpus, "replicas": d["replicas"],
-                "tp": d["parallelism"]["tp"], "pp": d["parallelism"]["pp"],
+                "mode": self.mode, "prefill_decode": self.ratio,
+                "gpu": self.gpu, "num_gpus": self.num_gpus, "replicas": d.get("replicas", 0),
+                "tp": p.get("tp", 0), "pp": p.get("pp", 0),
                 **{f"scheduler.{k}": v for k, v in d["scheduler"].items()},
                 "goodput_rate_per_s": self.goodput_rate_per_s,
                 "goodput_per_gpu": self.goodput_per_gpu, "ttft_p90_s": self.ttft_p90_s,
@@ -88,10 +106,11 @@ class ServingPlan:
     pareto: list[int]
     best: dict[str, int]
     inputs: dict[str, Any]
+    phase_simulations: int = 0  # the disaggregation dimension's phase searches
 
     @property
     def num_simulations(self) -> int:
-        return sum(c.num_simulations for c in self.candidates)
+        return self.phase_simulations + sum(c.num_simulations for c in self.candidates)
 
 
 def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -101,52 +120,96 @@ def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
     return no_worse and better
 
 
-def _bounds(deployment: Any, trace: RequestTrace, price: float | None) -> dict[str, float]:
+def _pools(deployment: DeploymentConfig) -> tuple[ResolvedDeployment, ResolvedDeployment]:
+    """(the pool that prefills, the pool that decodes): one replica set twice when
+    colocated."""
+    if deployment.is_disaggregated:
+        return resolve_pools(deployment).pools
     resolved = resolve(deployment)
-    model, gpu = resolved.model, resolved.gpu
-    p = deployment.parallelism
-    gpus_per_replica = p.tp * p.pp
+    return resolved, resolved
+
+
+def _gpu_label(pools: tuple[ResolvedDeployment, ResolvedDeployment]) -> tuple[str, int]:
+    prefill, decode = pools
+    if prefill is decode:
+        return prefill.gpu.name, prefill.num_gpus
+    return " + ".join(dict.fromkeys((prefill.gpu.name, decode.gpu.name))), \
+        prefill.num_gpus + decode.num_gpus
+
+
+def _price(pools: tuple[ResolvedDeployment, ResolvedDeployment],
+           prices: dict[str, float]) -> float | None:
+    """USD per hour of the whole deployment, or None when a GPU has no price."""
+    unique = {id(pool): pool for pool in pools}.values()
+    if any(pool.gpu.name not in prices for pool in unique):
+        return None
+    return sum(prices[pool.gpu.name] * pool.num_gpus for pool in unique)
+
+
+def _flops_rate(pool: ResolvedDeployment, flops_per_request: float) -> float:
+    gpu = pool.gpu
+    return (pool.num_gpus * gpu.peak_flops(pool.model.dtype) * gpu.efficiency.matmul
+            / flops_per_request)
+
+
+def _bounds(deployment: DeploymentConfig, trace: RequestTrace, prices: dict[str, float]
+            ) -> dict[str, float]:
+    pools = _pools(deployment)
+    prefill_pool, decode_pool = pools
+    model = prefill_pool.model
+    _, num_gpus = _gpu_label(pools)
     tokens = trace.prompt_tokens + trace.output_tokens
-    flops_per_request = model.flops_per_token(0) * float(tokens.mean())
-    replica_flops = gpu.peak_flops(model.dtype) * gpu.efficiency.matmul * gpus_per_replica
-    rate = deployment.replicas * replica_flops / flops_per_request
-    num_gpus = deployment.replicas * gpus_per_replica
-    cost_model = resolved.cost_models[0]
+    per_token = model.flops_per_token(0)
+    if prefill_pool is decode_pool:
+        rate = _flops_rate(prefill_pool, per_token * float(tokens.mean()))
+    else:  # each pool computes its phase's tokens only; the slower one bounds the rate
+        rate = min(_flops_rate(prefill_pool, per_token * float(trace.prompt_tokens.mean())),
+                   _flops_rate(decode_pool, per_token * max(
+                       1e-9, float(trace.output_tokens.mean()) - 1)))
     prompts = np.unique(trace.prompt_tokens)
-    prefill = {int(n): cost_model.predict(BatchShape([int(n)], [0], 1)).total_s
+    prefill_model, decode_model = prefill_pool.cost_models[0], decode_pool.cost_models[0]
+    prefill = {int(n): prefill_model.predict(BatchShape([int(n)], [0], 1)).total_s
                for n in prompts}
-    decode = {int(n): cost_model.predict(BatchShape([1], [int(n)], 1)).total_s
+    decode = {int(n): decode_model.predict(BatchShape([1], [int(n)], 1)).total_s
               for n in prompts}
-    caching = resolved.scheduler.enable_prefix_caching
+    caching = prefill_pool.scheduler.enable_prefix_caching
     ttft = 0.0 if caching else float(np.percentile(
         [prefill[int(n)] for n in trace.prompt_tokens], 90))
     tpot = float(np.percentile([decode[int(n)] for n in trace.prompt_tokens], 90))
     tokens_per_s = rate * float(tokens.mean())
-    cost = math.inf if price is None else price * num_gpus / (tokens_per_s * 3600) * 1e6
+    usd_per_hour = _price(pools, prices)
+    cost = math.inf if usd_per_hour is None else usd_per_hour / (tokens_per_s * 3600) * 1e6
     return {"goodput_per_gpu": rate / num_gpus, "ttft_p90_s": ttft, "tpot_p90_s": tpot,
             "cost_per_mtok_usd": cost, "goodput_rate_per_s": rate}
 
 
 def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, float,
-                         float | None, float | None]) -> dict[str, Any]:
+                         float | None, dict[str, float]]) -> dict[str, Any]:
     """One goodput search (runs in a worker process)."""
-    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, price = job
+    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices = job
     deployment = build_deployment(mapping)
     result = find_goodput(deployment, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                           attainment=attainment, upper_rate=upper, lower_rate=lower)
     out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations}
     summary = result.summary
     if summary is not None and result.rate_per_s > 0:
-        resolved = resolve(deployment)
-        num_gpus = resolved.num_gpus
+        pools = _pools(deployment)
         total_tokens = float((trace.prompt_tokens + trace.output_tokens).sum())
         tokens_per_s = result.rate_per_s * total_tokens / len(trace)
         out |= {"ttft_p90": summary["ttft_s"]["p90"], "tpot_p90": summary["tpot_s"]["p90"]}
-        if price is not None:
-            out["cost"] = price * num_gpus / (tokens_per_s * 3600) * 1e6
-        busy = summary.get("busy_fraction", 1.0)
-        watts = resolved.gpu.tdp_w * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * busy)
-        out["energy"] = watts * num_gpus * summary["makespan_s"] / total_tokens
+        usd_per_hour = _price(pools, prices)
+        if usd_per_hour is not None:
+            out["cost"] = usd_per_hour / (tokens_per_s * 3600) * 1e6
+        if pools[0] is pools[1]:
+            busy = [(pools[0], summary.get("busy_fraction", 1.0))]
+        else:
+            records = summary["disaggregation"]["pools"]
+            busy = [(pools[0], records["prefill"]["busy_fraction"]),
+                    (pools[1], records["decode"]["busy_fraction"])]
+        watts = sum(pool.gpu.tdp_w * pool.num_gpus
+                    * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * share)
+                    for pool, share in busy)
+        out["energy"] = watts * summary["makespan_s"] / total_tokens
     return out
 
 
@@ -177,16 +240,22 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     if not 0 < attainment <= 1:
         raise ClusterSimError(f"attainment={attainment} must be in (0, 1], e.g. 0.9")
     price_table = default_prices() | (prices or {})
-    candidates = [Candidate(i, mapping) for i, mapping in enumerate(space.candidates(model))]
+    mappings = space.candidates(model)
+    phases = None
+    if space.disaggregation is not None:
+        disaggregated, phases = disaggregated_candidates(
+            model, workload, space.disaggregation, {g.name: g.max_gpus for g in space.gpus},
+            space.policies[0], ttft_slo_s, tpot_slo_s, attainment)
+        mappings += disaggregated
+    candidates = [Candidate(i, mapping) for i, mapping in enumerate(mappings)]
     for candidate in candidates:
         try:
             deployment = build_deployment(candidate.deployment)
-            resolved = resolve(deployment)
+            candidate.gpu, candidate.num_gpus = _gpu_label(_pools(deployment))
         except ClusterSimError as error:
             candidate.status, candidate.reason = "infeasible", str(error)
             continue
-        candidate.gpu, candidate.num_gpus = resolved.gpu.name, resolved.num_gpus
-        candidate.bound = _bounds(deployment, workload, price_table.get(resolved.gpu.name))
+        candidate.bound = _bounds(deployment, workload, price_table)
     feasible = sorted((c for c in candidates if c.status == "pending"),
                       key=lambda c: (-c.bound["goodput_per_gpu"], c.index))
     done = len(candidates) - len(feasible)
@@ -204,7 +273,7 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                 hint = _hint(candidate, evaluated)
                 jobs.append((candidate.deployment, workload, ttft_slo_s, tpot_slo_s,
                              attainment, candidate.bound["goodput_rate_per_s"], hint,
-                             price_table.get(candidate.gpu)))
+                             price_table))
             if run_wave is not None:
                 results = run_wave(jobs)
             elif pool is not None:
@@ -246,10 +315,18 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         if priced:
             best["cost_per_mtok_usd"] = min(
                 priced, key=lambda c: (c.cost_per_mtok_usd or 0.0, c.index)).index
+    for mode in ("colocated", "disaggregated"):
+        of_mode = [c for c in served if c.mode == mode]
+        if of_mode and phases is not None:
+            best[f"{mode}_goodput_per_gpu"] = max(
+                of_mode, key=lambda c: (c.goodput_per_gpu, -c.ttft_p90_s, -c.index)).index
     inputs = {"model": model, "ttft_slo_s": ttft_slo_s, "tpot_slo_s": tpot_slo_s,
               "attainment": attainment, "space": space.model_dump(mode="json"),
               "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
-    return ServingPlan(candidates, pareto, best, inputs)
+    if phases is not None:
+        inputs["disaggregation_phases"] = phases.rows()
+    return ServingPlan(candidates, pareto, best, inputs,
+                       phases.num_simulations if phases is not None else 0)
 
 
 def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
@@ -274,9 +351,12 @@ def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
 
 def _hint(candidate: Candidate, evaluated: list[Candidate]) -> float | None:
     """The last like candidate's goodput, scaled by replicas: the bisection's lower guess."""
+    if candidate.mode != "colocated":
+        return None
     for other in reversed(evaluated):
-        same = (other.gpu == candidate.gpu and other.deployment["parallelism"]
-                == candidate.deployment["parallelism"] and other.goodput_rate_per_s > 0)
+        same = (other.mode == "colocated" and other.gpu == candidate.gpu
+                and other.deployment["parallelism"] == candidate.deployment["parallelism"]
+                and other.goodput_rate_per_s > 0)
         if same:
             scale = candidate.deployment["replicas"] / other.deployment["replicas"]
             return 0.9 * other.goodput_rate_per_s * scale

@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from planners.disaggregation import DisaggregationSpace
+
 __all__ = ["GPUChoice", "ServingSpace"]
 
 
@@ -40,10 +42,16 @@ class ServingSpace(BaseModel):
     max_num_seqs: list[int | None] = [None]
     max_num_batched_tokens: list[int | None] = [None]
     extra: dict[str, list[Any]] = {}
+    colocated: bool = Field(default=True, description="include colocated deployments")
+    disaggregation: DisaggregationSpace | None = Field(
+        default=None, description="also size prefill/decode pools (planners.disaggregation)")
 
     def candidates(self, model: str) -> list[dict[str, Any]]:
-        """Every deployment mapping of the space, in a fixed order."""
+        """Every colocated deployment mapping of the space, in a fixed order (the
+        disaggregated ones are sized from measured phases, in plan_serving)."""
         out: list[dict[str, Any]] = []
+        if not self.colocated:
+            return out
         extra_keys = sorted(self.extra)
         for gpu in self.gpus:
             for tp, pp in itertools.product(self.tp, self.pp):

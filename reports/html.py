@@ -99,11 +99,11 @@ def _scatter(frame: pd.DataFrame, x: str, y: str, pareto: set[int], best: int | 
     return _svg(figure)
 
 
-_LEADING = ("index", "gpu", "num_gpus", "replicas", "tp", "pp", "plan.tp", "plan.pp",
-            "plan.dp", "plan.cp", "plan.zero_stage", "micro_batch", "plan.recompute",
-            "plan.schedule", "goodput_rate_per_s", "goodput_per_gpu", "ttft_p90_s",
-            "tpot_p90_s", "cost_per_mtok_usd", "energy_j_per_token", "step_s", "mfu",
-            "cost_per_step_usd", "memory_headroom_gib")
+_LEADING = ("index", "mode", "prefill_decode", "gpu", "num_gpus", "replicas", "tp", "pp",
+            "plan.tp", "plan.pp", "plan.dp", "plan.cp", "plan.zero_stage", "micro_batch",
+            "plan.recompute", "plan.schedule", "goodput_rate_per_s", "goodput_per_gpu",
+            "ttft_p90_s", "tpot_p90_s", "cost_per_mtok_usd", "energy_j_per_token", "step_s",
+            "mfu", "cost_per_step_usd", "memory_headroom_gib")
 
 
 def _frontier_2d(frame: pd.DataFrame, x: str, y: str, maximize_y: bool) -> pd.DataFrame:
@@ -216,6 +216,77 @@ def _accuracy_section(gpus: set[str]) -> str:
             f"this report: {html.escape(', '.join(sorted(gpus)))}.</p>{table}")
 
 
+_MODE_OBJECTIVES = (("goodput_per_gpu", "goodput per GPU (req/s)", True),
+                    ("goodput_rate_per_s", "goodput (req/s)", True),
+                    ("cost_per_mtok_usd", "USD per million tokens", False),
+                    ("ttft_p90_s", "TTFT p90 (s)", False),
+                    ("tpot_p90_s", "TPOT p90 (s)", False))
+
+
+def _mode_section(served: pd.DataFrame, front: set[int], inputs: dict[str, Any]) -> str:
+    """Disaggregated vs colocated: both on one frontier plot, the best of each per
+    objective, the winner per GPU count, and the phase measurements the pools came from."""
+    if "mode" not in served or served["mode"].nunique() < 2:
+        return ""
+    figure, axis = plt.subplots(figsize=(5.2, 3.6))
+    for mode, marker, color in (("colocated", "o", "#30638e"),
+                                ("disaggregated", "^", "#d1495b")):
+        part = served[served["mode"] == mode]
+        on_front = part["index"].isin(front)
+        axis.scatter(part.loc[~on_front, "ttft_p90_s"], part.loc[~on_front, "goodput_per_gpu"],
+                     marker=marker, s=18, color=color, alpha=0.35)
+        axis.scatter(part.loc[on_front, "ttft_p90_s"], part.loc[on_front, "goodput_per_gpu"],
+                     marker=marker, s=40, color=color, label=f"{mode} (Pareto: filled)")
+    axis.axvline(inputs["ttft_slo_s"], color="grey", linestyle="--", linewidth=1)
+    axis.set_xlabel("TTFT p90 (s)")
+    axis.set_ylabel("goodput per GPU (req/s)")
+    axis.set_title("disaggregated vs colocated", fontsize=11)
+    axis.legend(fontsize=8)
+    axis.grid(alpha=0.3)
+    rows = []
+    for column, label, maximize in _MODE_OBJECTIVES:
+        best = {}
+        for mode in ("colocated", "disaggregated"):
+            values = served.loc[served["mode"] == mode, ["index", column]].dropna()
+            if not values.empty:
+                pick = values[column].idxmax() if maximize else values[column].idxmin()
+                best[mode] = (int(values.loc[pick, "index"]), float(values.loc[pick, column]))
+        if len(best) < 2:
+            continue
+        (ci, cv), (di, dv) = best["colocated"], best["disaggregated"]
+        wins = "disaggregated" if (dv > cv if maximize else dv < cv) else "colocated"
+        ratio = dv / cv if cv else float("nan")
+        rows.append(f"<tr><td>{html.escape(label)}</td><td>#{ci}: {cv:.4g}</td>"
+                    f"<td>#{di}: {dv:.4g}</td><td>{wins}</td><td>{ratio:.2f}x</td></tr>")
+    by_size = []
+    for num_gpus, group in served.groupby("num_gpus"):
+        top = group.loc[group["goodput_per_gpu"].idxmax()]
+        ratio = top.get("prefill_decode")
+        detail = f" {ratio}" if isinstance(ratio, str) and ratio else ""
+        by_size.append(f"<tr><td>{int(num_gpus)}</td><td>{html.escape(str(top['mode']))}"
+                       f"{html.escape(detail)}</td><td>#{int(top['index'])}</td>"
+                       f"<td>{top['goodput_per_gpu']:.4g}</td></tr>")
+    phases = inputs.get("disaggregation_phases") or []
+    phase_rows = "".join(
+        f"<tr><td>{html.escape(r['phase'])}</td><td>{html.escape(str(r['gpu']))}</td>"
+        f"<td>{r['tp']}</td><td>{r['goodput_per_replica']:.4g}</td>"
+        f"<td>{r['goodput_per_gpu']:.4g}</td></tr>" for r in phases)
+    return (
+        "<h2>Disaggregated or colocated?</h2><p class='note'>Both kinds of plan went "
+        "through the same goodput search under both SLOs; a disaggregated plan's ratio is "
+        "its prefill:decode replicas (and their TP).</p>"
+        f"<div class='plots'>{_svg(figure)}</div>"
+        "<table><thead><tr><th>objective</th><th>best colocated</th><th>best "
+        "disaggregated</th><th>wins</th><th>disaggregated / colocated</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+        "<p>Which wins at each GPU count (goodput per GPU):</p><table><thead><tr><th>GPUs"
+        "</th><th>best mode</th><th>plan</th><th>goodput per GPU</th></tr></thead>"
+        f"<tbody>{''.join(by_size)}</tbody></table>"
+        + ("<p>Each phase alone (the pools were sized from these):</p><table><thead><tr>"
+           "<th>phase</th><th>GPU</th><th>TP</th><th>goodput per replica</th><th>per GPU"
+           f"</th></tr></thead><tbody>{phase_rows}</tbody></table>" if phase_rows else ""))
+
+
 def plan_report(plan_dir: str | Path, extra_plans: list[int] | None = None) -> str:
     """The HTML of a plan folder written by ``clustersim plan`` or ``plan-training``."""
     folder = Path(plan_dir)
@@ -265,6 +336,7 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
         "<h2>Pareto plans</h2><p class='note'>Click a header to sort. The highlighted row "
         "is the recommended plan (highest goodput per GPU).</p>"
         + _table(pareto["pareto"], best),
+        _mode_section(served, front, inputs),
     ]
     workload_path = folder / "workload.json"
     chosen = [i for i in [best, *extra_plans] if i is not None]

@@ -9,8 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from planners.disaggregation import _counts
 from planners.objectives import base_rate, find_goodput, scaled_trace
-from planners.serving import plan_serving
+from planners.serving import dominates, plan_serving
 from planners.space import ServingSpace
 from profiles.hardware import load_gpu
 from simulator.serving.config import build_deployment
@@ -138,3 +139,64 @@ def test_goodput_is_never_an_overloaded_rate() -> None:
     assert 0 < result.rate_per_s < 2000.0
     assert result.summary is not None
     assert result.summary["stability"]["state"] == "STABLE"
+
+
+def test_disaggregated_and_colocated_plans_share_one_pareto_set() -> None:
+    """The disaggregation dimension sizes pools from each phase's measured goodput; its
+    plans go through the same goodput search, so one Pareto set holds both kinds, and a
+    Splitwise-style H100-prefill / A100-decode plan is priced with both GPUs' prices."""
+    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}, {"name": "a100", "max_gpus": 2}],
+                         tp=[1], disaggregation={"prefill_tp": [1], "decode_tp": [1]})
+    prices = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 2.0}
+    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=prices, **SLO)
+    modes = {c.mode for c in plan.candidates if c.status == "evaluated"}
+    assert modes == {"colocated", "disaggregated"}
+    served = [c for c in plan.candidates if c.goodput_per_gpu > 0]
+    expected = sorted(c.index for c in served
+                      if not any(dominates(o.metrics(), c.metrics()) for o in served))
+    assert plan.pareto == expected
+    mixed = [c for c in plan.candidates if c.gpu == "H100-SXM5-80GB + A100-SXM4-80GB"]
+    split = mixed[0]
+    block = split.deployment["disaggregation"]
+    assert split.ratio.startswith(f"{block['prefill']['replicas']}P:"
+                                  f"{block['decode']['replicas']}D")
+    assert block["prefill"]["replicas"] <= 2 and block["decode"]["replicas"] <= 2
+    assert split.row()["mode"] == "disaggregated" and split.row()["prefill_decode"]
+    if split.goodput_rate_per_s > 0:
+        tokens = float((TRACE.prompt_tokens + TRACE.output_tokens).mean())
+        usd_per_hour = (4.0 * block["prefill"]["replicas"] + 2.0 * block["decode"]["replicas"])
+        assert split.cost_per_mtok_usd == pytest.approx(
+            usd_per_hour / (split.goodput_rate_per_s * tokens * 3600) * 1e6)
+    phases = plan.inputs["disaggregation_phases"]
+    assert {row["phase"] for row in phases} == {"prefill", "decode"}
+    assert plan.num_simulations > sum(c.num_simulations for c in plan.candidates)
+    assert {"colocated_goodput_per_gpu", "disaggregated_goodput_per_gpu"} <= set(plan.best)
+
+
+def test_pool_counts_balance_the_slower_phase() -> None:
+    """Prefill serves 3 req/s per replica and decode 10: with 8 GPUs of one type the best
+    split is 6 prefill + 2 decode (min(18, 20) = 18 req/s); 7 + 1 gives 10."""
+    assert _counts(3.0, 1, 10.0, 1, 8, 8, 8) == (6, 2)
+    # two GPUs per prefill replica: 3 prefill (6 GPUs) serve 9, and one decode replica
+    # (10) already covers it, so the 7-GPU split wins the tie against 3 + 2
+    assert _counts(3.0, 2, 10.0, 1, 8, 8, 8) == (3, 1)
+    assert _counts(3.0, 4, 10.0, 8, 8, 8, 8) is None  # no pair fits
+
+
+def test_plan_command_with_disaggregation(tmp_path: Path) -> None:
+    from workloads.loaders import save_workload
+
+    trace_path = tmp_path / "t.json"
+    save_workload(TRACE, trace_path)
+    result = CliRunner().invoke(app, [
+        "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
+        "--tpot-slo", "0.03", "--gpu", "h100:2", "--tp", "1", "--disaggregate",
+        "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    assert "1P:1D" in result.output
+    rows = (tmp_path / "p" / "candidates.csv").read_text()
+    assert "disaggregated" in rows and "colocated" in rows
+    bad = CliRunner().invoke(app, [
+        "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
+        "--tpot-slo", "0.03", "--gpu", "h100:2", "--disaggregate", "--decode-gpu", "a100"])
+    assert bad.exit_code == 2 and "--decode-gpu 'a100'" in bad.output

@@ -58,7 +58,8 @@ class _Checker(HTMLParser):
 @pytest.fixture(scope="module")
 def serving_plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}, {"name": "a100", "max_gpus": 2}],
-                         tp=[1, 2])
+                         tp=[1, 2], disaggregation={"prefill_gpus": ["h100"],
+                                                    "prefill_tp": [1], "decode_tp": [1]})
     plan = plan_serving("llama-3-8b", TRACE, ttft_slo_s=0.25, tpot_slo_s=0.04, space=space,
                         prices={"A100-SXM4-80GB": 5.0})
     folder = tmp_path_factory.mktemp("plan")
@@ -86,6 +87,12 @@ def test_plan_report_is_well_formed_self_contained_and_complete(serving_plan_dir
         assert f"<td>{row['index']}</td>" in text
     assert "TTFT p90 &lt;= 0.25 s" in text and "TPOT p90 &lt;= 0.04 s" in text
     assert "How accurate is this?" in text
+    # disaggregated and colocated plans side by side, with the winner per objective
+    assert "Disaggregated or colocated?" in text
+    section = text[text.index("Disaggregated or colocated?"):]
+    assert "<td>goodput per GPU (req/s)</td>" in section
+    assert re.search(r"<td>(colocated|disaggregated)</td><td>[0-9.]+x</td>", section)
+    assert "Each phase alone" in section and "1P:" in text
 
 
 def test_training_report_renders(tmp_path: Path) -> None:
