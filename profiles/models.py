@@ -243,12 +243,38 @@ def _read_gpt2(config: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _read_opt(config: dict[str, Any]) -> dict[str, Any]:
+    """OPT (Zhang et al. 2022): GPT-style blocks with a ReLU MLP, biases and LayerNorm,
+    learned positions, the LM head tied to the embeddings."""
+    hidden = config["hidden_size"]
+    if config.get("word_embed_proj_dim", hidden) != hidden:
+        raise KeyError("word_embed_proj_dim equal to hidden_size (OPT-350m's projection "
+                       "is not modelled)")
+    heads = config["num_attention_heads"]
+    return {
+        "num_layers": config["num_hidden_layers"],
+        "hidden_size": hidden,
+        "num_attention_heads": heads,
+        "num_kv_heads": heads,
+        "head_dim": hidden // heads,
+        "intermediate_size": config["ffn_dim"],
+        "vocab_size": config["vocab_size"],
+        "max_position_embeddings": config["max_position_embeddings"],
+        "mlp_kind": "standard",
+        "norm_kind": "layernorm",
+        "linear_bias": bool(config.get("enable_bias", True)),
+        "learned_position_embeddings": True,
+        "tie_word_embeddings": bool(config.get("tie_word_embeddings", True)),
+    }
+
+
 _HF_READERS = {
     "llama": _read_llama_like,
     "mistral": _read_llama_like,
     "mixtral": _read_llama_like,
     "qwen2": _read_llama_like,
     "gpt2": _read_gpt2,
+    "opt": _read_opt,
 }
 
 
