@@ -7,11 +7,10 @@ DistServe's recipe (Zhong et al. 2024, Sec. 4), run on the simulator:
    output token per request); for every decode configuration, the highest rate one
    decode replica serves inside the TPOT SLO behind a prefill pool large enough never to
    hold it back.
-2. Each phase's configuration is the one of best goodput per GPU (per GPU type, so
-   Splitwise's mixed pools, e.g. H100 prefill and A100 decode, are candidates too); with
-   ``paired`` placement, the pair of best goodput per GPU that fits one node.
-3. The replica counts: for each GPU budget, the (prefill, decode) counts whose slower
-   phase serves the most, ``min(n_p R_p, n_d R_d)``, ties to fewer GPUs.
+2. For each GPU type of each phase (so Splitwise's mixed pools, e.g. H100 prefill and
+   A100 decode, are candidates too), placement and GPU budget: the phase configurations
+   and replica counts whose slower phase serves the most, ``min(n_p R_p, n_d R_d)``,
+   ties to fewer GPUs; with ``paired`` placement only pairs that fit one node.
 
 The deployments this yields are candidates of the same search as the colocated ones and
 go through the same goodput search under both SLOs, so the Pareto set says where
@@ -139,11 +138,6 @@ def disaggregated_candidates(
     return _size_pools(common, space, gpu_maxima, study), study
 
 
-def _best(table: dict[tuple[str, int], float], gpu: str) -> tuple[int, float] | None:
-    options = [(tp, rate) for (name, tp), rate in table.items() if name == gpu]
-    return max(options, key=lambda o: (o[1] / o[0], -o[0])) if options else None
-
-
 def _counts(rate_p: float, gpus_p: int, rate_d: float, gpus_d: int, budget_p: int,
             budget_d: int, shared: int | None) -> tuple[int, int] | None:
     """Replica counts whose slower phase serves the most within the budgets."""
@@ -161,45 +155,45 @@ def _counts(rate_p: float, gpus_p: int, rate_d: float, gpus_d: int, budget_p: in
 
 def _size_pools(common: dict[str, Any], space: DisaggregationSpace,
                 gpu_maxima: dict[str, int], study: PhaseStudy) -> list[dict[str, Any]]:
+    """Per GPU-type pair, placement and GPU budget: the phase configurations and counts
+    that serve the most within the budget (ties to fewer GPUs)."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     pairs = itertools.product(space.prefill_gpus or list(gpu_maxima),
                               space.decode_gpus or list(gpu_maxima))
     for (gpu_p, gpu_d), placement in itertools.product(pairs, space.placements):
-        if placement == "paired":
-            if gpu_p != gpu_d:
-                continue
-            options = [(tp_p, r_p, tp_d, r_d)
-                       for (name_p, tp_p), r_p in study.prefill.items() if name_p == gpu_p
-                       for (name_d, tp_d), r_d in study.decode.items() if name_d == gpu_d
-                       if tp_p + tp_d <= space.gpus_per_node]
-            if not options:
-                continue
-            tp_p, rate_p, tp_d, rate_d = max(
-                options, key=lambda o: (min(o[1], o[3]) / (o[0] + o[2]), -o[0] - o[2]))
-        else:
-            best_p, best_d = _best(study.prefill, gpu_p), _best(study.decode, gpu_d)
-            if best_p is None or best_d is None:
-                continue
-            (tp_p, rate_p), (tp_d, rate_d) = best_p, best_d
+        if placement == "paired" and gpu_p != gpu_d:
+            continue
+        options = [(tp_p, r_p, tp_d, r_d)
+                   for (name_p, tp_p), r_p in study.prefill.items() if name_p == gpu_p
+                   for (name_d, tp_d), r_d in study.decode.items() if name_d == gpu_d
+                   if placement == "by_pool" or tp_p + tp_d <= space.gpus_per_node]
         same = gpu_p == gpu_d
         maxima = (gpu_maxima.get(gpu_p, 0), gpu_maxima.get(gpu_d, 0))
         budgets = space.gpu_budgets or sorted({maxima[0], maxima[0] // 2} if same else
                                               {maxima[0] + maxima[1]})
         for budget in budgets:
-            shared = budget if same else None
-            limit_p = budget if same else maxima[0]
-            limit_d = budget if same else maxima[1]
-            counts = _counts(rate_p, tp_p, rate_d, tp_d, limit_p, limit_d, shared)
-            if counts is None:
+            limit_p, limit_d = (budget, budget) if same else maxima
+            best: tuple[tuple[float, int], int, int, int, int] | None = None
+            for tp_p, rate_p, tp_d, rate_d in options:
+                counts = _counts(rate_p, tp_p, rate_d, tp_d, limit_p, limit_d,
+                                 budget if same else None)
+                if counts is None:
+                    continue
+                n_p, n_d = counts
+                key = (min(n_p * rate_p, n_d * rate_d), -(n_p * tp_p + n_d * tp_d))
+                if best is None or key > best[0]:
+                    best = (key, tp_p, tp_d, n_p, n_d)
+            if best is None:
                 continue
+            _, tp_p, tp_d, n_p, n_d = best
             mapping = common | {"gpu": gpu_p, "disaggregation": {
-                "prefill": {"gpu": gpu_p, "replicas": counts[0], "parallelism": {"tp": tp_p}},
-                "decode": {"gpu": gpu_d, "replicas": counts[1], "parallelism": {"tp": tp_d}},
+                "prefill": {"gpu": gpu_p, "replicas": n_p, "parallelism": {"tp": tp_p}},
+                "decode": {"gpu": gpu_d, "replicas": n_d, "parallelism": {"tp": tp_d}},
                 "placement": placement, "transfer": {"mode": space.transfer_mode},
                 "decode_router": "nearest" if placement == "paired" else "least_kv"}}
-            key = repr(mapping)
-            if key not in seen:
-                seen.add(key)
+            key_text = repr(mapping)
+            if key_text not in seen:
+                seen.add(key_text)
                 out.append(mapping)
     return out
