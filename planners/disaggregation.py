@@ -9,8 +9,9 @@ DistServe's recipe (Zhong et al. 2024, Sec. 4), run on the simulator:
    hold it back.
 2. For each GPU type of each phase (so Splitwise's mixed pools, e.g. H100 prefill and
    A100 decode, are candidates too), placement and GPU budget: the phase configurations
-   and replica counts whose slower phase serves the most, ``min(n_p R_p, n_d R_d)``,
-   ties to fewer GPUs; with ``paired`` placement only pairs that fit one node.
+   and replica counts whose slower phase serves the most, ``min(n_p R_p, n_d R_d)``, and
+   those that serve the most per GPU used (ties to fewer GPUs); with ``paired``
+   placement only pairs that fit one node.
 
 The deployments this yields are candidates of the same search as the colocated ones and
 go through the same goodput search under both SLOs, so the Pareto set says where
@@ -156,7 +157,7 @@ def _counts(rate_p: float, gpus_p: int, rate_d: float, gpus_d: int, budget_p: in
 def _size_pools(common: dict[str, Any], space: DisaggregationSpace,
                 gpu_maxima: dict[str, int], study: PhaseStudy) -> list[dict[str, Any]]:
     """Per GPU-type pair, placement and GPU budget: the phase configurations and counts
-    that serve the most within the budget (ties to fewer GPUs)."""
+    that serve the most within the budget, and the most per GPU (ties to fewer GPUs)."""
     out: list[dict[str, Any]] = []
     seen: set[str] = set()
     pairs = itertools.product(space.prefill_gpus or list(gpu_maxima),
@@ -174,26 +175,27 @@ def _size_pools(common: dict[str, Any], space: DisaggregationSpace,
                                               {maxima[0] + maxima[1]})
         for budget in budgets:
             limit_p, limit_d = (budget, budget) if same else maxima
-            best: tuple[tuple[float, int], int, int, int, int] | None = None
+            # the most goodput the budget buys, and the most per GPU (DistServe's aim)
+            picks: dict[str, tuple[tuple[float, int], int, int, int, int]] = {}
             for tp_p, rate_p, tp_d, rate_d in options:
                 counts = _counts(rate_p, tp_p, rate_d, tp_d, limit_p, limit_d,
                                  budget if same else None)
                 if counts is None:
                     continue
                 n_p, n_d = counts
-                key = (min(n_p * rate_p, n_d * rate_d), -(n_p * tp_p + n_d * tp_d))
-                if best is None or key > best[0]:
-                    best = (key, tp_p, tp_d, n_p, n_d)
-            if best is None:
-                continue
-            _, tp_p, tp_d, n_p, n_d = best
-            mapping = common | {"gpu": gpu_p, "disaggregation": {
-                "prefill": {"gpu": gpu_p, "replicas": n_p, "parallelism": {"tp": tp_p}},
-                "decode": {"gpu": gpu_d, "replicas": n_d, "parallelism": {"tp": tp_d}},
-                "placement": placement, "transfer": {"mode": space.transfer_mode},
-                "decode_router": "nearest" if placement == "paired" else "least_kv"}}
-            key_text = repr(mapping)
-            if key_text not in seen:
-                seen.add(key_text)
-                out.append(mapping)
+                served = min(n_p * rate_p, n_d * rate_d)
+                used = n_p * tp_p + n_d * tp_d
+                for aim, key in (("total", (served, -used)), ("per_gpu", (served / used, -used))):
+                    if aim not in picks or key > picks[aim][0]:
+                        picks[aim] = (key, tp_p, tp_d, n_p, n_d)
+            for _, tp_p, tp_d, n_p, n_d in picks.values():
+                mapping = common | {"gpu": gpu_p, "disaggregation": {
+                    "prefill": {"gpu": gpu_p, "replicas": n_p, "parallelism": {"tp": tp_p}},
+                    "decode": {"gpu": gpu_d, "replicas": n_d, "parallelism": {"tp": tp_d}},
+                    "placement": placement, "transfer": {"mode": space.transfer_mode},
+                    "decode_router": "nearest" if placement == "paired" else "least_kv"}}
+                key_text = repr(mapping)
+                if key_text not in seen:
+                    seen.add(key_text)
+                    out.append(mapping)
     return out
