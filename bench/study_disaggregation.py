@@ -119,27 +119,30 @@ def splitwise(num_requests: int, a100_share: float) -> list[str]:
              f"{a100_share:.0%} of it (${prices['A100-SXM4-80GB']:.2f}, an assumption). "
              "SLOs TTFT 2.5 s / TPOT 0.15 s for 90% of requests.", "",
              "| deployment | goodput req/s | USD per hour | USD per million tokens | "
-             "req/s per USD-hour |", "| --- | --- | --- | --- | --- |"]
+             "req/s per USD-hour | J per token |", "| --- | --- | --- | --- | --- | --- |"]
     rows = {}
     for name, c in (("H100 only", h100), ("H100 prefill + A100 decode", mixed)):
         if c is None:
-            lines.append(f"| {name} | none met the SLOs | | | |")
+            lines.append(f"| {name} | none met the SLOs | | | | |")
             continue
         block = c.deployment.get("disaggregation")
         usd_per_hour = (prices["H100-SXM5-80GB"] * c.num_gpus if block is None else
                         sum(prices[load] * p["replicas"] * p["parallelism"]["tp"]
                             for load, p in (("H100-SXM5-80GB", block["prefill"]),
                                             ("A100-SXM4-80GB", block["decode"]))))
-        rows[name] = (c.goodput_rate_per_s, usd_per_hour, c.cost_per_mtok_usd or 0.0)
+        rows[name] = (c.goodput_rate_per_s, usd_per_hour, c.cost_per_mtok_usd or 0.0,
+                      c.energy_j_per_token or 0.0)
         lines.append(f"| {name}: {_describe(c)} | {c.goodput_rate_per_s:.3f} | "
                      f"{usd_per_hour:.2f} | {c.cost_per_mtok_usd or 0:.3f} | "
-                     f"{c.goodput_rate_per_s / usd_per_hour:.4f} |")
+                     f"{c.goodput_rate_per_s / usd_per_hour:.4f} | "
+                     f"{c.energy_j_per_token or 0:.3f} |")
     if len(rows) == 2:
-        (r_h, usd_h, mtok_h), (r_m, usd_m, mtok_m) = rows["H100 only"], \
+        (r_h, usd_h, mtok_h, j_h), (r_m, usd_m, mtok_m, j_m) = rows["H100 only"], \
             rows["H100 prefill + A100 decode"]
         lines += ["", f"Mixed / H100-only: throughput {r_m / r_h:.2f}x, cost per hour "
                   f"{usd_m / usd_h:.2f}x, cost per million tokens {mtok_m / mtok_h:.2f}x, "
-                  f"throughput per dollar {(r_m / usd_m) / (r_h / usd_h):.2f}x. Splitwise "
+                  f"throughput per dollar {(r_m / usd_m) / (r_h / usd_h):.2f}x, energy per "
+                  f"token {j_m / j_h:.2f}x (the planner's TDP-based power model). Splitwise "
                   "reports 1.4x throughput at 20% lower cost (throughput per dollar about "
                   "1.75x)."]
     print("\n".join(lines[-4:]), f"({plan.num_simulations} simulations)", flush=True)

@@ -103,6 +103,8 @@ def disaggregated_candidates(
         common["engine"] = engine
     prompts = _one_output(trace)
     for gpu, tp in itertools.product(prefill_gpus, space.prefill_tp):
+        if tp > gpu_maxima.get(gpu, 0):
+            continue  # more GPUs than the space has of this type
         try:
             deployment = build_deployment(common | {"gpu": gpu, "parallelism": {"tp": tp}})
             upper = _upper_rate(deployment, prompts, "prefill")
@@ -118,6 +120,8 @@ def disaggregated_candidates(
     helper_gpu, helper_tp = max(study.prefill, key=lambda k: study.prefill[k] / k[1])
     helper_rate = study.prefill[(helper_gpu, helper_tp)]
     for gpu, tp in itertools.product(decode_gpus, space.decode_tp):
+        if tp > gpu_maxima.get(gpu, 0):
+            continue
         try:
             probe = build_deployment(common | {"gpu": gpu, "disaggregation": {
                 "prefill": {"gpu": helper_gpu, "parallelism": {"tp": helper_tp}},

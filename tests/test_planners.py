@@ -200,3 +200,25 @@ def test_plan_command_with_disaggregation(tmp_path: Path) -> None:
         "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
         "--tpot-slo", "0.03", "--gpu", "h100:2", "--disaggregate", "--decode-gpu", "a100"])
     assert bad.exit_code == 2 and "--decode-gpu 'a100'" in bad.output
+
+
+def test_paired_placement_keeps_each_pair_inside_a_node() -> None:
+    """DistServe's placement for slow networks: a prefill and a decode replica share a
+    node, so the candidates' KV moves over NVLink only, and pairs that cannot share a
+    node (tp 8 + tp 1 on 8-GPU nodes) are never proposed."""
+    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 4}], tp=[1], colocated=False,
+                         disaggregation={"prefill_tp": [1, 8], "decode_tp": [1],
+                                         "placements": ["paired"]})
+    plan = plan_serving("llama-3-8b", TRACE, space=space, **SLO)
+    assert plan.candidates and all(c.mode == "disaggregated" for c in plan.candidates)
+    for c in plan.candidates:
+        block = c.deployment["disaggregation"]
+        assert block["placement"] == "paired" and block["decode_router"] == "nearest"
+        assert block["prefill"]["parallelism"]["tp"] == 1
+    served = [c for c in plan.candidates if c.goodput_rate_per_s > 0]
+    assert served
+    deployment = build_deployment(served[0].deployment)
+    from simulator import simulate
+
+    summary = simulate(deployment, TRACE).summary
+    assert set(summary["disaggregation"]["links"]) == {"scale_up"}

@@ -128,3 +128,20 @@ def test_closed_loop_turn_is_sent_after_the_previous_response_and_think_time() -
     rows = simulate(deployment, workload).requests
     assert rows.loc[1, "arrival_s"] == pytest.approx(rows.loc[0, "finish_s"] + 2.0)
     assert rows.loc[1, "num_cached_tokens"] == 240
+
+
+def test_prefix_aware_router_sends_a_shared_prefix_where_it_is_cached() -> None:
+    """Two replicas; request 0 (prefix A) lands on replica 0 and finishes. Then a second
+    A request and a B request arrive together: the prefix-aware router sends A to
+    replica 0, where its prefix is cached (992 tokens hit), and B, cached nowhere, to the
+    idle replica 1; round robin sends A to replica 1 and nothing hits."""
+    workload = trace([0.0, 10.0, 10.0], [1200, 1200, 1200], [2, 2, 2],
+                     prefix_id=["a", "a", "b"], prefix_tokens=[1000, 1000, 1000])
+    rows = simulate(make_deployment("llama-3-8b", "h100", replicas=2, router="prefix_aware",
+                                    **CACHING), workload).requests
+    assert rows["replica_id"].tolist() == [0, 0, 1]
+    assert rows["num_cached_tokens"].tolist() == [0, 992, 0]
+    robin = simulate(make_deployment("llama-3-8b", "h100", replicas=2, router="round_robin",
+                                     **CACHING), workload).requests
+    assert robin["replica_id"].tolist() == [0, 1, 0]
+    assert robin["num_cached_tokens"].tolist() == [0, 0, 0]

@@ -60,10 +60,10 @@ class PrefixAware:
     """Scores each replica as llm-d's inference scheduler does, by a weighted sum of
     three scorers each scaled to [0, 1]: the share of the prompt its prefix cache holds,
     how short its queue is (1 - outstanding / the most outstanding), and how free its KV
-    cache is (1 - use). Equal weights (an assumption: llm-d's are configurable); the
-    highest score wins, ties to the lowest index."""
+    cache is (1 - use). The prefix share weighs double, the other two once (an assumption:
+    llm-d's weights are configurable); the highest score wins, ties to the lowest index."""
 
-    weights = (1.0, 1.0, 1.0)
+    weights = (2.0, 1.0, 1.0)
 
     def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int:
         most = max(replica.num_outstanding for replica in replicas) or 1
