@@ -79,6 +79,13 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
         f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
         f"preemptions {summary['preemptions']}"
     )
+    offload = run.get("offload") or {}
+    if offload.get("cpu_offload_gb"):
+        console.print(
+            f"weights offloaded: {offload['cpu_offload_gb']:g} GiB per GPU on "
+            f"{offload['weights_tier']} ({'prefetched' if offload['prefetch'] else 'read in place'}"
+            f"), {offload['weight_stream_gbps']:.1f} GB/s: "
+            f"{offload['weight_stream_s_per_step'] * 1e3:,.0f} ms of streaming per step")
     cost = run["cost_model"]
     if cost["kind"] == "profiled":
         console.print(f"cost model: profile {cost['profile']} ({cost['profile_gpu']}, "
@@ -133,6 +140,12 @@ def simulate_command(
     max_model_len: Annotated[int | None, typer.Option()] = None,
     router: Annotated[str | None, typer.Option(
         help="round_robin, least_outstanding, least_kv")] = None,
+    cpu_offload_gb: Annotated[float | None, typer.Option(
+        help="GiB of weights per GPU kept in host memory and streamed each step (vLLM)")
+    ] = None,
+    offload_prefetch: Annotated[bool | None, typer.Option(
+        "--offload-prefetch/--no-offload-prefetch",
+        help="stream offloaded weights ahead of compute (FlexGen) instead of in place")] = None,
     num_nodes: Annotated[int | None, typer.Option(help="cluster nodes")] = None,
     gpus_per_node: Annotated[int | None, typer.Option()] = None,
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
@@ -192,6 +205,7 @@ def simulate_command(
         "scheduler.enable_chunked_prefill": enable_chunked_prefill,
         "scheduler.preemption_mode": preemption_mode, "scheduler.max_model_len": max_model_len,
         "cluster.num_nodes": num_nodes, "cluster.gpus_per_node": gpus_per_node,
+        "offload.cpu_offload_gb": cpu_offload_gb, "offload.prefetch": offload_prefetch,
         "slo.ttft_s": ttft_slo, "slo.tpot_s": tpot_slo,
     }
     config = deployment_from_flags(deployment, overrides)

@@ -38,6 +38,7 @@ OPERATORS = (
     "pp_send",
     "lm_head",
     "kv_swap",
+    "weight_stream",
 )
 
 

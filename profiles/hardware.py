@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.kernel_fit import KernelFit, kernel_fits
 
-__all__ = ["Efficiency", "GPUSpec", "GemmTiling", "Link", "list_gpus", "load_gpu"]
+__all__ = ["Efficiency", "GPUSpec", "GemmTiling", "HostTier", "Link", "list_gpus", "load_gpu"]
 
 _CATALOG_PATH = Path(__file__).parent / "data" / "gpus.json"
 
@@ -71,6 +71,17 @@ class GemmTiling(_Frozen):
     min_split_k: int = Field(gt=0)
 
 
+class HostTier(_Frozen):
+    """What the host gives one GPU: its share of the node's DRAM (capacity and bandwidth)
+    and of the node's NVMe drives. The GPU-host path itself is ``GPUSpec.host_link``."""
+
+    dram_gib: float = Field(gt=0)
+    dram_bandwidth_gbps: float = Field(gt=0, description="GB/s of DRAM bandwidth per GPU")
+    nvme_gib: float = Field(ge=0)
+    nvme_read_gbps: float = Field(gt=0)
+    nvme_write_gbps: float = Field(gt=0)
+
+
 class GPUSpec(_Frozen):
     """One accelerator SKU (for MI250X: one GCD, which the software sees as one GPU)."""
 
@@ -84,6 +95,8 @@ class GPUSpec(_Frozen):
     nic_bandwidth_gbps: float = Field(gt=0)
     nic_latency_us: float = Field(ge=0)
     host_link: Link
+    host: HostTier | None = Field(
+        default=None, description="host DRAM and NVMe per GPU (offloading); None: unknown")
     tdp_w: float = Field(gt=0)
     efficiency: Efficiency
     gemm_tiling: GemmTiling | None = None

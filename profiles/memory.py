@@ -95,20 +95,31 @@ def plan_memory(
     model: ModelSpec, gpu: GPUSpec, *, tp: int, pp: int, block_size: int,
     gpu_memory_utilization: float, max_num_batched_tokens: int, max_num_seqs: int,
     swap_space_gib: float = 0.0, runtime_overhead_gib: float = DEFAULT_RUNTIME_OVERHEAD_GIB,
+    offloaded_weight_bytes: float = 0.0,
 ) -> MemoryPlan:
     """Split one GPU's memory and count the KV blocks a replica gets.
 
+    ``offloaded_weight_bytes`` of each GPU's weights live off the GPU (vLLM's
+    ``cpu_offload_gb``; ``profiles.offload`` prices streaming them).
+
     Raises:
-        ClusterSimError: the weights, or the weights plus activations, do not fit.
+        ClusterSimError: the weights, or the weights plus activations, do not fit, or more
+            is offloaded than a GPU holds.
     """
     budget = gpu.hbm_bytes * gpu_memory_utilization
-    weights = stage_weight_bytes(model, tp, pp)
+    all_weights = stage_weight_bytes(model, tp, pp)
     where = f"{model.name} on {gpu.name} with tp={tp}, pp={pp}"
+    if offloaded_weight_bytes > all_weights:
+        raise ClusterSimError(
+            f"offload.cpu_offload_gb={offloaded_weight_bytes / GIB:.1f} exceeds the "
+            f"{all_weights / GIB:.1f} GiB of weights per GPU of {where}; lower it")
+    weights = all_weights - offloaded_weight_bytes
     if weights >= budget:
         raise ClusterSimError(
             f"{where}: weights need {weights / GIB:.1f} GiB per GPU but "
             f"gpu_memory_utilization={gpu_memory_utilization} leaves {budget / GIB:.1f} GiB; "
-            f"raise tp or pp (or use a larger GPU)"
+            f"raise tp or pp, use a larger GPU, or offload "
+            f"{(weights - 0.8 * budget) / GIB:.0f} GiB or more (offload.cpu_offload_gb)"
         )
     activations = activation_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
     overhead = runtime_overhead_gib * GIB

@@ -33,9 +33,10 @@ from profiles.cluster import (
 )
 from profiles.cost_model import BatchShape, CostModel
 from profiles.errors import ClusterSimError
-from profiles.hardware import GPUSpec, load_gpu
+from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.memory import MemoryPlan, plan_memory
 from profiles.models import ModelSpec, load_model
+from profiles.offload import StreamedWeights, WeightStream
 from profiles.profile_format import load_profile
 from profiles.profiled import ProfiledCostModel
 from profiles.roofline import RooflineCostModel
@@ -55,8 +56,8 @@ from workloads.schema import RequestTrace
 
 __all__ = ["ArrivalTimeout", "ResolvedDeployment", "ResolvedPools", "SimEnvironment",
            "SimulationResult", "check_workload", "closed_loop_turns", "cost_model_record",
-           "engine_record", "make_kv_cache", "make_requests", "prefill_saturation_tokens",
-           "resolve", "resolve_pools", "workload_segments"]
+           "engine_record", "make_kv_cache", "make_requests", "offload_record",
+           "prefill_saturation_tokens", "resolve", "resolve_pools", "workload_segments"]
 
 
 class SimEnvironment(simpy.Environment):
@@ -161,7 +162,9 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             max_num_batched_tokens=scheduler.max_num_batched_tokens,
             max_num_seqs=scheduler.max_num_seqs, swap_space_gib=settings.swap_space_gib,
             runtime_overhead_gib=deployment.runtime_overhead_gib,
+            offloaded_weight_bytes=deployment.offload.cpu_offload_gb * GIB,
         )
+        _check_host(deployment, gpu, settings.swap_space_gib)
     except ClusterSimError as error:
         if not where:
             raise
@@ -175,6 +178,38 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             f"{memory.max_kv_tokens} or less, or raise tp/pp or gpu_memory_utilization"
         )
     return model, gpu, settings, scheduler, memory
+
+
+def _check_host(deployment: DeploymentConfig, gpu: GPUSpec, swap_space_gib: float) -> None:
+    """Offloaded weights (and host KV space) must fit the host tier they are put in."""
+    offload = deployment.offload
+    if not offload.cpu_offload_gb:
+        return
+    if gpu.host is None:
+        raise ClusterSimError(
+            f"offload.cpu_offload_gb: {gpu.name} has no host memory figures in its GPU "
+            f"spec; add a 'host' block (dram_gib, nvme_gib, ...) to offload weights")
+    if offload.weights_tier == "host":
+        room, what = gpu.host.dram_gib - swap_space_gib, "host DRAM per GPU"
+    else:
+        room, what = gpu.host.nvme_gib, "NVMe per GPU"
+    if offload.cpu_offload_gb > room:
+        raise ClusterSimError(
+            f"offload.cpu_offload_gb={offload.cpu_offload_gb:g} exceeds the {room:g} GiB of "
+            f"{what} on {gpu.name}"
+            + (" (after swap_space_gib)" if offload.weights_tier == "host" else "")
+            + "; lower it or raise tp/pp")
+
+
+def _weight_stream(deployment: DeploymentConfig, gpu: GPUSpec) -> WeightStream | None:
+    offload = deployment.offload
+    if not offload.cpu_offload_gb or gpu.host is None:
+        return None
+    bandwidth = gpu.host_link.bandwidth_gbps * GB
+    if offload.weights_tier == "nvme":
+        bandwidth = min(bandwidth, gpu.host.nvme_read_gbps * GB)
+    return WeightStream(offload.cpu_offload_gb * GIB, bandwidth,
+                        gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory, offload.prefetch)
 
 
 def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, SchedulerSettings,
@@ -193,8 +228,10 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
         inside_node = len({graph.nodes[name]["node"] for name in stages[0]}) == 1
         roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link,
                                      tp_inside_node=inside_node)
-        cost_models.append(ProfiledCostModel(profile, roofline) if profile is not None
-                           else roofline)
+        priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
+                             else roofline)
+        stream = _weight_stream(deployment, gpu)
+        cost_models.append(StreamedWeights(priced, stream) if stream is not None else priced)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
                               resolve_cpu_overhead(deployment), tuple(placements))
 
@@ -314,7 +351,9 @@ def check_workload(workload: RequestTrace, max_model_len: int) -> None:
 
 def cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:
     """Which cost model priced the run, and how much of it came from measured tables."""
-    profiled = [model for model in cost_models if isinstance(model, ProfiledCostModel)]
+    unwrapped = [model.inner if isinstance(model, StreamedWeights) else model
+                 for model in cost_models]
+    profiled = [model for model in unwrapped if isinstance(model, ProfiledCostModel)]
     if not profiled:
         return {"kind": "roofline", "measured_share": 0.0}
     measured = sum(model.measured_s for model in profiled)
@@ -339,6 +378,16 @@ def engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
     if deployment.cpu_overhead is not None:
         record["overhead_source"] = "given in the deployment"
     record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None
+    return record
+
+
+def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:
+    """The offload knobs and what the weight stream costs per step."""
+    record: dict[str, Any] = resolved.deployment.offload.model_dump()
+    stream = _weight_stream(resolved.deployment, resolved.gpu)
+    record["weight_stream_s_per_step"] = stream.seconds if stream is not None else 0.0
+    record["weight_stream_gbps"] = (stream.bandwidth_bytes_per_s / GB if stream is not None
+                                    else 0.0)
     return record
 
 

@@ -54,6 +54,7 @@ from workloads.overrides import apply_overrides, read_mapping
 __all__ = [
     "DeploymentConfig",
     "DisaggregationConfig",
+    "OffloadConfig",
     "ParallelismConfig",
     "PoolConfig",
     "SLOConfig",
@@ -99,6 +100,18 @@ class SchedulerSettings(_Frozen):
 class SLOConfig(_Frozen):
     ttft_s: float | None = Field(default=None, gt=0)
     tpot_s: float | None = Field(default=None, gt=0)
+
+
+class OffloadConfig(_Frozen):
+    """What lives off the GPU (``profiles.offload``), named as vLLM names it."""
+
+    cpu_offload_gb: float = Field(
+        default=0.0, ge=0, le=100_000, description="GiB of weights per GPU kept in host "
+        "memory (or NVMe) and streamed at every forward pass (vLLM --cpu-offload-gb)")
+    weights_tier: Literal["host", "nvme"] = "host"
+    prefetch: bool = Field(
+        default=False, description="load the next layer's weights while this one computes "
+                                   "(FlexGen); False: read in place over the host link (vLLM)")
 
 
 RouterName = Literal["round_robin", "least_outstanding", "least_kv", "prefix_aware"]
@@ -157,6 +170,7 @@ class DeploymentConfig(_Frozen):
     scheduler: SchedulerSettings = SchedulerSettings()
     router: RouterName = "least_outstanding"
     disaggregation: DisaggregationConfig | None = None
+    offload: OffloadConfig = OffloadConfig()
     engine: Literal["vllm-v1", "vllm-v1-0.15", "vllm-v0", "sarathi"] | None = Field(
         default=None, description="engine preset: its defaults for unset scheduler knobs "
                                   "and its CPU overhead per step")

@@ -34,6 +34,7 @@ from simulator.serving.build import (
     engine_record,
     make_kv_cache,
     make_requests,
+    offload_record,
     resolve,
     workload_segments,
 )
@@ -171,6 +172,7 @@ def simulate(
         "scheduler": asdict(resolved.scheduler),
         "engine": engine_record(deployment, resolved.cpu_overhead),
         "memory_per_gpu": resolved.memory.as_dict(),
+        "offload": offload_record(resolved),
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),
     }

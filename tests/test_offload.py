@@ -1,0 +1,96 @@
+"""Offloading in serving: weights streamed from host or NVMe, KV swapped to the host."""
+
+from __future__ import annotations
+
+import pytest
+
+from profiles.cost_model import BatchShape
+from profiles.hardware import GB, GIB, load_gpu
+from profiles.models import load_model
+from simulator import build_deployment, simulate
+from simulator.serving.build import resolve
+from tests.conftest import make_trace
+
+
+def seventy_b_on_one_h100(**offload: object) -> object:
+    return build_deployment({"model": "llama-3-70b", "gpu": "h100",
+                             "scheduler": {"max_model_len": 4096}, "offload": offload})
+
+
+def test_a_model_larger_than_the_gpu_runs_with_weight_offloading() -> None:
+    """Llama-3-70B's 131 GiB of bf16 weights on one 80 GB H100: refused as it is (the
+    message names the offload knob), served with 80 GiB offloaded; every step then
+    streams those 80 GiB over PCIe, so a decode step takes at least their transfer
+    time, and the in-place read (vLLM) adds it to the step."""
+    refused = simulate(seventy_b_on_one_h100(), make_trace([0.0], [500], [4]))
+    assert not refused.ok and "offload.cpu_offload_gb" in str(refused.error)
+    deployment = seventy_b_on_one_h100(cpu_offload_gb=80)
+    result = simulate(deployment, make_trace([0.0, 0.5], [500, 900], [6, 6]))
+    assert result.ok, result.error
+    assert result.requests["finish_s"].notna().all()
+    gpu = load_gpu("h100")
+    stream_s = 80 * GIB / (gpu.host_link.bandwidth_gbps * GB)
+    resolved = resolve(deployment)
+    assert resolved.memory.weight_bytes == pytest.approx(
+        load_model("llama-3-70b").num_params * 2 - 80 * GIB, rel=0.01)
+    cost = resolved.cost_models[0]
+    decode = cost.predict(BatchShape([1], [1000], 1))
+    assert decode.total_s >= stream_s
+    hbm_s = 80 * GIB / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
+    assert decode.operator_s["weight_stream"] == pytest.approx(stream_s - hbm_s, rel=1e-9)
+    assert result.summary["tpot_s"]["mean"] >= stream_s
+
+
+def test_prefetch_hides_compute_under_the_stream_or_the_stream_under_compute() -> None:
+    """FlexGen-style prefetch: a step takes the longer of its compute and the stream."""
+    inplace = resolve(seventy_b_on_one_h100(cpu_offload_gb=80)).cost_models[0]
+    prefetch = resolve(seventy_b_on_one_h100(cpu_offload_gb=80, prefetch=True)).cost_models[0]
+    plain = resolve(build_deployment({"model": "llama-3-70b", "gpu": "h100",
+                                      "parallelism": {"tp": 2}})).cost_models[0]
+    stream_s = 80 * GIB / (load_gpu("h100").host_link.bandwidth_gbps * GB)
+    for batch in (BatchShape([1], [1000], 1), BatchShape([4096], [0], 1)):
+        assert prefetch.predict(batch).total_s == pytest.approx(
+            max(stream_s, prefetch.inner.predict(batch).total_s))
+        assert prefetch.predict(batch).total_s <= inplace.predict(batch).total_s
+    assert plain.predict(BatchShape([1], [1000], 1)).total_s < stream_s
+
+
+def test_nvme_streams_at_the_drive_rate_and_capacity_is_checked() -> None:
+    gpu = load_gpu("h100")
+    assert gpu.host is not None
+    nvme = resolve(seventy_b_on_one_h100(cpu_offload_gb=80, weights_tier="nvme"))
+    stream = nvme.cost_models[0].stream
+    assert stream.bandwidth_bytes_per_s == min(gpu.host.nvme_read_gbps,
+                                               gpu.host_link.bandwidth_gbps) * GB
+    too_much = simulate(build_deployment({
+        "model": "llama-3.1-405b", "gpu": "h100", "scheduler": {"max_model_len": 4096},
+        "offload": {"cpu_offload_gb": 700}}), make_trace([0.0], [10], [2]))
+    assert not too_much.ok and "host DRAM per GPU" in str(too_much.error)
+    more_than_weights = simulate(build_deployment({
+        "model": "llama-3-8b", "gpu": "h100", "offload": {"cpu_offload_gb": 20}}),
+        make_trace([0.0], [10], [2]))
+    assert not more_than_weights.ok and "exceeds the" in str(more_than_weights.error)
+
+
+def test_swapped_kv_returns_intact_and_the_swap_costs_bytes_over_the_host_link() -> None:
+    """Swap preemption under a tiny KV pool: every request finishes with all its tokens;
+    a step's swap term is exactly the swapped tokens' KV bytes per GPU over PCIe."""
+    deployment = build_deployment({
+        "model": "llama-3-8b", "gpu": "a100", "parallelism": {"tp": 2},
+        "scheduler": {"policy": "vllm", "preemption_mode": "swap",
+                      "num_gpu_blocks_override": 40, "max_model_len": 600}})
+    n = 10
+    result = simulate(deployment, make_trace([0.0] * n, [200] * n, [150] * n))
+    assert result.ok, result.error
+    rows = result.requests
+    assert result.summary["preemptions"] > 0
+    assert rows["finish_s"].notna().all() and (rows["output_tokens"] == 150).all()
+    cost = resolve(deployment).cost_models[0]
+    base = BatchShape([1, 1], [300, 300], 2)
+    swapped = BatchShape([1, 1], [300, 300], 2, swap_in_tokens=320)
+    gpu, model = load_gpu("a100"), load_model("llama-3-8b")
+    expected = 320 * model.kv_bytes_per_token / 2 / (gpu.host_link.bandwidth_gbps * GB)
+    assert swapped.num_tokens == base.num_tokens
+    assert cost.predict(swapped).total_s - cost.predict(base).total_s == pytest.approx(
+        expected, rel=1e-9)
+    assert cost.predict(swapped).operator_s["kv_swap"] == pytest.approx(expected, rel=1e-9)
