@@ -161,6 +161,8 @@ def plan_training_command(
     pp: Annotated[str, typer.Option(help="PP degrees")] = "1,2,4,8",
     cp: Annotated[str, typer.Option(help="CP degrees")] = "1",
     zero_stage: Annotated[str, typer.Option(help="ZeRO stages")] = "0,1",
+    offload: Annotated[str, typer.Option(
+        help="offload choices: none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")] = "none",
     micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
     recompute: Annotated[str, typer.Option(help="none, selective, full")] = "none,selective,full",
     schedules: Annotated[str, typer.Option(help="gpipe, 1f1b, interleaved")] = "1f1b,interleaved",
@@ -173,18 +175,20 @@ def plan_training_command(
     space = TrainingSpace(
         num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
+        offload=[o for o in offload.split(",") if o],
         micro_batch=_ints(micro_batch, "--micro-batch"),
         recompute=[r for r in recompute.split(",") if r],
         schedules=[s for s in schedules.split(",") if s])
     plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)
     evaluated = sorted((c for c in plan.candidates if c.status == "evaluated"),
                        key=lambda c: c.step_s)
-    table = Table("#", "GPUs", "tp", "pp", "dp", "cp", "ZeRO", "mbs", "recompute",
+    table = Table("#", "GPUs", "tp", "pp", "dp", "cp", "ZeRO", "offload", "mbs", "recompute",
                   "schedule", "step s", "MFU", "$/step", "headroom GiB", "Pareto")
     for c in evaluated[:top]:
         p = c.plan
         table.add_row(str(c.index), str(p["tp"] * p["pp"] * p["dp"] * p["cp"]), str(p["tp"]),
                       str(p["pp"]), str(p["dp"]), str(p["cp"]), str(p["zero_stage"]),
+                      p["offload"],
                       str(c.micro_batch), p["recompute"], p["schedule"], f"{c.step_s:.3f}",
                       f"{c.mfu:.1%}",
                       "-" if c.cost_per_step_usd is None else f"{c.cost_per_step_usd:.3f}",

@@ -172,6 +172,8 @@ def simulate_command(
     recompute: Annotated[str | None, typer.Option(
         help="training: none, selective or full")] = None,
     zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
+    offload: Annotated[str | None, typer.Option(
+        help="training: none, cpu (ZeRO-Offload) or nvme (ZeRO-Infinity)")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     num_gpus: Annotated[int | None, typer.Option(
@@ -183,7 +185,7 @@ def simulate_command(
             "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,
             "plan.virtual_stages": virtual_stages, "plan.schedule": schedule,
             "plan.sequence_parallel": sequence_parallel, "plan.recompute": recompute,
-            "plan.zero_stage": zero_stage, "micro_batch": micro_batch,
+            "plan.zero_stage": zero_stage, "plan.offload": offload, "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
         if deployment is not None:  # a plan file: its fields, then the flags, win
@@ -241,7 +243,8 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path 
         f"[bold]{job.model}[/] training on {result.num_gpus} x {job.gpu}: tp={plan.tp} "
         f"pp={plan.pp} dp={plan.dp} cp={plan.cp} ep={plan.ep}, {plan.schedule}"
         + (f" (v={plan.virtual_stages})" if plan.virtual_stages > 1 else "")
-        + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}, "
+        + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}"
+        + (f" + offload to {plan.offload}" if plan.offload != "none" else "") + ", "
         f"{result.num_micro_batches} micro-batches of {job.micro_batch}")
     console.print(
         f"step {result.step_s:.3f} s, {result.tokens_per_s:,.0f} tokens/s, "
@@ -252,7 +255,9 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path 
     memory = result.memory.as_gib()
     console.print("memory per GPU (GiB): " + ", ".join(
         f"{name} {memory[name]:.1f}" for name in
-        ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity")))
+        ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity"))
+        + "".join(f"; on {name} {memory[name]:.1f}" for name in ("host", "nvme")
+                  if memory[name]))
     if out is not None:
         written = write_training_outputs(result, job, out)
         console.print("wrote " + ", ".join(str(path) for path in written))

@@ -38,6 +38,8 @@ class TrainingSpace(BaseModel):
     cp: list[int] = [1]
     ep: list[int] = [1]
     zero_stage: list[int] = [0, 1]
+    offload: list[str] = Field(default=["none"], description="none, cpu (ZeRO-Offload), "
+                                                          "nvme (ZeRO-Infinity)")
     micro_batch: list[int] = [1, 2]
     recompute: list[str] = ["none", "selective", "full"]
     schedules: list[str] = ["1f1b", "interleaved"]
@@ -75,15 +77,15 @@ class TrainingPlan:
 
 def _plans(space: TrainingSpace) -> list[tuple[ParallelPlan, int]]:
     plans = []
-    for gpus, tp, pp, cp, ep, zero, mbs, recompute, schedule in itertools.product(
+    for gpus, tp, pp, cp, ep, zero, offload, mbs, recompute, schedule in itertools.product(
             space.num_gpus, space.tp, space.pp, space.cp, space.ep, space.zero_stage,
-            space.micro_batch, space.recompute, space.schedules):
+            space.offload, space.micro_batch, space.recompute, space.schedules):
         if gpus % (tp * pp * cp):
             continue
         try:
             plan = ParallelPlan(
                 tp=tp, pp=pp, dp=gpus // (tp * pp * cp), cp=cp, ep=ep, zero_stage=zero,
-                recompute=recompute, schedule=schedule, sequence_parallel=tp > 1,
+                offload=offload, recompute=recompute, schedule=schedule, sequence_parallel=tp > 1,
                 virtual_stages=space.virtual_stages if schedule == "interleaved" else 1)
         except ValueError:
             continue

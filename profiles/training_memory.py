@@ -19,6 +19,14 @@ sequence length, b micro-batch, h hidden, a heads, t TP degree, in bytes::
     selective recompute       drops the 5·a·s/h attention-core term
     full recompute            2·s·b·h (only each layer's input), /t with SP
 
+Offloading (``offload``): ZeRO-Offload (Ren et al. 2021, Sec. 4) keeps the 16-bit
+weights on the GPU and moves the gradients, as they are produced, and the optimizer
+states with the update itself to the host: on the GPU 2Ψ (2Ψ/N at stage 3), on the host
+(2 + K)Ψ/N of the GPU's partition. ZeRO-Infinity (Rajbhandari et al. 2021) with
+``offload: nvme`` (stage 3) puts weights, gradients and optimizer states of the
+partition, (2 + 2 + K)Ψ/N, on NVMe; the GPU keeps the gathered weights of the two
+layers in use (the one computing and the one prefetched).
+
 The 34 and 24 come from GPT's layer (4h MLP, MHA); :func:`activation_bytes_per_layer`
 computes the same terms from any ModelSpec (gated MLPs, GQA), and equals the formulas
 above for GPT shapes. Context parallelism divides s by cp.
@@ -84,6 +92,9 @@ class TrainingMemory:
     activations: float
     buffers: float
     capacity: float
+    host: float = 0.0  # offloaded to host DRAM (ZeRO-Offload), per GPU
+    nvme: float = 0.0  # offloaded to NVMe (ZeRO-Infinity), per GPU
+    params: float = 0.0  # parameters whose optimizer update this GPU owns (Ψ/N or Ψ)
 
     @property
     def total(self) -> float:
@@ -92,10 +103,17 @@ class TrainingMemory:
     def as_gib(self) -> dict[str, float]:
         return {name: getattr(self, name) / GIB for name in
                 ("weights", "gradients", "optimizer", "activations", "buffers", "total",
-                 "capacity")}
+                 "capacity", "host", "nvme")}
 
-    def overflow(self) -> str | None:
+    def overflow(self, host_capacity: float | None = None,
+                 nvme_capacity: float | None = None) -> str | None:
         """None when it fits; else which term overflows, by how much."""
+        if self.host and host_capacity is not None and self.host > host_capacity:
+            return (f"ZeRO-Offload puts {self.host / GIB:.1f} GiB per GPU on the host, which "
+                    f"has {host_capacity / GIB:.1f} GiB per GPU")
+        if self.nvme and nvme_capacity is not None and self.nvme > nvme_capacity:
+            return (f"ZeRO-Infinity puts {self.nvme / GIB:.1f} GiB per GPU on NVMe, which "
+                    f"has {nvme_capacity / GIB:.1f} GiB per GPU")
         if self.total <= self.capacity:
             return None
         terms = {name: getattr(self, name) for name in
@@ -109,7 +127,7 @@ class TrainingMemory:
 def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int,
                     num_micro_batches: int, tp: int, pp: int, dp: int, cp: int, ep: int,
                     virtual_stages: int, schedule: str, sequence_parallel: bool,
-                    recompute: str, zero_stage: int) -> TrainingMemory:
+                    recompute: str, zero_stage: int, offload: str = "none") -> TrainingMemory:
     """Memory of the first pipeline stage (it keeps the most micro-batches in flight).
 
     In flight on the first stage: GPipe keeps all m micro-batches; 1F1B keeps p; the
@@ -121,6 +139,15 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     expert_params = model.mlp_params_per_layer / (ep if model.is_moe else 1)
     params = layers * (dense_layer + expert_params) / tp + model.embedding_params / tp
     weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
+    owned = optimizer / ADAM_K
+    host = nvme = 0.0
+    if offload == "cpu":
+        host = (2.0 + ADAM_K) * owned  # the partition's 16-bit gradients and Adam states
+        grads, optimizer = 0.0, 0.0
+    elif offload == "nvme":
+        nvme = weights + grads + optimizer
+        gathered = 2.0 * (dense_layer + expert_params) / tp  # one layer, 16-bit
+        weights, grads, optimizer = 2.0 * gathered, 0.0, 0.0
     per_layer = activation_bytes_per_layer(model, seq_len, micro_batch, tp, sequence_parallel,
                                            recompute, cp)
     if schedule == "gpipe":
@@ -137,5 +164,8 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     # Working buffers: fp32 logits of one micro-batch on the last stage, and a 16-bit
     # gradient bucket of 1/8 of the weights for communication.
     logits = 4.0 * seq_len / cp * micro_batch * model.vocab_size / tp
-    buffers = max(logits, 0.0) + weights / 8
-    return TrainingMemory(weights, grads, optimizer, activations, buffers, gpu.hbm_bytes)
+    # (offloaded gradients leave through the same bucket)
+    bucket = 2.0 * params / 8 if offload != "none" else weights / 8
+    buffers = max(logits, 0.0) + bucket
+    return TrainingMemory(weights, grads, optimizer, activations, buffers, gpu.hbm_bytes,
+                          host, nvme, owned)

@@ -94,3 +94,81 @@ def test_swapped_kv_returns_intact_and_the_swap_costs_bytes_over_the_host_link()
     assert cost.predict(swapped).total_s - cost.predict(base).total_s == pytest.approx(
         expected, rel=1e-9)
     assert cost.predict(swapped).operator_s["kv_swap"] == pytest.approx(expected, rel=1e-9)
+
+
+# ---- training: ZeRO-Offload and ZeRO-Infinity ---------------------------------------
+
+def _job(plan: dict[str, object], model: str = "llama-2-13b", num_gpus: int = 1) -> object:
+    from workloads.training import TrainingJob
+
+    return TrainingJob(model=model, gpu="a100", num_gpus=num_gpus, seq_len=2048,
+                       global_batch=8 * num_gpus, micro_batch=1, dtype="bf16",
+                       plan={"recompute": "full", **plan})
+
+
+def test_zero_offload_memory_is_the_papers_accounting() -> None:
+    """ZeRO-Offload (Ren et al. 2021): 2 bytes per parameter of 16-bit weights stay on
+    the GPU; gradients and the optimizer states (2 + 12 bytes per parameter of the GPU's
+    partition) live on the host."""
+    from simulator.training.step import simulate_training
+
+    kept = simulate_training(_job({"dp": 4, "zero_stage": 2}, num_gpus=4)).memory
+    params = kept.weights / 2  # the parameters one GPU holds
+    assert kept.gradients == pytest.approx(2 * params / 4)
+    assert kept.optimizer == pytest.approx(12 * params / 4)
+    result = simulate_training(_job({"dp": 4, "zero_stage": 2, "offload": "cpu"},
+                                    num_gpus=4))
+    memory = result.memory
+    assert memory.weights == pytest.approx(2 * params, rel=1e-12)
+    assert memory.gradients == 0 and memory.optimizer == 0
+    assert memory.host == pytest.approx((2 + 12) * params / 4, rel=1e-12)
+    assert memory.params == pytest.approx(params / 4, rel=1e-12)
+
+
+def test_a_plan_that_fits_only_with_zero_offload_pays_the_host_update() -> None:
+    from simulator.training.step import ADAM_BYTES_PER_PARAM, simulate_training
+
+    with pytest.raises(Exception, match="offload"):
+        simulate_training(_job({"zero_stage": 1}))
+    result = simulate_training(_job({"zero_stage": 1, "offload": "cpu"}))
+    gpu = load_gpu("a100")
+    assert gpu.host is not None
+    params = result.memory.params
+    cpu_adam = ADAM_BYTES_PER_PARAM * params / (gpu.host.dram_bandwidth_gbps * GB)
+    upload = 2 * params / (gpu.host_link.bandwidth_gbps * GB)
+    assert result.optimizer_s >= cpu_adam + upload
+    assert result.optimizer_s <= cpu_adam + 2 * upload + 1e-9
+    assert result.memory.total <= result.memory.capacity
+
+
+def test_zero_infinity_puts_every_model_state_on_nvme() -> None:
+    from simulator.training.step import simulate_training
+    from workloads.training import ParallelPlan
+
+    with pytest.raises(ValueError, match="zero_stage 3"):
+        ParallelPlan(zero_stage=1, offload="nvme")
+    with pytest.raises(ValueError, match="zero_stage 1, 2 or 3"):
+        ParallelPlan(offload="cpu")
+    result = simulate_training(_job({"zero_stage": 3, "offload": "nvme"}, model="llama-2-70b"))
+    model = load_model("llama-2-70b")
+    assert result.memory.nvme == pytest.approx(16 * result.memory.params, rel=1e-12)
+    assert result.memory.params == pytest.approx(model.num_params, rel=0.02)
+    layer = (model.attention_params_per_layer + model.mlp_params_per_layer
+             + model.norm_params_per_layer)
+    assert result.memory.weights == pytest.approx(4 * layer, rel=1e-12)
+    assert result.memory.total < result.memory.capacity
+    assert result.step_s > result.optimizer_s > 0
+
+
+def test_the_training_planner_finds_plans_that_fit_only_with_offload() -> None:
+    from planners.training import TrainingSpace, plan_training
+
+    space = TrainingSpace(num_gpus=[1], tp=[1], pp=[1], zero_stage=[1, 3],
+                          offload=["none", "cpu", "nvme"], micro_batch=[1],
+                          recompute=["full"], schedules=["1f1b"])
+    plan = plan_training(_job({"zero_stage": 1}), space)
+    evaluated = [c for c in plan.candidates if c.status == "evaluated"]
+    assert evaluated and all(c.plan["offload"] != "none" for c in evaluated)
+    assert any(c.status == "infeasible" and c.plan["offload"] == "none"
+               for c in plan.candidates)
+    assert all(c.step_s > 0 for c in evaluated)

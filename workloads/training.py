@@ -41,6 +41,9 @@ class ParallelPlan(BaseModel):
     sequence_parallel: bool = False
     recompute: Literal["none", "selective", "full"] = "none"
     zero_stage: Literal[0, 1, 2, 3] = 0
+    offload: Literal["none", "cpu", "nvme"] = Field(
+        default="none", description="cpu: ZeRO-Offload (gradients and optimizer on the host); "
+                                    "nvme: ZeRO-Infinity (all model states on NVMe, stage 3)")
     overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
     overlap_tp_comm: bool = False
     attention_kernel: Literal["flash", "unfused"] = "flash"  # unfused: Megatron before 2023
@@ -53,6 +56,11 @@ class ParallelPlan(BaseModel):
             raise ValueError("virtual_stages > 1 needs schedule=interleaved")
         if self.sequence_parallel and self.tp == 1:
             raise ValueError("sequence_parallel needs tp > 1")
+        if self.offload == "cpu" and self.zero_stage == 0:
+            raise ValueError("offload=cpu (ZeRO-Offload) partitions the optimizer: set "
+                             "zero_stage 1, 2 or 3")
+        if self.offload == "nvme" and self.zero_stage != 3:
+            raise ValueError("offload=nvme (ZeRO-Infinity) needs zero_stage 3")
         return self
 
     @property

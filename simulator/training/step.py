@@ -23,7 +23,7 @@ from typing import Any
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, link_between
 from profiles.collectives import all_gather_s, all_reduce_s
 from profiles.errors import ClusterSimError
-from profiles.hardware import GB, GPUSpec, load_gpu
+from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_memory import TrainingMemory, training_memory
@@ -166,11 +166,17 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch,
         num_micro_batches=m, tp=tp, pp=p, dp=dp, cp=cp, ep=plan.ep, virtual_stages=v,
         schedule=plan.schedule, sequence_parallel=plan.sequence_parallel,
-        recompute=plan.recompute, zero_stage=plan.zero_stage)
-    overflow = memory.overflow()
+        recompute=plan.recompute, zero_stage=plan.zero_stage, offload=plan.offload)
+    host = gpu_spec.host
+    if plan.offload != "none" and host is None:
+        raise ClusterSimError(f"plan.offload={plan.offload}: {gpu_spec.name} has no host "
+                              f"memory figures; add a 'host' block to its GPU spec")
+    overflow = memory.overflow(host.dram_gib * GIB if host else None,
+                               host.nvme_gib * GIB if host else None)
     if overflow is not None:
         raise ClusterSimError(f"plan does not fit: {overflow}; raise tp/pp, use ZeRO, "
-                              f"recomputation or a smaller micro_batch")
+                              f"recomputation, offload (plan.offload: cpu or nvme) or a "
+                              f"smaller micro_batch")
 
     inside, across = _links(gpu_spec, gpus_per_node)
 
@@ -193,7 +199,17 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
 
     # ZeRO-3 gathers each stage's weights for every forward and backward pass; prefetching
     # hides the gather behind the pass when it is shorter.
-    stage_params = memory.weights / 2.0 * (dp * cp if plan.zero_stage == 3 else 1)
+    stage_params = memory.params * (dp * cp if plan.zero_stage >= 1 else 1)
+    if plan.offload == "nvme":
+        # ZeRO-Infinity reads the partition's weights from NVMe for every pass and writes
+        # its gradients in the backward pass, prefetched behind the compute.
+        assert host is not None
+        read_s = 2.0 * memory.params / v / (min(host.nvme_read_gbps,
+                                                gpu_spec.host_link.bandwidth_gbps) * GB)
+        write_s = 2.0 * memory.params / v / (min(host.nvme_write_gbps,
+                                                 gpu_spec.host_link.bandwidth_gbps) * GB)
+        forward = [max(f, read_s) for f in forward]
+        backward = [max(b_, read_s + write_s) for b_ in backward]
     if plan.zero_stage == 3 and dp * cp > 1:
         gather = all_gather_s(stage_params * 2.0 / v, dp * cp, link(tp * cp * dp))
         forward = [max(f, gather) for f in forward]
@@ -208,8 +224,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     # Gradient reduction: bf16 gradients of the stage, ring over dp x cp (reduce-scatter +
     # all-gather under ZeRO moves the same volume as an all-reduce).
     dp_comm = all_reduce_s(stage_params * 2.0, dp * cp, link(tp * cp * dp))
-    shard = memory.optimizer / 12.0
-    optimizer = 32.0 * shard / (gpu_spec.hbm_bandwidth_gbps * GB * gpu_spec.efficiency.memory)
+    optimizer = _optimizer_s(plan.offload, memory.params, gpu_spec, sum(backward) / p)
     stage_done = []
     for stage in range(p):
         start = run.last_backward_start_s[stage] if plan.overlap_dp_comm \
@@ -244,6 +259,36 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     if record_trace:
         result.trace = _trace(run, stage_done, dp_comm, step, optimizer)
     return result
+
+
+# Bytes of memory traffic per parameter of an Adam update: read 16-bit gradient (2), fp32
+# weight, momentum, variance (12); write those three (12) and the 16-bit weight (2).
+ADAM_BYTES_PER_PARAM = 28.0
+_GPU_ADAM_BYTES_PER_PARAM = 32.0  # fused GPU Adam, as before offloading was modelled
+
+
+def _optimizer_s(offload: str, params: float, gpu: GPUSpec, backward_window_s: float
+                 ) -> float:
+    """The optimizer step of the ``params`` this GPU updates.
+
+    On the GPU it is memory-bound on HBM. ZeRO-Offload: the 16-bit gradients leave over
+    the host link during the last backward pass (only what does not fit in that window
+    shows), the CPU Adam update is bound by the GPU's share of host DRAM bandwidth
+    (ADAM_BYTES_PER_PARAM per parameter, an upper bound on its speed), and the new 16-bit
+    weights come back over the link. ZeRO-Infinity adds reading and writing the Adam
+    states on NVMe.
+    """
+    if offload == "none":
+        return (_GPU_ADAM_BYTES_PER_PARAM * params
+                / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory))
+    assert gpu.host is not None
+    link = gpu.host_link.bandwidth_gbps * GB
+    cpu_adam = ADAM_BYTES_PER_PARAM * params / (gpu.host.dram_bandwidth_gbps * GB)
+    seconds = max(0.0, 2.0 * params / link - backward_window_s) + cpu_adam + 2.0 * params / link
+    if offload == "nvme":
+        seconds += (12.0 * params / (min(gpu.host.nvme_read_gbps * GB, link))
+                    + 12.0 * params / (min(gpu.host.nvme_write_gbps * GB, link)))
+    return seconds
 
 
 def _trace(run: Any, stage_done: list[float], dp_comm: float, step: float,
