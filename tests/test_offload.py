@@ -172,3 +172,52 @@ def test_the_training_planner_finds_plans_that_fit_only_with_offload() -> None:
     assert any(c.status == "infeasible" and c.plan["offload"] == "none"
                for c in plan.candidates)
     assert all(c.step_s > 0 for c in evaluated)
+
+
+# ---- serving: the prefix cache's host tier -------------------------------------------
+
+def _prefix_trace():
+    from workloads.schema import RequestTrace
+
+    # A (prefix p), then B (unrelated, long enough to evict A's blocks), then C (prefix p)
+    return RequestTrace.from_columns(
+        [0.0, 5.0, 10.0], [1040, 1598, 1040], [2, 2, 2],
+        extras={"prefix_id": ["p", None, "p"], "prefix_tokens": [1024, None, 1024]})
+
+
+def test_host_tier_returns_evicted_prefix_blocks_at_host_link_cost() -> None:
+    """A 100-block GPU pool: B's 100 blocks evict every block of A. Without a host tier C
+    recomputes its whole prompt; with one, C's 64 prefix blocks come back from host
+    memory and its TTFT is a 16-token prefill over 1,024 cached tokens plus copying
+    those 1,024 tokens' KV over PCIe."""
+    base = {"model": "llama-3-8b", "gpu": "h100",
+            "scheduler": {"enable_prefix_caching": True, "num_gpu_blocks_override": 100,
+                          "max_model_len": 1600}}
+    without = simulate(build_deployment(base), _prefix_trace())
+    assert without.ok, without.error
+    assert without.requests["num_cached_tokens"].tolist() == [0, 0, 0]
+    tiered = build_deployment(base | {"offload": {"kv_offloading_size": 1.0}})
+    result = simulate(tiered, _prefix_trace())
+    assert result.ok, result.error
+    rows = result.requests
+    assert rows["num_cached_tokens"].tolist() == [0, 0, 1024]
+    assert result.summary["prefix_cache"]["host_hit_tokens"] == 1024
+    cost = resolve(tiered).cost_models[0]
+    expected = cost.predict(BatchShape([16], [1024], 1, swap_in_tokens=1024)).total_s
+    assert rows.loc[2, "ttft_s"] == pytest.approx(expected, rel=1e-12)
+    copy_s = 1024 * load_model("llama-3-8b").kv_bytes_per_token / (
+        load_gpu("h100").host_link.bandwidth_gbps * GB)
+    assert expected == pytest.approx(
+        cost.predict(BatchShape([16], [1024], 1)).total_s + copy_s, rel=1e-9)
+    assert rows.loc[2, "ttft_s"] < without.requests.loc[2, "ttft_s"]
+
+
+def test_host_tier_needs_prefix_caching_and_room_on_the_host() -> None:
+    no_cache = simulate(build_deployment({"model": "llama-3-8b", "gpu": "h100",
+                                          "offload": {"kv_offloading_size": 8}}),
+                        make_trace([0.0], [10], [2]))
+    assert not no_cache.ok and "enable_prefix_caching" in str(no_cache.error)
+    too_big = simulate(build_deployment({
+        "model": "llama-3-8b", "gpu": "h100", "scheduler": {"enable_prefix_caching": True},
+        "offload": {"kv_offloading_size": 4000}}), make_trace([0.0], [10], [2]))
+    assert not too_big.ok and "host DRAM per GPU" in str(too_big.error)

@@ -164,7 +164,7 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             runtime_overhead_gib=deployment.runtime_overhead_gib,
             offloaded_weight_bytes=deployment.offload.cpu_offload_gb * GIB,
         )
-        _check_host(deployment, gpu, settings.swap_space_gib)
+        _check_host(deployment, gpu, settings.swap_space_gib, scheduler.enable_prefix_caching)
     except ClusterSimError as error:
         if not where:
             raise
@@ -180,25 +180,33 @@ def _settle(deployment: DeploymentConfig, where: str = ""
     return model, gpu, settings, scheduler, memory
 
 
-def _check_host(deployment: DeploymentConfig, gpu: GPUSpec, swap_space_gib: float) -> None:
-    """Offloaded weights (and host KV space) must fit the host tier they are put in."""
+def _check_host(deployment: DeploymentConfig, gpu: GPUSpec, swap_space_gib: float,
+                prefix_caching: bool) -> None:
+    """Offloaded weights and host KV space must fit the host tier they are put in."""
     offload = deployment.offload
-    if not offload.cpu_offload_gb:
+    if offload.kv_offloading_size and not prefix_caching:
+        raise ClusterSimError(
+            "offload.kv_offloading_size keeps evicted prefix-cache blocks on the host: "
+            "turn on scheduler.enable_prefix_caching (or use an engine preset with it)")
+    gpus = deployment.parallelism.tp * deployment.parallelism.pp
+    if not offload.cpu_offload_gb and not offload.kv_offloading_size:
         return
     if gpu.host is None:
         raise ClusterSimError(
             f"offload.cpu_offload_gb: {gpu.name} has no host memory figures in its GPU "
             f"spec; add a 'host' block (dram_gib, nvme_gib, ...) to offload weights")
+    on_host = offload.kv_offloading_size / gpus + swap_space_gib
     if offload.weights_tier == "host":
-        room, what = gpu.host.dram_gib - swap_space_gib, "host DRAM per GPU"
-    else:
-        room, what = gpu.host.nvme_gib, "NVMe per GPU"
-    if offload.cpu_offload_gb > room:
+        on_host += offload.cpu_offload_gb
+    elif offload.cpu_offload_gb > gpu.host.nvme_gib:
         raise ClusterSimError(
-            f"offload.cpu_offload_gb={offload.cpu_offload_gb:g} exceeds the {room:g} GiB of "
-            f"{what} on {gpu.name}"
-            + (" (after swap_space_gib)" if offload.weights_tier == "host" else "")
-            + "; lower it or raise tp/pp")
+            f"offload.cpu_offload_gb={offload.cpu_offload_gb:g} exceeds the "
+            f"{gpu.host.nvme_gib:g} GiB of NVMe per GPU on {gpu.name}; lower it or raise tp/pp")
+    if on_host > gpu.host.dram_gib:
+        raise ClusterSimError(
+            f"offload: {on_host:g} GiB per GPU on the host (cpu_offload_gb, "
+            f"kv_offloading_size / GPUs, swap_space_gib) exceeds the {gpu.host.dram_gib:g} "
+            f"GiB of host DRAM per GPU on {gpu.name}; lower them or raise tp/pp")
 
 
 def _weight_stream(deployment: DeploymentConfig, gpu: GPUSpec) -> WeightStream | None:
@@ -328,10 +336,20 @@ def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:
     max_model_len per request (Orca, static batching), or prefix caching."""
     memory, scheduler = resolved.memory, resolved.scheduler
     if scheduler.enable_prefix_caching:
-        return PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size)
+        return PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size,
+                                           host_kv_blocks(resolved))
     reserve = scheduler.max_model_len if scheduler.kv_allocation == "reserve_max" else None
     return KVCacheManager(memory.num_gpu_blocks, memory.block_size, memory.num_cpu_blocks,
                           reserve_tokens=reserve)
+
+
+def host_kv_blocks(resolved: ResolvedDeployment) -> int:
+    """Blocks the host tier of the prefix cache holds: its GiB over one block's bytes on
+    all the replica's GPUs."""
+    size = resolved.deployment.offload.kv_offloading_size
+    if not size:
+        return 0
+    return int(size * GIB // (resolved.memory.kv_block_bytes * resolved.num_gpus))
 
 
 def check_workload(workload: RequestTrace, max_model_len: int) -> None:

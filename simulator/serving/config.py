@@ -112,6 +112,10 @@ class OffloadConfig(_Frozen):
     prefetch: bool = Field(
         default=False, description="load the next layer's weights while this one computes "
                                    "(FlexGen); False: read in place over the host link (vLLM)")
+    kv_offloading_size: float = Field(
+        default=0.0, ge=0, le=100_000, description="GiB of host memory per replica (all its "
+        "GPUs together) that keeps KV blocks evicted from the GPU for the prefix cache "
+        "(vLLM --kv-offloading-size, LMCache)")
 
 
 RouterName = Literal["round_robin", "least_outstanding", "least_kv", "prefix_aware"]

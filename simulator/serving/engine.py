@@ -160,6 +160,8 @@ def simulate(
         "enabled": resolved.scheduler.enable_prefix_caching,
         "query_tokens": query, "hit_tokens": hits,
         "hit_rate": hits / query if query else 0.0,
+        "host_hit_tokens": sum(cache.num_host_hit_tokens for cache in caches),
+        "host_blocks": sum(getattr(cache, "num_host_blocks", 0) for cache in caches),
     }
     summary["run"] = {
         "simulator": ENGINE_VERSION,

@@ -49,6 +49,8 @@ class KVCacheManager:
         self.peak_used_blocks = 0
         self.num_query_tokens = 0  # prefix caching: prompt tokens looked up at admission
         self.num_hit_tokens = 0  # prefix caching: of which found in the cache
+        self.num_host_hit_tokens = 0  # host tier: of which copied back from host memory
+        self.loaded_tokens = 0  # host tier: tokens the last admission copies from the host
 
     @property
     def num_used_blocks(self) -> int:
@@ -162,8 +164,14 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     enables_prefix_caching = True
 
-    def __init__(self, num_gpu_blocks: int, block_size: int) -> None:
+    def __init__(self, num_gpu_blocks: int, block_size: int, num_host_blocks: int = 0) -> None:
         super().__init__(num_gpu_blocks, block_size)
+        # The host tier (vLLM's CPU KV offloading, LMCache): identities of blocks evicted
+        # from the GPU, least recently used first; a prompt block found there is copied
+        # back (priced on the host link) instead of recomputed.
+        self.num_host_blocks = num_host_blocks
+        self.host_pool: OrderedDict[int, None] = OrderedDict()
+        self._pending_host: dict[int, int] = {}
         self.ref_count = [0] * num_gpu_blocks
         self.block_identity: list[int | None] = [None] * num_gpu_blocks
         self.identity_to_block: dict[int, int] = {}
@@ -194,13 +202,21 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         step can sample."""
         num_tokens = request.num_tokens
         hits: list[int] = []
-        for identity in self._identities(request, (num_tokens - 1) // self.block_size):
+        identities = self._identities(request, (num_tokens - 1) // self.block_size)
+        for identity in identities:
             block = self.identity_to_block.get(identity)
             if block is None:
                 break
             hits.append(block)
         self._pending_hits[request.request_id] = hits
-        return len(hits) * self.block_size
+        on_host = 0
+        if self.host_pool:
+            for identity in identities[len(hits):]:
+                if identity not in self.host_pool:
+                    break
+                on_host += 1
+        self._pending_host[request.request_id] = on_host
+        return (len(hits) + on_host) * self.block_size
 
     def peek_prefix(self, request: Request) -> int:
         known = self.req_to_identities.get(request.request_id)
@@ -220,6 +236,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                        num_hit_tokens: int = 0) -> int | None:
         rid = request.request_id
         looked_up = self._pending_hits.pop(rid, None)
+        on_host = self._pending_host.pop(rid, 0) if num_hit_tokens else 0
         hits = looked_up if looked_up is not None and num_hit_tokens else []
         held = self.req_to_blocks.get(rid)
         num_held = len(held) if held is not None else 0
@@ -228,9 +245,15 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         reclaimed = sum(1 for block in hits if self.ref_count[block] == 0)
         if max(needed, 0) + reclaimed > len(self.free_pool):
             return None
+        self.loaded_tokens = 0
         if looked_up is not None:  # an admission: count it once, when it succeeds
             self.num_query_tokens += request.num_tokens
-            self.num_hit_tokens += len(hits) * self.block_size
+            self.num_hit_tokens += (len(hits) + on_host) * self.block_size
+            self.loaded_tokens = on_host * self.block_size
+            self.num_host_hit_tokens += self.loaded_tokens
+            start = len(hits)
+            for loaded in self._identities(request, start + on_host)[start:start + on_host]:
+                self.host_pool.move_to_end(loaded)  # touched
         if held is None:
             held = self.req_to_blocks[rid] = []
         for block in hits:  # touch: a cached block in the pool is taken back, not evicted
@@ -243,9 +266,14 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         for _ in range(max(needed, 0)):
             block, _ = self.free_pool.popitem(last=False)
             identity = self.block_identity[block]
-            if identity is not None:  # evict: forget what the block held
+            if identity is not None:  # evict: forget what the block held (the host keeps it)
                 del self.identity_to_block[identity]
                 self.block_identity[block] = None
+                if self.num_host_blocks:
+                    self.host_pool[identity] = None
+                    self.host_pool.move_to_end(identity)
+                    if len(self.host_pool) > self.num_host_blocks:
+                        self.host_pool.popitem(last=False)
             self.ref_count[block] = 1
             held.append(block)
         self.num_free_blocks = len(self.free_pool)

@@ -250,6 +250,7 @@ class Scheduler:
                 break
             request.num_computed_tokens = num_hit  # 0 unless the prefix cache had it
             request.num_cached_tokens = num_hit
+            plan.swap_in_tokens += self.kv_cache.loaded_tokens  # host tier hits copy back
             waiting.pop()
             request.status = _RUNNING
             if request.first_scheduled_s != request.first_scheduled_s:  # nan: first time
