@@ -75,7 +75,8 @@ def test_shared_prefix_hit_rate_is_hand_computable() -> None:
                      prefix_tokens=[160] * 5)
     summary = simulate(deployment, workload).summary
     assert summary["prefix_cache"] == {"enabled": True, "query_tokens": 1000,
-                                       "hit_tokens": 640, "hit_rate": 0.64}
+                                       "hit_tokens": 640, "hit_rate": 0.64,
+                                       "host_hit_tokens": 0, "host_blocks": 0}
 
 
 def test_mooncake_block_hashes_define_sharing() -> None:
