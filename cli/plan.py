@@ -55,6 +55,9 @@ def plan_command(
     prune: Annotated[bool, typer.Option(help="prune dominated candidates")] = True,
     ray_address: Annotated[str | None, typer.Option(
         help="run on a Ray cluster at this address ('local' starts one)")] = None,
+    cpu_offload_gb: Annotated[str | None, typer.Option(
+        help="weight offload sizes to try, GiB per GPU (vLLM --cpu-offload-gb), e.g. 0,40")
+    ] = None,
     disaggregate: Annotated[bool, typer.Option(
         help="also size prefill/decode pools from each phase's measured goodput")] = False,
     colocated: Annotated[bool, typer.Option(help="include colocated deployments")] = True,
@@ -107,7 +110,10 @@ def plan_command(
         max_num_seqs=_ints(max_num_seqs, "--max-num-seqs") if max_num_seqs else [None],
         max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")
                                 if max_num_batched_tokens else [None]),
-        colocated=colocated, disaggregation=disaggregation)
+        colocated=colocated, disaggregation=disaggregation,
+        extra={"offload.cpu_offload_gb": [float(v) for v in _ints(cpu_offload_gb,
+                                                                  "--cpu-offload-gb")]}
+        if cpu_offload_gb else {})
     trace = load_workload(workload)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("planning", total=None)
@@ -126,6 +132,9 @@ def plan_command(
         d = c.deployment
         layout = c.ratio or (f"{d['replicas']} x tp{d['parallelism']['tp']}"
                              f" pp{d['parallelism']['pp']}")
+        offloaded = d.get("offload", {}).get("cpu_offload_gb")
+        if offloaded:
+            layout += f", {offloaded:g} GiB offloaded"
         table.add_row(str(c.index), c.gpu, str(c.num_gpus), layout,
                       d["scheduler"]["policy"], f"{c.goodput_rate_per_s:.2f}",
                       f"{c.goodput_per_gpu:.2f}", f"{c.ttft_p90_s * 1e3:.0f}",

@@ -90,6 +90,7 @@ class Candidate:
                 "gpu": self.gpu, "num_gpus": self.num_gpus, "replicas": d.get("replicas", 0),
                 "tp": p.get("tp", 0), "pp": p.get("pp", 0),
                 **{f"scheduler.{k}": v for k, v in d["scheduler"].items()},
+                **{f"offload.{k}": v for k, v in d.get("offload", {}).items()},
                 "goodput_rate_per_s": self.goodput_rate_per_s,
                 "goodput_per_gpu": self.goodput_per_gpu, "ttft_p90_s": self.ttft_p90_s,
                 "tpot_p90_s": self.tpot_p90_s, "cost_per_mtok_usd": self.cost_per_mtok_usd,

@@ -221,3 +221,33 @@ def test_host_tier_needs_prefix_caching_and_room_on_the_host() -> None:
         "model": "llama-3-8b", "gpu": "h100", "scheduler": {"enable_prefix_caching": True},
         "offload": {"kv_offloading_size": 4000}}), make_trace([0.0], [10], [2]))
     assert not too_big.ok and "host DRAM per GPU" in str(too_big.error)
+
+
+def test_the_serving_planner_offers_plans_that_fit_only_with_offloading(tmp_path) -> None:
+    """Llama-3-70B on one H100: without offloading nothing fits; with 80 GiB offloaded
+    the plan is evaluated, with its (slow) goodput and its cost."""
+    from typer.testing import CliRunner
+
+    from cli import app
+    from workloads.generators import GeneratorSpec, generate
+    from workloads.loaders import save_workload
+
+    trace = generate(GeneratorSpec(
+        num_requests=30, arrival={"kind": "poisson", "rate_per_s": 0.05},
+        prompt={"kind": "fixed", "value": 200}, output={"kind": "fixed", "value": 8},
+        seed=0))
+    path = tmp_path / "t.json"
+    save_workload(trace, path)
+    result = CliRunner().invoke(app, [
+        "plan", "--model", "llama-3-70b", "--workload", str(path), "--ttft-slo", "30",
+        "--tpot-slo", "5", "--gpu", "h100:1", "--tp", "1", "--cpu-offload-gb", "0,80",
+        "--out", str(tmp_path / "p")])
+    assert result.exit_code == 0, result.output
+    import pandas as pd
+
+    rows = pd.read_csv(tmp_path / "p" / "candidates.csv")
+    kept = rows[rows["offload.cpu_offload_gb"] == 0].iloc[0]
+    offloaded = rows[rows["offload.cpu_offload_gb"] == 80].iloc[0]
+    assert kept["status"] == "infeasible" and "offload" in kept["reason"]
+    assert offloaded["status"] == "evaluated" and offloaded["goodput_rate_per_s"] > 0
+    assert offloaded["cost_per_mtok_usd"] > 0
