@@ -12,7 +12,7 @@ turns), shared by the colocated and the disaggregated run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -49,12 +49,13 @@ from simulator.serving.config import (
 )
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
+from simulator.serving.replica import delay_to
 from simulator.serving.request import Request
 from simulator.serving.scheduler import SchedulerConfig
 from simulator.serving.token_content import Segment, prompt_segments
 from workloads.schema import RequestTrace
 
-__all__ = ["ArrivalTimeout", "ResolvedDeployment", "ResolvedPools", "SimEnvironment",
+__all__ = ["ArrivalTimeout", "Arrivals", "ResolvedDeployment", "ResolvedPools", "SimEnvironment",
            "SimulationResult", "check_workload", "closed_loop_turns", "cost_model_record",
            "engine_record", "make_kv_cache", "make_requests", "offload_record",
            "prefill_saturation_tokens", "resolve", "resolve_pools", "workload_segments"]
@@ -443,6 +444,39 @@ def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
             last_turn[session] = (i, segments)
         result.append(segments)
     return result
+
+
+class Arrivals:
+    """Hands each request to ``submit`` at its arrival time; a closed-loop session's next
+    turn arrives only after the previous one finished plus its think time (call
+    :meth:`on_finish` with every finished request)."""
+
+    def __init__(self, env: simpy.Environment, workload: RequestTrace,
+                 requests: Sequence[Request], submit: Callable[[Request], None]) -> None:
+        self.env = env
+        self.requests = requests
+        self.submit = submit
+        self.next_turn = closed_loop_turns(workload)
+        self.think = workload.extras.get("think_time_s", [])
+
+    def start(self) -> None:
+        waiting_on = set(self.next_turn.values())
+        self.env.process(self._arrive([r for r in self.requests
+                                       if r.request_id not in waiting_on]))
+
+    def on_finish(self, request: Request) -> None:
+        follow = self.next_turn.get(request.request_id)
+        if follow is not None:
+            turn = self.requests[follow]
+            turn.arrival_s = max(turn.arrival_s, self.env.now + float(self.think[follow]))
+            self.env.process(self._arrive([turn]))
+
+    def _arrive(self, batch: Sequence[Request]) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        for request in batch:
+            if request.arrival_s > env.now:
+                yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
+            self.submit(request)
 
 
 def closed_loop_turns(workload: RequestTrace) -> dict[int, int]:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -44,13 +44,12 @@ import simpy
 from profiles.cluster import link_between
 from profiles.errors import ClusterSimError
 from simulator.serving.build import (
-    ArrivalTimeout,
+    Arrivals,
     ResolvedDeployment,
     ResolvedPools,
     SimEnvironment,
     SimulationResult,
     check_workload,
-    closed_loop_turns,
     cost_model_record,
     engine_record,
     make_kv_cache,
@@ -68,7 +67,7 @@ from simulator.serving.metrics import (
     with_client_path,
 )
 from simulator.serving.presets import ENGINE_PRESETS
-from simulator.serving.replica import Replica, delay_to
+from simulator.serving.replica import Replica
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
@@ -246,14 +245,6 @@ class _Coordinator:
         self.links.send(flows, latency + self.config.transfer.overhead_s, arrived)
 
 
-def _arrivals(env: simpy.Environment, requests: Sequence[Request],
-              coordinator: _Coordinator) -> Generator[simpy.Event, Any, None]:
-    for request in requests:
-        if request.arrival_s > env.now:
-            yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
-        coordinator.arrive(request)
-
-
 def _pool_record(pool: ResolvedDeployment, replicas: Sequence[Replica], stats: StepStats,
                  makespan_s: float) -> dict[str, Any]:
     p = pool.deployment.parallelism
@@ -321,22 +312,11 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
         for request, segments in zip(requests, workload_segments(workload), strict=True):
             request.prompt_segments = segments
     coordinator = _Coordinator(env, resolved, pools[0], pools[1], requests)
-    next_turn = closed_loop_turns(workload)
-    think = workload.extras.get("think_time_s", [])
-
-    def send_next_turn(request: Request) -> None:
-        follow = next_turn.get(request.request_id)
-        if follow is not None:
-            turn = requests[follow]
-            turn.arrival_s = max(turn.arrival_s, env.now + float(think[follow]))
-            env.process(_arrivals(env, [turn], coordinator))
-
-    coordinator.on_done = send_next_turn
+    arrivals = Arrivals(env, workload, requests, coordinator.arrive)
+    coordinator.on_done = arrivals.on_finish
     for replica in pools[1]:
-        replica.on_finish = send_next_turn
-    waiting_on = set(next_turn.values())
-    env.process(_arrivals(env, [r for r in requests if r.request_id not in waiting_on],
-                          coordinator))
+        replica.on_finish = arrivals.on_finish
+    arrivals.start()
     env.run()
 
     unfinished = sum(1 for r in requests if not r.is_finished)

@@ -16,20 +16,16 @@ decision at time t, and arrivals at equal times keep trace order.
 from __future__ import annotations
 
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Any
-
-import simpy
 
 from profiles.errors import ClusterSimError
 from simulator.serving.build import (
-    ArrivalTimeout,
+    Arrivals,
     ResolvedDeployment,
     SimEnvironment,
     SimulationResult,
     check_workload,
-    closed_loop_turns,
     cost_model_record,
     engine_record,
     make_kv_cache,
@@ -48,9 +44,8 @@ from simulator.serving.metrics import (
     with_client_path,
 )
 from simulator.serving.presets import ENGINE_PRESETS
-from simulator.serving.replica import Replica, delay_to
-from simulator.serving.request import Request
-from simulator.serving.router import ROUTERS, Router
+from simulator.serving.replica import Replica
+from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.timeline import PerfettoTrace
 from simulator.serving.token_gaps import TokenGaps
@@ -62,14 +57,6 @@ __all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "make_kv_
            "make_requests", "resolve", "simulate"]
 
 ENGINE_VERSION = "clustersim-0.1 serving core"
-
-
-def _arrivals(env: simpy.Environment, requests: Sequence[Request], router: Router,
-              replicas: Sequence[Replica]) -> Generator[simpy.Event, Any, None]:
-    for request in requests:
-        if request.arrival_s > env.now:
-            yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
-        replicas[router.choose(request, replicas)].submit(request)
 
 
 def simulate(
@@ -118,21 +105,11 @@ def simulate(
         for request, segments in zip(requests, workload_segments(workload), strict=True):
             request.prompt_segments = segments
     router = ROUTERS[deployment.router]()
-    next_turn = closed_loop_turns(workload)
-    think = workload.extras.get("think_time_s", [])
-
-    def send_next_turn(request: Request) -> None:
-        follow = next_turn.get(request.request_id)
-        if follow is not None:
-            turn = requests[follow]
-            turn.arrival_s = max(turn.arrival_s, env.now + float(think[follow]))
-            env.process(_arrivals(env, [turn], router, replicas))
-
+    arrivals = Arrivals(env, workload, requests,
+                        lambda request: replicas[router.choose(request, replicas)].submit(request))
     for replica in replicas:
-        replica.on_finish = send_next_turn
-    waiting_on = set(next_turn.values())
-    env.process(_arrivals(env, [r for r in requests if r.request_id not in waiting_on],
-                          router, replicas))
+        replica.on_finish = arrivals.on_finish
+    arrivals.start()
     env.run()
 
     unfinished = sum(1 for r in requests if not r.is_finished)
