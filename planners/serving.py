@@ -31,6 +31,7 @@ from planners.objectives import IDLE_POWER_FRACTION, default_prices, find_goodpu
 from planners.space import ServingSpace
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
 from simulator.serving.build import ResolvedDeployment, resolve, resolve_pools
 from simulator.serving.config import DeploymentConfig, build_deployment
 from workloads.schema import RequestTrace
@@ -142,9 +143,17 @@ def _price(pools: tuple[ResolvedDeployment, ResolvedDeployment],
            prices: dict[str, float]) -> float | None:
     """USD per hour of the whole deployment, or None when a GPU has no price."""
     unique = {id(pool): pool for pool in pools}.values()
-    if any(pool.gpu.name not in prices for pool in unique):
-        return None
-    return sum(prices[pool.gpu.name] * pool.num_gpus for pool in unique)
+    usd = 0.0
+    for pool in unique:
+        devices = [(pool.gpu.name, pool.num_gpus)]
+        attention = pool.deployment.offload.decode_attention
+        if attention is not None:  # Lamina's attention devices are paid for too
+            devices.append((load_gpu(attention.gpu).name, pool.attention_devices))
+        for name, count in devices:
+            if name not in prices:
+                return None
+            usd += prices[name] * count
+    return usd
 
 
 def _flops_rate(pool: ResolvedDeployment, flops_per_request: float) -> float:

@@ -251,3 +251,49 @@ def test_the_serving_planner_offers_plans_that_fit_only_with_offloading(tmp_path
     assert kept["status"] == "infeasible" and "offload" in kept["reason"]
     assert offloaded["status"] == "evaluated" and offloaded["goodput_rate_per_s"] > 0
     assert offloaded["cost_per_mtok_usd"] > 0
+
+
+# ---- serving: decode attention on a memory pool (Lamina) ------------------------------
+
+def _lamina(**attention: object) -> object:
+    return build_deployment({"model": "llama-3-8b", "gpu": "h100", "offload": {
+        "decode_attention": {"gpu": "a100", "devices": 2, **attention}}})
+
+
+def test_decode_attention_offload_moves_attention_and_kv_to_the_pool() -> None:
+    """Lamina: the KV cache lives on the attention devices (2 x A100: their memory over
+    one block's bytes of every layer); a decode step loses its local attention and gains
+    the pool's attention plus each layer's round trip of queries, new K/V and outputs."""
+    from profiles.memory import DEFAULT_RUNTIME_OVERHEAD_GIB
+
+    serial = resolve(_lamina(overlap=False))
+    model, a100, h100 = load_model("llama-3-8b"), load_gpu("a100"), load_gpu("h100")
+    usable = a100.hbm_bytes * 0.9 - DEFAULT_RUNTIME_OVERHEAD_GIB * GIB
+    assert serial.memory.num_gpu_blocks == int(2 * usable // (model.kv_bytes_per_token * 16))
+    batch = BatchShape([1] * 64, [3000] * 64, 64)
+    local = resolve(build_deployment({"model": "llama-3-8b", "gpu": "h100"})).cost_models[0]
+    own = local.predict(batch)
+    pool = serial.cost_models[0].pool
+    _, (per_layer, _) = pool.attention.attention_terms(0.0, 0, 0, 64 * 3001)
+    link = min(h100.nic_bandwidth_gbps * h100.efficiency.network,
+               a100.nic_bandwidth_gbps * a100.efficiency.network) * GB  # one GPU's NIC
+    latency = (h100.nic_latency_us + a100.nic_latency_us) * 1e-6
+    round_trip = model.num_layers * (2 * latency + 64 * 2 * (2 * model.q_size
+                                                             + 2 * model.kv_size) / link)
+    away = model.num_layers * per_layer + round_trip
+    rest = own.total_s - own.operator_s["attn_decode"]
+    assert serial.cost_models[0].predict(batch).total_s == pytest.approx(rest + away, rel=1e-9)
+    overlapped = resolve(_lamina()).cost_models[0].predict(batch).total_s
+    assert overlapped == pytest.approx(max(rest, away), rel=1e-9)
+    result = simulate(_lamina(), make_trace([0.0] * 20, [800] * 20, [30] * 20))
+    assert result.ok, result.error
+    assert result.requests["finish_s"].notna().all()
+
+
+def test_the_attention_devices_are_paid_for() -> None:
+    from planners.serving import _pools, _price
+
+    prices = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 1.5}
+    assert _price(_pools(_lamina()), prices) == pytest.approx(4.0 + 2 * 1.5)
+    assert _price(_pools(build_deployment({"model": "llama-3-8b", "gpu": "h100"})),
+                  prices) == pytest.approx(4.0)

@@ -24,6 +24,7 @@ from simpy.events import URGENT
 
 from profiles.cluster import (
     ClusterSpec,
+    LinkCost,
     ReplicaPlacement,
     build_cluster_graph,
     group_link,
@@ -36,11 +37,12 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.memory import MemoryPlan, plan_memory
 from profiles.models import ModelSpec, load_model
-from profiles.offload import StreamedWeights, WeightStream
+from profiles.offload import AttentionPool, OffloadedAttention, StreamedWeights, WeightStream
 from profiles.profile_format import load_profile
 from profiles.profiled import ProfiledCostModel
 from profiles.roofline import RooflineCostModel
 from simulator.serving.config import (
+    AttentionOffloadConfig,
     DeploymentConfig,
     SchedulerSettings,
     resolve_cpu_overhead,
@@ -100,6 +102,12 @@ class ResolvedDeployment:
     def num_gpus(self) -> int:
         p = self.deployment.parallelism
         return self.deployment.replicas * p.tp * p.pp
+
+    @property
+    def attention_devices(self) -> int:
+        """Lamina's attention devices over all replicas (not in ``num_gpus``)."""
+        attention = self.deployment.offload.decode_attention
+        return 0 if attention is None else self.deployment.replicas * attention.devices
 
 
 @dataclass(frozen=True)
@@ -170,6 +178,10 @@ def _settle(deployment: DeploymentConfig, where: str = ""
         if not where:
             raise
         raise ClusterSimError(f"{where.rstrip('.')}: {error}") from None
+    attention = deployment.offload.decode_attention
+    if attention is not None:
+        memory = replace(memory, num_gpu_blocks=_attention_pool_blocks(
+            model, attention, scheduler.block_size, deployment.runtime_overhead_gib))
     if settings.num_gpu_blocks_override is not None:
         memory = replace(memory, num_gpu_blocks=settings.num_gpu_blocks_override)
     if scheduler.max_model_len > memory.max_kv_tokens:
@@ -210,6 +222,35 @@ def _check_host(deployment: DeploymentConfig, gpu: GPUSpec, swap_space_gib: floa
             f"GiB of host DRAM per GPU on {gpu.name}; lower them or raise tp/pp")
 
 
+def _attention_pool_blocks(model: ModelSpec, attention: AttentionOffloadConfig,
+                           block_size: int, runtime_overhead_gib: float) -> int:
+    """KV blocks the attention devices hold: their memory (no weights on them) over one
+    block's bytes across every layer and KV head."""
+    gpu = load_gpu(attention.gpu)
+    usable = gpu.hbm_bytes * attention.gpu_memory_utilization - runtime_overhead_gib * GIB
+    block = model.kv_bytes_per_token * block_size
+    return max(0, int(attention.devices * usable // block))
+
+
+def _attention_pool(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec
+                    ) -> AttentionPool | None:
+    attention = deployment.offload.decode_attention
+    if attention is None:
+        return None
+    pool_gpu = load_gpu(attention.gpu)
+    unbounded = LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
+    roofline = RooflineCostModel(model, pool_gpu, attention.devices, 1, unbounded, unbounded)
+    gpus = deployment.parallelism.tp * deployment.parallelism.pp
+    nic = min(gpu.nic_bandwidth_gbps * gpu.efficiency.network,
+              pool_gpu.nic_bandwidth_gbps * pool_gpu.efficiency.network) * GB
+    return AttentionPool(
+        attention=roofline, bandwidth_bytes_per_s=min(gpus, attention.devices) * nic,
+        latency_s=(gpu.nic_latency_us + pool_gpu.nic_latency_us) * 1e-6,
+        overlap=attention.overlap, num_layers=model.num_layers,
+        bytes_per_decode_row_layer=2.0 * (2 * model.q_size + 2 * model.kv_size),
+        kv_bytes_per_token=model.kv_bytes_per_token)
+
+
 def _weight_stream(deployment: DeploymentConfig, gpu: GPUSpec) -> WeightStream | None:
     offload = deployment.offload
     if not offload.cpu_offload_gb or gpu.host is None:
@@ -239,6 +280,9 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
                                      tp_inside_node=inside_node)
         priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
                              else roofline)
+        pool = _attention_pool(deployment, model, gpu)
+        if pool is not None:
+            priced = OffloadedAttention(priced, pool)
         stream = _weight_stream(deployment, gpu)
         cost_models.append(StreamedWeights(priced, stream) if stream is not None else priced)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
@@ -370,8 +414,11 @@ def check_workload(workload: RequestTrace, max_model_len: int) -> None:
 
 def cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:
     """Which cost model priced the run, and how much of it came from measured tables."""
-    unwrapped = [model.inner if isinstance(model, StreamedWeights) else model
-                 for model in cost_models]
+    unwrapped = []
+    for model in cost_models:
+        while isinstance(model, StreamedWeights | OffloadedAttention):
+            model = model.inner
+        unwrapped.append(model)
     profiled = [model for model in unwrapped if isinstance(model, ProfiledCostModel)]
     if not profiled:
         return {"kind": "roofline", "measured_share": 0.0}
@@ -407,6 +454,7 @@ def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:
     record["weight_stream_s_per_step"] = stream.seconds if stream is not None else 0.0
     record["weight_stream_gbps"] = (stream.bandwidth_bytes_per_s / GB if stream is not None
                                     else 0.0)
+    record["attention_devices"] = resolved.attention_devices
     return record
 
 

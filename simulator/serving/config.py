@@ -52,6 +52,7 @@ from simulator.serving.scheduler import SchedulerConfig
 from workloads.overrides import apply_overrides, read_mapping
 
 __all__ = [
+    "AttentionOffloadConfig",
     "DeploymentConfig",
     "DisaggregationConfig",
     "OffloadConfig",
@@ -102,6 +103,16 @@ class SLOConfig(_Frozen):
     tpot_s: float | None = Field(default=None, gt=0)
 
 
+class AttentionOffloadConfig(_Frozen):
+    """Decode attention and the KV cache on a pool of memory-rich devices (Lamina)."""
+
+    gpu: str = Field(description="the attention devices' GPU (catalog name or file)")
+    devices: int = Field(default=1, ge=1, le=64, description="attention devices per replica")
+    overlap: bool = Field(default=True, description="pipeline two micro-batches so the "
+                                                    "pool's part overlaps the replica's")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+
+
 class OffloadConfig(_Frozen):
     """What lives off the GPU (``profiles.offload``), named as vLLM names it."""
 
@@ -116,6 +127,7 @@ class OffloadConfig(_Frozen):
         default=0.0, ge=0, le=100_000, description="GiB of host memory per replica (all its "
         "GPUs together) that keeps KV blocks evicted from the GPU for the prefix cache "
         "(vLLM --kv-offloading-size, LMCache)")
+    decode_attention: AttentionOffloadConfig | None = None
 
 
 RouterName = Literal["round_robin", "least_outstanding", "least_kv", "prefix_aware"]
