@@ -158,6 +158,8 @@ def simulate_command(
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
     output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
+    trace_requests: Annotated[int, typer.Option(
+        min=0, help="requests whose phases the trace shows (the first N)")] = 2000,
     report: Annotated[Path | None, typer.Option(
         help="also write the single-run HTML report to this file")] = None,
     dp: Annotated[int | None, typer.Option(help="training: data-parallel degree")] = None,
@@ -214,7 +216,8 @@ def simulate_command(
     if output_format not in ("csv", "parquet"):
         fail(f"--format {output_format!r} is unknown; use csv or parquet")
     trace_data = load_workload(workload, workload_format)
-    result = simulate(config, trace_data, record_trace=trace or report is not None)
+    result = simulate(config, trace_data, record_trace=trace or report is not None,
+                      trace_requests=trace_requests)
     if not result.ok:
         fail(str(result.error))
     assert result.summary is not None

@@ -71,7 +71,7 @@ from simulator.serving.replica import Replica
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
-from simulator.serving.timeline import PerfettoTrace
+from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
 from simulator.serving.token_gaps import TokenGaps
 from simulator.serving.transfers import LinkSharing, Port, uncontended_s
 from workloads.schema import RequestTrace
@@ -278,7 +278,8 @@ class _PoolStats(StepStats):
 
 def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace, *,
                            record_trace: bool = False,
-                           recorders: Sequence[StepRecorder] = ()) -> SimulationResult:
+                           recorders: Sequence[StepRecorder] = (),
+                           trace_requests: int = DEFAULT_TRACE_REQUESTS) -> SimulationResult:
     """Simulate ``workload`` on a disaggregated ``deployment`` (see ``engine.simulate``)."""
     started = time.perf_counter()
     try:
@@ -293,7 +294,7 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
     num_decode = len(resolved.decode.cost_models)
     pool_stats = (_PoolStats(range(num_prefill)),
                   _PoolStats(range(num_prefill, num_prefill + num_decode)))
-    trace = PerfettoTrace() if record_trace else None
+    trace = PerfettoTrace(trace_requests) if record_trace else None
     shared: list[StepRecorder] = [stats, *pool_stats, *recorders] + ([trace] if trace else [])
     pools: tuple[list[Replica], list[Replica]] = ([], [])
     gaps: list[TokenGaps] = []
@@ -417,8 +418,9 @@ def _trace_requests(trace: PerfettoTrace, resolved: ResolvedPools,
         for i in range(len(pool.cost_models)):
             trace.name_process(offset + i, f"{name} replica {i} ({pool.gpu.name}, tp={p.tp}, "
                                            f"pp={p.pp})")
-    trace.name_process(requests_pid, "requests")
-    for r in requests:
+    trace.name_process(requests_pid,
+                       f"requests (first {min(len(requests), trace.max_requests)})")
+    for r in requests[:trace.max_requests]:
         if r.prefill_replica_id < 0:
             phases = [("prefill and decode (decode pool)", r.first_scheduled_s, r.finish_s)]
         else:

@@ -47,7 +47,7 @@ from simulator.serving.presets import ENGINE_PRESETS
 from simulator.serving.replica import Replica
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
-from simulator.serving.timeline import PerfettoTrace
+from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
 from simulator.serving.token_gaps import TokenGaps
 from workloads.schema import RequestTrace
 
@@ -65,6 +65,7 @@ def simulate(
     *,
     record_trace: bool = False,
     recorders: Sequence[StepRecorder] = (),
+    trace_requests: int = DEFAULT_TRACE_REQUESTS,
 ) -> SimulationResult:
     """Simulate ``workload`` on ``deployment``.
 
@@ -72,6 +73,7 @@ def simulate(
         deployment: the validated deployment.
         workload: the requests, sorted by arrival.
         record_trace: also collect a Perfetto trace of every step.
+        trace_requests: how many requests (the first) get their phases in the trace.
         recorders: extra step observers (tests use them to check invariants per step).
 
     Returns:
@@ -79,7 +81,7 @@ def simulate(
     """
     if deployment.is_disaggregated:
         return simulate_disaggregated(deployment, workload, record_trace=record_trace,
-                                      recorders=recorders)
+                                      recorders=recorders, trace_requests=trace_requests)
     started = time.perf_counter()
     try:
         resolved = resolve(deployment)
@@ -89,7 +91,7 @@ def simulate(
 
     env = SimEnvironment(deployment.seed)
     stats = StepStats()
-    trace = PerfettoTrace() if record_trace else None
+    trace = PerfettoTrace(trace_requests) if record_trace else None
     all_recorders: list[StepRecorder] = [stats, *recorders] + ([trace] if trace else [])
     replicas = []
     gaps = []
@@ -155,5 +157,11 @@ def simulate(
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),
     }
+    if trace is not None:
+        p = deployment.parallelism
+        for replica in replicas:
+            trace.name_process(replica.replica_id, f"replica {replica.replica_id} "
+                               f"({resolved.gpu.name}, tp={p.tp}, pp={p.pp})")
+        trace.add_requests(len(replicas), requests)
     return SimulationResult(summary, rows, trace.to_json() if trace else None,
                             time.perf_counter() - started)
