@@ -143,6 +143,9 @@ def plan_command(
                       "*" if c.index in plan.pareto else "")
     console.print(table)
     by_index = {c.index: c for c in plan.candidates}
+    if "goodput_per_gpu" in plan.best:
+        console.print(f"recommended #{plan.best['goodput_per_gpu']}: "
+                      f"{plan.reasons['goodput_per_gpu']}", soft_wrap=True)
     both = [plan.best.get(f"{mode}_goodput_per_gpu") for mode in ("colocated", "disaggregated")]
     if None not in both:
         co, dis = (by_index[i] for i in both if i is not None)

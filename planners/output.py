@@ -50,6 +50,7 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
                           else {"plan": c.plan, "micro_batch": c.micro_batch})
                 for c in plan.candidates}
     pareto = {"kind": "serving" if isinstance(plan, ServingPlan) else "training",
+              "reasons": plan.reasons if isinstance(plan, ServingPlan) else {},
               "pareto": [by_index[i] | {"deployment": mappings[i]} for i in plan.pareto],
               "best": {name: by_index[i] | {"deployment": mappings[i]}
                        for name, i in plan.best.items()}}

@@ -36,7 +36,8 @@ from simulator.serving.build import ResolvedDeployment, resolve, resolve_pools
 from simulator.serving.config import DeploymentConfig, build_deployment
 from workloads.schema import RequestTrace
 
-__all__ = ["Candidate", "ServingPlan", "dominates", "plan_rows", "plan_serving"]
+__all__ = ["Candidate", "ServingPlan", "dominates", "pareto_front", "plan_rows",
+           "plan_serving", "recommend"]
 
 WAVE_SIZE = 4
 OBJECTIVES = {  # name: +1 to maximize, -1 to minimize
@@ -109,17 +110,65 @@ class ServingPlan:
     best: dict[str, int]
     inputs: dict[str, Any]
     phase_simulations: int = 0  # the disaggregation dimension's phase searches
+    reasons: dict[str, str] = field(default_factory=dict)  # why each best plan was picked
 
     @property
     def num_simulations(self) -> int:
         return self.phase_simulations + sum(c.num_simulations for c in self.candidates)
 
 
-def dominates(a: dict[str, float], b: dict[str, float]) -> bool:
-    """``a`` at least as good as ``b`` on every objective and better on one."""
-    no_worse = all(OBJECTIVES[k] * (a[k] - b[k]) >= 0 for k in OBJECTIVES)
-    better = any(OBJECTIVES[k] * (a[k] - b[k]) > 0 for k in OBJECTIVES)
-    return no_worse and better
+TOLERANCE = 0.01  # objectives within 1% of each other (relative) count as equal
+
+
+def dominates(a: dict[str, float], b: dict[str, float], tolerance: float = TOLERANCE) -> bool:
+    """``a`` no worse than ``b`` on every objective and better on one, where values
+    within ``tolerance`` (relative to the larger) are equal: simulated figures 1e-14
+    apart are not a difference a decision should rest on."""
+    better = False
+    for key, sign in OBJECTIVES.items():
+        x, y = a[key], b[key]
+        if x == y:
+            continue
+        gain = sign * (x - y)
+        margin = 0.0 if math.isinf(x) or math.isinf(y) else tolerance * max(abs(x), abs(y))
+        if gain < -margin:
+            return False
+        if gain > margin:
+            better = True
+    return better
+
+
+def pareto_front(served: list[Candidate]) -> list[int]:
+    """Indices of the plans no other plan dominates (within TOLERANCE)."""
+    return sorted(c.index for c in served
+                  if not any(dominates(o.metrics(), c.metrics()) for o in served))
+
+
+def recommend(served: list[Candidate]) -> tuple[int, str] | None:
+    """The recommended plan (highest goodput per GPU on the Pareto front) and why."""
+    front = set(pareto_front(served))
+    group = [c for c in served if c.index in front]
+    if not group:
+        return None
+    return _pick(group, lambda c: c.goodput_per_gpu, True,
+                 "goodput per GPU, req/s, on the Pareto front")
+
+
+def _pick(group: list[Candidate], value: Callable[[Candidate], float], maximize: bool,
+          label: str) -> tuple[int, str]:
+    """The plan of ``group`` best on ``value``; plans within TOLERANCE of the best tie and
+    the tie goes, in order, to lower TTFT p90, lower TPOT p90, lower cost, higher goodput
+    per GPU, lower index (a lexicographic choice, so no tied plan dominates the pick)."""
+    top = max(value(c) for c in group) if maximize else min(value(c) for c in group)
+    tied = [c for c in group if abs(value(c) - top) <= TOLERANCE * abs(top)]
+    pick = min(tied, key=lambda c: (c.ttft_p90_s, c.tpot_p90_s,
+                                    math.inf if c.cost_per_mtok_usd is None
+                                    else c.cost_per_mtok_usd, -c.goodput_per_gpu, c.index))
+    reason = f"{'highest' if maximize else 'lowest'} {label} ({top:.4g})"
+    if len(tied) > 1:
+        reason += (f"; {len(tied)} plans within {TOLERANCE:.0%} of it, and this one has the "
+                   f"lowest TTFT p90 ({pick.ttft_p90_s:.3g} s) among them")
+    return pick.index, reason
 
 
 def _pools(deployment: DeploymentConfig) -> tuple[ResolvedDeployment, ResolvedDeployment]:
@@ -312,31 +361,32 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         if pool:
             pool.shutdown()
     served = [c for c in evaluated if c.goodput_per_gpu > 0]
-    pareto = sorted(c.index for c in served
-                    if not any(dominates(o.metrics(), c.metrics()) for o in served))
+    pareto = pareto_front(served)
     best: dict[str, int] = {}
-    if served:
-        # Ties (common when several plans reach their capacity bound) go to lower TTFT.
-        best["goodput_per_gpu"] = max(
-            served, key=lambda c: (c.goodput_per_gpu, -c.ttft_p90_s, -c.index)).index
-        best["goodput"] = max(
-            served, key=lambda c: (c.goodput_rate_per_s, -c.ttft_p90_s, -c.index)).index
-        priced = [c for c in served if c.cost_per_mtok_usd is not None]
-        if priced:
-            best["cost_per_mtok_usd"] = min(
-                priced, key=lambda c: (c.cost_per_mtok_usd or 0.0, c.index)).index
-    for mode in ("colocated", "disaggregated"):
-        of_mode = [c for c in served if c.mode == mode]
-        if of_mode and phases is not None:
-            best[f"{mode}_goodput_per_gpu"] = max(
-                of_mode, key=lambda c: (c.goodput_per_gpu, -c.ttft_p90_s, -c.index)).index
+    reasons: dict[str, str] = {}
+    front = [c for c in served if c.index in set(pareto)]
+    choices: list[tuple[str, list[Candidate], Callable[[Candidate], float], bool, str]] = [
+        # the recommended plan: chosen on the Pareto front only
+        ("goodput_per_gpu", front, lambda c: c.goodput_per_gpu, True,
+         "goodput per GPU, req/s, on the Pareto front"),
+        ("goodput", served, lambda c: c.goodput_rate_per_s, True, "goodput, req/s"),
+        ("cost_per_mtok_usd", [c for c in served if c.cost_per_mtok_usd is not None],
+         lambda c: c.cost_per_mtok_usd or 0.0, False, "cost, USD per million tokens"),
+    ]
+    if phases is not None:
+        choices += [(f"{mode}_goodput_per_gpu", [c for c in served if c.mode == mode],
+                     lambda c: c.goodput_per_gpu, True, f"goodput per GPU of a {mode} plan")
+                    for mode in ("colocated", "disaggregated")]
+    for name, group, value, maximize, label in choices:
+        if group:
+            best[name], reasons[name] = _pick(group, value, maximize, label)
     inputs = {"model": model, "ttft_slo_s": ttft_slo_s, "tpot_slo_s": tpot_slo_s,
               "attainment": attainment, "space": space.model_dump(mode="json"),
               "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
     if phases is not None:
         inputs["disaggregation_phases"] = phases.rows()
     return ServingPlan(candidates, pareto, best, inputs,
-                       phases.num_simulations if phases is not None else 0)
+                       phases.num_simulations if phases is not None else 0, reasons)
 
 
 def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:

@@ -335,6 +335,9 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
         f"<h2>Pareto frontiers</h2><div class='plots'>{''.join(plots)}</div>",
         "<h2>Pareto plans</h2><p class='note'>Click a header to sort. The highlighted row "
         "is the recommended plan (highest goodput per GPU).</p>"
+        + (f"<p>Recommended #{best}: "
+           f"{html.escape(pareto.get('reasons', {}).get('goodput_per_gpu', ''))}.</p>"
+           if best is not None else "")
         + _table(pareto["pareto"], best),
         _mode_section(served, front, inputs),
     ]

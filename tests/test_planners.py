@@ -6,12 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from cli import app
 from planners.disaggregation import _counts
 from planners.objectives import base_rate, find_goodput, scaled_trace
-from planners.serving import dominates, plan_serving
+from planners.serving import Candidate, dominates, pareto_front, plan_serving, recommend
 from planners.space import ServingSpace
 from profiles.hardware import load_gpu
 from simulator.serving.config import build_deployment
@@ -222,3 +224,46 @@ def test_paired_placement_keeps_each_pair_inside_a_node() -> None:
 
     summary = simulate(deployment, TRACE).summary
     assert set(summary["disaggregation"]["links"]) == {"scale_up"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.5, 2.0), st.floats(0.05, 1.0), st.floats(0.01, 0.1),
+                          st.floats(0.1, 5.0)), min_size=1, max_size=12),
+       st.integers(0, 6), st.floats(0.0, 0.02))
+def test_the_recommended_plan_is_never_dominated(metrics, copies, jitter) -> None:
+    """Random candidate sets, with near-ties made on purpose (copies of a plan moved by
+    up to 2%, some within the 1% tolerance): the recommended plan is on the Pareto front
+    and no candidate dominates it, with or without the tolerance."""
+    rows = list(metrics)
+    for i in range(min(copies, len(rows))):
+        g, t, p, c = rows[i]
+        rows.append((g * (1 + jitter), t * (1 - jitter), p, c * (1 + jitter / 3)))
+    served = []
+    for index, (goodput, ttft, tpot, cost) in enumerate(rows):
+        candidate = Candidate(index, {}, num_gpus=1, status="evaluated")
+        candidate.goodput_per_gpu = candidate.goodput_rate_per_s = goodput
+        candidate.ttft_p90_s, candidate.tpot_p90_s = ttft, tpot
+        candidate.cost_per_mtok_usd = cost
+        served.append(candidate)
+    picked = recommend(served)
+    assert picked is not None
+    index, reason = picked
+    assert index in pareto_front(served) and reason
+    chosen = served[index].metrics()
+    for other in served:
+        assert not dominates(other.metrics(), chosen)
+        assert not dominates(other.metrics(), chosen, tolerance=0.0)
+
+
+def test_float_noise_does_not_decide_the_recommendation() -> None:
+    """Two Pareto plans 1e-13 apart in goodput per GPU (one better on TTFT, the other on
+    TPOT): the lower TTFT p90 wins, as stated, not the float noise."""
+    a, b = Candidate(0, {}, status="evaluated"), Candidate(1, {}, status="evaluated")
+    for c, goodput, ttft, tpot in ((a, 10.0 + 1e-13, 0.5, 0.01), (b, 10.0, 0.2, 0.02)):
+        c.goodput_per_gpu = c.goodput_rate_per_s = goodput
+        c.ttft_p90_s, c.tpot_p90_s, c.cost_per_mtok_usd = ttft, tpot, 1.0
+    assert pareto_front([a, b]) == [0, 1]
+    index, reason = recommend([a, b])
+    assert index == 1 and "2 plans within 1%" in reason and "lowest TTFT p90" in reason
+    b.tpot_p90_s = 0.01  # now b is as good on TPOT and better on TTFT: a is dominated
+    assert pareto_front([a, b]) == [1]

@@ -3,6 +3,7 @@ balanced per-request spans, and a bounded number of traced requests."""
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from typing import Any
 
@@ -58,7 +59,7 @@ def check_trace(doc: dict[str, Any]) -> dict[str, Any]:
     assert not open_spans, "every async slice is closed"
     for track, slices in by_track.items():
         slices.sort()
-        for (start, dur), (next_start, _) in zip(slices, slices[1:]):
+        for (start, dur), (next_start, _) in itertools.pairwise(slices):
             assert start + dur <= next_start, (track, start, dur, next_start)
     return {"names": names, "counters": counters, "spans": spans}
 
