@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cli.common import console, fail, user_errors
 from planners.disaggregation import DisaggregationSpace
+from planners.objectives import SteadyState
 from planners.output import write_plan
 from planners.serving import plan_serving
 from planners.space import GPUChoice, ServingSpace
@@ -72,6 +73,10 @@ def plan_command(
     placement: Annotated[str, typer.Option(
         help="disaggregated placements: by_pool (fast network), paired (P+D per node)")
     ] = "by_pool",
+    steady_requests: Annotated[int, typer.Option(
+        min=50, help="each goodput probe replays at least this many requests")] = 1000,
+    steady_seconds: Annotated[float, typer.Option(
+        min=1.0, help="... spanning at least this many seconds of arrivals")] = 60.0,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
     top: Annotated[int, typer.Option(help="plans to print")] = 10,
 ) -> None:
@@ -124,7 +129,9 @@ def plan_command(
         plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                             space=space, attainment=attainment, prices=prices,
                             workers=workers, prune=prune, ray_address=ray_address,
-                            progress=progress)
+                            progress=progress,
+                            steady=SteadyState(min_requests=steady_requests,
+                                               min_span_s=steady_seconds))
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
     table = Table("#", "gpu", "GPUs", "layout", "policy", "goodput req/s",
                   "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from planners.objectives import find_goodput
+from planners.objectives import STEADY, SteadyState, find_goodput
 from profiles.errors import ClusterSimError
 from simulator.serving.build import resolve, resolve_pools
 from simulator.serving.config import build_deployment
@@ -90,7 +90,7 @@ def _upper_rate(deployment: Any, trace: RequestTrace, phase: str) -> float:
 def disaggregated_candidates(
     model: str, trace: RequestTrace, space: DisaggregationSpace,
     gpu_maxima: dict[str, int], policy: str, ttft_slo_s: float, tpot_slo_s: float,
-    attainment: float, engine: str | None = None,
+    attainment: float, engine: str | None = None, steady: SteadyState = STEADY,
 ) -> tuple[list[dict[str, Any]], PhaseStudy]:
     """The disaggregated deployment mappings of ``space`` (module docstring) and the
     phase measurements they came from."""
@@ -111,7 +111,8 @@ def disaggregated_candidates(
         except ClusterSimError:
             continue
         result = find_goodput(deployment, prompts, ttft_slo_s=ttft_slo_s,
-                              tpot_slo_s=_NO_SLO_S, attainment=attainment, upper_rate=upper)
+                              tpot_slo_s=_NO_SLO_S, attainment=attainment, upper_rate=upper,
+                              rule=steady)
         study.num_simulations += result.num_simulations
         if result.rate_per_s > 0:
             study.prefill[(gpu, tp)] = result.rate_per_s
@@ -136,7 +137,7 @@ def disaggregated_candidates(
         except ClusterSimError:
             continue
         result = find_goodput(deployment, trace, ttft_slo_s=_NO_SLO_S, tpot_slo_s=tpot_slo_s,
-                              attainment=attainment, upper_rate=upper)
+                              attainment=attainment, upper_rate=upper, rule=steady)
         study.num_simulations += result.num_simulations
         if result.rate_per_s > 0:
             study.decode[(gpu, tp)] = result.rate_per_s

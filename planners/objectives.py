@@ -5,6 +5,14 @@ requests meet both the TTFT and the TPOT SLO (Zhong et al. 2024, DistServe, Sec.
 found by bisection on the rate, replaying the same trace shape with its arrival times
 scaled: rate r means arrival_i x (base rate / r).
 
+Goodput that holds: a short trace never reaches steady state (the queue is still
+filling when it ends), so each probe replays at least ``SteadyState.min_requests``
+requests spanning at least ``SteadyState.min_span_s`` seconds of arrivals; a shorter
+trace is extended with its own requests (resampled, or repeated whole when it has
+sessions: :func:`extended_trace`). Attainment is measured on the requests that arrive
+after the warm-up share and before the drain share of the span, in ``windows`` equal
+windows, and the probe passes only if every window meets it and the run is STABLE.
+
 Cost per million tokens = price per GPU-hour x GPUs / (tokens per second at goodput x
 3600) x 1e6, from ``planners/data/prices.json`` (sourced) or the user's prices.
 
@@ -15,6 +23,7 @@ tokens.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass
@@ -28,7 +37,9 @@ from simulator.serving.config import DeploymentConfig
 from simulator.serving.engine import simulate
 from workloads.schema import RequestTrace
 
-__all__ = ["GoodputResult", "default_prices", "find_goodput", "scaled_trace", "slo_attainment"]
+__all__ = ["STEADY", "GoodputResult", "SteadyState", "default_prices", "extended_trace",
+           "find_goodput", "scaled_trace", "slo_attainment", "steady_attainment",
+           "steady_trace"]
 
 IDLE_POWER_FRACTION = 0.3
 
@@ -60,6 +71,89 @@ def slo_attainment(summary_rows: Any, ttft_slo_s: float, tpot_slo_s: float) -> f
     return float(meets.mean())
 
 
+@dataclass(frozen=True)
+class SteadyState:
+    """The stated rule for a probe's length and the part of it that is measured."""
+
+    min_requests: int = 1000
+    min_span_s: float = 60.0
+    warm_up: float = 0.1
+    drain: float = 0.1
+    windows: int = 3
+
+    def needed(self, rate_per_s: float) -> int:
+        return max(self.min_requests, math.ceil(rate_per_s * self.min_span_s))
+
+
+STEADY = SteadyState()
+
+
+def extended_trace(trace: RequestTrace, num_requests: int, seed: int = 0) -> RequestTrace:
+    """``trace`` grown to at least ``num_requests`` requests after its own ones.
+
+    Without sessions the extension resamples the trace (seeded): each added request's
+    lengths and fields are those of a request drawn from the trace, and its gap to the
+    previous arrival a gap drawn from the trace's own gaps, so the arrival process keeps
+    its burstiness over any window. A trace with sessions is repeated whole instead
+    (copies one mean gap apart, session ids numbered per copy), so turns stay together.
+    """
+    n = len(trace)
+    if n >= num_requests:
+        return trace
+    metadata = trace.metadata | {"extended_from_requests": n}
+    if "session_id" not in trace.extras and n > 1:
+        rng = np.random.default_rng(seed)
+        extra = num_requests - n
+        picks = rng.integers(0, n, size=extra)
+        gaps = np.diff(trace.arrival_s)[rng.integers(0, n - 1, size=extra)]
+        arrival = np.concatenate([trace.arrival_s, trace.arrival_s[-1] + np.cumsum(gaps)])
+        index = np.concatenate([np.arange(n), picks])
+        extras = {name: [values[i] for i in index] for name, values in trace.extras.items()}
+        ids = [*trace.request_ids, *(f"{trace.request_ids[i]}#r{k}"
+                                     for k, i in enumerate(picks))]
+        return RequestTrace(arrival, trace.prompt_tokens[index], trace.output_tokens[index],
+                            trace.priority[index], ids, extras,
+                            metadata | {"extended_by": "resampling requests and gaps"})
+    copies = math.ceil(num_requests / n)
+    span = float(trace.arrival_s[-1] - trace.arrival_s[0])
+    period = span + (span / (n - 1) if n > 1 else 1.0)
+    arrival = np.concatenate([trace.arrival_s + k * period for k in range(copies)])
+
+    def tile(values: Any, unique: bool) -> list[Any]:
+        return [(f"{v}#{k}" if unique and v is not None and k else v)
+                for k in range(copies) for v in values]
+
+    extras = {name: tile(values, unique=name == "session_id")
+              for name, values in trace.extras.items()}
+    return RequestTrace(arrival, np.tile(trace.prompt_tokens, copies),
+                        np.tile(trace.output_tokens, copies), np.tile(trace.priority, copies),
+                        tile(trace.request_ids, unique=True), extras,
+                        metadata | {"extended_by": f"repeating its sessions {copies} times"})
+
+
+def steady_trace(trace: RequestTrace, rate_per_s: float,
+                 rule: SteadyState = STEADY) -> RequestTrace:
+    """The probe at ``rate_per_s``: the trace at that rate, extended to the rule's length."""
+    scaled = scaled_trace(trace, rate_per_s)
+    return extended_trace(scaled, rule.needed(rate_per_s))
+
+
+def steady_attainment(rows: Any, ttft_slo_s: float, tpot_slo_s: float,
+                      rule: SteadyState = STEADY) -> float:
+    """The worst window's SLO attainment over the measured part of the run."""
+    arrival = rows["arrival_s"].to_numpy()
+    start, end = float(arrival.min()), float(arrival.max())
+    low = start + rule.warm_up * (end - start)
+    high = end - rule.drain * (end - start)
+    edges = np.linspace(low, high, rule.windows + 1)
+    worst = 1.0
+    for left, right in itertools.pairwise(edges):
+        part = rows[(arrival >= left) & (arrival < right if right < high else arrival <= right)]
+        if len(part):
+            worst = min(worst, slo_attainment(part, ttft_slo_s, tpot_slo_s))
+    return worst
+
+
 @dataclass
 class GoodputResult:
     """The goodput of one deployment and what the run at that rate showed."""
@@ -72,7 +166,8 @@ class GoodputResult:
 
 def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_s: float,
                  tpot_slo_s: float, attainment: float = 0.9, upper_rate: float,
-                 lower_rate: float | None = None, tolerance: float = 0.05) -> GoodputResult:
+                 lower_rate: float | None = None, tolerance: float = 0.05,
+                 rule: SteadyState = STEADY) -> GoodputResult:
     """Bisect (in log rate) for the highest rate meeting the SLO attainment at which the
     deployment is STABLE (an overloaded rate never counts, whatever its attainment).
 
@@ -81,18 +176,20 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
         lower_rate: a rate believed feasible (e.g. the previous candidate's answer);
             checked, and lowered until feasible.
         tolerance: stop when the bracket is within this relative width.
+        rule: how long each probe is and which part of it is measured (module docstring).
     """
     runs = 0
 
     def run(rate: float) -> tuple[float, dict[str, Any] | None]:
         nonlocal runs
         runs += 1
-        result = simulate(deployment, scaled_trace(trace, rate))
+        result = simulate(deployment, steady_trace(trace, rate, rule))
         if not result.ok or result.requests is None or result.summary is None:
             return 0.0, None
         if result.summary["stability"]["state"] == "OVERLOADED":
             return 0.0, result.summary  # never a goodput: its queue grows without bound
-        return slo_attainment(result.requests, ttft_slo_s, tpot_slo_s), result.summary
+        return (steady_attainment(result.requests, ttft_slo_s, tpot_slo_s, rule),
+                result.summary)
 
     low = min(lower_rate or upper_rate / 8, upper_rate)
     low_attainment, low_summary = run(low)

@@ -27,7 +27,13 @@ from typing import Any
 import numpy as np
 
 from planners.disaggregation import disaggregated_candidates
-from planners.objectives import IDLE_POWER_FRACTION, default_prices, find_goodput
+from planners.objectives import (
+    IDLE_POWER_FRACTION,
+    STEADY,
+    SteadyState,
+    default_prices,
+    find_goodput,
+)
 from planners.space import ServingSpace
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
@@ -243,12 +249,13 @@ def _bounds(deployment: DeploymentConfig, trace: RequestTrace, prices: dict[str,
 
 
 def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, float,
-                         float | None, dict[str, float]]) -> dict[str, Any]:
+                         float | None, dict[str, float], SteadyState]) -> dict[str, Any]:
     """One goodput search (runs in a worker process)."""
-    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices = job
+    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices, rule = job
     deployment = build_deployment(mapping)
     result = find_goodput(deployment, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
-                          attainment=attainment, upper_rate=upper, lower_rate=lower)
+                          attainment=attainment, upper_rate=upper, lower_rate=lower,
+                          rule=rule)
     out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations}
     summary = result.summary
     if summary is not None and result.rate_per_s > 0:
@@ -276,7 +283,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                  space: ServingSpace, attainment: float = 0.9,
                  prices: dict[str, float] | None = None, workers: int = 1,
                  prune: bool = True, ray_address: str | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> ServingPlan:
+                 progress: Callable[[int, int], None] | None = None,
+                 steady: SteadyState = STEADY) -> ServingPlan:
     """Search ``space`` for deployments of ``model`` serving ``workload`` under the SLOs.
 
     Args:
@@ -290,6 +298,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         ray_address: run the goodput searches on a Ray cluster at this address
             (``"local"`` starts one here); results are the same as with the local pool.
         progress: called with (done, total) as candidates are settled.
+        steady: how long each goodput probe is and what part of it is measured
+            (``planners.objectives.SteadyState``; the default is the stated rule).
 
     Raises:
         ClusterSimError: an SLO or attainment out of range.
@@ -304,7 +314,7 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     if space.disaggregation is not None:
         disaggregated, phases = disaggregated_candidates(
             model, workload, space.disaggregation, {g.name: g.max_gpus for g in space.gpus},
-            space.policies[0], ttft_slo_s, tpot_slo_s, attainment)
+            space.policies[0], ttft_slo_s, tpot_slo_s, attainment, steady=steady)
         mappings += disaggregated
     candidates = [Candidate(i, mapping) for i, mapping in enumerate(mappings)]
     for candidate in candidates:
@@ -332,7 +342,7 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                 hint = _hint(candidate, evaluated)
                 jobs.append((candidate.deployment, workload, ttft_slo_s, tpot_slo_s,
                              attainment, candidate.bound["goodput_rate_per_s"], hint,
-                             price_table))
+                             price_table, steady))
             if run_wave is not None:
                 results = run_wave(jobs)
             elif pool is not None:
@@ -382,6 +392,9 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
             best[name], reasons[name] = _pick(group, value, maximize, label)
     inputs = {"model": model, "ttft_slo_s": ttft_slo_s, "tpot_slo_s": tpot_slo_s,
               "attainment": attainment, "space": space.model_dump(mode="json"),
+              "steady_state": {"min_requests": steady.min_requests,
+                               "min_span_s": steady.min_span_s, "warm_up": steady.warm_up,
+                               "drain": steady.drain, "windows": steady.windows},
               "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
     if phases is not None:
         inputs["disaggregation_phases"] = phases.rows()

@@ -12,7 +12,13 @@ from typer.testing import CliRunner
 
 from cli import app
 from planners.disaggregation import _counts
-from planners.objectives import base_rate, find_goodput, scaled_trace
+from planners.objectives import (
+    SteadyState,
+    base_rate,
+    find_goodput,
+    scaled_trace,
+    slo_attainment,
+)
 from planners.serving import Candidate, dominates, pareto_front, plan_serving, recommend
 from planners.space import ServingSpace
 from profiles.hardware import load_gpu
@@ -24,6 +30,10 @@ TRACE = generate(GeneratorSpec(
     prompt={"kind": "lognormal", "mean": 600, "sigma": 0.5, "max": 2000},
     output={"kind": "lognormal", "mean": 80, "sigma": 0.5, "max": 400}, seed=3))
 SLO = {"ttft_slo_s": 0.3, "tpot_slo_s": 0.03}
+# Tests of the planner's mechanics use short probes; the stated rule (STEADY) is tested
+# for what it promises in test_goodput_holds_on_a_fresh_ten_times_longer_trace.
+QUICK = SteadyState(min_requests=200, min_span_s=5.0)
+QUICK_FLAGS = ["--steady-requests", "200", "--steady-seconds", "5"]
 EQUAL_PRICES = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 4.0}
 
 
@@ -38,27 +48,31 @@ def _datasheet_gpu(name: str, folder: Path) -> str:
 def test_equal_prices_make_h100_the_known_optimum(tmp_path: Path) -> None:
     """On the datasheet roofline every term of H100 is faster than A100's (peak x
     efficiency 792 vs 268 TFLOP/s, HBM 2.85 vs 1.73 TB/s), so at equal prices the H100
-    deployment wins every objective and is the whole Pareto set. (With kernels fitted to
-    measured tables the launch floors differ per GPU, so no term-by-term order holds.)"""
+    deployment wins goodput, goodput per GPU and cost and is recommended. (Latencies are
+    measured at each plan's own goodput, so the A100, run at a quarter of the load, may
+    show a lower TPOT p90 and stay on the Pareto set. With kernels fitted to measured
+    tables the launch floors differ per GPU, so no term-by-term order holds.)"""
     space = ServingSpace(gpus=[{"name": _datasheet_gpu("a100", tmp_path), "max_gpus": 1},
                                {"name": _datasheet_gpu("h100", tmp_path), "max_gpus": 1}],
                          tp=[1])
-    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, **SLO)
+    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, steady=QUICK,
+                        **SLO)
     h100 = next(c for c in plan.candidates if c.gpu.startswith("H100"))
     a100 = next(c for c in plan.candidates if c.gpu.startswith("A100"))
     assert h100.goodput_rate_per_s > a100.goodput_rate_per_s > 0
     assert plan.best == {"goodput_per_gpu": h100.index, "goodput": h100.index,
                          "cost_per_mtok_usd": h100.index}
-    assert plan.pareto == [h100.index]
+    assert h100.index in plan.pareto
+    assert plan.reasons["goodput_per_gpu"].startswith("highest goodput per GPU")
 
 
 def test_pruning_never_removes_a_pareto_candidate() -> None:
     space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 2}, {"name": "h100", "max_gpus": 2}],
                          tp=[1, 2])
     exhaustive = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES,
-                              prune=False, **SLO)
+                              prune=False, steady=QUICK, **SLO)
     pruned = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, prune=True,
-                          **SLO)
+                          steady=QUICK, **SLO)
     assert pruned.pareto == exhaustive.pareto
     assert pruned.num_simulations <= exhaustive.num_simulations
     assert all(c.status in ("evaluated", "pruned") for c in pruned.candidates)
@@ -66,14 +80,15 @@ def test_pruning_never_removes_a_pareto_candidate() -> None:
 
 def test_worker_processes_give_identical_results() -> None:
     space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}], tp=[1, 2])
-    one = plan_serving("llama-3-8b", TRACE, space=space, workers=1, **SLO)
-    two = plan_serving("llama-3-8b", TRACE, space=space, workers=2, **SLO)
+    one = plan_serving("llama-3-8b", TRACE, space=space, workers=1, steady=QUICK, **SLO)
+    two = plan_serving("llama-3-8b", TRACE, space=space, workers=2, steady=QUICK, **SLO)
     assert [c.row() for c in one.candidates] == [c.row() for c in two.candidates]
 
 
 def test_goodput_bisection_brackets_the_attainment_edge() -> None:
     deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
-    result = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, **SLO)
+    result = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                          **SLO)
     assert 0 < result.rate_per_s < 200 and result.attainment >= 0.9
     assert scaled_trace(TRACE, 8.0).arrival_s[-1] == pytest.approx(
         TRACE.arrival_s[-1] * base_rate(TRACE) / 8.0)
@@ -86,7 +101,8 @@ def test_plan_command_prints_and_writes(tmp_path: Path) -> None:
     save_workload(TRACE, trace_path)
     result = CliRunner().invoke(app, [
         "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
-        "--tpot-slo", "0.03", "--gpu", "h100:2", "--tp", "1", "--out", str(tmp_path / "p")])
+        "--tpot-slo", "0.03", "--gpu", "h100:2", "--tp", "1", "--out", str(tmp_path / "p"),
+        *QUICK_FLAGS])
     assert result.exit_code == 0, result.output
     assert "candidates:" in result.output and "evaluated" in result.output
     pareto = json.loads((tmp_path / "p" / "pareto.json").read_text())
@@ -122,10 +138,11 @@ def test_ray_and_the_local_pool_give_identical_results() -> None:
     """A local Ray instance started by the test (the 'ray' extra, which CI installs)."""
     ray = pytest.importorskip("ray")
     space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}], tp=[1, 2])
-    pool = plan_serving("llama-3-8b", TRACE, space=space, workers=2, **SLO)
+    pool = plan_serving("llama-3-8b", TRACE, space=space, workers=2, steady=QUICK, **SLO)
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        on_ray = plan_serving("llama-3-8b", TRACE, space=space, ray_address="local", **SLO)
+        on_ray = plan_serving("llama-3-8b", TRACE, space=space, ray_address="local",
+                              steady=QUICK, **SLO)
     finally:
         ray.shutdown()
     assert [c.row() for c in on_ray.candidates] == [c.row() for c in pool.candidates]
@@ -137,7 +154,7 @@ def test_goodput_is_never_an_overloaded_rate() -> None:
     an upper bound that is far beyond capacity."""
     deployment = build_deployment({"model": "llama-3-8b", "gpu": "h100"})
     result = find_goodput(deployment, TRACE, ttft_slo_s=1e6, tpot_slo_s=1e6,
-                          upper_rate=2000.0)
+                          upper_rate=2000.0, rule=QUICK)
     assert 0 < result.rate_per_s < 2000.0
     assert result.summary is not None
     assert result.summary["stability"]["state"] == "STABLE"
@@ -150,7 +167,7 @@ def test_disaggregated_and_colocated_plans_share_one_pareto_set() -> None:
     space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}, {"name": "a100", "max_gpus": 2}],
                          tp=[1], disaggregation={"prefill_tp": [1], "decode_tp": [1]})
     prices = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 2.0}
-    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=prices, **SLO)
+    plan = plan_serving("llama-3-8b", TRACE, space=space, prices=prices, steady=QUICK, **SLO)
     modes = {c.mode for c in plan.candidates if c.status == "evaluated"}
     assert modes == {"colocated", "disaggregated"}
     served = [c for c in plan.candidates if c.goodput_per_gpu > 0]
@@ -193,7 +210,7 @@ def test_plan_command_with_disaggregation(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, [
         "plan", "--model", "llama-3-8b", "--workload", str(trace_path), "--ttft-slo", "0.3",
         "--tpot-slo", "0.03", "--gpu", "h100:2", "--tp", "1", "--disaggregate",
-        "--out", str(tmp_path / "p")])
+        "--out", str(tmp_path / "p"), *QUICK_FLAGS])
     assert result.exit_code == 0, result.output
     assert "1P:1D" in result.output
     rows = (tmp_path / "p" / "candidates.csv").read_text()
@@ -211,7 +228,7 @@ def test_paired_placement_keeps_each_pair_inside_a_node() -> None:
     space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 4}], tp=[1], colocated=False,
                          disaggregation={"prefill_tp": [1, 8], "decode_tp": [1],
                                          "placements": ["paired"]})
-    plan = plan_serving("llama-3-8b", TRACE, space=space, **SLO)
+    plan = plan_serving("llama-3-8b", TRACE, space=space, steady=QUICK, **SLO)
     assert plan.candidates and all(c.mode == "disaggregated" for c in plan.candidates)
     for c in plan.candidates:
         block = c.deployment["disaggregation"]
@@ -267,3 +284,31 @@ def test_float_noise_does_not_decide_the_recommendation() -> None:
     assert index == 1 and "2 plans within 1%" in reason and "lowest TTFT p90" in reason
     b.tpot_p90_s = 0.01  # now b is as good on TPOT and better on TTFT: a is dominated
     assert pareto_front([a, b]) == [1]
+
+
+
+@pytest.mark.parametrize(("gpu", "tp", "slo"), [
+    ("h100", [1, 2], {"ttft_slo_s": 0.3, "tpot_slo_s": 0.03}),
+    ("a100", [1], {"ttft_slo_s": 1.0, "tpot_slo_s": 0.05}),
+])
+def test_goodput_holds_on_a_fresh_ten_times_longer_trace(gpu: str, tp: list[int],
+                                                         slo: dict[str, float]) -> None:
+    """The stated rule's promise (planners.objectives.STEADY): every evaluated plan's
+    goodput, replayed on a fresh trace of the same shape (another seed) ten times the
+    probe's length, meets both SLOs for at least the stated 90% of requests."""
+    from simulator import simulate
+
+    space = ServingSpace(gpus=[{"name": gpu, "max_gpus": 2}], tp=tp)
+    plan = plan_serving("llama-3-8b", TRACE, space=space, **slo)
+    evaluated = [c for c in plan.candidates if c.goodput_rate_per_s > 0]
+    assert evaluated
+    for candidate in evaluated:
+        rate = candidate.goodput_rate_per_s
+        length = 10 * max(1000, int(rate * 60))
+        fresh = generate(GeneratorSpec(
+            num_requests=min(length, 20000), arrival={"kind": "poisson", "rate_per_s": rate},
+            prompt={"kind": "lognormal", "mean": 600, "sigma": 0.5, "max": 2000},
+            output={"kind": "lognormal", "mean": 80, "sigma": 0.5, "max": 400}, seed=97))
+        result = simulate(build_deployment(candidate.deployment), fresh)
+        assert result.summary["stability"]["state"] == "STABLE"
+        assert slo_attainment(result.requests, **slo) >= 0.9, candidate.deployment

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from planners.objectives import SteadyState
 from planners.output import write_plan
 from planners.serving import plan_serving
 from planners.space import ServingSpace
@@ -61,6 +62,7 @@ def serving_plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                          tp=[1, 2], disaggregation={"prefill_gpus": ["h100"],
                                                     "prefill_tp": [1], "decode_tp": [1]})
     plan = plan_serving("llama-3-8b", TRACE, ttft_slo_s=0.25, tpot_slo_s=0.04, space=space,
+                        steady=SteadyState(min_requests=200, min_span_s=5.0),
                         prices={"A100-SXM4-80GB": 5.0})
     folder = tmp_path_factory.mktemp("plan")
     write_plan(plan, folder, TRACE)
