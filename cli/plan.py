@@ -25,6 +25,23 @@ from workloads.training import load_training_job
 __all__ = ["plan_command", "plan_training_command"]
 
 
+def _floats(text: str, option: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part]
+    except ValueError:
+        raise ClusterSimError(f"{option} {text!r}: expected comma-separated numbers") \
+            from None
+
+
+def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
+    values = [part for part in text.split(",") if part]
+    bad = [value for value in values if value not in allowed]
+    if bad or not values:
+        raise ClusterSimError(f"{option} {text!r}: expected one or more of "
+                              f"{', '.join(allowed)}, comma-separated")
+    return values
+
+
 def _ints(text: str, option: str) -> list[int]:
     try:
         return [int(part) for part in text.split(",") if part]
@@ -106,7 +123,7 @@ def plan_command(
             decode_gpus=[g for g in decode_gpu.split(",") if g] if decode_gpu else None,
             prefill_tp=_ints(prefill_tp or tp, "--prefill-tp"),
             decode_tp=_ints(decode_tp or tp, "--decode-tp"),
-            placements=[p for p in placement.split(",") if p])  # type: ignore[misc]
+            placements=_choices(placement, "--placement", ("by_pool", "paired")))  # type: ignore[arg-type]
     elif not colocated:
         fail("--no-colocated leaves nothing to search; add --disaggregate")
     space = ServingSpace(
@@ -116,8 +133,7 @@ def plan_command(
         max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")
                                 if max_num_batched_tokens else [None]),
         colocated=colocated, disaggregation=disaggregation,
-        extra={"offload.cpu_offload_gb": [float(v) for v in _ints(cpu_offload_gb,
-                                                                  "--cpu-offload-gb")]}
+        extra={"offload.cpu_offload_gb": _floats(cpu_offload_gb, "--cpu-offload-gb")}
         if cpu_offload_gb else {})
     trace = load_workload(workload)
     with Progress(console=console, transient=True) as bar:
@@ -194,7 +210,7 @@ def plan_training_command(
     space = TrainingSpace(
         num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
-        offload=[o for o in offload.split(",") if o],
+        offload=_choices(offload, "--offload", ("none", "cpu", "nvme")),
         micro_batch=_ints(micro_batch, "--micro-batch"),
         recompute=[r for r in recompute.split(",") if r],
         schedules=[s for s in schedules.split(",") if s])

@@ -297,3 +297,26 @@ def test_the_attention_devices_are_paid_for() -> None:
     assert _price(_pools(_lamina()), prices) == pytest.approx(4.0 + 2 * 1.5)
     assert _price(_pools(build_deployment({"model": "llama-3-8b", "gpu": "h100"})),
                   prices) == pytest.approx(4.0)
+
+
+def test_bad_offload_and_placement_choices_are_one_line_errors(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    job = tmp_path / "job.json"
+    job.write_text('{"kind": "training", "model": "llama-2-7b", "gpu": "a100", "seq_len": 2048,'
+                   ' "global_batch": 8, "micro_batch": 1}')
+    for args, expected in (
+            (["plan-training", "--job", str(job), "--num-gpus", "1", "--offload", "bogus"],
+             "--offload 'bogus'"),
+            (["plan", "--model", "llama-3-8b", "--workload", "workloads/examples/chat.json",
+              "--ttft-slo", "1", "--tpot-slo", "0.1", "--gpu", "h100:2", "--disaggregate",
+              "--placement", "bogus"], "--placement 'bogus'"),
+            (["plan", "--model", "llama-3-8b", "--workload", "workloads/examples/chat.json",
+              "--ttft-slo", "1", "--tpot-slo", "0.1", "--gpu", "h100:2",
+              "--cpu-offload-gb", "x"], "--cpu-offload-gb 'x'")):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert result.output.startswith("error: ") and expected in result.output
+        assert len(result.output.strip().splitlines()) == 1
