@@ -17,6 +17,8 @@ from profiles.hardware import GB, load_gpu
 from profiles.models import load_model
 from simulator import build_deployment, simulate
 from simulator.serving.build import resolve_pools
+from simulator.serving.disagg import DISAGG_COLUMNS
+from simulator.serving.metrics import REQUEST_COLUMNS
 from simulator.serving.transfers import LinkSharing
 from tests.conftest import make_trace
 
@@ -50,6 +52,7 @@ def test_single_request_e2e_is_prefill_plus_transfer_plus_decode() -> None:
     decode = pools.decode.cost_models[0]
     decode_s = sum(decode.predict(BatchShape([1], [prompt + k], 1)).total_s
                    for k in range(outputs - 1))
+    assert list(result.requests.columns) == [*REQUEST_COLUMNS, *DISAGG_COLUMNS]
     row = result.requests.iloc[0]
     assert row["ttft_s"] == pytest.approx(prefill_s, rel=1e-12)
     assert row["kv_transfer_s"] == pytest.approx(transfer_s, rel=1e-9)

@@ -78,6 +78,7 @@ from workloads.schema import RequestTrace
 
 __all__ = ["DISAGG_COLUMNS", "simulate_disaggregated", "transfer_flows"]
 
+# The columns a disaggregated run adds to the request rows, after REQUEST_COLUMNS.
 DISAGG_COLUMNS = ["prefill_replica_id", "prefilled_on", "kv_wait_s", "kv_transfer_s"]
 
 
@@ -174,9 +175,7 @@ class _Coordinator:
 
     def _prefill_done(self, phase: Request) -> None:
         request = self.requests[phase.request_id]
-        source = self.prefill[phase.replica_id] if phase.replica_id < len(self.prefill) \
-            else None
-        assert source is not None
+        source = self.prefill[phase.replica_id]  # prefill replicas come first: id = index
         request.prefill_replica_id = phase.replica_id
         request.first_scheduled_s = phase.first_scheduled_s
         request.first_token_s = request.last_token_s = phase.first_token_s
