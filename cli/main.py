@@ -2,6 +2,7 @@
 ``simulate`` command of its own.
 
     clustersim simulate | workload {generate,chat,stats} | plan | plan-training | report
+               | sweep | compare
                | validate | profile [check] | reference {run,compare,record} | models | gpus
 
 The command line sits at the top of the import graph (workloads, profiles → simulator →
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, plan, profile, reference, report, simulate, validate, workload
+from cli import catalog, plan, profile, reference, report, simulate, sweep, validate, workload
 
 __all__ = ["app", "main", "simulate_app", "simulate_main"]
 
@@ -28,6 +29,8 @@ app.command("gpus")(catalog.gpus_command)
 app.command("plan")(plan.plan_command)
 app.command("plan-training")(plan.plan_training_command)
 app.command("report")(report.report_command)
+app.command("sweep")(sweep.sweep_command)
+app.command("compare")(sweep.compare_command)
 app.add_typer(workload.app, name="workload")
 app.add_typer(profile.app, name="profile")
 app.add_typer(reference.app, name="reference")

@@ -1,0 +1,108 @@
+"""``clustersim sweep`` and ``clustersim compare``: latency against load.
+
+    clustersim sweep --workload trace.json --deployment d.yaml --rates 1:32:6 --out sweep/
+    clustersim compare --workload trace.json --deployment a.yaml --deployment b.yaml \\
+        --rates 2,4,8,16 --ttft-slo 0.5 --tpot-slo 0.05 --out compare/
+
+Each writes ``sweep.csv`` (one row per deployment and rate) and ``sweep.svg`` (the
+curves), whole or not at all, and prints the table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from cli.common import console, user_errors
+from planners.objectives import SteadyState
+from planners.sweep import compare, rates_between, sweep
+from profiles.errors import ClusterSimError
+from reports.curves import curves_svg
+from simulator import load_deployment, write_folder
+from workloads.loaders import load_workload
+
+__all__ = ["compare_command", "sweep_command"]
+
+
+def parse_rates(text: str) -> list[float]:
+    """``"1,2,4"`` (the rates) or ``"1:32:6"`` (6 rates from 1 to 32, log-spaced)."""
+    try:
+        if ":" in text:
+            low, high, count = text.split(":")
+            return rates_between(float(low), float(high), int(count))
+        rates = [float(part) for part in text.split(",") if part]
+    except ValueError:
+        raise ClusterSimError(f"--rates {text!r}: expected rates like 1,2,4 or a range "
+                              f"LOW:HIGH:COUNT like 1:32:6") from None
+    if not rates or any(not rate > 0 for rate in rates):
+        raise ClusterSimError(f"--rates {text!r}: every rate must be a positive number")
+    return rates
+
+
+def _show_and_write(rows: pd.DataFrame, out: Path | None, ttft_slo: float | None,
+                    tpot_slo: float | None) -> None:
+    table = Table("deployment", "req/s", "state", "TTFT p90 ms", "TPOT p90 ms", "ITL p90 ms",
+                  "E2E p90 s", "served req/s", "SLO met")
+    for row in rows.itertuples():
+        table.add_row(str(row.deployment), f"{row.rate_per_s:.3g}", str(row.state),
+                      f"{row.ttft_p90_s * 1e3:.0f}", f"{row.tpot_p90_s * 1e3:.1f}",
+                      f"{row.itl_p90_s * 1e3:.1f}", f"{row.e2e_p90_s:.2f}",
+                      f"{row.requests_per_s:.3g}",
+                      "-" if pd.isna(row.slo_attainment) else f"{row.slo_attainment:.0%}")
+    console.print(table)
+    if out is not None:
+        svg = curves_svg(rows, ttft_slo, tpot_slo)
+        writers: dict[str, Callable[[Path], object]] = {
+            "sweep.csv": lambda path: rows.to_csv(path, index=False, float_format="%.6g"),
+            "sweep.svg": lambda path: path.write_text(svg, encoding="utf-8"),
+        }
+        console.print("wrote " + ", ".join(str(p) for p in write_folder(out, writers)))
+
+
+Rates = Annotated[str, typer.Option(help="rates, e.g. 1,2,4, or LOW:HIGH:COUNT (log-spaced)")]
+TtftSlo = Annotated[float | None, typer.Option(help="TTFT SLO, seconds")]
+TpotSlo = Annotated[float | None, typer.Option(help="TPOT SLO, seconds")]
+Out = Annotated[Path | None, typer.Option(help="folder for sweep.csv and sweep.svg")]
+SteadyRequests = Annotated[int, typer.Option(
+    min=50, help="each point replays at least this many requests")]
+SteadySeconds = Annotated[float, typer.Option(
+    min=1.0, help="... over at least this many seconds of arrivals")]
+
+
+@user_errors
+def sweep_command(
+    workload: Annotated[Path, typer.Option(help="trace whose shape is replayed")],
+    deployment: Annotated[Path, typer.Option(help="deployment file (YAML or JSON)")],
+    rates: Rates, ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
+    steady_requests: SteadyRequests = 1000, steady_seconds: SteadySeconds = 60.0,
+) -> None:
+    """Latency against load: one deployment at each of a range of request rates."""
+    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
+    rows = sweep(load_deployment(deployment), load_workload(workload), parse_rates(rates),
+                 name=deployment.stem, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo, rule=rule)
+    _show_and_write(rows, out, ttft_slo, tpot_slo)
+
+
+@user_errors
+def compare_command(
+    workload: Annotated[Path, typer.Option(help="trace whose shape is replayed")],
+    deployment: Annotated[list[Path], typer.Option(
+        help="deployment files to compare (repeat, two or more)")],
+    rates: Rates, ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
+    steady_requests: SteadyRequests = 1000, steady_seconds: SteadySeconds = 60.0,
+) -> None:
+    """Two or more deployments side by side over the same request rates."""
+    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
+    names = [path.stem for path in deployment]
+    if len(set(names)) != len(names):
+        names = [str(path) for path in deployment]
+    rows = compare({name: load_deployment(path) for name, path in zip(names, deployment,
+                                                                       strict=True)},
+                   load_workload(workload), parse_rates(rates), ttft_slo_s=ttft_slo,
+                   tpot_slo_s=tpot_slo, rule=rule)
+    _show_and_write(rows, out, ttft_slo, tpot_slo)

@@ -1,0 +1,92 @@
+"""Latency against load: one deployment over a range of request rates.
+
+Each point replays the workload's shape at one rate, extended to the planner's
+steady-state length (``planners.objectives.SteadyState``), and records what vLLM's and
+inference-perf's benchmark sweeps report: TTFT, TPOT, inter-token latency and E2E at
+p50/p90/p99, throughput, SLO attainment (the worst steady window) and goodput when SLOs
+are given (the rate itself when attainment meets the target and the run is STABLE, else
+0), and whether the run was STABLE. :func:`compare` sweeps several deployments
+over the same rates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from planners.objectives import STEADY, SteadyState, steady_attainment, steady_trace
+from profiles.errors import ClusterSimError
+from simulator.serving.config import DeploymentConfig
+from simulator.serving.engine import simulate
+from workloads.schema import RequestTrace
+
+__all__ = ["SWEEP_COLUMNS", "compare", "rates_between", "sweep"]
+
+SWEEP_COLUMNS = [
+    "deployment", "rate_per_s", "num_requests", "state",
+    "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
+    "itl_p50_s", "itl_p90_s", "itl_p99_s", "e2e_p50_s", "e2e_p90_s", "e2e_p99_s",
+    "requests_per_s", "output_tokens_per_s", "slo_attainment", "goodput_per_s",
+]
+
+
+def rates_between(low: float, high: float, count: int) -> list[float]:
+    """``count`` request rates spaced evenly in log between ``low`` and ``high``."""
+    if not (0 < low <= high) or not math.isfinite(high) or count < 1:
+        raise ClusterSimError(f"rates {low}:{high}:{count}: need 0 < low <= high and a "
+                              f"count of at least 1, e.g. 1:32:6")
+    if count == 1:
+        return [low]
+    return [float(r) for r in np.geomspace(low, high, count)]
+
+
+def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[float], *,
+          name: str = "deployment", ttft_slo_s: float | None = None,
+          tpot_slo_s: float | None = None, attainment: float = 0.9,
+          rule: SteadyState = STEADY) -> pd.DataFrame:
+    """One row per rate (columns ``SWEEP_COLUMNS``).
+
+    Raises:
+        ClusterSimError: a rate that is not positive, or a deployment the simulator
+            refuses (its one-line error).
+    """
+    rows = []
+    for rate in rates:
+        if not rate > 0 or not math.isfinite(rate):
+            raise ClusterSimError(f"rate {rate}: request rates must be positive numbers")
+        probe = steady_trace(workload, rate, rule)
+        result = simulate(deployment, probe)
+        if not result.ok or result.summary is None or result.requests is None:
+            raise ClusterSimError(str(result.error))
+        s = result.summary
+        met = None
+        if ttft_slo_s is not None or tpot_slo_s is not None:
+            met = steady_attainment(result.requests, ttft_slo_s or math.inf,
+                                    tpot_slo_s or math.inf, rule)
+        stable = s["stability"]["state"] == "STABLE"
+        rows.append({
+            "deployment": name, "rate_per_s": rate, "num_requests": len(probe),
+            "state": s["stability"]["state"],
+            **{f"{metric}_{q}_s": s[key][q] for metric, key in
+               (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "tbt_s"), ("e2e", "e2e_s"))
+               for q in ("p50", "p90", "p99")},
+            "requests_per_s": s["throughput"]["requests_per_s"],
+            "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+            "slo_attainment": met,
+            # the rate counts as goodput when the steady windows meet the target, STABLE
+            "goodput_per_s": (None if met is None else
+                              rate if stable and met >= attainment else 0.0),
+        })
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def compare(deployments: dict[str, DeploymentConfig], workload: RequestTrace,
+            rates: Sequence[float], **options: float | None) -> pd.DataFrame:
+    """:func:`sweep` of each named deployment over the same rates, stacked."""
+    if len(deployments) < 2:
+        raise ClusterSimError("compare needs two or more deployments")
+    return pd.concat([sweep(deployment, workload, rates, name=name, **options)  # type: ignore[arg-type]
+                      for name, deployment in deployments.items()], ignore_index=True)

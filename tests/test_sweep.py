@@ -1,0 +1,78 @@
+"""Latency against load: sweep and compare, from the library and the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from cli import app
+from planners.objectives import SteadyState
+from planners.sweep import SWEEP_COLUMNS, rates_between, sweep
+from profiles.errors import ClusterSimError
+from simulator import build_deployment
+from workloads.generators import GeneratorSpec, generate
+from workloads.loaders import save_workload
+
+TRACE = generate(GeneratorSpec(
+    num_requests=120, arrival={"kind": "poisson", "rate_per_s": 5},
+    prompt={"kind": "lognormal", "mean": 500, "sigma": 0.5, "max": 2000},
+    output={"kind": "lognormal", "mean": 60, "sigma": 0.5, "max": 300}, seed=2))
+QUICK = SteadyState(min_requests=300, min_span_s=10.0)
+QUICK_FLAGS = ["--steady-requests", "300", "--steady-seconds", "10"]
+
+
+def test_a_sweep_rises_with_load_and_marks_goodput() -> None:
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100",
+                                   "scheduler": {"policy": "sarathi"}})
+    rows = sweep(deployment, TRACE, [1.0, 8.0, 64.0], ttft_slo_s=0.5, tpot_slo_s=0.05,
+                 rule=QUICK)
+    assert list(rows.columns) == SWEEP_COLUMNS and len(rows) == 3
+    assert rows["num_requests"].min() >= 300
+    assert rows["ttft_p90_s"].is_monotonic_increasing
+    assert rows["e2e_p90_s"].is_monotonic_increasing
+    light, heavy = rows.iloc[0], rows.iloc[-1]
+    assert light["slo_attainment"] == 1.0 and light["goodput_per_s"] == 1.0
+    assert heavy["state"] == "OVERLOADED" and heavy["goodput_per_s"] == 0.0
+    assert heavy["requests_per_s"] < 64.0
+    no_slo = sweep(deployment, TRACE, [2.0], rule=QUICK)
+    assert pd.isna(no_slo["slo_attainment"].iloc[0]) and pd.isna(no_slo["goodput_per_s"].iloc[0])
+
+
+def test_rates_between_is_log_spaced_and_checked() -> None:
+    assert rates_between(1, 16, 5) == pytest.approx([1, 2, 4, 8, 16])
+    with pytest.raises(ClusterSimError, match="0 < low <= high"):
+        rates_between(4, 2, 3)
+
+
+def test_sweep_and_compare_from_the_command_line(tmp_path: Path) -> None:
+    trace = tmp_path / "t.json"
+    save_workload(TRACE, trace)
+    other = tmp_path / "a100x4.yaml"
+    other.write_text("model: llama-3-8b\ngpu: a100\nreplicas: 4\n")
+    example = Path(__file__).parent.parent / "workloads" / "examples" / "deployment.yaml"
+    runner = CliRunner()
+    result = runner.invoke(app, ["sweep", "--workload", str(trace), "--deployment",
+                                 str(example), "--rates", "2:16:3", "--ttft-slo", "0.5",
+                                 "--out", str(tmp_path / "sweep"), *QUICK_FLAGS])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "sweep" / "sweep.csv")
+    assert rows["rate_per_s"].tolist() == pytest.approx([2.0, 32 ** 0.5, 16.0], rel=1e-5)
+    svg = (tmp_path / "sweep" / "sweep.svg").read_text()
+    assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "latency against load" in svg
+    result = runner.invoke(app, ["compare", "--workload", str(trace), "--deployment",
+                                 str(example), "--deployment", str(other), "--rates", "4,16",
+                                 "--out", str(tmp_path / "cmp"), *QUICK_FLAGS])
+    assert result.exit_code == 0, result.output
+    rows = pd.read_csv(tmp_path / "cmp" / "sweep.csv")
+    assert rows["deployment"].tolist() == ["deployment", "deployment", "a100x4", "a100x4"]
+    svg = (tmp_path / "cmp" / "sweep.svg").read_text()
+    assert "a100x4" in svg and "deployment" in svg
+    for args, expected in ((["sweep", "--rates", "0,3"], "--rates '0,3'"),
+                           (["sweep", "--rates", "a:b"], "--rates 'a:b'"),
+                           (["compare", "--rates", "3"], "two or more deployments")):
+        bad = runner.invoke(app, [args[0], "--workload", str(trace), "--deployment",
+                                  str(example), *args[1:]])
+        assert bad.exit_code == 2 and bad.output.startswith("error:") and expected in bad.output
