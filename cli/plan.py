@@ -4,7 +4,7 @@ with a progress bar, a table of the best plans and the plan folder."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
@@ -25,14 +25,6 @@ from workloads.training import load_training_job
 __all__ = ["plan_command", "plan_training_command"]
 
 
-def _floats(text: str, option: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part]
-    except ValueError:
-        raise ClusterSimError(f"{option} {text!r}: expected comma-separated numbers") \
-            from None
-
-
 def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
     values = [part for part in text.split(",") if part]
     bad = [value for value in values if value not in allowed]
@@ -42,12 +34,20 @@ def _choices(text: str, option: str, allowed: tuple[str, ...]) -> list[str]:
     return values
 
 
-def _ints(text: str, option: str) -> list[int]:
+def _parsed(text: str, option: str, kind: type, what: str) -> list[Any]:
     try:
-        return [int(part) for part in text.split(",") if part]
+        return [kind(part) for part in text.split(",") if part]
     except ValueError:
-        raise ClusterSimError(f"{option} {text!r}: expected comma-separated integers") \
+        raise ClusterSimError(f"{option} {text!r}: expected comma-separated {what}") \
             from None
+
+
+def _ints(text: str, option: str) -> list[int]:
+    return _parsed(text, option, int, "integers")
+
+
+def _floats(text: str, option: str) -> list[float]:
+    return _parsed(text, option, float, "numbers")
 
 
 @user_errors
