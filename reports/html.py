@@ -29,8 +29,10 @@ import numpy as np
 import pandas as pd
 
 import validation
-from planners.objectives import scaled_trace
+from planners.objectives import STEADY, SteadyState, steady_attainment, steady_trace
+from planners.sweep import sweep
 from profiles.errors import ClusterSimError
+from reports.curves import curves_svg
 from simulator.serving.config import build_deployment
 from simulator.serving.engine import SimulationResult, simulate
 from simulator.training.step import simulate_training
@@ -62,7 +64,11 @@ def _svg(figure: plt.Figure) -> str:
     figure.savefig(buffer, format="svg", bbox_inches="tight",
                    metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     plt.close(figure)
-    text = buffer.getvalue()
+    return _inline(buffer.getvalue())
+
+
+def _inline(text: str) -> str:
+    """An SVG document as inline SVG: from its root, without namespace declarations."""
     text = text[text.index("<svg"):]
     for declaration in (' xmlns="http://www.w3.org/2000/svg"',
                         ' xmlns:xlink="http://www.w3.org/1999/xlink"'):
@@ -150,7 +156,7 @@ def _page(title: str, sections: list[str]) -> str:
             f"</body></html>\n")
 
 
-def _run_section(result: SimulationResult, title: str) -> str:
+def _run_section(result: SimulationResult, title: str, note: str = "") -> str:
     """Latency CDFs, batch size and KV use over time, memory per GPU, for one run."""
     assert result.requests is not None and result.summary is not None
     rows = result.requests
@@ -199,8 +205,22 @@ def _run_section(result: SimulationResult, title: str) -> str:
     facts = (f"TTFT p90 {s['ttft_s']['p90'] * 1e3:.0f} ms, TPOT p90 "
              f"{(s['tpot_s']['p90'] or 0) * 1e3:.1f} ms, {s['throughput']['requests_per_s']:.2f}"
              f" req/s, MFU {s['mfu']:.1%}, KV peak {s['kv_cache']['peak_usage']:.0%}")
-    return (f"<h2>{html.escape(title)}</h2><p>{html.escape(facts)}</p>"
+    note_html = f"<p class='note'>{html.escape(note)}</p>" if note else ""
+    return (f"<h2>{html.escape(title)}</h2><p>{html.escape(facts)}</p>{note_html}"
             f"<div class='plots'>{''.join(plots)}</div>")
+
+
+def _sweep_section(deployment: Any, trace: Any, goodput: float, rule: SteadyState,
+                   ttft: float, tpot: float) -> str:
+    """The recommended plan's latency against load, from a quarter of its goodput to a
+    quarter above it."""
+    rates = [goodput * f for f in (0.25, 0.5, 0.75, 1.0, 1.25)]
+    rows = sweep(deployment, trace, rates, name="recommended", ttft_slo_s=ttft,
+                 tpot_slo_s=tpot, rule=rule)
+    return ("<h2>Latency against load (recommended plan)</h2><p class='note'>Each point a "
+            "steady-state run at that offered rate (clustersim sweep); hollow points are "
+            "OVERLOADED; dashed lines are the SLOs.</p>"
+            f"<div class='plots'>{_inline(curves_svg(rows, ttft, tpot))}</div>")
 
 
 def _accuracy_section(gpus: set[str]) -> str:
@@ -343,6 +363,7 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
     ]
     workload_path = folder / "workload.json"
     chosen = [i for i in [best, *extra_plans] if i is not None]
+    rule = SteadyState(**inputs["steady_state"]) if "steady_state" in inputs else STEADY
     if workload_path.is_file():
         trace = load_workload(workload_path)
         by_index = {row["index"]: row for row in pareto["pareto"]} | {
@@ -354,10 +375,25 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
                                       f"folder; pick one of {sorted(by_index)}")
             deployment = build_deployment(row["deployment"])
             rate = row["goodput_rate_per_s"] or 1.0
-            result = simulate(deployment, scaled_trace(trace, rate), record_trace=True)
-            if result.ok:
+            probe = steady_trace(trace, rate, rule)
+            result = simulate(deployment, probe, record_trace=True)
+            if result.ok and result.requests is not None and result.summary is not None:
+                s = result.summary
+                met = steady_attainment(result.requests, ttft, tpot, rule)
+                note = (
+                    f"Offered {rate:.3g} req/s: {len(probe):,} requests over "
+                    f"{probe.arrival_s[-1] - probe.arrival_s[0]:.0f} s of arrivals"
+                    + (", the workload extended by resampling its own requests"
+                       if "extended_from_requests" in probe.metadata else "")
+                    + f". Served {s['throughput']['requests_per_s']:.3g} req/s over the "
+                    f"whole run, the final drain included. SLO attainment in the steady "
+                    f"windows (after the first {rule.warm_up:.0%} and before the last "
+                    f"{rule.drain:.0%} of arrivals, worst of {rule.windows}): {met:.1%}; "
+                    f"{s['stability']['state']}.")
                 sections.append(_run_section(result, f"Plan #{index} at its goodput, "
-                                                     f"{rate:.2f} req/s"))
+                                                     f"{rate:.2f} req/s", note))
+                if index == best:
+                    sections.append(_sweep_section(deployment, trace, rate, rule, ttft, tpot))
     gpus = {str(g) for g in served["gpu"].unique()}
     sections.append(_accuracy_section(gpus))
     return _page(f"clustersim plan: {inputs['model']}", sections)

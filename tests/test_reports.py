@@ -89,6 +89,9 @@ def test_plan_report_is_well_formed_self_contained_and_complete(serving_plan_dir
         assert f"<td>{row['index']}</td>" in text
     assert "TTFT p90 &lt;= 0.25 s" in text and "TPOT p90 &lt;= 0.04 s" in text
     assert "How accurate is this?" in text
+    # the recommended plan at its goodput, said plainly, and its latency against load
+    assert "Offered " in text and "steady windows" in text
+    assert "Latency against load (recommended plan)" in text
     # disaggregated and colocated plans side by side, with the winner per objective
     assert "Disaggregated or colocated?" in text
     section = text[text.index("Disaggregated or colocated?"):]
