@@ -217,9 +217,8 @@ def _flops_rate(pool: ResolvedDeployment, flops_per_request: float) -> float:
             / flops_per_request)
 
 
-def _bounds(deployment: DeploymentConfig, trace: RequestTrace, prices: dict[str, float]
-            ) -> dict[str, float]:
-    pools = _pools(deployment)
+def _bounds(pools: tuple[ResolvedDeployment, ResolvedDeployment], trace: RequestTrace,
+            prices: dict[str, float]) -> dict[str, float]:
     prefill_pool, decode_pool = pools
     model = prefill_pool.model
     _, num_gpus = _gpu_label(pools)
@@ -320,11 +319,12 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     for candidate in candidates:
         try:
             deployment = build_deployment(candidate.deployment)
-            candidate.gpu, candidate.num_gpus = _gpu_label(_pools(deployment))
+            pools = _pools(deployment)
+            candidate.gpu, candidate.num_gpus = _gpu_label(pools)
         except ClusterSimError as error:
             candidate.status, candidate.reason = "infeasible", str(error)
             continue
-        candidate.bound = _bounds(deployment, workload, price_table)
+        candidate.bound = _bounds(pools, workload, price_table)
     feasible = sorted((c for c in candidates if c.status == "pending"),
                       key=lambda c: (-c.bound["goodput_per_gpu"], c.index))
     done = len(candidates) - len(feasible)

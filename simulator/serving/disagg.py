@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from profiles.cluster import link_between
+from profiles.cluster import LinkCost, link_between
 from profiles.errors import ClusterSimError
 from simulator.serving.build import (
     Arrivals,
@@ -139,6 +139,7 @@ class _Coordinator:
         self.phase: dict[int, Request] = {}  # request id -> its prefill-pool request
         self.on_done: Any = None  # closed-loop sessions: called with each finished request
         self.bytes_moved = 0.0
+        self._links: dict[tuple[int, int], LinkCost] = {}
         for replica in prefill:
             replica.on_finish = self._prefill_done
         for replica in decode:
@@ -162,14 +163,22 @@ class _Coordinator:
         if self.decode_router is not None:
             return self.decode_router.choose(request, self.decode)
         # nearest: the fastest link from the prefill replica, then the emptiest KV cache
-        graph = self.resolved.graph
         keys = []
         for replica in self.decode:
-            bandwidth = (0.0 if source is None else link_between(
-                graph, self.gpus[source.replica_id][0],
-                self.gpus[replica.replica_id][0]).bandwidth_bytes_per_s)
+            bandwidth = (0.0 if source is None else
+                         self._link(source, replica).bandwidth_bytes_per_s)
             keys.append((-bandwidth, replica.kv_usage, replica.num_outstanding))
         return keys.index(min(keys))
+
+    def _link(self, source: Replica, target: Replica) -> LinkCost:
+        """The link between two replicas' first GPUs, read from the graph once per pair."""
+        key = (source.replica_id, target.replica_id)
+        link = self._links.get(key)
+        if link is None:
+            link = self._links[key] = link_between(
+                self.resolved.graph, self.gpus[source.replica_id][0],
+                self.gpus[target.replica_id][0])
+        return link
 
     # ---- prefill done ----------------------------------------------------------------
 
@@ -230,7 +239,7 @@ class _Coordinator:
             left = max(1 / self.num_layers, 1 - overlap_s / alone_s) if alone_s > 0 else 0.0
             self.links.record_overlap(flows, 1 - left, alone_s * (1 - left))
             flows = [(ports, size * left) for ports, size in flows]
-        latency = link_between(graph, senders[0], receivers[0]).latency_s
+        latency = self._link(source, target).latency_s
         request.transfer_start_s = self.env.now
 
         def arrived() -> None:
