@@ -27,7 +27,13 @@ from validation.operators import (
 )
 from validation.records import default_records_dir, load_records, pending_records
 from validation.render import accuracy_markdown, replace_accuracy_block, scatter_html
-from validation.serving_runs import serving_errors, serving_rows, skipped_runs
+from validation.serving_runs import (
+    compare_serving_runs,
+    run_errors,
+    serving_errors,
+    serving_rows,
+    skipped_runs,
+)
 
 __all__ = ["ValidationReport", "accuracy_block", "default_baseline_path", "validate"]
 
@@ -81,19 +87,23 @@ def default_baseline_path() -> Path:
     return default_records_dir().parent / "baseline.json"
 
 
-def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-    """(error per record, {median, p90} per GPU/operator) of a baseline file."""
+def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, float]],
+                                        dict[str, float]]:
+    """(error per record, {median, p90} per GPU/operator, error per vLLM run and metric)
+    of a baseline file."""
     if not path.is_file():
-        return {}, {}
+        return {}, {}, {}
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
         errors = {str(key): float(value) for key, value in document["error_pct"].items()}
         operators = {str(key): {"median": float(value["median"]), "p90": float(value["p90"])}
                      for key, value in document.get("operators", {}).items()}
+        runs = {str(key): float(value)
+                for key, value in document.get("serving_runs", {}).items()}
     except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
         raise ClusterSimError(f"--baseline {path}: expected a JSON object with 'error_pct' "
                               f"({error}); rewrite it with --update-baseline") from None
-    return errors, operators
+    return errors, operators, runs
 
 
 def validate(records: str | Path | None = None, baseline: str | Path | None = None, *,
@@ -127,6 +137,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
     report = ValidationReport(rows=rows, groups=groups, pending=pending, regressions=[],
                               movements=[], baseline_path=baseline_path)
     measured_dir = Path(measured) if measured is not None else default_measured_dir()
+    runs = pd.DataFrame()
     if measured is not None and not (Path(measured) / "vidur").is_dir():
         raise ClusterSimError(f"--measured {measured}: no vidur/ folder there; name the "
                               "measured pack's folder (the shared folder's measured/)")
@@ -134,9 +145,9 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.operators_skipped = ("operator group skipped: no measured pack (the shared "
                                     "folder's measured/, or --measured DIR)")
     else:
+        runs = serving_rows(measured_dir)
         report.operators = pd.concat([operator_errors(operator_rows(measured_dir)),
-                                      serving_errors(serving_rows(measured_dir))],
-                                     ignore_index=True)
+                                      serving_errors(runs)], ignore_index=True)
         report.runs_not_expressed = skipped_runs(measured_dir)
     if out is not None:
         folder = Path(out)
@@ -153,12 +164,21 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         text = Path(update_readme).read_text(encoding="utf-8")
         write_text(update_readme, replace_accuracy_block(text, accuracy_block(report)))
         report.written.append(Path(update_readme))
-    record_baseline, operator_baseline = _read_baseline(baseline_path)
+    record_baseline, operator_baseline, run_baseline = _read_baseline(baseline_path)
     report.regressions, report.movements = compare_to_baseline(rows, record_baseline)
     if not report.operators.empty:
-        regressions, movements = compare_operators(report.operators, operator_baseline)
+        # With per-run serving entries in the baseline, the serving rows are gated run by
+        # run over the runs it knows (a newly expressed run joins without counting).
+        gated = report.operators
+        if run_baseline:
+            gated = gated[~gated["operator"].str.startswith("serving ")]
+        regressions, movements = compare_operators(gated, operator_baseline)
         report.regressions += regressions
         report.movements += movements
+        if run_baseline:
+            regressions, movements = compare_serving_runs(runs, run_baseline)
+            report.regressions += regressions
+            report.movements += movements
     if update_baseline:
         current = {r.id: round(float(r.error_pct), 4) for r in rows.itertuples()}
         operators = operator_baseline if report.operators.empty else {
@@ -169,9 +189,10 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
             "_comment": "Per-record absolute percentage errors, and per GPU/operator median "
                         "and p90 errors against measured tables; update with "
                         "`clustersim validate --update-baseline` and review the moves.",
-            "error_pct": current, "operators": operators}))
+            "error_pct": current, "operators": operators,
+            "serving_runs": run_baseline if report.operators.empty else run_errors(runs)}))
         report.baseline_updated = True
         report.written.append(baseline_path)
         if measured_dir is not None and not report.operators.empty:
-            report.written.append(write_error_bars(build_error_bars(serving_rows(measured_dir))))
+            report.written.append(write_error_bars(build_error_bars(runs)))
     return report

@@ -35,7 +35,8 @@ from profiles.models import load_model
 from simulator import build_deployment, simulate
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
-__all__ = ["GPU_NAMES", "serving_errors", "serving_rows", "skipped_runs"]
+__all__ = ["GPU_NAMES", "compare_serving_runs", "run_errors", "serving_errors", "serving_rows",
+           "skipped_runs"]
 
 GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
@@ -178,3 +179,49 @@ def serving_errors(rows: pd.DataFrame) -> pd.DataFrame:
                                        for r in part.nlargest(3, "error_pct").itertuples()),
                     "source": "vllm_runs.csv"})
     return pd.DataFrame(out)
+
+
+def run_errors(rows: pd.DataFrame) -> dict[str, float]:
+    """Whole-run error per run and metric, keyed ``"run <id> <metric>"`` (the baseline's
+    per-run entries)."""
+    whole = rows[rows["stage"] == -1]
+    return {f"run {r.run_id} {r.metric}": round(float(r.error_pct), 4)
+            for r in whole.itertuples()}
+
+
+def compare_serving_runs(rows: pd.DataFrame, baseline: dict[str, float],
+                         run_tolerance_pts: float = 5.0, median_tolerance_pts: float = 1.0
+                         ) -> tuple[list[str], list[str]]:
+    """Regressions and movements of the vLLM runs against the baseline's per-run errors.
+
+    Only runs the baseline knows are gated, so a run newly expressed (a model added to
+    the catalog) is reported, never counted against the runs it joins: a run more than
+    ``run_tolerance_pts`` worse fails, and so does a (GPU, metric) whose median over the
+    baseline's runs is more than ``median_tolerance_pts`` worse.
+    """
+    regressions: list[str] = []
+    movements: list[str] = []
+    current = run_errors(rows)
+    for key, error in sorted(current.items()):
+        before = baseline.get(key)
+        if before is None:
+            movements.append(f"{key}: newly expressed, error {error:.2f}%")
+        elif error > before + run_tolerance_pts:
+            regressions.append(f"{key}: error {before:.2f}% -> {error:.2f}% (more than "
+                               f"{run_tolerance_pts:g} points worse)")
+        elif abs(error - before) >= 0.01:
+            movements.append(f"{key}: error {before:.2f}% -> {error:.2f}%")
+    whole = rows[rows["stage"] == -1]
+    for (gpu, metric), part in whole.groupby(["gpu", "metric"], sort=True):
+        keys = [f"run {r} {metric}" for r in part["run_id"] if f"run {r} {metric}" in baseline]
+        if not keys:
+            continue
+        now = float(np.median([current[k] for k in keys]))
+        then = float(np.median([baseline[k] for k in keys]))
+        if now > then + median_tolerance_pts:
+            regressions.append(f"{gpu} serving {metric}: median error over the baseline's "
+                               f"{len(keys)} runs {then:.2f}% -> {now:.2f}% (more than "
+                               f"{median_tolerance_pts:g} point worse)")
+    for key in sorted(set(baseline) - set(current)):
+        movements.append(f"{key}: in the baseline but no longer expressed")
+    return regressions, movements
