@@ -14,7 +14,7 @@ from rich.console import Console
 from profiles.errors import ClusterSimError
 from simulator import DeploymentConfig, build_deployment, load_deployment
 
-__all__ = ["console", "deployment_from_flags", "fail", "user_errors"]
+__all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "user_errors"]
 
 console = Console()
 
@@ -47,3 +47,22 @@ def deployment_from_flags(deployment: Path | None, overrides: dict[str, Any]
     if overrides.get("model") is None or overrides.get("gpu") is None:
         fail("give --model and --gpu, or a --deployment file")
     return build_deployment({}, overrides, source="flags")
+
+
+def parse_routing(routing: str) -> dict[str, Any]:
+    """``--routing``: uniform, zipf:S (Zipf exponent S) or a routing-trace file, as the
+    fields of a ``profiles.moe.RoutingConfig``."""
+    if routing == "uniform":
+        return {"kind": "uniform"}
+    if routing.startswith("zipf"):
+        _, _, exponent = routing.partition(":")
+        try:
+            value = float(exponent or 1.0)
+        except ValueError:
+            fail(f"--routing {routing!r}: the Zipf exponent must be a number, e.g. zipf:1.2")
+        if not 0 <= value <= 5:
+            fail(f"--routing {routing!r}: the Zipf exponent must be between 0 and 5")
+        return {"kind": "zipf", "zipf_s": value}
+    if not Path(routing).is_file():
+        fail(f"--routing {routing!r}: not uniform, zipf:S or an existing routing-trace file")
+    return {"kind": "trace", "trace": routing}

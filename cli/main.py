@@ -2,7 +2,7 @@
 ``simulate`` command of its own.
 
     clustersim simulate | workload {generate,chat,stats} | plan | plan-training | report
-               | sweep | compare
+               | sweep | compare | place-experts
                | validate | profile [check] | reference {run,compare,record} | models | gpus
 
 The command line sits at the top of the import graph (workloads, profiles → simulator →
@@ -14,7 +14,18 @@ from __future__ import annotations
 
 import typer
 
-from cli import catalog, plan, profile, reference, report, simulate, sweep, validate, workload
+from cli import (
+    catalog,
+    experts,
+    plan,
+    profile,
+    reference,
+    report,
+    simulate,
+    sweep,
+    validate,
+    workload,
+)
 
 __all__ = ["app", "main", "simulate_app", "simulate_main"]
 
@@ -31,6 +42,7 @@ app.command("plan-training")(plan.plan_training_command)
 app.command("report")(report.report_command)
 app.command("sweep")(sweep.sweep_command)
 app.command("compare")(sweep.compare_command)
+app.command("place-experts")(experts.place_experts_command)
 app.add_typer(workload.app, name="workload")
 app.add_typer(profile.app, name="profile")
 app.add_typer(reference.app, name="reference")

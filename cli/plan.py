@@ -46,6 +46,16 @@ def _ints(text: str, option: str) -> list[int]:
     return _parsed(text, option, int, "integers")
 
 
+def _switch(text: str | None) -> list[bool] | None:
+    """``--expert-parallel on|off|both`` as the values to try (None: the default)."""
+    if text is None:
+        return None
+    choices = {"on": [True], "off": [False], "both": [False, True]}
+    if text not in choices:
+        fail(f"--expert-parallel {text!r}: use on, off or both")
+    return choices[text]
+
+
 def _floats(text: str, option: str) -> list[float]:
     return _parsed(text, option, float, "numbers")
 
@@ -60,6 +70,12 @@ def plan_command(
         help="GPU type and how many at most, NAME:MAX (repeat for several types)")],
     tp: Annotated[str, typer.Option(help="TP degrees to try")] = "1,2,4,8",
     pp: Annotated[str, typer.Option(help="PP degrees to try")] = "1",
+    dp: Annotated[str | None, typer.Option(
+        help="MoE: data-parallel attention ranks per replica to try (default 1,2,4,8,16 "
+             "for a MoE model)")] = None,
+    expert_parallel: Annotated[str | None, typer.Option(
+        help="MoE: expert parallelism to try, on, off or both (default both for a MoE "
+             "model)")] = None,
     policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "vllm-v1",
     max_num_seqs: Annotated[str | None, typer.Option(
         help="max_num_seqs values to try (default: each policy's)")] = None,
@@ -128,6 +144,8 @@ def plan_command(
         fail("--no-colocated leaves nothing to search; add --disaggregate")
     space = ServingSpace(
         gpus=choices, tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
+        dp=_ints(dp, "--dp") if dp else None,
+        expert_parallel=_switch(expert_parallel),
         policies=[p for p in policies.split(",") if p],
         max_num_seqs=_ints(max_num_seqs, "--max-num-seqs") if max_num_seqs else [None],
         max_num_batched_tokens=(_ints(max_num_batched_tokens, "--max-num-batched-tokens")

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.common import console, deployment_from_flags, fail, user_errors
+from cli.common import console, deployment_from_flags, fail, parse_routing, user_errors
 from reports import run_report
 from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
 from validation.error_bars import interval
@@ -22,6 +22,13 @@ from workloads.overrides import read_mapping
 from workloads.training import is_training_file, load_training_job
 
 __all__ = ["simulate_command"]
+
+
+def routing_overrides(routing: str | None) -> dict[str, Any]:
+    """``--routing`` as deployment overrides (``moe.routing.*``)."""
+    if routing is None:
+        return {}
+    return {f"moe.routing.{key}": value for key, value in parse_routing(routing).items()}
 
 
 def _fmt_ms(value: float | None) -> str:
@@ -35,10 +42,26 @@ def _print_header(summary: dict[str, Any]) -> None:
     disagg = summary.get("disaggregation")
     if disagg is None:
         p = run["deployment"]["parallelism"]
+        layout = f"tp={p['tp']}, pp={p['pp']}" + (
+            f", dp={p['dp']}, ep={p['ep']}" if p["ep"] > 1 or p["dp"] > 1 else "")
         console.print(
             f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
-            f"({run['deployment']['replicas']} replica(s), tp={p['tp']}, pp={p['pp']}), "
+            f"({run['deployment']['replicas']} replica(s), {layout}), "
             f"policy {run['scheduler']['policy']}" + tail)
+        moe = run.get("moe")
+        if moe:
+            console.print(
+                f"experts: {moe['num_experts']} x {moe['moe_layers']} MoE layers, top-"
+                f"{moe['top_k']}, routing {moe['routing']}, placement {moe['placement']} "
+                f"({moe['slots_per_gpu']} expert slots per GPU); busiest EP rank "
+                f"{moe['expected_imbalance']:.2f}x the mean load"
+                + (", tokens by all-to-all (DP attention)" if moe["all_to_all"] else ""))
+            cache = moe.get("expert_cache")
+            if cache:
+                console.print(
+                    f"expert cache ({cache['policy']}, {cache['gpu_experts']} experts per "
+                    f"layer per GPU, the rest in host memory): hit rate "
+                    f"{cache['hit_rate']:.1%}, {cache['copied_gb']:,.1f} GB copied in")
         return
     pools = disagg["pools"]
     console.print(
@@ -162,9 +185,16 @@ def simulate_command(
         min=0, help="requests whose phases the trace shows (the first N)")] = 2000,
     report: Annotated[Path | None, typer.Option(
         help="also write the single-run HTML report to this file")] = None,
-    dp: Annotated[int | None, typer.Option(help="training: data-parallel degree")] = None,
+    dp: Annotated[int | None, typer.Option(
+        help="data-parallel degree (serving: data-parallel attention ranks per replica)")] = None,
     cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
-    ep: Annotated[int | None, typer.Option(help="training: expert-parallel degree")] = None,
+    ep: Annotated[int | None, typer.Option(
+        help="expert-parallel degree (serving: 1 or tp x dp, vLLM's EP size)")] = None,
+    routing: Annotated[str | None, typer.Option(
+        help="serving MoE routing: uniform, zipf:S (Zipf exponent S) or a routing-trace "
+             "file")] = None,
+    expert_placement: Annotated[str | None, typer.Option(
+        help="serving MoE expert placement: linear, round_robin or a placement file")] = None,
     virtual_stages: Annotated[int | None, typer.Option(
         help="training: model chunks per stage (interleaved schedule)")] = None,
     schedule: Annotated[str | None, typer.Option(
@@ -182,7 +212,32 @@ def simulate_command(
         help="training: GPUs, checked against the plan's degrees")] = None,
 ) -> None:
     """Simulate a serving deployment on a request trace, or a training job's step."""
-    if is_training_file(workload):
+    training_only = {"--cp": cp, "--virtual-stages": virtual_stages, "--schedule": schedule,
+                     "--sequence-parallel": sequence_parallel, "--recompute": recompute,
+                     "--zero-stage": zero_stage, "--offload": offload,
+                     "--micro-batch": micro_batch, "--global-batch": global_batch,
+                     "--num-gpus": num_gpus}
+    serving_only = {"--replicas": replicas, "--engine": engine,
+                    "--async-scheduling": async_scheduling, "--scheduler": scheduler,
+                    "--max-num-seqs": max_num_seqs,
+                    "--max-num-batched-tokens": max_num_batched_tokens,
+                    "--block-size": block_size,
+                    "--gpu-memory-utilization": gpu_memory_utilization,
+                    "--enable-chunked-prefill": enable_chunked_prefill,
+                    "--enable-prefix-caching": enable_prefix_caching,
+                    "--preemption-mode": preemption_mode, "--max-model-len": max_model_len,
+                    "--router": router, "--cpu-offload-gb": cpu_offload_gb,
+                    "--offload-prefetch": offload_prefetch, "--num-nodes": num_nodes,
+                    "--ttft-slo": ttft_slo, "--tpot-slo": tpot_slo, "--seed": seed,
+                    "--profile": profile, "--routing": routing,
+                    "--expert-placement": expert_placement, "--report": report}
+    training = is_training_file(workload)
+    unused = [flag for flag, value in (serving_only if training else training_only).items()
+              if value is not None]
+    if unused:
+        kind = "training job" if training else "serving trace"
+        fail(f"{unused[0]} does not apply to a {kind} ({workload}); remove it")
+    if training:
         plan_overrides = {
             "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,
             "plan.virtual_stages": virtual_stages, "plan.schedule": schedule,
@@ -201,7 +256,9 @@ def simulate_command(
         "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
         "engine": engine, "async_scheduling": async_scheduling, "profile": profile,
         "scheduler.enable_prefix_caching": enable_prefix_caching,
-        "parallelism.tp": tp, "parallelism.pp": pp,
+        "parallelism.tp": tp, "parallelism.pp": pp, "parallelism.dp": dp,
+        "parallelism.ep": ep, "moe.placement": expert_placement,
+        **routing_overrides(routing),
         "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
         "scheduler.max_num_batched_tokens": max_num_batched_tokens,
         "scheduler.block_size": block_size,

@@ -135,9 +135,13 @@ def group_link(graph: nx.Graph, gpus: tuple[str, ...]) -> LinkCost:
 
 
 def place_replicas(
-    graph: nx.Graph, spec: ClusterSpec, num_replicas: int, tp: int, pp: int
+    graph: nx.Graph, spec: ClusterSpec, num_replicas: int, tp: int, pp: int, dp: int = 1
 ) -> list[ReplicaPlacement]:
     """Pack replicas onto consecutive GPUs: a TP group never straddles nodes if it fits.
+
+    With ``dp`` data-parallel attention ranks a stage is ``dp`` TP groups side by side
+    (``stage_gpus[s]`` lists all ``tp x dp`` of them); a stage wider than a node starts
+    on a node of its own and spans whole nodes.
 
     Raises:
         ClusterSimError: the cluster has fewer GPUs than the replicas need, or a TP group
@@ -148,10 +152,12 @@ def place_replicas(
             f"parallelism.tp={tp} exceeds gpus_per_node={spec.gpus_per_node}; tensor "
             f"parallelism stays inside a node: lower tp or raise cluster.gpus_per_node"
         )
-    needed = num_replicas * tp * pp
+    needed = num_replicas * tp * pp * dp
+    width = tp * dp
     if needed > spec.num_gpus:
+        shape = f"tp={tp} x pp={pp}" + (f" x dp={dp}" if dp > 1 else "")
         raise ClusterSimError(
-            f"replicas={num_replicas} x tp={tp} x pp={pp} needs {needed} GPUs but the cluster "
+            f"replicas={num_replicas} x {shape} needs {needed} GPUs but the cluster "
             f"has {spec.num_gpus}; raise cluster.num_nodes to {-(-needed // spec.gpus_per_node)}"
             f" or use fewer replicas"
         )
@@ -164,10 +170,10 @@ def place_replicas(
         for _ in range(pp):
             # NOTE: a TP group that would straddle two nodes starts on the next node.
             offset = cursor % spec.gpus_per_node
-            if offset + tp > spec.gpus_per_node:
+            if offset and offset + width > spec.gpus_per_node:
                 cursor += spec.gpus_per_node - offset
-            stages.append(tuple(gpus[cursor:cursor + tp]))
-            cursor += tp
+            stages.append(tuple(gpus[cursor:cursor + width]))
+            cursor += width
         if cursor > len(gpus):
             raise ClusterSimError(
                 f"replicas={num_replicas} with tp={tp}, pp={pp} do not pack onto "

@@ -35,6 +35,7 @@ OPERATORS = (
     "mlp",
     "elementwise",
     "tp_allreduce",
+    "ep_all_to_all",
     "pp_send",
     "lm_head",
     "kv_swap",

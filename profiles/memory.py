@@ -60,16 +60,30 @@ class MemoryPlan:
         }
 
 
-def stage_weight_bytes(model: ModelSpec, tp: int, pp: int) -> float:
-    """Weight bytes on one GPU of the heaviest stage (embeddings on the first, head on the last)."""
+def stage_weight_bytes(model: ModelSpec, tp: int, pp: int, ep: int = 1,
+                       expert_slots: int | None = None) -> float:
+    """Weight bytes on one GPU of the heaviest stage (embeddings on the first, head on
+    the last). With expert parallelism (``ep`` > 1) each GPU holds ``expert_slots``
+    routed experts per MoE layer (E / ep unless a placement replicates some), whole;
+    without it, 1/tp of ``expert_slots`` experts (all E unless some are offloaded);
+    everything else is split over the ``tp`` GPUs of its attention group."""
     per_layer = (model.attention_params_per_layer + model.mlp_params_per_layer
                  + model.norm_params_per_layer)
+    expert_layer = model.expert_params / model.num_layers  # routed experts, average layer
+    if ep > 1 or expert_slots is not None:
+        slots = expert_slots if expert_slots is not None else model.num_experts // ep
+        split = tp if ep == 1 else 1  # without EP every GPU holds 1/tp of each expert
+        held = (slots * model.mlp_params_per_expert * model.num_moe_layers
+                / model.num_layers / split)
+        per_layer_gpu = (per_layer - expert_layer) / tp + held
+    else:
+        per_layer_gpu = per_layer / tp
     heaviest = 0.0
     layers = split_layers(model.num_layers, pp)
     for stage, num_layers in enumerate(layers):
-        params = num_layers * per_layer / tp
+        params = num_layers * per_layer_gpu
         if stage == 0:
-            params += model.embedding_params / tp
+            params += (model.embedding_params + model.vision_params) / tp
         if stage == pp - 1:
             params += (model.lm_head_params or model.vocab_size * model.hidden_size * (pp > 1)) / tp
         heaviest = max(heaviest, params)
@@ -85,8 +99,11 @@ def activation_bytes(model: ModelSpec, tp: int, max_num_batched_tokens: int,
     plus fp32 logits and their softmax for up to ``max_num_seqs`` sampled rows.
     """
     t = max_num_batched_tokens
+    ffn = max(model.intermediate_size if model.num_dense_layers else 0,
+              model.num_experts_per_token * model.expert_width
+              + model.shared_expert_intermediate_size)
     per_token = 2 * model.hidden_size * 2 + (model.q_size + 2 * model.kv_size) / tp \
-        + 3 * model.intermediate_size / tp
+        + 3 * ffn / tp
     logits = 2 * max_num_seqs * model.vocab_size / tp * 4
     return t * per_token * 2 + logits
 
@@ -95,20 +112,25 @@ def plan_memory(
     model: ModelSpec, gpu: GPUSpec, *, tp: int, pp: int, block_size: int,
     gpu_memory_utilization: float, max_num_batched_tokens: int, max_num_seqs: int,
     swap_space_gib: float = 0.0, runtime_overhead_gib: float = DEFAULT_RUNTIME_OVERHEAD_GIB,
-    offloaded_weight_bytes: float = 0.0,
+    offloaded_weight_bytes: float = 0.0, ep: int = 1, dp: int = 1,
+    expert_slots: int | None = None,
 ) -> MemoryPlan:
     """Split one GPU's memory and count the KV blocks a replica gets.
 
     ``offloaded_weight_bytes`` of each GPU's weights live off the GPU (vLLM's
-    ``cpu_offload_gb``; ``profiles.offload`` prices streaming them).
+    ``cpu_offload_gb``; ``profiles.offload`` prices streaming them). With ``dp``
+    data-parallel attention ranks in the replica, each rank keeps its own KV cache: the
+    replica's blocks are ``dp`` times one GPU's (``max_num_batched_tokens`` and
+    ``max_num_seqs`` are per rank).
 
     Raises:
         ClusterSimError: the weights, or the weights plus activations, do not fit, or more
             is offloaded than a GPU holds.
     """
     budget = gpu.hbm_bytes * gpu_memory_utilization
-    all_weights = stage_weight_bytes(model, tp, pp)
-    where = f"{model.name} on {gpu.name} with tp={tp}, pp={pp}"
+    all_weights = stage_weight_bytes(model, tp, pp, ep, expert_slots)
+    where = f"{model.name} on {gpu.name} with tp={tp}, pp={pp}" + (
+        f", dp={dp}, ep={ep}" if ep > 1 or dp > 1 else "")
     if offloaded_weight_bytes > all_weights:
         raise ClusterSimError(
             f"offload.cpu_offload_gb={offloaded_weight_bytes / GIB:.1f} exceeds the "
@@ -124,11 +146,9 @@ def plan_memory(
     activations = activation_bytes(model, tp, max_num_batched_tokens, max_num_seqs)
     overhead = runtime_overhead_gib * GIB
     kv_bytes = budget - weights - activations - overhead
-    kv_heads_local = max(1.0, model.num_kv_heads / tp)
     layers_local = max(split_layers(model.num_layers, pp))
-    block_bytes = (2 * layers_local * kv_heads_local * model.head_dim
-                   * DTYPE_BYTES[model.kv_cache_dtype] * block_size)
-    num_blocks = int(kv_bytes // block_bytes) if kv_bytes > 0 else 0
+    block_bytes = layers_local * model.kv_bytes_per_token_layer(tp) * block_size
+    num_blocks = dp * int(kv_bytes // block_bytes) if kv_bytes > 0 else 0
     if num_blocks <= 0:
         raise ClusterSimError(
             f"{where}: no memory left for the KV cache (weights {weights / GIB:.1f} GiB, "
@@ -139,6 +159,7 @@ def plan_memory(
     return MemoryPlan(
         budget_bytes=budget, weight_bytes=weights, activation_bytes=activations,
         runtime_overhead_bytes=overhead, kv_cache_bytes=kv_bytes, kv_block_bytes=block_bytes,
-        num_gpu_blocks=num_blocks, num_cpu_blocks=int(swap_space_gib * GIB // block_bytes),
+        num_gpu_blocks=num_blocks,
+        num_cpu_blocks=dp * int(swap_space_gib * GIB // block_bytes),
         block_size=block_size,
     )

@@ -18,9 +18,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.hf_configs import read_hf_config, text_config
 
 __all__ = ["DTYPE_BYTES", "ModelSpec", "list_models", "load_model"]
 
@@ -56,62 +57,209 @@ class ModelSpec(BaseModel):
     tie_word_embeddings: bool = False
     num_experts: int = Field(default=0, ge=0)
     num_experts_per_token: int = Field(default=0, ge=0)
+    # MoE layout: routed experts of `expert_intermediate_size` (0: intermediate_size),
+    # always-on shared experts of `shared_expert_intermediate_size` in all (DeepSeek:
+    # n_shared_experts x moe_intermediate_size), the first `first_dense_layers` layers
+    # dense (DeepSeek's first_k_dense_replace), then layer i is MoE when
+    # (i + 1) % moe_layer_step == 0 (Llama 4's interleave step, Qwen's decoder_sparse_step);
+    # dense layers use a plain MLP of intermediate_size.
+    expert_intermediate_size: int = Field(default=0, ge=0)
+    shared_expert_intermediate_size: int = Field(default=0, ge=0)
+    first_dense_layers: int = Field(default=0, ge=0)
+    moe_layer_step: int = Field(default=1, ge=1)
+    # Attention: "gqa" covers MHA, GQA and MQA; "mla" is DeepSeek's multi-head latent
+    # attention (KV cached as one kv_lora_rank latent plus a qk_rope_head_dim key per
+    # token, shared by every head; head_dim is the q/k head width nope + rope).
+    attention_kind: Literal["gqa", "mla"] = "gqa"
+    q_lora_rank: int = Field(default=0, ge=0)
+    kv_lora_rank: int = Field(default=0, ge=0)
+    qk_rope_head_dim: int = Field(default=0, ge=0)
+    v_head_dim: int = Field(default=0, ge=0)  # 0: head_dim
+    # Sliding-window layers hold KV for the last `sliding_window` tokens only; with
+    # global_layer_step n every n-th layer attends globally (Gemma 3: 6; Gemma 2: 2), with
+    # 0 every layer slides (Mistral-7B v0.1).
+    sliding_window: int = Field(default=0, ge=0)
+    global_layer_step: int = Field(default=0, ge=0)
+    qk_norm: bool = False  # Qwen3, Gemma 3: an RMSNorm over each q and k head
+    norms_per_layer: int = Field(default=2, ge=1)  # Gemma 2/3: 4 (pre and post norms)
+    vision_params: int = Field(default=0, ge=0)  # a vision tower's weights (held, not run)
     dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     kv_cache_dtype: Literal["fp32", "bf16", "fp16", "fp8"] = "bf16"
 
-    # ---- per-layer parameter counts -------------------------------------------------
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelSpec:
+        if self.is_moe and not 1 <= self.num_experts_per_token <= self.num_experts:
+            raise ValueError(f"num_experts_per_token: {self.num_experts_per_token} must be "
+                             f"between 1 and num_experts ({self.num_experts})")
+        if not self.is_moe and (self.num_experts_per_token or self.shared_expert_intermediate_size
+                                or self.expert_intermediate_size):
+            raise ValueError("num_experts: 0 (a dense model) but expert fields are set")
+        if self.attention_kind == "mla" and not (self.kv_lora_rank and self.qk_rope_head_dim):
+            raise ValueError("kv_lora_rank, qk_rope_head_dim: MLA needs both")
+        if self.attention_kind == "gqa" and self.num_attention_heads % self.num_kv_heads:
+            raise ValueError(f"num_kv_heads: {self.num_kv_heads} must divide "
+                             f"num_attention_heads ({self.num_attention_heads})")
+        if self.global_layer_step and not self.sliding_window:
+            raise ValueError("global_layer_step: set without a sliding_window")
+        return self
+
+    # ---- layer layout -----------------------------------------------------------------
 
     @property
     def is_moe(self) -> bool:
         return self.num_experts > 0
 
+    def is_moe_layer(self, layer: int) -> bool:
+        """Whether layer ``layer`` (0-based) routes its tokens to experts."""
+        return (self.is_moe and layer >= self.first_dense_layers
+                and (layer + 1) % self.moe_layer_step == 0)
+
+    @property
+    def num_moe_layers(self) -> int:
+        return sum(self.is_moe_layer(layer) for layer in range(self.num_layers))
+
+    @property
+    def num_dense_layers(self) -> int:
+        return self.num_layers - self.num_moe_layers
+
+    def is_local_layer(self, layer: int) -> bool:
+        """Whether layer ``layer`` attends over a sliding window only."""
+        if not self.sliding_window:
+            return False
+        return not self.global_layer_step or (layer + 1) % self.global_layer_step != 0
+
+    @property
+    def num_local_layers(self) -> int:
+        return sum(self.is_local_layer(layer) for layer in range(self.num_layers))
+
+    # ---- per-layer parameter counts -------------------------------------------------
+
     @property
     def q_size(self) -> int:
+        """Query width (heads x q/k head dim)."""
         return self.num_attention_heads * self.head_dim
 
     @property
     def kv_size(self) -> int:
+        """Width of one token's K (or V) per layer: kv heads x head dim (GQA)."""
         return self.num_kv_heads * self.head_dim
+
+    @property
+    def value_head_dim(self) -> int:
+        return self.v_head_dim or self.head_dim
+
+    @property
+    def o_size(self) -> int:
+        """The output projection's input width (heads x value head dim)."""
+        return self.num_attention_heads * self.value_head_dim
+
+    def attention_shapes(self, tp: int = 1) -> tuple[tuple[float, float], ...]:
+        """The (n, k) weight shapes of a layer's input projections on one GPU of a TP
+        group (q, k, v fused for GQA; MLA's down and up projections, the down ones
+        replicated on every rank)."""
+        h = self.hidden_size
+        heads = self.num_attention_heads / tp
+        if self.attention_kind == "gqa":
+            kv_heads = max(1.0, self.num_kv_heads / tp)
+            return (((heads + 2 * kv_heads) * self.head_dim, h),)
+        latent = self.kv_lora_rank + self.qk_rope_head_dim
+        kv_up = (heads * (self.head_dim - self.qk_rope_head_dim + self.value_head_dim),
+                 self.kv_lora_rank)
+        q: tuple[tuple[float, float], ...] = (
+            ((self.q_lora_rank, h), (heads * self.head_dim, self.q_lora_rank))
+            if self.q_lora_rank else ((heads * self.head_dim, h),))
+        return (*q, (latent, h), kv_up)
 
     @property
     def attention_params_per_layer(self) -> int:
         h = self.hidden_size
-        weights = h * self.q_size + 2 * h * self.kv_size + self.q_size * h
+        weights = sum(int(n * k) for n, k in self.attention_shapes()) + self.o_size * h
+        if self.attention_kind == "mla":
+            weights += self.kv_lora_rank + self.q_lora_rank  # the latents' norms
         if self.linear_bias:
             weights += self.q_size + 2 * self.kv_size + h
         elif self.qkv_bias:
             weights += self.q_size + 2 * self.kv_size
+        if self.qk_norm:
+            weights += 2 * self.head_dim
         return weights
+
+    def _mlp_params(self, width: int) -> int:
+        h = self.hidden_size
+        matrices = 3 if self.mlp_kind == "gated" else 2
+        bias = (width * (matrices - 1) + h) if self.linear_bias else 0
+        return matrices * h * width + bias
+
+    @property
+    def expert_width(self) -> int:
+        """One routed expert's FFN width."""
+        return self.expert_intermediate_size or self.intermediate_size
 
     @property
     def mlp_params_per_expert(self) -> int:
-        h, f = self.hidden_size, self.intermediate_size
-        matrices = 3 if self.mlp_kind == "gated" else 2
-        bias = (f * (matrices - 1) + h) if self.linear_bias else 0
-        return matrices * h * f + bias
+        """One routed expert (a MoE model) or the MLP (a dense one)."""
+        return self._mlp_params(self.expert_width if self.is_moe else self.intermediate_size)
 
     @property
-    def mlp_params_per_layer(self) -> int:
-        """All MLP parameters of a layer: every expert plus the router for MoE."""
-        if self.is_moe:
-            router = self.hidden_size * self.num_experts
-            return self.num_experts * self.mlp_params_per_expert + router
-        return self.mlp_params_per_expert
+    def dense_mlp_params(self) -> int:
+        """The MLP of a dense layer."""
+        return self._mlp_params(self.intermediate_size)
 
     @property
-    def active_mlp_params_per_layer(self) -> int:
-        """MLP parameters one token touches: top-k experts plus the router for MoE."""
-        if self.is_moe:
-            return (
-                self.num_experts_per_token * self.mlp_params_per_expert
-                + self.hidden_size * self.num_experts
-            )
-        return self.mlp_params_per_expert
+    def shared_expert_params(self) -> int:
+        width = self.shared_expert_intermediate_size
+        return self._mlp_params(width) if width else 0
+
+    @property
+    def moe_layer_params(self) -> int:
+        """A MoE layer's FFN: every routed expert, the shared experts and the router."""
+        return (self.num_experts * self.mlp_params_per_expert + self.shared_expert_params
+                + self.hidden_size * self.num_experts)
+
+    @property
+    def active_moe_layer_params(self) -> int:
+        """A MoE layer's FFN parameters one token touches: top-k, shared, router."""
+        return (self.num_experts_per_token * self.mlp_params_per_expert
+                + self.shared_expert_params + self.hidden_size * self.num_experts)
+
+    @property
+    def mlp_params_per_layer(self) -> float:
+        """FFN parameters of the average layer (every expert included)."""
+        if not self.is_moe:
+            return self.dense_mlp_params
+        total = (self.num_moe_layers * self.moe_layer_params
+                 + self.num_dense_layers * self.dense_mlp_params)
+        return total / self.num_layers
+
+    @property
+    def active_mlp_params_per_layer(self) -> float:
+        """FFN parameters one token touches in the average layer."""
+        if not self.is_moe:
+            return self.dense_mlp_params
+        total = (self.num_moe_layers * self.active_moe_layer_params
+                 + self.num_dense_layers * self.dense_mlp_params)
+        return total / self.num_layers
+
+    @property
+    def active_ffn_width(self) -> float:
+        """FFN width one token's activations span in the average layer (top-k routed
+        and shared experts in MoE layers, the MLP in dense ones)."""
+        if not self.is_moe:
+            return float(self.intermediate_size)
+        moe = self.num_experts_per_token * self.expert_width \
+            + self.shared_expert_intermediate_size
+        return (self.num_moe_layers * moe + self.num_dense_layers * self.intermediate_size
+                ) / self.num_layers
+
+    @property
+    def expert_params(self) -> int:
+        """Every routed expert of every MoE layer (what expert parallelism shards)."""
+        return self.num_moe_layers * self.num_experts * self.mlp_params_per_expert
 
     @property
     def norm_params_per_layer(self) -> int:
         per_norm = 2 * self.hidden_size if self.norm_kind == "layernorm" else self.hidden_size
-        return 2 * per_norm
+        return self.norms_per_layer * per_norm
 
     @property
     def embedding_params(self) -> int:
@@ -131,43 +279,69 @@ class ModelSpec(BaseModel):
 
     @property
     def num_params(self) -> int:
-        """Total parameters, every expert included."""
-        per_layer = (
-            self.attention_params_per_layer + self.mlp_params_per_layer + self.norm_params_per_layer
-        )
-        return self.num_layers * per_layer + self.embedding_params + self.lm_head_params
+        """Total parameters, every expert (and a vision tower) included."""
+        per_layer = self.attention_params_per_layer + self.norm_params_per_layer
+        ffn = (self.num_moe_layers * self.moe_layer_params
+               + self.num_dense_layers * self.dense_mlp_params)
+        return (self.num_layers * per_layer + ffn + self.embedding_params
+                + self.lm_head_params + self.vision_params)
 
     @property
     def num_active_params(self) -> int:
-        """Parameters one token touches (top-k experts only for MoE)."""
-        per_layer = (
-            self.attention_params_per_layer
-            + self.active_mlp_params_per_layer
-            + self.norm_params_per_layer
-        )
-        return self.num_layers * per_layer + self.embedding_params + self.lm_head_params
+        """Language-model parameters one token touches (top-k experts only for MoE)."""
+        per_layer = self.attention_params_per_layer + self.norm_params_per_layer
+        ffn = (self.num_moe_layers * self.active_moe_layer_params
+               + self.num_dense_layers * self.dense_mlp_params)
+        return self.num_layers * per_layer + ffn + self.embedding_params + self.lm_head_params
 
     @property
     def weight_bytes(self) -> float:
         return self.num_params * DTYPE_BYTES[self.dtype]
 
+    def kv_bytes_per_token_layer(self, tp: int = 1) -> float:
+        """KV-cache bytes one token takes in one layer on one GPU of a TP group: K and V
+        of the rank's kv heads (at least one head each); MLA's latent and rope key, the
+        same on every rank (the latent is not split by head)."""
+        if self.attention_kind == "mla":
+            width: float = self.kv_lora_rank + self.qk_rope_head_dim
+        else:
+            width = 2 * max(1.0, self.num_kv_heads / tp) * self.head_dim
+        return width * DTYPE_BYTES[self.kv_cache_dtype]
+
+    @property
+    def num_global_layers(self) -> int:
+        return self.num_layers - self.num_local_layers
+
     @property
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes one token occupies across all layers: 2 (K and V) x kv heads x dim."""
-        return 2 * self.num_layers * self.kv_size * DTYPE_BYTES[self.kv_cache_dtype]
+        """KV-cache bytes a token of context occupies across all layers, as the block
+        manager counts them: sliding-window layers included (freeing their blocks behind
+        the window is not modelled, so capacity is a lower bound for them)."""
+        return self.num_layers * self.kv_bytes_per_token_layer()
+
+    def kv_bytes(self, tokens: float, tp: int = 1) -> float:
+        """KV-cache bytes of a ``tokens``-long context on one GPU of a TP group, every layer
+        (a sliding-window layer holds the last ``sliding_window`` tokens only)."""
+        per_layer = self.kv_bytes_per_token_layer(tp)
+        local = self.num_local_layers * min(tokens, self.sliding_window)
+        return per_layer * (self.num_global_layers * tokens + local)
 
     def flops_per_token(self, context_tokens: float = 0.0) -> float:
         """Forward FLOPs of one token attending to ``context_tokens`` earlier tokens.
 
         2 FLOPs per multiply-add over the active matmul parameters (embedding lookup
         excluded, LM head included), plus attention's QK^T and AV: 2 x 2 x q_size per
-        context token per layer (Kaplan et al. 2020, Sec. 2.1).
+        context token per layer (Kaplan et al. 2020, Sec. 2.1); sliding-window layers see
+        at most their window.
         """
         matmul_params = self.num_active_params - self.embedding_params
         if self.tie_word_embeddings:
             matmul_params += self.vocab_size * self.hidden_size
-        attention = 4 * self.num_layers * self.q_size * context_tokens
-        return 2 * matmul_params + attention
+        width = 2 * self.num_attention_heads * (self.head_dim + self.value_head_dim)
+        seen = self.num_global_layers * context_tokens
+        if self.num_local_layers:
+            seen += self.num_local_layers * min(context_tokens, self.sliding_window)
+        return 2 * matmul_params + width * seen
 
     # ---- loading ----------------------------------------------------------------------
 
@@ -175,107 +349,63 @@ class ModelSpec(BaseModel):
     def from_hf_config(cls, config: dict[str, Any], name: str) -> ModelSpec:
         """Build a spec from a Hugging Face ``config.json`` dictionary.
 
+        Every field that shapes the model is read or refused: a config whose MoE or
+        attention fields its reader does not know (a Qwen3-MoE config relabelled as
+        ``mixtral``, say) fails naming the field, never loads with it dropped.
+
         Args:
             config: the parsed ``config.json``.
             name: the name to give the model (a catalog name or the file's folder).
 
         Raises:
-            ClusterSimError: the ``model_type`` is not supported or a field is missing.
+            ClusterSimError: the ``model_type`` is not supported, a field is missing, or
+                a shape field is one the reader does not model.
         """
-        model_type = config.get("model_type")
+        where = f"model config {name}"
+        fields = read_hf_config(config, where)
+        text = text_config(config)
+        dtype = _HF_DTYPES.get(str(text.get("torch_dtype", config.get("torch_dtype",
+                                                                         "bfloat16"))), "bf16")
+        kv_dtype = dtype
+        quantized = _quantized_dtype(config.get("quantization_config"), where)
+        if quantized is not None:
+            dtype = quantized
         try:
-            fields = _HF_READERS[str(model_type)](config)
-        except KeyError as missing:
-            if model_type not in _HF_READERS:
-                supported = ", ".join(sorted(_HF_READERS))
-                raise ClusterSimError(
-                    f"model config {name}: field 'model_type' is {model_type!r}; "
-                    f"supported: {supported}"
-                ) from None
-            raise ClusterSimError(
-                f"model config {name}: missing field {missing}; a Hugging Face config.json "
-                f"of a {model_type} model has it"
-            ) from None
-        dtype = _HF_DTYPES.get(str(config.get("torch_dtype", "bfloat16")), "bf16")
-        try:
-            return cls(name=name, dtype=dtype, kv_cache_dtype=dtype, **fields)  # type: ignore[arg-type]
+            return cls(name=name, dtype=dtype, kv_cache_dtype=kv_dtype, **fields)  # type: ignore[arg-type]
         except ValidationError as error:
-            raise ClusterSimError(format_validation_error(error, f"model config {name}")) from None
+            raise ClusterSimError(format_validation_error(error, where)) from None
 
 
-def _read_llama_like(config: dict[str, Any]) -> dict[str, Any]:
-    heads = config["num_attention_heads"]
-    hidden = config["hidden_size"]
-    fields: dict[str, Any] = {
-        "num_layers": config["num_hidden_layers"],
-        "hidden_size": hidden,
-        "num_attention_heads": heads,
-        "num_kv_heads": config.get("num_key_value_heads") or heads,
-        "head_dim": config.get("head_dim") or hidden // heads,
-        "intermediate_size": config["intermediate_size"],
-        "vocab_size": config["vocab_size"],
-        "max_position_embeddings": config["max_position_embeddings"],
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
-        "qkv_bias": config.get("model_type") == "qwen2" or bool(config.get("attention_bias")),
-    }
-    if config.get("model_type") == "mixtral":
-        fields["num_experts"] = config["num_local_experts"]
-        fields["num_experts_per_token"] = config["num_experts_per_tok"]
-    return fields
+def _quantized_dtype(quantization: Any, where: str) -> str | None:
+    """The weights' dtype a ``quantization_config`` gives (None: not quantized).
 
-
-def _read_gpt2(config: dict[str, Any]) -> dict[str, Any]:
-    hidden = config["n_embd"]
-    return {
-        "num_layers": config["n_layer"],
-        "hidden_size": hidden,
-        "num_attention_heads": config["n_head"],
-        "num_kv_heads": config["n_head"],
-        "head_dim": hidden // config["n_head"],
-        "intermediate_size": config.get("n_inner") or 4 * hidden,
-        "vocab_size": config["vocab_size"],
-        "max_position_embeddings": config["n_positions"],
-        "mlp_kind": "standard",
-        "norm_kind": "layernorm",
-        "linear_bias": True,
-        "learned_position_embeddings": True,
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", True)),
-    }
-
-
-def _read_opt(config: dict[str, Any]) -> dict[str, Any]:
-    """OPT (Zhang et al. 2022): GPT-style blocks with a ReLU MLP, biases and LayerNorm,
-    learned positions, the LM head tied to the embeddings."""
-    hidden = config["hidden_size"]
-    if config.get("word_embed_proj_dim", hidden) != hidden:
-        raise KeyError("word_embed_proj_dim equal to hidden_size (OPT-350m's projection "
-                       "is not modelled)")
-    heads = config["num_attention_heads"]
-    return {
-        "num_layers": config["num_hidden_layers"],
-        "hidden_size": hidden,
-        "num_attention_heads": heads,
-        "num_kv_heads": heads,
-        "head_dim": hidden // heads,
-        "intermediate_size": config["ffn_dim"],
-        "vocab_size": config["vocab_size"],
-        "max_position_embeddings": config["max_position_embeddings"],
-        "mlp_kind": "standard",
-        "norm_kind": "layernorm",
-        "linear_bias": bool(config.get("enable_bias", True)),
-        "learned_position_embeddings": True,
-        "tie_word_embeddings": bool(config.get("tie_word_embeddings", True)),
-    }
-
-
-_HF_READERS = {
-    "llama": _read_llama_like,
-    "mistral": _read_llama_like,
-    "mixtral": _read_llama_like,
-    "qwen2": _read_llama_like,
-    "gpt2": _read_gpt2,
-    "opt": _read_opt,
-}
+    Raises:
+        ClusterSimError: a quantization method or width the cost model cannot price.
+    """
+    if quantization is None:
+        return None
+    if not isinstance(quantization, dict):
+        raise ClusterSimError(f"{where}: field 'quantization_config' must be an object")
+    method = str(quantization.get("quant_method", ""))
+    if method in ("fp8", "fbgemm_fp8"):
+        return "fp8"
+    if method in ("awq", "gptq", "bitsandbytes") and quantization.get("bits", 4) == 4:
+        return "int4"
+    if method == "compressed-tensors":
+        groups = quantization.get("config_groups") or {}
+        weights = [group.get("weights") or {} for group in groups.values()
+                   if isinstance(group, dict)]
+        kinds = {(w.get("num_bits"), w.get("type")) for w in weights}
+        if kinds == {(8, "float")}:
+            return "fp8"
+        if kinds == {(4, "int")}:
+            return "int4"
+        if kinds == {(8, "int")}:
+            return "int8"
+    raise ClusterSimError(
+        f"{where}: quantization_config quant_method {method!r} is not priced (fp8, awq / "
+        f"gptq 4-bit and compressed-tensors fp8, int8, int4 are); remove it to price the "
+        f"model in its torch_dtype")
 
 
 @cache

@@ -32,6 +32,7 @@ from profiles.cost_model import OPERATORS, BatchShape, StepCost
 from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
+from profiles.moe import ExpertLayers, RoutingConfig, routing_stats
 from profiles.operator_times import (
     STREAM_BYTES_PER_ELEMENT,
     decode_attention_s,
@@ -78,17 +79,23 @@ class RooflineCostModel:
 
     def __init__(
         self, model: ModelSpec, gpu: GPUSpec, tp: int, pp: int,
-        tp_link: LinkCost, pp_link: LinkCost, tp_inside_node: bool = True,
+        tp_link: LinkCost, pp_link: LinkCost, tp_inside_node: bool = True, *,
+        dp: int = 1, moe: ExpertLayers | None = None,
     ) -> None:
         self.model = model
         self.gpu = gpu
         self.tp = tp
         self.pp = pp
+        self.dp = dp
         self.tp_link = tp_link
         self.pp_link = pp_link
         self.tp_inside_node = tp_inside_node
         self._fitted = gpu.kernels is not None and gpu.kernels.gemm is not None
         self.layers_per_stage = split_layers(model.num_layers, pp)
+        if model.is_moe and moe is None:
+            moe = ExpertLayers(model, gpu, tp=tp, ep=1, tokens_spread=False,
+                               stats=routing_stats(RoutingConfig(), model))
+        self.moe = moe
 
         eff = gpu.efficiency
         self._attention_flops_per_s = gpu.peak_flops(model.kv_cache_dtype) * eff.attention
@@ -104,30 +111,54 @@ class RooflineCostModel:
         kv_heads_local = max(1.0, m.num_kv_heads / tp)
         self._q_local = heads_local * m.head_dim
         self._kv_local = kv_heads_local * m.head_dim
+        if m.attention_kind == "mla":
+            self._kv_local = (m.kv_lora_rank + m.qk_rope_head_dim) / 2.0
         h = m.hidden_size
+        shapes = m.attention_shapes(tp)
+        qkv_width = sum(n for n, _ in shapes)
+        self._qkv = _Linear(shapes, h, qkv_width)
+        o_in = heads_local * m.value_head_dim
+        self._o = _Linear(((h, o_in),), o_in, h)
+        gated = 2 if m.mlp_kind == "gated" else 1  # gate and up fused
         f_local = m.intermediate_size / tp
-        qkv_width = self._q_local + 2 * self._kv_local
-        self._qkv = _Linear(((qkv_width, h),), h, qkv_width)
-        self._o = _Linear(((h, self._q_local),), self._q_local, h)
-        up_width = (2 if m.mlp_kind == "gated" else 1) * f_local  # gate and up fused
-        self._expert = _Linear(((up_width, h), (h, f_local)), h, up_width)
-        self._f_local = f_local
+        self._dense = _Linear(((gated * f_local, h), (h, f_local)), h, gated * f_local)
+        shared = m.shared_expert_intermediate_size / tp
+        self._shared = (_Linear(((gated * shared, h), (h, shared)), h, gated * shared)
+                        if shared else None)
+        self._router = _Linear(((m.num_experts, h),), h, m.num_experts) if m.is_moe else None
+        layers = m.num_layers
+        self._moe_fraction = m.num_moe_layers / layers
+        # FFN width one token's activation spans in the average layer, on one GPU.
+        active_width = (m.num_dense_layers * m.intermediate_size + m.num_moe_layers * (
+            m.num_experts_per_token * m.expert_width + m.shared_expert_intermediate_size)
+        ) / layers / tp
+        self._f_local = active_width
         # Per token per layer, the bytes of each streaming kernel (fitted path).
-        self._stream_ops = (("rmsnorm", 2, h), ("silu_mul", 1, f_local),
+        qk_norm = (("rmsnorm", 1, self._q_local + self._kv_local),) if m.qk_norm else ()
+        self._stream_ops = (("rmsnorm", m.norms_per_layer, h), ("silu_mul", 1, active_width),
                             ("rotary", 1, self._q_local + self._kv_local), ("add", 2, h),
-                            ("kv_write", 1, 2 * self._kv_local))
+                            ("kv_write", 1, 2 * self._kv_local), *qk_norm)
         self._lm_head_params_local = m.vocab_size * h / tp
         # Elementwise bytes per token per layer: 2 norms (read+write), 2 residual adds
         # (2 reads + 1 write each), rotary on q and k, the KV write, the activation.
         self._elementwise_bytes_per_token = self._act_bytes * (
-            4 * h + 6 * h + 2 * (self._q_local + self._kv_local) + 3 * f_local
-        ) + 2 * self._kv_local * self._kv_bytes
-        self._kv_bytes_per_token_layer = 2 * self._kv_local * self._kv_bytes
+            2 * m.norms_per_layer * h + 6 * h + 2 * (self._q_local + self._kv_local)
+            + 3 * active_width) + 2 * self._kv_local * self._kv_bytes
+        self._kv_bytes_per_token_layer = m.kv_bytes_per_token_layer(tp)
+        # Attention FLOPs per score (query-key pair) per GPU: QK^T and AV.
+        self._flops_per_pair = 2.0 * heads_local * (m.head_dim + m.value_head_dim)
+        # Decode attention per context token: absorbed MLA attends in the latent space
+        # (the scores over latent + rope, the values over the latent) for every head.
+        self._decode_flops_per_token = (
+            2.0 * heads_local * (2 * m.kv_lora_rank + m.qk_rope_head_dim)
+            if m.attention_kind == "mla" else self._flops_per_pair)
+        self._num_local = m.num_local_layers
+        self._window = m.sliding_window
         # Useful FLOPs per token for MFU: active matmul weights, LM head counted apart.
         self._layer_matmul_params = (
             m.attention_params_per_layer + m.active_mlp_params_per_layer
         )
-        self._swap_bytes_per_token = m.kv_bytes_per_token / (tp * pp)
+        self._swap_bytes_per_token = layers / pp * self._kv_bytes_per_token_layer
         self._empty_operators = dict.fromkeys(OPERATORS, 0.0)
         self._token_cache: dict[int, tuple[dict[str, float], float, float, float]] = {}
         self._lm_head_cache: dict[int, tuple[float, bool]] = {}
@@ -136,6 +167,10 @@ class RooflineCostModel:
         # Useful matmul parameters a token passes through, LM head apart (it runs only on
         # sampled rows).
         self._model_matmul_params = m.num_layers * self._layer_matmul_params
+        # All-reduces per layer: after attention and after the FFN, except that a MoE
+        # layer whose tokens travel by all-to-all (DP attention) combines by it instead.
+        spread = moe is not None and moe.tokens_spread
+        self._allreduces_per_layer = 2.0 - (self._moe_fraction if spread else 0.0)
 
     @property
     def num_stages(self) -> int:
@@ -161,25 +196,28 @@ class RooflineCostModel:
         memory_s = traffic / self._bytes_per_s
         return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
 
-    def _mlp(self, num_tokens: float) -> tuple[float, bool]:
+    def _ffn(self, num_tokens: float) -> tuple[float, bool]:
+        """The average layer's FFN GEMMs that follow the token count: the dense layers'
+        MLP, and the MoE layers' shared experts and router (the routed experts are
+        priced per step from drawn loads, :class:`profiles.moe.ExpertLayers`)."""
         m = self.model
+        seconds, bound = self._gemm(self._dense, num_tokens, self._dense.weight_params)
         if not m.is_moe:
-            return self._gemm(self._expert, num_tokens, self._expert.weight_params)
-        k, experts = m.num_experts_per_token, m.num_experts
-        # Distinct experts touched by T tokens routed uniformly to top-k of E; each runs
-        # its GEMMs over its share of the T·k routed rows.
-        touched = experts * (1.0 - (1.0 - k / experts) ** num_tokens)
-        rows_per_expert = num_tokens * k / touched
-        return self._gemm(self._expert, rows_per_expert,
-                          self._expert.weight_params * touched, copies=touched)
+            return seconds, bound
+        moe_s = 0.0
+        for linear in (self._shared, self._router):
+            if linear is not None:
+                moe_s += self._gemm(linear, num_tokens, linear.weight_params)[0]
+        f = self._moe_fraction
+        return (1 - f) * seconds + f * moe_s, bound
 
     def _elementwise(self, num_tokens: float) -> float:
         """The layer's streaming kernels for ``num_tokens`` tokens."""
         if not self._fitted:
             return num_tokens * self._elementwise_bytes_per_token / self._bytes_per_s
-        return sum(count * stream_s(self.gpu, op,
-                                    num_tokens * width * STREAM_BYTES_PER_ELEMENT[op])
-                   for op, count, width in self._stream_ops)
+        return float(sum(count * stream_s(self.gpu, op,
+                                          num_tokens * width * STREAM_BYTES_PER_ELEMENT[op])
+                         for op, count, width in self._stream_ops))
 
     def _attention(self, flops: float, traffic: float) -> tuple[float, bool]:
         compute_s = flops / self._attention_flops_per_s
@@ -203,7 +241,7 @@ class RooflineCostModel:
         for name, (seconds, compute_bound) in (
             ("qkv_proj", self._gemm(self._qkv, num_tokens, self._qkv.weight_params)),
             ("o_proj", self._gemm(self._o, num_tokens, self._o.weight_params)),
-            ("mlp", self._mlp(num_tokens)),
+            ("mlp", self._ffn(num_tokens)),
             ("elementwise", (self._elementwise(num_tokens), False)),
         ):
             ops[name] = seconds
@@ -212,7 +250,7 @@ class RooflineCostModel:
             else:
                 memory_s += seconds
         message = num_tokens * self.model.hidden_size * self._act_bytes
-        allreduce_s = 2.0 * (
+        allreduce_s = self._allreduces_per_layer * (
             engine_all_reduce_s(self.gpu, message, self.tp, self.tp_link, self.tp_inside_node)
             if self._fitted else all_reduce_s(message, self.tp, self.tp_link))
         result = (ops, compute_s, memory_s, allreduce_s)
@@ -226,13 +264,13 @@ class RooflineCostModel:
         prefill: tuple[float, bool] = (0.0, False)
         decode: tuple[float, bool] = (0.0, False)
         if prefill_kv_tokens:
-            flops = 4.0 * self._q_local * prefill_pairs
+            flops = self._flops_per_pair * prefill_pairs
             traffic = (prefill_kv_tokens * self._kv_bytes_per_token_layer
                        + 2.0 * prefill_query_tokens * self._q_local * self._act_bytes)
             prefill = (self._attention(flops, traffic) if not self._fitted else
                        (prefill_attention_s(self.gpu, flops, traffic, self.model.dtype), True))
         if decode_kv_tokens:
-            flops = 4.0 * self._q_local * decode_kv_tokens
+            flops = self._decode_flops_per_token * decode_kv_tokens
             kv_bytes = decode_kv_tokens * self._kv_bytes_per_token_layer
             decode = (self._attention(flops, kv_bytes) if not self._fitted else
                       (decode_attention_s(self.gpu, kv_bytes, flops, self.model.dtype), False))
@@ -257,48 +295,78 @@ class RooflineCostModel:
                 prefill_q += q
         return num_tokens, pairs, prefill_kv, prefill_q, decode_kv
 
+    def windowed_aggregates(self, batch: BatchShape) -> tuple[float, int, int]:
+        """(Σ causal pairs, prefill KV tokens, decode KV tokens) of a batch in a
+        sliding-window layer: each query sees at most the last ``sliding_window`` keys."""
+        w = self._window
+        pairs = 0.0
+        prefill_kv = decode_kv = 0
+        for q, c in zip(batch.query_lens, batch.context_lens, strict=True):
+            if q == 1:
+                decode_kv += min(c + 1, w)
+                continue
+            # Queries at positions c+1 .. c+q see min(position, w) keys each.
+            inside = max(0, min(c + q, w) - c)  # positions c+1 .. min(c+q, w)
+            pairs += inside * (c + 1 + c + inside) / 2.0 + (q - inside) * w
+            prefill_kv += min(c + q, w + q)
+        return pairs, prefill_kv, decode_kv
+
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""
         # Σ q·(c + (q+1)/2) over prefill rows is the causal score count; prefill and decode
         # KV tokens are what their attention kernels read.
         (num_tokens, prefill_pairs, prefill_kv_tokens, prefill_query_tokens,
          decode_kv_tokens) = self.batch_aggregates(batch)
-        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_tokens)
+        dp = self.dp
+        rank_tokens = -(-num_tokens // dp)  # DP attention: the batch splits over ranks
+        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(rank_tokens)
         (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
-            prefill_pairs, prefill_kv_tokens, prefill_query_tokens, decode_kv_tokens)
+            prefill_pairs / dp, prefill_kv_tokens / dp, prefill_query_tokens / dp,
+            decode_kv_tokens / dp)
+        n = self.model.num_layers  # every layer runs once per step, across the stages
+        if self._num_local:
+            local = self._num_local / n
+            pairs_w, prefill_kv_w, decode_kv_w = self.windowed_aggregates(batch)
+            (prefill_w, _), (decode_w, _) = self.attention_terms(
+                pairs_w / dp, prefill_kv_w / dp, prefill_query_tokens / dp, decode_kv_w / dp)
+            prefill_s = (1 - local) * prefill_s + local * prefill_w
+            decode_s = (1 - local) * decode_s + local * decode_w
         for seconds, bound in ((prefill_s, prefill_bound), (decode_s, decode_bound)):
             if bound:
                 layer_compute_s += seconds
             else:
                 layer_memory_s += seconds
-        layer_s = layer_compute_s + layer_memory_s + allreduce_s
+        experts_s = all_to_all_s = 0.0
+        if self.moe is not None:
+            experts_s, all_to_all_s = self.moe.step_s(num_tokens)
+            layer_compute_s += experts_s / n
+        layer_s = layer_compute_s + layer_memory_s + allreduce_s + all_to_all_s / n
 
         swap_s = ((batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token
-                  / self._host_bytes_per_s)
-        embed_s = num_tokens * self._embed_s_per_token
-        lm_head_s, lm_compute_bound = self._lm_head(batch.num_sampled)
+                  / dp / self._host_bytes_per_s)
+        embed_s = rank_tokens * self._embed_s_per_token
+        lm_head_s, lm_compute_bound = self._lm_head(-(-batch.num_sampled // dp))
         pp = self.pp
         if pp == 1:
             send_s = 0.0
-            stage_s: tuple[float, ...] = (
-                self.model.num_layers * layer_s + swap_s + embed_s + lm_head_s,)
+            stage_s: tuple[float, ...] = (n * layer_s + swap_s + embed_s + lm_head_s,)
         else:
-            send_s = self.pp_link.transfer_s(num_tokens * self._activation_bytes_per_token)
+            send_s = self.pp_link.transfer_s(rank_tokens * self._activation_bytes_per_token)
             stage_s = tuple(
                 num_layers * layer_s + swap_s + (embed_s if stage == 0 else 0.0)
                 + (lm_head_s if stage == pp - 1 else send_s)
                 for stage, num_layers in enumerate(self.layers_per_stage)
             )
 
-        n = self.model.num_layers  # every layer runs once per step, across the stages
-
         def breakdown() -> dict[str, float]:
             ops = dict(self._empty_operators)
             for name, seconds in token_ops.items():
                 ops[name] = n * seconds
+            ops["mlp"] += experts_s
             ops["attn_prefill"] = n * prefill_s
             ops["attn_decode"] = n * decode_s
             ops["tp_allreduce"] = n * allreduce_s
+            ops["ep_all_to_all"] = all_to_all_s
             ops["pp_send"] = (pp - 1) * send_s
             ops["kv_swap"] = pp * swap_s
             ops["embedding"] = embed_s
@@ -306,14 +374,19 @@ class RooflineCostModel:
             return ops
 
         m = self.model
+        attention_pairs = prefill_pairs + decode_kv_tokens
+        if self._num_local:
+            local = self._num_local / n
+            attention_pairs = (1 - local) * attention_pairs + local * (pairs_w + decode_kv_w)
         flops = (2.0 * num_tokens * self._model_matmul_params
                  + 2.0 * batch.num_sampled * m.vocab_size * m.hidden_size
-                 + 4.0 * n * m.q_size * (prefill_pairs + decode_kv_tokens))
+                 + n * self._flops_per_pair * self.tp * attention_pairs)
         return StepCost(
             stage_s=stage_s,
             compute_s=n * layer_compute_s + (lm_head_s if lm_compute_bound else 0.0),
             memory_s=n * layer_memory_s + embed_s + (0.0 if lm_compute_bound else lm_head_s),
-            communication_s=n * allreduce_s + (pp - 1) * send_s + pp * swap_s,
+            communication_s=(n * allreduce_s + all_to_all_s + (pp - 1) * send_s
+                             + pp * swap_s),
             flops=flops,
             breakdown=breakdown,
         )

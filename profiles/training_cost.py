@@ -63,23 +63,40 @@ def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
     return max(forward, memory), max(backward, 2.0 * memory)
 
 
-def _layer_gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
-    """The (n, k) weight shapes of one layer's GEMMs on one GPU of the TP group. MoE: the
-    top-k experts' GEMMs, as if each ran over all T rows (the FLOPs of T·k routed rows;
-    the tiling of the experts' smaller row counts is not modelled)."""
+def _layer_gemm_shapes(model: ModelSpec, tp: int) -> tuple[list[tuple[float, float]],
+                                                          list[tuple[float, float]]]:
+    """The (n, k) weight shapes of the average layer's GEMMs on one GPU of the TP group
+    (MLA's projections for DeepSeek). MoE: the top-k routed experts' and the shared
+    experts' GEMMs, as if each ran over all T rows (the FLOPs of T·k routed rows; the
+    tiling of the experts' smaller row counts is not modelled), weighted by the share of
+    MoE layers against dense ones (first-k-dense, interleaved). Returns (every GPU's
+    shapes, the routed experts' shapes: those wait for the busiest EP rank)."""
     h = model.hidden_size
-    up = (2 if model.mlp_kind == "gated" else 1) * model.intermediate_size / tp
-    shapes = [((model.q_size + 2 * model.kv_size) / tp, h), (h, model.q_size / tp)]
-    shapes += [(up, h), (h, model.intermediate_size / tp)] * max(
-        1, model.num_experts_per_token)
-    return shapes
+    gated = 2 if model.mlp_kind == "gated" else 1
+    shapes = [*model.attention_shapes(tp), (h, model.o_size / tp)]
+    if not model.is_moe:
+        f = model.intermediate_size / tp
+        return [*shapes, (gated * f, h), (h, f)], []
+    moe = model.num_moe_layers / model.num_layers
+    routed = model.num_experts_per_token * model.expert_width / tp * moe
+    shared = model.shared_expert_intermediate_size / tp * moe
+    dense = model.intermediate_size / tp * (1 - moe)
+    for width in (shared, dense):
+        if width:
+            shapes += [(gated * width, h), (h, width)]
+    return shapes, [(gated * routed, h), (h, routed)]
 
 
 def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,
                cp: int, ep: int, sequence_parallel: bool, recompute: str,
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
-               tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost) -> LayerCost:
-    """The cost of one layer; see the module docstring for each term."""
+               tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
+               expert_imbalance: float = 1.0) -> LayerCost:
+    """The cost of one layer; see the module docstring for each term.
+
+    ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
+    balanced routing): the routed experts' GEMMs and the all-to-all wait for that rank.
+    """
     b, s = micro_batch, seq_len
     s_local = s / cp
     tokens = b * s_local
@@ -87,20 +104,26 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     bandwidth = gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory
     params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     weight_bytes = params / tp * DTYPE_BYTES[dtype]
-    gemm, gemm_bwd = _gemm_s(gpu, tokens, _layer_gemm_shapes(model, tp), weight_bytes, dtype)
+    everywhere, routed_shapes = _layer_gemm_shapes(model, tp)
+    gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere + routed_shapes, weight_bytes, dtype)
+    if routed_shapes and expert_imbalance != 1.0:
+        # The routed experts' share of the GEMM time, scaled to the busiest rank's rows.
+        alone, alone_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
+        gemm = alone + (gemm - alone) * expert_imbalance
+        gemm_bwd = alone_bwd + (gemm_bwd - alone_bwd) * expert_imbalance
 
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
     if attention_kernel == "flash":
-        flops = 4.0 * b * s_local * s * q / tp * 0.5
+        flops = 2.0 * b * s_local * s * (q + model.o_size) / tp * 0.5
         attention = flops / (gpu.peak_flops(dtype) * gpu.efficiency.attention)
         attention_bwd = 2.5 * attention
     else:
-        flops = 4.0 * b * s_local * s * q / tp
+        flops = 2.0 * b * s_local * s * (q + model.o_size) / tp
         attention = (flops / (gpu.peak_flops(dtype) * gpu.efficiency.matmul)
                      + 12.0 * scores / bandwidth)
         attention_bwd = 2.0 * attention
 
-    f_active = model.intermediate_size * max(1, model.num_experts_per_token)
+    f_active = model.active_ffn_width
     replicated = 24.0 * h / (tp if sequence_parallel else 1)
     elementwise = tokens * 2.0 * (replicated + 4.0 * f_active / tp) / bandwidth
 
@@ -116,7 +139,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     ep_comm = 0.0
     if model.is_moe and ep > 1:
         routed = tokens * model.num_experts_per_token * h * 2.0
-        ep_comm = 2.0 * (ep - 1) / ep * routed / ep_link.bandwidth_bytes_per_s
+        ep_comm = (2.0 * (ep - 1) / ep * routed / ep_link.bandwidth_bytes_per_s
+                   * expert_imbalance)
 
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
     backward = gemm_bwd + attention_bwd + 2.0 * elementwise + tp_comm + 2.0 * cp_comm \

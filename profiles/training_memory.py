@@ -62,9 +62,7 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
     """Activation bytes one layer keeps for backward, per micro-batch, on one GPU."""
     s = seq_len / cp
     b, h = micro_batch, model.hidden_size
-    q, kv, f = model.q_size, model.kv_size, model.intermediate_size
-    if model.is_moe:
-        f *= model.num_experts_per_token
+    q, kv, f = model.q_size, model.kv_size, model.active_ffn_width
     if recompute == "full":
         return 2.0 * s * b * h / (tp if sequence_parallel else 1)
     # Per-token terms (16-bit values are 2 bytes, dropout masks 1 byte):
@@ -132,11 +130,13 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
 
     In flight on the first stage: GPipe keeps all m micro-batches; 1F1B keeps p; the
     interleaved schedule keeps p·(1 + (p-1)/(p·v)) micro-batches' worth (Narayanan et al.
-    2021, Sec. 2.2). Expert weights are further divided by ``ep``.
+    2021, Sec. 2.2). Routed expert weights are further divided by ``ep`` (shared experts,
+    the router and dense layers' MLPs are not).
     """
     layers = -(-model.num_layers // pp)
     dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
-    expert_params = model.mlp_params_per_layer / (ep if model.is_moe else 1)
+    routed = model.expert_params / model.num_layers  # routed experts, average layer
+    expert_params = model.mlp_params_per_layer - routed + routed / ep
     params = layers * (dense_layer + expert_params) / tp + model.embedding_params / tp
     weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
     owned = optimizer / ADAM_K

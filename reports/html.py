@@ -106,6 +106,7 @@ def _scatter(frame: pd.DataFrame, x: str, y: str, pareto: set[int], best: int | 
 
 
 _LEADING = ("index", "mode", "prefill_decode", "gpu", "num_gpus", "replicas", "tp", "pp",
+            "dp", "ep",
             "plan.tp", "plan.pp", "plan.dp", "plan.cp", "plan.zero_stage", "micro_batch",
             "plan.recompute", "plan.schedule", "goodput_rate_per_s", "goodput_per_gpu",
             "ttft_p90_s", "tpot_p90_s", "cost_per_mtok_usd", "energy_j_per_token", "step_s",

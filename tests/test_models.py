@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from profiles.errors import ClusterSimError
 from profiles.models import ModelSpec, list_models, load_model
@@ -79,3 +80,74 @@ def test_missing_field_is_named(tmp_path) -> None:
 def test_unknown_name_lists_the_catalog() -> None:
     with pytest.raises(ClusterSimError, match="not in the catalog.*llama-3-8b"):
         load_model("llama-9")
+
+
+# ---- MoE layouts and attention kinds ---------------------------------------------------
+
+def _catalog_config(name: str) -> dict:
+    return next(e for e in list_models() if e["name"] == name)["config"]
+
+
+def test_qwen3_moe_relabelled_as_mixtral_is_refused_not_miscounted() -> None:
+    """A Qwen3-MoE config with model_type mixtral would count 128 experts of the dense
+    width (233 B parameters): its moe_intermediate_size is named and refused instead."""
+    config = dict(_catalog_config("qwen3-30b-a3b"), model_type="mixtral",
+                  num_local_experts=128)
+    with pytest.raises(ClusterSimError, match="moe_intermediate_size"):
+        ModelSpec.from_hf_config(config, "relabelled")
+    assert load_model("qwen3-30b-a3b").num_params / 1e9 == pytest.approx(30.5, rel=0.01)
+
+
+def test_deepseek_layout_first_dense_then_moe_with_shared_experts() -> None:
+    """DeepSeek-V2-Lite by hand: 1 dense layer, 26 MoE layers of 64 routed experts of
+    width 1408 plus 2 shared ones; MLA caches a 512 latent + a 64 rope key per token."""
+    spec = load_model("deepseek-v2-lite")
+    h = 2048
+    expert = 3 * h * 1408
+    assert (spec.num_dense_layers, spec.num_moe_layers) == (1, 26)
+    assert not spec.is_moe_layer(0) and spec.is_moe_layer(1)
+    assert spec.moe_layer_params == 64 * expert + 2 * expert + h * 64
+    assert spec.active_moe_layer_params == (6 + 2) * expert + h * 64
+    # q (no LoRA) 2048 x 16·192, kv down 2048 x 576, kv up 512 x 16·256, o 16·128 x 2048,
+    # the latent's norm.
+    assert spec.attention_params_per_layer == (h * 16 * 192 + h * 576 + 512 * 16 * 256
+                                               + 16 * 128 * h + 512)
+    assert spec.kv_bytes_per_token_layer() == (512 + 64) * 2
+    assert spec.kv_bytes_per_token_layer(tp=8) == (512 + 64) * 2  # the latent is not split
+    assert spec.kv_bytes_per_token == 27 * 576 * 2
+
+
+def test_llama4_maverick_interleaves_moe_and_dense_layers() -> None:
+    spec = load_model("llama-4-maverick")
+    assert spec.num_moe_layers == spec.num_dense_layers == 24
+    assert [spec.is_moe_layer(i) for i in range(4)] == [False, True, False, True]
+    assert spec.shared_expert_intermediate_size == spec.expert_width == 8192
+    assert spec.intermediate_size == 16384  # the dense layers' MLP
+    assert spec.num_local_layers == 36  # chunked attention on 3 of every 4 layers
+
+
+def test_gemma3_sliding_window_layers_and_their_kv() -> None:
+    """Gemma 3 1B: 26 layers, a global one every 6th (4 global, 22 local of window 512);
+    a 4096-token context keeps 4096 tokens in the global layers, 512 in the local ones."""
+    spec = load_model("gemma-3-1b")
+    assert (spec.num_global_layers, spec.num_local_layers) == (4, 22)
+    per_layer = 2 * 1 * 256 * 2
+    assert spec.kv_bytes(4096) == per_layer * (4 * 4096 + 22 * 512)
+    assert spec.kv_bytes(100) == per_layer * 26 * 100
+    assert spec.qk_norm and spec.norms_per_layer == 4 and spec.tie_word_embeddings
+
+
+@pytest.mark.parametrize("field,value", [("mlp_only_layers", [3]),
+                                         ("use_sliding_window", True)])
+def test_unmodelled_layouts_are_refused_by_name(field: str, value: object) -> None:
+    config = dict(_catalog_config("qwen3-30b-a3b"), **{field: value})
+    with pytest.raises(ClusterSimError, match=field):
+        ModelSpec.from_hf_config(config, "odd")
+
+
+def test_moe_spec_invariants() -> None:
+    base = load_model("mixtral-8x7b").model_dump()
+    with pytest.raises(ValidationError, match="num_experts_per_token"):
+        ModelSpec(**(base | {"num_experts_per_token": 9}))
+    with pytest.raises(ValidationError, match="kv_lora_rank"):
+        ModelSpec(**(base | {"attention_kind": "mla"}))

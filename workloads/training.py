@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.moe import RoutingConfig
 from workloads.overrides import apply_overrides
 
 __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job"]
@@ -83,6 +84,10 @@ class TrainingJob(BaseModel):
     gpu: str | None = None
     num_gpus: int | None = Field(default=None, gt=0, description="checked against the plan")
     plan: ParallelPlan = ParallelPlan()
+    routing: RoutingConfig = Field(
+        default=RoutingConfig(), description="MoE: how tokens spread over experts; the "
+        "busiest EP rank sets the experts' time (uniform: balanced, as with an auxiliary "
+        "balance loss)")
 
     def num_micro_batches(self) -> int:
         """Micro-batches per pipeline per step (gradient accumulation steps)."""

@@ -49,6 +49,7 @@ from simulator.serving.config import (
     resolve_scheduler,
     with_engine_defaults,
 )
+from simulator.serving.experts import check_experts, expert_layers
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
 from simulator.serving.replica import delay_to
@@ -57,10 +58,25 @@ from simulator.serving.scheduler import SchedulerConfig
 from simulator.serving.token_content import Segment, prompt_segments
 from workloads.schema import RequestTrace
 
-__all__ = ["ArrivalTimeout", "Arrivals", "ResolvedDeployment", "ResolvedPools", "SimEnvironment",
-           "SimulationResult", "check_workload", "closed_loop_turns", "cost_model_record",
-           "engine_record", "make_kv_cache", "make_requests", "offload_record",
-           "prefill_saturation_tokens", "resolve", "resolve_pools", "workload_segments"]
+__all__ = [
+    "ArrivalTimeout",
+    "Arrivals",
+    "ResolvedDeployment",
+    "ResolvedPools",
+    "SimEnvironment",
+    "SimulationResult",
+    "check_workload",
+    "closed_loop_turns",
+    "cost_model_record",
+    "engine_record",
+    "make_kv_cache",
+    "make_requests",
+    "offload_record",
+    "prefill_saturation_tokens",
+    "resolve",
+    "resolve_pools",
+    "workload_segments",
+]
 
 
 class SimEnvironment(simpy.Environment):
@@ -100,8 +116,7 @@ class ResolvedDeployment:
 
     @property
     def num_gpus(self) -> int:
-        p = self.deployment.parallelism
-        return self.deployment.replicas * p.tp * p.pp
+        return self.deployment.replicas * self.deployment.parallelism.gpus
 
     @property
     def attention_devices(self) -> int:
@@ -159,6 +174,8 @@ def _settle(deployment: DeploymentConfig, where: str = ""
     if pp > model.num_layers:
         raise ClusterSimError(f"{where}parallelism.pp={pp} exceeds {model.name}'s "
                               f"{model.num_layers} layers")
+    parallel = deployment.parallelism
+    slots = check_experts(deployment, model, gpu, where)
     settings = deployment.scheduler
     if deployment.engine is not None:
         settings = with_engine_defaults(
@@ -172,6 +189,7 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             max_num_seqs=scheduler.max_num_seqs, swap_space_gib=settings.swap_space_gib,
             runtime_overhead_gib=deployment.runtime_overhead_gib,
             offloaded_weight_bytes=deployment.offload.cpu_offload_gb * GIB,
+            ep=parallel.ep, dp=parallel.dp, expert_slots=slots,
         )
         _check_host(deployment, gpu, settings.swap_space_gib, scheduler.enable_prefix_caching)
     except ClusterSimError as error:
@@ -184,6 +202,10 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             model, attention, scheduler.block_size, deployment.runtime_overhead_gib))
     if settings.num_gpu_blocks_override is not None:
         memory = replace(memory, num_gpu_blocks=settings.num_gpu_blocks_override)
+    if parallel.dp > 1:  # the engine's budgets are per DP rank; one queue feeds them all
+        scheduler = replace(scheduler, max_num_seqs=parallel.dp * scheduler.max_num_seqs,
+                            max_num_batched_tokens=parallel.dp
+                            * scheduler.max_num_batched_tokens)
     if scheduler.max_model_len > memory.max_kv_tokens:
         raise ClusterSimError(
             f"{where}scheduler.max_model_len={scheduler.max_model_len} tokens do not fit in "
@@ -267,7 +289,7 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
           graph: nx.Graph, placements: Sequence[ReplicaPlacement]) -> ResolvedDeployment:
     """One cost model per placed replica, its links read from the graph."""
     model, gpu, _, scheduler, memory = parts
-    tp, pp = deployment.parallelism.tp, deployment.parallelism.pp
+    tp, pp, dp = deployment.parallelism.tp, deployment.parallelism.pp, deployment.parallelism.dp
     profile = (load_profile(deployment.profile, expected_gpu=gpu.name)
                if deployment.profile is not None else None)
     cost_models: list[CostModel] = []
@@ -275,9 +297,12 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
         stages = placement.stage_gpus
         pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
                    else group_link(graph, ()))
-        inside_node = len({graph.nodes[name]["node"] for name in stages[0]}) == 1
-        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, stages[0]), pp_link,
-                                     tp_inside_node=inside_node)
+        tp_group = stages[0][:tp]
+        inside_node = len({graph.nodes[name]["node"] for name in tp_group}) == 1
+        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, tp_group), pp_link,
+                                     tp_inside_node=inside_node, dp=dp,
+                                     moe=expert_layers(deployment, model, gpu, graph,
+                                                        stages[0], placement.replica_id))
         priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
                              else roofline)
         pool = _attention_pool(deployment, model, gpu)
@@ -302,8 +327,9 @@ def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
     parts = _settle(deployment)
     cluster = deployment.cluster_spec()
     graph = build_cluster_graph(cluster, parts[1])
-    placements = place_replicas(graph, cluster, deployment.replicas,
-                                deployment.parallelism.tp, deployment.parallelism.pp)
+    parallel = deployment.parallelism
+    placements = place_replicas(graph, cluster, deployment.replicas, parallel.tp, parallel.pp,
+                                parallel.dp)
     return _wire(deployment, parts, graph, placements)
 
 

@@ -46,6 +46,7 @@ from profiles.cluster import ClusterSpec
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.memory import DEFAULT_RUNTIME_OVERHEAD_GIB
 from profiles.models import ModelSpec
+from profiles.moe import RoutingConfig
 from simulator.serving.policies import POLICY_PRESETS
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead
 from simulator.serving.scheduler import SchedulerConfig
@@ -55,6 +56,8 @@ __all__ = [
     "AttentionOffloadConfig",
     "DeploymentConfig",
     "DisaggregationConfig",
+    "ExpertOffloadConfig",
+    "MoEConfig",
     "OffloadConfig",
     "ParallelismConfig",
     "PoolConfig",
@@ -75,8 +78,66 @@ class _Frozen(BaseModel):
 
 
 class ParallelismConfig(_Frozen):
+    """A replica's GPUs: ``dp`` attention ranks of ``tp`` GPUs each, times ``pp`` stages.
+
+    ``ep`` > 1 shards a MoE model's routed experts over all ``tp x dp`` GPUs of a stage
+    (vLLM's ``--enable-expert-parallel``, whose EP size is TP x DP); ``dp`` > 1 is data-
+    parallel attention (DeepSeek, SGLang's ``--enable-dp-attention``): each rank runs
+    attention on its own share of the batch with its own KV cache, the experts are shared
+    through all-to-alls."""
+
     tp: int = Field(default=1, ge=1, description="tensor-parallel GPUs per stage")
     pp: int = Field(default=1, ge=1, description="pipeline stages per replica")
+    dp: int = Field(default=1, ge=1, le=1024, description="data-parallel attention ranks")
+    ep: int = Field(default=1, ge=1, le=1024, description="expert-parallel ranks: 1 or tp x dp")
+
+    @model_validator(mode="after")
+    def _expert_layout(self) -> ParallelismConfig:
+        if self.ep > 1 and self.ep != self.tp * self.dp:
+            raise ValueError(f"ep: {self.ep} must be 1 or tp x dp = {self.tp * self.dp} "
+                             f"(experts shard over every GPU of a stage); set dp = "
+                             f"ep / tp")
+        if self.dp > 1 and self.ep == 1:
+            raise ValueError(f"dp: data-parallel attention ({self.dp} ranks) shares the "
+                             f"experts by expert parallelism; set ep = tp x dp = "
+                             f"{self.tp * self.dp}")
+        if self.dp > 1 and self.pp > 1:
+            raise ValueError("dp: data-parallel attention with pipeline stages is not "
+                             "modelled; use pp = 1")
+        return self
+
+    @property
+    def gpus_per_stage(self) -> int:
+        return self.tp * self.dp
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.dp * self.pp
+
+
+class ExpertOffloadConfig(_Frozen):
+    """Experts in host memory behind a GPU expert cache (``profiles.expert_cache``)."""
+
+    gpu_experts: int = Field(ge=1, le=4096, description="experts per MoE layer each GPU "
+                             "keeps resident (the cache); the rest live in host memory")
+    policy: Literal["lru", "lfu", "prefetch"] = Field(
+        default="lru", description="eviction (lru, lfu), or lru with the next layer's "
+        "predicted experts copied while the previous layer computes (prefetch)")
+
+
+class MoEConfig(_Frozen):
+    """How a MoE model's tokens spread over its experts and where the experts live."""
+
+    routing: RoutingConfig = RoutingConfig()
+    placement: str = Field(
+        default="linear", description="linear: experts [r E/ep, (r+1) E/ep) on rank r "
+        "(vLLM's default); round_robin: expert e on rank e mod ep; or a placement file "
+        "(clustersim place-experts writes one)")
+    dispatch: Literal["home", "coherent"] = Field(
+        default="home", description="home: each MoE layer sends tokens from their home "
+        "rank to the experts and back (two all-to-alls); coherent: a token stays on its "
+        "expert's GPU and moves on from there (ExFlow, one all-to-all per layer)")
+    offload: ExpertOffloadConfig | None = None
 
 
 class SchedulerSettings(_Frozen):
@@ -187,6 +248,7 @@ class DeploymentConfig(_Frozen):
     router: RouterName = "least_outstanding"
     disaggregation: DisaggregationConfig | None = None
     offload: OffloadConfig = OffloadConfig()
+    moe: MoEConfig = MoEConfig()
     engine: Literal["vllm-v1", "vllm-v1-0.15", "vllm-v0", "sarathi"] | None = Field(
         default=None, description="engine preset: its defaults for unset scheduler knobs "
                                   "and its CPU overhead per step")
@@ -243,7 +305,7 @@ class DeploymentConfig(_Frozen):
         """The given cluster, or the smallest 8-GPU-node cluster that holds the replicas."""
         if self.cluster is not None:
             return self.cluster
-        gpus = self.replicas * self.parallelism.tp * self.parallelism.pp
+        gpus = self.replicas * self.parallelism.gpus
         per_node = max(8, self.parallelism.tp)
         return ClusterSpec(num_nodes=-(-gpus // per_node), gpus_per_node=per_node)
 

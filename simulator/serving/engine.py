@@ -36,6 +36,7 @@ from simulator.serving.build import (
 )
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.disagg import simulate_disaggregated
+from simulator.serving.experts import moe_record
 from simulator.serving.metrics import (
     StepRecorder,
     StepStats,
@@ -154,6 +155,7 @@ def simulate(
         "engine": engine_record(deployment, resolved.cpu_overhead),
         "memory_per_gpu": resolved.memory.as_dict(),
         "offload": offload_record(resolved),
+        "moe": moe_record(deployment, resolved.model, resolved.cost_models),
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),
     }

@@ -25,6 +25,7 @@ from profiles.collectives import all_gather_s, all_reduce_s
 from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
+from profiles.moe import ExpertPlacement, routing_stats
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_memory import TrainingMemory, training_memory
 from simulator.training.pipeline import run_pipeline
@@ -184,11 +185,17 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         return inside if span <= gpus_per_node else across
 
     dtype = "fp8" if job.dtype == "fp8" else "bf16"
+    imbalance = 1.0
+    if model.is_moe and plan.ep > 1:
+        shares = routing_stats(job.routing, model).shares
+        placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, plan.ep)
+        imbalance = float(placement.rank_loads(shares).max(axis=1).mean() * plan.ep)
     cost = layer_cost(
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch, tp=tp, cp=cp,
         ep=plan.ep, sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
-        dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp))
+        dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp),
+        expert_imbalance=imbalance)
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
                                       micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype)
     layers_per_chunk = model.num_layers // (p * v)
@@ -234,16 +241,17 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
 
     tokens = job.global_batch * job.seq_len
     h, layers = model.hidden_size, model.num_layers
+    width = (model.q_size + model.o_size) / 2  # q/k and v widths (MLA: they differ)
     layer_params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     forward_flops = (2.0 * tokens * layers * layer_params
-                     + 4.0 * job.global_batch * job.seq_len**2 * model.q_size * layers
+                     + 4.0 * job.global_batch * job.seq_len**2 * width * layers
                      + 2.0 * tokens * h * model.vocab_size)
     model_flops = 3.0 * forward_flops
     recompute_flops = 0.0
     if plan.recompute == "full":
         recompute_flops = forward_flops - 2.0 * tokens * h * model.vocab_size
     elif plan.recompute == "selective":
-        recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * model.q_size * layers
+        recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * width * layers
     ideal = m * (sum(forward) + sum(backward)) / p
     result = TrainingResult(
         step_s=step, tokens_per_s=tokens / step, model_flops=model_flops,

@@ -1,0 +1,579 @@
+"""Mixture-of-experts layers: how tokens spread over experts, where experts live, and
+what a step's expert GEMMs and all-to-alls cost on the busiest GPU.
+
+Routing. Per MoE layer, the share of routed (token, expert) pairs each expert gets:
+``uniform``; ``zipf`` (the r-th hottest expert's share is proportional to r^-s, the hot
+experts drawn anew per layer from the seed); or a routing trace (measured counts). Each
+step draws its expert loads from those shares: the T·k routed pairs of T tokens with
+top-k routing are a multinomial draw per layer (seeded; the at-most-once-per-token
+constraint of top-k is not modelled, a small effect for k << E). Consecutive layers'
+co-activation (how often a token at expert i of layer l goes to expert j of layer l+1,
+ExFlow's inter-layer affinity) comes from the trace, or from an ``affinity`` share for
+synthetic routing.
+
+A routing trace is a JSON file::
+
+    {"format": "clustersim-routing/1", "num_experts": 8, "top_k": 2,
+     "layers": [{"expert_counts": [...8 counts...],
+                 "coactivation_next": [[...8...], ...8 rows...]},   # optional, to layer+1
+                ...one entry per MoE layer...]}
+
+Placement. ``slots[l, r, c]`` is the expert in slot c of EP rank r at MoE layer l (-1
+empty), ``share[l, r, c]`` the fraction of that expert's tokens the copy takes (1 over
+its copies: DeepSeek's EPLB replicates hot experts and splits their tokens evenly).
+
+Cost per MoE layer, on each rank, from the step's drawn loads::
+
+    experts    a grouped GEMM over the rank's slots: tiles of every expert packed into
+               waves on the GPU's units (each expert's rows padded to its tile rows, the
+               few-tokens-per-expert loss), or the bytes of the touched experts' weights
+               (at a few tokens each, decode), joined as the fitted GEMM kernels join them
+    dispatch   with the tokens spread over the ranks (DP attention), each routed pair
+    combine    whose expert is on another rank sends the token's hidden vector there and
+               back; a rank's traffic to its own node crosses the scale-up link, to other
+               nodes its NIC (each GPU's own share)
+
+(with ExFlow's coherent dispatch a token instead stays on its expert's GPU after a layer
+and moves on from there only if its next expert lives elsewhere: one all-to-all per
+layer, the crossing share set by the placement and the layers' co-activation), and the
+layer waits for the slowest rank: the step's expert time is the sum over MoE
+layers of the busiest rank's (from the loads of at most ``MAX_SAMPLED_LAYERS`` layers
+drawn at random each step, scaled to all of them: unbiased, and cheap on 58-layer
+models). With TP attention (tokens replicated on every rank) there
+is no dispatch: each rank runs its experts on the tokens it holds and the TP all-reduce
+combines (vLLM's TP + expert parallel).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from profiles.errors import ClusterSimError
+from profiles.expert_cache import ExpertCache, Policy
+from profiles.hardware import GB, GPUSpec
+from profiles.models import DTYPE_BYTES, ModelSpec
+
+__all__ = ["EPLinks", "ExpertLayers", "ExpertPlacement", "RoutingConfig", "RoutingStats",
+           "load_placement", "load_routing_trace", "routing_stats"]
+
+ROUTING_FORMAT = "clustersim-routing/1"
+PLACEMENT_FORMAT = "clustersim-placement/1"
+# A step draws the loads of at most this many MoE layers (a random subset, its sum
+# scaled to all of them): DeepSeek-V3's 58 layers of 256 experts would cost ~1 ms a step.
+MAX_SAMPLED_LAYERS = 16
+_SMALLEST_TILE_ROWS = 16
+_TILE_ROWS = 128
+_TILE_COLS = 128
+
+
+class RoutingConfig(BaseModel):
+    """How tokens spread over experts (a deployment's ``moe.routing``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["uniform", "zipf", "trace"] = "uniform"
+    zipf_s: float = Field(default=1.0, ge=0, le=5, description="Zipf exponent (0: uniform)")
+    affinity: float = Field(default=0.0, ge=0, le=1, description="synthetic routing: the "
+                            "share of a token's pairs that follow its previous layer's "
+                            "expert to a fixed partner expert (ExFlow's affinity)")
+    trace: str | None = Field(default=None, description="routing-trace JSON (kind: trace)")
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class RoutingStats:
+    """Per MoE layer, each expert's share of routed pairs, and optionally the expected
+    co-activation of consecutive layers' experts (rows: layer l, columns: layer l+1)."""
+
+    shares: np.ndarray  # [moe_layers, experts], rows sum to 1
+    coactivation: np.ndarray | None = None  # [moe_layers - 1, experts, experts]
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.shares.shape[0])
+
+    @property
+    def num_experts(self) -> int:
+        return int(self.shares.shape[1])
+
+
+def _zipf_shares(num_layers: int, experts: int, s: float, rng: np.random.Generator
+                 ) -> np.ndarray:
+    weights = 1.0 / np.arange(1, experts + 1) ** s
+    weights /= weights.sum()
+    return np.stack([weights[rng.permutation(experts)] for _ in range(num_layers)])
+
+
+def routing_stats(config: RoutingConfig, model: ModelSpec) -> RoutingStats:
+    """The routing statistics of ``model`` under ``config``.
+
+    Raises:
+        ClusterSimError: the model is dense, or the trace does not match the model.
+    """
+    if not model.is_moe:
+        raise ClusterSimError(f"moe.routing: {model.name} has no experts")
+    layers, experts = model.num_moe_layers, model.num_experts
+    if config.kind == "trace":
+        if config.trace is None:
+            raise ClusterSimError("moe.routing.trace: missing; give the routing-trace file "
+                                  "for kind: trace")
+        stats = load_routing_trace(config.trace)
+        if stats.num_experts != experts or stats.num_layers != layers:
+            raise ClusterSimError(
+                f"moe.routing.trace: {stats.num_layers} layers of {stats.num_experts} "
+                f"experts, but {model.name} has {layers} MoE layers of {experts}")
+        return stats
+    rng = np.random.default_rng(config.seed)
+    if config.kind == "uniform" or config.zipf_s == 0:
+        shares = np.full((layers, experts), 1.0 / experts)
+    else:
+        shares = _zipf_shares(layers, experts, config.zipf_s, rng)
+    coactivation = None
+    if layers > 1:
+        # A pair at expert i follows it to partner[i] in the next layer with probability
+        # `affinity`, else picks by the next layer's shares.
+        coactivation = np.empty((layers - 1, experts, experts))
+        for layer in range(layers - 1):
+            partner = np.zeros((experts, experts))
+            partner[np.arange(experts), rng.permutation(experts)] = 1.0
+            follow = config.affinity * partner + (1 - config.affinity) * shares[layer + 1]
+            coactivation[layer] = shares[layer][:, None] * follow
+    return RoutingStats(shares, coactivation)
+
+
+def load_routing_trace(path: str | Path) -> RoutingStats:
+    """Read a routing trace (module docstring).
+
+    Raises:
+        ClusterSimError: unreadable, or a field is missing or malformed.
+    """
+    where = f"routing trace {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"{where}: cannot read it ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != ROUTING_FORMAT:
+        raise ClusterSimError(f"{where}: field 'format' must be {ROUTING_FORMAT!r}")
+    experts = data.get("num_experts")
+    layers = data.get("layers")
+    if not isinstance(experts, int) or experts < 1:
+        raise ClusterSimError(f"{where}: field 'num_experts' must be a positive integer")
+    if not isinstance(layers, list) or not layers:
+        raise ClusterSimError(f"{where}: field 'layers' must be a non-empty list")
+    shares, coactivation = [], []
+    for index, layer in enumerate(layers):
+        counts = np.asarray(layer.get("expert_counts") if isinstance(layer, dict) else None,
+                            dtype=float)
+        if counts.shape != (experts,) or (counts < 0).any() or counts.sum() <= 0:
+            raise ClusterSimError(f"{where}: layers[{index}].expert_counts must be "
+                                  f"{experts} non-negative counts, not all zero")
+        shares.append(counts / counts.sum())
+        nxt = layer.get("coactivation_next")
+        if nxt is not None and index < len(layers) - 1:
+            matrix = np.asarray(nxt, dtype=float)
+            if matrix.shape != (experts, experts) or (matrix < 0).any():
+                raise ClusterSimError(f"{where}: layers[{index}].coactivation_next must be "
+                                      f"a {experts} x {experts} matrix of counts")
+            coactivation.append(matrix / max(matrix.sum(), 1e-30))
+    co = (np.stack(coactivation) if len(coactivation) == len(layers) - 1 and coactivation
+          else None)
+    return RoutingStats(np.stack(shares), co)
+
+
+@dataclass(frozen=True)
+class ExpertPlacement:
+    """Which expert each slot of each EP rank holds, per MoE layer (module docstring)."""
+
+    slots: np.ndarray  # [layers, ranks, slots_per_rank] int, -1 empty
+    share: np.ndarray  # [layers, ranks, slots_per_rank] float
+
+    @property
+    def num_ranks(self) -> int:
+        return int(self.slots.shape[1])
+
+    @property
+    def slots_per_rank(self) -> int:
+        return int(self.slots.shape[2])
+
+    @classmethod
+    def from_assignment(cls, ranks_of: list[list[list[int]]]) -> ExpertPlacement:
+        """From ``ranks_of[layer][expert]`` = the ranks holding a copy of the expert."""
+        layers = len(ranks_of)
+        num_ranks = 1 + max(r for layer in ranks_of for copies in layer for r in copies)
+        held: list[list[list[int]]] = [[[] for _ in range(num_ranks)] for _ in range(layers)]
+        for layer, experts in enumerate(ranks_of):
+            for expert, copies in enumerate(experts):
+                if not copies:
+                    raise ValueError(f"layer {layer}: expert {expert} is on no rank")
+                for rank in copies:
+                    held[layer][rank].append(expert)
+        width = max(len(rank) for layer in held for rank in layer)
+        slots = np.full((layers, num_ranks, width), -1, dtype=np.int64)
+        share = np.zeros((layers, num_ranks, width))
+        for layer in range(layers):
+            for rank in range(num_ranks):
+                for slot, expert in enumerate(held[layer][rank]):
+                    slots[layer, rank, slot] = expert
+                    share[layer, rank, slot] = 1.0 / len(ranks_of[layer][expert])
+        return cls(slots, share)
+
+    @classmethod
+    def linear(cls, layers: int, experts: int, ranks: int) -> ExpertPlacement:
+        """Experts [r·E/R, (r+1)·E/R) on rank r in every layer (vLLM's default)."""
+        if experts % ranks:
+            raise ClusterSimError(f"parallelism.ep={ranks} must divide the {experts} experts")
+        per = experts // ranks
+        return cls.from_assignment([[[e // per] for e in range(experts)]] * layers)
+
+    @classmethod
+    def round_robin(cls, layers: int, experts: int, ranks: int) -> ExpertPlacement:
+        """Expert e on rank e mod R in every layer."""
+        if experts % ranks:
+            raise ClusterSimError(f"parallelism.ep={ranks} must divide the {experts} experts")
+        return cls.from_assignment([[[e % ranks] for e in range(experts)]] * layers)
+
+    def ranks_of(self) -> list[list[list[int]]]:
+        """``[layer][expert]`` = the ranks holding a copy (the inverse of the slots)."""
+        layers, ranks, _ = self.slots.shape
+        experts = int(self.slots.max()) + 1
+        out: list[list[list[int]]] = [[[] for _ in range(experts)] for _ in range(layers)]
+        for layer in range(layers):
+            for rank in range(ranks):
+                for expert in self.slots[layer, rank]:
+                    if expert >= 0:
+                        out[layer][int(expert)].append(rank)
+        return out
+
+    def to_json(self) -> str:
+        """The placement file's text (:func:`load_placement` reads it back)."""
+        ranks_of = self.ranks_of()
+        shares = [[[0.0] * len(copies) for copies in layer] for layer in ranks_of]
+        layers, ranks, width = self.slots.shape
+        for li in range(layers):
+            for rank in range(ranks):
+                for slot in range(width):
+                    expert = int(self.slots[li, rank, slot])
+                    if expert >= 0:
+                        index = ranks_of[li][expert].index(rank)
+                        shares[li][expert][index] = round(float(self.share[li, rank, slot]), 9)
+        return json.dumps({"format": PLACEMENT_FORMAT, "num_experts": len(ranks_of[0]),
+                           "ep": self.num_ranks, "layers": ranks_of, "shares": shares}) + "\n"
+
+    def share_matrix(self, experts: int) -> np.ndarray:
+        """[layers, experts, ranks] share of each expert's tokens on each rank."""
+        layers, ranks, width = self.slots.shape
+        out = np.zeros((layers, experts, ranks))
+        for li in range(layers):
+            for rank in range(ranks):
+                for slot in range(width):
+                    expert = int(self.slots[li, rank, slot])
+                    if expert >= 0:
+                        out[li, expert, rank] += self.share[li, rank, slot]
+        return out
+
+    def stay_fraction(self, stats: RoutingStats) -> np.ndarray:
+        """[layers] share of pairs that find their next expert on the GPU of their
+        previous one (ExFlow's coherent dispatch); layer 0 has no previous expert, and
+        without co-activation statistics the next expert is independent of the last."""
+        share = self.share_matrix(stats.num_experts)
+        stay = np.zeros(stats.num_layers)
+        for li in range(1, stats.num_layers):
+            if stats.coactivation is not None:
+                pairs = stats.coactivation[li - 1]
+            else:
+                pairs = np.outer(stats.shares[li - 1], stats.shares[li])
+            together = share[li - 1] @ share[li].T
+            stay[li] = float((pairs * together).sum() / max(pairs.sum(), 1e-30))
+        return stay
+
+    def rank_loads(self, shares: np.ndarray) -> np.ndarray:
+        """[layers, ranks] share of routed pairs each rank computes."""
+        per_slot = np.where(self.slots >= 0,
+                            np.take_along_axis(shares[:, None, :],
+                                               np.maximum(self.slots, 0), axis=2), 0.0)
+        loads: np.ndarray = (per_slot * self.share).sum(axis=2)
+        return loads
+
+    def node_of_rank(self, ranks_per_node: int) -> np.ndarray:
+        return np.arange(self.num_ranks) // max(1, ranks_per_node)
+
+
+def load_placement(path: str | Path, layers: int, experts: int, ep: int) -> ExpertPlacement:
+    """Read a placement file: ``layers[l][e]`` lists the EP ranks holding expert e of MoE
+    layer l; ``shares[l][e]``, optional, the share of its tokens each copy takes (evenly
+    split without it).
+
+    Raises:
+        ClusterSimError: unreadable, or not a placement of ``layers`` x ``experts`` over
+            ``ep`` ranks.
+    """
+    where = f"moe.placement {path}"
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ClusterSimError(f"{where}: not linear, round_robin or a readable placement "
+                              f"file ({error})") from None
+    if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
+        raise ClusterSimError(f"{where}: field 'format' must be {PLACEMENT_FORMAT!r}")
+    if data.get("ep") != ep or data.get("num_experts") != experts:
+        raise ClusterSimError(f"{where}: a placement of {data.get('num_experts')} experts "
+                              f"over ep={data.get('ep')}, but the run has {experts} experts "
+                              f"over ep={ep}")
+    ranks_of = data.get("layers")
+    ok = (isinstance(ranks_of, list) and len(ranks_of) == layers and all(
+        isinstance(layer, list) and len(layer) == experts and all(
+            isinstance(copies, list) and copies and all(
+                isinstance(r, int) and 0 <= r < ep for r in copies) for copies in layer)
+        for layer in ranks_of))
+    if not ok:
+        raise ClusterSimError(f"{where}: field 'layers' must list, for each of {layers} MoE "
+                              f"layers, each of {experts} experts' ranks (0..{ep - 1})")
+    assert isinstance(ranks_of, list)
+    placement = ExpertPlacement.from_assignment(ranks_of)
+    shares = data.get("shares")
+    if shares is not None:  # each copy's share of its expert's tokens
+        try:
+            share = np.zeros_like(placement.share)
+            for li, layer in enumerate(ranks_of):
+                for expert, copies in enumerate(layer):
+                    values = [float(v) for v in shares[li][expert]]
+                    if len(values) != len(copies) or abs(sum(values) - 1) > 1e-6:
+                        raise ValueError
+                    for rank, value in zip(copies, values, strict=True):
+                        slot = int(np.flatnonzero(placement.slots[li, rank] == expert)[0])
+                        share[li, rank, slot] = value
+        except (ValueError, TypeError, IndexError):
+            raise ClusterSimError(f"{where}: field 'shares' must give each expert's copies "
+                                  f"their token shares, summing to 1") from None
+        placement = ExpertPlacement(placement.slots, share)
+    if placement.num_ranks != ep:
+        padded = np.full((layers, ep, placement.slots_per_rank), -1, dtype=np.int64)
+        padded[:, :placement.num_ranks] = placement.slots
+        share = np.zeros(padded.shape)
+        share[:, :placement.num_ranks] = placement.share
+        placement = ExpertPlacement(padded, share)
+    return placement
+
+
+@dataclass(frozen=True)
+class EPLinks:
+    """The links an EP group's all-to-all crosses (bytes/s per GPU, per direction)."""
+
+    ranks_per_node: int
+    scale_up_bytes_per_s: float
+    nic_bytes_per_s: float
+    scale_up_latency_s: float
+    nic_latency_s: float
+
+
+class ExpertLayers:
+    """Prices the MoE layers of one replica's step (module docstring).
+
+    Args:
+        model: a MoE model.
+        gpu: the GPUs' SKU.
+        tp: the width experts are split over when not expert-parallel (ep == 1).
+        ep: expert-parallel ranks (1: every rank holds every expert, TP-split).
+        tokens_spread: the step's tokens are split over the ranks (DP attention), so
+            routed pairs travel in an all-to-all; False: replicated (TP attention).
+        stats: routing statistics (:func:`routing_stats`).
+        placement: the experts' slots; the linear placement when None.
+        links: the EP group's links (needed when tokens_spread).
+        seed: seeds the per-step load draws.
+        dispatch: ``home`` (two all-to-alls a layer) or ``coherent`` (ExFlow, one).
+        cache: (resident experts per layer per GPU, policy) when the experts live in
+            host memory behind a GPU cache (``profiles.expert_cache``); None: all on GPU.
+    """
+
+    def __init__(self, model: ModelSpec, gpu: GPUSpec, *, tp: int, ep: int,
+                 tokens_spread: bool, stats: RoutingStats,
+                 placement: ExpertPlacement | None = None, links: EPLinks | None = None,
+                 seed: int = 0, dispatch: Literal["home", "coherent"] = "home",
+                 cache: tuple[int, Policy] | None = None) -> None:
+        if placement is None:
+            placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, ep)
+        if placement.num_ranks != ep:
+            raise ClusterSimError(f"moe placement: {placement.num_ranks} ranks, but ep={ep}")
+        if tokens_spread and ep > 1 and links is None:
+            raise ValueError("an all-to-all needs the EP group's links")
+        self.model = model
+        self.gpu = gpu
+        self.ep = ep
+        self.tokens_spread = tokens_spread and ep > 1
+        self.stats = stats
+        self.placement = placement
+        self.links = links
+        self.rng = np.random.default_rng(seed)
+        width = model.expert_width / (tp if ep == 1 else 1)
+        gated = model.mlp_kind == "gated"
+        h = model.hidden_size
+        # The two grouped GEMMs of an expert: up (gate and up fused) and down.
+        self._shapes = ((width * (2 if gated else 1), h), (h, width))
+        self._element = DTYPE_BYTES[model.dtype]
+        fit = gpu.kernels.gemm if gpu.kernels is not None else None
+        tiling = gpu.gemm_tiling
+        self._units = tiling.compute_units if tiling is not None else 1
+        matmul = fit.matmul if fit is not None else gpu.efficiency.matmul
+        memory = fit.memory if fit is not None else gpu.efficiency.memory
+        self._unit_rate = gpu.peak_flops(model.dtype) * matmul / self._units
+        self._small_tile = fit.small_tile if fit is not None else 1.0
+        self._bytes_per_s = gpu.hbm_bandwidth_gbps * GB * memory
+        self._blend = fit.blend if fit is not None else None
+        self._launch_s = 2 * (fit.launch_us * 1e-6 if fit is not None else 5e-6)
+        self._pair_bytes = h * 2.0  # a token's hidden vector in 16-bit, each way
+        self._expected_share = placement.rank_loads(stats.shares)  # [layers, ranks]
+        self.dispatch = dispatch
+        # Share of each layer's routed pairs that cross GPUs in one all-to-all: home
+        # dispatch sends (ep-1)/ep of them out and back (two all-to-alls); coherent
+        # dispatch (ExFlow) sends a pair on from its previous expert's GPU unless its
+        # next expert is there too (one all-to-all; layer 0 from the token's home).
+        if dispatch == "coherent":
+            moving = 1.0 - placement.stay_fraction(stats)
+            moving[0] = (ep - 1) / ep
+            self._moving = moving
+            self._all_to_alls = 1.0
+        else:
+            self._moving = np.full(stats.num_layers, (ep - 1) / ep if ep > 1 else 0.0)
+            self._all_to_alls = 2.0
+        self._table_rows: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        layers = stats.num_layers
+        self._sampled_layers = min(layers, MAX_SAMPLED_LAYERS)
+        self.cache: ExpertCache | None = None
+        if cache is not None:
+            # Offloaded experts: every layer's cache sees every step (no subsampling).
+            self._sampled_layers = layers
+            predicted = np.where(placement.slots >= 0, np.take_along_axis(
+                stats.shares[:, None, :], np.maximum(placement.slots, 0), axis=2)
+                * placement.share, 0.0)
+            expert_bytes = (model.mlp_params_per_expert * self._element
+                            / (tp if ep == 1 else 1))
+            self.cache = ExpertCache(placement.slots, cache[0], cache[1], expert_bytes,
+                                     gpu.host_link.bandwidth_gbps * GB, predicted)
+
+    # ---- pieces ------------------------------------------------------------------------
+
+    def draw_loads(self, num_tokens: int, layers: np.ndarray | None = None) -> np.ndarray:
+        """[layers, experts] routed rows per expert for a step of ``num_tokens`` tokens
+        (of the MoE layers ``layers``, all by default)."""
+        pairs = num_tokens * self.model.num_experts_per_token
+        shares = self.stats.shares if layers is None else self.stats.shares[layers]
+        return self.rng.multinomial(pairs, shares).astype(np.float64)
+
+    def slot_rows(self, loads: np.ndarray, layers: np.ndarray | None = None) -> np.ndarray:
+        """[layers, ranks, slots] rows each slot computes for per-expert ``loads``."""
+        p = self.placement
+        slots = p.slots if layers is None else p.slots[layers]
+        share = p.share if layers is None else p.share[layers]
+        rows = np.take_along_axis(loads[:, None, :], np.maximum(slots, 0), axis=2)
+        return np.where(slots >= 0, rows * share, 0.0)
+
+    def _tables(self, largest: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row count n = 0..N: an expert's busy tile-seconds, its longest tile and its
+        bytes' seconds, over both GEMMs (built once, grown as larger loads appear)."""
+        if self._table_rows is not None and len(self._table_rows[0]) > largest:
+            return self._table_rows
+        size = max(1024, 1 << int(largest).bit_length())
+        rows = np.arange(size, dtype=np.float64)
+        safe = np.maximum(rows, 1.0)
+        tile_rows = np.minimum(_TILE_ROWS, np.maximum(
+            _SMALLEST_TILE_ROWS, 2.0 ** np.ceil(np.log2(safe))))
+        slow = np.where(tile_rows < _TILE_ROWS, self._small_tile, 1.0)
+        busy = np.zeros(size)
+        longest = np.zeros(size)
+        memory = np.zeros(size)
+        for n, k in self._shapes:
+            tile_s = tile_rows * _TILE_COLS * k * 2.0 / (self._unit_rate * slow)
+            busy += np.ceil(safe / tile_rows) * np.ceil(n / _TILE_COLS) * tile_s
+            longest += tile_s
+            memory += (rows * k + k * n + rows * n) * self._element / self._bytes_per_s
+        for table in (busy, longest, memory):
+            table[0] = 0.0
+        self._table_rows = (busy, longest, memory)
+        return self._table_rows
+
+    def grouped_gemm_s(self, rows: np.ndarray) -> np.ndarray:
+        """Seconds of each rank's grouped expert GEMMs; ``rows`` is [..., slots]. The
+        tiles of all its experts pack into waves on the GPU's units, at least one tile's
+        time; the touched experts' weights are read once each."""
+        index = np.rint(rows).astype(np.int64)
+        busy, longest, memory = self._tables(int(index.max(initial=0)))
+        compute = np.maximum(busy[index].sum(axis=-1) / self._units,
+                             longest[index].max(axis=-1))
+        traffic = memory[index].sum(axis=-1)
+        if self._blend is None:
+            seconds = np.maximum(compute, traffic)
+        else:
+            p = self._blend
+            seconds = (compute**p + traffic**p) ** (1.0 / p)
+        return np.where(compute > 0, seconds + self._launch_s, 0.0)
+
+    def dispatch_bytes(self, loads: np.ndarray, layers: np.ndarray | None = None
+                       ) -> np.ndarray:
+        """[layers, ranks] bytes each rank receives in one dispatch: the pairs its slots
+        compute whose token lives on another rank (tokens spread evenly over ranks)."""
+        if not self.tokens_spread:
+            return np.zeros((loads.shape[0], self.ep))
+        rank_rows = self.slot_rows(loads, layers).sum(axis=2)
+        moving = self._moving if layers is None else self._moving[layers]
+        received: np.ndarray = rank_rows * moving[:, None] * self._pair_bytes
+        return received
+
+    def all_to_all_s(self, received: np.ndarray, num_tokens: int,
+                     layers: np.ndarray | None = None) -> np.ndarray:
+        """[layers] seconds of one dispatch (or combine): the slowest rank's traffic,
+        what it receives and what it sends, over its scale-up link and its NIC."""
+        links = self.links
+        assert links is not None
+        ep = self.ep
+        local_peers = min(links.ranks_per_node, ep) - 1
+        remote = (ep - 1 - local_peers) / (ep - 1)
+        # Each rank sends its share of the T·k pairs that leave it, evenly.
+        moving = self._moving if layers is None else self._moving[layers]
+        sent = (num_tokens * self.model.num_experts_per_token / ep * moving * self._pair_bytes)
+        traffic = np.maximum(received, sent[:, None])
+        seconds = (traffic * (1 - remote) / links.scale_up_bytes_per_s
+                   + links.scale_up_latency_s)
+        if remote > 0:
+            seconds = np.maximum(seconds, traffic * remote / links.nic_bytes_per_s
+                                 + links.nic_latency_s)
+        slowest: np.ndarray = seconds.max(axis=1)
+        return slowest
+
+    # ---- the step ----------------------------------------------------------------------
+
+    def step_s(self, num_tokens: int) -> tuple[float, float]:
+        """(expert GEMM seconds, all-to-all seconds) of one step over every MoE layer,
+        each layer at its busiest rank, from one draw of the routing."""
+        if num_tokens <= 0:
+            return 0.0, 0.0
+        total = self.stats.num_layers
+        layers = None
+        if self._sampled_layers < total:
+            layers = np.sort(self.rng.choice(total, self._sampled_layers, replace=False))
+        scale = total / self._sampled_layers
+        loads = self.draw_loads(num_tokens, layers)
+        rows = self.slot_rows(loads, layers)
+        per_layer = self.grouped_gemm_s(rows).max(axis=1)
+        experts = float(per_layer.sum())
+        if self.cache is not None:
+            experts += self.cache.step(rows, per_layer, layers)
+        comm = 0.0
+        if self.tokens_spread:
+            received = self.dispatch_bytes(loads, layers)
+            comm = self._all_to_alls * float(
+                self.all_to_all_s(received, num_tokens, layers).sum())
+        return float(experts) * scale, comm * scale
+
+    def crossing_share(self) -> float:
+        """Mean share of a MoE layer's routed pairs that cross GPUs in one all-to-all."""
+        return float(self._moving.mean())
+
+    def imbalance(self) -> float:
+        """Expected busiest rank's share over the mean share, averaged over layers."""
+        return float((self._expected_share.max(axis=1) * self.ep).mean())
