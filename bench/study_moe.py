@@ -10,8 +10,9 @@ each) and a prefill step (8,192 tokens), averaged over 32 routing draws:
     planned     the placement planner's (greedy + local search), balance only
     +copies     planned with redundant copies of hot experts (DeepSeek's EPLB: 32 for
                 DeepSeek-V3, one per GPU for Mixtral)
-    +affinity   planned with the affinity term, run with ExFlow's coherent dispatch
-                (tokens stay on their expert's GPU: one all-to-all per layer)
+    +affinity   planned with the affinity terms (pairs changing GPU, and node, between
+                layers; 8 GPUs a node), run with ExFlow's coherent dispatch (tokens stay
+                on their expert's GPU: one all-to-all per layer)
 
 Reported: expert GEMM time of the busiest GPUs, all-to-all time, the step's time, the
 expected busiest-GPU load over the mean, and the share of routed pairs that cross GPUs
@@ -75,7 +76,8 @@ def _measure(case: Case, placement: ExpertPlacement, dispatch: str,
     link = LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
     cost = RooflineCostModel(model, gpu, 1, 1, link, link, dp=case.ep, moe=layers)
     out: dict[str, float] = {"imbalance": layers.imbalance(),
-                             "crossing": layers.crossing_share()}
+                             "crossing": layers.crossing_share(),
+                             "node_crossing": layers.node_crossing_share()}
     for name, batch in (("decode", BatchShape([1] * 256, [1000] * 256, 256)),
                         ("prefill", BatchShape([2048] * 4, [0] * 4, 4))):
         steps = [cost.predict(batch) for _ in range(DRAWS)]
@@ -99,7 +101,8 @@ def run_case(case: Case) -> list[tuple[str, dict[str, float], float]]:
             ("+affinity", 0, 1.0, "coherent")):
         started = time.perf_counter()
         result = plan_placement(model, stats, case.ep, gpu=gpu, redundant=redundant,
-                                affinity_weight=weight)
+                                affinity_weight=weight, ranks_per_node=8,
+                                node_weight=weight)
         planning_s = time.perf_counter() - started
         rows.append((label, _measure(case, result.placement(), dispatch, routing),
                      planning_s))
@@ -111,13 +114,14 @@ def run_case(case: Case) -> list[tuple[str, dict[str, float], float]]:
 def _table(case: Case, rows: list[tuple[str, dict[str, float], float]]) -> list[str]:
     base = rows[0][1]
     lines = [f"### {case.model} on {case.ep} x {case.gpu} (EP {case.ep}, DP attention)", "",
-             "| placement | busiest/mean | pairs crossing GPUs | decode step ms (a2a) | "
-             "prefill step ms (a2a) | decode vs naive | prefill vs naive | a2a vs naive "
-             "(prefill) | planning s |",
+             "| placement | busiest/mean | pairs crossing GPUs (nodes) | decode step ms "
+             "(a2a) | prefill step ms (a2a) | decode vs naive | prefill vs naive | a2a vs "
+             "naive (prefill) | planning s |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, m, planning_s in rows:
         lines.append(
-            f"| {label} | {m['imbalance']:.2f} | {m['crossing']:.1%} | "
+            f"| {label} | {m['imbalance']:.2f} | {m['crossing']:.1%} "
+            f"({m['node_crossing']:.1%}) | "
             f"{m['decode_step_ms']:.1f} ({m['decode_a2a_ms']:.1f}) | "
             f"{m['prefill_step_ms']:.1f} ({m['prefill_a2a_ms']:.1f}) | "
             f"{m['decode_step_ms'] / base['decode_step_ms']:.2f}x | "

@@ -8,7 +8,8 @@ co-activation of consecutive layers' experts), place each layer's experts, plus 
 
     balance    the busiest rank's share of the layer's routed pairs (1/ranks at best)
     affinity   λ x the share of pairs whose token moves to another GPU between layer l's
-               expert and layer l+1's (ExFlow: keep co-activated experts together)
+               expert and layer l+1's (ExFlow: keep co-activated experts together), plus
+               μ x the share that also moves to another node (a NIC, not NVLink)
 
 A copy takes a share of its expert's tokens; the shares of an expert's copies sum to 1.
 
@@ -18,7 +19,8 @@ Two solvers, compared in the tests on small instances:
   (a copy of e on r), continuous y[l,e,r] (the share of e's tokens r takes, y <= x),
   z[l] >= Σ_e w[l,e] y[l,e,r] for every r, minimize Σ z[l] + λ·traffic; with affinity,
   u[l,i,j,r] <= x[l,i,r], x[l+1,j,r] marks i and j together on r and the traffic is
-  Σ A[l,i,j] (1 - Σ_r u[l,i,j,r]) (one copy per expert then). Exact, for small sizes.
+  Σ A[l,i,j] (1 - Σ_r u[l,i,j,r]) (one copy per expert then); likewise per node with
+  u'[l,i,j,n] <= Σ_(r in n) x[l,i,r], Σ_(r in n) x[l+1,j,r]. Exact, for small sizes.
 * :func:`solve_greedy`: replicas to the experts with the largest share per copy, then
   the copies, hottest first, each to the rank that least raises the objective (its load
   plus λ x the pairs it would pull off the GPUs of the previous layer's experts), then a
@@ -55,6 +57,9 @@ class PlacementProblem:
         coactivation: [layers - 1, experts, experts] pair shares from layer l's expert i
             to layer l+1's expert j (rows: i), or None (no affinity term).
         affinity_weight: λ, the weight of the moved-pairs share against the balance.
+        ranks_per_node: GPUs per node (0: all on one node).
+        node_weight: μ, the extra weight of pairs that also change node (they cross a
+            NIC rather than NVLink).
     """
 
     shares: np.ndarray
@@ -63,6 +68,8 @@ class PlacementProblem:
     redundant: int = 0
     coactivation: np.ndarray | None = None
     affinity_weight: float = 0.0
+    ranks_per_node: int = 0
+    node_weight: float = 0.0
 
     def __post_init__(self) -> None:
         _layers, experts = self.shares.shape
@@ -82,6 +89,25 @@ class PlacementProblem:
     def num_experts(self) -> int:
         return int(self.shares.shape[1])
 
+    @property
+    def has_affinity(self) -> bool:
+        return self.coactivation is not None and (self.affinity_weight > 0
+                                                  or self.node_weight > 0)
+
+    def node_matrix(self) -> np.ndarray:
+        """[ranks, nodes] one-hot: which node each rank is on."""
+        per = self.ranks_per_node or self.ranks
+        nodes = -(-self.ranks // per)
+        matrix = np.zeros((self.ranks, nodes))
+        matrix[np.arange(self.ranks), np.arange(self.ranks) // per] = 1.0
+        return matrix
+
+    def weighted(self, pull: np.ndarray) -> np.ndarray:
+        """λ x pairs kept on a rank plus μ x pairs kept on its node, per (expert, rank),
+        from ``pull`` (pairs kept on each rank)."""
+        nodes = self.node_matrix()
+        return self.affinity_weight * pull + self.node_weight * (pull @ nodes @ nodes.T)
+
 
 @dataclass(frozen=True)
 class PlacementResult:
@@ -91,6 +117,7 @@ class PlacementResult:
     objective: float
     balance: float  # Σ_l busiest rank's share
     traffic: float  # Σ_l moved-pairs share between consecutive layers
+    node_traffic: float = 0.0  # Σ_l the share of pairs that also change node
 
     def placement(self) -> ExpertPlacement:
         """As the simulator's slots (each rank's copies, with their token shares)."""
@@ -108,21 +135,29 @@ class PlacementResult:
         return ExpertPlacement(slots, share)
 
 
-def objective(problem: PlacementProblem, share: np.ndarray) -> tuple[float, float, float]:
-    """(objective, balance, traffic) of a placement ``share[l, e, r]``."""
+def objective(problem: PlacementProblem, share: np.ndarray
+              ) -> tuple[float, float, float, float]:
+    """(objective, balance, traffic, node traffic) of a placement ``share[l, e, r]``; the
+    traffic terms are counted when the problem weighs them (0 otherwise)."""
     loads = np.einsum("le,ler->lr", problem.shares, share)
     balance = float(loads.max(axis=1).sum())
-    traffic = 0.0
-    if problem.coactivation is not None and problem.affinity_weight:
+    traffic = node_traffic = 0.0
+    if problem.has_affinity and problem.coactivation is not None:
+        nodes = problem.node_matrix()
         for li in range(problem.num_layers - 1):
+            pairs = problem.coactivation[li]
             together = share[li] @ share[li + 1].T  # P(i's copy and j's copy share a rank)
-            traffic += float((problem.coactivation[li] * (1.0 - together)).sum())
-    return balance + problem.affinity_weight * traffic, balance, traffic
+            traffic += float((pairs * (1.0 - together)).sum())
+            same_node = (share[li] @ nodes) @ (share[li + 1] @ nodes).T
+            node_traffic += float((pairs * (1.0 - same_node)).sum())
+    value = (balance + problem.affinity_weight * traffic
+             + problem.node_weight * node_traffic)
+    return value, balance, traffic, node_traffic
 
 
 def _result(problem: PlacementProblem, share: np.ndarray) -> PlacementResult:
-    value, balance, traffic = objective(problem, share)
-    return PlacementResult(share, value, balance, traffic)
+    value, balance, traffic, node_traffic = objective(problem, share)
+    return PlacementResult(share, value, balance, traffic, node_traffic)
 
 
 def solve_ilp(problem: PlacementProblem, time_limit_s: float = 30.0) -> PlacementResult:
@@ -132,12 +167,14 @@ def solve_ilp(problem: PlacementProblem, time_limit_s: float = 30.0) -> Placemen
         ClusterSimError: HiGHS found no solution in the time limit.
     """
     layers, experts, ranks = problem.num_layers, problem.num_experts, problem.ranks
-    affinity = problem.coactivation is not None and problem.affinity_weight > 0
+    affinity = problem.has_affinity
+    nodes = problem.node_matrix().shape[1]
     if affinity and problem.redundant:
         raise ClusterSimError("expert placement ILP: affinity with copies is not linear; "
                               "use redundant=0 or the greedy solver")
     n_x = layers * experts * ranks
     pairs = (layers - 1) * experts * experts * ranks if affinity else 0
+    node_pairs = (layers - 1) * experts * experts * nodes if affinity else 0
 
     def x(li: int, e: int, r: int) -> int:
         return (li * experts + e) * ranks + r
@@ -151,7 +188,10 @@ def solve_ilp(problem: PlacementProblem, time_limit_s: float = 30.0) -> Placemen
     def u(li: int, i: int, j: int, r: int) -> int:
         return 2 * n_x + layers + ((li * experts + i) * experts + j) * ranks + r
 
-    n = 2 * n_x + layers + pairs
+    def un(li: int, i: int, j: int, node: int) -> int:
+        return 2 * n_x + layers + pairs + ((li * experts + i) * experts + j) * nodes + node
+
+    n = 2 * n_x + layers + pairs + node_pairs
     cost = np.zeros(n)
     cost[2 * n_x: 2 * n_x + layers] = 1.0
     rows, cols, vals, lower, upper = [], [], [], [], []
@@ -179,18 +219,24 @@ def solve_ilp(problem: PlacementProblem, time_limit_s: float = 30.0) -> Placemen
             add([(x(li, e, r), 1.0) for e in range(experts)], 0.0, problem.slots)
             add([(y(li, e, r), float(problem.shares[li, e])) for e in range(experts)]
                 + [(z(li), -1.0)], -np.inf, 0.0)
-    constant = 0.0
     if affinity:
         assert problem.coactivation is not None
         for li in range(layers - 1):
             for i in range(experts):
                 for j in range(experts):
-                    weight = problem.affinity_weight * float(problem.coactivation[li, i, j])
-                    constant += weight
+                    pair = float(problem.coactivation[li, i, j])
                     for r in range(ranks):
-                        cost[u(li, i, j, r)] = -weight
+                        cost[u(li, i, j, r)] = -problem.affinity_weight * pair
                         add([(u(li, i, j, r), 1.0), (x(li, i, r), -1.0)], -np.inf, 0.0)
                         add([(u(li, i, j, r), 1.0), (x(li + 1, j, r), -1.0)], -np.inf, 0.0)
+                    per = problem.ranks_per_node or ranks
+                    for node in range(nodes):
+                        members = range(node * per, min(ranks, (node + 1) * per))
+                        cost[un(li, i, j, node)] = -problem.node_weight * pair
+                        add([(un(li, i, j, node), 1.0)]
+                            + [(x(li, i, r), -1.0) for r in members], -np.inf, 0.0)
+                        add([(un(li, i, j, node), 1.0)]
+                            + [(x(li + 1, j, r), -1.0) for r in members], -np.inf, 0.0)
     integrality = np.zeros(n)
     integrality[:n_x] = 1
     upper_bounds = np.ones(n)
@@ -204,14 +250,14 @@ def solve_ilp(problem: PlacementProblem, time_limit_s: float = 30.0) -> Placemen
     share = solution.x[n_x:2 * n_x].reshape(layers, experts, ranks)
     share = np.where(share > 1e-9, share, 0.0)
     share /= share.sum(axis=2, keepdims=True)
-    del constant  # the objective is recomputed from the shares
     return _result(problem, share)
 
 
 def _assign(problem: PlacementProblem, w: np.ndarray, copies: np.ndarray,
-            pull: np.ndarray | None, λ: float, liquid_last: bool) -> np.ndarray | None:
+            pull: np.ndarray | None, liquid_last: bool) -> np.ndarray | None:
     """One layer's copies to ranks, hottest piece first, each to the rank it raises
-    least (its load, less λ x the pairs it keeps from the previous layer's GPUs). With
+    least (its load, less the weighted pairs it keeps from the previous layer's GPUs and
+    node, ``pull``). With
     ``liquid_last`` the single-copy experts go first and the replicated ones fill the
     emptiest ranks after (their shares are re-split to level the ranks anyway). None
     when a copy finds no rank with a free slot that lacks it."""
@@ -229,7 +275,7 @@ def _assign(problem: PlacementProblem, w: np.ndarray, copies: np.ndarray,
         if not open_ranks:  # the free slots are all on ranks holding a copy already
             return None
         costs = [float(load[r]) + piece - (
-            0.0 if pull is None else λ * float(pull[e, r]) / copies[e]) for r in open_ranks]
+            0.0 if pull is None else float(pull[e, r]) / copies[e]) for r in open_ranks]
         best = open_ranks[int(np.argmin(costs))]
         layer[e, best] = 1.0 / copies[e]
         load[best] += piece
@@ -251,12 +297,13 @@ def solve_greedy(problem: PlacementProblem, sweeps: int = 6) -> PlacementResult:
     docstring). With affinity, the layers are placed first to last and last to first,
     and the better kept."""
     forward = _greedy(problem, sweeps)
-    if problem.coactivation is None or not problem.affinity_weight:
+    if not problem.has_affinity:
         return forward
     reverse = PlacementProblem(problem.shares[::-1].copy(), problem.ranks, problem.slots,
                                problem.redundant,
                                problem.coactivation[::-1].transpose(0, 2, 1).copy(),
-                               problem.affinity_weight)
+                               problem.affinity_weight, problem.ranks_per_node,
+                               problem.node_weight)
     backward = _result(problem, _greedy(reverse, sweeps).share[::-1].copy())
     return min(forward, backward, key=lambda result: result.objective)
 
@@ -264,36 +311,38 @@ def solve_greedy(problem: PlacementProblem, sweeps: int = 6) -> PlacementResult:
 def _greedy(problem: PlacementProblem, sweeps: int) -> PlacementResult:
     layers, experts, ranks = problem.num_layers, problem.num_experts, problem.ranks
     share = np.zeros((layers, experts, ranks))
-    λ = problem.affinity_weight if problem.coactivation is not None else 0.0
+    aff = problem.has_affinity
     for li in range(layers):
         w = problem.shares[li]
         copies = _copies(w, problem.redundant, ranks)
         # Pairs arriving from the previous layer, by the rank their expert sat on.
-        pull = (problem.coactivation[li - 1].T @ share[li - 1]
-                if λ and li > 0 and problem.coactivation is not None else None)
-        candidates = [_assign(problem, w, copies, pull, λ, liquid_last=False)]
+        pull = (problem.weighted(problem.coactivation[li - 1].T @ share[li - 1])
+                if aff and li > 0 and problem.coactivation is not None else None)
+        candidates = [_assign(problem, w, copies, pull, liquid_last=False)]
         if problem.redundant:
-            candidates.append(_assign(problem, w, copies, pull, λ, liquid_last=True))
+            candidates.append(_assign(problem, w, copies, pull, liquid_last=True))
         best_value, best = np.inf, share[li]
         for candidate in candidates:
             if candidate is None:
                 continue
             share[li] = candidate
-            if problem.redundant and not λ:
+            if problem.redundant and not aff:
                 share[li] = _split_shares(w, candidate > 0)
-            value = objective(problem, share)[0]
+            # Only this layer's part differs between candidates.
+            value = (objective(problem, share)[0] if aff
+                     else float((w @ share[li]).max()))
             if value < best_value:
                 best_value, best = value, share[li].copy()
         share[li] = best
         share[li] = _local_search(problem, share, li, sweeps)
-        if problem.redundant and not λ:
+        if problem.redundant and not aff:
             for _ in range(3):  # swaps at the copies' shares, then the shares re-split
                 share[li] = _split_shares(w, share[li] > 0)
                 share[li] = _local_search(problem, share, li, sweeps)
             share[li] = _split_shares(w, share[li] > 0)
             if experts * ranks <= _COPY_SEARCH_MAX:
                 share[li] = _move_copies(problem, share, li)
-    if λ and not problem.redundant:
+    if aff and not problem.redundant:
         for _ in range(2):  # refine each layer against both neighbours
             for li in range(layers):
                 share[li] = _local_search(problem, share, li, sweeps)
@@ -374,22 +423,23 @@ def _split_shares(w: np.ndarray, holds: np.ndarray) -> np.ndarray:
 def _local_search(problem: PlacementProblem, share: np.ndarray, li: int, sweeps: int
                   ) -> np.ndarray:
     """Swaps of single-copy experts between ranks, and moves into free slots, while
-    layer ``li``'s part of the objective falls: its busiest rank, and λ x the pairs that
-    leave the GPUs of the neighbouring layers' experts. Balance only: moves off the
+    layer ``li``'s part of the objective falls: its busiest rank, and the weighted pairs
+    that leave the GPUs (and nodes) of the neighbouring layers' experts. Balance only: moves off the
     busiest rank; with affinity, from every rank. Each expert in turn takes its best
     swap (all partners priced at once), for ``sweeps`` passes."""
     layer = share[li].copy()
     w = problem.shares[li]
     experts, ranks = layer.shape
-    λ = problem.affinity_weight if problem.coactivation is not None else 0.0
-    # pull[e, r]: pairs that stay on rank r if e is there, from the previous layer's
-    # experts and to the next layer's (zero while that one is unplaced).
+    aff = problem.has_affinity
+    # pull[e, r]: the weighted pairs kept on rank r (and its node) if e is there, from
+    # the previous layer's experts and to the next layer's (zero while it is unplaced).
     pull = np.zeros_like(layer)
-    if λ and problem.coactivation is not None:
+    if aff and problem.coactivation is not None:
         if li > 0:
             pull += problem.coactivation[li - 1].T @ share[li - 1]
         if li + 1 < problem.num_layers:
             pull += problem.coactivation[li] @ share[li + 1]
+        pull = problem.weighted(pull)
     single = (layer > 0).sum(axis=1) == 1
     rank_of = layer.argmax(axis=1)
     loads = w @ layer
@@ -414,8 +464,8 @@ def _local_search(problem: PlacementProblem, share: np.ndarray, li: int, sweeps:
             r = rank_of[partners]
             delta = w[e] - w[partners]
             new = np.maximum(max_without(r), np.maximum(loads[a] - delta, loads[r] + delta))
-            gains = old - new + λ * (pull[e, r] - pull[e, a] + pull[partners, a]
-                                     - pull[partners, r]) + _LEVEL * (
+            gains = old - new + (pull[e, r] - pull[e, a] + pull[partners, a]
+                                 - pull[partners, r]) + _LEVEL * (
                 loads[a] ** 2 + loads[r] ** 2 - (loads[a] - delta) ** 2
                 - (loads[r] + delta) ** 2)
             i = int(gains.argmax())
@@ -426,7 +476,7 @@ def _local_search(problem: PlacementProblem, share: np.ndarray, li: int, sweeps:
         if free.size:  # moves into free slots
             new = np.maximum(max_without(free), np.maximum(loads[a] - w[e],
                                                            loads[free] + w[e]))
-            gains = old - new + λ * (pull[e, free] - pull[e, a]) + _LEVEL * (
+            gains = old - new + (pull[e, free] - pull[e, a]) + _LEVEL * (
                 loads[a] ** 2 + loads[free] ** 2 - (loads[a] - w[e]) ** 2
                 - (loads[free] + w[e]) ** 2)
             i = int(gains.argmax())
@@ -452,7 +502,7 @@ def _local_search(problem: PlacementProblem, share: np.ndarray, li: int, sweeps:
     def movable() -> list[int]:
         hot = int(loads.argmax())
         return [int(e) for e in np.argsort(-w)
-                if single[e] and (λ or int(rank_of[e]) == hot)]
+                if single[e] and (aff or int(rank_of[e]) == hot)]
 
     if experts * ranks <= _COPY_SEARCH_MAX:
         # Small layers: the best change over all experts, until none helps.
@@ -470,7 +520,7 @@ def _local_search(problem: PlacementProblem, share: np.ndarray, li: int, sweeps:
             changed = False
             for e in movable():
                 _gain, f, r = best_for(e)
-                if r >= 0 and (λ or int(rank_of[e]) == int(loads.argmax())):
+                if r >= 0 and (aff or int(rank_of[e]) == int(loads.argmax())):
                     apply(e, f, r)
                     changed = True
             if not changed:
@@ -492,6 +542,7 @@ def expert_slots_that_fit(model: ModelSpec, gpu: GPUSpec, ep: int, tp: int = 1,
 
 def plan_placement(model: ModelSpec, stats: RoutingStats, ep: int, *, gpu: GPUSpec,
                    redundant: int = 0, affinity_weight: float = 0.0,
+                   ranks_per_node: int = 0, node_weight: float = 0.0,
                    solver: str = "greedy", kv_gib: float = 10.0) -> PlacementResult:
     """Place ``model``'s experts on ``ep`` GPUs for ``stats``, within each GPU's memory.
 
@@ -507,5 +558,5 @@ def plan_placement(model: ModelSpec, stats: RoutingStats, ep: int, *, gpu: GPUSp
             f"per GPU but {gpu.name} holds {fits} next to the other weights and {kv_gib:g} "
             f"GiB of KV; lower redundant or raise ep")
     problem = PlacementProblem(stats.shares, ep, needed, redundant, stats.coactivation,
-                               affinity_weight)
+                               affinity_weight, ranks_per_node, node_weight)
     return solve_ilp(problem) if solver == "ilp" else solve_greedy(problem)

@@ -277,11 +277,17 @@ class ExpertPlacement:
                         out[li, expert, rank] += self.share[li, rank, slot]
         return out
 
-    def stay_fraction(self, stats: RoutingStats) -> np.ndarray:
-        """[layers] share of pairs that find their next expert on the GPU of their
-        previous one (ExFlow's coherent dispatch); layer 0 has no previous expert, and
-        without co-activation statistics the next expert is independent of the last."""
+    def stay_fraction(self, stats: RoutingStats, ranks_per_node: int = 1) -> np.ndarray:
+        """[layers] share of pairs that find their next expert on the GPU (with
+        ``ranks_per_node`` > 1: the node) of their previous one (ExFlow's coherent
+        dispatch); layer 0 has no previous expert, and without co-activation statistics
+        the next expert is independent of the last."""
         share = self.share_matrix(stats.num_experts)
+        if ranks_per_node > 1:  # fold the ranks of each node together
+            nodes = -(-self.num_ranks // ranks_per_node)
+            fold = np.zeros((self.num_ranks, nodes))
+            fold[np.arange(self.num_ranks), np.arange(self.num_ranks) // ranks_per_node] = 1
+            share = share @ fold
         stay = np.zeros(stats.num_layers)
         for li in range(1, stats.num_layers):
             if stats.coactivation is not None:
@@ -433,9 +439,17 @@ class ExpertLayers:
         # dispatch sends (ep-1)/ep of them out and back (two all-to-alls); coherent
         # dispatch (ExFlow) sends a pair on from its previous expert's GPU unless its
         # next expert is there too (one all-to-all; layer 0 from the token's home).
+        # Of the crossing pairs, the share that leaves the node (a NIC, not NVLink):
+        # home dispatch spreads evenly over the peers; coherent follows the placement.
+        per_node = min(links.ranks_per_node, ep) if links is not None else ep
+        even_remote = (ep - per_node) / (ep - 1) if ep > 1 else 0.0
+        self._remote = np.full(stats.num_layers, even_remote)
         if dispatch == "coherent":
             moving = 1.0 - placement.stay_fraction(stats)
             moving[0] = (ep - 1) / ep
+            leaving = 1.0 - placement.stay_fraction(stats, per_node)
+            leaving[0] = (ep - per_node) / ep
+            self._remote = np.where(moving > 0, leaving / np.maximum(moving, 1e-12), 0.0)
             self._moving = moving
             self._all_to_alls = 1.0
         else:
@@ -531,17 +545,15 @@ class ExpertLayers:
         links = self.links
         assert links is not None
         ep = self.ep
-        local_peers = min(links.ranks_per_node, ep) - 1
-        remote = (ep - 1 - local_peers) / (ep - 1)
+        remote = (self._remote if layers is None else self._remote[layers])[:, None]
         # Each rank sends its share of the T·k pairs that leave it, evenly.
         moving = self._moving if layers is None else self._moving[layers]
         sent = (num_tokens * self.model.num_experts_per_token / ep * moving * self._pair_bytes)
         traffic = np.maximum(received, sent[:, None])
         seconds = (traffic * (1 - remote) / links.scale_up_bytes_per_s
                    + links.scale_up_latency_s)
-        if remote > 0:
-            seconds = np.maximum(seconds, traffic * remote / links.nic_bytes_per_s
-                                 + links.nic_latency_s)
+        across = traffic * remote / links.nic_bytes_per_s + links.nic_latency_s
+        seconds = np.where(remote > 0, np.maximum(seconds, across), seconds)
         slowest: np.ndarray = seconds.max(axis=1)
         return slowest
 
@@ -573,6 +585,10 @@ class ExpertLayers:
     def crossing_share(self) -> float:
         """Mean share of a MoE layer's routed pairs that cross GPUs in one all-to-all."""
         return float(self._moving.mean())
+
+    def node_crossing_share(self) -> float:
+        """Mean share of a MoE layer's routed pairs that cross nodes in one all-to-all."""
+        return float((self._moving * self._remote).mean())
 
     def imbalance(self) -> float:
         """Expected busiest rank's share over the mean share, averaged over layers."""

@@ -152,6 +152,26 @@ def test_greedy_placement_within_five_percent_of_the_ilp(seed: int) -> None:
                                 affinity_weight=1.0)
     exact = solve_ilp(affinity)
     assert solve_greedy(affinity).objective <= 1.05 * exact.objective + 1e-9
+    # Two nodes of two GPUs: pairs that change node weigh more than those that change GPU.
+    wide = rng.dirichlet(np.full(6, 0.6), size=2)
+    follow = np.eye(6)[rng.permutation(6)]
+    nodes = PlacementProblem(wide, ranks=4, slots=2, coactivation=(
+        0.5 * np.outer(wide[0], wide[1]) + 0.5 * wide[0][:, None] * follow)[None],
+        affinity_weight=0.5, ranks_per_node=2, node_weight=1.0)
+    assert solve_greedy(nodes).objective <= 1.05 * solve_ilp(nodes).objective + 1e-9
+
+
+def test_node_term_keeps_coactivated_experts_on_one_node() -> None:
+    """Uniform shares, layer 0's expert i always followed by layer 1's expert i, four
+    GPUs of one slot on two nodes, and only node changes priced: the optimum keeps every
+    pair on its node (any GPU of it), and so does the heuristic."""
+    shares = np.full((2, 4), 0.25)
+    coactivation = (np.eye(4) * 0.25)[None]
+    problem = PlacementProblem(shares, ranks=4, slots=1, coactivation=coactivation,
+                               ranks_per_node=2, node_weight=1.0)
+    for result in (solve_ilp(problem), solve_greedy(problem)):
+        assert result.node_traffic == pytest.approx(0.0, abs=1e-9)
+        assert result.balance == pytest.approx(0.5)
 
 
 def test_placement_never_exceeds_gpu_memory() -> None:
