@@ -314,10 +314,18 @@ class ModelSpec(BaseModel):
 
     @property
     def kv_bytes_per_token(self) -> float:
-        """KV-cache bytes a token of context occupies across all layers, as the block
-        manager counts them: sliding-window layers included (freeing their blocks behind
-        the window is not modelled, so capacity is a lower bound for them)."""
+        """KV-cache bytes a token of context occupies across all layers, sliding-window
+        ones included (a block holds every layer's KV; past the window a request's blocks
+        grow with the global layers only: :meth:`kv_token_equivalents`)."""
         return self.num_layers * self.kv_bytes_per_token_layer()
+
+    def kv_token_equivalents(self, tokens: float) -> float:
+        """Tokens of all-layer KV a ``tokens``-long context takes: past a sliding window
+        only the global layers keep growing."""
+        window = self.sliding_window if self.num_local_layers else 0
+        if not window or tokens <= window:
+            return tokens
+        return window + self.num_global_layers / self.num_layers * (tokens - window)
 
     def kv_bytes(self, tokens: float, tp: int = 1) -> float:
         """KV-cache bytes of a ``tokens``-long context on one GPU of a TP group, every layer

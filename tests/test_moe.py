@@ -37,6 +37,7 @@ from simulator import simulate, simulate_training
 from simulator.serving.build import resolve
 from simulator.serving.config import build_deployment
 from workloads.loaders import load_workload
+from workloads.schema import RequestTrace
 from workloads.training import TrainingJob
 
 LINKS = EPLinks(ranks_per_node=8, scale_up_bytes_per_s=400e9, nic_bytes_per_s=45e9,
@@ -359,3 +360,35 @@ def test_cli_runs_deepseek_v3_on_16_h200_with_ep_and_refuses_stray_flags(
     refused = runner.invoke(app, ["simulate", "--workload", str(trace), "--deployment",
                                   str(root / "deepseek_v3_ep.yaml"), "--cp", "2"])
     assert refused.exit_code == 2 and "--cp does not apply" in refused.output
+
+
+def test_sliding_window_layers_hold_only_their_window() -> None:
+    """Gemma 3 1B: 22 of 26 layers keep the last 512 tokens. A 4,096-token request holds
+    the blocks of 512 + 4/26 x 3,584 tokens (67 of 16), not 256; a dense model's 256."""
+    from simulator.serving.kv_cache import KVCacheManager
+    from simulator.serving.request import Request
+
+    gemma = load_model("gemma-3-1b")
+    assert gemma.kv_token_equivalents(4096) == pytest.approx(512 + 4 / 26 * 3584)
+    assert gemma.kv_token_equivalents(300) == 300
+    windowed = KVCacheManager(1000, 16, window=512, global_share=4 / 26)
+    dense = KVCacheManager(1000, 16)
+    for cache in (windowed, dense):
+        request = Request(request_id=0, arrival_s=0.0, prompt_tokens=4096, output_tokens=1)
+        assert cache.allocate_slots(request, 4096) is not None
+        cache.check()
+    assert windowed.num_used_blocks == 67 and dense.num_used_blocks == 256
+    assert windowed.blocks_for(512) == dense.blocks_for(512) == 32
+    # A block is every layer's KV; 2,000 blocks hold 3 requests of 8,050 tokens counted
+    # whole, but 19 counted by their windows: the run batches far more than 3.
+    resolved = resolve(build_deployment({"model": "gemma-3-1b", "gpu": "l40s",
+                                         "scheduler": {"policy": "vllm-v1"}}))
+    assert resolved.memory.kv_block_bytes == 26 * 2 * 256 * 2 * 16
+    trace = RequestTrace.from_columns(arrival_s=[0.0] * 20, prompt_tokens=[8000] * 20,
+                                      output_tokens=[50] * 20)
+    summary = simulate(build_deployment({
+        "model": "gemma-3-1b", "gpu": "l40s", "scheduler": {
+            "policy": "vllm-v1", "num_gpu_blocks_override": 2000,
+            "max_model_len": 8192}}), trace).summary
+    assert summary["batches"]["max_batch_size"] > 3
+    assert summary["preemptions"] == 0

@@ -206,7 +206,7 @@ def _settle(deployment: DeploymentConfig, where: str = ""
         scheduler = replace(scheduler, max_num_seqs=parallel.dp * scheduler.max_num_seqs,
                             max_num_batched_tokens=parallel.dp
                             * scheduler.max_num_batched_tokens)
-    if scheduler.max_model_len > memory.max_kv_tokens:
+    if model.kv_token_equivalents(scheduler.max_model_len) > memory.max_kv_tokens:
         raise ClusterSimError(
             f"{where}scheduler.max_model_len={scheduler.max_model_len} tokens do not fit in "
             f"the KV cache ({memory.max_kv_tokens} tokens per replica); set --max-model-len "
@@ -404,14 +404,18 @@ def make_requests(workload: RequestTrace) -> list[Request]:
 
 def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:
     """A replica's KV block pool as the deployment sizes it: paged, reserving
-    max_model_len per request (Orca, static batching), or prefix caching."""
-    memory, scheduler = resolved.memory, resolved.scheduler
+    max_model_len per request (Orca, static batching), or prefix caching; sliding-window
+    layers hold their window only."""
+    memory, scheduler, model = resolved.memory, resolved.scheduler, resolved.model
+    window = model.sliding_window if model.num_local_layers else 0
+    share = model.num_global_layers / model.num_layers
     if scheduler.enable_prefix_caching:
         return PrefixCachingKVCacheManager(memory.num_gpu_blocks, memory.block_size,
-                                           host_kv_blocks(resolved))
+                                           host_kv_blocks(resolved), window=window,
+                                           global_share=share)
     reserve = scheduler.max_model_len if scheduler.kv_allocation == "reserve_max" else None
     return KVCacheManager(memory.num_gpu_blocks, memory.block_size, memory.num_cpu_blocks,
-                          reserve_tokens=reserve)
+                          reserve_tokens=reserve, window=window, global_share=share)
 
 
 def host_kv_blocks(resolved: ResolvedDeployment) -> int:

@@ -132,7 +132,7 @@ class _Coordinator:
                          prefill + decode,
                          resolved.prefill.placements + resolved.decode.placements,
                          strict=True)}
-        self.kv_bytes_per_token = resolved.model.kv_bytes_per_token
+        self.kv_bytes = resolved.model.kv_bytes  # a prompt's KV, every layer
         self.num_layers = resolved.model.num_layers
         self.pending: dict[int, deque[tuple[Request, Request, Replica]]] = {
             replica.replica_id: deque() for replica in decode}
@@ -229,7 +229,7 @@ class _Coordinator:
                   spans: list[tuple[float, float]] | None) -> None:
         graph = self.resolved.graph
         senders, receivers = self.gpus[source.replica_id], self.gpus[target.replica_id]
-        num_bytes = request.prompt_tokens * self.kv_bytes_per_token
+        num_bytes = self.kv_bytes(request.prompt_tokens)
         flows = transfer_flows(graph, senders, receivers, num_bytes)
         self.bytes_moved += num_bytes
         if self.config.transfer.mode == "layerwise" and spans:

@@ -13,10 +13,19 @@ when the pool cannot, so the scheduler can preempt and retry (vLLM's contract). 
 ``reserve_tokens`` (the maximum sequence length) at once. Swap preemption moves a
 request's blocks to a host pool of ``num_cpu_blocks``. Block identities, hashing and an
 LRU free list arrive with prefix caching; until then counts are all the state there is.
+
+Sliding-window layers (Gemma 3, Llama 4's chunked layers, Mistral-7B v0.1) keep KV for
+the last ``window`` tokens only. A block holds ``block_size`` tokens of every layer, so a
+request of ``t`` tokens needs the blocks of ``min(t, window) + g·max(0, t - window)``
+tokens, ``g`` being the share of layers that keep every token: past the window only
+the global layers grow (vLLM's hybrid allocator frees the local layers' blocks behind
+the window). Blocks are taken on the scheduler's block boundaries, so past the window a
+request may run up to one block short for fewer than ``block_size`` tokens.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 from simulator.serving.request import Request
@@ -36,10 +45,12 @@ class KVCacheManager:
 
     def __init__(
         self, num_gpu_blocks: int, block_size: int, num_cpu_blocks: int = 0,
-        reserve_tokens: int | None = None,
+        reserve_tokens: int | None = None, window: int = 0, global_share: float = 1.0,
     ) -> None:
         self.num_gpu_blocks = num_gpu_blocks
         self.block_size = block_size
+        self.window = window
+        self.global_share = global_share
         self.num_cpu_blocks = num_cpu_blocks
         self.reserve_tokens = reserve_tokens
         self.num_free_blocks = num_gpu_blocks
@@ -62,6 +73,14 @@ class KVCacheManager:
         return 1.0 - self.num_free_blocks / self.num_gpu_blocks
 
     enables_prefix_caching = False
+
+    def blocks_for(self, tokens: int) -> int:
+        """Blocks a request of ``tokens`` tokens holds (fewer past a sliding window)."""
+        window = self.window
+        if not window or tokens <= window:
+            return -(-tokens // self.block_size)
+        return -(-math.ceil(window + self.global_share * (tokens - window))
+                 // self.block_size)
 
     def lookup_prefix(self, request: Request) -> int:
         """Tokens of ``request`` already in the cache (none without prefix caching)."""
@@ -90,7 +109,7 @@ class KVCacheManager:
             tokens = max(self.reserve_tokens, request.num_computed_tokens + num_new_tokens)
         else:
             tokens = request.num_computed_tokens + num_new_tokens
-        needed = -(-tokens // self.block_size) - held
+        needed = self.blocks_for(tokens) - held
         if needed <= 0:
             return 0
         if needed > self.num_free_blocks:
@@ -122,7 +141,7 @@ class KVCacheManager:
         """
         held = self.req_to_num_cpu_blocks[request.request_id]
         tokens = request.num_computed_tokens + num_new_tokens
-        needed = max(held, -(-tokens // self.block_size))
+        needed = max(held, self.blocks_for(tokens))
         if needed > self.num_free_blocks:
             return None
         del self.req_to_num_cpu_blocks[request.request_id]
@@ -164,8 +183,9 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     enables_prefix_caching = True
 
-    def __init__(self, num_gpu_blocks: int, block_size: int, num_host_blocks: int = 0) -> None:
-        super().__init__(num_gpu_blocks, block_size)
+    def __init__(self, num_gpu_blocks: int, block_size: int, num_host_blocks: int = 0,
+                 window: int = 0, global_share: float = 1.0) -> None:
+        super().__init__(num_gpu_blocks, block_size, window=window, global_share=global_share)
         # The host tier (vLLM's CPU KV offloading, LMCache): identities of blocks evicted
         # from the GPU, least recently used first; a prompt block found there is copied
         # back (priced on the host link) instead of recomputed.
@@ -241,7 +261,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         held = self.req_to_blocks.get(rid)
         num_held = len(held) if held is not None else 0
         computed = num_hit_tokens or request.num_computed_tokens
-        needed = -(-(computed + num_new_tokens) // self.block_size) - num_held - len(hits)
+        needed = self.blocks_for(computed + num_new_tokens) - num_held - len(hits)
         reclaimed = sum(1 for block in hits if self.ref_count[block] == 0)
         if max(needed, 0) + reclaimed > len(self.free_pool):
             return None
@@ -284,11 +304,13 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     def cache_blocks(self, request: Request) -> None:
         rid = request.request_id
-        num_full = request.num_computed_tokens // self.block_size
+        held = self.req_to_blocks[rid]
+        # NOTE: past a sliding window a request holds fewer blocks than its full token
+        # blocks; only the blocks it holds can be registered.
+        num_full = min(request.num_computed_tokens // self.block_size, len(held))
         start = self.req_to_num_registered.get(rid, 0)
         if num_full <= start:
             return
-        held = self.req_to_blocks[rid]
         for j, identity in enumerate(self._identities(request, num_full)[start:num_full],
                                      start=start):
             block = held[j]
