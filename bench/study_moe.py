@@ -77,7 +77,8 @@ def _measure(case: Case, placement: ExpertPlacement, dispatch: str,
     cost = RooflineCostModel(model, gpu, 1, 1, link, link, dp=case.ep, moe=layers)
     out: dict[str, float] = {"imbalance": layers.imbalance(),
                              "crossing": layers.crossing_share(),
-                             "node_crossing": layers.node_crossing_share()}
+                             "node_crossing": layers.node_crossing_share(),
+                             "prefill_a2a_gb": layers.all_to_all_bytes(8192) / 1e9}
     for name, batch in (("decode", BatchShape([1] * 256, [1000] * 256, 256)),
                         ("prefill", BatchShape([2048] * 4, [0] * 4, 4))):
         steps = [cost.predict(batch) for _ in range(DRAWS)]
@@ -114,14 +115,14 @@ def run_case(case: Case) -> list[tuple[str, dict[str, float], float]]:
 def _table(case: Case, rows: list[tuple[str, dict[str, float], float]]) -> list[str]:
     base = rows[0][1]
     lines = [f"### {case.model} on {case.ep} x {case.gpu} (EP {case.ep}, DP attention)", "",
-             "| placement | busiest/mean | pairs crossing GPUs (nodes) | decode step ms "
-             "(a2a) | prefill step ms (a2a) | decode vs naive | prefill vs naive | a2a vs "
-             "naive (prefill) | planning s |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| placement | busiest/mean | pairs crossing GPUs (nodes) | a2a GB per prefill "
+             "step | decode step ms (a2a) | prefill step ms (a2a) | decode vs naive | "
+             "prefill vs naive | a2a time vs naive (prefill) | planning s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for label, m, planning_s in rows:
         lines.append(
             f"| {label} | {m['imbalance']:.2f} | {m['crossing']:.1%} "
-            f"({m['node_crossing']:.1%}) | "
+            f"({m['node_crossing']:.1%}) | {m['prefill_a2a_gb']:.1f} | "
             f"{m['decode_step_ms']:.1f} ({m['decode_a2a_ms']:.1f}) | "
             f"{m['prefill_step_ms']:.1f} ({m['prefill_a2a_ms']:.1f}) | "
             f"{m['decode_step_ms'] / base['decode_step_ms']:.2f}x | "

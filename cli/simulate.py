@@ -67,8 +67,9 @@ def _print_header(summary: dict[str, Any]) -> None:
     console.print(
         f"[bold]{run['model']}[/] disaggregated {disagg['ratio']} on {run['num_gpus']} GPUs "
         f"({disagg['placement']} placement): " + "; ".join(
-            f"{name} {pool['replicas']} x {pool['gpu']} tp={pool['tp']} pp={pool['pp']} "
-            f"(busy {pool['busy_fraction']:.0%})" for name, pool in pools.items()) + tail)
+            f"{name} {pool['replicas']} x {pool['gpu']} tp={pool['tp']} pp={pool['pp']}"
+            + (f" dp={pool['dp']} ep={pool['ep']}" if pool.get("ep", 1) > 1 else "")
+            + f" (busy {pool['busy_fraction']:.0%})" for name, pool in pools.items()) + tail)
     transfer = disagg["transfer"]
     links = ", ".join(f"{tier} {link['bytes'] / 1e9:,.1f} GB (busiest port busy "
                       f"{link['max_busy_fraction']:.1%})"

@@ -186,11 +186,12 @@ def place_replicas(
 def _pack_one(cursor: int, gpus_per_node: int, replica_id: int, tp: int, pp: int
               ) -> tuple[ReplicaPlacement, int]:
     """One replica on consecutive GPUs from ``cursor`` (a TP group never straddles
-    nodes); returns it and the next free cursor."""
+    nodes; a stage wider than a node, ``tp`` being its tp x dp GPUs, starts a node and
+    spans whole ones); returns it and the next free cursor."""
     stages = []
     for _ in range(pp):
         offset = cursor % gpus_per_node
-        if offset + tp > gpus_per_node:
+        if offset and offset + tp > gpus_per_node:
             cursor += gpus_per_node - offset
         stages.append(tuple(gpu_node_id(c // gpus_per_node, c % gpus_per_node)
                             for c in range(cursor, cursor + tp)))
@@ -198,10 +199,12 @@ def _pack_one(cursor: int, gpus_per_node: int, replica_id: int, tp: int, pp: int
     return ReplicaPlacement(replica_id=replica_id, stage_gpus=tuple(stages)), cursor
 
 
-def place_pools(gpus: tuple[GPUSpec, GPUSpec], shapes: Sequence[tuple[int, int, int]],
+def place_pools(gpus: tuple[GPUSpec, GPUSpec],
+                shapes: Sequence[tuple[int, int, int] | tuple[int, int, int, int]],
                 gpus_per_node: int, placement: str
                 ) -> tuple[list[GPUSpec], tuple[list[ReplicaPlacement], list[ReplicaPlacement]]]:
-    """Place a prefill and a decode pool (``shapes``: replicas, tp, pp of each).
+    """Place a prefill and a decode pool (``shapes``: replicas, tp, pp and optionally dp
+    of each; a stage is dp TP groups side by side).
 
     ``by_pool``: the prefill replicas fill nodes of the prefill GPU, then the decode
     replicas fill nodes of their own (KV crosses the network). ``paired``: both pools on
@@ -214,16 +217,20 @@ def place_pools(gpus: tuple[GPUSpec, GPUSpec], shapes: Sequence[tuple[int, int, 
     Raises:
         ClusterSimError: a TP group larger than a node, or a pair that does not fit one.
     """
-    for pool, (_, tp, _) in zip(("prefill", "decode"), shapes, strict=True):
-        if tp > gpus_per_node:
+    for pool, shape in zip(("prefill", "decode"), shapes, strict=True):
+        if shape[1] > gpus_per_node:
             raise ClusterSimError(
-                f"disaggregation.{pool}.parallelism.tp={tp} exceeds gpus_per_node="
+                f"disaggregation.{pool}.parallelism.tp={shape[1]} exceeds gpus_per_node="
                 f"{gpus_per_node}; tensor parallelism stays inside a node")
+    # From here a stage's width is its tp x dp GPUs.
+    widths: list[tuple[int, int, int]] = [
+        (shape[0], shape[1] * (shape[3] if len(shape) > 3 else 1), shape[2])
+        for shape in shapes]
     pools: tuple[list[ReplicaPlacement], list[ReplicaPlacement]] = ([], [])
     if placement == "by_pool":
         node_gpus: list[GPUSpec] = []
         cursor = 0
-        for index, (replicas, tp, pp) in enumerate(shapes):
+        for index, (replicas, tp, pp) in enumerate(widths):
             for replica in range(replicas):
                 placed, cursor = _pack_one(cursor, gpus_per_node, replica, tp, pp)
                 pools[index].append(placed)
@@ -235,20 +242,20 @@ def place_pools(gpus: tuple[GPUSpec, GPUSpec], shapes: Sequence[tuple[int, int, 
         raise ClusterSimError(
             f"disaggregation.placement=paired puts both pools on the same nodes, so both "
             f"need one GPU type (got {gpus[0].name} and {gpus[1].name}); use by_pool")
-    sizes = [tp * pp for _, tp, pp in shapes]
+    sizes = [tp * pp for _, tp, pp in widths]
     if sum(sizes) > gpus_per_node:
         raise ClusterSimError(
             f"disaggregation.placement=paired: a prefill replica ({sizes[0]} GPUs) and a "
             f"decode replica ({sizes[1]} GPUs) must fit one node of {gpus_per_node}; "
             f"use by_pool or smaller replicas")
     cursor = 0
-    for i in range(max(shapes[0][0], shapes[1][0])):
-        pair = [index for index in (0, 1) if i < shapes[index][0]]
+    for i in range(max(widths[0][0], widths[1][0])):
+        pair = [index for index in (0, 1) if i < widths[index][0]]
         room = gpus_per_node - cursor % gpus_per_node
         if sum(sizes[index] for index in pair) > room:
             cursor += room
         for index in pair:
-            _, tp, pp = shapes[index]
+            _, tp, pp = widths[index]
             placed, cursor = _pack_one(cursor, gpus_per_node, i, tp, pp)
             pools[index].append(placed)
     return [gpus[0]] * -(-cursor // gpus_per_node), pools

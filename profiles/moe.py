@@ -586,6 +586,14 @@ class ExpertLayers:
         """Mean share of a MoE layer's routed pairs that cross GPUs in one all-to-all."""
         return float(self._moving.mean())
 
+    def all_to_all_bytes(self, num_tokens: int) -> float:
+        """Bytes one step's all-to-alls move between GPUs over every MoE layer (dispatch
+        and combine, or coherent dispatch's one), from the expected crossing shares."""
+        if not self.tokens_spread:
+            return 0.0
+        pairs = num_tokens * self.model.num_experts_per_token
+        return float(self._all_to_alls * pairs * self._pair_bytes * self._moving.sum())
+
     def node_crossing_share(self) -> float:
         """Mean share of a MoE layer's routed pairs that cross nodes in one all-to-all."""
         return float((self._moving * self._remote).mean())

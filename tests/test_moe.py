@@ -392,3 +392,31 @@ def test_sliding_window_layers_hold_only_their_window() -> None:
             "max_model_len": 8192}}), trace).summary
     assert summary["batches"]["max_batch_size"] > 3
     assert summary["preemptions"] == 0
+
+
+def test_disaggregated_pools_run_expert_parallel() -> None:
+    """DeepSeek-style: a prefill pool and a decode pool, each 16 H200s with DP attention
+    and EP 16, on 32 GPUs; each pool's stages span its two nodes."""
+    deployment = build_deployment({
+        "model": "deepseek-v3", "gpu": "h200", "engine": "vllm-v1",
+        "scheduler": {"max_num_seqs": 32, "max_model_len": 4096},
+        "disaggregation": {"prefill": {"parallelism": {"dp": 16, "ep": 16}},
+                           "decode": {"parallelism": {"dp": 16, "ep": 16}}}})
+    trace = RequestTrace.from_columns(arrival_s=[0.02 * i for i in range(40)],
+                                      prompt_tokens=[600] * 40, output_tokens=[30] * 40)
+    result = simulate(deployment, trace)
+    assert result.ok, result.error
+    assert result.summary["run"]["num_gpus"] == 32
+    pools = result.summary["disaggregation"]["pools"]
+    assert pools["prefill"]["ep"] == pools["decode"]["ep"] == 16
+    assert result.summary["disaggregation"]["transfer"]["num_transfers"] == 40
+
+
+def test_all_to_all_volume_of_a_step_by_hand() -> None:
+    """Mixtral-8x7B, EP 8 with DP attention, 1,000 tokens: home dispatch moves 7/8 of the
+    2,000 pairs out and back in each of 32 layers, 4,096 x 2 bytes each."""
+    layers = _layers("mixtral-8x7b", 8, RoutingConfig())
+    assert layers.all_to_all_bytes(1000) == pytest.approx(
+        2 * 2000 * 7 / 8 * 4096 * 2 * 32)
+    assert _layers("mixtral-8x7b", 8, RoutingConfig(), spread=False).all_to_all_bytes(
+        1000) == 0

@@ -365,7 +365,8 @@ def resolve_pools(deployment: DeploymentConfig) -> ResolvedPools:
     prefill_parts = _settle(prefill_d, "disaggregation.prefill.")
     decode_parts = _settle(decode_d, "disaggregation.decode.")
     gpus = (prefill_parts[1], decode_parts[1])
-    shapes = [(d.replicas, d.parallelism.tp, d.parallelism.pp) for d in (prefill_d, decode_d)]
+    shapes = [(d.replicas, d.parallelism.tp, d.parallelism.pp, d.parallelism.dp)
+              for d in (prefill_d, decode_d)]
     per_node = (deployment.cluster.gpus_per_node if deployment.cluster is not None
                 else max(8, shapes[0][1], shapes[1][1]))
     node_gpus, placements = place_pools(gpus, shapes, per_node, disagg.placement)

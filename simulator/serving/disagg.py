@@ -260,6 +260,7 @@ def _pool_record(pool: ResolvedDeployment, replicas: Sequence[Replica], stats: S
     sizes = np.frombuffer(stats.batch_sizes, dtype=np.int64)
     return {
         "gpu": pool.gpu.name, "replicas": len(replicas), "tp": p.tp, "pp": p.pp,
+        "dp": p.dp, "ep": p.ep,
         "num_gpus": pool.num_gpus,
         "busy_fraction": stats.busy_s / (makespan_s * len(replicas)) if makespan_s > 0
         else 0.0,
