@@ -1,26 +1,11 @@
 """Mixture-of-experts layers: how tokens spread over experts, where experts live, and
 what a step's expert GEMMs and all-to-alls cost on the busiest GPU.
 
-Routing. Per MoE layer, the share of routed (token, expert) pairs each expert gets:
-``uniform``; ``zipf`` (the r-th hottest expert's share is proportional to r^-s, the hot
-experts drawn anew per layer from the seed); or a routing trace (measured counts). Each
-step draws its expert loads from those shares: the T·k routed pairs of T tokens with
-top-k routing are a multinomial draw per layer (seeded; the at-most-once-per-token
-constraint of top-k is not modelled, a small effect for k << E). Consecutive layers'
-co-activation (how often a token at expert i of layer l goes to expert j of layer l+1,
-ExFlow's inter-layer affinity) comes from the trace, or from an ``affinity`` share for
-synthetic routing.
-
-A routing trace is a JSON file::
-
-    {"format": "clustersim-routing/1", "num_experts": 8, "top_k": 2,
-     "layers": [{"expert_counts": [...8 counts...],
-                 "coactivation_next": [[...8...], ...8 rows...]},   # optional, to layer+1
-                ...one entry per MoE layer...]}
-
-Placement. ``slots[l, r, c]`` is the expert in slot c of EP rank r at MoE layer l (-1
-empty), ``share[l, r, c]`` the fraction of that expert's tokens the copy takes (1 over
-its copies: DeepSeek's EPLB replicates hot experts and splits their tokens evenly).
+Routing (``profiles.routing``) gives each MoE layer's expert shares; each step draws its
+expert loads from them: the T·k routed pairs of T tokens with top-k routing are a
+multinomial draw per layer (seeded; the at-most-once-per-token constraint of top-k is
+not modelled, a small effect for k << E). Placement (``profiles.expert_placement``)
+says which expert copies each EP rank holds and the share of tokens each copy takes.
 
 Cost per MoE layer, on each rank, from the step's drawn loads::
 
@@ -46,325 +31,27 @@ combines (vLLM's TP + expert parallel).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from profiles.errors import ClusterSimError
 from profiles.expert_cache import ExpertCache, Policy
+from profiles.expert_placement import ExpertPlacement, load_placement
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
+from profiles.routing import RoutingConfig, RoutingStats, load_routing_trace, routing_stats
 
 __all__ = ["EPLinks", "ExpertLayers", "ExpertPlacement", "RoutingConfig", "RoutingStats",
            "load_placement", "load_routing_trace", "routing_stats"]
 
-ROUTING_FORMAT = "clustersim-routing/1"
-PLACEMENT_FORMAT = "clustersim-placement/1"
 # A step draws the loads of at most this many MoE layers (a random subset, its sum
 # scaled to all of them): DeepSeek-V3's 58 layers of 256 experts would cost ~1 ms a step.
 MAX_SAMPLED_LAYERS = 16
 _SMALLEST_TILE_ROWS = 16
 _TILE_ROWS = 128
 _TILE_COLS = 128
-
-
-class RoutingConfig(BaseModel):
-    """How tokens spread over experts (a deployment's ``moe.routing``)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    kind: Literal["uniform", "zipf", "trace"] = "uniform"
-    zipf_s: float = Field(default=1.0, ge=0, le=5, description="Zipf exponent (0: uniform)")
-    affinity: float = Field(default=0.0, ge=0, le=1, description="synthetic routing: the "
-                            "share of a token's pairs that follow its previous layer's "
-                            "expert to a fixed partner expert (ExFlow's affinity)")
-    trace: str | None = Field(default=None, description="routing-trace JSON (kind: trace)")
-    seed: int = 0
-
-
-@dataclass(frozen=True)
-class RoutingStats:
-    """Per MoE layer, each expert's share of routed pairs, and optionally the expected
-    co-activation of consecutive layers' experts (rows: layer l, columns: layer l+1)."""
-
-    shares: np.ndarray  # [moe_layers, experts], rows sum to 1
-    coactivation: np.ndarray | None = None  # [moe_layers - 1, experts, experts]
-
-    @property
-    def num_layers(self) -> int:
-        return int(self.shares.shape[0])
-
-    @property
-    def num_experts(self) -> int:
-        return int(self.shares.shape[1])
-
-
-def _zipf_shares(num_layers: int, experts: int, s: float, rng: np.random.Generator
-                 ) -> np.ndarray:
-    weights = 1.0 / np.arange(1, experts + 1) ** s
-    weights /= weights.sum()
-    return np.stack([weights[rng.permutation(experts)] for _ in range(num_layers)])
-
-
-def routing_stats(config: RoutingConfig, model: ModelSpec) -> RoutingStats:
-    """The routing statistics of ``model`` under ``config``.
-
-    Raises:
-        ClusterSimError: the model is dense, or the trace does not match the model.
-    """
-    if not model.is_moe:
-        raise ClusterSimError(f"moe.routing: {model.name} has no experts")
-    layers, experts = model.num_moe_layers, model.num_experts
-    if config.kind == "trace":
-        if config.trace is None:
-            raise ClusterSimError("moe.routing.trace: missing; give the routing-trace file "
-                                  "for kind: trace")
-        stats = load_routing_trace(config.trace)
-        if stats.num_experts != experts or stats.num_layers != layers:
-            raise ClusterSimError(
-                f"moe.routing.trace: {stats.num_layers} layers of {stats.num_experts} "
-                f"experts, but {model.name} has {layers} MoE layers of {experts}")
-        return stats
-    rng = np.random.default_rng(config.seed)
-    if config.kind == "uniform" or config.zipf_s == 0:
-        shares = np.full((layers, experts), 1.0 / experts)
-    else:
-        shares = _zipf_shares(layers, experts, config.zipf_s, rng)
-    coactivation = None
-    if layers > 1:
-        # A pair at expert i follows it to partner[i] in the next layer with probability
-        # `affinity`, else picks by the next layer's shares.
-        coactivation = np.empty((layers - 1, experts, experts))
-        for layer in range(layers - 1):
-            partner = np.zeros((experts, experts))
-            partner[np.arange(experts), rng.permutation(experts)] = 1.0
-            follow = config.affinity * partner + (1 - config.affinity) * shares[layer + 1]
-            coactivation[layer] = shares[layer][:, None] * follow
-    return RoutingStats(shares, coactivation)
-
-
-def load_routing_trace(path: str | Path) -> RoutingStats:
-    """Read a routing trace (module docstring).
-
-    Raises:
-        ClusterSimError: unreadable, or a field is missing or malformed.
-    """
-    where = f"routing trace {path}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"{where}: cannot read it ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != ROUTING_FORMAT:
-        raise ClusterSimError(f"{where}: field 'format' must be {ROUTING_FORMAT!r}")
-    experts = data.get("num_experts")
-    layers = data.get("layers")
-    if not isinstance(experts, int) or experts < 1:
-        raise ClusterSimError(f"{where}: field 'num_experts' must be a positive integer")
-    if not isinstance(layers, list) or not layers:
-        raise ClusterSimError(f"{where}: field 'layers' must be a non-empty list")
-    shares, coactivation = [], []
-    for index, layer in enumerate(layers):
-        counts = np.asarray(layer.get("expert_counts") if isinstance(layer, dict) else None,
-                            dtype=float)
-        if counts.shape != (experts,) or (counts < 0).any() or counts.sum() <= 0:
-            raise ClusterSimError(f"{where}: layers[{index}].expert_counts must be "
-                                  f"{experts} non-negative counts, not all zero")
-        shares.append(counts / counts.sum())
-        nxt = layer.get("coactivation_next")
-        if nxt is not None and index < len(layers) - 1:
-            matrix = np.asarray(nxt, dtype=float)
-            if matrix.shape != (experts, experts) or (matrix < 0).any():
-                raise ClusterSimError(f"{where}: layers[{index}].coactivation_next must be "
-                                      f"a {experts} x {experts} matrix of counts")
-            coactivation.append(matrix / max(matrix.sum(), 1e-30))
-    co = (np.stack(coactivation) if len(coactivation) == len(layers) - 1 and coactivation
-          else None)
-    return RoutingStats(np.stack(shares), co)
-
-
-@dataclass(frozen=True)
-class ExpertPlacement:
-    """Which expert each slot of each EP rank holds, per MoE layer (module docstring)."""
-
-    slots: np.ndarray  # [layers, ranks, slots_per_rank] int, -1 empty
-    share: np.ndarray  # [layers, ranks, slots_per_rank] float
-
-    @property
-    def num_ranks(self) -> int:
-        return int(self.slots.shape[1])
-
-    @property
-    def slots_per_rank(self) -> int:
-        return int(self.slots.shape[2])
-
-    @classmethod
-    def from_assignment(cls, ranks_of: list[list[list[int]]]) -> ExpertPlacement:
-        """From ``ranks_of[layer][expert]`` = the ranks holding a copy of the expert."""
-        layers = len(ranks_of)
-        num_ranks = 1 + max(r for layer in ranks_of for copies in layer for r in copies)
-        held: list[list[list[int]]] = [[[] for _ in range(num_ranks)] for _ in range(layers)]
-        for layer, experts in enumerate(ranks_of):
-            for expert, copies in enumerate(experts):
-                if not copies:
-                    raise ValueError(f"layer {layer}: expert {expert} is on no rank")
-                for rank in copies:
-                    held[layer][rank].append(expert)
-        width = max(len(rank) for layer in held for rank in layer)
-        slots = np.full((layers, num_ranks, width), -1, dtype=np.int64)
-        share = np.zeros((layers, num_ranks, width))
-        for layer in range(layers):
-            for rank in range(num_ranks):
-                for slot, expert in enumerate(held[layer][rank]):
-                    slots[layer, rank, slot] = expert
-                    share[layer, rank, slot] = 1.0 / len(ranks_of[layer][expert])
-        return cls(slots, share)
-
-    @classmethod
-    def linear(cls, layers: int, experts: int, ranks: int) -> ExpertPlacement:
-        """Experts [r·E/R, (r+1)·E/R) on rank r in every layer (vLLM's default)."""
-        if experts % ranks:
-            raise ClusterSimError(f"parallelism.ep={ranks} must divide the {experts} experts")
-        per = experts // ranks
-        return cls.from_assignment([[[e // per] for e in range(experts)]] * layers)
-
-    @classmethod
-    def round_robin(cls, layers: int, experts: int, ranks: int) -> ExpertPlacement:
-        """Expert e on rank e mod R in every layer."""
-        if experts % ranks:
-            raise ClusterSimError(f"parallelism.ep={ranks} must divide the {experts} experts")
-        return cls.from_assignment([[[e % ranks] for e in range(experts)]] * layers)
-
-    def ranks_of(self) -> list[list[list[int]]]:
-        """``[layer][expert]`` = the ranks holding a copy (the inverse of the slots)."""
-        layers, ranks, _ = self.slots.shape
-        experts = int(self.slots.max()) + 1
-        out: list[list[list[int]]] = [[[] for _ in range(experts)] for _ in range(layers)]
-        for layer in range(layers):
-            for rank in range(ranks):
-                for expert in self.slots[layer, rank]:
-                    if expert >= 0:
-                        out[layer][int(expert)].append(rank)
-        return out
-
-    def to_json(self) -> str:
-        """The placement file's text (:func:`load_placement` reads it back)."""
-        ranks_of = self.ranks_of()
-        shares = [[[0.0] * len(copies) for copies in layer] for layer in ranks_of]
-        layers, ranks, width = self.slots.shape
-        for li in range(layers):
-            for rank in range(ranks):
-                for slot in range(width):
-                    expert = int(self.slots[li, rank, slot])
-                    if expert >= 0:
-                        index = ranks_of[li][expert].index(rank)
-                        shares[li][expert][index] = round(float(self.share[li, rank, slot]), 9)
-        return json.dumps({"format": PLACEMENT_FORMAT, "num_experts": len(ranks_of[0]),
-                           "ep": self.num_ranks, "layers": ranks_of, "shares": shares}) + "\n"
-
-    def share_matrix(self, experts: int) -> np.ndarray:
-        """[layers, experts, ranks] share of each expert's tokens on each rank."""
-        layers, ranks, width = self.slots.shape
-        out = np.zeros((layers, experts, ranks))
-        for li in range(layers):
-            for rank in range(ranks):
-                for slot in range(width):
-                    expert = int(self.slots[li, rank, slot])
-                    if expert >= 0:
-                        out[li, expert, rank] += self.share[li, rank, slot]
-        return out
-
-    def stay_fraction(self, stats: RoutingStats, ranks_per_node: int = 1) -> np.ndarray:
-        """[layers] share of pairs that find their next expert on the GPU (with
-        ``ranks_per_node`` > 1: the node) of their previous one (ExFlow's coherent
-        dispatch); layer 0 has no previous expert, and without co-activation statistics
-        the next expert is independent of the last."""
-        share = self.share_matrix(stats.num_experts)
-        if ranks_per_node > 1:  # fold the ranks of each node together
-            nodes = -(-self.num_ranks // ranks_per_node)
-            fold = np.zeros((self.num_ranks, nodes))
-            fold[np.arange(self.num_ranks), np.arange(self.num_ranks) // ranks_per_node] = 1
-            share = share @ fold
-        stay = np.zeros(stats.num_layers)
-        for li in range(1, stats.num_layers):
-            if stats.coactivation is not None:
-                pairs = stats.coactivation[li - 1]
-            else:
-                pairs = np.outer(stats.shares[li - 1], stats.shares[li])
-            together = share[li - 1] @ share[li].T
-            stay[li] = float((pairs * together).sum() / max(pairs.sum(), 1e-30))
-        return stay
-
-    def rank_loads(self, shares: np.ndarray) -> np.ndarray:
-        """[layers, ranks] share of routed pairs each rank computes."""
-        per_slot = np.where(self.slots >= 0,
-                            np.take_along_axis(shares[:, None, :],
-                                               np.maximum(self.slots, 0), axis=2), 0.0)
-        loads: np.ndarray = (per_slot * self.share).sum(axis=2)
-        return loads
-
-    def node_of_rank(self, ranks_per_node: int) -> np.ndarray:
-        return np.arange(self.num_ranks) // max(1, ranks_per_node)
-
-
-def load_placement(path: str | Path, layers: int, experts: int, ep: int) -> ExpertPlacement:
-    """Read a placement file: ``layers[l][e]`` lists the EP ranks holding expert e of MoE
-    layer l; ``shares[l][e]``, optional, the share of its tokens each copy takes (evenly
-    split without it).
-
-    Raises:
-        ClusterSimError: unreadable, or not a placement of ``layers`` x ``experts`` over
-            ``ep`` ranks.
-    """
-    where = f"moe.placement {path}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"{where}: not linear, round_robin or a readable placement "
-                              f"file ({error})") from None
-    if not isinstance(data, dict) or data.get("format") != PLACEMENT_FORMAT:
-        raise ClusterSimError(f"{where}: field 'format' must be {PLACEMENT_FORMAT!r}")
-    if data.get("ep") != ep or data.get("num_experts") != experts:
-        raise ClusterSimError(f"{where}: a placement of {data.get('num_experts')} experts "
-                              f"over ep={data.get('ep')}, but the run has {experts} experts "
-                              f"over ep={ep}")
-    ranks_of = data.get("layers")
-    ok = (isinstance(ranks_of, list) and len(ranks_of) == layers and all(
-        isinstance(layer, list) and len(layer) == experts and all(
-            isinstance(copies, list) and copies and all(
-                isinstance(r, int) and 0 <= r < ep for r in copies) for copies in layer)
-        for layer in ranks_of))
-    if not ok:
-        raise ClusterSimError(f"{where}: field 'layers' must list, for each of {layers} MoE "
-                              f"layers, each of {experts} experts' ranks (0..{ep - 1})")
-    assert isinstance(ranks_of, list)
-    placement = ExpertPlacement.from_assignment(ranks_of)
-    shares = data.get("shares")
-    if shares is not None:  # each copy's share of its expert's tokens
-        try:
-            share = np.zeros_like(placement.share)
-            for li, layer in enumerate(ranks_of):
-                for expert, copies in enumerate(layer):
-                    values = [float(v) for v in shares[li][expert]]
-                    if len(values) != len(copies) or abs(sum(values) - 1) > 1e-6:
-                        raise ValueError
-                    for rank, value in zip(copies, values, strict=True):
-                        slot = int(np.flatnonzero(placement.slots[li, rank] == expert)[0])
-                        share[li, rank, slot] = value
-        except (ValueError, TypeError, IndexError):
-            raise ClusterSimError(f"{where}: field 'shares' must give each expert's copies "
-                                  f"their token shares, summing to 1") from None
-        placement = ExpertPlacement(placement.slots, share)
-    if placement.num_ranks != ep:
-        padded = np.full((layers, ep, placement.slots_per_rank), -1, dtype=np.int64)
-        padded[:, :placement.num_ranks] = placement.slots
-        share = np.zeros(padded.shape)
-        share[:, :placement.num_ranks] = placement.share
-        placement = ExpertPlacement(padded, share)
-    return placement
 
 
 @dataclass(frozen=True)
