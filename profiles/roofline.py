@@ -318,11 +318,19 @@ class RooflineCostModel:
         (num_tokens, prefill_pairs, prefill_kv_tokens, prefill_query_tokens,
          decode_kv_tokens) = self.batch_aggregates(batch)
         dp = self.dp
-        rank_tokens = -(-num_tokens // dp)  # DP attention: the batch splits over ranks
-        token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(rank_tokens)
-        (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
-            prefill_pairs / dp, prefill_kv_tokens / dp, prefill_query_tokens / dp,
-            decode_kv_tokens / dp)
+        if dp == 1:
+            rank_tokens = num_tokens
+            token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(
+                num_tokens)
+            (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
+                prefill_pairs, prefill_kv_tokens, prefill_query_tokens, decode_kv_tokens)
+        else:  # DP attention: the batch splits evenly over the ranks
+            rank_tokens = -(-num_tokens // dp)
+            token_ops, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(
+                rank_tokens)
+            (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
+                prefill_pairs / dp, prefill_kv_tokens / dp, prefill_query_tokens / dp,
+                decode_kv_tokens / dp)
         n = self.model.num_layers  # every layer runs once per step, across the stages
         if self._num_local:
             local = self._num_local / n
@@ -343,9 +351,10 @@ class RooflineCostModel:
         layer_s = layer_compute_s + layer_memory_s + allreduce_s + all_to_all_s / n
 
         swap_s = ((batch.swap_in_tokens + batch.swap_out_tokens) * self._swap_bytes_per_token
-                  / dp / self._host_bytes_per_s)
+                  / (dp * self._host_bytes_per_s))
         embed_s = rank_tokens * self._embed_s_per_token
-        lm_head_s, lm_compute_bound = self._lm_head(-(-batch.num_sampled // dp))
+        lm_head_s, lm_compute_bound = self._lm_head(
+            batch.num_sampled if dp == 1 else -(-batch.num_sampled // dp))
         pp = self.pp
         if pp == 1:
             send_s = 0.0

@@ -49,7 +49,7 @@ from simulator.serving.config import (
     resolve_scheduler,
     with_engine_defaults,
 )
-from simulator.serving.experts import check_experts, expert_layers
+from simulator.serving.experts import check_experts, expert_layers, routing_and_placement
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
 from simulator.serving.replica import delay_to
@@ -293,6 +293,7 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
     profile = (load_profile(deployment.profile, expected_gpu=gpu.name)
                if deployment.profile is not None else None)
     cost_models: list[CostModel] = []
+    experts = routing_and_placement(deployment, model)  # read once for every replica
     for placement in placements:
         stages = placement.stage_gpus
         pp_link = (link_between(graph, stages[0][0], stages[1][0]) if pp > 1
@@ -302,7 +303,8 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
         roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, tp_group), pp_link,
                                      tp_inside_node=inside_node, dp=dp,
                                      moe=expert_layers(deployment, model, gpu, graph,
-                                                        stages[0], placement.replica_id))
+                                                       stages[0], placement.replica_id,
+                                                       experts))
         priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
                              else roofline)
         pool = _attention_pool(deployment, model, gpu)

@@ -15,10 +15,18 @@ import networkx as nx
 from profiles.errors import ClusterSimError
 from profiles.hardware import GIB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
-from profiles.moe import EPLinks, ExpertLayers, ExpertPlacement, load_placement, routing_stats
+from profiles.moe import (
+    EPLinks,
+    ExpertLayers,
+    ExpertPlacement,
+    RoutingStats,
+    load_placement,
+    routing_stats,
+)
 from simulator.serving.config import DeploymentConfig, MoEConfig
 
-__all__ = ["check_experts", "expert_layers", "expert_placement", "moe_record"]
+__all__ = ["check_experts", "expert_layers", "expert_placement", "moe_record",
+           "routing_and_placement"]
 
 
 def check_experts(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
@@ -76,14 +84,27 @@ def expert_placement(deployment: DeploymentConfig, model: ModelSpec) -> ExpertPl
     return load_placement(name, layers, experts, ep)
 
 
-def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
-                   graph: nx.Graph, stage: tuple[str, ...], replica: int
-                   ) -> ExpertLayers | None:
-    """The MoE layers' pricer of one replica: its routing, placement and EP links."""
+def routing_and_placement(deployment: DeploymentConfig, model: ModelSpec
+                          ) -> tuple[RoutingStats, ExpertPlacement | None] | None:
+    """A MoE deployment's routing statistics and (with EP) expert placement, read once
+    for all its replicas; None for a dense model."""
     if not model.is_moe:
         return None
+    placement = (expert_placement(deployment, model) if deployment.parallelism.ep > 1
+                 else None)
+    return routing_stats(deployment.moe.routing, model), placement
+
+
+def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
+                  graph: nx.Graph, stage: tuple[str, ...], replica: int,
+                  parts: tuple[RoutingStats, ExpertPlacement | None] | None
+                  ) -> ExpertLayers | None:
+    """The MoE layers' pricer of one replica: its routing, placement (``parts``, from
+    :func:`routing_and_placement`) and EP links."""
+    if parts is None:
+        return None
     parallel, moe = deployment.parallelism, deployment.moe
-    stats = routing_stats(moe.routing, model)
+    stats, placement = parts
     seed = deployment.seed * 1009 + replica
     cache = (None if moe.offload is None
              else (moe.offload.gpu_experts, moe.offload.policy))
@@ -102,7 +123,7 @@ def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
         nic_latency_s=uplink["latency_s"])
     return ExpertLayers(model, gpu, tp=parallel.tp, ep=parallel.ep,
                         tokens_spread=parallel.dp > 1, stats=stats,
-                        placement=expert_placement(deployment, model), links=links, seed=seed,
+                        placement=placement, links=links, seed=seed,
                         dispatch=moe.dispatch, cache=cache)
 
 

@@ -109,7 +109,8 @@ class KVCacheManager:
             tokens = max(self.reserve_tokens, request.num_computed_tokens + num_new_tokens)
         else:
             tokens = request.num_computed_tokens + num_new_tokens
-        needed = self.blocks_for(tokens) - held
+        needed = (-(-tokens // self.block_size) if not self.window
+                  else self.blocks_for(tokens)) - held
         if needed <= 0:
             return 0
         if needed > self.num_free_blocks:
