@@ -191,6 +191,10 @@ def simulate_command(
     cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
     ep: Annotated[int | None, typer.Option(
         help="expert-parallel degree (serving: 1 or tp x dp, vLLM's EP size)")] = None,
+    quantization: Annotated[str | None, typer.Option(
+        help="weights' format: fp8, int8, int4, awq or gptq (vLLM's --quantization)")] = None,
+    kv_cache_dtype: Annotated[str | None, typer.Option(
+        help="KV cache format: auto, fp8 (fp8_e4m3, fp8_e5m2), bf16 or fp16")] = None,
     routing: Annotated[str | None, typer.Option(
         help="serving MoE routing: uniform, zipf:S (Zipf exponent S) or a routing-trace "
              "file")] = None,
@@ -231,6 +235,7 @@ def simulate_command(
                     "--offload-prefetch": offload_prefetch, "--num-nodes": num_nodes,
                     "--ttft-slo": ttft_slo, "--tpot-slo": tpot_slo, "--seed": seed,
                     "--profile": profile, "--routing": routing,
+                    "--quantization": quantization, "--kv-cache-dtype": kv_cache_dtype,
                     "--expert-placement": expert_placement, "--report": report}
     training = is_training_file(workload)
     unused = [flag for flag, value in (serving_only if training else training_only).items()
@@ -259,6 +264,7 @@ def simulate_command(
         "scheduler.enable_prefix_caching": enable_prefix_caching,
         "parallelism.tp": tp, "parallelism.pp": pp, "parallelism.dp": dp,
         "parallelism.ep": ep, "moe.placement": expert_placement,
+        "quantization": quantization, "kv_cache_dtype": kv_cache_dtype,
         **routing_overrides(routing),
         "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
         "scheduler.max_num_batched_tokens": max_num_batched_tokens,

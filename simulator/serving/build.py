@@ -45,6 +45,7 @@ from simulator.serving.config import (
     AttentionOffloadConfig,
     DeploymentConfig,
     SchedulerSettings,
+    apply_formats,
     resolve_cpu_overhead,
     resolve_scheduler,
     with_engine_defaults,
@@ -165,7 +166,7 @@ class SimulationResult:
 def _settle(deployment: DeploymentConfig, where: str = ""
             ) -> tuple[ModelSpec, GPUSpec, SchedulerSettings, SchedulerConfig, MemoryPlan]:
     """Model, GPU, scheduler and memory of a colocated deployment (or one pool)."""
-    model = load_model(deployment.model)
+    model = apply_formats(load_model(deployment.model), deployment)
     gpu = load_gpu(deployment.gpu_name)
     tp, pp = deployment.parallelism.tp, deployment.parallelism.pp
     if tp > model.num_attention_heads or model.num_attention_heads % tp:

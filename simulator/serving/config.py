@@ -64,6 +64,7 @@ __all__ = [
     "SLOConfig",
     "SchedulerSettings",
     "TransferConfig",
+    "apply_formats",
     "build_deployment",
     "load_deployment",
     "read_mapping",
@@ -249,6 +250,12 @@ class DeploymentConfig(_Frozen):
     disaggregation: DisaggregationConfig | None = None
     offload: OffloadConfig = OffloadConfig()
     moe: MoEConfig = MoEConfig()
+    quantization: Literal["fp8", "int8", "int4", "awq", "gptq"] | None = Field(
+        default=None, description="weights' format, as vLLM's --quantization (awq, gptq: "
+        "4-bit weight-only); None: the model config's (quantization_config, torch_dtype)")
+    kv_cache_dtype: Literal["auto", "fp8", "fp8_e4m3", "fp8_e5m2", "bf16", "fp16"] = Field(
+        default="auto", description="KV cache format, as vLLM's --kv-cache-dtype (auto: "
+        "the model's dtype)")
     engine: Literal["vllm-v1", "vllm-v1-0.15", "vllm-v0", "sarathi"] | None = Field(
         default=None, description="engine preset: its defaults for unset scheduler knobs "
                                   "and its CPU overhead per step")
@@ -308,6 +315,22 @@ class DeploymentConfig(_Frozen):
         gpus = self.replicas * self.parallelism.gpus
         per_node = max(8, self.parallelism.tp)
         return ClusterSpec(num_nodes=-(-gpus // per_node), gpus_per_node=per_node)
+
+
+_WEIGHTS = {"fp8": "fp8", "int8": "int8", "int4": "int4", "awq": "int4", "gptq": "int4"}
+
+
+def apply_formats(model: ModelSpec, deployment: DeploymentConfig) -> ModelSpec:
+    """``model`` with the deployment's weight and KV-cache formats (vLLM's
+    ``--quantization`` and ``--kv-cache-dtype``): weights, KV capacity, GEMM rates and
+    decode bytes all follow the dtypes."""
+    update: dict[str, str] = {}
+    if deployment.quantization is not None:
+        update["dtype"] = _WEIGHTS[deployment.quantization]
+    if deployment.kv_cache_dtype != "auto":
+        kv = deployment.kv_cache_dtype
+        update["kv_cache_dtype"] = "fp8" if kv.startswith("fp8") else kv
+    return model.model_copy(update=update) if update else model
 
 
 def load_deployment(path: str | Path, overrides: dict[str, Any] | None = None) -> DeploymentConfig:
