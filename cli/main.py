@@ -12,6 +12,9 @@ below imports it. A user error prints ``error: <what and the fix>`` and exits wi
 
 from __future__ import annotations
 
+from importlib import metadata
+from typing import Annotated
+
 import typer
 
 from cli import (
@@ -31,6 +34,27 @@ __all__ = ["app", "main", "simulate_app", "simulate_main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="clustersim: simulate and plan LLM serving and training clusters.")
+
+
+def _version() -> str:
+    """The installed package's version (the checkout's pyproject when not installed)."""
+    try:
+        return metadata.version("clustersim")
+    except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
+        return "unknown (not installed)"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"clustersim {_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="print the version and exit")] = False) -> None:
+    """clustersim: simulate and plan LLM serving and training clusters."""
 # NOTE: the order of registration is the order of `clustersim --help` (commands first,
 # then groups), kept as it was before the command line had a package of its own.
 app.command("simulate")(simulate.simulate_command)

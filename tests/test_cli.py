@@ -148,3 +148,11 @@ def test_simulate_a_disaggregated_deployment_with_its_timeline(tmp_path: Path) -
     assert bad.exit_code == 2
     assert bad.output.strip().startswith("error:") and "per pool" in bad.output
     assert len(bad.output.strip().splitlines()) == 1
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    from importlib import metadata
+
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == f"clustersim {metadata.version('clustersim')}"
