@@ -108,14 +108,11 @@ class ExpertPlacement:
 
     def share_matrix(self, experts: int) -> np.ndarray:
         """[layers, experts, ranks] share of each expert's tokens on each rank."""
-        layers, ranks, width = self.slots.shape
+        layers, ranks, _ = self.slots.shape
         out = np.zeros((layers, experts, ranks))
-        for li in range(layers):
-            for rank in range(ranks):
-                for slot in range(width):
-                    expert = int(self.slots[li, rank, slot])
-                    if expert >= 0:
-                        out[li, expert, rank] += self.share[li, rank, slot]
+        layer, rank, slot = np.nonzero(self.slots >= 0)
+        np.add.at(out, (layer, self.slots[layer, rank, slot], rank),
+                  self.share[layer, rank, slot])
         return out
 
     def stay_fraction(self, stats: RoutingStats, ranks_per_node: int = 1) -> np.ndarray:

@@ -33,6 +33,7 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from profiles.models import load_model
 from simulator import build_deployment, simulate
+from validation.comparison import GROUP_MEDIAN_TOLERANCE_PTS, RECORD_TOLERANCE_PTS
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
 __all__ = ["GPU_NAMES", "compare_serving_runs", "run_errors", "serving_errors", "serving_rows",
@@ -190,7 +191,8 @@ def run_errors(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def compare_serving_runs(rows: pd.DataFrame, baseline: dict[str, float],
-                         run_tolerance_pts: float = 5.0, median_tolerance_pts: float = 1.0
+                         run_tolerance_pts: float = RECORD_TOLERANCE_PTS,
+                         median_tolerance_pts: float = GROUP_MEDIAN_TOLERANCE_PTS
                          ) -> tuple[list[str], list[str]]:
     """Regressions and movements of the vLLM runs against the baseline's per-run errors.
 
