@@ -10,6 +10,7 @@ from profiles.models import load_model
 from simulator import build_deployment, simulate
 from simulator.serving.build import resolve
 from tests.conftest import make_trace
+from workloads.schema import RequestTrace
 
 
 def seventy_b_on_one_h100(**offload: object) -> object:
@@ -210,6 +211,24 @@ def test_host_tier_returns_evicted_prefix_blocks_at_host_link_cost() -> None:
     assert expected == pytest.approx(
         cost.predict(BatchShape([16], [1024], 1)).total_s + copy_s, rel=1e-9)
     assert rows.loc[2, "ttft_s"] < without.requests.loc[2, "ttft_s"]
+
+
+def test_host_tier_changes_nothing_while_the_gpu_pool_evicts_nothing() -> None:
+    """The measured CPU-KV-offload pair's prediction (bench/study_offload.py, section 5):
+    repeated prompts that all stay in the GPU's prefix cache never touch the host tier, so
+    every request's timings are the same with it and without it, to the bit."""
+    n = 60
+    trace = RequestTrace.from_columns([0.05 * i for i in range(n)], [547] * n, [32] * n,
+                                      extras={"prompt_id": [f"q{i % 6}" for i in range(n)]})
+    base = {"model": "llama-3-8b", "gpu": "h100", "engine": "vllm-v1-0.15"}
+    without = simulate(build_deployment(base), trace)
+    tiered = simulate(build_deployment(base | {"offload": {"kv_offloading_size": 16.0}}),
+                      trace)
+    assert without.ok and tiered.ok
+    assert tiered.summary["prefix_cache"]["host_hit_tokens"] == 0
+    assert tiered.summary["prefix_cache"]["hit_rate"] > 0.5
+    for column in ("ttft_s", "e2e_s", "num_cached_tokens"):
+        assert tiered.requests[column].tolist() == without.requests[column].tolist()
 
 
 def test_host_tier_needs_prefix_caching_and_room_on_the_host() -> None:
