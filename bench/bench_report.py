@@ -34,7 +34,7 @@ def plan_folder(folder: Path, num: int = 1000) -> None:
         "index": np.arange(num), "status": "evaluated", "reason": "",
         "gpu": rng.choice(["H100-SXM5-80GB", "A100-SXM4-80GB"], num),
         "num_gpus": rng.choice([1, 2, 4, 8, 16], num), "replicas": 1, "tp": 1, "pp": 1,
-        "scheduler.policy": "vllm-v1", "goodput_rate_per_s": goodput * 4,
+        "scheduler.policy": "running-first", "goodput_rate_per_s": goodput * 4,
         "goodput_per_gpu": goodput, "ttft_p90_s": rng.uniform(0.1, 1.0, num),
         "tpot_p90_s": rng.uniform(0.01, 0.05, num),
         "cost_per_mtok_usd": 2 / goodput, "energy_j_per_token": rng.uniform(0.1, 1, num),

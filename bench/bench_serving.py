@@ -32,8 +32,9 @@ DEPLOYMENT = {
     "gpu": "a100",
     "parallelism": {"tp": 1, "pp": 1},
     "replicas": 1,
-    "scheduler": {"policy": "vllm", "max_num_seqs": 128, "max_num_batched_tokens": 4096,
-                  "max_model_len": 4096},
+    "engine": "none",  # the bare vLLM V0 policy, as the Vidur comparison ran it
+    "scheduler": {"policy": "prefill-first", "max_num_seqs": 128,
+                  "max_num_batched_tokens": 4096, "max_model_len": 4096},
 }
 
 

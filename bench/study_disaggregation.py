@@ -80,13 +80,13 @@ def distserve(num_requests: int) -> list[str]:
     trace = _trace(num_requests, 161, 338, 1.0, 0.9, 1024, 7)
     for model, ttft, tpot, tps in DISTSERVE:
         space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 8}], tp=tps,
-                             replicas=[1, 2], policies=["vllm-v1", "vllm"],
+                             replicas=[1, 2], policies=["running-first", "prefill-first"],
                              disaggregation={
                                  "prefill_tp": tps, "decode_tp": tps,
                                  "placements": ["by_pool"]})
         plan = plan_serving(model, trace, ttft_slo_s=ttft, tpot_slo_s=tpot, space=space)
         dis = _best(plan, "disaggregated")
-        for policy in ("vllm", "vllm-v1"):
+        for policy in ("prefill-first", "running-first"):
             co = _best(plan, "colocated", policy=policy)
             ratio = (f"{dis.goodput_per_gpu / co.goodput_per_gpu:.2f}x" if co and dis
                      else "-")

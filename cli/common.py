@@ -4,19 +4,23 @@ and the deployment a command's flags describe."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from profiles.errors import ClusterSimError
 from simulator import DeploymentConfig, build_deployment, load_deployment
 
-__all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "user_errors"]
+__all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
+           "user_errors"]
 
 console = Console()
+_stderr = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,6 +29,19 @@ def fail(message: str) -> NoReturn:
     """Print ``error: <message>`` on stderr and exit with status 2."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code=2)
+
+
+@contextmanager
+def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A ``(done, total)`` callback that drives a progress bar on stderr while the block
+    runs, when stderr is a terminal; a silent callback otherwise (pipes, CI, files)."""
+    if not _stderr.is_terminal:
+        yield lambda done, total: None
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_stderr, transient=True) as bar:
+        task = bar.add_task(description, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def user_errors(function: F) -> F:

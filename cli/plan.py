@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import Progress
 from rich.table import Table
 
-from cli.common import console, fail, user_errors
+from cli.common import console, fail, progress_bar, user_errors
 from planners.disaggregation import DisaggregationSpace
 from planners.objectives import SteadyState
 from planners.output import write_plan
@@ -76,7 +75,7 @@ def plan_command(
     expert_parallel: Annotated[str | None, typer.Option(
         help="MoE: expert parallelism to try, on, off or both (default both for a MoE "
              "model)")] = None,
-    policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "vllm-v1",
+    policies: Annotated[str, typer.Option(help="scheduler policies to try")] = "running-first",
     max_num_seqs: Annotated[str | None, typer.Option(
         help="max_num_seqs values to try (default: each policy's)")] = None,
     max_num_batched_tokens: Annotated[str | None, typer.Option(
@@ -154,12 +153,7 @@ def plan_command(
         extra={"offload.cpu_offload_gb": _floats(cpu_offload_gb, "--cpu-offload-gb")}
         if cpu_offload_gb else {})
     trace = load_workload(workload)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("planning", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
+    with progress_bar("planning: candidates settled") as progress:
         plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                             space=space, attainment=attainment, prices=prices,
                             workers=workers, prune=prune, ray_address=ray_address,

@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, fail, user_errors
+from cli.common import console, fail, progress_bar, user_errors
 from profiles.hardware import load_gpu
 from profiles.importers import import_splitwise, import_vidur
 from profiles.profile_check import profile_errors
@@ -61,11 +61,13 @@ def profile_command(
         fail("the profiler needs torch: pip install 'clustersim[profile]'")
     gpu_name = load_gpu(str(gpu)).name
     try:
-        profile = run_profile(
-            str(out), gpu=gpu_name, models=[m for m in models.split(",") if m],
-            tp_degrees=[int(t) for t in tp.split(",") if t], device=device,
-            dtype=dtype,  # type: ignore[arg-type]
-            tiny=tiny, repetitions=repetitions, warmup=warmup, collectives=collectives)
+        with progress_bar("profile: shape groups measured") as progress:
+            profile = run_profile(
+                str(out), gpu=gpu_name, models=[m for m in models.split(",") if m],
+                tp_degrees=[int(t) for t in tp.split(",") if t], device=device,
+                dtype=dtype,  # type: ignore[arg-type]
+                tiny=tiny, repetitions=repetitions, warmup=warmup, collectives=collectives,
+                progress=progress)
     except RuntimeError as error:
         fail(str(error))
     console.print(f"wrote {out}: " + ", ".join(

@@ -34,12 +34,15 @@ def reference_run_command(
     gpu: Annotated[str | None, typer.Option(
         help="catalog GPU the run is on (sizes the KV cache and the prediction)")] = None,
     scheduler: Annotated[str | None, typer.Option(
-        help="policy: vllm, vllm-v1, sarathi, orca")] = None,
-    max_num_seqs: Annotated[int | None, typer.Option()] = None,
-    max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
+        help="policy: prefill-first, running-first, stall-free, orca")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(help="sequences per step")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(
+        help="tokens per step")] = None,
     enable_chunked_prefill: Annotated[bool | None, typer.Option(
-        "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
-    max_model_len: Annotated[int | None, typer.Option()] = None,
+        "--enable-chunked-prefill/--no-enable-chunked-prefill",
+        help="split prompts across steps")] = None,
+    max_model_len: Annotated[int | None, typer.Option(
+        help="longest prompt + output a request may have")] = None,
     num_gpu_blocks: Annotated[int | None, typer.Option(
         help="KV blocks instead of the memory plan's")] = None,
     device: Annotated[str, typer.Option(help="cuda (also ROCm) or cpu")] = "cuda",
@@ -56,6 +59,9 @@ def reference_run_command(
         "scheduler.enable_chunked_prefill": enable_chunked_prefill,
         "scheduler.max_model_len": max_model_len,
         "scheduler.num_gpu_blocks_override": num_gpu_blocks, "seed": seed,
+        # the bare scheduler unless a file names an engine: the executor measures the
+        # host's own costs instead of a preset's
+        "engine": "none" if deployment is None else None,
     }
     config = deployment_from_flags(deployment, overrides)
     resolved = resolve(config)

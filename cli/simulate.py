@@ -7,21 +7,74 @@ or a training job's step, printed and optionally written.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
-from cli.common import console, deployment_from_flags, fail, parse_routing, user_errors
+from cli.common import (
+    console,
+    deployment_from_flags,
+    fail,
+    parse_routing,
+    progress_bar,
+    user_errors,
+)
 from reports import run_report
 from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
 from validation.error_bars import interval
 from workloads.loaders import FORMATS, load_workload
 from workloads.overrides import read_mapping
+from workloads.replay import replay, replay_window
 from workloads.training import is_training_file, load_training_job
 
-__all__ = ["simulate_command"]
+__all__ = ["SERVING_FIELDS", "simulate_command"]
+
+
+# Each serving flag's deployment field (its parameter name: the flag, vLLM's spelling
+# where vLLM has one, as the options below list). docs/deployment.md is generated from
+# this table and the deployment models (python -m cli.schema_doc).
+SERVING_FIELDS: dict[str, str] = {
+    "model": "model", "gpu": "gpu", "replicas": "replicas", "router": "router",
+    "seed": "seed", "engine": "engine", "async_scheduling": "async_scheduling",
+    "profile": "profile", "dtype": "dtype", "quantization": "quantization",
+    "kv_cache_dtype": "kv_cache_dtype",
+    "tp": "parallelism.tp", "pp": "parallelism.pp", "dp": "parallelism.dp",
+    "ep": "parallelism.ep", "enable_expert_parallel": "parallelism.enable_expert_parallel",
+    "scheduler": "scheduler.policy", "max_num_seqs": "scheduler.max_num_seqs",
+    "max_num_batched_tokens": "scheduler.max_num_batched_tokens",
+    "block_size": "scheduler.block_size",
+    "gpu_memory_utilization": "scheduler.gpu_memory_utilization",
+    "enable_chunked_prefill": "scheduler.enable_chunked_prefill",
+    "enable_prefix_caching": "scheduler.enable_prefix_caching",
+    "preemption_mode": "scheduler.preemption_mode",
+    "max_model_len": "scheduler.max_model_len", "swap_space": "scheduler.swap_space_gib",
+    "num_gpu_blocks_override": "scheduler.num_gpu_blocks_override",
+    "scheduling_policy": "scheduler.queue_order",
+    "long_prefill_token_threshold": "scheduler.long_prefill_token_threshold",
+    "max_num_partial_prefills": "scheduler.max_num_partial_prefills",
+    "cpu_offload_gb": "offload.cpu_offload_gb", "offload_prefetch": "offload.prefetch",
+    "kv_offloading_size": "offload.kv_offloading_size",
+    "expert_placement": "moe.placement",
+    "num_nodes": "cluster.num_nodes", "gpus_per_node": "cluster.gpus_per_node",
+    "ttft_slo": "slo.ttft_s", "tpot_slo": "slo.tpot_s",
+    "speculative_config": "speculative",
+}
+
+
+def _json_object(text: str, flag: str) -> dict[str, Any]:
+    """A flag's JSON object (vLLM's ``--speculative-config '{...}'``)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        fail(f"{flag}: not valid JSON ({error.msg} at character {error.pos}); e.g. "
+             f"'{{\"method\": \"ngram\", \"num_speculative_tokens\": 4, "
+             f"\"acceptance_rate\": 0.6}}'")
+    if not isinstance(value, dict):
+        fail(f"{flag}: expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def routing_overrides(routing: str | None) -> dict[str, Any]:
@@ -103,6 +156,15 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
         f"mean batch {summary['batches']['mean_batch_size']:.1f}; "
         f"preemptions {summary['preemptions']}"
     )
+    spec = run.get("speculative")
+    if spec:
+        measured = spec["measured_acceptance"]
+        console.print(
+            f"speculative decoding ({spec['method']}, {spec['num_speculative_tokens']} drafts "
+            f"per step, alpha {spec['acceptance_rate']:g}): {spec['accepted_tokens']:,} of "
+            f"{spec['draft_tokens']:,} drafts accepted (draft acceptance rate "
+            f"{'-' if measured is None else f'{measured:.1%}'}); mean acceptance length "
+            f"{spec['expected_tokens_per_step']:.2f} expected")
     offload = run.get("offload") or {}
     if offload.get("cpu_offload_gb"):
         console.print(
@@ -142,26 +204,55 @@ def simulate_command(
         help="deployment file (YAML or JSON); flags override its fields")] = None,
     model: Annotated[str | None, typer.Option(help="catalog name or config.json path")] = None,
     gpu: Annotated[str | None, typer.Option(help="catalog name or GPU JSON file")] = None,
-    tp: Annotated[int | None, typer.Option(help="tensor-parallel degree")] = None,
-    pp: Annotated[int | None, typer.Option(help="pipeline-parallel degree")] = None,
+    tp: Annotated[int | None, typer.Option(
+        "--tp", "--tensor-parallel-size", "-tp", help="tensor-parallel degree")] = None,
+    pp: Annotated[int | None, typer.Option(
+        "--pp", "--pipeline-parallel-size", "-pp", help="pipeline-parallel degree")] = None,
     replicas: Annotated[int | None, typer.Option(help="model replicas (data parallel)")] = None,
     engine: Annotated[str | None, typer.Option(
-        help="engine preset: vllm-v1, vllm-v1-0.15, vllm-v0, sarathi")] = None,
+        help="engine preset: vllm-v1-0.15 (the default: today's vLLM), vllm-v1 (0.10), "
+             "vllm-v0, sarathi-serve, or none (the bare scheduler policy)")] = None,
     async_scheduling: Annotated[bool | None, typer.Option(
         "--async-scheduling/--no-async-scheduling",
         help="overlap the engine's CPU overhead with the GPU step")] = None,
     scheduler: Annotated[str | None, typer.Option(
-        help="policy: vllm, vllm-v1, sarathi, orca, static")] = None,
-    max_num_seqs: Annotated[int | None, typer.Option()] = None,
-    max_num_batched_tokens: Annotated[int | None, typer.Option()] = None,
-    block_size: Annotated[int | None, typer.Option()] = None,
-    gpu_memory_utilization: Annotated[float | None, typer.Option()] = None,
+        help="policy: prefill-first (vLLM V0), running-first (vLLM V1), stall-free "
+             "(Sarathi-Serve), orca or static; unset: the engine's")] = None,
+    max_num_seqs: Annotated[int | None, typer.Option(
+        help="sequences per step (unset: the engine's)")] = None,
+    max_num_batched_tokens: Annotated[int | None, typer.Option(
+        help="tokens per step (unset: the engine's)")] = None,
+    block_size: Annotated[int | None, typer.Option(help="tokens per KV block")] = None,
+    gpu_memory_utilization: Annotated[float | None, typer.Option(
+        help="share of GPU memory the engine may use (0-1]")] = None,
     enable_chunked_prefill: Annotated[bool | None, typer.Option(
-        "--enable-chunked-prefill/--no-enable-chunked-prefill")] = None,
+        "--enable-chunked-prefill/--no-enable-chunked-prefill",
+        help="split prompts across steps")] = None,
     enable_prefix_caching: Annotated[bool | None, typer.Option(
-        "--enable-prefix-caching/--no-enable-prefix-caching")] = None,
+        "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="share KV blocks of equal prefixes")] = None,
     preemption_mode: Annotated[str | None, typer.Option(help="recompute or swap")] = None,
-    max_model_len: Annotated[int | None, typer.Option()] = None,
+    max_model_len: Annotated[int | None, typer.Option(
+        help="longest prompt + output a request may have")] = None,
+    swap_space: Annotated[float | None, typer.Option(
+        help="host KV swap space per GPU, GiB")] = None,
+    num_gpu_blocks_override: Annotated[int | None, typer.Option(
+        help="KV blocks per replica instead of the memory plan's")] = None,
+    scheduling_policy: Annotated[str | None, typer.Option(
+        help="waiting-queue order: fcfs or priority (per-request 'priority' column)")] = None,
+    long_prefill_token_threshold: Annotated[int | None, typer.Option(
+        help="largest prefill chunk of one request per step (0: no cap)")] = None,
+    max_num_partial_prefills: Annotated[int | None, typer.Option(
+        help="requests partly prefilled at once (vLLM V0 only)")] = None,
+    kv_offloading_size: Annotated[float | None, typer.Option(
+        help="GiB of host memory per replica for evicted prefix-cache KV blocks")] = None,
+    speculative_config: Annotated[str | None, typer.Option(
+        help="speculative decoding as JSON: {\"method\": ngram|eagle|eagle3|mtp|draft_model, "
+             "\"num_speculative_tokens\": k, \"acceptance_rate\": alpha, \"model\": draft}")
+    ] = None,
+    dtype: Annotated[str | None, typer.Option(
+        help="weights' and activations' format: auto, bfloat16, float16 (half) or "
+             "float32")] = None,
     router: Annotated[str | None, typer.Option(
         help="round_robin, least_outstanding, least_kv")] = None,
     cpu_offload_gb: Annotated[float | None, typer.Option(
@@ -171,12 +262,22 @@ def simulate_command(
         "--offload-prefetch/--no-offload-prefetch",
         help="stream offloaded weights ahead of compute (FlexGen) instead of in place")] = None,
     num_nodes: Annotated[int | None, typer.Option(help="cluster nodes")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option()] = None,
+    gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per cluster node")] = None,
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in seconds")] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(help="seed of every random draw")] = None,
     profile: Annotated[str | None, typer.Option(
         help="kernel profile folder (measured tables; roofline elsewhere)")] = None,
+    start: Annotated[float | None, typer.Option(
+        help="replay from this second of the trace's clock (serving)")] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="replay this many seconds of the trace's clock (serving)")] = None,
+    max_requests: Annotated[int | None, typer.Option(
+        help="replay at most this many requests, the first (serving)")] = None,
+    time_scale: Annotated[float | None, typer.Option(
+        help="multiply every arrival time by this (0.5: twice the load)")] = None,
+    rate: Annotated[float | None, typer.Option(
+        help="rescale arrivals to this mean rate, requests per second")] = None,
     workload_format: Annotated[str | None, typer.Option(
         help=f"trace format: {', '.join(FORMATS)} (detected when omitted)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
@@ -187,11 +288,16 @@ def simulate_command(
     report: Annotated[Path | None, typer.Option(
         help="also write the single-run HTML report to this file")] = None,
     dp: Annotated[int | None, typer.Option(
+        "--dp", "--data-parallel-size", "-dp",
         help="data-parallel degree (serving: data-parallel attention ranks per replica)")] = None,
     cp: Annotated[int | None, typer.Option(help="training: context-parallel degree")] = None,
     ep: Annotated[int | None, typer.Option(
         help="expert-parallel degree (serving: 1 or tp x dp, vLLM's EP size)")] = None,
+    enable_expert_parallel: Annotated[bool | None, typer.Option(
+        "--enable-expert-parallel/--no-enable-expert-parallel",
+        help="serving: shard the experts over tp x dp GPUs (sets --ep)")] = None,
     quantization: Annotated[str | None, typer.Option(
+        "--quantization", "-q",
         help="weights' format: fp8, int8, int4, awq or gptq (vLLM's --quantization)")] = None,
     kv_cache_dtype: Annotated[str | None, typer.Option(
         help="KV cache format: auto, fp8 (fp8_e4m3, fp8_e5m2), bf16 or fp16")] = None,
@@ -205,7 +311,8 @@ def simulate_command(
     schedule: Annotated[str | None, typer.Option(
         help="training: gpipe, 1f1b or interleaved")] = None,
     sequence_parallel: Annotated[bool | None, typer.Option(
-        "--sequence-parallel/--no-sequence-parallel")] = None,
+        "--sequence-parallel/--no-sequence-parallel",
+        help="training: shard norms and dropout over the TP group")] = None,
     recompute: Annotated[str | None, typer.Option(
         help="training: none, selective or full")] = None,
     zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
@@ -217,6 +324,7 @@ def simulate_command(
         help="training: GPUs, checked against the plan's degrees")] = None,
 ) -> None:
     """Simulate a serving deployment on a request trace, or a training job's step."""
+    flags = dict(locals())  # the parameters, by name, for SERVING_FIELDS
     training_only = {"--cp": cp, "--virtual-stages": virtual_stages, "--schedule": schedule,
                      "--sequence-parallel": sequence_parallel, "--recompute": recompute,
                      "--zero-stage": zero_stage, "--offload": offload,
@@ -236,7 +344,17 @@ def simulate_command(
                     "--ttft-slo": ttft_slo, "--tpot-slo": tpot_slo, "--seed": seed,
                     "--profile": profile, "--routing": routing,
                     "--quantization": quantization, "--kv-cache-dtype": kv_cache_dtype,
-                    "--expert-placement": expert_placement, "--report": report}
+                    "--expert-placement": expert_placement, "--report": report,
+                    "--swap-space": swap_space,
+                    "--num-gpu-blocks-override": num_gpu_blocks_override,
+                    "--scheduling-policy": scheduling_policy,
+                    "--long-prefill-token-threshold": long_prefill_token_threshold,
+                    "--max-num-partial-prefills": max_num_partial_prefills,
+                    "--kv-offloading-size": kv_offloading_size, "--dtype": dtype,
+                    "--enable-expert-parallel": enable_expert_parallel,
+                    "--start": start, "--duration": duration, "--max-requests": max_requests,
+                    "--time-scale": time_scale, "--rate": rate,
+                    "--speculative-config": speculative_config}
     training = is_training_file(workload)
     unused = [flag for flag, value in (serving_only if training else training_only).items()
               if value is not None]
@@ -258,30 +376,23 @@ def simulate_command(
                                           if v is not None}
         _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
         return
-    overrides: dict[str, Any] = {
-        "model": model, "gpu": gpu, "replicas": replicas, "router": router, "seed": seed,
-        "engine": engine, "async_scheduling": async_scheduling, "profile": profile,
-        "scheduler.enable_prefix_caching": enable_prefix_caching,
-        "parallelism.tp": tp, "parallelism.pp": pp, "parallelism.dp": dp,
-        "parallelism.ep": ep, "moe.placement": expert_placement,
-        "quantization": quantization, "kv_cache_dtype": kv_cache_dtype,
-        **routing_overrides(routing),
-        "scheduler.policy": scheduler, "scheduler.max_num_seqs": max_num_seqs,
-        "scheduler.max_num_batched_tokens": max_num_batched_tokens,
-        "scheduler.block_size": block_size,
-        "scheduler.gpu_memory_utilization": gpu_memory_utilization,
-        "scheduler.enable_chunked_prefill": enable_chunked_prefill,
-        "scheduler.preemption_mode": preemption_mode, "scheduler.max_model_len": max_model_len,
-        "cluster.num_nodes": num_nodes, "cluster.gpus_per_node": gpus_per_node,
-        "offload.cpu_offload_gb": cpu_offload_gb, "offload.prefetch": offload_prefetch,
-        "slo.ttft_s": ttft_slo, "slo.tpot_s": tpot_slo,
-    }
+    if speculative_config is not None:
+        flags["speculative_config"] = _json_object(speculative_config, "--speculative-config")
+    overrides: dict[str, Any] = {field: flags[param] for param, field in SERVING_FIELDS.items()}
+    overrides |= routing_overrides(routing)
     config = deployment_from_flags(deployment, overrides)
     if output_format not in ("csv", "parquet"):
         fail(f"--format {output_format!r} is unknown; use csv or parquet")
-    trace_data = load_workload(workload, workload_format)
-    result = simulate(config, trace_data, record_trace=trace or report is not None,
-                      trace_requests=trace_requests)
+    window = replay_window(start_s=start, duration_s=duration, max_requests=max_requests,
+                           time_scale=time_scale, rate_per_s=rate)
+    trace_data = replay(load_workload(workload, workload_format), window)
+    if not window.is_identity:
+        console.print(f"replaying {len(trace_data):,} of the trace's "
+                      f"{trace_data.metadata['replay']['num_requests_in']:,} requests "
+                      f"({trace_data.stats()['rate_per_s']:g} req/s)")
+    with progress_bar("simulating requests") as progress:
+        result = simulate(config, trace_data, record_trace=trace or report is not None,
+                          trace_requests=trace_requests, progress=progress)
     if not result.ok:
         fail(str(result.error))
     assert result.summary is not None

@@ -18,7 +18,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cli.common import console, user_errors
+from cli.common import console, progress_bar, user_errors
 from planners.objectives import SteadyState
 from planners.sweep import compare, rates_between, sweep
 from profiles.errors import ClusterSimError
@@ -83,8 +83,10 @@ def sweep_command(
 ) -> None:
     """Latency against load: one deployment at each of a range of request rates."""
     rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
-    rows = sweep(load_deployment(deployment), load_workload(workload), parse_rates(rates),
-                 name=deployment.stem, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo, rule=rule)
+    with progress_bar("sweep: rates done") as progress:
+        rows = sweep(load_deployment(deployment), load_workload(workload), parse_rates(rates),
+                     name=deployment.stem, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo, rule=rule,
+                     progress=progress)
     _show_and_write(rows, out, ttft_slo, tpot_slo)
 
 
@@ -101,8 +103,9 @@ def compare_command(
     names = [path.stem for path in deployment]
     if len(set(names)) != len(names):
         names = [str(path) for path in deployment]
-    rows = compare({name: load_deployment(path) for name, path in zip(names, deployment,
-                                                                       strict=True)},
-                   load_workload(workload), parse_rates(rates), ttft_slo_s=ttft_slo,
-                   tpot_slo_s=tpot_slo, rule=rule)
+    with progress_bar("compare: points done") as progress:
+        rows = compare({name: load_deployment(path)
+                        for name, path in zip(names, deployment, strict=True)},
+                       load_workload(workload), parse_rates(rates), ttft_slo_s=ttft_slo,
+                       tpot_slo_s=tpot_slo, rule=rule, progress=progress)
     _show_and_write(rows, out, ttft_slo, tpot_slo)

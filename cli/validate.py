@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cli.common import console, user_errors
+from cli.common import console, progress_bar, user_errors
 from validation import validate
 
 __all__ = ["validate_command"]
@@ -30,8 +30,10 @@ def validate_command(
         help="measured pack for the operator group (default: the shared folder's)")] = None,
 ) -> None:
     """Predict every measured-run record; print errors; gate against the baseline."""
-    report = validate(records, baseline, out=out, html=html, update_baseline=update_baseline,
-                      update_readme=update_readme, measured=measured)
+    with progress_bar("validate: vLLM runs replayed") as progress:
+        report = validate(records, baseline, out=out, html=html,
+                          update_baseline=update_baseline, update_readme=update_readme,
+                          measured=measured, progress=progress)
     table = Table("record", "group", "role", "metric", "measured", "predicted", "error")
     for r in report.rows.itertuples():
         table.add_row(r.id, r.group, r.role, f"{r.metric} ({r.unit})", f"{r.measured:,.4g}",

@@ -79,7 +79,7 @@ def generate_command(
     arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
     cv: Annotated[float | None, typer.Option(
         help="gamma arrivals: coefficient of variation of the gaps")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """Generate a synthetic trace (seeded: the same flags give the same file)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
@@ -106,7 +106,7 @@ def chat_command(
         help="seconds a user waits between its turns' arrivals")] = 0.0,
     arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
     cv: Annotated[float | None, typer.Option(help="gamma arrivals: CV of the gaps")] = None,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
@@ -124,7 +124,8 @@ def chat_command(
 @user_errors
 def stats_command(
     path: Annotated[Path, typer.Argument(help="trace file")],
-    workload_format: Annotated[str | None, typer.Option("--format")] = None,
+    workload_format: Annotated[str | None, typer.Option(
+        "--format", help="trace format (detected when omitted)")] = None,
 ) -> None:
     """Print a trace's request count, rate and length statistics as JSON."""
     trace = load_workload(path, workload_format)
@@ -157,7 +158,7 @@ def from_vllm_bench_command(
     random_range_ratio: Annotated[float, typer.Option(help="as --random-range-ratio")] = 0.0,
     random_prefix_len: Annotated[int, typer.Option(help="as --random-prefix-len")] = 0,
     burstiness: Annotated[float, typer.Option(help="Gamma shape of the gaps (1: Poisson)")] = 1.0,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """The requests of vLLM's benchmark_serving with --dataset-name random."""
     spec = _spec(VllmBenchSpec, "from-vllm-bench", num_prompts=num_prompts,

@@ -46,7 +46,7 @@ class ServingSpace(BaseModel):
         "both for a MoE model, off for a dense one")
     replicas: list[int] | None = Field(
         default=None, description="replica counts; None: every count the GPUs allow")
-    policies: list[str] = ["vllm-v1"]
+    policies: list[str] = ["running-first"]
     max_num_seqs: list[int | None] = [None]
     max_num_batched_tokens: list[int | None] = [None]
     extra: dict[str, list[Any]] = {}

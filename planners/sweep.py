@@ -12,7 +12,7 @@ over the same rates.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,15 +46,18 @@ def rates_between(low: float, high: float, count: int) -> list[float]:
 def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[float], *,
           name: str = "deployment", ttft_slo_s: float | None = None,
           tpot_slo_s: float | None = None, attainment: float = 0.9,
-          rule: SteadyState = STEADY) -> pd.DataFrame:
-    """One row per rate (columns ``SWEEP_COLUMNS``).
+          rule: SteadyState = STEADY,
+          progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """One row per rate (columns ``SWEEP_COLUMNS``); ``progress`` hears (rates done, rates).
 
     Raises:
         ClusterSimError: a rate that is not positive, or a deployment the simulator
             refuses (its one-line error).
     """
     rows = []
-    for rate in rates:
+    for done, rate in enumerate(rates):
+        if progress is not None:
+            progress(done, len(rates))
         if not rate > 0 or not math.isfinite(rate):
             raise ClusterSimError(f"rate {rate}: request rates must be positive numbers")
         probe = steady_trace(workload, rate, rule)
@@ -80,13 +83,30 @@ def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[
             "goodput_per_s": (None if met is None else
                               rate if stable and met >= attainment else 0.0),
         })
+    if progress is not None:
+        progress(len(rates), len(rates))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 
+def _shifted(progress: Callable[[int, int], None], offset: int, total: int
+             ) -> Callable[[int, int], None]:
+    return lambda done, _: progress(offset + done, total)
+
+
 def compare(deployments: dict[str, DeploymentConfig], workload: RequestTrace,
-            rates: Sequence[float], **options: float | None) -> pd.DataFrame:
-    """:func:`sweep` of each named deployment over the same rates, stacked."""
+            rates: Sequence[float], *, ttft_slo_s: float | None = None,
+            tpot_slo_s: float | None = None, attainment: float = 0.9,
+            rule: SteadyState = STEADY,
+            progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """:func:`sweep` of each named deployment over the same rates, stacked;
+    ``progress`` hears (points done, points)."""
     if len(deployments) < 2:
         raise ClusterSimError("compare needs two or more deployments")
-    return pd.concat([sweep(deployment, workload, rates, name=name, **options)  # type: ignore[arg-type]
-                      for name, deployment in deployments.items()], ignore_index=True)
+    total = len(deployments) * len(rates)
+    frames = []
+    for index, (name, deployment) in enumerate(deployments.items()):
+        feed = None if progress is None else _shifted(progress, index * len(rates), total)
+        frames.append(sweep(deployment, workload, rates, name=name, ttft_slo_s=ttft_slo_s,
+                            tpot_slo_s=tpot_slo_s, attainment=attainment, rule=rule,
+                            progress=feed))
+    return pd.concat(frames, ignore_index=True)

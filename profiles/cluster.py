@@ -37,8 +37,9 @@ class ClusterSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    num_nodes: int = Field(default=1, gt=0)
-    gpus_per_node: int = Field(default=8, gt=0)
+    num_nodes: int = Field(default=1, gt=0, le=100_000, description="nodes in the cluster")
+    gpus_per_node: int = Field(default=8, gt=0, le=1024, description="GPUs per node, joined "
+                               "by the GPU's scale-up link (NVLink); nodes by its NIC")
 
     @property
     def num_gpus(self) -> int:

@@ -40,6 +40,7 @@ OPERATORS = (
     "lm_head",
     "kv_swap",
     "weight_stream",
+    "spec_draft",
 )
 
 
@@ -60,6 +61,9 @@ class BatchShape:
             only these pay the LM head.
         swap_in_tokens: KV tokens copied host→device before the step (swap preemption).
         swap_out_tokens: KV tokens copied device→host before the step.
+        draft_steps: speculative decoding: proposer passes before the step (k drafts
+            are proposed one after another); 0 without speculative decoding.
+        draft_context_lens: context lengths of the requests that draft.
     """
 
     query_lens: Sequence[int]
@@ -67,6 +71,8 @@ class BatchShape:
     num_sampled: int
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
+    draft_steps: int = 0
+    draft_context_lens: Sequence[int] = ()
 
     @property
     def num_tokens(self) -> int:

@@ -35,4 +35,4 @@ def format_validation_error(error: Any, source: str) -> str:
         return f"{source}: {first['msg'].removeprefix('Value error, ')}{more}"
     value = first.get("input")
     shown = f", got {value!r}" if value is not None and not isinstance(value, dict | list) else ""
-    return f"{source}: field '{loc}': {first['msg']}{shown}{more}"
+    return f"{source}: field '{loc}': {first['msg'].removeprefix('Value error, ')}{shown}{more}"

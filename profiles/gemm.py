@@ -44,11 +44,25 @@ shapes is modelled too, and the two bounds are joined smoothly rather than by a 
 The minimum over configs is the library's heuristic picking the kernel that wastes least
 (a skinny m = 144 runs on 64-row tiles in one wave, not on 128-row tiles in a half-empty
 second one); the p-norm is the overlap of the two pipelines that a max assumes perfect.
+
+Weight-only quantization (INT4 AWQ/GPTQ, INT8 weights with 16-bit activations, the
+Marlin-style kernels vLLM runs them with): the weights move at their own width, the
+activations and output at 16 bits, and every weight element is dequantized on the CUDA
+cores once per 64-row block of the activations (the kernels' largest M tile), which
+adds to the arithmetic time::
+
+    dequant = k x n x ceil(m / 64) x DEQUANT_OPS[dtype] / (non-tensor FP32 rate)
+
+DEQUANT_OPS are instruction counts per weight of the kernels' bit tricks (unpack, convert,
+scale): stated estimates, not fits. At decode batches the memory term dominates (the
+near-4x speedup Marlin reports up to batch 16-32); at large batches the dequantization
+makes W4A16 a few percent slower than a 16-bit GEMM, as Marlin's batched results show.
 """
 
 from __future__ import annotations
 
 from math import ceil
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +70,8 @@ from profiles.hardware import GB, GemmTiling, GPUSpec
 from profiles.kernel_fit import GemmFit
 from profiles.models import DTYPE_BYTES
 
-__all__ = ["TILE_CONFIGS", "fitted_gemm_times", "gemm_compute_s", "gemm_time_s",
-           "gemm_time_terms", "tiling_utilization"]
+__all__ = ["DEQUANT_OPS", "TILE_CONFIGS", "dequant_s", "fitted_gemm_times", "gemm_bytes",
+           "gemm_compute_s", "gemm_time_s", "gemm_time_terms", "tiling_utilization"]
 
 _SMALLEST_TILE_ROWS = 16  # the row extent of one tensor-core MMA (m16n8k16 and up)
 
@@ -83,17 +97,42 @@ def tiling_utilization(tiling: GemmTiling | None, m: float, n: float, k: float) 
     return m * n * split / (waves * units * rows * tiling.tile_n)
 
 
+# CUDA-core instructions per weight element to dequantize it (weight-only formats).
+DEQUANT_OPS = {"int4": 2.0, "int8": 1.0}
+_DEQUANT_TILE_M = 64  # rows of activations per pass over the weights (Marlin's largest)
+
+
+def dequant_s(gpu: GPUSpec, m: Any, n: Any, k: Any, dtype: str) -> Any:
+    """Seconds dequantizing the weights of a weight-only GEMM (0 for other formats)."""
+    ops = DEQUANT_OPS.get(dtype)
+    if ops is None:
+        return 0.0
+    rate = gpu.peak_tflops.fp32 * 1e12
+    if np.ndim(m) == 0:
+        return k * n * ceil(m / _DEQUANT_TILE_M) * ops / rate
+    return k * n * np.ceil(np.asarray(m, dtype=np.float64) / _DEQUANT_TILE_M) * ops / rate
+
+
+def gemm_bytes(m: Any, n: Any, k: Any, dtype: str) -> Any:
+    """Bytes a GEMM moves: weights (k x n) at their format, activations and output at
+    16 bits for weight-only formats, else at the format."""
+    weight = DTYPE_BYTES[dtype]
+    other = 2.0 if dtype in DEQUANT_OPS else weight
+    return k * n * weight + (m * k + m * n) * other
+
+
 def gemm_compute_s(gpu: GPUSpec, m: float, n: float, k: float, dtype: str = "bf16") -> float:
-    """Arithmetic time of one GEMM at the GPU's achieved ceiling, tiling losses included."""
+    """Arithmetic time of one GEMM at the GPU's achieved ceiling, tiling losses included
+    (and dequantization, for weight-only formats)."""
     rate = gpu.peak_flops(dtype) * gpu.efficiency.matmul
-    return 2.0 * m * n * k / (rate * tiling_utilization(gpu.gemm_tiling, m, n, k))
+    return float(2.0 * m * n * k / (rate * tiling_utilization(gpu.gemm_tiling, m, n, k))
+                 + dequant_s(gpu, m, n, k, dtype))
 
 
 def gemm_time_s(gpu: GPUSpec, m: int, n: int, k: int, dtype: str = "bf16") -> float:
     """Roofline time of one (m x k) @ (k x n) GEMM: max(arithmetic time with tiling
     losses, bytes of A, B and C / achieved bandwidth)."""
-    element = DTYPE_BYTES[dtype]
-    memory_s = (m * k + k * n + m * n) * element / (
+    memory_s = float(gemm_bytes(m, n, k, dtype)) / (
         gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
     return max(gemm_compute_s(gpu, m, n, k, dtype), memory_s)
 
@@ -117,8 +156,8 @@ def fitted_gemm_times(gpu: GPUSpec, fit: GemmFit, m: np.ndarray, n: np.ndarray,
         waves = np.ceil(tiles * split / units)
         seconds = waves * rows * tile_n * (k / split) * 2.0 / (rate * fit.small_tile**halvings)
         compute = np.minimum(compute, seconds)
-    element = DTYPE_BYTES[dtype]
-    memory = (m * k + k * n + m * n) * element / (gpu.hbm_bandwidth_gbps * GB * fit.memory)
+    compute = compute + dequant_s(gpu, m, n, k, dtype)
+    memory = gemm_bytes(m, n, k, dtype) / (gpu.hbm_bandwidth_gbps * GB * fit.memory)
     p = fit.blend
     total = fit.launch_us * 1e-6 + (compute**p + memory**p) ** (1.0 / p)
     return total, compute >= memory
@@ -131,7 +170,7 @@ def gemm_time_terms(gpu: GPUSpec, m: float, n: float, k: float, dtype: str = "bf
     fit = gpu.kernels.gemm if gpu.kernels is not None else None
     if fit is None:
         compute_s = gemm_compute_s(gpu, m, n, k, dtype)
-        memory_s = (m * k + k * n + m * n) * DTYPE_BYTES[dtype] / (
+        memory_s = gemm_bytes(m, n, k, dtype) / (
             gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
         return max(compute_s, memory_s), compute_s >= memory_s
     seconds, compute_bound = fitted_gemm_times(gpu, fit, np.array([m]), np.array([n]),

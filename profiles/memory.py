@@ -113,9 +113,14 @@ def plan_memory(
     gpu_memory_utilization: float, max_num_batched_tokens: int, max_num_seqs: int,
     swap_space_gib: float = 0.0, runtime_overhead_gib: float = DEFAULT_RUNTIME_OVERHEAD_GIB,
     offloaded_weight_bytes: float = 0.0, ep: int = 1, dp: int = 1,
-    expert_slots: int | None = None,
+    expert_slots: int | None = None, draft_weight_bytes: float = 0.0,
+    draft_kv_bytes_per_token: float = 0.0,
 ) -> MemoryPlan:
     """Split one GPU's memory and count the KV blocks a replica gets.
+
+    A speculative draft (a draft model or head) adds ``draft_weight_bytes`` per GPU to the
+    weights and ``draft_kv_bytes_per_token`` per GPU to every block, as vLLM keeps the
+    draft's KV in the same blocks as the target's.
 
     ``offloaded_weight_bytes`` of each GPU's weights live off the GPU (vLLM's
     ``cpu_offload_gb``; ``profiles.offload`` prices streaming them). With ``dp``
@@ -135,7 +140,7 @@ def plan_memory(
         raise ClusterSimError(
             f"offload.cpu_offload_gb={offloaded_weight_bytes / GIB:.1f} exceeds the "
             f"{all_weights / GIB:.1f} GiB of weights per GPU of {where}; lower it")
-    weights = all_weights - offloaded_weight_bytes
+    weights = all_weights - offloaded_weight_bytes + draft_weight_bytes
     if weights >= budget:
         raise ClusterSimError(
             f"{where}: weights need {weights / GIB:.1f} GiB per GPU but "
@@ -147,7 +152,8 @@ def plan_memory(
     overhead = runtime_overhead_gib * GIB
     kv_bytes = budget - weights - activations - overhead
     layers_local = max(split_layers(model.num_layers, pp))
-    block_bytes = layers_local * model.kv_bytes_per_token_layer(tp) * block_size
+    block_bytes = (layers_local * model.kv_bytes_per_token_layer(tp)
+                   + draft_kv_bytes_per_token) * block_size
     num_blocks = dp * int(kv_bytes // block_bytes) if kv_bytes > 0 else 0
     if num_blocks <= 0:
         raise ClusterSimError(

@@ -39,13 +39,15 @@ class RoutingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["uniform", "zipf", "trace"] = "uniform"
+    kind: Literal["uniform", "zipf", "trace"] = Field(
+        default="uniform", description="how tokens pick experts: evenly, Zipf-skewed hot "
+        "experts per layer, or a measured routing trace")
     zipf_s: float = Field(default=1.0, ge=0, le=5, description="Zipf exponent (0: uniform)")
     affinity: float = Field(default=0.0, ge=0, le=1, description="synthetic routing: the "
                             "share of a token's pairs that follow its previous layer's "
                             "expert to a fixed partner expert (ExFlow's affinity)")
     trace: str | None = Field(default=None, description="routing-trace JSON (kind: trace)")
-    seed: int = 0
+    seed: int = Field(default=0, description="seed of the per-step expert draws")
 
 
 @dataclass(frozen=True)

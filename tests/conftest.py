@@ -32,10 +32,12 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> str:
 def make_deployment(model: str = "llama-3-8b", gpu: str = "a100", **fields: Any
                     ) -> DeploymentConfig:
     """A deployment from keyword fields; dotted names set nested ones
-    (``make_deployment(**{"scheduler.policy": "sarathi"})``)."""
+    (``make_deployment(**{"scheduler.policy": "stall-free"})``). The engine is ``none``
+    (the bare scheduler policy, no preset, no CPU costs: the hand-checkable simulator)
+    unless the fields name one."""
     plain = {key: value for key, value in fields.items() if "." not in key}
     dotted = {key: value for key, value in fields.items() if "." in key}
-    return build_deployment({"model": model, "gpu": gpu, **plain}, dotted)
+    return build_deployment({"model": model, "gpu": gpu, "engine": "none", **plain}, dotted)
 
 
 def make_trace(arrival_s: Sequence[float], prompt_tokens: Sequence[int],

@@ -35,7 +35,7 @@ def test_simulate_writes_outputs_and_reruns_byte_identical(tmp_path: Path) -> No
     for name in ("a", "b"):
         out = tmp_path / name
         result = run("simulate", "--workload", str(trace), "--model", "llama-3-8b",
-                     "--gpu", "h100", "--replicas", "2", "--scheduler", "sarathi",
+                     "--gpu", "h100", "--replicas", "2", "--scheduler", "stall-free",
                      "--out", str(out), "--trace", "--ttft-slo", "0.5")
         assert result.exit_code == 0, result.output
         assert "TTFT" in result.output and "goodput" in result.output
@@ -45,7 +45,7 @@ def test_simulate_writes_outputs_and_reruns_byte_identical(tmp_path: Path) -> No
     rows = pd.read_csv(outputs[0] / "requests.csv")
     assert len(rows) == 60 and rows["finish_s"].notna().all()
     summary = json.loads((outputs[0] / "summary.json").read_text())
-    assert summary["run"]["scheduler"]["policy"] == "sarathi"
+    assert summary["run"]["scheduler"]["policy"] == "stall-free"
     assert summary["throughput"]["requests_per_s"] > 0
     trace_doc = json.loads((outputs[0] / "trace.json").read_text())
     assert any(event["ph"] == "X" for event in trace_doc["traceEvents"])
@@ -109,7 +109,7 @@ def test_simulate_console_script_runs_the_bundled_example(tmp_path: Path) -> Non
                                                      "simulate_main()"]
     done = subprocess.run(
         [*command, "--workload", str(EXAMPLES / "chat.json"), "--model", "llama-3-8b",
-         "--gpu", "h100", "--tp", "1", "--replicas", "4", "--scheduler", "sarathi",
+         "--gpu", "h100", "--tp", "1", "--replicas", "4", "--scheduler", "stall-free",
          "--out", str(tmp_path / "results")],
         capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
@@ -156,3 +156,48 @@ def test_version_flag_prints_the_package_version() -> None:
     result = run("--version")
     assert result.exit_code == 0
     assert result.output.strip() == f"clustersim {metadata.version('clustersim')}"
+
+
+def test_progress_reaches_every_request_and_the_bar_shows_only_on_a_terminal(
+        monkeypatch, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    import cli.common
+    from simulator import build_deployment, simulate
+    from workloads.loaders import load_workload
+
+    trace = load_workload(Path("workloads/examples/chat.json"))
+    heard: list[tuple[int, int]] = []
+    result = simulate(build_deployment({"model": "llama-3-8b", "gpu": "h100"}), trace,
+                      progress=lambda done, total: heard.append((done, total)))
+    assert result.ok
+    assert heard[-1] == (len(trace), len(trace))
+    assert [done for done, _ in heard] == sorted(done for done, _ in heard)
+    assert 2 <= len(heard) <= 201  # about 200 updates, not one per request
+    args = ["simulate", "--workload", "workloads/examples/chat.json", "--model",
+            "llama-3-8b", "--gpu", "h100"]
+    quiet = CliRunner().invoke(app, args)  # stderr is not a terminal: no bar
+    assert quiet.exit_code == 0 and "simulating requests" not in quiet.output
+    screen = io.StringIO()
+    monkeypatch.setattr(cli.common, "_stderr", Console(file=screen, force_terminal=True,
+                                                       width=100))
+    shown = CliRunner().invoke(app, args)
+    assert shown.exit_code == 0
+    assert "simulating requests" in screen.getvalue()
+
+
+def test_every_option_of_every_command_has_help_text() -> None:
+    import typer
+
+    def missing(command, path):
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                yield from missing(sub, [*path, name])
+            return
+        for param in command.params:
+            if param.param_type_name == "option" and not param.help and param.name != "help":
+                yield f"{' '.join(path)} {param.opts[0]}"
+
+    assert list(missing(typer.main.get_command(app), [])) == []

@@ -28,7 +28,8 @@ def disagg(prefill: dict[str, Any] | None = None, decode: dict[str, Any] | None 
     block: dict[str, Any] = {"prefill": prefill or {}, "decode": decode or {},
                              "transfer": {"mode": "after_prefill"}}
     block.update(extra)
-    return build_deployment({"model": model, "gpu": gpu, "disaggregation": block})
+    return build_deployment({"model": model, "gpu": gpu, "engine": "none",
+                             "disaggregation": block})
 
 
 def nic_bytes_per_s(gpu: str) -> float:
@@ -215,7 +216,7 @@ def test_one_output_token_ends_at_the_prefill() -> None:
 
 
 def test_the_prefill_pool_budget_defaults_to_its_saturation_length() -> None:
-    pools = resolve_pools(disagg({"scheduler": {"policy": "vllm-v1"}}))  # chunked prefill
+    pools = resolve_pools(disagg({"scheduler": {"policy": "running-first"}}))  # chunked prefill
     budget = pools.prefill.scheduler.max_num_batched_tokens
     cost = pools.prefill.cost_models[0]
     per_token = {n: cost.predict(BatchShape([n], [0], 1)).total_s / n
@@ -224,9 +225,9 @@ def test_the_prefill_pool_budget_defaults_to_its_saturation_length() -> None:
     smaller = [n for n in per_token if n < budget]
     assert all(per_token[n] > 1.1 * min(per_token.values()) for n in smaller)
     explicit = resolve_pools(disagg({"scheduler": {"max_num_batched_tokens": 3000,
-                                                   "policy": "vllm-v1"}}))
+                                                   "policy": "running-first"}}))
     assert explicit.prefill.scheduler.max_num_batched_tokens == 3000
-    whole = resolve_pools(disagg({"scheduler": {"policy": "vllm"}}))  # no chunking
+    whole = resolve_pools(disagg({"scheduler": {"policy": "prefill-first"}}))  # no chunking
     assert whole.prefill.scheduler.max_num_batched_tokens == 8192  # the longest prompt
 
 

@@ -16,7 +16,7 @@ def test_vllm_v1_preset_resolves_to_documented_knobs_per_gpu() -> None:
     assert (h100.policy, h100.enable_chunked_prefill, h100.enable_prefix_caching,
             h100.prefill_first, h100.decodes_first, h100.max_num_batched_tokens,
             h100.max_num_seqs, h100.block_size, h100.preemption_mode) == (
-        "vllm-v1", True, True, False, False, 8192, 1024, 16, "recompute")
+        "running-first", True, True, False, False, 8192, 1024, 16, "recompute")
     a100 = resolve(make_deployment("llama-3-8b", "a100", engine="vllm-v1")).scheduler
     assert (a100.max_num_batched_tokens, a100.max_num_seqs) == (2048, 256)
 
@@ -25,8 +25,8 @@ def test_vllm_v0_and_sarathi_presets() -> None:
     v0 = resolve(make_deployment("llama-3-8b", "h100", engine="vllm-v0")).scheduler
     assert (v0.policy, v0.prefill_first, v0.enable_chunked_prefill,
             v0.enable_prefix_caching, v0.max_num_batched_tokens) == (
-        "vllm", True, False, False, 8192)
-    sarathi = resolve(make_deployment("llama-3-8b", "h100", engine="sarathi")).scheduler
+        "prefill-first", True, False, False, 8192)
+    sarathi = resolve(make_deployment("llama-3-8b", "h100", engine="sarathi-serve")).scheduler
     assert (sarathi.max_num_batched_tokens, sarathi.max_num_seqs,
             sarathi.decodes_first) == (512, 128, True)
 

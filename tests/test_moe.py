@@ -209,7 +209,7 @@ def test_serving_honours_ep_and_dp_attention() -> None:
     """DeepSeek-V2-Lite on 8 H100s: EP 8 with DP attention shards the experts (8 per
     GPU), gives each rank its own KV cache, and prices the all-to-alls."""
     base = {"model": "deepseek-v2-lite", "gpu": "h100", "seed": 0,
-            "scheduler": {"policy": "vllm-v1", "max_num_seqs": 32,
+            "scheduler": {"policy": "running-first", "max_num_seqs": 32,
                           "max_num_batched_tokens": 1024, "max_model_len": 4096}}
     tp8 = resolve(build_deployment(base | {"parallelism": {"tp": 8}}))
     ep8 = resolve(build_deployment(base | {"parallelism": {"tp": 1, "dp": 8, "ep": 8}}))
@@ -382,13 +382,13 @@ def test_sliding_window_layers_hold_only_their_window() -> None:
     # A block is every layer's KV; 2,000 blocks hold 3 requests of 8,050 tokens counted
     # whole, but 19 counted by their windows: the run batches far more than 3.
     resolved = resolve(build_deployment({"model": "gemma-3-1b", "gpu": "l40s",
-                                         "scheduler": {"policy": "vllm-v1"}}))
+                                         "scheduler": {"policy": "running-first"}}))
     assert resolved.memory.kv_block_bytes == 26 * 2 * 256 * 2 * 16
     trace = RequestTrace.from_columns(arrival_s=[0.0] * 20, prompt_tokens=[8000] * 20,
                                       output_tokens=[50] * 20)
     summary = simulate(build_deployment({
         "model": "gemma-3-1b", "gpu": "l40s", "scheduler": {
-            "policy": "vllm-v1", "num_gpu_blocks_override": 2000,
+            "policy": "running-first", "num_gpu_blocks_override": 2000,
             "max_model_len": 8192}}), trace).summary
     assert summary["batches"]["max_batch_size"] > 3
     assert summary["preemptions"] == 0

@@ -77,8 +77,8 @@ def test_swapped_kv_returns_intact_and_the_swap_costs_bytes_over_the_host_link()
     """Swap preemption under a tiny KV pool: every request finishes with all its tokens;
     a step's swap term is exactly the swapped tokens' KV bytes per GPU over PCIe."""
     deployment = build_deployment({
-        "model": "llama-3-8b", "gpu": "a100", "parallelism": {"tp": 2},
-        "scheduler": {"policy": "vllm", "preemption_mode": "swap",
+        "model": "llama-3-8b", "gpu": "a100", "parallelism": {"tp": 2}, "engine": "none",
+        "scheduler": {"policy": "prefill-first", "preemption_mode": "swap",
                       "num_gpu_blocks_override": 40, "max_model_len": 600}})
     n = 10
     result = simulate(deployment, make_trace([0.0] * n, [200] * n, [150] * n))
@@ -191,7 +191,7 @@ def test_host_tier_returns_evicted_prefix_blocks_at_host_link_cost() -> None:
     recomputes its whole prompt; with one, C's 64 prefix blocks come back from host
     memory and its TTFT is a 16-token prefill over 1,024 cached tokens plus copying
     those 1,024 tokens' KV over PCIe."""
-    base = {"model": "llama-3-8b", "gpu": "h100",
+    base = {"model": "llama-3-8b", "gpu": "h100", "engine": "none",
             "scheduler": {"enable_prefix_caching": True, "num_gpu_blocks_override": 100,
                           "max_model_len": 1600}}
     without = simulate(build_deployment(base), _prefix_trace())
@@ -233,6 +233,7 @@ def test_host_tier_changes_nothing_while_the_gpu_pool_evicts_nothing() -> None:
 
 def test_host_tier_needs_prefix_caching_and_room_on_the_host() -> None:
     no_cache = simulate(build_deployment({"model": "llama-3-8b", "gpu": "h100",
+                                          "scheduler": {"enable_prefix_caching": False},
                                           "offload": {"kv_offloading_size": 8}}),
                         make_trace([0.0], [10], [2]))
     assert not no_cache.ok and "enable_prefix_caching" in str(no_cache.error)

@@ -12,7 +12,7 @@ from profiles.models import ModelSpec, list_models, load_model
 from simulator.serving.build import resolve
 from simulator.serving.config import build_deployment
 
-BASE = {"model": "llama-3.1-8b", "gpu": "h100", "scheduler": {"policy": "vllm-v1"}}
+BASE = {"model": "llama-3.1-8b", "gpu": "h100", "scheduler": {"policy": "running-first"}}
 
 
 def _resolved(**fields: object):
@@ -67,3 +67,24 @@ def test_unknown_formats_are_refused() -> None:
         build_deployment(BASE | {"quantization": "nf3"})
     with pytest.raises(ClusterSimError, match="kv_cache_dtype"):
         build_deployment(BASE | {"kv_cache_dtype": "int2"})
+
+
+def test_weight_only_int4_dequantizes_on_the_cuda_cores() -> None:
+    """W4A16 (AWQ/GPTQ through Marlin-style kernels): at batch 1 the GEMM is bound by the
+    weights' bytes, a quarter of bf16's, so nearly 4x faster; at a large batch both are
+    compute bound and INT4 pays the dequantization on top: k x n x ceil(m / 64) x 2
+    instructions at the FP32 rate."""
+    from profiles.gemm import dequant_s, gemm_bytes, gemm_time_s
+    from profiles.hardware import load_gpu
+
+    h100 = load_gpu("h100")
+    n, k = 14336, 4096
+    assert gemm_bytes(1, n, k, "int4") == k * n * 0.5 + (k + n) * 2
+    small = gemm_time_s(h100, 1, n, k, "bf16") / gemm_time_s(h100, 1, n, k, "int4")
+    assert 3.9 < small < 4.0
+    m = 8192
+    assert dequant_s(h100, m, n, k, "int4") == pytest.approx(
+        k * n * (m / 64) * 2.0 / (h100.peak_tflops.fp32 * 1e12), rel=1e-12)
+    assert gemm_time_s(h100, m, n, k, "int4") == pytest.approx(
+        gemm_time_s(h100, m, n, k, "bf16") + dequant_s(h100, m, n, k, "int4"), rel=1e-12)
+    assert dequant_s(h100, m, n, k, "fp8") == 0.0

@@ -77,7 +77,7 @@ def _pressure_trace() -> object:
     return make_trace([0.0, 0.0, 0.0, 0.01, 0.02], [200] * 5, [200] * 5)
 
 
-@pytest.mark.parametrize("policy", ["vllm", "sarathi", "vllm-v1", "orca"])
+@pytest.mark.parametrize("policy", ["prefill-first", "stall-free", "running-first", "orca"])
 @pytest.mark.parametrize(("trace_of", "num_blocks", "max_model_len"),
                          [(_trace, 90, 1280), (_pressure_trace, 60, 960)])
 def test_the_driver_runs_exactly_the_simulators_batches(policy: str, trace_of: object,
@@ -109,7 +109,8 @@ def test_the_driver_runs_exactly_the_simulators_batches(policy: str, trace_of: o
 def test_a_preempted_request_recomputes_its_own_tokens() -> None:
     """After a recompute preemption, the request's rows restart at context 0 with its
     prompt ids followed by the tokens it sampled (7s from the fake executor)."""
-    deployment = make_deployment(**{"scheduler.policy": "vllm", "scheduler.max_model_len": 960,
+    deployment = make_deployment(**{"scheduler.policy": "prefill-first",
+                                    "scheduler.max_model_len": 960,
                                     "scheduler.num_gpu_blocks_override": 60})
     resolved = resolve(deployment)
     clock = FakeClock()
@@ -246,7 +247,7 @@ def test_a_reference_run_on_cpu_produces_every_token(tiny_model_path: str,
     out = tmp_path / "run"
     result = CliRunner().invoke(app, [
         "reference", "run", "--workload", str(trace_path), "--model", tiny_model_path,
-        "--gpu", "a100", "--device", "cpu", "--dtype", "fp32", "--scheduler", "sarathi",
+        "--gpu", "a100", "--device", "cpu", "--dtype", "fp32", "--scheduler", "stall-free",
         "--max-num-batched-tokens", "64", "--max-model-len", "128", "--num-gpu-blocks", "64",
         "--out", str(out)])
     assert result.exit_code == 0, result.output

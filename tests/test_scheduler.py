@@ -16,7 +16,7 @@ from simulator.serving.scheduler import Scheduler, StepPlan
 LLAMA3 = load_model("llama-3-8b")
 
 
-def make_scheduler(policy: str = "vllm", num_blocks: int = 1000, block_size: int = 16,
+def make_scheduler(policy: str = "prefill-first", num_blocks: int = 1000, block_size: int = 16,
                    num_cpu_blocks: int = 0, **knobs: object) -> Scheduler:
     knobs.setdefault("max_model_len", 4096)
     config = resolve_scheduler(SchedulerSettings(policy=policy, block_size=block_size,
@@ -38,10 +38,10 @@ def step(scheduler: Scheduler, now_s: float = 0.0) -> StepPlan:
 
 
 def test_presets_resolve_to_documented_knobs() -> None:
-    vllm = resolve_scheduler(SchedulerSettings(policy="vllm"), LLAMA3)
+    vllm = resolve_scheduler(SchedulerSettings(policy="prefill-first"), LLAMA3)
     assert (vllm.prefill_first, vllm.enable_chunked_prefill, vllm.max_num_seqs,
             vllm.max_num_batched_tokens, vllm.kv_allocation) == (True, False, 256, 8192, "paged")
-    sarathi = resolve_scheduler(SchedulerSettings(policy="sarathi"), LLAMA3)
+    sarathi = resolve_scheduler(SchedulerSettings(policy="stall-free"), LLAMA3)
     assert (sarathi.enable_chunked_prefill, sarathi.decodes_first,
             sarathi.max_num_batched_tokens) == (True, True, 512)
     orca = resolve_scheduler(SchedulerSettings(policy="orca"), LLAMA3)
@@ -49,19 +49,20 @@ def test_presets_resolve_to_documented_knobs() -> None:
     static = resolve_scheduler(SchedulerSettings(policy="static"), LLAMA3)
     assert static.batching == "static"
     # The user's knobs win over the preset's.
-    mine = resolve_scheduler(SchedulerSettings(policy="vllm", enable_chunked_prefill=True,
+    mine = resolve_scheduler(SchedulerSettings(policy="prefill-first", enable_chunked_prefill=True,
                                                max_num_batched_tokens=1024), LLAMA3)
     assert mine.enable_chunked_prefill and not mine.prefill_first and mine.decodes_first
 
 
 def test_budget_below_max_model_len_without_chunking_is_refused() -> None:
     with pytest.raises(ClusterSimError, match="max_num_batched_tokens=1024.*max_model_len=8192"):
-        resolve_scheduler(SchedulerSettings(policy="vllm", max_num_batched_tokens=1024), LLAMA3)
+        resolve_scheduler(SchedulerSettings(policy="prefill-first",
+                                            max_num_batched_tokens=1024), LLAMA3)
 
 
 def test_chunked_prefill_splits_a_prompt_under_the_budget() -> None:
     """A 1000-token prompt under a 256-token budget runs as 256+256+256+232, then decodes."""
-    scheduler = make_scheduler("sarathi", max_num_batched_tokens=256)
+    scheduler = make_scheduler("stall-free", max_num_batched_tokens=256)
     (request,) = make_requests((1000, 3))
     scheduler.add_request(request)
     chunks = [step(scheduler).num_new_tokens[0] for _ in range(4)]
@@ -71,7 +72,7 @@ def test_chunked_prefill_splits_a_prompt_under_the_budget() -> None:
 
 
 def test_sarathi_puts_decodes_first_and_fills_the_rest_with_a_chunk() -> None:
-    scheduler = make_scheduler("sarathi", max_num_batched_tokens=256)
+    scheduler = make_scheduler("stall-free", max_num_batched_tokens=256)
     first, second = make_requests((100, 10), (1000, 10))
     scheduler.add_request(first)
     step(scheduler)  # first's prefill
@@ -81,7 +82,7 @@ def test_sarathi_puts_decodes_first_and_fills_the_rest_with_a_chunk() -> None:
 
 
 def test_vllm_prefill_first_runs_waiting_prompts_alone() -> None:
-    scheduler = make_scheduler("vllm")
+    scheduler = make_scheduler("prefill-first")
     first, second = make_requests((100, 10), (300, 10))
     scheduler.add_request(first)
     step(scheduler)
@@ -122,7 +123,7 @@ def test_static_batching_admits_only_when_the_batch_drains_and_pads() -> None:
 def test_recompute_preemption_takes_the_last_admitted_and_it_restarts() -> None:
     """Two requests on 4 blocks of 16: at 32+32 tokens both need a third block; the later
     one is preempted, drops its KV, and later recomputes prompt plus outputs."""
-    scheduler = make_scheduler("vllm", num_blocks=4, max_model_len=64,
+    scheduler = make_scheduler("prefill-first", num_blocks=4, max_model_len=64,
                                max_num_batched_tokens=64)
     first, second = make_requests((31, 20), (31, 20))
     scheduler.add_request(first)
@@ -144,7 +145,7 @@ def test_recompute_preemption_takes_the_last_admitted_and_it_restarts() -> None:
 
 
 def test_swap_preemption_moves_blocks_to_the_host_and_back() -> None:
-    scheduler = make_scheduler("vllm", num_blocks=4, num_cpu_blocks=8, max_model_len=64,
+    scheduler = make_scheduler("prefill-first", num_blocks=4, num_cpu_blocks=8, max_model_len=64,
                                max_num_batched_tokens=64, preemption_mode="swap")
     first, second = make_requests((31, 4), (31, 4))
     scheduler.add_request(first)
@@ -165,7 +166,7 @@ def test_swap_preemption_moves_blocks_to_the_host_and_back() -> None:
 
 
 def test_priority_queue_admits_lowest_priority_value_first() -> None:
-    scheduler = make_scheduler("vllm", queue_order="priority", max_num_seqs=1)
+    scheduler = make_scheduler("prefill-first", queue_order="priority", max_num_seqs=1)
     low, high = make_requests((10, 1), (10, 1))
     low.priority, high.priority = 5, 0
     scheduler.add_request(low)
@@ -174,7 +175,7 @@ def test_priority_queue_admits_lowest_priority_value_first() -> None:
 
 
 def test_max_num_seqs_caps_the_running_batch() -> None:
-    scheduler = make_scheduler("sarathi", max_num_seqs=3, max_num_batched_tokens=4096)
+    scheduler = make_scheduler("stall-free", max_num_seqs=3, max_num_batched_tokens=4096)
     for request in make_requests(*[(10, 5)] * 5):
         scheduler.add_request(request)
     assert len(step(scheduler).requests) == 3

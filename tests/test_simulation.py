@@ -35,7 +35,7 @@ def test_single_request_times_equal_the_cost_model_exactly() -> None:
 
 
 def test_single_request_arriving_later_keeps_its_times() -> None:
-    deployment = make_deployment("mistral-7b", "h100", **{"scheduler.policy": "sarathi"})
+    deployment = make_deployment("mistral-7b", "h100", **{"scheduler.policy": "stall-free"})
     early = simulate(deployment, make_trace([0.0], [300], [4])).requests.iloc[0]
     late = simulate(deployment, make_trace([12.5], [300], [4])).requests.iloc[0]
     assert late["ttft_s"] == pytest.approx(early["ttft_s"], rel=1e-12)
@@ -90,7 +90,7 @@ traces = st.integers(min_value=1, max_value=25).flatmap(lambda n: st.tuples(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     trace=traces,
-    policy=st.sampled_from(["vllm", "sarathi", "orca", "static"]),
+    policy=st.sampled_from(["prefill-first", "stall-free", "orca", "static"]),
     max_num_seqs=st.integers(1, 8),
     budget=st.sampled_from([32, 64, 256]),
     chunked=st.booleans(),
@@ -109,16 +109,16 @@ def test_invariants_over_random_traces_and_settings(
     max_num_seqs and KV capacity hold; time never runs backwards; all KV returns. With
     prefix caching, requests share random system prompts."""
     arrivals, prompts, outputs = trace
-    caching = caching and policy in ("vllm", "sarathi") and preemption == "recompute"
+    caching = caching and policy in ("prefill-first", "stall-free") and preemption == "recompute"
     max_model_len = 256
-    if not chunked and policy != "sarathi":
+    if not chunked and policy != "stall-free":
         budget = max(budget, max_model_len)
     deployment = make_deployment(
         tiny_model_path, "a100", replicas=replicas, router="least_kv", **{
             "parallelism.pp": pp,
             "scheduler.policy": policy, "scheduler.max_num_seqs": max_num_seqs,
             "scheduler.max_num_batched_tokens": budget,
-            "scheduler.enable_chunked_prefill": chunked or policy == "sarathi",
+            "scheduler.enable_chunked_prefill": chunked or policy == "stall-free",
             "scheduler.preemption_mode": preemption, "scheduler.swap_space_gib": 0.0001,
             "scheduler.max_model_len": max_model_len,
             "scheduler.num_gpu_blocks_override": num_blocks,
@@ -148,7 +148,7 @@ def test_kv_pressure_preempts_and_everyone_still_finishes(tiny_model_path: str) 
     happen, and every request still produces all its tokens."""
     for mode in ("recompute", "swap"):
         deployment = make_deployment(tiny_model_path, "a100", **{
-            "scheduler.policy": "sarathi", "scheduler.max_num_batched_tokens": 512,
+            "scheduler.policy": "stall-free", "scheduler.max_num_batched_tokens": 512,
             "scheduler.preemption_mode": mode, "scheduler.max_model_len": 256,
             "scheduler.num_gpu_blocks_override": 40,
         })
@@ -167,7 +167,7 @@ def test_pipeline_parallel_keeps_several_micro_batches_in_flight() -> None:
     """With pp=4, four requests arriving together run as overlapping micro-batches, so the
     last first token comes well before 4 x one request's TTFT."""
     deployment = make_deployment("llama-3-8b", "a100", **{
-        "parallelism.pp": 4, "scheduler.policy": "sarathi",
+        "parallelism.pp": 4, "scheduler.policy": "stall-free",
         "scheduler.max_num_batched_tokens": 512})
     one = simulate(deployment, make_trace([0.0], [512], [1])).requests["ttft_s"].iloc[0]
     four = simulate(deployment, make_trace([0.0] * 4, [512] * 4, [1] * 4)).requests

@@ -26,7 +26,7 @@ QUICK_FLAGS = ["--steady-requests", "300", "--steady-seconds", "10"]
 
 def test_a_sweep_rises_with_load_and_marks_goodput() -> None:
     deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100",
-                                   "scheduler": {"policy": "sarathi"}})
+                                   "scheduler": {"policy": "stall-free"}})
     rows = sweep(deployment, TRACE, [1.0, 8.0, 64.0], ttft_slo_s=0.5, tpot_slo_s=0.05,
                  rule=QUICK)
     assert list(rows.columns) == SWEEP_COLUMNS and len(rows) == 3

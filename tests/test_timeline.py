@@ -19,7 +19,7 @@ TRACE = generate(GeneratorSpec(
 
 DEPLOYMENTS = {
     "tp2 pp2": {"model": "llama-3-8b", "gpu": "h100", "replicas": 2,
-                "parallelism": {"tp": 2, "pp": 2}, "scheduler": {"policy": "sarathi"}},
+                "parallelism": {"tp": 2, "pp": 2}, "scheduler": {"policy": "stall-free"}},
     "vllm-v1 engine": {"model": "llama-3-8b", "gpu": "a100", "engine": "vllm-v1"},
     "disaggregated": {"model": "llama-3-8b", "gpu": "h100", "disaggregation": {
         "prefill": {"replicas": 1}, "decode": {"replicas": 2, "gpu": "a100"}}},

@@ -10,6 +10,7 @@ block, a new baseline).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,8 @@ def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, fl
 def validate(records: str | Path | None = None, baseline: str | Path | None = None, *,
              out: str | Path | None = None, html: str | Path | None = None,
              update_baseline: bool = False, update_readme: str | Path | None = None,
-             measured: str | Path | None = None) -> ValidationReport:
+             measured: str | Path | None = None,
+             progress: Callable[[int, int], None] | None = None) -> ValidationReport:
     """Predict every record, gate the errors against the baseline, write what is asked.
 
     Args:
@@ -121,6 +123,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         update_readme: a README whose generated accuracy block is rewritten.
         measured: the measured pack for the operator group (default: the shared
             folder's, or ``CLUSTERSIM_MEASURED``).
+        progress: hears (vLLM runs replayed, runs) while the serving runs replay.
 
     Raises:
         ClusterSimError: unreadable records or baseline, a README without the block
@@ -145,7 +148,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.operators_skipped = ("operator group skipped: no measured pack (the shared "
                                     "folder's measured/, or --measured DIR)")
     else:
-        runs = serving_rows(measured_dir)
+        runs = serving_rows(measured_dir, progress)
         report.operators = pd.concat([operator_errors(operator_rows(measured_dir)),
                                       serving_errors(runs)], ignore_index=True)
         report.runs_not_expressed = skipped_runs(measured_dir)

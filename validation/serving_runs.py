@@ -22,7 +22,7 @@ are computed once per process.
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,11 +101,25 @@ def _deployment(run: pd.DataFrame, model: str) -> dict[str, Any]:
             "scheduler": scheduler}
 
 
-@functools.cache
-def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+_SIMULATED: dict[str, tuple[pd.DataFrame, pd.DataFrame]] = {}  # by measured folder
+
+
+def _simulated(measured_dir: str, progress: Callable[[int, int], None] | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The replayed runs' rows and the skipped runs, computed once per process."""
+    if measured_dir not in _SIMULATED:
+        _SIMULATED[measured_dir] = _simulate_runs(measured_dir, progress)
+    return _SIMULATED[measured_dir]
+
+
+def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | None
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.read_csv(Path(measured_dir) / "vllm_runs.csv")
     rows, skipped = [], []
-    for run_id, run in runs.groupby("run_id", sort=True):
+    groups = runs.groupby("run_id", sort=True)
+    for done, (run_id, run) in enumerate(groups):
+        if progress is not None:
+            progress(done, groups.ngroups)
         model = _model_name(str(run.iloc[0]["model"]))
         reason = _why_not(run, model)
         if reason is not None or model is None:
@@ -152,9 +166,11 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return table, pd.DataFrame(skipped, columns=["run_id", "model", "hardware", "reason"])
 
 
-def serving_rows(measured_dir: str | Path) -> pd.DataFrame:
-    """One row per run, stage and metric: measured and predicted milliseconds, error."""
-    return _simulated(str(Path(measured_dir).resolve()))[0].copy()
+def serving_rows(measured_dir: str | Path,
+                 progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """One row per run, stage and metric: measured and predicted milliseconds, error;
+    ``progress`` hears (runs replayed, runs) the first time a folder is replayed."""
+    return _simulated(str(Path(measured_dir).resolve()), progress)[0].copy()
 
 
 def skipped_runs(measured_dir: str | Path) -> pd.DataFrame:

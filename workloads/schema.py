@@ -46,6 +46,9 @@ class RequestRecord(BaseModel):
     think_time_s: float | None = Field(
         default=None, ge=0,
         description="closed loop: sent this long after the session's previous turn finishes")
+    acceptance_rate: float | None = Field(
+        default=None, ge=0, le=1, allow_inf_nan=False, description="speculative decoding: "
+        "this request's draft acceptance rate (None: the deployment's)")
 
     @field_validator("arrival_s")
     @classmethod
@@ -138,7 +141,7 @@ class RequestTrace:
     ) -> RequestTrace:
         extras: dict[str, list[Any]] = {}
         for name in ("prefix_id", "prefix_tokens", "prompt_id", "session_id", "block_hashes",
-                     "think_time_s"):
+                     "think_time_s", "acceptance_rate"):
             values = [getattr(record, name) for record in records]
             if any(value is not None for value in values):
                 extras[name] = values

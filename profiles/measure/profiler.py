@@ -129,8 +129,10 @@ def _gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[int, int]]:
 def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees: Sequence[int],
                 device: str = "cuda", dtype: Literal["bf16", "fp16", "fp32"] = "bf16",
                 tiny: bool = False, repetitions: int = 10, warmup: int = 3,
-                collectives: int = 0) -> KernelProfile:
-    """Measure and write a profile folder; returns it loaded back (so it is checked)."""
+                collectives: int = 0,
+                progress: Callable[[int, int], None] | None = None) -> KernelProfile:
+    """Measure and write a profile folder; returns it loaded back (so it is checked).
+    ``progress`` hears (shape groups measured, shape groups)."""
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA/ROCm device visible; pass --device cpu to try the profiler")
@@ -144,15 +146,31 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
 
     gemm_shapes = sorted({shape for spec in specs for tp in tp_degrees
                           for shape in _gemm_shapes(spec, tp)})
+    layouts = sorted({(spec.num_attention_heads // tp, max(1, spec.num_kv_heads // tp),
+                       spec.head_dim) for spec in specs for tp in tp_degrees})
+    widths = set()
+    for spec in specs:
+        for tp in tp_degrees:
+            kv = max(1, spec.num_kv_heads // tp) * spec.head_dim
+            widths |= {("rmsnorm", spec.hidden_size),
+                       ("silu_mul", spec.intermediate_size // tp),
+                       ("rotary", spec.q_size // tp + kv), ("kv_write", 2 * kv)}
+    groups, done = len(gemm_shapes) + len(layouts) + len(widths), 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
+        if progress is not None:
+            progress(done, groups)
+
     for n, k in gemm_shapes:
         weight = torch.randn(n, k, dtype=torch_dtype, device=dev)
         for m in grid.tokens:
             x = torch.randn(m, k, dtype=torch_dtype, device=dev)
             rows["gemm"].append({"m": m, "n": n, "k": k,
                                  "time_s": timer(_matmul(x, weight))})
+        tick()
 
-    layouts = sorted({(spec.num_attention_heads // tp, max(1, spec.num_kv_heads // tp),
-                       spec.head_dim) for spec in specs for tp in tp_degrees})
     # Attention is timed through the reference executor's own kernels (paged keys behind
     # scattered block tables, as a serving engine holds them), so a profile predicts what
     # that executor measures.
@@ -180,19 +198,14 @@ def run_profile(out: str | Path, *, gpu: str, models: Sequence[str], tp_degrees:
                                             "num_heads": heads, "num_kv_heads": kv_heads,
                                             "head_dim": head_dim, "time_s": seconds})
                 del k_cache, v_cache, index, mask
+        tick()
 
-    widths = set()
-    for spec in specs:
-        for tp in tp_degrees:
-            kv = max(1, spec.num_kv_heads // tp) * spec.head_dim
-            widths |= {("rmsnorm", spec.hidden_size),
-                       ("silu_mul", spec.intermediate_size // tp),
-                       ("rotary", spec.q_size // tp + kv), ("kv_write", 2 * kv)}
     for op, width in sorted(widths):
         for tokens in grid.tokens:
             x = torch.randn(tokens, width, dtype=torch_dtype, device=dev)
             rows["elementwise"].append({"op": op, "num_tokens": tokens, "hidden": width,
                                         "time_s": timer(_elementwise(op, x))})
+        tick()
 
     tables = {op: pd.DataFrame(table) for op, table in rows.items()}
     notes = {op: "" for op in tables}

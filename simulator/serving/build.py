@@ -56,6 +56,7 @@ from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_schedu
 from simulator.serving.replica import delay_to
 from simulator.serving.request import Request
 from simulator.serving.scheduler import SchedulerConfig
+from simulator.serving.speculative import draft_memory, draft_model, with_drafts
 from simulator.serving.token_content import Segment, prompt_segments
 from workloads.schema import RequestTrace
 
@@ -177,7 +178,13 @@ def _settle(deployment: DeploymentConfig, where: str = ""
                               f"{model.num_layers} layers")
     parallel = deployment.parallelism
     slots = check_experts(deployment, model, gpu, where)
+    draft_weights, draft_kv = draft_memory(deployment, draft_model(deployment, model, where),
+                                           tp)
     settings = deployment.scheduler
+    if deployment.engine in ("vllm-v1", "vllm-v1-0.15") and settings.max_num_partial_prefills:
+        raise ClusterSimError(
+            f"{where}scheduler.max_num_partial_prefills: vLLM's V1 engine refuses it at start "
+            f"(only V0 limited partial prefills); drop it, or use engine vllm-v0 or none")
     if deployment.engine is not None:
         settings = with_engine_defaults(
             settings, engine_scheduler_defaults(deployment.engine, gpu.hbm_gib, gpu.name))
@@ -191,6 +198,7 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             runtime_overhead_gib=deployment.runtime_overhead_gib,
             offloaded_weight_bytes=deployment.offload.cpu_offload_gb * GIB,
             ep=parallel.ep, dp=parallel.dp, expert_slots=slots,
+            draft_weight_bytes=draft_weights, draft_kv_bytes_per_token=draft_kv,
         )
         _check_host(deployment, gpu, settings.swap_space_gib, scheduler.enable_prefix_caching)
     except ClusterSimError as error:
@@ -203,6 +211,10 @@ def _settle(deployment: DeploymentConfig, where: str = ""
             model, attention, scheduler.block_size, deployment.runtime_overhead_gib))
     if settings.num_gpu_blocks_override is not None:
         memory = replace(memory, num_gpu_blocks=settings.num_gpu_blocks_override)
+    speculative = deployment.speculative
+    if speculative is not None:
+        scheduler = replace(scheduler, num_speculative_tokens=speculative.num_speculative_tokens,
+                            acceptance_rate=speculative.acceptance_rate, seed=deployment.seed)
     if parallel.dp > 1:  # the engine's budgets are per DP rank; one queue feeds them all
         scheduler = replace(scheduler, max_num_seqs=parallel.dp * scheduler.max_num_seqs,
                             max_num_batched_tokens=parallel.dp
@@ -308,6 +320,8 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
                                                        experts))
         priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
                              else roofline)
+        priced = with_drafts(priced, draft_model(deployment, model), deployment, gpu,
+                             group_link(graph, tp_group), inside_node)
         pool = _attention_pool(deployment, model, gpu)
         if pool is not None:
             priced = OffloadedAttention(priced, pool)
@@ -397,13 +411,17 @@ def resolve_pools(deployment: DeploymentConfig) -> ResolvedPools:
 
 def make_requests(workload: RequestTrace) -> list[Request]:
     """The engine's requests of a trace, ids by trace position."""
-    return [
+    requests = [
         Request(request_id=i, arrival_s=float(arrival), prompt_tokens=int(prompt),
                 output_tokens=int(output), priority=int(priority))
         for i, (arrival, prompt, output, priority) in enumerate(zip(
             workload.arrival_s.tolist(), workload.prompt_tokens.tolist(),
             workload.output_tokens.tolist(), workload.priority.tolist(), strict=True))
     ]
+    for request, alpha in zip(requests, workload.extras.get("acceptance_rate", ()),
+                              strict=False):
+        request.acceptance_rate = alpha  # speculative decoding: the request's own rate
+    return requests
 
 
 def make_kv_cache(resolved: ResolvedDeployment) -> KVCacheManager:

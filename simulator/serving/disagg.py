@@ -59,9 +59,11 @@ from simulator.serving.build import (
 )
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.metrics import (
+    Progress,
     StepRecorder,
     StepStats,
     _percentiles,
+    reporting,
     request_rows,
     summarize,
     with_client_path,
@@ -288,7 +290,8 @@ class _PoolStats(StepStats):
 def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace, *,
                            record_trace: bool = False,
                            recorders: Sequence[StepRecorder] = (),
-                           trace_requests: int = DEFAULT_TRACE_REQUESTS) -> SimulationResult:
+                           trace_requests: int = DEFAULT_TRACE_REQUESTS,
+                           progress: Progress | None = None) -> SimulationResult:
     """Simulate ``workload`` on a disaggregated ``deployment`` (see ``engine.simulate``)."""
     started = time.perf_counter()
     try:
@@ -323,9 +326,10 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
             request.prompt_segments = segments
     coordinator = _Coordinator(env, resolved, pools[0], pools[1], requests)
     arrivals = Arrivals(env, workload, requests, coordinator.arrive)
-    coordinator.on_done = arrivals.on_finish
+    on_finish = reporting(arrivals.on_finish, len(requests), progress)
+    coordinator.on_done = on_finish
     for replica in pools[1]:
-        replica.on_finish = arrivals.on_finish
+        replica.on_finish = on_finish
     arrivals.start()
     env.run()
 

@@ -38,8 +38,10 @@ from simulator.serving.config import DeploymentConfig
 from simulator.serving.disagg import simulate_disaggregated
 from simulator.serving.experts import moe_record
 from simulator.serving.metrics import (
+    Progress,
     StepRecorder,
     StepStats,
+    reporting,
     request_rows,
     summarize,
     with_client_path,
@@ -48,6 +50,7 @@ from simulator.serving.presets import ENGINE_PRESETS
 from simulator.serving.replica import Replica
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
+from simulator.serving.speculative import speculative_record
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
 from simulator.serving.token_gaps import TokenGaps
 from workloads.schema import RequestTrace
@@ -67,6 +70,7 @@ def simulate(
     record_trace: bool = False,
     recorders: Sequence[StepRecorder] = (),
     trace_requests: int = DEFAULT_TRACE_REQUESTS,
+    progress: Progress | None = None,
 ) -> SimulationResult:
     """Simulate ``workload`` on ``deployment``.
 
@@ -76,13 +80,15 @@ def simulate(
         record_trace: also collect a Perfetto trace of every step.
         trace_requests: how many requests (the first) get their phases in the trace.
         recorders: extra step observers (tests use them to check invariants per step).
+        progress: called with (finished, total) requests as the run goes (a progress bar).
 
     Returns:
         The result; ``result.error`` holds a one-line message if the input was at fault.
     """
     if deployment.is_disaggregated:
         return simulate_disaggregated(deployment, workload, record_trace=record_trace,
-                                      recorders=recorders, trace_requests=trace_requests)
+                                      recorders=recorders, trace_requests=trace_requests,
+                                      progress=progress)
     started = time.perf_counter()
     try:
         resolved = resolve(deployment)
@@ -110,8 +116,9 @@ def simulate(
     router = ROUTERS[deployment.router]()
     arrivals = Arrivals(env, workload, requests,
                         lambda request: replicas[router.choose(request, replicas)].submit(request))
+    on_finish = reporting(arrivals.on_finish, len(requests), progress)
     for replica in replicas:
-        replica.on_finish = arrivals.on_finish
+        replica.on_finish = on_finish
     arrivals.start()
     env.run()
 
@@ -156,6 +163,7 @@ def simulate(
         "memory_per_gpu": resolved.memory.as_dict(),
         "offload": offload_record(resolved),
         "moe": moe_record(deployment, resolved.model, resolved.cost_models),
+        "speculative": speculative_record(deployment, requests),
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),
     }

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -39,8 +39,8 @@ if TYPE_CHECKING:
     from profiles.cost_model import StepCost
     from simulator.serving.scheduler import StepPlan
 
-__all__ = ["OVERLOAD_SLOPE", "REQUEST_COLUMNS", "StepRecorder", "StepStats", "request_rows",
-           "stability", "summarize", "with_client_path"]
+__all__ = ["OVERLOAD_SLOPE", "REQUEST_COLUMNS", "Progress", "StepRecorder", "StepStats",
+           "reporting", "request_rows", "stability", "summarize", "with_client_path"]
 
 OVERLOAD_SLOPE = 0.05  # seconds of extra queueing per second of arrivals (module docstring)
 _WARM_UP_SHARE = 0.1
@@ -248,3 +248,24 @@ def summarize(
         "busy_fraction": stats.busy_s / (makespan * len(kv_blocks_per_replica))
         if makespan > 0 else 0.0,
     }
+
+
+Progress = Callable[[int, int], None]
+
+
+def reporting(on_finish: Callable[[Request], None], total: int, progress: Progress | None
+              ) -> Callable[[Request], None]:
+    """``on_finish`` that also calls ``progress(finished, total)`` about 200 times a run
+    (a progress bar's feed; the simulation itself is unchanged)."""
+    if progress is None:
+        return on_finish
+    every = max(1, total // 200)
+    finished = 0
+
+    def finish(request: Request) -> None:
+        nonlocal finished
+        on_finish(request)
+        finished += 1
+        if finished % every == 0 or finished == total:
+            progress(finished, total)
+    return finish

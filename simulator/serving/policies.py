@@ -1,24 +1,28 @@
 """Scheduling policies as settings of the one scheduler loop, plus its small named pieces.
 
-=============  ==========================================================================
-policy         what it sets
-=============  ==========================================================================
-``vllm``       vLLM v0 default: prefill-first (a step with admissible prompts runs only
-               prefills, whole), paged KV, preemption by recompute, FCFS
-``vllm-v1``    vLLM V1: chunked prefill on; running requests (decodes and partial
-               prefills) in admission order, then waiting ones; recompute preemption
-``sarathi``    Sarathi-Serve: chunked prefill under a token budget (512), decodes first,
-               then ongoing chunks, then new prompts: stall-free mixed batches
-``orca``       Orca: iteration-level batching, prompts whole and mixed with decodes, no
-               paging: each request reserves KV for ``max_model_len`` on admission
-``static``     FasterTransformer-style static batching: a batch is admitted only when the
-               previous one has drained; finished requests keep their decode slot
-               (padding) until the whole batch is done; KV reserved for the maximum length
-=============  ==========================================================================
+=================  ======================================================================
+policy             what it sets
+=================  ======================================================================
+``prefill-first``  vLLM V0's scheduler: a step with admissible prompts runs only
+                   prefills, whole; paged KV, preemption by recompute, FCFS
+``running-first``  vLLM V1's scheduler: chunked prefill on; running requests (decodes and
+                   partial prefills) in admission order, then waiting ones; recompute
+``stall-free``     Sarathi-Serve: chunked prefill under a token budget (512), decodes
+                   first, then ongoing chunks, then new prompts: stall-free mixed batches
+``orca``           Orca: iteration-level batching, prompts whole and mixed with decodes, no
+                   paging: each request reserves KV for ``max_model_len`` on admission
+``static``         FasterTransformer-style static batching: a batch is admitted only when
+                   the previous one has drained; finished requests keep their decode slot
+                   (padding) until the whole batch is done; KV reserved for the maximum
+=================  ======================================================================
 
-Knobs keep vLLM's names where vLLM has one. A preset supplies defaults only; anything the
-user sets wins. The named functions below (queue orders, victim choice) are the policy
-hooks of rule 24: one line per entry, keyed by the string a config uses.
+A policy names a scheduling algorithm; an engine preset (``simulator.serving.presets``:
+``vllm-v1-0.15``, ``vllm-v1``, ``vllm-v0``, ``sarathi-serve``) names a product version,
+which picks a policy, its knobs and its CPU costs. The two sets of names do not overlap,
+so one name means one thing. Knobs keep vLLM's names where vLLM has one. A preset
+supplies defaults only; anything the user sets wins. The named functions below (queue
+orders, victim choice) are the policy hooks of rule 24: one line per entry, keyed by the
+string a config uses.
 """
 
 from __future__ import annotations
@@ -30,23 +34,24 @@ from typing import Any, Protocol
 
 from simulator.serving.request import Request
 
-__all__ = ["POLICY_PRESETS", "QUEUE_ORDERS", "VICTIM_CHOICES", "RequestQueue"]
+__all__ = ["POLICY_PRESETS", "QUEUE_ORDERS", "RENAMED_POLICIES", "VICTIM_CHOICES",
+           "RequestQueue"]
 
 # Defaults per policy. ``max_num_batched_tokens: None`` resolves to max(max_model_len, 2048)
 # when chunked prefill is off, as vLLM v0 does (a whole prompt must fit in one step).
 POLICY_PRESETS: dict[str, dict[str, Any]] = {
-    "vllm": {
+    "prefill-first": {
         "enable_chunked_prefill": False, "prefill_first": True, "decodes_first": False,
         "batching": "continuous", "kv_allocation": "paged", "max_num_seqs": 256,
         "max_num_batched_tokens": None, "preemption_mode": "recompute",
     },
     # vLLM V1: chunked prefill, running requests in admission order, then waiting ones.
-    "vllm-v1": {
+    "running-first": {
         "enable_chunked_prefill": True, "prefill_first": False, "decodes_first": False,
         "batching": "continuous", "kv_allocation": "paged", "max_num_seqs": 256,
         "max_num_batched_tokens": 2048, "preemption_mode": "recompute",
     },
-    "sarathi": {
+    "stall-free": {
         "enable_chunked_prefill": True, "prefill_first": False, "decodes_first": True,
         "batching": "continuous", "kv_allocation": "paged", "max_num_seqs": 256,
         "max_num_batched_tokens": 512, "preemption_mode": "recompute",
@@ -62,6 +67,10 @@ POLICY_PRESETS: dict[str, dict[str, Any]] = {
         "max_num_batched_tokens": None, "preemption_mode": "recompute",
     },
 }
+
+
+# Policy names of earlier releases, which clashed with engine preset names.
+RENAMED_POLICIES = {"vllm": "prefill-first", "vllm-v1": "running-first", "sarathi": "stall-free"}
 
 
 class RequestQueue(Protocol):

@@ -1,5 +1,7 @@
 """Engine presets: what a user of a given serving engine version gets by default.
 
+The default engine is today's vLLM, ``vllm-v1-0.15``; ``engine: none`` runs the bare
+scheduler policy with no preset and no CPU overhead (the hand-checkable simulator).
 ``--engine vllm-v1`` sets the scheduler knobs, prefix caching and the CPU overhead per
 step that vLLM's V1 engine has out of the box; any knob the user sets still wins. The run
 summary records the preset, the engine version it models and every resolved knob.
@@ -20,15 +22,17 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ENGINE_FITS_PATH", "ENGINE_PRESETS", "CpuOverhead", "EnginePreset",
+__all__ = ["DEFAULT_ENGINE", "ENGINE_FITS_PATH", "ENGINE_PRESETS", "CpuOverhead", "EnginePreset",
            "engine_scheduler_defaults"]
 
 # Engine-path parameters fitted to real runs (``python -m validation.calibrate MEASURED
 # --serving --write``), by preset name, each with the runs that fit it.
+DEFAULT_ENGINE: Final = "vllm-v1-0.15"
+
 ENGINE_FITS_PATH = Path(__file__).parent / "data" / "engine_fits.json"
 
 
@@ -37,10 +41,13 @@ class CpuOverhead(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    step_base_s: float = Field(default=0.0, ge=0)
-    per_seq_s: float = Field(default=0.0, ge=0)
-    per_token_s: float = Field(default=0.0, ge=0)
-    async_scheduling: bool = False
+    step_base_s: float = Field(default=0.0, ge=0, le=10, description="seconds per step")
+    per_seq_s: float = Field(default=0.0, ge=0, le=10, description="seconds per sequence "
+                             "in the step")
+    per_token_s: float = Field(default=0.0, ge=0, le=10, description="seconds per token "
+                               "scheduled in the step")
+    async_scheduling: bool = Field(default=False, description="the step's CPU work hides "
+                                   "under the previous GPU step: step = max(CPU, GPU)")
 
     def step_s(self, num_seqs: int, num_tokens: int) -> float:
         return self.step_base_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
@@ -74,7 +81,7 @@ _VLLM_V0_OVERHEAD = (
 
 _VLLM_V1 = EnginePreset(
     version="vLLM 0.10 (V1 engine), OpenAI-compatible server",
-    scheduler={"policy": "vllm-v1", "enable_prefix_caching": True, "block_size": 16,
+    scheduler={"policy": "running-first", "enable_prefix_caching": True, "block_size": 16,
                "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 2048,
                "max_num_seqs": 256},
     # NOTE: vLLM raises the server defaults on GPUs with >= 70 GiB other than A100.
@@ -98,16 +105,16 @@ ENGINE_PRESETS: dict[str, EnginePreset] = {
         overhead=_VLLM_V1.overhead.model_copy(update={"async_scheduling": True})),
     "vllm-v0": EnginePreset(
         version="vLLM 0.6 (V0 engine), OpenAI-compatible server",
-        scheduler={"policy": "vllm", "enable_prefix_caching": False, "block_size": 16,
+        scheduler={"policy": "prefill-first", "enable_prefix_caching": False, "block_size": 16,
                    "gpu_memory_utilization": 0.9, "max_num_seqs": 256},
         knobs_source="vLLM 0.6 EngineArgs defaults: chunked prefill and prefix caching off, "
                      "max_num_batched_tokens = max(max_model_len, 2048), 256 sequences",
         overhead=CpuOverhead(step_base_s=1.0e-3, per_seq_s=40e-6, per_token_s=0.0),
         overhead_source=_VLLM_V0_OVERHEAD,
     ),
-    "sarathi": EnginePreset(
+    "sarathi-serve": EnginePreset(
         version="Sarathi-Serve (OSDI 2024 artifact, built on vLLM V0)",
-        scheduler={"policy": "sarathi", "enable_prefix_caching": False, "block_size": 16,
+        scheduler={"policy": "stall-free", "enable_prefix_caching": False, "block_size": 16,
                    "gpu_memory_utilization": 0.9, "max_num_batched_tokens": 512,
                    "max_num_seqs": 128},
         knobs_source="Sarathi-Serve paper, Sec. 5: token budget 512 for strict TBT SLOs",

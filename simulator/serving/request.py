@@ -64,6 +64,11 @@ class Request:
     # and how many prompt tokens came from the cache at the last admission.
     prompt_segments: list[tuple[Any, int]] | None = None
     num_cached_tokens: int = 0
+    # Speculative decoding only: the request's own acceptance rate (None: the
+    # deployment's), and its drafts verified and accepted so far.
+    acceptance_rate: float | None = None
+    num_draft_tokens: int = 0
+    num_accepted_tokens: int = 0
     # Disaggregation only: a prefill-pool request keeps its KV when it finishes (its
     # transfer frees it); the decode-side request records where and when its KV moved.
     keep_kv: bool = False

@@ -13,14 +13,26 @@ step, under a budget of ``max_num_batched_tokens`` tokens and ``max_num_seqs`` r
     4. waiting requests are admitted in queue order while tokens, sequences and KV
        blocks allow (static batching: only when nothing is running).
 
+Speculative decoding (``num_speculative_tokens`` k > 0): a decoding request schedules
+its one known token plus up to k drafts (no more than its remaining outputs need, nor than
+the budget leaves), and the step verifies them all; ``update`` then draws how many drafts
+the target accepted, a in 0..k with P(a >= j) = alpha^j (alpha: the request's acceptance
+rate, else the deployment's), keeps their KV, and emits a + 1 tokens at once (the accepted
+drafts and the target's own next token). The expected tokens per step are
+(1 - alpha^(k+1)) / (1 - alpha); the draft work is priced by the cost model (BatchShape's
+``draft_steps``).
+
 Invariants, asserted after every step: scheduled tokens never exceed the budget, running
 requests never exceed ``max_num_seqs``, and the KV pool never goes negative.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Literal
+
+import numpy as np
 
 from profiles.cost_model import BatchShape
 from simulator.serving.kv_cache import KVCacheManager
@@ -50,7 +62,11 @@ class SchedulerConfig:
     queue_order: Literal["fcfs", "priority"]
     max_model_len: int
     long_prefill_token_threshold: int = 0  # 0: a chunk may take the whole budget
+    max_num_partial_prefills: int = 0  # 0: no limit on requests partly prefilled at once
     enable_prefix_caching: bool = False
+    num_speculative_tokens: int = 0  # k drafts per decode step (0: no speculative decoding)
+    acceptance_rate: float = 0.0  # alpha: each draft accepted with this chance, in order
+    seed: int = 0  # of the acceptance draws
 
 
 @dataclass(slots=True)
@@ -68,6 +84,7 @@ class StepPlan:
         preempted: requests preempted while building this step.
         swap_in_tokens: KV tokens copied back from the host before the step.
         swap_out_tokens: KV tokens copied to the host before the step.
+        num_drafts: speculative decoding only: drafts each entry verifies (0: none).
     """
 
     step_id: int
@@ -79,6 +96,7 @@ class StepPlan:
     preempted: list[Request] = field(default_factory=list)
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
+    num_drafts: list[int] = field(default_factory=list)
 
     @property
     def num_tokens(self) -> int:
@@ -91,6 +109,12 @@ class StepPlan:
     def batch_shape(self) -> BatchShape:
         """The cost model's view: query and context lengths, padding slots included."""
         pad = self.padding_context_lens
+        drafts: list[int] = self.num_drafts
+        if any(drafts):
+            drafting = [c for c, d in zip(self.context_lens, drafts, strict=True) if d]
+            return BatchShape(self.num_new_tokens, self.context_lens, self.num_sampled,
+                              self.swap_in_tokens, self.swap_out_tokens,
+                              draft_steps=max(drafts), draft_context_lens=drafting)
         if not pad:
             return BatchShape(self.num_new_tokens, self.context_lens, self.num_sampled,
                               self.swap_in_tokens, self.swap_out_tokens)
@@ -121,6 +145,8 @@ class Scheduler:
         self._chunk_cap = (config.long_prefill_token_threshold or config.max_num_batched_tokens)
         self._now_s = 0.0
         self.num_receiving = 0  # disaggregation: requests whose KV is on its way here
+        self._speculative = config.num_speculative_tokens > 0
+        self._acceptance = np.random.default_rng(config.seed)
 
     # ---- queue ----------------------------------------------------------------------
 
@@ -183,12 +209,16 @@ class Scheduler:
         step_id = plan.step_id
         requests, new_tokens, contexts = plan.requests, plan.num_new_tokens, plan.context_lens
         num_decodes = 0
+        speculative = self._speculative
         for request in order:
             if budget <= 0:
                 break
             if request.in_flight or request.status is not _RUNNING:
                 continue
             computed = request.num_computed_tokens
+            if speculative and request.num_tokens - computed == 1:
+                budget = self._schedule_speculative(plan, request, budget)
+                continue
             if request.prompt_tokens + request.num_output_tokens - computed == 1 and (
                     computed % block_size or allocate(request, 1) is not None):
                 requests.append(request)
@@ -234,6 +264,52 @@ class Scheduler:
         self._add_to_plan(plan, request, num_new)
         return budget - num_new
 
+    def _schedule_speculative(self, plan: StepPlan, request: Request, budget: int) -> int:
+        """A decode with drafts: its known token plus up to k proposed ones, verified in
+        one step (as many as its remaining outputs can use and the budget leaves)."""
+        drafts = min(self.config.num_speculative_tokens,
+                     request.output_tokens - request.num_output_tokens - 1, budget - 1)
+        while self.kv_cache.allocate_slots(request, 1 + drafts) is None:
+            victim = self._choose_victim(self.running, plan.step_id)
+            if victim is None or victim is request:
+                self._preempt(plan, request)
+                return budget
+            self._preempt(plan, victim)
+        self._add_to_plan(plan, request, 1 + drafts)
+        plan.num_drafts[-1] = drafts
+        plan.num_sampled += drafts  # every verified position needs its logits
+        return budget - 1 - drafts
+
+    def _accepted(self, request: Request, drafts: int) -> int:
+        """Drafts the target accepts: a in 0..drafts, P(a >= j) = alpha^j."""
+        alpha = request.acceptance_rate
+        if alpha is None:
+            alpha = self.config.acceptance_rate
+        if alpha <= 0.0:
+            return 0
+        if alpha >= 1.0:
+            return drafts
+        u = float(self._acceptance.random())
+        return min(drafts, int(math.log1p(-u) / math.log(alpha)))
+
+    def _accept_drafts(self, plan: StepPlan) -> list[int]:
+        """Draw each entry's accepted drafts; they become known output tokens (sent with
+        the step's sampled one, so their gaps are 0) and their KV stays. Returns the
+        tokens each entry computed for good: 1 + accepted for a speculative decode."""
+        computed = list(plan.num_new_tokens)
+        burst = 0
+        for i, drafts in enumerate(plan.num_drafts):
+            if drafts:
+                request = plan.requests[i]
+                accepted = self._accepted(request, drafts)
+                request.num_output_tokens += accepted
+                request.num_accepted_tokens += accepted
+                request.num_draft_tokens += drafts
+                computed[i] = 1 + accepted
+                burst += accepted
+        self.token_gaps.add_run(0.0, burst)
+        return computed
+
     def _admit_waiting(self, plan: StepPlan, budget: int) -> int:
         cfg = self.config
         waiting = self.waiting
@@ -246,6 +322,9 @@ class Scheduler:
             num_new = self._num_new_tokens(request, budget, num_hit)
             if num_new == 0:
                 break  # head-of-line: the next prompt waits for a step with room
+            if (cfg.max_num_partial_prefills and num_new < request.num_tokens - num_hit
+                    and self._partial_prefills(plan) >= cfg.max_num_partial_prefills):
+                break  # vLLM V0: a new prompt may start in chunks only below the limit
             if self.kv_cache.allocate_slots(request, num_new, num_hit) is None:
                 break
             request.num_computed_tokens = num_hit  # 0 unless the prefix cache had it
@@ -259,6 +338,12 @@ class Scheduler:
             self._add_to_plan(plan, request, num_new)
             budget -= num_new
         return budget
+
+    @staticmethod
+    def _partial_prefills(plan: StepPlan) -> int:
+        """Requests of ``plan`` whose prompt stays unfinished after it."""
+        return sum(request.num_computed_tokens + new < request.prompt_tokens
+                   for request, new in zip(plan.requests, plan.num_new_tokens, strict=True))
 
     def _swap_in(self, plan: StepPlan, budget: int) -> int:
         """Bring swapped requests back in FCFS order while their blocks and next tokens fit
@@ -281,6 +366,8 @@ class Scheduler:
         return budget
 
     def _add_to_plan(self, plan: StepPlan, request: Request, num_new: int) -> None:
+        if self._speculative:  # every entry has its draft count (0: none)
+            plan.num_drafts.append(0)
         plan.requests.append(request)
         plan.num_new_tokens.append(num_new)
         plan.context_lens.append(request.num_computed_tokens)
@@ -325,7 +412,9 @@ class Scheduler:
         run_gap, run_count = gaps.pending()
         cache_blocks = (self.kv_cache.cache_blocks if self.kv_cache.enables_prefix_caching
                         else None)
-        for request, num_new in zip(plan.requests, plan.num_new_tokens, strict=True):
+        new_tokens = (self._accept_drafts(plan) if self._speculative
+                      else plan.num_new_tokens)
+        for request, num_new in zip(plan.requests, new_tokens, strict=True):
             request.in_flight = False
             computed = request.num_computed_tokens + num_new
             request.num_computed_tokens = computed
