@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cli.common import console, fail, progress_bar, user_errors
 from planners.disaggregation import DisaggregationSpace
+from planners.launch import launch_commands, megatron_args
 from planners.objectives import SteadyState
 from planners.output import write_plan
 from planners.serving import plan_serving
@@ -18,6 +19,7 @@ from planners.space import GPUChoice, ServingSpace
 from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
+from simulator import build_deployment
 from workloads.loaders import load_workload
 from workloads.training import load_training_job
 
@@ -181,6 +183,9 @@ def plan_command(
     if "goodput_per_gpu" in plan.best:
         console.print(f"recommended #{plan.best['goodput_per_gpu']}: "
                       f"{plan.reasons['goodput_per_gpu']}", soft_wrap=True)
+        best = by_index[plan.best["goodput_per_gpu"]]
+        for engine, command in launch_commands(build_deployment(best.deployment)).items():
+            console.print(f"  {engine}: {command}", soft_wrap=True, markup=False)
     both = [plan.best.get(f"{mode}_goodput_per_gpu") for mode in ("colocated", "disaggregated")]
     if None not in both:
         co, dis = (by_index[i] for i in both if i is not None)
@@ -243,5 +248,15 @@ def plan_training_command(
     console.print(table)
     console.print(f"{len(plan.candidates)} plans: {len(evaluated)} simulated, "
                   f"{len(plan.candidates) - len(evaluated)} cannot run (see candidates.csv)")
+    if "step_s" in plan.best:
+        fastest = next(c for c in plan.candidates if c.index == plan.best["step_s"])
+        job = training_job.model_copy(update={
+            "plan": training_job.plan.model_copy(update=fastest.plan),
+            "micro_batch": fastest.micro_batch})
+        try:
+            console.print(f"fastest #{fastest.index} as Megatron-LM arguments: "
+                          f"{megatron_args(job)}", soft_wrap=True, markup=False)
+        except ClusterSimError as error:
+            console.print(f"fastest #{fastest.index}: {error}", soft_wrap=True)
     if out is not None:
         console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))

@@ -24,6 +24,7 @@ from cli.common import (
 )
 from reports import run_report
 from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
+from simulator.serving.vllm_args import parse_vllm_args
 from validation.error_bars import interval
 from workloads.loaders import FORMATS, load_workload
 from workloads.overrides import read_mapping
@@ -246,6 +247,9 @@ def simulate_command(
         help="requests partly prefilled at once (vLLM V0 only)")] = None,
     kv_offloading_size: Annotated[float | None, typer.Option(
         help="GiB of host memory per replica for evicted prefix-cache KV blocks")] = None,
+    vllm_args: Annotated[str | None, typer.Option(
+        help="a vllm serve command line (\"serve MODEL -tp 4 ...\") to simulate; other "
+             "flags win over its values")] = None,
     speculative_config: Annotated[str | None, typer.Option(
         help="speculative decoding as JSON: {\"method\": ngram|eagle|eagle3|mtp|draft_model, "
              "\"num_speculative_tokens\": k, \"acceptance_rate\": alpha, \"model\": draft}")
@@ -354,7 +358,7 @@ def simulate_command(
                     "--enable-expert-parallel": enable_expert_parallel,
                     "--start": start, "--duration": duration, "--max-requests": max_requests,
                     "--time-scale": time_scale, "--rate": rate,
-                    "--speculative-config": speculative_config}
+                    "--speculative-config": speculative_config, "--vllm-args": vllm_args}
     training = is_training_file(workload)
     unused = [flag for flag, value in (serving_only if training else training_only).items()
               if value is not None]
@@ -380,6 +384,13 @@ def simulate_command(
         flags["speculative_config"] = _json_object(speculative_config, "--speculative-config")
     overrides: dict[str, Any] = {field: flags[param] for param, field in SERVING_FIELDS.items()}
     overrides |= routing_overrides(routing)
+    if vllm_args is not None:
+        served = parse_vllm_args(vllm_args)
+        if served.not_simulated:
+            console.print("not simulated (no effect on timing): "
+                          + ", ".join(served.not_simulated))
+        overrides = served.overrides | {"model": served.model} | {
+            key: value for key, value in overrides.items() if value is not None}
     config = deployment_from_flags(deployment, overrides)
     if output_format not in ("csv", "parquet"):
         fail(f"--format {output_format!r} is unknown; use csv or parquet")

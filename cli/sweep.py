@@ -18,9 +18,9 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from cli.common import console, progress_bar, user_errors
+from cli.common import console, fail, progress_bar, user_errors
 from planners.objectives import SteadyState
-from planners.sweep import compare, rates_between, sweep
+from planners.sweep import compare, concurrency_sweep, rates_between, sweep
 from profiles.errors import ClusterSimError
 from reports.curves import curves_svg
 from simulator import load_deployment, write_folder
@@ -44,12 +44,29 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
+def parse_concurrency(text: str) -> list[int]:
+    """``"1,4,16"``: client concurrencies, each a whole number of at least 1."""
+    try:
+        values = [int(part) for part in text.split(",") if part]
+    except ValueError:
+        raise ClusterSimError(f"--concurrency {text!r}: expected whole numbers like "
+                              f"1,4,16,64") from None
+    if not values or any(value < 1 or value > 100_000 for value in values):
+        raise ClusterSimError(f"--concurrency {text!r}: each must be between 1 and 100000")
+    return values
+
+
 def _show_and_write(rows: pd.DataFrame, out: Path | None, ttft_slo: float | None,
                     tpot_slo: float | None) -> None:
-    table = Table("deployment", "req/s", "state", "TTFT p90 ms", "TPOT p90 ms", "ITL p90 ms",
-                  "E2E p90 s", "served req/s", "SLO met")
+    closed = bool(rows["concurrency"].notna().all()) and len(rows) > 0
+    single = rows["deployment"].nunique() == 1  # then named in the title: 80 columns fit
+    columns = ["in flight" if closed else "req/s", "state", "TTFT p90 ms", "TPOT p90 ms",
+               "ITL p90 ms", "E2E p90 s", "served req/s", "SLO met"]
+    table = Table(*(columns if single else ["deployment", *columns]),
+                  title=str(rows["deployment"].iloc[0]) if single and len(rows) else None)
     for row in rows.itertuples():
-        table.add_row(str(row.deployment), f"{row.rate_per_s:.3g}", str(row.state),
+        load = f"{int(row.concurrency)}" if closed else f"{row.rate_per_s:.3g}"
+        table.add_row(*([] if single else [str(row.deployment)]), load, str(row.state),
                       f"{row.ttft_p90_s * 1e3:.0f}", f"{row.tpot_p90_s * 1e3:.1f}",
                       f"{row.itl_p90_s * 1e3:.1f}", f"{row.e2e_p90_s:.2f}",
                       f"{row.requests_per_s:.3g}",
@@ -78,15 +95,30 @@ SteadySeconds = Annotated[float, typer.Option(
 def sweep_command(
     workload: Annotated[Path, typer.Option(help="trace whose shape is replayed")],
     deployment: Annotated[Path, typer.Option(help="deployment file (YAML or JSON)")],
-    rates: Rates, ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
+    rates: Annotated[str | None, typer.Option(
+        help="rates, e.g. 1,2,4, or LOW:HIGH:COUNT (log-spaced)")] = None,
+    concurrency: Annotated[str | None, typer.Option(
+        help="closed loop instead: client concurrencies, e.g. 1,4,16,64 (vLLM's "
+             "--max-concurrency)")] = None,
+    ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
     steady_requests: SteadyRequests = 1000, steady_seconds: SteadySeconds = 60.0,
 ) -> None:
-    """Latency against load: one deployment at each of a range of request rates."""
+    """Latency against load: one deployment at each of a range of request rates, or of
+    client concurrencies."""
+    if (rates is None) == (concurrency is None):
+        fail("give --rates (open loop) or --concurrency (closed loop), one of them")
     rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
-    with progress_bar("sweep: rates done") as progress:
-        rows = sweep(load_deployment(deployment), load_workload(workload), parse_rates(rates),
-                     name=deployment.stem, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo, rule=rule,
-                     progress=progress)
+    with progress_bar("sweep: points done") as progress:
+        if concurrency is not None:
+            rows = concurrency_sweep(
+                load_deployment(deployment), load_workload(workload),
+                parse_concurrency(concurrency), name=deployment.stem, ttft_slo_s=ttft_slo,
+                tpot_slo_s=tpot_slo, rule=rule, progress=progress)
+        else:
+            assert rates is not None
+            rows = sweep(load_deployment(deployment), load_workload(workload),
+                         parse_rates(rates), name=deployment.stem, ttft_slo_s=ttft_slo,
+                         tpot_slo_s=tpot_slo, rule=rule, progress=progress)
     _show_and_write(rows, out, ttft_slo, tpot_slo)
 
 

@@ -20,9 +20,11 @@ from typing import Any
 
 import pandas as pd
 
+from planners.launch import launch_commands
 from planners.serving import ServingPlan, plan_rows
 from planners.training import TrainingPlan
 from simulator.files import write_folder
+from simulator.serving.config import build_deployment
 from workloads.loaders import save_workload
 from workloads.schema import RequestTrace
 
@@ -49,11 +51,15 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
     mappings = {c.index: (c.deployment if isinstance(plan, ServingPlan)
                           else {"plan": c.plan, "micro_batch": c.micro_batch})
                 for c in plan.candidates}
+    best: dict[str, dict[str, Any]] = {name: by_index[i] | {"deployment": mappings[i]}
+                                       for name, i in plan.best.items()}
+    if isinstance(plan, ServingPlan):  # how to run each best plan, engine by engine
+        for entry in best.values():
+            entry["launch"] = launch_commands(build_deployment(entry["deployment"]))
     pareto = {"kind": "serving" if isinstance(plan, ServingPlan) else "training",
               "reasons": plan.reasons if isinstance(plan, ServingPlan) else {},
               "pareto": [by_index[i] | {"deployment": mappings[i]} for i in plan.pareto],
-              "best": {name: by_index[i] | {"deployment": mappings[i]}
-                       for name, i in plan.best.items()}}
+              "best": best}
 
     def json_file(data: Any) -> Callable[[Path], object]:
         text = json.dumps(_clean(data), indent=2, sort_keys=True) + "\n"

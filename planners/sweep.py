@@ -7,6 +7,12 @@ p50/p90/p99, throughput, SLO attainment (the worst steady window) and goodput wh
 are given (the rate itself when attainment meets the target and the run is STABLE, else
 0), and whether the run was STABLE. :func:`compare` sweeps several deployments
 over the same rates.
+
+:func:`concurrency_sweep` is the closed-loop form, as vLLM's benchmark runs with
+``--max-concurrency N`` and inference-perf with concurrency stages: every request is
+ready at once, the client keeps N in flight, and each point replays max(the rule's
+requests, 20 N) requests; the rate it reports is the rate the deployment served, and the
+goodput is that rate when the SLOs are met.
 """
 
 from __future__ import annotations
@@ -17,19 +23,26 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from planners.objectives import STEADY, SteadyState, steady_attainment, steady_trace
+from planners.objectives import (
+    STEADY,
+    SteadyState,
+    extended_trace,
+    steady_attainment,
+    steady_trace,
+)
 from profiles.errors import ClusterSimError
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.engine import simulate
 from workloads.schema import RequestTrace
 
-__all__ = ["SWEEP_COLUMNS", "compare", "rates_between", "sweep"]
+__all__ = ["SWEEP_COLUMNS", "compare", "concurrency_sweep", "rates_between", "sweep"]
 
 SWEEP_COLUMNS = [
     "deployment", "rate_per_s", "num_requests", "state",
     "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s",
     "itl_p50_s", "itl_p90_s", "itl_p99_s", "e2e_p50_s", "e2e_p90_s", "e2e_p99_s",
     "requests_per_s", "output_tokens_per_s", "slo_attainment", "goodput_per_s",
+    "concurrency",
 ]
 
 
@@ -61,30 +74,68 @@ def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[
         if not rate > 0 or not math.isfinite(rate):
             raise ClusterSimError(f"rate {rate}: request rates must be positive numbers")
         probe = steady_trace(workload, rate, rule)
-        result = simulate(deployment, probe)
-        if not result.ok or result.summary is None or result.requests is None:
-            raise ClusterSimError(str(result.error))
-        s = result.summary
-        met = None
-        if ttft_slo_s is not None or tpot_slo_s is not None:
-            met = steady_attainment(result.requests, ttft_slo_s or math.inf,
-                                    tpot_slo_s or math.inf, rule)
-        stable = s["stability"]["state"] == "STABLE"
-        rows.append({
-            "deployment": name, "rate_per_s": rate, "num_requests": len(probe),
-            "state": s["stability"]["state"],
-            **{f"{metric}_{q}_s": s[key][q] for metric, key in
-               (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "tbt_s"), ("e2e", "e2e_s"))
-               for q in ("p50", "p90", "p99")},
-            "requests_per_s": s["throughput"]["requests_per_s"],
-            "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
-            "slo_attainment": met,
-            # the rate counts as goodput when the steady windows meet the target, STABLE
-            "goodput_per_s": (None if met is None else
-                              rate if stable and met >= attainment else 0.0),
-        })
+        rows.append(_point(deployment, probe, name, rate, None, ttft_slo_s, tpot_slo_s,
+                           attainment, rule))
     if progress is not None:
         progress(len(rates), len(rates))
+    return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
+
+
+def _point(deployment: DeploymentConfig, probe: RequestTrace, name: str,
+           rate: float | None, concurrency: int | None, ttft_slo_s: float | None,
+           tpot_slo_s: float | None, attainment: float, rule: SteadyState) -> dict[str, object]:
+    """One point of a sweep: the probe simulated, as a row of ``SWEEP_COLUMNS``."""
+    result = simulate(deployment, probe, max_concurrency=concurrency)
+    if not result.ok or result.summary is None or result.requests is None:
+        raise ClusterSimError(str(result.error))
+    s = result.summary
+    served = s["throughput"]["requests_per_s"]
+    met = None
+    if ttft_slo_s is not None or tpot_slo_s is not None:
+        met = steady_attainment(result.requests, ttft_slo_s or math.inf,
+                                tpot_slo_s or math.inf, rule)
+    stable = s["stability"]["state"] == "STABLE"
+    offered = served if rate is None else rate  # closed loop: the rate is what is served
+    return {
+        "deployment": name, "rate_per_s": offered, "num_requests": len(probe),
+        "state": s["stability"]["state"],
+        **{f"{metric}_{q}_s": s[key][q] for metric, key in
+           (("ttft", "ttft_s"), ("tpot", "tpot_s"), ("itl", "tbt_s"), ("e2e", "e2e_s"))
+           for q in ("p50", "p90", "p99")},
+        "requests_per_s": served,
+        "output_tokens_per_s": s["throughput"]["output_tokens_per_s"],
+        "slo_attainment": met,
+        # the rate counts as goodput when the steady windows meet the target, STABLE
+        "goodput_per_s": (None if met is None else
+                          offered if stable and met >= attainment else 0.0),
+        "concurrency": concurrency,
+    }
+
+
+def concurrency_sweep(deployment: DeploymentConfig, workload: RequestTrace,
+                      concurrencies: Sequence[int], *, name: str = "deployment",
+                      ttft_slo_s: float | None = None, tpot_slo_s: float | None = None,
+                      attainment: float = 0.9, rule: SteadyState = STEADY,
+                      progress: Callable[[int, int], None] | None = None) -> pd.DataFrame:
+    """One row per client concurrency (module docstring), columns ``SWEEP_COLUMNS``.
+
+    Raises:
+        ClusterSimError: a concurrency below 1, or a deployment the simulator refuses.
+    """
+    rows = []
+    for done, concurrency in enumerate(concurrencies):
+        if progress is not None:
+            progress(done, len(concurrencies))
+        if concurrency < 1:
+            raise ClusterSimError(f"concurrency {concurrency}: must be 1 or more")
+        grown = extended_trace(workload, max(rule.min_requests, 20 * concurrency))
+        probe = RequestTrace(np.zeros(len(grown)), grown.prompt_tokens, grown.output_tokens,
+                             grown.priority, grown.request_ids, grown.extras,
+                             grown.metadata | {"max_concurrency": concurrency})
+        rows.append(_point(deployment, probe, name, None, concurrency, ttft_slo_s,
+                           tpot_slo_s, attainment, rule))
+    if progress is not None:
+        progress(len(concurrencies), len(concurrencies))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
 
 

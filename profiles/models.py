@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.hf_configs import read_hf_config, text_config
 
-__all__ = ["DTYPE_BYTES", "ModelSpec", "list_models", "load_model"]
+__all__ = ["DTYPE_BYTES", "ModelSpec", "catalog_entry", "list_models", "load_model"]
 
 DTYPE_BYTES: dict[str, float] = {"fp32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
 
@@ -424,6 +424,11 @@ def _catalog() -> dict[str, dict[str, Any]]:
         for key in [entry["name"], *entry.get("aliases", [])]:
             by_name[key.lower()] = entry
     return by_name
+
+
+def catalog_entry(name: str) -> dict[str, Any] | None:
+    """The catalog entry a name or alias (case-insensitive) stands for, if any."""
+    return _catalog().get(name.lower())
 
 
 def list_models() -> list[dict[str, Any]]:

@@ -174,10 +174,10 @@ def _run_section(result: SimulationResult, title: str, note: str = "") -> str:
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
     plots.append(_svg(figure))
-    events = [e for e in (result.trace or {}).get("traceEvents", []) if e.get("ph") == "X"]
+    events = [e for e in (result.trace or {}).get("traceEvents", []) if e.get("ph") == "C"]
     if events:
         times = np.array([e["ts"] for e in events]) / 1e6
-        batch = np.array([e["args"]["num_reqs"] for e in events])
+        batch = np.array([e["args"]["requests"] for e in events])
         kv = np.array([e["args"]["kv_used_blocks"] for e in events])
         blocks = sum(result.summary["kv_cache"]["blocks_per_replica"])
         figure, axes = plt.subplots(2, 1, figsize=(5.2, 3.6), sharex=True)

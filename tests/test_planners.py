@@ -107,6 +107,11 @@ def test_plan_command_prints_and_writes(tmp_path: Path) -> None:
     assert "candidates:" in result.output and "evaluated" in result.output
     pareto = json.loads((tmp_path / "p" / "pareto.json").read_text())
     assert pareto["pareto"] and "goodput_per_gpu" in pareto["best"]
+    # the recommended plan as the command that runs it, printed and in the plan folder
+    launch = pareto["best"]["goodput_per_gpu"]["launch"]
+    assert launch["vllm"].startswith("vllm serve meta-llama/Meta-Llama-3-8B")
+    assert launch["sglang"].startswith("python -m sglang.launch_server")
+    assert f"vllm: {launch['vllm']}" in result.output.replace("\n", "")
     assert (tmp_path / "p" / "candidates.csv").read_text().startswith("index,status")
     bad = CliRunner().invoke(app, ["plan", "--model", "llama-3-8b", "--workload",
                                    str(trace_path), "--ttft-slo", "0.3", "--tpot-slo", "0.03",

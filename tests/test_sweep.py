@@ -76,3 +76,48 @@ def test_sweep_and_compare_from_the_command_line(tmp_path: Path) -> None:
         bad = runner.invoke(app, [args[0], "--workload", str(trace), "--deployment",
                                   str(example), *args[1:]])
         assert bad.exit_code == 2 and bad.output.startswith("error:") and expected in bad.output
+
+
+def test_a_concurrency_limit_keeps_that_many_requests_in_flight() -> None:
+    """Three equal requests ready at 0 with one in flight run back to back: each is sent
+    when the previous finishes, so its client-side arrival is that finish, and its own
+    latency is the first one's."""
+    from simulator import simulate
+    from tests.conftest import make_trace
+
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "h100", "engine": "none"})
+    trace = make_trace([0.0, 0.0, 0.0], [256, 256, 256], [16, 16, 16])
+    rows = simulate(deployment, trace, max_concurrency=1).requests.sort_values("request_id")
+    finish = (rows["arrival_s"] + rows["e2e_s"]).tolist()
+    assert rows["arrival_s"].tolist() == pytest.approx([0.0, finish[0], finish[1]], abs=1e-12)
+    assert rows["e2e_s"].tolist() == pytest.approx([rows["e2e_s"].iloc[0]] * 3, rel=1e-9)
+    together = simulate(deployment, trace, max_concurrency=3).requests
+    assert together["arrival_s"].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_a_concurrency_sweep_serves_more_with_more_in_flight(tmp_path: Path) -> None:
+    from planners.sweep import concurrency_sweep
+
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
+    rows = concurrency_sweep(deployment, TRACE, [1, 16], rule=QUICK, ttft_slo_s=5.0,
+                             tpot_slo_s=0.5)
+    assert list(rows.columns) == SWEEP_COLUMNS
+    assert rows["concurrency"].tolist() == [1, 16]
+    assert rows["num_requests"].tolist() == [300, 320]  # max(rule, 20 x concurrency)
+    assert rows["requests_per_s"].iloc[1] > 4 * rows["requests_per_s"].iloc[0]
+    assert rows["rate_per_s"].tolist() == rows["requests_per_s"].tolist()  # closed loop
+    assert (rows["state"] == "STABLE").all()
+    trace_path = tmp_path / "t.json"
+    save_workload(TRACE, trace_path)
+    deployment_path = tmp_path / "d.json"
+    deployment_path.write_text('{"model": "llama-3-8b", "gpu": "a100"}')
+    result = CliRunner().invoke(app, ["sweep", "--workload", str(trace_path), "--deployment",
+                                      str(deployment_path), "--concurrency", "1,4",
+                                      *QUICK_FLAGS, "--out", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "flight" in result.output  # the load column: requests in flight
+    assert pd.read_csv(tmp_path / "s" / "sweep.csv")["concurrency"].tolist() == [1, 4]
+    both = CliRunner().invoke(app, ["sweep", "--workload", str(trace_path), "--deployment",
+                                    str(deployment_path), "--concurrency", "1",
+                                    "--rates", "1"])
+    assert both.exit_code == 2 and "one of them" in both.output

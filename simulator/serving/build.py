@@ -12,7 +12,7 @@ turns), shared by the colocated and the disaggregated run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,7 +20,6 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 import simpy
-from simpy.events import URGENT
 
 from profiles.cluster import (
     ClusterSpec,
@@ -53,7 +52,6 @@ from simulator.serving.config import (
 from simulator.serving.experts import check_experts, expert_layers, routing_and_placement
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
-from simulator.serving.replica import delay_to
 from simulator.serving.request import Request
 from simulator.serving.scheduler import SchedulerConfig
 from simulator.serving.speculative import draft_memory, draft_model, with_drafts
@@ -61,14 +59,11 @@ from simulator.serving.token_content import Segment, prompt_segments
 from workloads.schema import RequestTrace
 
 __all__ = [
-    "ArrivalTimeout",
-    "Arrivals",
     "ResolvedDeployment",
     "ResolvedPools",
     "SimEnvironment",
     "SimulationResult",
     "check_workload",
-    "closed_loop_turns",
     "cost_model_record",
     "engine_record",
     "make_kv_cache",
@@ -87,20 +82,6 @@ class SimEnvironment(simpy.Environment):
     def __init__(self, seed: int) -> None:
         super().__init__()
         self.rng = np.random.default_rng(seed)
-
-
-class ArrivalTimeout(simpy.Event):
-    """A timeout at URGENT priority, so arrivals precede same-time scheduling decisions.
-
-    NOTE: SimPy's Timeout always uses NORMAL priority; this mirrors its constructor
-    (``_ok``/``_value`` as Timeout sets them) with the priority changed.
-    """
-
-    def __init__(self, env: simpy.Environment, delay: float) -> None:
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        env.schedule(self, URGENT, delay)
 
 
 @dataclass(frozen=True)
@@ -544,53 +525,3 @@ def workload_segments(workload: RequestTrace) -> list[list[Segment]]:
             last_turn[session] = (i, segments)
         result.append(segments)
     return result
-
-
-class Arrivals:
-    """Hands each request to ``submit`` at its arrival time; a closed-loop session's next
-    turn arrives only after the previous one finished plus its think time (call
-    :meth:`on_finish` with every finished request)."""
-
-    def __init__(self, env: simpy.Environment, workload: RequestTrace,
-                 requests: Sequence[Request], submit: Callable[[Request], None]) -> None:
-        self.env = env
-        self.requests = requests
-        self.submit = submit
-        self.next_turn = closed_loop_turns(workload)
-        self.think = workload.extras.get("think_time_s", [])
-
-    def start(self) -> None:
-        waiting_on = set(self.next_turn.values())
-        self.env.process(self._arrive([r for r in self.requests
-                                       if r.request_id not in waiting_on]))
-
-    def on_finish(self, request: Request) -> None:
-        follow = self.next_turn.get(request.request_id)
-        if follow is not None:
-            turn = self.requests[follow]
-            turn.arrival_s = max(turn.arrival_s, self.env.now + float(self.think[follow]))
-            self.env.process(self._arrive([turn]))
-
-    def _arrive(self, batch: Sequence[Request]) -> Generator[simpy.Event, Any, None]:
-        env = self.env
-        for request in batch:
-            if request.arrival_s > env.now:
-                yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
-            self.submit(request)
-
-
-def closed_loop_turns(workload: RequestTrace) -> dict[int, int]:
-    """previous turn → next turn, for session turns that carry ``think_time_s``."""
-    sessions = workload.extras.get("session_id")
-    think = workload.extras.get("think_time_s")
-    if sessions is None or think is None:
-        return {}
-    last: dict[Any, int] = {}
-    chain: dict[int, int] = {}
-    for i, session in enumerate(sessions):
-        if session is None:
-            continue
-        if session in last and think[i] is not None:
-            chain[last[session]] = i
-        last[session] = i
-    return chain

@@ -113,7 +113,7 @@ class ParallelismConfig(_Frozen):
             if data.get("ep", size) != size:
                 raise ValueError(f"ep: {data['ep']} contradicts enable_expert_parallel, whose "
                                  f"EP size is tp x dp = {size}; drop one of them")
-            data = {**data, "ep": size}
+            data = {**data, "ep": size, "enable_expert_parallel": False}  # stored as ep
         return data
 
     @model_validator(mode="after")

@@ -43,8 +43,8 @@ import simpy
 
 from profiles.cluster import LinkCost, link_between
 from profiles.errors import ClusterSimError
+from simulator.serving.arrivals import Arrivals
 from simulator.serving.build import (
-    Arrivals,
     ResolvedDeployment,
     ResolvedPools,
     SimEnvironment,
@@ -291,7 +291,8 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
                            record_trace: bool = False,
                            recorders: Sequence[StepRecorder] = (),
                            trace_requests: int = DEFAULT_TRACE_REQUESTS,
-                           progress: Progress | None = None) -> SimulationResult:
+                           progress: Progress | None = None,
+                           max_concurrency: int | None = None) -> SimulationResult:
     """Simulate ``workload`` on a disaggregated ``deployment`` (see ``engine.simulate``)."""
     started = time.perf_counter()
     try:
@@ -325,7 +326,7 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
         for request, segments in zip(requests, workload_segments(workload), strict=True):
             request.prompt_segments = segments
     coordinator = _Coordinator(env, resolved, pools[0], pools[1], requests)
-    arrivals = Arrivals(env, workload, requests, coordinator.arrive)
+    arrivals = Arrivals(env, workload, requests, coordinator.arrive, max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)
     coordinator.on_done = on_finish
     for replica in pools[1]:

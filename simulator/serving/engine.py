@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from dataclasses import asdict
 
 from profiles.errors import ClusterSimError
+from simulator.serving.arrivals import Arrivals
 from simulator.serving.build import (
-    Arrivals,
     ResolvedDeployment,
     SimEnvironment,
     SimulationResult,
@@ -71,6 +71,7 @@ def simulate(
     recorders: Sequence[StepRecorder] = (),
     trace_requests: int = DEFAULT_TRACE_REQUESTS,
     progress: Progress | None = None,
+    max_concurrency: int | None = None,
 ) -> SimulationResult:
     """Simulate ``workload`` on ``deployment``.
 
@@ -81,6 +82,8 @@ def simulate(
         trace_requests: how many requests (the first) get their phases in the trace.
         recorders: extra step observers (tests use them to check invariants per step).
         progress: called with (finished, total) requests as the run goes (a progress bar).
+        max_concurrency: the client keeps at most this many requests in flight (vLLM's
+            benchmark ``--max-concurrency``); None: open loop.
 
     Returns:
         The result; ``result.error`` holds a one-line message if the input was at fault.
@@ -88,7 +91,7 @@ def simulate(
     if deployment.is_disaggregated:
         return simulate_disaggregated(deployment, workload, record_trace=record_trace,
                                       recorders=recorders, trace_requests=trace_requests,
-                                      progress=progress)
+                                      progress=progress, max_concurrency=max_concurrency)
     started = time.perf_counter()
     try:
         resolved = resolve(deployment)
@@ -115,7 +118,8 @@ def simulate(
             request.prompt_segments = segments
     router = ROUTERS[deployment.router]()
     arrivals = Arrivals(env, workload, requests,
-                        lambda request: replicas[router.choose(request, replicas)].submit(request))
+                        lambda request: replicas[router.choose(request, replicas)].submit(request),
+                        max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)
     for replica in replicas:
         replica.on_finish = on_finish

@@ -37,6 +37,6 @@ def write_outputs(result: SimulationResult, out_dir: str | Path, fmt: str = "csv
         "summary.json": lambda path: path.write_text(to_json_text(summary), encoding="utf-8"),
     }
     if trace is not None:
-        writers["trace.json"] = lambda path: path.write_text(json.dumps(trace),
-                                                             encoding="utf-8")
+        writers["trace.json"] = lambda path: path.write_text(
+            json.dumps(trace, separators=(",", ":")), encoding="utf-8")
     return write_folder(out_dir, writers)

@@ -1,9 +1,11 @@
 """A Chrome/Perfetto trace of a serving run (open in ui.perfetto.dev).
 
 * One complete event ("ph": "X") per step per pipeline stage: process = replica, thread
-  = stage, with the batch's request, token and prefill counts as arguments.
+  = stage, named by what the step ran (prefill, decode or mixed, so the viewer groups
+  and colours them), with its step id, and its prefill tokens and preemptions where
+  nonzero, as arguments.
 * Counter tracks ("ph": "C") per replica: batch size, scheduled tokens and KV blocks in
-  use, at each step's start.
+  use, at each step's start (the slices do not repeat them, to keep the file small).
 * Each request's phases as async slices on a "requests" process: queued, prefill,
   decode (and for a disaggregated request the wait for decode room and the KV transfer),
   for the first ``max_requests`` requests, so the file stays small.
@@ -49,19 +51,20 @@ class PerfettoTrace:
                 plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None:
         num_tokens = sum(plan.num_new_tokens)
         prefill = sum(n for n in plan.num_new_tokens if n > 1)
+        kind = "decode" if not prefill else "prefill" if prefill == num_tokens else "mixed"
         for stage, (start_s, end_s) in enumerate(stage_spans_s):
             if (replica_id, stage) not in self._named:
                 self._named.add((replica_id, stage))
                 self.events.append({"ph": "M", "name": "thread_name", "pid": replica_id,
                                     "tid": stage, "args": {"name": f"stage {stage}"}})
             start, end = ns(start_s), ns(end_s)
-            self.events.append({
-                "name": f"step {plan.step_id}", "ph": "X", "pid": replica_id, "tid": stage,
-                "ts": _us(start), "dur": _us(end - start),
-                "args": {"num_reqs": len(plan.requests), "num_tokens": num_tokens,
-                         "prefill_tokens": prefill, "kv_used_blocks": kv_used_blocks,
-                         "num_preempted": len(plan.preempted)},
-            })
+            args: dict[str, int] = {"step": plan.step_id}
+            if prefill:
+                args["prefill_tokens"] = prefill
+            if plan.preempted:
+                args["num_preempted"] = len(plan.preempted)
+            self.events.append({"name": kind, "ph": "X", "pid": replica_id, "tid": stage,
+                                "ts": _us(start), "dur": _us(end - start), "args": args})
         self.events.append({"ph": "C", "name": "batch", "pid": replica_id,
                             "ts": _us(ns(stage_spans_s[0][0])),
                             "args": {"requests": len(plan.requests), "tokens": num_tokens,

@@ -26,6 +26,6 @@ def write_training_outputs(result: TrainingResult, job: TrainingJob, out_dir: st
     writers: dict[str, Callable[[Path], object]] = {
         "training_summary.json": lambda path: path.write_text(summary)}
     if result.trace is not None:
-        timeline = json.dumps(result.trace)
+        timeline = json.dumps(result.trace, separators=(",", ":"))
         writers["trace.json"] = lambda path: path.write_text(timeline)
     return write_folder(out_dir, writers)

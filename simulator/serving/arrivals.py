@@ -1,0 +1,107 @@
+"""Arrivals: when each request reaches the server.
+
+Open loop, each request arrives at its trace time. A closed-loop session's next turn
+arrives only once the previous one has finished, plus its think time. With a client
+concurrency limit (vLLM's benchmark ``--max-concurrency N``, inference-perf's
+concurrency stages) at most N requests are in flight. A request that arrives while N
+are out waits at the client, and is sent when one finishes. Its ``arrival_s`` becomes
+the send time, since that is where the client starts its clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Generator, Sequence
+from typing import Any
+
+import simpy
+from simpy.events import URGENT
+
+from simulator.serving.replica import delay_to
+from simulator.serving.request import Request
+from workloads.schema import RequestTrace
+
+__all__ = ["ArrivalTimeout", "Arrivals", "closed_loop_turns"]
+
+
+class ArrivalTimeout(simpy.Event):
+    """A timeout at URGENT priority, so arrivals precede same-time scheduling decisions.
+
+    NOTE: SimPy's Timeout always uses NORMAL priority; this mirrors its constructor
+    (``_ok``/``_value`` as Timeout sets them) with the priority changed.
+    """
+
+    def __init__(self, env: simpy.Environment, delay: float) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        env.schedule(self, URGENT, delay)
+
+
+class Arrivals:
+    """Hands each request to ``submit`` at its arrival time; a closed-loop session's next
+    turn arrives only after the previous one finished plus its think time, and with
+    ``max_concurrency`` no more than that many are in flight (call :meth:`on_finish` with
+    every finished request)."""
+
+    def __init__(self, env: simpy.Environment, workload: RequestTrace,
+                 requests: Sequence[Request], submit: Callable[[Request], None],
+                 max_concurrency: int | None = None) -> None:
+        self.env = env
+        self.requests = requests
+        self.submit = submit if max_concurrency is None else self._send
+        self._server = submit
+        self.next_turn = closed_loop_turns(workload)
+        self.think = workload.extras.get("think_time_s", [])
+        self.max_concurrency = max_concurrency
+        self.in_flight = 0
+        self.held: deque[Request] = deque()  # arrived, waiting at the client for a slot
+
+    def _send(self, request: Request) -> None:
+        assert self.max_concurrency is not None
+        if self.in_flight >= self.max_concurrency:
+            self.held.append(request)
+            return
+        self.in_flight += 1
+        request.arrival_s = self.env.now  # the client's clock starts when it sends
+        self._server(request)
+
+    def start(self) -> None:
+        waiting_on = set(self.next_turn.values())
+        self.env.process(self._arrive([r for r in self.requests
+                                       if r.request_id not in waiting_on]))
+
+    def on_finish(self, request: Request) -> None:
+        if self.max_concurrency is not None:
+            self.in_flight -= 1
+            if self.held:
+                self._send(self.held.popleft())
+        follow = self.next_turn.get(request.request_id)
+        if follow is not None:
+            turn = self.requests[follow]
+            turn.arrival_s = max(turn.arrival_s, self.env.now + float(self.think[follow]))
+            self.env.process(self._arrive([turn]))
+
+    def _arrive(self, batch: Sequence[Request]) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        for request in batch:
+            if request.arrival_s > env.now:
+                yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
+            self.submit(request)
+
+
+def closed_loop_turns(workload: RequestTrace) -> dict[int, int]:
+    """previous turn → next turn, for session turns that carry ``think_time_s``."""
+    sessions = workload.extras.get("session_id")
+    think = workload.extras.get("think_time_s")
+    if sessions is None or think is None:
+        return {}
+    last: dict[Any, int] = {}
+    chain: dict[int, int] = {}
+    for i, session in enumerate(sessions):
+        if session is None:
+            continue
+        if session in last and think[i] is not None:
+            chain[last[session]] = i
+        last[session] = i
+    return chain
