@@ -27,15 +27,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import MaxNLocator
 
 import validation
 from planners.objectives import STEADY, SteadyState, steady_attainment, steady_trace
 from planners.sweep import sweep
 from profiles.errors import ClusterSimError
 from reports.curves import curves_svg
+from reports.points import column_name, gpu_styles, plan_title, short_gpu, with_titles
 from simulator.serving.config import build_deployment
 from simulator.serving.engine import SimulationResult, simulate
 from simulator.training.step import simulate_training
+from validation.error_bars import load_error_bars
 from workloads.loaders import load_workload
 from workloads.training import ParallelPlan, TrainingJob
 
@@ -47,6 +50,7 @@ h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd
 table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px}
 th{background:#f3f3f3;cursor:pointer}tr.best{background:#fff4cc}.plots svg{margin:4px}
 code{background:#f5f5f5;padding:1px 3px}.note{color:#555;font-size:12px}
+.wide{overflow-x:auto;max-width:100%}code{overflow-wrap:anywhere}
 """
 _SORT_JS = """
 document.querySelectorAll('table.sortable th').forEach((th,i)=>th.addEventListener('click',()=>{
@@ -79,13 +83,31 @@ def _inline(text: str) -> str:
 def _scatter(frame: pd.DataFrame, x: str, y: str, pareto: set[int], best: int | None,
              xlabel: str, ylabel: str, title: str, vline: float | None = None,
              hline: float | None = None, maximize_y: bool = True) -> str:
+    """Plans as points, a colour and marker per GPU type (a black edge: on the Pareto
+    set), each with a hover title of its knobs and metrics."""
     figure, axis = plt.subplots(figsize=(5.2, 3.6))
-    others = frame[~frame["index"].isin(pareto)]
-    front = frame[frame["index"].isin(pareto)].sort_values(x)
-    axis.scatter(others[x], others[y], s=14, color="#9bb0c8", label="candidates")
+    frame = frame.dropna(subset=[x, y])
+    group = "gpu" if "gpu" in frame else None
+    styles = gpu_styles([str(g) for g in frame[group].unique()] if group else ["plans"])
+    titles: dict[str, list[str]] = {}
+    for gpu, (colour, marker) in styles.items():
+        part = frame[frame[group].astype(str) == gpu] if group else frame
+        for on_front in (False, True):
+            points = part[part["index"].isin(pareto) == on_front]
+            if points.empty:
+                continue
+            gid = f"pts-{len(titles)}"
+            titles[gid] = [plan_title(row) for row in points.to_dict(orient="records")]
+            collection = axis.scatter(
+                points[x], points[y], s=40 if on_front else 16, color=colour, marker=marker,
+                edgecolors="black" if on_front else "none", linewidths=0.8,
+                alpha=1.0 if on_front else 0.55,
+                label=short_gpu(gpu) if not on_front or part["index"].isin(pareto).all()
+                else None)
+            collection.set_gid(gid)
+    axis.scatter([], [], s=40, color="white", edgecolors="black", label="on the Pareto set")
     # NOTE: the Pareto set spans every objective, so in one 2-D view its plans are marked,
     # not joined; the step line is the frontier of just the two plotted metrics.
-    axis.scatter(front[x], front[y], s=30, color="#d1495b", label="Pareto plans")
     frontier = _frontier_2d(frame, x, y, maximize_y)
     axis.step(frontier[x], frontier[y], where="post", color="#d1495b", linewidth=1,
               alpha=0.6, label="frontier of these two")
@@ -100,9 +122,11 @@ def _scatter(frame: pd.DataFrame, x: str, y: str, pareto: set[int], best: int | 
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=11)
-    axis.legend(fontsize=8)
+    axis.xaxis.set_major_locator(MaxNLocator(5))  # ticks that do not run together
+    axis.yaxis.set_major_locator(MaxNLocator(6))
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
     axis.grid(alpha=0.3)
-    return _svg(figure)
+    return with_titles(_svg(figure), titles)
 
 
 _LEADING = ("index", "mode", "prefill_decode", "gpu", "num_gpus", "replicas", "tp", "pp",
@@ -132,14 +156,15 @@ def _table(rows: list[dict[str, Any]], best: int | None) -> str:
     present = [c for c in rows[0] if c not in ("deployment", "reason")]
     columns = [c for c in _LEADING if c in present] + [c for c in present
                                                         if c not in _LEADING]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    head = "".join(f"<th title='{html.escape(c)}'>{html.escape(column_name(c))}</th>"
+                   for c in columns)
     body = []
     for row in rows:
         cells = "".join(f"<td>{html.escape(_fmt(row.get(c)))}</td>" for c in columns)
         css = " class='best'" if row.get("index") == best else ""
         body.append(f"<tr{css}>{cells}</tr>")
-    return (f"<table class='sortable'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+    return (f"<div class='wide'><table class='sortable'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _fmt(value: Any) -> str:
@@ -224,17 +249,43 @@ def _sweep_section(deployment: Any, trace: Any, goodput: float, rule: SteadyStat
             f"<div class='plots'>{_inline(curves_svg(rows, ttft, tpot))}</div>")
 
 
-def _accuracy_section(gpus: set[str]) -> str:
+# The validation groups whose errors bear on each kind of plan.
+_GROUPS_FOR = {"serving": ("kernels", "collectives"),
+               "training": ("training", "kernels", "collectives")}
+
+
+def _accuracy_section(gpus: set[str], kind: str = "serving") -> str:
+    """The errors that bear on this plan: for serving, the real vLLM runs on its GPUs
+    (the committed error bars) and the kernel and collective groups; for training, the
+    published training runs and the same two groups."""
     try:
         records = validation.load_records()
     except ClusterSimError:
         return ""
     rows = validation.predict_records(records)
     groups = validation.group_errors(rows)
+    groups = groups[groups["group"].isin(_GROUPS_FOR[kind])].rename(columns=lambda c: {
+        "num_records": "records", "median_error_pct": "median error %",
+        "p90_error_pct": "p90 error %", "max_error_pct": "max error %"}.get(c, c))
     table = groups.to_html(index=False, float_format="%.1f", border=0)
-    return (f"<h2>How accurate is this?</h2><p class='note'>Errors of the same models "
-            f"against measured runs (<code>clustersim validate</code>), by group; GPUs in "
-            f"this report: {html.escape(', '.join(sorted(gpus)))}.</p>{table}")
+    serving = ""
+    if kind == "serving":
+        bars = load_error_bars()
+        lines = [f"<tr><td>{html.escape(gpu)}</td><td>"
+                 f"{html.escape(metric.split('_')[0].upper())}"
+                 f"</td><td>{row['runs']}</td><td>{row['p50'] * 100:+.1f}</td><td>"
+                 f"{row['p10'] * 100:+.1f} to {row['p90'] * 100:+.1f}</td></tr>"
+                 for gpu in sorted(gpus) if gpu in bars
+                 for metric, row in sorted(bars[gpu].items()) if isinstance(row, dict)]
+        serving = ("<p>Real vLLM runs on these GPUs, signed error (predicted - measured) / "
+                   "measured:</p><table><thead><tr><th>GPU</th><th>metric (mean)</th><th>"
+                   "runs</th><th>median %</th><th>p10 to p90 %</th></tr></thead><tbody>"
+                   + "".join(lines) + "</tbody></table>" if lines else
+                   "<p>No real vLLM run of these GPUs is in the validation set.</p>")
+    return (f"<h2>How accurate is this?</h2><p class='note'>Errors against measured runs "
+            f"(<code>clustersim validate</code>) of the groups that bear on a {kind} plan; "
+            f"GPUs in this report: {html.escape(', '.join(sorted(gpus)))}.</p>{serving}"
+            f"{table}")
 
 
 _MODE_OBJECTIVES = (("goodput_per_gpu", "goodput per GPU (req/s)", True),
@@ -447,7 +498,7 @@ def _training_report(frame: pd.DataFrame, pareto: dict[str, Any], inputs: dict[s
                 f"step {result.step_s:.3f} s, MFU {result.mfu:.1%}, memory per GPU "
                 + ", ".join(f"{k} {v:.1f} GiB" for k, v in memory.items())) + "</p>"
             f"<div class='plots'>{_svg(figure)}</div>")
-    sections.append(_accuracy_section({str(job.gpu)}))
+    sections.append(_accuracy_section({str(job.gpu)}, "training"))
     return _page(f"clustersim training plan: {job.model}", sections)
 
 
