@@ -111,6 +111,9 @@ def plan_command(
         min=50, help="each goodput probe replays at least this many requests")] = 1000,
     steady_seconds: Annotated[float, typer.Option(
         min=1.0, help="... spanning at least this many seconds of arrivals")] = 60.0,
+    steady_lifetimes: Annotated[float, typer.Option(
+        min=0.0, help="... and this many lifetimes of the longest requests at the TPOT "
+                      "SLO (the first is warm-up)")] = 3.0,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
     top: Annotated[int, typer.Option(help="plans to print")] = 10,
 ) -> None:
@@ -161,7 +164,8 @@ def plan_command(
                             workers=workers, prune=prune, ray_address=ray_address,
                             progress=progress,
                             steady=SteadyState(min_requests=steady_requests,
-                                               min_span_s=steady_seconds))
+                                               min_span_s=steady_seconds,
+                                               lifetimes=steady_lifetimes))
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
     table = Table("#", "gpu", "GPUs", "layout", "policy", "goodput req/s",
                   "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")

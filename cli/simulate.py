@@ -192,6 +192,12 @@ def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
         runs = max(row["runs"] for row in bars.values() if isinstance(row, dict))
         console.print(f"validated range ({bars['group']}, up to {runs} real vLLM runs): "
                       f"{ranges}")
+    admitted = summary.get("requests")
+    if admitted and admitted["rejected"]:
+        first = admitted["rejected_requests"][0]
+        console.print(f"rejected {admitted['rejected']:,} of {admitted['submitted']:,} "
+                      f"requests, as vLLM answers 400 (request {first['request_id']!r}: "
+                      f"{first['reason']}; all listed in summary.json)")
     state = summary["stability"]
     console.print(f"{state['state']}: {state['evidence']}")
     console.print(f"simulated {summary['makespan_s']:,.1f} s in {runtime_s:.2f} s "

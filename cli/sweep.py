@@ -89,6 +89,8 @@ SteadyRequests = Annotated[int, typer.Option(
     min=50, help="each point replays at least this many requests")]
 SteadySeconds = Annotated[float, typer.Option(
     min=1.0, help="... over at least this many seconds of arrivals")]
+SteadyLifetimes = Annotated[float, typer.Option(
+    min=0.0, help="... and this many lifetimes of the longest requests at the TPOT SLO")]
 
 
 @user_errors
@@ -102,12 +104,14 @@ def sweep_command(
              "--max-concurrency)")] = None,
     ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
     steady_requests: SteadyRequests = 1000, steady_seconds: SteadySeconds = 60.0,
+    steady_lifetimes: SteadyLifetimes = 3.0,
 ) -> None:
     """Latency against load: one deployment at each of a range of request rates, or of
     client concurrencies."""
     if (rates is None) == (concurrency is None):
         fail("give --rates (open loop) or --concurrency (closed loop), one of them")
-    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
+    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds,
+                       lifetimes=steady_lifetimes)
     with progress_bar("sweep: points done") as progress:
         if concurrency is not None:
             rows = concurrency_sweep(
@@ -129,9 +133,11 @@ def compare_command(
         help="deployment files to compare (repeat, two or more)")],
     rates: Rates, ttft_slo: TtftSlo = None, tpot_slo: TpotSlo = None, out: Out = None,
     steady_requests: SteadyRequests = 1000, steady_seconds: SteadySeconds = 60.0,
+    steady_lifetimes: SteadyLifetimes = 3.0,
 ) -> None:
     """Two or more deployments side by side over the same request rates."""
-    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds)
+    rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds,
+                       lifetimes=steady_lifetimes)
     names = [path.stem for path in deployment]
     if len(set(names)) != len(names):
         names = [str(path) for path in deployment]

@@ -9,8 +9,12 @@ Goodput that holds: a short trace never reaches steady state (the queue is still
 filling when it ends), so each probe replays at least ``SteadyState.min_requests``
 requests spanning at least ``SteadyState.min_span_s`` seconds of arrivals; a shorter
 trace is extended with its own requests (resampled, or repeated whole when it has
-sessions: :func:`extended_trace`). Attainment is measured on the requests that arrive
-after the warm-up share and before the drain share of the span, in ``windows`` equal
+sessions: :func:`extended_trace`). The KV cache fills only as long requests pile up,
+so a probe also spans ``SteadyState.lifetimes`` lifetimes of the trace's long requests
+(its p99 output length at the TPOT SLO's pace: a request that long, decoding at the SLO,
+lives that many seconds), and the first lifetime is warm-up. Attainment is measured on
+the requests that arrive after the warm-up (the larger of that lifetime and the
+``warm_up`` share) and before the drain share of the span, in ``windows`` equal
 windows, and the probe passes only if every window meets it and the run is STABLE.
 
 Cost per million tokens = price per GPU-hour x GPUs / (tokens per second at goodput x
@@ -38,8 +42,8 @@ from simulator.serving.engine import simulate
 from workloads.schema import RequestTrace
 
 __all__ = ["STEADY", "GoodputResult", "SteadyState", "default_prices", "extended_trace",
-           "find_goodput", "scaled_trace", "slo_attainment", "steady_attainment",
-           "steady_trace"]
+           "find_goodput", "request_lifetime_s", "scaled_trace", "slo_attainment",
+           "steady_attainment", "steady_trace"]
 
 IDLE_POWER_FRACTION = 0.3
 
@@ -80,9 +84,26 @@ class SteadyState:
     warm_up: float = 0.1
     drain: float = 0.1
     windows: int = 3
+    lifetimes: float = 3.0  # the probe spans this many long-request lifetimes, at least
 
-    def needed(self, rate_per_s: float) -> int:
-        return max(self.min_requests, math.ceil(rate_per_s * self.min_span_s))
+    def span_s(self, lifetime_s: float = 0.0) -> float:
+        """Seconds of arrivals a probe spans, for requests living up to ``lifetime_s``."""
+        return max(self.min_span_s, self.lifetimes * lifetime_s)
+
+    def needed(self, rate_per_s: float, lifetime_s: float = 0.0) -> int:
+        return max(self.min_requests, math.ceil(rate_per_s * self.span_s(lifetime_s)))
+
+
+_NO_TPOT_SLO_S = 10.0
+
+
+def request_lifetime_s(trace: RequestTrace, tpot_slo_s: float | None) -> float:
+    """How long the trace's long requests live at the TPOT SLO's pace: its p99 output
+    length x the SLO (0 without a TPOT SLO; one of 10 s or more per token, a stand-in for
+    "none" in phase measurements, counts as none)."""
+    if tpot_slo_s is None or not tpot_slo_s < _NO_TPOT_SLO_S or len(trace) == 0:
+        return 0.0
+    return float(np.quantile(trace.output_tokens, 0.99)) * tpot_slo_s
 
 
 STEADY = SteadyState()
@@ -131,19 +152,22 @@ def extended_trace(trace: RequestTrace, num_requests: int, seed: int = 0) -> Req
                         metadata | {"extended_by": f"repeating its sessions {copies} times"})
 
 
-def steady_trace(trace: RequestTrace, rate_per_s: float,
-                 rule: SteadyState = STEADY) -> RequestTrace:
-    """The probe at ``rate_per_s``: the trace at that rate, extended to the rule's length."""
+def steady_trace(trace: RequestTrace, rate_per_s: float, rule: SteadyState = STEADY,
+                 tpot_slo_s: float | None = None) -> RequestTrace:
+    """The probe at ``rate_per_s``: the trace at that rate, extended to the rule's length
+    (long enough for the trace's long requests under ``tpot_slo_s``)."""
     scaled = scaled_trace(trace, rate_per_s)
-    return extended_trace(scaled, rule.needed(rate_per_s))
+    return extended_trace(scaled, rule.needed(rate_per_s,
+                                              request_lifetime_s(trace, tpot_slo_s)))
 
 
 def steady_attainment(rows: Any, ttft_slo_s: float, tpot_slo_s: float,
-                      rule: SteadyState = STEADY) -> float:
-    """The worst window's SLO attainment over the measured part of the run."""
+                      rule: SteadyState = STEADY, lifetime_s: float = 0.0) -> float:
+    """The worst window's SLO attainment over the measured part of the run (after a
+    warm-up of at least ``lifetime_s``)."""
     arrival = rows["arrival_s"].to_numpy()
     start, end = float(arrival.min()), float(arrival.max())
-    low = start + rule.warm_up * (end - start)
+    low = start + min(max(rule.warm_up * (end - start), lifetime_s), 0.5 * (end - start))
     high = end - rule.drain * (end - start)
     edges = np.linspace(low, high, rule.windows + 1)
     worst = 1.0
@@ -183,13 +207,15 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
     def run(rate: float) -> tuple[float, dict[str, Any] | None]:
         nonlocal runs
         runs += 1
-        result = simulate(deployment, steady_trace(trace, rate, rule))
+        result = simulate(deployment, steady_trace(trace, rate, rule, tpot_slo_s))
         if not result.ok or result.requests is None or result.summary is None:
             return 0.0, None
         if result.summary["stability"]["state"] == "OVERLOADED":
             return 0.0, result.summary  # never a goodput: its queue grows without bound
-        return (steady_attainment(result.requests, ttft_slo_s, tpot_slo_s, rule),
+        return (steady_attainment(result.requests, ttft_slo_s, tpot_slo_s, rule, lifetime),
                 result.summary)
+
+    lifetime = request_lifetime_s(trace, tpot_slo_s)
 
     low = min(lower_rate or upper_rate / 8, upper_rate)
     low_attainment, low_summary = run(low)

@@ -27,6 +27,7 @@ from planners.objectives import (
     STEADY,
     SteadyState,
     extended_trace,
+    request_lifetime_s,
     steady_attainment,
     steady_trace,
 )
@@ -73,9 +74,9 @@ def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[
             progress(done, len(rates))
         if not rate > 0 or not math.isfinite(rate):
             raise ClusterSimError(f"rate {rate}: request rates must be positive numbers")
-        probe = steady_trace(workload, rate, rule)
+        probe = steady_trace(workload, rate, rule, tpot_slo_s)
         rows.append(_point(deployment, probe, name, rate, None, ttft_slo_s, tpot_slo_s,
-                           attainment, rule))
+                           attainment, rule, request_lifetime_s(workload, tpot_slo_s)))
     if progress is not None:
         progress(len(rates), len(rates))
     return pd.DataFrame(rows, columns=SWEEP_COLUMNS)
@@ -83,7 +84,8 @@ def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[
 
 def _point(deployment: DeploymentConfig, probe: RequestTrace, name: str,
            rate: float | None, concurrency: int | None, ttft_slo_s: float | None,
-           tpot_slo_s: float | None, attainment: float, rule: SteadyState) -> dict[str, object]:
+           tpot_slo_s: float | None, attainment: float, rule: SteadyState,
+           lifetime_s: float = 0.0) -> dict[str, object]:
     """One point of a sweep: the probe simulated, as a row of ``SWEEP_COLUMNS``."""
     result = simulate(deployment, probe, max_concurrency=concurrency)
     if not result.ok or result.summary is None or result.requests is None:
@@ -93,7 +95,7 @@ def _point(deployment: DeploymentConfig, probe: RequestTrace, name: str,
     met = None
     if ttft_slo_s is not None or tpot_slo_s is not None:
         met = steady_attainment(result.requests, ttft_slo_s or math.inf,
-                                tpot_slo_s or math.inf, rule)
+                                tpot_slo_s or math.inf, rule, lifetime_s)
     stable = s["stability"]["state"] == "STABLE"
     offered = served if rate is None else rate  # closed loop: the rate is what is served
     return {

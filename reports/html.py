@@ -30,7 +30,13 @@ import pandas as pd
 from matplotlib.ticker import MaxNLocator
 
 import validation
-from planners.objectives import STEADY, SteadyState, steady_attainment, steady_trace
+from planners.objectives import (
+    STEADY,
+    SteadyState,
+    request_lifetime_s,
+    steady_attainment,
+    steady_trace,
+)
 from planners.sweep import sweep
 from profiles.errors import ClusterSimError
 from reports.curves import curves_svg
@@ -427,11 +433,12 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
                                       f"folder; pick one of {sorted(by_index)}")
             deployment = build_deployment(row["deployment"])
             rate = row["goodput_rate_per_s"] or 1.0
-            probe = steady_trace(trace, rate, rule)
+            probe = steady_trace(trace, rate, rule, tpot)
             result = simulate(deployment, probe, record_trace=True)
             if result.ok and result.requests is not None and result.summary is not None:
                 s = result.summary
-                met = steady_attainment(result.requests, ttft, tpot, rule)
+                met = steady_attainment(result.requests, ttft, tpot, rule,
+                                        request_lifetime_s(trace, tpot))
                 note = (
                     f"Offered {rate:.3g} req/s: {len(probe):,} requests over "
                     f"{probe.arrival_s[-1] - probe.arrival_s[0]:.0f} s of arrivals"
@@ -439,8 +446,10 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
                        if "extended_from_requests" in probe.metadata else "")
                     + f". Served {s['throughput']['requests_per_s']:.3g} req/s over the "
                     f"whole run, the final drain included. SLO attainment in the steady "
-                    f"windows (after the first {rule.warm_up:.0%} and before the last "
-                    f"{rule.drain:.0%} of arrivals, worst of {rule.windows}): {met:.1%}; "
+                    f"windows (after a warm-up of the first {rule.warm_up:.0%} of arrivals or "
+                    f"one {request_lifetime_s(trace, tpot):.0f}-s lifetime of the longest "
+                    f"requests, whichever is longer, and before the last {rule.drain:.0%}, "
+                    f"worst of {rule.windows}): {met:.1%}; "
                     f"{s['stability']['state']}.")
                 sections.append(_run_section(result, f"Plan #{index} at its goodput, "
                                                      f"{rate:.2f} req/s", note))

@@ -32,8 +32,8 @@ TRACE = generate(GeneratorSpec(
 SLO = {"ttft_slo_s": 0.3, "tpot_slo_s": 0.03}
 # Tests of the planner's mechanics use short probes; the stated rule (STEADY) is tested
 # for what it promises in test_goodput_holds_on_a_fresh_ten_times_longer_trace.
-QUICK = SteadyState(min_requests=200, min_span_s=5.0)
-QUICK_FLAGS = ["--steady-requests", "200", "--steady-seconds", "5"]
+QUICK = SteadyState(min_requests=200, min_span_s=5.0, lifetimes=0.0)
+QUICK_FLAGS = ["--steady-requests", "200", "--steady-seconds", "5", "--steady-lifetimes", "0"]
 EQUAL_PRICES = {"H100-SXM5-80GB": 4.0, "A100-SXM4-80GB": 4.0}
 
 

@@ -176,7 +176,7 @@ def test_report_points_are_identifiable_and_columns_readable(serving_plan_dir: P
     served = frame[(frame["status"] == "evaluated") & (frame["goodput_per_gpu"] > 0)]
     titles = re.findall(r"<title>(#\d+[^<]*)</title>", text)
     assert len(titles) >= 2 * len(served)  # two frontier plots at least
-    assert all("TTFT p90" in t and "x TP" in t or "disaggregated" in t for t in titles)
+    assert all("TTFT p90" in t and ("x TP" in t or "disaggregated" in t) for t in titles)
     headers = re.findall(r"<th title='([^']*)'>([^<]*)</th>", text)
     assert ("goodput_rate_per_s", "goodput (req/s)") in headers
     assert all("_" not in shown for _, shown in headers)

@@ -210,10 +210,20 @@ def test_weights_that_do_not_fit_are_a_clear_error() -> None:
     assert "\n" not in result.error
 
 
-def test_request_longer_than_max_model_len_is_refused() -> None:
+def test_a_request_longer_than_max_model_len_is_rejected_and_the_run_goes_on() -> None:
+    """As vLLM answers 400: the long request is counted and named in the summary, the
+    others run, and submitted = finished + rejected."""
     result = simulate(make_deployment("llama-2-7b", "a100"),
-                      make_trace([0.0, 1.0], [100, 4000], [10, 200]))
-    assert not result.ok and "request 1" in result.error and "max_model_len=4096" in result.error
+                      make_trace([0.0, 1.0, 2.0], [100, 4000, 50], [10, 200, 5]))
+    assert result.ok, result.error
+    assert result.requests["request_id"].tolist() == [0, 2]
+    admitted = result.summary["requests"]
+    assert (admitted["submitted"], admitted["finished"], admitted["rejected"]) == (3, 2, 1)
+    assert admitted["rejected_requests"][0]["request_id"] == 1
+    assert "max_model_len=4096" in admitted["rejected_requests"][0]["reason"]
+    assert result.summary["num_requests"] == 2
+    everyone = simulate(make_deployment("llama-2-7b", "a100"), make_trace([0.0], [4000], [200]))
+    assert not everyone.ok and "every request is longer than max_model_len=4096" in everyone.error
 
 
 def test_max_model_len_that_does_not_fit_kv_names_the_fix() -> None:

@@ -20,8 +20,8 @@ TRACE = generate(GeneratorSpec(
     num_requests=120, arrival={"kind": "poisson", "rate_per_s": 5},
     prompt={"kind": "lognormal", "mean": 500, "sigma": 0.5, "max": 2000},
     output={"kind": "lognormal", "mean": 60, "sigma": 0.5, "max": 300}, seed=2))
-QUICK = SteadyState(min_requests=300, min_span_s=10.0)
-QUICK_FLAGS = ["--steady-requests", "300", "--steady-seconds", "10"]
+QUICK = SteadyState(min_requests=300, min_span_s=10.0, lifetimes=0.0)
+QUICK_FLAGS = ["--steady-requests", "300", "--steady-seconds", "10", "--steady-lifetimes", "0"]
 
 
 def test_a_sweep_rises_with_load_and_marks_goodput() -> None:

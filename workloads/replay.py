@@ -60,16 +60,6 @@ def replay_window(**fields: float | int | None) -> ReplayWindow:
         raise ClusterSimError(format_validation_error(error, "replay window")) from None
 
 
-def _take(trace: RequestTrace, keep: np.ndarray) -> RequestTrace:
-    index = np.flatnonzero(keep)
-    return RequestTrace(
-        arrival_s=trace.arrival_s[index], prompt_tokens=trace.prompt_tokens[index],
-        output_tokens=trace.output_tokens[index], priority=trace.priority[index],
-        request_ids=[trace.request_ids[i] for i in index],
-        extras={name: [values[i] for i in index] for name, values in trace.extras.items()},
-        metadata=dict(trace.metadata))
-
-
 def replay(trace: RequestTrace, window: ReplayWindow) -> RequestTrace:
     """``trace`` cut to ``window`` and rescaled (module docstring).
 
@@ -81,11 +71,11 @@ def replay(trace: RequestTrace, window: ReplayWindow) -> RequestTrace:
         return trace
     if window.time_scale is not None and window.rate_per_s is not None:
         raise ClusterSimError("--time-scale and --rate both rescale arrivals; give one")
-    out = _take(trace, np.ones(len(trace), dtype=bool))  # a copy: the input stays as it was
+    out = trace.take(np.ones(len(trace), dtype=bool))  # a copy: the input stays as it was
     if window.start_s is not None or window.duration_s is not None:
         start = window.start_s or 0.0
         end = start + window.duration_s if window.duration_s is not None else math.inf
-        out = _take(out, (out.arrival_s >= start) & (out.arrival_s < end))
+        out = out.take((out.arrival_s >= start) & (out.arrival_s < end))
         out.arrival_s = out.arrival_s - start
         if len(out) == 0:
             shown = f"{start:g}-{end:g} s" if math.isfinite(end) else f"from {start:g} s on"
@@ -93,7 +83,7 @@ def replay(trace: RequestTrace, window: ReplayWindow) -> RequestTrace:
                 f"--start / --duration: no request of the trace arrives in {shown} (its "
                 f"arrivals span {trace.arrival_s[0]:g}-{trace.arrival_s[-1]:g} s)")
     if window.max_requests is not None and window.max_requests < len(out):
-        out = _take(out, np.arange(len(out)) < window.max_requests)
+        out = out.take(np.arange(len(out)) < window.max_requests)
     if window.time_scale is not None:
         out.arrival_s = out.arrival_s * window.time_scale
     if window.rate_per_s is not None:

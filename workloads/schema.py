@@ -156,6 +156,17 @@ class RequestTrace:
             metadata=metadata,
         )
 
+    def take(self, keep: np.ndarray) -> RequestTrace:
+        """The requests where ``keep`` (a boolean mask) is true, in order, every column
+        and field with them."""
+        index = np.flatnonzero(keep)
+        return RequestTrace(
+            arrival_s=self.arrival_s[index], prompt_tokens=self.prompt_tokens[index],
+            output_tokens=self.output_tokens[index], priority=self.priority[index],
+            request_ids=[self.request_ids[i] for i in index],
+            extras={name: [values[i] for i in index] for name, values in self.extras.items()},
+            metadata=dict(self.metadata))
+
     def to_records(self) -> list[dict[str, Any]]:
         """Plain dicts in the file schema, omitting fields that are unset."""
         rows: list[dict[str, Any]] = []

@@ -63,6 +63,7 @@ __all__ = [
     "ResolvedPools",
     "SimEnvironment",
     "SimulationResult",
+    "admission_record",
     "check_workload",
     "cost_model_record",
     "engine_record",
@@ -430,19 +431,42 @@ def host_kv_blocks(resolved: ResolvedDeployment) -> int:
     return int(size * GIB // (resolved.memory.kv_block_bytes * resolved.num_gpus))
 
 
-def check_workload(workload: RequestTrace, max_model_len: int) -> None:
-    """Refuse an empty trace, or a request longer than ``max_model_len``."""
+MAX_LISTED_REJECTIONS = 100  # rejected requests the summary names one by one
+
+
+def check_workload(workload: RequestTrace, max_model_len: int
+                   ) -> tuple[RequestTrace, list[dict[str, Any]]]:
+    """The requests the engine admits, and those it rejects as vLLM answers 400: a
+    prompt plus output longer than ``max_model_len`` (which the memory plan has already
+    checked fits the KV cache, so an admitted request can always run).
+
+    Raises:
+        ClusterSimError: an empty trace, or one whose every request is rejected.
+    """
     if len(workload) == 0:
         raise ClusterSimError("workload: the trace has no requests")
     total = workload.prompt_tokens + workload.output_tokens
-    too_long = np.flatnonzero(total > max_model_len)
-    if too_long.size:
-        i = int(too_long[0])
+    too_long = total > max_model_len
+    if not too_long.any():
+        return workload, []
+    rejected = [{"request_id": workload.request_ids[i],
+                 "prompt_tokens": int(workload.prompt_tokens[i]),
+                 "output_tokens": int(workload.output_tokens[i]),
+                 "reason": f"prompt_tokens + output_tokens = {int(total[i])} exceeds "
+                           f"max_model_len={max_model_len}"}
+                for i in np.flatnonzero(too_long)]
+    if too_long.all():
         raise ClusterSimError(
-            f"workload request {workload.request_ids[i]!r}: prompt_tokens + output_tokens = "
-            f"{int(total[i])} exceeds max_model_len={max_model_len} "
-            f"({too_long.size} requests do); raise --max-model-len or trim the trace"
-        )
+            f"workload: every request is longer than max_model_len={max_model_len} (request "
+            f"{rejected[0]['request_id']!r}: {rejected[0]['reason']}); raise --max-model-len "
+            f"or trim the trace")
+    return workload.take(~too_long), rejected
+
+
+def admission_record(submitted: int, rejected: list[dict[str, Any]]) -> dict[str, Any]:
+    """The summary's request count: submitted = finished + rejected, and who was."""
+    return {"submitted": submitted, "finished": submitted - len(rejected),
+            "rejected": len(rejected), "rejected_requests": rejected[:MAX_LISTED_REJECTIONS]}
 
 
 def cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:

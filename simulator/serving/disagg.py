@@ -49,6 +49,7 @@ from simulator.serving.build import (
     ResolvedPools,
     SimEnvironment,
     SimulationResult,
+    admission_record,
     check_workload,
     cost_model_record,
     engine_record,
@@ -297,7 +298,9 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
     started = time.perf_counter()
     try:
         resolved = resolve_pools(deployment)
-        check_workload(workload, min(pool.scheduler.max_model_len for pool in resolved.pools))
+        submitted = len(workload)
+        workload, rejected = check_workload(
+            workload, min(pool.scheduler.max_model_len for pool in resolved.pools))
     except ClusterSimError as error:
         return SimulationResult(None, None, None, time.perf_counter() - started, str(error))
 
@@ -379,6 +382,7 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
         "threshold_tokens": disagg.threshold_tokens,
         "prefilled_on_decode_pool": int((rows["prefilled_on"] == "decode_pool").sum()),
     }
+    summary["requests"] = admission_record(submitted, rejected)
     summary["prefix_cache"] = _prefix_record(all_replicas, resolved)
     summary["run"] = {
         "simulator": "clustersim-0.1 serving core (disaggregated)",

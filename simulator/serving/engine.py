@@ -25,6 +25,7 @@ from simulator.serving.build import (
     ResolvedDeployment,
     SimEnvironment,
     SimulationResult,
+    admission_record,
     check_workload,
     cost_model_record,
     engine_record,
@@ -95,7 +96,8 @@ def simulate(
     started = time.perf_counter()
     try:
         resolved = resolve(deployment)
-        check_workload(workload, resolved.scheduler.max_model_len)
+        submitted = len(workload)
+        workload, rejected = check_workload(workload, resolved.scheduler.max_model_len)
     except ClusterSimError as error:
         return SimulationResult(None, None, None, time.perf_counter() - started, str(error))
 
@@ -147,6 +149,7 @@ def simulate(
     caches = [r.scheduler.kv_cache for r in replicas]
     query = sum(cache.num_query_tokens for cache in caches)
     hits = sum(cache.num_hit_tokens for cache in caches)
+    summary["requests"] = admission_record(submitted, rejected)
     summary["prefix_cache"] = {
         "enabled": resolved.scheduler.enable_prefix_caching,
         "query_tokens": query, "hit_tokens": hits,
