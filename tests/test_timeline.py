@@ -88,3 +88,23 @@ def test_colocated_request_spans_match_the_request_rows() -> None:
     assert begins["prefill"] == pytest.approx(row["first_scheduled_s"] * 1e6, abs=1e-3)
     assert ends["decode"] == pytest.approx(row["finish_s"] * 1e6, abs=1e-3)
     assert ends["prefill"] == begins["decode"]
+
+
+@pytest.mark.parametrize("plan", [
+    {"tp": 2, "pp": 4, "dp": 1, "schedule": "1f1b"},
+    {"tp": 2, "pp": 2, "dp": 2, "schedule": "interleaved", "virtual_stages": 2,
+     "recompute": "selective", "sequence_parallel": True},
+])
+def test_a_training_trace_is_well_formed_named_and_never_overlaps(plan: dict) -> None:
+    from simulator import simulate_training
+    from workloads.training import TrainingJob
+
+    job = TrainingJob(model="llama-3-8b", gpu="h100", seq_len=4096, global_batch=16,
+                      micro_batch=1, plan=plan)
+    result = simulate_training(job, record_trace=True)
+    found = check_trace(result.trace)
+    assert set(found["names"].values()) == {f"pipeline stage {s}" for s in range(plan["pp"])}
+    slices = [e for e in result.trace["traceEvents"] if e["ph"] == "X"]
+    assert {e["name"] for e in slices} >= {"optimizer", "dp grad reduce"}
+    ends = max(_ns(e["ts"]) + _ns(e["dur"]) for e in slices)
+    assert ends == pytest.approx(round(result.step_s * 1e9), abs=len(slices))

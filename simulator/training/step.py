@@ -301,15 +301,26 @@ def _optimizer_s(offload: str, params: float, gpu: GPUSpec, backward_window_s: f
 
 def _trace(run: Any, stage_done: list[float], dp_comm: float, step: float,
            optimizer: float) -> dict[str, Any]:
-    """Perfetto events of one step: pid = pipeline stage; tid 0 compute, 1 communication."""
+    """Perfetto events of one step: pid = pipeline stage (named), tid 0 compute, 1
+    communication (named). Times become whole nanoseconds once, so a slice that starts
+    where the previous one ended has the same timestamp and none overlaps by rounding."""
     events: list[dict[str, Any]] = []
+
+    def slice_(name: str, stage: int, tid: int, start_s: float, end_s: float) -> None:
+        start, end = round(start_s * 1e9), round(end_s * 1e9)
+        events.append({"name": name, "ph": "X", "pid": stage, "tid": tid,
+                       "ts": start / 1000, "dur": (end - start) / 1000})
+
+    for stage in range(len(stage_done)):
+        events.append({"ph": "M", "name": "process_name", "pid": stage,
+                       "args": {"name": f"pipeline stage {stage}"}})
+        for tid, name in ((0, "compute"), (1, "communication")):
+            events.append({"ph": "M", "name": "thread_name", "pid": stage, "tid": tid,
+                           "args": {"name": name}})
     for ((kind, chunk, i), stage), (start, end) in sorted(run.spans.items(),
                                                           key=lambda item: item[1]):
-        events.append({"name": f"{kind}{i}" + (f".c{chunk}" if chunk else ""), "ph": "X",
-                       "pid": stage, "tid": 0, "ts": start * 1e6, "dur": (end - start) * 1e6})
+        slice_(f"{kind}{i}" + (f".c{chunk}" if chunk else ""), stage, 0, start, end)
     for stage, done in enumerate(stage_done):
-        events.append({"name": "dp grad reduce", "ph": "X", "pid": stage, "tid": 1,
-                       "ts": (done - dp_comm) * 1e6, "dur": dp_comm * 1e6})
-        events.append({"name": "optimizer", "ph": "X", "pid": stage, "tid": 0,
-                       "ts": (step - optimizer) * 1e6, "dur": optimizer * 1e6})
+        slice_("dp grad reduce", stage, 1, done - dp_comm, done)
+        slice_("optimizer", stage, 0, step - optimizer, step)
     return {"traceEvents": events, "displayTimeUnit": "ms"}
