@@ -250,7 +250,7 @@ def test_serving_planner_weighs_expert_parallel_plans() -> None:
                               / "chat.json"))
     plan = plan_serving("deepseek-v2-lite", trace, ttft_slo_s=1.0, tpot_slo_s=0.1,
                         space=space, prune=False,
-                        steady=SteadyState(min_requests=200, min_span_s=5.0))
+                        steady=SteadyState(min_requests=200, min_span_s=5.0, lifetimes=0.0))
     by_layout = {(c.deployment["parallelism"]["tp"],
                   c.deployment["parallelism"].get("dp", 1)): c for c in plan.candidates}
     assert set(by_layout) == {(1, 1), (2, 1), (1, 2)}

@@ -261,7 +261,8 @@ def test_the_serving_planner_offers_plans_that_fit_only_with_offloading(tmp_path
     result = CliRunner().invoke(app, [
         "plan", "--model", "llama-3-70b", "--workload", str(path), "--ttft-slo", "30",
         "--tpot-slo", "5", "--gpu", "h100:1", "--tp", "1", "--cpu-offload-gb", "0,80",
-        "--out", str(tmp_path / "p"), "--steady-requests", "60", "--steady-seconds", "5"])
+        "--out", str(tmp_path / "p"), "--steady-requests", "60", "--steady-seconds", "5",
+        "--steady-lifetimes", "0"])
     assert result.exit_code == 0, result.output
     import pandas as pd
 

@@ -167,3 +167,17 @@ def test_chat_generator_shares_prefixes_and_builds_sessions() -> None:
         gaps = np.diff(trace.arrival_s[turns])
         assert (gaps >= 1.0 - 1e-12).all()  # think time between a user's turns
     assert set(trace.extras["prefix_id"]) == {"system-0", "system-1"}
+
+
+def test_duplicate_request_ids_are_refused(tmp_path) -> None:
+    import json
+
+    from profiles.errors import ClusterSimError
+    from workloads.loaders import load_workload
+
+    path = tmp_path / "dup.json"
+    path.write_text(json.dumps([
+        {"arrival_s": 0.0, "prompt_tokens": 5, "output_tokens": 2, "request_id": "a"},
+        {"arrival_s": 1.0, "prompt_tokens": 5, "output_tokens": 2, "request_id": "a"}]))
+    with pytest.raises(ClusterSimError, match="request_id 'a' appears twice"):
+        load_workload(path)

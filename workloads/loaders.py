@@ -55,6 +55,13 @@ def load_workload(path: str | Path, fmt: str | None = None) -> RequestTrace:
         raise ClusterSimError(f"workload format {fmt!r} is unknown; use one of: "
                               f"{', '.join(FORMATS)}")
     trace = FORMATS[fmt](path)
+    seen: dict[int | str, int] = {}
+    for position, request_id in enumerate(trace.request_ids):
+        if request_id in seen:
+            raise ClusterSimError(
+                f"workload {path}: request_id {request_id!r} appears twice (requests "
+                f"{seen[request_id]} and {position} in arrival order); ids must be unique")
+        seen[request_id] = position
     trace.metadata.setdefault("source", path.name)
     trace.metadata.setdefault("format", fmt)
     return trace
