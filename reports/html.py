@@ -489,7 +489,8 @@ def _training_report(frame: pd.DataFrame, pareto: dict[str, Any], inputs: dict[s
         trial = job.model_copy(update={"plan": ParallelPlan.model_validate(plan["plan"]),
                                        "micro_batch": plan["micro_batch"]})
         result = simulate_training(trial, record_trace=True)
-        events = [e for e in (result.trace or {})["traceEvents"] if e["tid"] == 0]
+        events = [e for e in (result.trace or {})["traceEvents"]
+                  if e["ph"] == "X" and e["tid"] == 0]
         figure, axis = plt.subplots(figsize=(10, 0.4 + 0.35 * trial.plan.pp))
         for event in events:
             color = "#4a90d9" if event["name"].startswith("F") else "#d1495b"
