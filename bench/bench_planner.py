@@ -2,7 +2,7 @@
 
 Chat-like trace (Azure-conversation-like lengths, Poisson), TTFT p90 <= 1 s and TPOT p90
 <= 50 ms (90% attainment), H100 and A100 up to 16 each, TP 2/4/8, PP 1/2, replicas as
-the GPUs allow, policy vllm-v1. Prints wall time, candidates, simulations and the chosen
+the GPUs allow, policy running-first. Prints wall time, candidates, simulations and the chosen
 plan for the pruned search, then the same for an exhaustive one, and their time ratio.
 
     python bench/bench_planner.py [--num-requests 300] [--workers 2]
