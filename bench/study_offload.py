@@ -35,6 +35,7 @@ from profiles.errors import ClusterSimError
 from profiles.models import ModelSpec
 from simulator import build_deployment, simulate, simulate_training
 from simulator.files import write_text
+from validation.serving_runs import inference_perf_config
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 from workloads.generators import ChatSpec, GeneratorSpec, generate, generate_chat
 from workloads.training import TrainingJob
@@ -183,17 +184,8 @@ def _profile_config(measured: Path, label: str) -> InferencePerfConfig:
     import pandas as pd
     row = pd.read_csv(measured / "vllm_workload_profiles.csv").set_index(
         "workload_label").loc[label]
-    stages = [{"rate": float(row[f"stage{i}_rate_rps"]),
-               "duration": float(row[f"stage{i}_duration_s"])}
-              for i in range(int(row["n_stages"]))]
-    return InferencePerfConfig.model_validate({
-        "load": {"type": "constant", "stages": stages},
-        "data": {"type": "shared_prefix", "shared_prefix": {
-            "num_groups": int(row["num_unique_system_prompts"]),
-            "num_prompts_per_group": int(row["num_users_per_system_prompt"]),
-            "system_prompt_len": int(row["system_prompt_len"]),
-            "question_len": int(row["question_len"]),
-            "output_len": int(row["output_len"])}}})
+    return inference_perf_config(row, [(row[f"stage{i}_rate_rps"], row[f"stage{i}_duration_s"])
+                                       for i in range(int(row["n_stages"]))])
 
 
 def measured_offload_pair(measured: Path) -> list[str]:

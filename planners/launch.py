@@ -20,7 +20,7 @@ import shlex
 from profiles.errors import ClusterSimError
 from profiles.models import catalog_entry
 from simulator.serving.config import DeploymentConfig
-from simulator.serving.vllm_args import vllm_command
+from simulator.serving.vllm_args import field_value, vllm_command
 from workloads.training import TrainingJob
 
 __all__ = ["SGLANG_FLAGS", "launch_commands", "megatron_args", "sglang_command"]
@@ -50,9 +50,7 @@ def sglang_command(deployment: DeploymentConfig) -> str:
     data = deployment.model_dump(exclude_unset=True)
     words = ["python", "-m", "sglang.launch_server", "--model-path", _hf_id(deployment.model)]
     for target, flag in SGLANG_FLAGS.items():
-        value: object = data
-        for part in target.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = field_value(data, target)
         if value is not None and not (target == "parallelism.ep" and value == 1):
             words += [flag, str(value)]
     if deployment.parallelism.dp > 1:

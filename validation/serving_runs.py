@@ -36,8 +36,8 @@ from simulator import build_deployment, simulate
 from validation.comparison import GROUP_MEDIAN_TOLERANCE_PTS, RECORD_TOLERANCE_PTS
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
-__all__ = ["GPU_NAMES", "compare_serving_runs", "run_errors", "serving_errors", "serving_rows",
-           "skipped_runs"]
+__all__ = ["GPU_NAMES", "compare_serving_runs", "inference_perf_config", "run_errors",
+           "serving_errors", "serving_rows", "skipped_runs"]
 
 GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
@@ -66,19 +66,27 @@ def _why_not(run: pd.DataFrame, model: str | None) -> str | None:
     return None
 
 
-def _config(run: pd.DataFrame) -> InferencePerfConfig:
-    first = run.iloc[0]
-    stages = run[run["stage_index"] >= 0].sort_values("stage_index")
+def inference_perf_config(shape: Any, stages: list[tuple[float, float]]
+                          ) -> InferencePerfConfig:
+    """The inference-perf workload of a measured run or profile: ``shape`` holds the
+    pack's shared-prefix columns (system_prompt_len, question_len, output_len,
+    num_unique_system_prompts, num_users_per_system_prompt); ``stages`` are (rate,
+    duration) pairs."""
     return InferencePerfConfig.model_validate({
         "load": {"type": "constant", "stages": [
-            {"rate": float(s.stage_rate_rps), "duration": float(s.stage_duration_s)}
-            for s in stages.itertuples()]},
+            {"rate": float(rate), "duration": float(duration)} for rate, duration in stages]},
         "data": {"type": "shared_prefix", "shared_prefix": {
-            "num_groups": int(first["num_unique_system_prompts"]),
-            "num_prompts_per_group": int(first["num_users_per_system_prompt"]),
-            "system_prompt_len": int(first["system_prompt_len"]),
-            "question_len": int(first["question_len"]),
-            "output_len": int(first["output_len"])}}})
+            "num_groups": int(shape["num_unique_system_prompts"]),
+            "num_prompts_per_group": int(shape["num_users_per_system_prompt"]),
+            "system_prompt_len": int(shape["system_prompt_len"]),
+            "question_len": int(shape["question_len"]),
+            "output_len": int(shape["output_len"])}}})
+
+
+def _config(run: pd.DataFrame) -> InferencePerfConfig:
+    stages = run[run["stage_index"] >= 0].sort_values("stage_index")
+    return inference_perf_config(run.iloc[0], [(s.stage_rate_rps, s.stage_duration_s)
+                                               for s in stages.itertuples()])
 
 
 def _deployment(run: pd.DataFrame, model: str) -> dict[str, Any]:

@@ -23,7 +23,8 @@ from profiles.errors import ClusterSimError
 from profiles.models import catalog_entry
 from simulator.serving.config import DeploymentConfig
 
-__all__ = ["NO_TIMING_EFFECT", "VLLM_FLAGS", "VllmArgs", "parse_vllm_args", "vllm_command"]
+__all__ = ["NO_TIMING_EFFECT", "VLLM_FLAGS", "VllmArgs", "field_value", "parse_vllm_args",
+           "vllm_command"]
 
 # vLLM flag -> (deployment field, kind): kind is "int", "float", "str", "bool" (with a
 # --no- form) or "json".
@@ -156,7 +157,8 @@ def _take(words: list[str], i: int, inline: str, flag: str) -> tuple[str, int]:
     return words[i + 1], i + 2
 
 
-def _get(data: dict[str, Any], dotted: str) -> Any:
+def field_value(data: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted field path of a deployment mapping (None: not set)."""
     for part in dotted.split("."):
         if not isinstance(data, dict) or part not in data:
             return None
@@ -190,7 +192,7 @@ def vllm_command(deployment: DeploymentConfig) -> str:
         data.setdefault("parallelism", {})["enable_expert_parallel"] = True
     words = ["vllm", "serve", model]
     for flag, (target, kind) in VLLM_FLAGS.items():
-        value = _get(data, target)
+        value = field_value(data, target)
         if value is None or (kind == "bool" and target.endswith("enable_expert_parallel")
                              and not value):
             continue
