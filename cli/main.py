@@ -7,12 +7,21 @@
 
 The command line sits at the top of the import graph (workloads, profiles → simulator →
 validation → planners → reports → cli), so it may call any library function; nothing
-below imports it. A user error prints ``error: <what and the fix>`` and exits with 2.
+below imports it. A user error prints ``error: <what and the fix>`` and exits with 2;
+Ctrl-C prints one line and exits with 130; an internal error (a bug) prints one line
+asking for a report and exits with 1, with its traceback only under ``--debug`` (given
+anywhere on the line) or ``CLUSTERSIM_DEBUG=1``.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable
 from importlib import metadata
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -30,7 +39,7 @@ from cli import (
     workload,
 )
 
-__all__ = ["app", "main", "simulate_app", "simulate_main"]
+__all__ = ["app", "main", "run_command", "simulate_app", "simulate_main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="clustersim: simulate and plan LLM serving and training clusters.")
@@ -51,9 +60,14 @@ def _print_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option(
+def _main(
+    version: Annotated[bool, typer.Option(
         "--version", callback=_print_version, is_eager=True,
-        help="print the version and exit")] = False) -> None:
+        help="print the version and exit")] = False,
+    debug: Annotated[bool, typer.Option(
+        "--debug", help="show the traceback of an internal error (a bug); may be given "
+        "anywhere on the command line")] = False,
+) -> None:
     """clustersim: simulate and plan LLM serving and training clusters."""
 # NOTE: the order of registration is the order of `clustersim --help` (commands first,
 # then groups), kept as it was before the command line had a package of its own.
@@ -75,11 +89,47 @@ simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 simulate_app.command()(simulate.simulate_command)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C, raised past click (which would turn KeyboardInterrupt into "Aborted!"
+    and exit 1), so the writers' clean-up runs and the command exits with 130."""
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise Interrupted
+
+
+def run_command(command: Callable[..., object], argv: list[str] | None = None) -> int:
+    """Run a command line the way users see it: user errors are click's and ours (exit
+    2), Ctrl-C is one line (130), a bug is one line asking for a report (1) with the
+    traceback under ``--debug``. Returns the exit status."""
+    argv = sys.argv if argv is None else argv
+    debug = "--debug" in argv[1:] or os.environ.get("CLUSTERSIM_DEBUG", "") not in ("", "0")
+    args = [arg for arg in argv[1:] if arg != "--debug"]
+    previous = signal.signal(signal.SIGINT, _interrupt)
+    try:
+        command(args=args, prog_name=os.path.basename(argv[0]))
+    except SystemExit as error:
+        return error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
+    except (Interrupted, KeyboardInterrupt):
+        print("error: interrupted; outputs of this run were not written", file=sys.stderr)
+        return 130
+    except Exception as error:  # a bug: one line, the traceback only when asked
+        if debug:
+            traceback.print_exc()
+        print(f"internal error: {type(error).__name__}: {error}".splitlines()[0][:500]
+              + " -- this is a bug in clustersim; please report it with the command line"
+              + ("" if debug else " (add --debug to see the traceback)"), file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    return 0
+
+
 def main() -> None:
     """Entry point of the ``clustersim`` command."""
-    app()
+    sys.exit(run_command(app))
 
 
 def simulate_main() -> None:
     """Entry point of the ``simulate`` command (same options as ``clustersim simulate``)."""
-    simulate_app()
+    sys.exit(run_command(simulate_app))

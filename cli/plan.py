@@ -19,7 +19,7 @@ from planners.space import GPUChoice, ServingSpace
 from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
-from simulator import build_deployment
+from simulator import build_deployment, check_output_folder
 from workloads.loaders import load_workload
 from workloads.training import load_training_job
 
@@ -158,6 +158,8 @@ def plan_command(
         extra={"offload.cpu_offload_gb": _floats(cpu_offload_gb, "--cpu-offload-gb")}
         if cpu_offload_gb else {})
     trace = load_workload(workload)
+    if out is not None:
+        check_output_folder(out)
     with progress_bar("planning: candidates settled") as progress:
         plan = plan_serving(model, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                             space=space, attainment=attainment, prices=prices,
@@ -235,6 +237,8 @@ def plan_training_command(
         micro_batch=_ints(micro_batch, "--micro-batch"),
         recompute=[r for r in recompute.split(",") if r],
         schedules=[s for s in schedules.split(",") if s])
+    if out is not None:
+        check_output_folder(out)
     plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)
     evaluated = sorted((c for c in plan.candidates if c.status == "evaluated"),
                        key=lambda c: c.step_s)

@@ -23,7 +23,14 @@ from cli.common import (
     user_errors,
 )
 from reports import run_report
-from simulator import simulate, simulate_training, write_outputs, write_text, write_training_outputs
+from simulator import (
+    check_output_folder,
+    simulate,
+    simulate_training,
+    write_outputs,
+    write_text,
+    write_training_outputs,
+)
 from simulator.serving.vllm_args import parse_vllm_args
 from validation.error_bars import interval
 from workloads.loaders import FORMATS, load_workload
@@ -371,6 +378,8 @@ def simulate_command(
     if unused:
         kind = "training job" if training else "serving trace"
         fail(f"{unused[0]} does not apply to a {kind} ({workload}); remove it")
+    if out is not None:
+        check_output_folder(out)
     if training:
         plan_overrides = {
             "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,

@@ -25,7 +25,7 @@ from planners.serving import ServingPlan, plan_rows
 from planners.training import TrainingPlan
 from simulator.files import write_folder
 from simulator.serving.config import build_deployment
-from workloads.loaders import save_workload
+from workloads.loaders import workload_text
 from workloads.schema import RequestTrace
 
 __all__ = ["write_plan"]
@@ -72,5 +72,5 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
         "inputs.json": json_file(plan.inputs),
     }
     if workload is not None:
-        writers["workload.json"] = lambda path: save_workload(workload, path)
+        writers["workload.json"] = lambda path: path.write_text(workload_text(workload, path))
     return write_folder(folder, writers)

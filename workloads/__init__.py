@@ -7,7 +7,7 @@ from workloads.generators import (
     generate_chat,
     parse_distribution,
 )
-from workloads.loaders import FORMATS, load_workload, save_workload
+from workloads.loaders import FORMATS, load_workload, save_workload, workload_text
 from workloads.schema import RequestRecord, RequestTrace
 
 __all__ = [
@@ -21,4 +21,5 @@ __all__ = [
     "load_workload",
     "parse_distribution",
     "save_workload",
+    "workload_text",
 ]

@@ -31,7 +31,7 @@ from profiles.errors import ClusterSimError, format_validation_error
 from workloads.schema import RequestRecord, RequestTrace, TraceFile
 
 __all__ = ["FORMATS", "load_azure", "load_burstgpt", "load_mooncake", "load_workload",
-           "save_workload"]
+           "save_workload", "workload_text"]
 
 _RECORDS = TypeAdapter(list[RequestRecord])
 
@@ -245,20 +245,16 @@ FORMATS: dict[str, Callable[[Path], RequestTrace]] = {
 }
 
 
-def save_workload(trace: RequestTrace, path: str | Path) -> None:
-    """Write a trace as clustersim JSON (``.json``) or JSONL (``.jsonl``), whole or not at all."""
-    path = Path(path)
+def workload_text(trace: RequestTrace, path: str | Path) -> str:
+    """A trace as clustersim JSONL (``path`` ends in ``.jsonl``) or JSON (otherwise)."""
     records = trace.to_records()
-    if path.suffix.lower() == ".jsonl":
-        text = "".join(json.dumps(record) + "\n" for record in records)
-    else:
-        text = json.dumps({"metadata": trace.metadata, "requests": records}, indent=None)
-        text = text.replace('{"request_id"', '\n  {"request_id"') + "\n"
-    _write_atomic(path, text)
+    if Path(path).suffix.lower() == ".jsonl":
+        return "".join(json.dumps(record) + "\n" for record in records)
+    text = json.dumps({"metadata": trace.metadata, "requests": records}, indent=None)
+    return text.replace('{"request_id"', '\n  {"request_id"') + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
+def save_workload(trace: RequestTrace, path: str | Path) -> None:
+    """Write a trace as clustersim JSON (``.json``) or JSONL (``.jsonl``). The command
+    line writes it whole or not at all through ``simulator.files.write_text``."""
+    Path(path).write_text(workload_text(trace, path), encoding="utf-8")
