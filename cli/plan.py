@@ -201,9 +201,11 @@ def plan_command(
             f"disaggregated / colocated {dis.goodput_per_gpu / co.goodput_per_gpu:.2f}x",
             soft_wrap=True)
     counts = {status: sum(c.status == status for c in plan.candidates)
-              for status in ("evaluated", "pruned", "infeasible")}
+              for status in ("evaluated", "pruned", "infeasible", "failed")}
     console.print(f"{len(plan.candidates)} candidates: {counts['evaluated']} evaluated, "
-                  f"{counts['pruned']} pruned, {counts['infeasible']} infeasible; "
+                  f"{counts['pruned']} pruned, {counts['infeasible']} infeasible"
+                  + (f", {counts['failed']} failed (worker lost)" if counts["failed"] else "")
+                  + "; "
                   f"{plan.num_simulations} simulations; best per GPU: #"
                   f"{plan.best.get('goodput_per_gpu', '-')}")
     if out is not None:

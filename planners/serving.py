@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +34,7 @@ from planners.objectives import (
     find_goodput,
 )
 from planners.space import ServingSpace
+from planners.workers import LOST, WorkerPool, check_ray_address
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
@@ -302,12 +302,14 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
             (``planners.objectives.SteadyState``; the default is the stated rule).
 
     Raises:
-        ClusterSimError: an SLO or attainment out of range.
+        ClusterSimError: an SLO or attainment out of range, or a Ray address where
+            nothing answers.
     """
     if ttft_slo_s <= 0 or tpot_slo_s <= 0:
         raise ClusterSimError("SLOs must be positive: pass --ttft-slo and --tpot-slo in seconds")
     if not 0 < attainment <= 1:
         raise ClusterSimError(f"attainment={attainment} must be in (0, 1], e.g. 0.9")
+    run_wave = _ray_runner(ray_address) if ray_address else None  # an unreachable one fails now
     price_table = default_prices() | (prices or {})
     mappings = space.candidates(model)
     phases = None
@@ -332,8 +334,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     if progress:
         progress(done, len(candidates))
     evaluated: list[Candidate] = []
-    run_wave = _ray_runner(ray_address) if ray_address else None
-    pool = ProcessPoolExecutor(max_workers=workers) if workers > 1 and not run_wave else None
+    pool = WorkerPool(workers) if workers > 1 and not run_wave else None
+    finished = False
     try:
         queue = list(feasible)
         while queue:
@@ -347,10 +349,15 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
             if run_wave is not None:
                 results = run_wave(jobs)
             elif pool is not None:
-                results = list(pool.map(_evaluate, jobs))
+                results = pool.map(_evaluate, jobs)
             else:
                 results = [_evaluate(job) for job in jobs]
             for candidate, result in zip(wave, results, strict=True):
+                if result is LOST:
+                    candidate.status, candidate.reason = "failed", (
+                        f"its worker process died on {1 + pool.retries if pool else 1} "
+                        "attempts (killed, or out of memory)")
+                    continue
                 _record(candidate, result)
                 evaluated.append(candidate)
             done += len(wave)
@@ -368,9 +375,10 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                 queue = kept
             if progress:
                 progress(done, len(candidates))
+        finished = True
     finally:
         if pool:
-            pool.shutdown()
+            pool.close(kill=not finished)  # Ctrl-C or an error: the workers go at once
     served = [c for c in evaluated if c.goodput_per_gpu > 0]
     pareto = pareto_front(served)
     best: dict[str, int] = {}
@@ -405,6 +413,7 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
 
 def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
     """A wave runner on Ray: one remote task per goodput search, results in order."""
+    check_ray_address(address)
     try:
         import ray
     except ImportError:
