@@ -98,6 +98,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise Interrupted
 
 
+def _is_usage_error(error: Exception) -> bool:
+    """A click-style exception (typer vendors click, so its classes are not click's):
+    it formats its own message and carries its exit status."""
+    return hasattr(error, "format_message") and isinstance(getattr(error, "exit_code", None),
+                                                          int)
+
+
 def run_command(command: Callable[..., object], argv: list[str] | None = None) -> int:
     """Run a command line the way users see it: user errors are click's and ours (exit
     2), Ctrl-C is one line (130), a bug is one line asking for a report (1) with the
@@ -107,13 +114,29 @@ def run_command(command: Callable[..., object], argv: list[str] | None = None) -
     args = [arg for arg in argv[1:] if arg != "--debug"]
     previous = signal.signal(signal.SIGINT, _interrupt)
     try:
-        command(args=args, prog_name=os.path.basename(argv[0]))
+        # standalone_mode=False: click hands its usage errors back instead of printing
+        # a box of them, so they too become one line
+        code = command(args=args, prog_name=os.path.basename(argv[0]), standalone_mode=False)
     except SystemExit as error:
         return error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
-    except (Interrupted, KeyboardInterrupt):
+    except (Interrupted, KeyboardInterrupt, typer.Abort):
         print("error: interrupted; outputs of this run were not written", file=sys.stderr)
         return 130
-    except Exception as error:  # a bug: one line, the traceback only when asked
+    except OSError as error:  # the machine's answer (a name too long, a full disk)
+        name = f"{error.filename}: " if error.filename else ""
+        print(f"error: {name}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if _is_usage_error(error):  # click's (typer's) own: a bad flag, a missing option
+            context = getattr(error, "ctx", None)
+            if type(error).__name__ == "NoArgsIsHelpError" and context is not None:
+                print(context.get_help())  # a group given no command: its help
+                return 2
+            where = f" (see {context.command_path} --help)" if context is not None else ""
+            message = error.format_message().strip() or "see --help"  # type: ignore[attr-defined]
+            print(f"error: {message}{where}".replace("\n", " "), file=sys.stderr)
+            return int(error.exit_code)  # type: ignore[attr-defined]
+        # a bug: one line, the traceback only when asked
         if debug:
             traceback.print_exc()
         print(f"internal error: {type(error).__name__}: {error}".splitlines()[0][:500]
@@ -122,7 +145,7 @@ def run_command(command: Callable[..., object], argv: list[str] | None = None) -
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
-    return 0
+    return code if isinstance(code, int) else 0
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ loader refuses a corrupted file with one line naming the row and the field.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +29,8 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
-from workloads.schema import RequestRecord, RequestTrace, TraceFile
+from profiles.reading import checked_file, parse_json, read_json, read_text
+from workloads.schema import MAX_ARRIVAL_S, MAX_TOKENS, RequestRecord, RequestTrace, TraceFile
 
 __all__ = ["FORMATS", "load_azure", "load_burstgpt", "load_mooncake", "load_workload",
            "save_workload", "workload_text"]
@@ -47,9 +49,10 @@ def load_workload(path: str | Path, fmt: str | None = None) -> RequestTrace:
         ClusterSimError: missing or unreadable file, unknown format, or a bad row.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ClusterSimError(f"workload {path}: no such file; pass a trace file "
-                              f"(.json, .jsonl or .csv)")
+    try:
+        checked_file(path, "workload")
+    except ClusterSimError as error:
+        raise ClusterSimError(f"{error}; pass a trace file (.json, .jsonl or .csv)") from None
     fmt = fmt or _detect_format(path)
     if fmt not in FORMATS:
         raise ClusterSimError(f"workload format {fmt!r} is unknown; use one of: "
@@ -95,10 +98,7 @@ def _first_line(path: Path) -> str:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"workload {path}: not valid JSON ({error})") from None
+    return read_json(path, "workload")
 
 
 def load_json(path: Path) -> RequestTrace:
@@ -132,15 +132,9 @@ def load_jsonl(path: Path) -> RequestTrace:
 
 def _jsonl_rows(path: Path) -> list[tuple[int, Any]]:
     rows = []
-    with path.open(encoding="utf-8", errors="replace") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                rows.append((line_no, json.loads(line)))
-            except json.JSONDecodeError as error:
-                raise ClusterSimError(f"workload {path} line {line_no}: not valid JSON "
-                                      f"({error.msg})") from None
+    for line_no, line in enumerate(read_text(path, "workload").splitlines(), start=1):
+        if line.strip():
+            rows.append((line_no, parse_json(line, f"workload {path} line {line_no}")))
     if not rows:
         raise ClusterSimError(f"workload {path}: the trace has no requests")
     return rows
@@ -153,7 +147,8 @@ def load_mooncake(path: Path) -> RequestTrace:
         where = f"workload {path} line {line_no}"
         if not isinstance(row, dict):
             raise ClusterSimError(f"{where}: expected a JSON object")
-        arrival.append(_number(row, "timestamp", where, minimum=0) / 1000.0)
+        arrival.append(_number(row, "timestamp", where, minimum=0,
+                               maximum=MAX_ARRIVAL_S * 1000) / 1000.0)
         prompt.append(int(_number(row, "input_length", where, minimum=1)))
         output.append(int(_number(row, "output_length", where, minimum=1)))
         block_hashes = row.get("hash_ids")
@@ -167,20 +162,24 @@ def load_mooncake(path: Path) -> RequestTrace:
                                      metadata={"block_size_tokens": 512})
 
 
-def _number(row: dict[str, Any], name: str, where: str, minimum: float) -> float:
+def _number(row: dict[str, Any], name: str, where: str, minimum: float,
+            maximum: float = MAX_TOKENS) -> float:
     value = row.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClusterSimError(f"{where}: field '{name}' must be a number, got {value!r}")
-    if not np.isfinite(value) or value < minimum:
-        raise ClusterSimError(f"{where}: field '{name}' must be >= {minimum}, got {value!r}")
+    if not np.isfinite(value) or not minimum <= value <= maximum:
+        raise ClusterSimError(f"{where}: field '{name}' must be in [{minimum:g}, {maximum:g}], "
+                              f"got {value!r}")
     return float(value)
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    text = read_text(path, "workload")
     try:
-        frame = pd.read_csv(path, skipinitialspace=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as error:
-        raise ClusterSimError(f"workload {path}: not a readable CSV ({error})") from None
+        frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as error:
+        raise ClusterSimError(f"workload {path}: not a readable CSV "
+                              f"({str(error).strip()[:200]})") from None
     missing = [name for name in columns if name not in frame.columns]
     if missing:
         raise ClusterSimError(f"workload {path}: missing column(s) {', '.join(missing)}; "
@@ -191,20 +190,29 @@ def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
 
 
 def _int_column(frame: pd.DataFrame, name: str, path: Path, minimum: int) -> np.ndarray:
-    values = pd.to_numeric(frame[name], errors="coerce")
-    bad = values.isna() | (values < minimum) | (values != values.round())
+    values = _numbers(frame, name)
+    bad = ~np.isfinite(values) | (values < minimum) | (values > MAX_TOKENS) \
+        | (values != np.round(values))
     if bad.any():
-        row = int(np.flatnonzero(bad.to_numpy())[0])
+        row = int(np.flatnonzero(bad)[0])
         raise ClusterSimError(f"workload {path} row {row + 2}: column '{name}' must be an "
-                              f"integer >= {minimum}, got {frame[name].iloc[row]!r}")
-    result: np.ndarray = values.to_numpy(dtype=np.int64)
-    return result
+                              f"integer in [{minimum}, {MAX_TOKENS}], got "
+                              f"{str(frame[name].iloc[row])[:40]!r}")
+    return values.astype(np.int64)
+
+
+def _numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as float64, NaN where a cell is not a real number."""
+    values = pd.to_numeric(frame[name].astype(str).str.strip(), errors="coerce")
+    return np.asarray(values, dtype=np.float64)
 
 
 def load_azure(path: Path) -> RequestTrace:
     """Azure LLM inference trace (2023/2024): TIMESTAMP, ContextTokens, GeneratedTokens."""
     frame = _read_csv(path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
-    stamps = pd.to_datetime(frame["TIMESTAMP"], errors="coerce", format="ISO8601")
+    # utc=True: stamps with and without time zones, or in several, land on one clock
+    stamps = pd.to_datetime(frame["TIMESTAMP"].astype(str), errors="coerce", format="ISO8601",
+                            utc=True)
     if stamps.isna().any():
         row = int(np.flatnonzero(stamps.isna().to_numpy())[0])
         raise ClusterSimError(f"workload {path} row {row + 2}: column 'TIMESTAMP' is not a "
@@ -220,18 +228,20 @@ def load_azure(path: Path) -> RequestTrace:
 def load_burstgpt(path: Path) -> RequestTrace:
     """BurstGPT: Timestamp (s), Request tokens, Response tokens; failures are dropped."""
     frame = _read_csv(path, ["Timestamp", "Request tokens", "Response tokens"])
-    arrival = pd.to_numeric(frame["Timestamp"], errors="coerce")
-    if arrival.isna().any() or (arrival < 0).any():
-        row = int(np.flatnonzero((arrival.isna() | (arrival < 0)).to_numpy())[0])
+    arrival = _numbers(frame, "Timestamp")
+    bad = ~np.isfinite(arrival) | (arrival < 0) | (arrival > MAX_ARRIVAL_S)
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
         raise ClusterSimError(f"workload {path} row {row + 2}: column 'Timestamp' must be "
-                              f"seconds >= 0, got {frame['Timestamp'].iloc[row]!r}")
+                              f"seconds in [0, {MAX_ARRIVAL_S:g}], got "
+                              f"{str(frame['Timestamp'].iloc[row])[:40]!r}")
     prompt = _int_column(frame, "Request tokens", path, minimum=0)
     output = _int_column(frame, "Response tokens", path, minimum=0)
     kept = (prompt > 0) & (output > 0)
     if not kept.any():
         raise ClusterSimError(f"workload {path}: every row has 0 request or response tokens")
     return RequestTrace.from_columns(
-        arrival.to_numpy()[kept], prompt[kept], output[kept],
+        arrival[kept], prompt[kept], output[kept],
         metadata={"dropped_failed_requests": int((~kept).sum())},
     )
 

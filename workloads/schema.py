@@ -23,7 +23,16 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["RequestRecord", "RequestTrace", "TraceFile"]
+from profiles.errors import ClusterSimError
+
+__all__ = ["MAX_ARRIVAL_S", "MAX_TOKENS", "RequestRecord", "RequestTrace", "TraceFile"]
+
+# The bounds every trace is held to, whatever its format: a token count fits in 32 bits
+# (ten thousand times today's longest contexts), and an arrival lies within about 30
+# years, where float64 still resolves 0.1 us (at 1e15 s it resolves 0.1 s, and a run's
+# latencies round to zero).
+MAX_TOKENS = 2**31 - 1
+MAX_ARRIVAL_S = 1e9
 
 
 class RequestRecord(BaseModel):
@@ -31,20 +40,22 @@ class RequestRecord(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    arrival_s: float = Field(ge=0, description="seconds from the start of the trace")
-    prompt_tokens: int = Field(ge=1)
-    output_tokens: int = Field(ge=1, description="tokens to generate (ignore_eos style)")
+    arrival_s: float = Field(ge=0, le=MAX_ARRIVAL_S,
+                             description="seconds from the start of the trace")
+    prompt_tokens: int = Field(ge=1, le=MAX_TOKENS)
+    output_tokens: int = Field(ge=1, le=MAX_TOKENS,
+                               description="tokens to generate (ignore_eos style)")
     request_id: int | str | None = None
     prefix_id: str | None = None
-    prefix_tokens: int | None = Field(default=None, ge=0)
+    prefix_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     prompt_id: str | None = Field(
         default=None, description="requests with the same prompt_id send the same prompt "
         "(after the shared prefix): a benchmark client cycling through its prompts")
     session_id: str | None = None
-    priority: int = 0
+    priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
     block_hashes: list[int] | None = None
     think_time_s: float | None = Field(
-        default=None, ge=0,
+        default=None, ge=0, le=MAX_ARRIVAL_S, allow_inf_nan=False,
         description="closed loop: sent this long after the session's previous turn finishes")
     acceptance_rate: float | None = Field(
         default=None, ge=0, le=1, allow_inf_nan=False, description="speculative decoding: "
@@ -64,6 +75,26 @@ class RequestRecord(BaseModel):
                 f"prefix_tokens={self.prefix_tokens} exceeds prompt_tokens={self.prompt_tokens}"
             )
         return self
+
+
+def _checked(values: Any, name: str, low: float, high: float, dtype: Any) -> np.ndarray:
+    """A column as ``dtype`` when every value is a finite number in [low, high]."""
+    try:
+        numbers = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError, OverflowError):
+        raise ClusterSimError(f"trace column {name}: not all numbers") from None
+    bad = ~np.isfinite(numbers) | (numbers < low) | (numbers > high)
+    if dtype is np.int64:
+        bad |= numbers != np.round(numbers)
+    if bad.any():
+        index = int(np.flatnonzero(bad)[0])
+        raise ClusterSimError(f"trace request {index}: {name} must be "
+                              f"{'an integer' if dtype is np.int64 else 'a number'} in "
+                              f"[{low:g}, {high:g}], got {numbers[index]!r}")
+    if dtype is np.int64:
+        return np.asarray(values, dtype=np.int64) if np.asarray(values).dtype.kind in "iu" \
+            else numbers.astype(np.int64)
+    return numbers
 
 
 class TraceFile(BaseModel):
@@ -119,16 +150,23 @@ class RequestTrace:
         extras: dict[str, list[Any]] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> RequestTrace:
-        """Build a trace from unsorted columns, sorting stably by arrival."""
-        arrival = np.asarray(arrival_s, dtype=np.float64)
+        """Build a trace from unsorted columns, sorting stably by arrival.
+
+        Raises:
+            ClusterSimError: an arrival or a token count out of bounds (NaN, infinite,
+                negative, over MAX_ARRIVAL_S or MAX_TOKENS), naming the request.
+        """
+        arrival = _checked(arrival_s, "arrival_s", 0.0, MAX_ARRIVAL_S, np.float64)
+        prompt_tokens = _checked(prompt_tokens, "prompt_tokens", 1, MAX_TOKENS, np.int64)
+        output_tokens = _checked(output_tokens, "output_tokens", 1, MAX_TOKENS, np.int64)
         order = np.argsort(arrival, kind="stable")
         n = len(arrival)
         ids: list[int | str] = list(range(n)) if request_ids is None else list(request_ids)
         prio = np.zeros(n, dtype=np.int64) if priority is None else np.asarray(priority, np.int64)
         return cls(
             arrival_s=arrival[order],
-            prompt_tokens=np.asarray(prompt_tokens, dtype=np.int64)[order],
-            output_tokens=np.asarray(output_tokens, dtype=np.int64)[order],
+            prompt_tokens=prompt_tokens[order],
+            output_tokens=output_tokens[order],
             priority=prio[order],
             request_ids=[ids[i] for i in order],
             extras={name: [values[i] for i in order] for name, values in (extras or {}).items()},
