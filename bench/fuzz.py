@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests.fuzzing, from a checkout
 
-from simulator import write_text  # noqa: E402
-from tests.fuzzing import KINDS, Case, judge  # noqa: E402
+from simulator import write_text
+from tests.fuzzing import KINDS, Case, judge
 
 OUTCOMES = ("clean", "ok", "traceback", "hang", "suspicious")
 MEMORY_LIMIT_BYTES = 16 * 2**30  # a runaway input fails as MemoryError, not by the OOM killer

@@ -42,7 +42,7 @@ _MAX_HELPER_REPLICAS = 16
 class DisaggregationSpace(BaseModel):
     """Disaggregated deployments to consider (GPU types default to the space's)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prefill_gpus: list[str] | None = None
     decode_gpus: list[str] | None = None

@@ -24,7 +24,7 @@ __all__ = ["GPUChoice", "ServingSpace"]
 class GPUChoice(BaseModel):
     """One GPU type and how many of it a deployment may use."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     max_gpus: int = Field(gt=0)
@@ -33,7 +33,7 @@ class GPUChoice(BaseModel):
 class ServingSpace(BaseModel):
     """The serving deployments to consider."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     gpus: list[GPUChoice] = Field(min_length=1)
     tp: list[int] = [1, 2, 4, 8]

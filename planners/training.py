@@ -30,7 +30,7 @@ __all__ = ["TrainingCandidate", "TrainingPlan", "TrainingSpace", "plan_training"
 class TrainingSpace(BaseModel):
     """The training plans to consider (every combination that divides the GPU count)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     num_gpus: list[int] = Field(min_length=1)
     tp: list[int] = [1, 2, 4, 8]

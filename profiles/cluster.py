@@ -35,7 +35,7 @@ __all__ = ["ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph",
 class ClusterSpec(BaseModel):
     """How many nodes of how many GPUs, all of one SKU."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     num_nodes: int = Field(default=1, gt=0, le=100_000, description="nodes in the cluster")
     gpus_per_node: int = Field(default=8, gt=0, le=1024, description="GPUs per node, joined "

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.kernel_fit import KernelFit, kernel_fits
+from profiles.reading import read_json
 
 __all__ = ["Efficiency", "GPUSpec", "GemmTiling", "HostTier", "Link", "list_gpus", "load_gpu"]
 
@@ -29,22 +30,30 @@ GIB = 2**30
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# Bounds that mean something: no accelerator is within a thousandth of these ceilings,
+# and a rate below the floors (a denormal bandwidth, say) would stall every step.
+MAX_TFLOPS = 1e6
+MAX_GBPS = 1e6
+MIN_RATE = 1e-3
 
 
 class Link(_Frozen):
     """A link as one GPU sees it: bandwidth per direction and one-way latency."""
 
     kind: str
-    bandwidth_gbps: float = Field(gt=0, description="GB/s per direction (1e9 bytes/s)")
-    latency_us: float = Field(default=0.0, ge=0)
+    bandwidth_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS,
+                                  description="GB/s per direction (1e9 bytes/s)")
+    latency_us: float = Field(default=0.0, ge=0, le=1e6)
 
 
 class PeakTflops(_Frozen):
-    bf16: float = Field(gt=0)
-    fp16: float = Field(gt=0)
-    fp8: float | None = Field(default=None, gt=0)
-    fp32: float = Field(gt=0)
+    bf16: float = Field(ge=MIN_RATE, le=MAX_TFLOPS)
+    fp16: float = Field(ge=MIN_RATE, le=MAX_TFLOPS)
+    fp8: float | None = Field(default=None, ge=MIN_RATE, le=MAX_TFLOPS)
+    fp32: float = Field(ge=MIN_RATE, le=MAX_TFLOPS)
 
 
 class Efficiency(_Frozen):
@@ -65,21 +74,22 @@ class GemmTiling(_Frozen):
     tile one unit computes at a time, and the smallest reduction slice of split-K
     (see ``profiles/gemm.py``)."""
 
-    compute_units: int = Field(gt=0)
-    tile_m: int = Field(gt=0)
-    tile_n: int = Field(gt=0)
-    min_split_k: int = Field(gt=0)
+    compute_units: int = Field(gt=0, le=100_000)
+    tile_m: int = Field(gt=0, le=4096)
+    tile_n: int = Field(gt=0, le=4096)
+    min_split_k: int = Field(gt=0, le=2**20)
 
 
 class HostTier(_Frozen):
     """What the host gives one GPU: its share of the node's DRAM (capacity and bandwidth)
     and of the node's NVMe drives. The GPU-host path itself is ``GPUSpec.host_link``."""
 
-    dram_gib: float = Field(gt=0)
-    dram_bandwidth_gbps: float = Field(gt=0, description="GB/s of DRAM bandwidth per GPU")
-    nvme_gib: float = Field(ge=0)
-    nvme_read_gbps: float = Field(gt=0)
-    nvme_write_gbps: float = Field(gt=0)
+    dram_gib: float = Field(gt=0, le=1e7)
+    dram_bandwidth_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS,
+                                       description="GB/s of DRAM bandwidth per GPU")
+    nvme_gib: float = Field(ge=0, le=1e9)
+    nvme_read_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS)
+    nvme_write_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS)
 
 
 class GPUSpec(_Frozen):
@@ -89,15 +99,15 @@ class GPUSpec(_Frozen):
     aliases: list[str] = []
     vendor: Literal["nvidia", "amd", "other"]
     peak_tflops: PeakTflops
-    hbm_gib: float = Field(gt=0)
-    hbm_bandwidth_gbps: float = Field(gt=0)
+    hbm_gib: float = Field(ge=MIN_RATE, le=1e6)
+    hbm_bandwidth_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS)
     scale_up: Link
-    nic_bandwidth_gbps: float = Field(gt=0)
-    nic_latency_us: float = Field(ge=0)
+    nic_bandwidth_gbps: float = Field(ge=MIN_RATE, le=MAX_GBPS)
+    nic_latency_us: float = Field(ge=0, le=1e6)
     host_link: Link
     host: HostTier | None = Field(
         default=None, description="host DRAM and NVMe per GPU (offloading); None: unknown")
-    tdp_w: float = Field(gt=0)
+    tdp_w: float = Field(gt=0, le=1e5)
     efficiency: Efficiency
     gemm_tiling: GemmTiling | None = None
     kernels: KernelFit | None = Field(
@@ -154,10 +164,7 @@ def load_gpu(name_or_path: str) -> GPUSpec:
                 f"gpu {name_or_path!r}: not in the catalog and not a JSON file; use one of: "
                 f"{names} (or their short names a100, h100, h200, mi250x, mi300x, l40s)"
             )
-        try:
-            entry = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ClusterSimError(f"gpu file {path}: not valid JSON ({error})") from None
+        entry = read_json(path, "gpu file")
         source = f"gpu file {path}"
     try:
         return GPUSpec(**entry)

@@ -29,9 +29,19 @@ def read_hf_config(config: dict[str, Any], where: str) -> dict[str, Any]:
         supported = ", ".join(sorted(_HF_READERS))
         raise ClusterSimError(
             f"{where}: field 'model_type' is {model_type!r}; supported: {supported}")
+    for scope in (config, config.get("text_config")):
+        for key in _POSITIVE_KEYS:
+            value = scope.get(key) if isinstance(scope, dict) else None
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or not 0 < value < 2**31):
+                raise ClusterSimError(f"{where}: field '{key}' must be a positive integer "
+                                      f"below 2^31, got {str(value)[:40]!r}")
     tracked = _Tracked(config)
     try:
         fields = reader(tracked)
+    except (TypeError, ValueError, ZeroDivisionError, OverflowError) as error:
+        raise ClusterSimError(f"{where}: a field has a value of the wrong kind ({error}); "
+                              "compare it with the model's published config.json") from None
     except KeyError as missing:
         raise ClusterSimError(
             f"{where}: missing field {missing}; a Hugging Face config.json of a "
@@ -79,6 +89,13 @@ class _Tracked(dict[str, Any]):
 
 # Fields that change a model's shape: a reader reads each one its family has, and any
 # other present with a value is refused rather than silently dropped.
+# Fields that, when a config has them, must be positive integers (a string "5", zero
+# heads or 2^63 layers would reach the arithmetic of the spec).
+_POSITIVE_KEYS = ("hidden_size", "num_hidden_layers", "num_attention_heads",
+                  "num_key_value_heads", "intermediate_size", "vocab_size",
+                  "max_position_embeddings", "head_dim", "moe_intermediate_size",
+                  "num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok")
+
 _SHAPE_KEYS = (
     "num_local_experts", "num_experts", "n_routed_experts", "num_experts_per_tok",
     "moe_intermediate_size", "n_shared_experts", "shared_expert_intermediate_size",

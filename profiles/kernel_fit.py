@@ -34,7 +34,7 @@ FITS_PATH = Path(__file__).parent / "data" / "kernel_fits.json"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class FitRecord(_Frozen):

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.hf_configs import read_hf_config, text_config
+from profiles.reading import read_json
 
 __all__ = ["DTYPE_BYTES", "ModelSpec", "catalog_entry", "list_models", "load_model"]
 
@@ -38,7 +39,7 @@ class ModelSpec(BaseModel):
     ``num_experts >= num_experts_per_token >= 1``; a dense one has ``num_experts == 0``.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
     num_layers: int = Field(gt=0)
@@ -455,11 +456,8 @@ def load_model(name_or_path: str) -> ModelSpec:
     path = Path(name_or_path)
     if path.is_dir():
         path = path / "config.json"
-    if path.is_file():
-        try:
-            config = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ClusterSimError(f"model config {path}: not valid JSON ({error})") from None
+    if path.exists():
+        config = read_json(path, "model config")
         if not isinstance(config, dict):
             raise ClusterSimError(f"model config {path}: expected a JSON object")
         return ModelSpec.from_hf_config(config, path.parent.name or path.stem)

@@ -22,7 +22,6 @@ mismatched one with a one-line message.
 
 from __future__ import annotations
 
-import json
 import shlex
 import sys
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.reading import read_json
 
 __all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "command_line", "device_matches",
            "load_profile", "write_profile"]
@@ -53,7 +53,7 @@ _TEXT_COLUMNS = {"op", "direction", "model"}
 
 
 class TableInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     file: str
     status: Literal["measured", "derived"]
@@ -63,7 +63,7 @@ class TableInfo(BaseModel):
 class ProfileMetadata(BaseModel):
     """Where, when and how a profile was made."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     gpu: str = Field(description="catalog name the profile is for")
     device_name: str = Field(description="what the runtime reported, e.g. 'NVIDIA H100'")
@@ -117,9 +117,7 @@ def load_profile(folder: str | Path, expected_gpu: str | None = None) -> KernelP
     if not meta_path.is_file():
         raise ClusterSimError(f"profile {folder}: no metadata.json; is this a profile folder?")
     try:
-        metadata = ProfileMetadata.model_validate(json.loads(meta_path.read_text()))
-    except json.JSONDecodeError as error:
-        raise ClusterSimError(f"profile {meta_path}: not valid JSON ({error})") from None
+        metadata = ProfileMetadata.model_validate(read_json(meta_path, "profile"))
     except ValidationError as error:
         raise ClusterSimError(format_validation_error(error, f"profile {meta_path}")) from None
     if expected_gpu is not None and metadata.gpu.lower() != expected_gpu.lower():

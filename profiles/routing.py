@@ -17,7 +17,6 @@ A routing trace is a JSON file::
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -27,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from profiles.errors import ClusterSimError
 from profiles.models import ModelSpec
+from profiles.reading import read_json
 
 __all__ = ["ROUTING_FORMAT", "RoutingConfig", "RoutingStats", "load_routing_trace",
            "routing_stats"]
@@ -37,7 +37,7 @@ ROUTING_FORMAT = "clustersim-routing/1"
 class RoutingConfig(BaseModel):
     """How tokens spread over experts (a deployment's ``moe.routing``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["uniform", "zipf", "trace"] = Field(
         default="uniform", description="how tokens pick experts: evenly, Zipf-skewed hot "
@@ -118,10 +118,7 @@ def load_routing_trace(path: str | Path) -> RoutingStats:
         ClusterSimError: unreadable, or a field is missing or malformed.
     """
     where = f"routing trace {path}"
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"{where}: cannot read it ({error})") from None
+    data = read_json(path, "routing trace")
     if not isinstance(data, dict) or data.get("format") != ROUTING_FORMAT:
         raise ClusterSimError(f"{where}: field 'format' must be {ROUTING_FORMAT!r}")
     experts = data.get("num_experts")

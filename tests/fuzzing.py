@@ -93,16 +93,18 @@ def _mooncake_rows() -> list[dict[str, Any]]:
 
 def _deployment_doc() -> dict[str, Any]:
     return {"model": "llama-3-8b", "gpu": "h100", "engine": "none", "replicas": 2,
-            "parallelism": {"tp": 1, "pp": 1},
+            "parallelism": {"tp": 1, "pp": 1}, "router": "least_outstanding",
             "scheduler": {"policy": "stall-free", "max_num_seqs": 64,
-                          "max_num_batched_tokens": 2048},
-            "kv_cache": {"block_size": 16, "gpu_memory_utilization": 0.9}}
+                          "max_num_batched_tokens": 2048, "block_size": 16,
+                          "gpu_memory_utilization": 0.9, "max_model_len": 4096},
+            "slo": {"ttft_s": 0.5, "tpot_s": 0.05}, "seed": 0}
 
 
 def _training_doc() -> dict[str, Any]:
-    return {"model": "llama-3-8b", "gpu": "h100", "num_gpus": 8, "global_batch": 16,
-            "micro_batch": 1, "seq_len": 2048,
-            "plan": {"tp": 2, "pp": 2, "dp": 2, "schedule": "1f1b", "recompute": "selective"}}
+    return {"kind": "training", "model": "llama-3-8b", "gpu": "h100", "num_gpus": 8,
+            "global_batch": 16, "micro_batch": 1, "seq_len": 2048, "dtype": "bf16",
+            "plan": {"tp": 2, "pp": 2, "dp": 2, "schedule": "1f1b", "recompute": "selective",
+                     "sequence_parallel": True, "zero_stage": 1}}
 
 
 def _plan_doc() -> dict[str, Any]:
@@ -270,8 +272,8 @@ def _flag_case() -> st.SearchStrategy[Case]:
                                                    "{dir}/gen.json", flag, value]),
         st.sampled_from(["--num-requests", "--rate", "--seed", "--prompt", "--output",
                          "--cv", "--arrival"]),
-        st.sampled_from(values + ["uniform:low=5,high=1", "lognormal:mean=nan",
-                                  "fixed:value=0"]))
+        st.sampled_from([*values, "uniform:low=5,high=1", "lognormal:mean=nan",
+                         "fixed:value=0"]))
     return st.one_of(build(), generate)
 
 
@@ -488,3 +490,44 @@ def _verdict_outputs(folder: Path) -> str | None:
         return _check_outputs(out)
     except (OSError, ValueError, KeyError, TypeError) as error:
         return f"unreadable outputs ({type(error).__name__}: {error})"
+
+
+def base_cases() -> dict[str, Case]:
+    """Every file kind's undamaged input: each must be a valid run (``ok``), or the
+    fuzzer would only ever damage inputs that were already refused."""
+    trace = _trace_files("trace.json")
+    train = {"train.json": _json_text(_training_doc()).encode()}
+    serving = ["simulate", "--workload", "{dir}/trace.json"]
+    return {
+        "trace_json": Case("trace_json", trace, _out(*serving, *SERVING)),
+        "trace_jsonl": Case("trace_jsonl", {"t.jsonl": _jsonl_text(_requests()).encode()},
+                            _out("simulate", "--workload", "{dir}/t.jsonl", *SERVING)),
+        "azure_csv": Case("azure_csv", {"a.csv": _csv_text(_azure_rows()).encode()},
+                          _out("simulate", "--workload", "{dir}/a.csv", *SERVING)),
+        "burstgpt_csv": Case("burstgpt_csv", {"b.csv": _csv_text(_burstgpt_rows()).encode()},
+                             _out("simulate", "--workload", "{dir}/b.csv", *SERVING)),
+        "mooncake_jsonl": Case("mooncake_jsonl",
+                               {"m.jsonl": _jsonl_text(_mooncake_rows()).encode()},
+                               _out("simulate", "--workload", "{dir}/m.jsonl", *SERVING)),
+        "deployment_yaml": Case("deployment_yaml",
+                                {"d.yaml": _yaml_text(_deployment_doc()).encode(), **trace},
+                                _out(*serving, "--deployment", "{dir}/d.yaml")),
+        "training_job": Case("training_job", train,
+                             _out("simulate", "--workload", "{dir}/train.json")),
+        "plan_file": Case("plan_file", {"plan.yaml": _yaml_text(_plan_doc()).encode(), **train},
+                          _out("simulate", "--workload", "{dir}/train.json", "--deployment",
+                               "{dir}/plan.yaml")),
+        "model_config": Case("model_config",
+                             {"model/config.json": _json_text(MODEL_CONFIG).encode(), **trace},
+                             _out(*serving, "--model", "{dir}/model", "--gpu", "h100",
+                                  "--engine", "none")),
+        "gpu_spec": Case("gpu_spec", {"gpu.json": _json_text(_gpu_doc()).encode(), **trace},
+                         _out(*serving, "--model", "llama-3-8b", "--gpu", "{dir}/gpu.json",
+                              "--engine", "none")),
+        "validation_records": Case("validation_records",
+                                   {"records/r.json": _json_text(_record_doc()).encode()},
+                                   ["@records"]),
+        "validation_baseline": Case("validation_baseline",
+                                    {"baseline.json": _json_text(_baseline_doc()).encode()},
+                                    ["@baseline"]),
+    }

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from profiles.errors import ClusterSimError
+from profiles.reading import read_json
 from simulator.files import to_json_text, write_text
 from validation.comparison import compare_to_baseline, group_errors, predict_records
 from validation.error_bars import build_error_bars, write_error_bars
@@ -94,8 +95,8 @@ def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, fl
     of a baseline file."""
     if not path.is_file():
         return {}, {}, {}
+    document = read_json(path, "--baseline")
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
         errors = {str(key): float(value) for key, value in document["error_pct"].items()}
         operators = {str(key): {"median": float(value["median"]), "p90": float(value["p90"])}
                      for key, value in document.get("operators", {}).items()}

@@ -9,13 +9,13 @@ wait for one, so no measurement is silently dropped.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.reading import read_json
 from validation.predictors import PENDING_KINDS, PREDICTORS
 
 __all__ = ["Measured", "Record", "Source", "default_records_dir", "load_records",
@@ -23,7 +23,7 @@ __all__ = ["Measured", "Record", "Source", "default_records_dir", "load_records"
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Source(_Frozen):
@@ -70,11 +70,11 @@ def load_records(folder: str | Path | None = None) -> list[Record]:
         raise ClusterSimError(f"validation records {folder}: no such folder; pass --records")
     records: list[Record] = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            entries = json.loads(path.read_text(encoding="utf-8"))["records"]
-        except (json.JSONDecodeError, KeyError, TypeError) as error:
-            raise ClusterSimError(f"validation records {path}: expected an object with "
-                                  f"'records' ({error})") from None
+        document = read_json(path, "validation records")
+        entries = document.get("records") if isinstance(document, dict) else None
+        if not isinstance(entries, list):
+            raise ClusterSimError(f"validation records {path}: expected an object with a "
+                                  "list 'records'")
         for index, entry in enumerate(entries):
             if isinstance(entry, dict) and entry.get("kind") == "reference_run":
                 # A run folder is named relative to its records file; resolved here so the

@@ -45,7 +45,7 @@ __all__ = ["InferencePerfConfig", "VllmBenchSpec", "from_inference_perf", "from_
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class LoadStage(_Strict):
@@ -78,7 +78,7 @@ class InferencePerfConfig(BaseModel):
     """The workload part of an inference-perf config; its other sections (api, server,
     tokenizer, report, ...) configure the client and are ignored."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
     load: Load
     data: Data

@@ -10,9 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from profiles.errors import ClusterSimError
+from profiles.reading import read_yaml
 
 __all__ = ["apply_overrides", "read_mapping"]
 
@@ -39,13 +38,7 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
         ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ClusterSimError(f"{what} {path}: no such file")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as error:
-        first = str(error).splitlines()[0]
-        raise ClusterSimError(f"{what} {path}: not valid YAML/JSON ({first})") from None
+    data = read_yaml(path, what)
     if not isinstance(data, dict):
         raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
     return data

@@ -30,7 +30,7 @@ __all__ = ["ReplayWindow", "replay", "replay_window"]
 class ReplayWindow(BaseModel):
     """Which part of a trace to replay, and how fast."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     start_s: float | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False,
                                   description="first second of the trace's clock kept")

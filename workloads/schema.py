@@ -38,7 +38,7 @@ MAX_ARRIVAL_S = 1e9
 class RequestRecord(BaseModel):
     """One request as a trace file states it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     arrival_s: float = Field(ge=0, le=MAX_ARRIVAL_S,
                              description="seconds from the start of the trace")
@@ -100,7 +100,7 @@ def _checked(values: Any, name: str, low: float, high: float, dtype: Any) -> np.
 class TraceFile(BaseModel):
     """A whole JSON trace file in its object form."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     metadata: dict[str, Any] = {}
     requests: list[RequestRecord] = Field(min_length=1)

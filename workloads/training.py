@@ -14,7 +14,6 @@ simulator resolves the plan.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.moe import RoutingConfig
+from profiles.reading import read_json
 from workloads.overrides import apply_overrides
 
 __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job"]
@@ -30,7 +30,7 @@ __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job
 class ParallelPlan(BaseModel):
     """How a training job is spread over GPUs and what memory savings it uses."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     tp: int = Field(default=1, ge=1, description="tensor parallel")
     pp: int = Field(default=1, ge=1, description="pipeline stages")
@@ -72,7 +72,7 @@ class ParallelPlan(BaseModel):
 class TrainingJob(BaseModel):
     """One training step's work: model, sequence length, batch, precision."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: Literal["training"] = "training"
     model: str
@@ -106,8 +106,8 @@ def is_training_file(path: str | Path) -> bool:
     if path.suffix.lower() != ".json" or not path.is_file():
         return False
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        data = read_json(path, "workload")
+    except ClusterSimError:  # not a training job; the trace reader will say what it is
         return False
     return isinstance(data, dict) and data.get("kind") == "training"
 
@@ -119,10 +119,9 @@ def load_training_job(path: str | Path, overrides: dict[str, Any] | None = None)
         ClusterSimError: unreadable file or an invalid field.
     """
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ClusterSimError(f"training job {path}: cannot read it ({error})") from None
+    data = read_json(path, "training job")
+    if not isinstance(data, dict):
+        raise ClusterSimError(f"training job {path}: expected a JSON object of job fields")
     return build_training_job(data, overrides, source=f"training job {path}")
 
 

@@ -39,7 +39,7 @@ ENGINE_FITS_PATH = Path(__file__).parent / "data" / "engine_fits.json"
 class CpuOverhead(BaseModel):
     """Host time per engine step, as a linear function of the batch."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     step_base_s: float = Field(default=0.0, ge=0, le=10, description="seconds per step")
     per_seq_s: float = Field(default=0.0, ge=0, le=10, description="seconds per sequence "
