@@ -35,7 +35,8 @@ def place_experts_command(
         help="weight of the pairs crossing GPUs between layers (ExFlow); 0: balance only")
     ] = 0.0,
     solver: Annotated[str, typer.Option(help="greedy or ilp (small models)")] = "greedy",
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of synthetic routing")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seed of synthetic routing")] = 0,
 ) -> None:
     """Place a MoE model's experts (and copies of hot ones) on EP GPUs for its routing."""
     if solver not in ("greedy", "ilp"):

@@ -49,7 +49,8 @@ def reference_run_command(
     dtype: Annotated[str, typer.Option(help="bf16, fp16 or fp32")] = "bf16",
     layers: Annotated[int | None, typer.Option(
         help="build only this many layers (smoke runs; predictions then disagree)")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seeds weights and prompt tokens")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seeds weights and prompt tokens")] = 0,
 ) -> None:
     """Replay a trace on a real model with random weights, one scheduled step at a time."""
     overrides: dict[str, Any] = {

@@ -282,7 +282,8 @@ def simulate_command(
     gpus_per_node: Annotated[int | None, typer.Option(help="GPUs per cluster node")] = None,
     ttft_slo: Annotated[float | None, typer.Option(help="TTFT SLO in seconds")] = None,
     tpot_slo: Annotated[float | None, typer.Option(help="TPOT SLO in seconds")] = None,
-    seed: Annotated[int | None, typer.Option(min=0, max=2**32 - 1, help="seed of every random draw")] = None,
+    seed: Annotated[int | None, typer.Option(
+        min=0, max=2**32 - 1, help="seed of every random draw")] = None,
     profile: Annotated[str | None, typer.Option(
         help="kernel profile folder (measured tables; roofline elsewhere)")] = None,
     start: Annotated[float | None, typer.Option(

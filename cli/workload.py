@@ -79,7 +79,8 @@ def generate_command(
     arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
     cv: Annotated[float | None, typer.Option(
         help="gamma arrivals: coefficient of variation of the gaps")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """Generate a synthetic trace (seeded: the same flags give the same file)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
@@ -106,7 +107,8 @@ def chat_command(
         help="seconds a user waits between its turns' arrivals")] = 0.0,
     arrival: Annotated[str, typer.Option(help="poisson or gamma")] = "poisson",
     cv: Annotated[float | None, typer.Option(help="gamma arrivals: CV of the gaps")] = None,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """Generate a shared-prefix, multi-turn chat trace (for prefix caching studies)."""
     arrival_spec = _arrival_spec(arrival, rate, cv)
@@ -137,7 +139,8 @@ def stats_command(
 def from_inference_perf_command(
     config: Annotated[Path, typer.Argument(help="inference-perf config (YAML)")],
     out: TraceOut,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seeds Poisson arrivals")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seeds Poisson arrivals")] = 0,
 ) -> None:
     """The request stream of an inference-perf shared_prefix config (load stages, prompts
     cycled as the tool sends them)."""
@@ -158,7 +161,8 @@ def from_vllm_bench_command(
     random_range_ratio: Annotated[float, typer.Option(help="as --random-range-ratio")] = 0.0,
     random_prefix_len: Annotated[int, typer.Option(help="as --random-prefix-len")] = 0,
     burstiness: Annotated[float, typer.Option(help="Gamma shape of the gaps (1: Poisson)")] = 1.0,
-    seed: Annotated[int, typer.Option(min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
+    seed: Annotated[int, typer.Option(
+        min=0, max=2**32 - 1, help="seed of the arrival and length draws")] = 0,
 ) -> None:
     """The requests of vLLM's benchmark_serving with --dataset-name random."""
     spec = _spec(VllmBenchSpec, "from-vllm-bench", num_prompts=num_prompts,
