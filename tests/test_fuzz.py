@@ -5,10 +5,12 @@ strategies over thousands of inputs)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.fuzzing import KINDS, Case, Verdict, base_cases, judge
+from tests.fuzzing import KINDS, MODEL_CONFIG, Case, Verdict, base_cases, judge
 
 EXAMPLES = 12  # per kind; derandomized, so CI sees the same inputs on every run
 
@@ -45,3 +47,44 @@ def test_the_judge_tells_the_outcomes_apart() -> None:
     assert clean.outcome == "clean" and "parallelism.tp" in clean.detail
     broken = judge(Case("t", {"r/r.json": b'{"records": [{"id": 1}]}'}, ["@records"]))
     assert broken.outcome == "clean", broken
+
+
+def _trace(arrival: str = "0", prompt: str = "100") -> bytes:
+    return (f'{{"requests": [{{"arrival_s": {arrival}, "prompt_tokens": {prompt}, '
+            f'"output_tokens": 4}}]}}').encode()
+
+
+def _azure(tokens: str, stamp: str = "2023-11-16 18:15:47") -> bytes:
+    return ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46+00:00,100,5\n"
+            f"{stamp},100,{tokens}\n").encode()
+
+
+SERVING = ["--model", "llama-3-8b", "--gpu", "h100", "--engine", "none"]
+RUN = ["simulate", "--workload", "{dir}/t.json", *SERVING, "--out", "{dir}/out"]
+AZURE = ["simulate", "--workload", "{dir}/a.csv", *SERVING, "--out", "{dir}/out"]
+MODEL = ["simulate", "--workload", "{dir}/t.json", "--model", "{dir}/m", "--gpu", "h100",
+         "--engine", "none"]
+
+
+def _config(**fields: object) -> bytes:
+    return json.dumps({**MODEL_CONFIG, **fields}).encode()
+
+
+@pytest.mark.parametrize(("files", "argv", "outcome", "fragment"), [
+    ({"a.csv": _azure("inf")}, AZURE, "clean", "GeneratedTokens"),  # once wrapped to -2^63
+    ({"a.csv": _azure("7", "2023-11-16 18:15:47+05:00")}, AZURE, "ok", ""),  # mixed zones
+    ({"t.json": _trace(arrival="1e15")}, RUN, "clean", "arrival_s"),  # once zero latency
+    ({"t.json": _trace(prompt=str(2**63))}, RUN, "clean", "prompt_tokens"),
+    ({"t.json": _trace(arrival="9" * 5000)}, RUN, "clean", "64 bits"),
+    ({"t.json": _trace(arrival="NaN")}, RUN, "clean", "NaN"),
+    ({"t.json": b"[" * 100_000 + b"]" * 100_000}, RUN, "clean", "nested"),
+    ({"t.json": b'{"requests": [\xff]}'}, RUN, "clean", "UTF-8"),
+    ({"t.json": _trace(), "m/config.json": _config(hidden_size="5")}, MODEL, "clean",
+     "hidden_size"),
+    ({"t.json": _trace(), "m/config.json": _config(num_attention_heads=0)}, MODEL, "clean",
+     "num_attention_heads"),
+])
+def test_the_inputs_the_first_fuzzing_broke_on(files: dict[str, bytes], argv: list[str],
+                                               outcome: str, fragment: str) -> None:
+    verdict = judge(Case("regression", files, argv))
+    assert verdict.outcome == outcome and fragment in verdict.detail, verdict
