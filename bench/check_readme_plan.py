@@ -26,8 +26,8 @@ from planners.objectives import (
 )
 from planners.serving import plan_serving
 from planners.space import ServingSpace
+from profiles.files import write_text
 from simulator import build_deployment, simulate
-from simulator.files import write_text
 from workloads.loaders import load_workload
 
 TTFT_SLO_S, TPOT_SLO_S, ATTAINMENT = 0.5, 0.05, 0.9

@@ -30,7 +30,7 @@ from typing import Any
 from planners.objectives import default_prices
 from planners.serving import Candidate, ServingPlan, plan_serving
 from planners.space import ServingSpace
-from simulator.files import write_text
+from profiles.files import write_text
 from workloads.generators import GeneratorSpec, generate
 
 DISTSERVE = (("opt-13b", 0.25, 0.1, [1, 2, 4]), ("opt-66b", 2.5, 0.15, [2, 4, 8]))

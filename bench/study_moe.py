@@ -35,11 +35,11 @@ import numpy as np
 from planners.placement import plan_placement
 from profiles.cluster import LinkCost
 from profiles.cost_model import BatchShape
+from profiles.files import write_text
 from profiles.hardware import GB, load_gpu
 from profiles.models import load_model
 from profiles.moe import EPLinks, ExpertLayers, ExpertPlacement, RoutingConfig, routing_stats
 from profiles.roofline import RooflineCostModel
-from simulator.files import write_text
 
 DRAWS = 32
 

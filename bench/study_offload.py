@@ -32,9 +32,9 @@ from typing import Any
 from planners.serving import plan_serving
 from planners.space import ServingSpace
 from profiles.errors import ClusterSimError
+from profiles.files import write_text
 from profiles.models import ModelSpec
 from simulator import build_deployment, simulate, simulate_training
-from simulator.files import write_text
 from validation.serving_runs import inference_perf_config
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 from workloads.generators import ChatSpec, GeneratorSpec, generate, generate_chat

@@ -11,10 +11,10 @@ import typer
 
 from cli.common import console, fail, parse_routing, user_errors
 from planners.placement import plan_placement
+from profiles.files import write_text
 from profiles.hardware import load_gpu
 from profiles.models import load_model
 from profiles.moe import ExpertPlacement, RoutingConfig, routing_stats
-from simulator.files import write_text
 
 __all__ = ["place_experts_command"]
 

@@ -23,7 +23,7 @@ from planners.objectives import SteadyState
 from planners.sweep import compare, concurrency_sweep, rates_between, sweep
 from profiles.errors import ClusterSimError
 from reports.curves import curves_svg
-from simulator import load_deployment, write_folder
+from simulator import check_output_folder, load_deployment, write_folder
 from workloads.loaders import load_workload
 
 __all__ = ["compare_command", "sweep_command"]
@@ -112,6 +112,8 @@ def sweep_command(
         fail("give --rates (open loop) or --concurrency (closed loop), one of them")
     rule = SteadyState(min_requests=steady_requests, min_span_s=steady_seconds,
                        lifetimes=steady_lifetimes)
+    if out is not None:
+        check_output_folder(out)
     with progress_bar("sweep: points done") as progress:
         if concurrency is not None:
             rows = concurrency_sweep(
@@ -141,6 +143,8 @@ def compare_command(
     names = [path.stem for path in deployment]
     if len(set(names)) != len(names):
         names = [str(path) for path in deployment]
+    if out is not None:
+        check_output_folder(out)
     with progress_bar("compare: points done") as progress:
         rows = compare({name: load_deployment(path)
                         for name, path in zip(names, deployment, strict=True)},

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from cli.common import console, progress_bar, user_errors
+from simulator import check_output_folder
 from validation import validate
 
 __all__ = ["validate_command"]
@@ -30,6 +31,8 @@ def validate_command(
         help="measured pack for the operator group (default: the shared folder's)")] = None,
 ) -> None:
     """Predict every measured-run record; print errors; gate against the baseline."""
+    if out is not None:
+        check_output_folder(out)
     with progress_bar("validate: vLLM runs replayed") as progress:
         report = validate(records, baseline, out=out, html=html,
                           update_baseline=update_baseline, update_readme=update_readme,

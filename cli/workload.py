@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from cli.common import console, fail, user_errors
 from profiles.errors import format_validation_error
-from simulator import to_json_text, write_text
+from simulator import to_json_text
 from workloads.benchmark_tools import (
     VllmBenchSpec,
     from_inference_perf,
@@ -32,7 +32,7 @@ from workloads.generators import (
     generate_chat,
     parse_distribution,
 )
-from workloads.loaders import load_workload, workload_text
+from workloads.loaders import load_workload, save_workload
 from workloads.schema import RequestTrace
 
 __all__ = ["app"]
@@ -60,7 +60,7 @@ def _arrival_spec(arrival: str, rate: float, cv: float | None) -> dict[str, Any]
 
 
 def _save_and_report(trace: RequestTrace, out: Path) -> None:
-    write_text(out, workload_text(trace, out))
+    save_workload(trace, out)
     stats = trace.stats()
     console.print(f"wrote {out}: {stats['num_requests']:,} requests over "
                   f"{stats['duration_s']:,.1f} s, prompt mean {stats['prompt_tokens_mean']:.0f}, "

@@ -23,7 +23,7 @@ import pandas as pd
 from planners.launch import launch_commands
 from planners.serving import ServingPlan, plan_rows
 from planners.training import TrainingPlan
-from simulator.files import write_folder
+from profiles.files import write_folder
 from simulator.serving.config import build_deployment
 from workloads.loaders import workload_text
 from workloads.schema import RequestTrace

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -33,6 +34,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.files import write_folder
 from profiles.reading import read_json
 
 __all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "command_line", "device_matches",
@@ -165,16 +167,14 @@ def _read_table(path: Path, op: str) -> pd.DataFrame:
 
 def write_profile(folder: str | Path, metadata: ProfileMetadata,
                   tables: dict[str, pd.DataFrame]) -> None:
-    """Write a profile folder (tables first, metadata last, so a partial one is refused)."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    for op, frame in tables.items():
-        partial = folder / f".{metadata.tables[op].file}.partial"
-        frame.to_csv(partial, index=False, float_format="%.9g")
-        partial.replace(folder / metadata.tables[op].file)
-    partial = folder / ".metadata.json.partial"
-    partial.write_text(metadata.model_dump_json(indent=2) + "\n")
-    partial.replace(folder / "metadata.json")
+    """Write a profile folder whole or not at all (``profiles.files.write_folder``)."""
+    def table(frame: pd.DataFrame) -> Callable[[Path], object]:
+        return lambda path: frame.to_csv(path, index=False, float_format="%.9g")
+
+    writers = {metadata.tables[op].file: table(frame) for op, frame in tables.items()}
+    writers["metadata.json"] = lambda path: path.write_text(
+        metadata.model_dump_json(indent=2) + "\n")
+    write_folder(folder, writers)
 
 
 def command_line() -> str:

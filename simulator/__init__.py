@@ -5,7 +5,7 @@ The serving names are re-exported here, as they were before the split, so
 ``from simulator import build_deployment, simulate`` keeps working.
 """
 
-from simulator.files import MARKER, check_output_folder, to_json_text, write_folder, write_text
+from profiles.files import MARKER, check_output_folder, to_json_text, write_folder, write_text
 from simulator.serving.config import DeploymentConfig, build_deployment, load_deployment
 from simulator.serving.engine import SimulationResult, resolve, simulate
 from simulator.serving.kv_cache import KVCacheManager

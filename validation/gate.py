@@ -17,8 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from profiles.errors import ClusterSimError
+from profiles.files import to_json_text, write_folder, write_text
 from profiles.reading import read_json
-from simulator.files import to_json_text, write_text
 from validation.comparison import compare_to_baseline, group_errors, predict_records
 from validation.error_bars import build_error_bars, write_error_bars
 from validation.operators import (
@@ -158,9 +158,9 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         document = {"records": rows.to_dict(orient="records"),
                     "groups": groups.to_dict(orient="records"),
                     "operators": report.operators.to_dict(orient="records")}
-        write_text(folder / "validation.json", to_json_text(document))
-        write_text(folder / "validation.csv", rows.to_csv(index=False))
-        report.written += [folder / "validation.json", folder / "validation.csv"]
+        report.written += write_folder(folder, {
+            "validation.json": lambda path: path.write_text(to_json_text(document)),
+            "validation.csv": lambda path: rows.to_csv(path, index=False)})
     if html is not None:
         write_text(html, scatter_html(rows))
         report.written.append(Path(html))

@@ -29,6 +29,7 @@ import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
+from profiles.files import write_text
 from profiles.reading import checked_file, parse_json, read_json, read_text
 from workloads.schema import MAX_ARRIVAL_S, MAX_TOKENS, RequestRecord, RequestTrace, TraceFile
 
@@ -265,6 +266,6 @@ def workload_text(trace: RequestTrace, path: str | Path) -> str:
 
 
 def save_workload(trace: RequestTrace, path: str | Path) -> None:
-    """Write a trace as clustersim JSON (``.json``) or JSONL (``.jsonl``). The command
-    line writes it whole or not at all through ``simulator.files.write_text``."""
-    Path(path).write_text(workload_text(trace, path), encoding="utf-8")
+    """Write a trace as clustersim JSON (``.json``) or JSONL (``.jsonl``), whole or not
+    at all."""
+    write_text(path, workload_text(trace, path))

@@ -1,7 +1,7 @@
 """Writing a run's outputs: per-request rows, the summary, the optional trace.
 
 Files land in the ``--out`` folder as ``requests.csv`` (or ``requests.parquet``),
-``summary.json`` and ``trace.json``, whole or not at all (``simulator.files``). JSON has
+``summary.json`` and ``trace.json``, whole or not at all (``profiles.files``). JSON has
 no NaN, so a metric that does not exist (TPOT of one-token outputs) is written as
 ``null``.
 """
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from profiles.errors import ClusterSimError
-from simulator.files import to_json_text, write_folder
+from profiles.files import to_json_text, write_folder
 from simulator.serving.engine import SimulationResult
 
 __all__ = ["write_outputs"]

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from simulator.files import to_json_text, write_folder
+from profiles.files import to_json_text, write_folder
 from simulator.training.step import TrainingResult
 from workloads.training import TrainingJob
 
