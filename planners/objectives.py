@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from profiles.errors import ClusterSimError
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.engine import simulate
 from workloads.schema import RequestTrace
@@ -201,7 +202,18 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             checked, and lowered until feasible.
         tolerance: stop when the bracket is within this relative width.
         rule: how long each probe is and which part of it is measured (module docstring).
+
+    Raises:
+        ClusterSimError: a rate bound that is not a positive finite number, or a
+            tolerance that would never end the bisection.
     """
+    if not (math.isfinite(upper_rate) and upper_rate > 0):
+        raise ClusterSimError(f"goodput search: upper rate {upper_rate!r} must be a positive "
+                              "finite rate (requests per second)")
+    if not (math.isfinite(tolerance) and tolerance > 0):
+        raise ClusterSimError(f"goodput search: tolerance {tolerance!r} must be above 0")
+    if lower_rate is not None and not (math.isfinite(lower_rate) and lower_rate > 0):
+        lower_rate = None  # a hint only: an unusable one is dropped
     runs = 0
 
     def run(rate: float) -> tuple[float, dict[str, Any] | None]:
