@@ -66,7 +66,12 @@ def main() -> None:
         # a kind whose inputs run out (a few filesystem cases) hands its share on
         left = args.examples - sum(sum(c.values()) for c in counts.values())
         share = max(per_kind, left // max(1, len(kinds) - kinds.index(kind)))
-        fuzz_kind(kind, share, args.timeout, counts, bad)
+        try:
+            fuzz_kind(kind, share, args.timeout, counts, bad)
+        except Exception as error:  # the fuzzer's own failure: reported, the run goes on
+            counts[kind]["traceback"] += 1
+            bad[kind].append(f"the fuzzer itself failed: {type(error).__name__}: "
+                             f"{str(error)[:300]}")
         print(f"{kind}: {dict(counts[kind])}", flush=True)
     elapsed = time.perf_counter() - started
     total = collections.Counter[str]()

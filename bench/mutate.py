@@ -141,8 +141,8 @@ def serving_steps_slower(factor: float) -> Iterator[None]:
 
 @contextmanager
 def _gemm_slower() -> Iterator[None]:
-    with scaled([gemm.gemm_compute_s, gemm.gemm_time_s, gemm.fitted_gemm_times], 1.1), \
-            scaled([gemm.gemm_time_terms], 1.1, index=0):
+    # the two kernels every GEMM path ends in: the fitted model and the tiling roofline
+    with scaled([gemm.gemm_compute_s], 1.1), scaled([gemm.fitted_gemm_times], 1.1, index=0):
         yield
 
 

@@ -46,8 +46,10 @@ ROOT = Path(__file__).parent.parent
 EXAMPLES = ROOT / "workloads" / "examples"
 HUGE = "9" * 5000  # an integer with more digits than Python converts by default
 
-# Values that stand in for a valid one. Floats NaN and inf are written as JSON's
-# NaN/Infinity (which Python reads), HUGE as a bare 5,000-digit number.
+# Values that stand in for a valid one (copied before use: a strategy that changed one
+# would draw differently the next time, which hypothesis refuses). Floats NaN and inf
+# are written as JSON's NaN/Infinity (which Python reads), HUGE as a bare 5,000-digit
+# number.
 ADVERSARIAL: list[Any] = [
     0, -1, 1, 2**31, 2**63, 2**64, 10**30, "HUGE", -(2**63),
     float("nan"), float("inf"), float("-inf"), 1e-320, 1e15, 1e308, -0.0, 0.5, -3.5,
@@ -161,7 +163,7 @@ def damaged(draw: st.DrawFn, base: Callable[[], Any]) -> Any:
             del parent[path[-1]]
         elif isinstance(parent, dict):
             parent[draw(st.sampled_from(["extra", "", "0", "tp"]))] = \
-                draw(st.sampled_from(ADVERSARIAL))
+                copy.deepcopy(draw(st.sampled_from(ADVERSARIAL)))
         else:
             parent.append(copy.deepcopy(parent[path[-1]]))
     return doc

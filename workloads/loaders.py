@@ -154,9 +154,12 @@ def load_mooncake(path: Path) -> RequestTrace:
         output.append(int(_number(row, "output_length", where, minimum=1)))
         block_hashes = row.get("hash_ids")
         if block_hashes is not None and not (
-            isinstance(block_hashes, list) and all(isinstance(h, int) for h in block_hashes)
+            isinstance(block_hashes, list)
+            and all(isinstance(h, int) and not isinstance(h, bool) and -(2**63) <= h < 2**63
+                    for h in block_hashes)
         ):
-            raise ClusterSimError(f"{where}: field 'hash_ids' must be a list of integers")
+            raise ClusterSimError(f"{where}: field 'hash_ids' must be a list of 64-bit "
+                                  "integers")
         hashes.append(block_hashes)
     extras = {"block_hashes": hashes} if any(h is not None for h in hashes) else {}
     return RequestTrace.from_columns(arrival, prompt, output, extras=extras,
@@ -168,7 +171,7 @@ def _number(row: dict[str, Any], name: str, where: str, minimum: float,
     value = row.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ClusterSimError(f"{where}: field '{name}' must be a number, got {value!r}")
-    if not np.isfinite(value) or not minimum <= value <= maximum:
+    if not minimum <= value <= maximum:  # also false for NaN; safe for any int
         raise ClusterSimError(f"{where}: field '{name}' must be in [{minimum:g}, {maximum:g}], "
                               f"got {value!r}")
     return float(value)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -53,7 +53,7 @@ class RequestRecord(BaseModel):
         "(after the shared prefix): a benchmark client cycling through its prompts")
     session_id: str | None = None
     priority: int = Field(default=0, ge=-(2**31), le=2**31 - 1)
-    block_hashes: list[int] | None = None
+    block_hashes: list[Annotated[int, Field(ge=-(2**63), lt=2**63)]] | None = None
     think_time_s: float | None = Field(
         default=None, ge=0, le=MAX_ARRIVAL_S, allow_inf_nan=False,
         description="closed loop: sent this long after the session's previous turn finishes")

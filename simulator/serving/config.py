@@ -109,7 +109,10 @@ class ParallelismConfig(_Frozen):
     @classmethod
     def _vllm_expert_flag(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("enable_expert_parallel") is True:
-            size = int(data.get("tp", 1)) * int(data.get("dp", 1))
+            tp, dp = data.get("tp", 1), data.get("dp", 1)
+            if not all(isinstance(x, int) and not isinstance(x, bool) for x in (tp, dp)):
+                return data  # the fields' own checks name what is wrong
+            size = tp * dp
             if data.get("ep", size) != size:
                 raise ValueError(f"ep: {data['ep']} contradicts enable_expert_parallel, whose "
                                  f"EP size is tp x dp = {size}; drop one of them")
@@ -208,7 +211,7 @@ class SchedulerSettings(_Frozen):
     @field_validator("policy", mode="before")
     @classmethod
     def _renamed(cls, value: Any) -> Any:
-        if value in RENAMED_POLICIES:
+        if isinstance(value, str) and value in RENAMED_POLICIES:
             engine = {"vllm": "vllm-v0", "vllm-v1": "vllm-v1-0.15"}.get(value, "sarathi-serve")
             raise ValueError(f"policy {value!r} is now {RENAMED_POLICIES[value]!r}: policies "
                              f"name algorithms, engine presets name products (engine: "
