@@ -26,7 +26,7 @@ from profiles import collectives, gemm, operator_times, roofline, training_cost
 from profiles import hardware as hardware_module
 from simulator import write_text
 from simulator.serving import presets
-from validation import predictors
+from validation import predictors, serving_runs
 from validation.gate import validate
 
 
@@ -169,7 +169,9 @@ MUTATIONS: dict[str, tuple[str, Callable[[], Any]]] = {
 
 def run_gate() -> tuple[bool, list[str], float]:
     started = time.perf_counter()
-    predictors._compared_run.cache_clear()  # a cached comparison would hide a mutation
+    # a cached comparison or replay would hide a mutation
+    predictors._compared_run.cache_clear()
+    serving_runs._SIMULATED.clear()
     report = validate()
     return report.passed, list(report.regressions), time.perf_counter() - started
 

@@ -15,7 +15,7 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from validation import predictors
 from validation.gate import accuracy_block
-from validation.operators import default_measured_dir
+from validation.operators import compare_drift, default_measured_dir
 
 ROOT = Path(__file__).parent.parent
 BASELINE = json.loads((ROOT / "validation" / "baseline.json").read_text())["error_pct"]
@@ -127,3 +127,17 @@ def test_a_missing_baseline_is_a_one_line_error(tmp_path: Path) -> None:
 def test_a_measured_folder_that_is_not_the_pack_is_a_one_line_error(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["validate", "--measured", str(tmp_path)])
     assert result.exit_code == 2 and result.output.startswith("error: --measured")
+
+
+def test_predictions_that_move_as_a_whole_fail_the_gate_either_way() -> None:
+    """A signed median error that moves more than 1 point, worse or better, fails until
+    the baseline is rewritten; one within 1 point, or without a recorded sign, passes."""
+    errors = pd.DataFrame({"gpu": ["H100", "H100", "A100"],
+                           "operator": ["serving ttft_mean", "gemm", "gemm"],
+                           "signed_median_pct": [-38.0, 2.4, 7.0]})
+    baseline = {"H100/serving ttft_mean": {"median": 40.0, "p90": 50.0, "signed": -40.0},
+                "H100/gemm": {"median": 3.0, "p90": 5.0, "signed": 2.0},
+                "A100/gemm": {"median": 7.0, "p90": 9.0}}
+    regressions = compare_drift(errors, baseline)
+    assert len(regressions) == 1 and regressions[0].startswith(
+        "H100/serving ttft_mean: signed median error -40.00% -> -38.00%")

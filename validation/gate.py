@@ -22,6 +22,7 @@ from profiles.reading import read_json
 from validation.comparison import compare_to_baseline, group_errors, predict_records
 from validation.error_bars import build_error_bars, write_error_bars
 from validation.operators import (
+    compare_drift,
     compare_operators,
     default_measured_dir,
     operator_errors,
@@ -99,6 +100,7 @@ def _read_baseline(path: Path) -> tuple[dict[str, float], dict[str, dict[str, fl
     try:
         errors = {str(key): float(value) for key, value in document["error_pct"].items()}
         operators = {str(key): {"median": float(value["median"]), "p90": float(value["p90"])}
+                     | ({"signed": float(value["signed"])} if "signed" in value else {})
                      for key, value in document.get("operators", {}).items()}
         runs = {str(key): float(value)
                 for key, value in document.get("serving_runs", {}).items()}
@@ -177,7 +179,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         if run_baseline:
             gated = gated[~gated["operator"].str.startswith("serving ")]
         regressions, movements = compare_operators(gated, operator_baseline)
-        report.regressions += regressions
+        report.regressions += regressions + compare_drift(report.operators, operator_baseline)
         report.movements += movements
         if run_baseline:
             regressions, movements = compare_serving_runs(runs, run_baseline)
@@ -187,7 +189,8 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         current = {r.id: round(float(r.error_pct), 4) for r in rows.itertuples()}
         operators = operator_baseline if report.operators.empty else {
             f"{r.gpu}/{r.operator}": {"median": round(float(r.median_error_pct), 4),
-                                      "p90": round(float(r.p90_error_pct), 4)}
+                                      "p90": round(float(r.p90_error_pct), 4),
+                                      "signed": round(float(r.signed_median_pct), 4)}
             for r in report.operators.itertuples()}
         write_text(baseline_path, to_json_text({
             "_comment": "Per-record absolute percentage errors, and per GPU/operator median "

@@ -51,8 +51,9 @@ from profiles.operator_times import (
 )
 from profiles.roofline import RooflineCostModel
 
-__all__ = ["MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "attention_rows", "bloom_176b",
-           "compare_operators", "default_measured_dir", "operator_errors", "operator_rows"]
+__all__ = ["DRIFT_TOLERANCE_PTS", "MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "attention_rows",
+           "bloom_176b", "compare_drift", "compare_operators", "default_measured_dir",
+           "operator_errors", "operator_rows"]
 
 VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
 KERNELS_SOURCE = "inference-sim/inference-sim @ 487017bc (bench_data), Apache-2.0"
@@ -60,6 +61,11 @@ H100_KERNELS_GPU = "H100 (variant not stated)"  # attention_kernels.csv's name f
 
 MEDIAN_TOLERANCE_PTS = 1.0
 P90_TOLERANCE_PTS = 2.0
+# A (GPU, operator)'s signed median error may move this far either way: a change that
+# moves predictions as a whole, even towards the measurements, is reviewed and written
+# to the baseline, never slipped in (a 10% error of the cost model that happened to
+# offset another would pass an absolute-error gate).
+DRIFT_TOLERANCE_PTS = 1.0
 _WORST = 3
 
 
@@ -295,3 +301,20 @@ def compare_operators(errors: pd.DataFrame, baseline: dict[str, dict[str, float]
             movements.append(f"{key}: median {before['median']:.2f}% -> {median:.2f}%, "
                              f"p90 {before['p90']:.2f}% -> {p90:.2f}%")
     return regressions, movements
+
+
+def compare_drift(errors: pd.DataFrame, baseline: dict[str, dict[str, float]]
+                  ) -> list[str]:
+    """Regressions of each (GPU, operator) whose signed median error moved more than
+    DRIFT_TOLERANCE_PTS either way from the baseline's (where it records one)."""
+    regressions = []
+    for row in errors.itertuples():
+        key = f"{row.gpu}/{row.operator}"
+        before = baseline.get(key, {}).get("signed")
+        signed = float(row.signed_median_pct)
+        if before is not None and abs(signed - before) > DRIFT_TOLERANCE_PTS:
+            regressions.append(
+                f"{key}: signed median error {before:+.2f}% -> {signed:+.2f}% (predictions "
+                f"moved more than {DRIFT_TOLERANCE_PTS:g} point; if intended, review and "
+                "rewrite the baseline with --update-baseline)")
+    return regressions
