@@ -27,17 +27,26 @@ from workloads.overrides import apply_overrides
 __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job"]
 
 
+# Bounds of a training job: a million GPUs, and a step of at most a million
+# (micro-batch, stage, chunk) slots (the largest published plans use about 10^4; a
+# million take about 6 s to simulate), so no step runs for minutes.
+MAX_GPUS = 2**20
+MAX_PIPELINE_SLOTS = 1_000_000
+
+
 class ParallelPlan(BaseModel):
     """How a training job is spread over GPUs and what memory savings it uses."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    tp: int = Field(default=1, ge=1, description="tensor parallel")
-    pp: int = Field(default=1, ge=1, description="pipeline stages")
-    dp: int = Field(default=1, ge=1, description="data parallel replicas")
-    cp: int = Field(default=1, ge=1, description="context parallel (sequence split)")
-    ep: int = Field(default=1, ge=1, description="expert parallel (MoE), within dp x cp")
-    virtual_stages: int = Field(default=1, ge=1, description="interleaved model chunks/stage")
+    tp: int = Field(default=1, ge=1, le=MAX_GPUS, description="tensor parallel")
+    pp: int = Field(default=1, ge=1, le=MAX_GPUS, description="pipeline stages")
+    dp: int = Field(default=1, ge=1, le=MAX_GPUS, description="data parallel replicas")
+    cp: int = Field(default=1, ge=1, le=MAX_GPUS, description="context parallel (sequence split)")
+    ep: int = Field(default=1, ge=1, le=MAX_GPUS,
+                    description="expert parallel (MoE), within dp x cp")
+    virtual_stages: int = Field(default=1, ge=1, le=1024,
+                                description="interleaved model chunks/stage")
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
     recompute: Literal["none", "selective", "full"] = "none"
@@ -76,13 +85,15 @@ class TrainingJob(BaseModel):
 
     kind: Literal["training"] = "training"
     model: str
-    seq_len: int = Field(gt=0)
-    global_batch: int = Field(gt=0, description="sequences per optimizer step")
-    micro_batch: int = Field(default=1, gt=0, description="sequences per micro-batch")
+    seq_len: int = Field(gt=0, le=2**24, description="tokens per sequence (up to 16M)")
+    global_batch: int = Field(gt=0, le=2**24, description="sequences per optimizer step")
+    micro_batch: int = Field(default=1, gt=0, le=2**24,
+                             description="sequences per micro-batch")
     dtype: Literal["bf16", "fp16", "fp8"] = "bf16"
     optimizer: Literal["adam"] = "adam"
     gpu: str | None = None
-    num_gpus: int | None = Field(default=None, gt=0, description="checked against the plan")
+    num_gpus: int | None = Field(default=None, gt=0, le=MAX_GPUS,
+                                 description="checked against the plan")
     plan: ParallelPlan = ParallelPlan()
     routing: RoutingConfig = Field(
         default=RoutingConfig(), description="MoE: how tokens spread over experts; the "
@@ -97,7 +108,14 @@ class TrainingJob(BaseModel):
                 f"global_batch={self.global_batch} must be a multiple of dp={self.plan.dp} x "
                 f"micro_batch={self.micro_batch}; change one of them"
             )
-        return per_replica // self.micro_batch
+        micro_batches = per_replica // self.micro_batch
+        slots = micro_batches * self.plan.pp * self.plan.virtual_stages
+        if slots > MAX_PIPELINE_SLOTS:
+            raise ClusterSimError(
+                f"{micro_batches:,} micro-batches x pp={self.plan.pp} x virtual_stages="
+                f"{self.plan.virtual_stages} = {slots:,} pipeline slots, over the "
+                f"{MAX_PIPELINE_SLOTS:,} one step is simulated with; raise micro_batch or dp")
+        return micro_batches
 
 
 def is_training_file(path: str | Path) -> bool:
