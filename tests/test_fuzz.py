@@ -83,6 +83,10 @@ def _config(**fields: object) -> bytes:
      "hidden_size"),
     ({"t.json": _trace(), "m/config.json": _config(num_attention_heads=0)}, MODEL, "clean",
      "num_attention_heads"),
+    ({"j.json": json.dumps({"kind": "training", "model": "llama-3-8b", "gpu": "h100",
+                            "seq_len": 2048, "global_batch": 4_000_000,
+                            "plan": {"pp": 2}}).encode()},
+     ["simulate", "--workload", "{dir}/j.json"], "clean", "pipeline slots"),  # once a hang
 ])
 def test_the_inputs_the_first_fuzzing_broke_on(files: dict[str, bytes], argv: list[str],
                                                outcome: str, fragment: str) -> None:
