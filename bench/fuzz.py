@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 sys.path.insert(0, str(Path(__file__).parent.parent))  # tests.fuzzing, from a checkout
 
+from facts import run_facts  # bench/, the script's own folder
+
 from simulator import write_text
 from tests.fuzzing import KINDS, Case, judge
 
@@ -80,7 +82,8 @@ def main() -> None:
     total = collections.Counter[str]()
     lines = ["# Fuzzing the command line", "",
              f"`python bench/fuzz.py --examples {args.examples} --timeout {args.timeout:g}`: "
-             f"{sum(sum(c.values()) for c in counts.values()):,} inputs in {elapsed:,.0f} s.",
+             f"{sum(sum(c.values()) for c in counts.values()):,} inputs in {elapsed:,.0f} s "
+             f"({run_facts()}).",
              "", "| kind | inputs | " + " | ".join(OUTCOMES) + " |",
              "|---|---:|" + "---:|" * len(OUTCOMES)]
     for kind in kinds:

@@ -22,6 +22,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from facts import run_facts  # bench/, the script's own folder
+
 from profiles import collectives, gemm, operator_times, roofline, training_cost
 from profiles import hardware as hardware_module
 from simulator import write_text
@@ -192,7 +194,8 @@ def main() -> None:
         sys.exit("the unmutated model fails the gate: " + "; ".join(regressions[:3]))
     lines = ["# Mutations of the cost model against the validation gate", "",
              "`python bench/mutate.py`: each row makes one part of the cost model wrong and "
-             "runs `clustersim validate`'s gate against the committed baseline.", "",
+             f"runs `clustersim validate`'s gate against the committed baseline ({run_facts()}).",
+             "",
              "| mutation | caught | regressions | first regressions |", "|---|---|---:|---|"]
     for name in names:
         label, mutation = MUTATIONS[name]
