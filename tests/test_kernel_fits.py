@@ -217,3 +217,16 @@ def test_the_shared_splitwise_file_imports_per_gpu(tmp_path: Path) -> None:
     a100 = load_profile(tmp_path / "a100").tables["step_decode"]
     h100 = load_profile(tmp_path / "h100").tables["step_decode"]
     assert len(a100) == len(h100) > 0
+
+
+@needs_pack
+def test_the_v0_cpu_overhead_is_checked_against_vidur_s_measured_iterations() -> None:
+    """Each of the 78 measured vLLM V0 iterations (A100, batch 8-256, TP 1-4) against
+    the vllm-v0 preset's per-step overhead: 1 ms + 40 us per sequence, stated as an
+    estimate. The hand count for batch 32: 1 + 32 x 0.04 = 2.28 ms."""
+    rows = operator_rows(MEASURED)
+    cpu = rows[rows["operator"] == "cpu_overhead vllm-v0"]
+    assert len(cpu) == 78 and set(cpu["gpu"]) == {"A100-SXM4-80GB"}
+    batch32 = cpu[cpu["shape"].str.endswith("batch=32")]
+    assert batch32["predicted_s"].to_numpy() == pytest.approx(2.28e-3)
+    assert (batch32["measured_s"] > 1e-3).all()

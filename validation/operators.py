@@ -50,6 +50,7 @@ from profiles.operator_times import (
     stream_s,
 )
 from profiles.roofline import RooflineCostModel
+from simulator.serving.presets import ENGINE_PRESETS
 
 __all__ = ["DRIFT_TOLERANCE_PTS", "MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "attention_rows",
            "bloom_176b", "compare_drift", "compare_operators", "default_measured_dir",
@@ -242,6 +243,29 @@ def _steps(root: Path) -> list[pd.DataFrame]:
     return out
 
 
+# The parts of a vLLM V0 iteration that run on the host around the forward pass, as
+# Vidur measured them (ms): what the vllm-v0 and sarathi-serve presets' CPU overhead
+# stands for (the forward pass itself, model_execution, is the GPU step's).
+CPU_OVERHEAD_PARTS = ("schedule_mean", "prepare_inputs_e2e_mean", "sampler_e2e_mean",
+                      "process_model_outputs_mean")
+
+
+def _cpu_overheads(root: Path) -> list[pd.DataFrame]:
+    """vLLM V0's per-iteration host time on A100 against the vllm-v0 preset's overhead
+    (a decode iteration of ``batch_size`` sequences, one token each)."""
+    path = root / "vidur" / "history" / "a100" / "cpu_overheads.csv"
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path)
+    overhead = ENGINE_PRESETS["vllm-v0"].overhead  # looked up per call: presets can change
+    measured = table[list(CPU_OVERHEAD_PARTS)].sum(axis=1).to_numpy() / 1e3
+    predicted = np.array([overhead.step_s(int(b), int(b)) for b in table["batch_size"]])
+    shapes = [f"{m} tp={t} batch={b}" for m, t, b in zip(
+        table["model_name"], table["tensor_parallel_degree"], table["batch_size"], strict=True)]
+    return [_rows(load_gpu("a100").name, "cpu_overhead vllm-v0", shapes, measured, predicted,
+                  f"{VIDUR_SOURCE}: history/a100/cpu_overheads.csv")]
+
+
 def operator_rows(measured_dir: str | Path,
                   gpu_loader: Callable[[str], GPUSpec] = load_gpu) -> pd.DataFrame:
     """Every measured operator row with the prediction for it (one row each)."""
@@ -253,6 +277,7 @@ def operator_rows(measured_dir: str | Path,
         parts += _attention(root, gpu)
         parts += _collectives(root, gpu, sku)
     parts += _steps(root)
+    parts += _cpu_overheads(root)
     rows = pd.concat(parts, ignore_index=True)
     rows["error_pct"] = (rows["predicted_s"] - rows["measured_s"]).abs() \
         / rows["measured_s"] * 100.0
