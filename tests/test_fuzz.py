@@ -10,7 +10,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.fuzzing import KINDS, MODEL_CONFIG, Case, Verdict, base_cases, judge
+from tests.fuzzing import KINDS, MODEL_CONFIG, SERVING, Case, Verdict, base_cases, judge
 
 EXAMPLES = 12  # per kind; derandomized, so CI sees the same inputs on every run
 
@@ -38,12 +38,11 @@ def test_the_judge_tells_the_outcomes_apart() -> None:
     """The judge itself: a valid run is ok, a bad flag or record a clean error."""
     trace = (b'{"requests": [{"arrival_s": 0, "prompt_tokens": 50, "output_tokens": 4},'
              b' {"arrival_s": 0.1, "prompt_tokens": 80, "output_tokens": 1}]}')
-    serving = ["--model", "llama-3-8b", "--gpu", "h100", "--engine", "none"]
     ok = judge(Case("t", {"t.json": trace},
-                    ["simulate", "--workload", "{dir}/t.json", *serving, "--out", "{dir}/out"]))
+                    ["simulate", "--workload", "{dir}/t.json", *SERVING, "--out", "{dir}/out"]))
     assert ok == Verdict("ok", "")
     clean = judge(Case("t", {"t.json": trace},
-                       ["simulate", "--workload", "{dir}/t.json", *serving, "--tp", "0"]))
+                       ["simulate", "--workload", "{dir}/t.json", *SERVING, "--tp", "0"]))
     assert clean.outcome == "clean" and "parallelism.tp" in clean.detail
     broken = judge(Case("t", {"r/r.json": b'{"records": [{"id": 1}]}'}, ["@records"]))
     assert broken.outcome == "clean", broken
@@ -59,7 +58,6 @@ def _azure(tokens: str, stamp: str = "2023-11-16 18:15:47") -> bytes:
             f"{stamp},100,{tokens}\n").encode()
 
 
-SERVING = ["--model", "llama-3-8b", "--gpu", "h100", "--engine", "none"]
 RUN = ["simulate", "--workload", "{dir}/t.json", *SERVING, "--out", "{dir}/out"]
 AZURE = ["simulate", "--workload", "{dir}/a.csv", *SERVING, "--out", "{dir}/out"]
 MODEL = ["simulate", "--workload", "{dir}/t.json", "--model", "{dir}/m", "--gpu", "h100",

@@ -32,6 +32,7 @@ __all__ = ["ParallelPlan", "TrainingJob", "is_training_file", "load_training_job
 # million take about 6 s to simulate), so no step runs for minutes.
 MAX_GPUS = 2**20
 MAX_PIPELINE_SLOTS = 1_000_000
+MAX_JOB_BYTES = 2**20  # a training job is a few hundred bytes; a larger .json is a trace
 
 
 class ParallelPlan(BaseModel):
@@ -122,6 +123,8 @@ def is_training_file(path: str | Path) -> bool:
     """True when ``path`` is a JSON object with ``"kind": "training"``."""
     path = Path(path)
     if path.suffix.lower() != ".json" or not path.is_file():
+        return False
+    if path.stat().st_size > MAX_JOB_BYTES:  # a trace: not parsed twice to find out
         return False
     try:
         data = read_json(path, "workload")
