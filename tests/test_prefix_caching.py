@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
+from simulator.serving import kv_cache
 from simulator.serving.engine import resolve, simulate
 from simulator.serving.kv_cache import PrefixCachingKVCacheManager
 from simulator.serving.request import Request
@@ -146,3 +149,69 @@ def test_prefix_aware_router_sends_a_shared_prefix_where_it_is_cached() -> None:
                                      **CACHING), workload).requests
     assert robin["replica_id"].tolist() == [0, 1, 0]
     assert robin["num_cached_tokens"].tolist() == [0, 0, 0]
+
+
+def _sharing_trace(seed: int, num_requests: int = 160) -> RequestTrace:
+    """Random arrivals and lengths; some prompts share one of three system prompts, some
+    are turns of a session (their prompt holds the previous turn and its answer)."""
+    rng = np.random.default_rng(seed)
+    prompts = rng.integers(20, 400, num_requests)
+    outputs = rng.integers(1, 120, num_requests)
+    prefix_ids = [f"sys-{rng.integers(3)}" if rng.random() < 0.4 else None
+                  for _ in range(num_requests)]
+    sessions = [int(rng.integers(num_requests // 3)) if rng.random() < 0.3 else None
+                for _ in range(num_requests)]
+    last: dict[int, int] = {}
+    for i, session in enumerate(sessions):
+        if session is None:
+            continue
+        if session in last:
+            j = last[session]
+            prompts[i] = min(prompts[j] + outputs[j] + int(rng.integers(5, 60)), 900)
+        last[session] = i
+    return trace(np.cumsum(rng.exponential(1 / 200, num_requests)), prompts, outputs,
+                 prefix_id=prefix_ids,
+                 prefix_tokens=[min(200, int(p) - 1) if pid else None
+                                for pid, p in zip(prefix_ids, prompts, strict=True)],
+                 session_id=sessions)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_skipping_unshared_blocks_changes_no_result(tiny_model_path: str, seed: int,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks no other request shares are neither hashed nor registered (unless their
+    request is preempted): every row and summary figure is the same as when every block
+    is, on random traces with shared prefixes, sessions and preemptions (a pool of 64
+    blocks of 16 tokens runs out)."""
+    deployment = make_deployment(tiny_model_path, "a100", **CACHING, **{
+        "scheduler.num_gpu_blocks_override": 64, "scheduler.max_model_len": 1024})
+    workload = _sharing_trace(seed)
+    fast = simulate(deployment, workload)
+    monkeypatch.setattr(kv_cache, "SKIP_UNSHARED", False)
+    reference = simulate(deployment, workload)
+    assert fast.ok and reference.ok, (fast.error, reference.error)
+    assert fast.summary["preemptions"] > 0 and fast.summary["prefix_cache"]["hit_rate"] > 0
+    pd.testing.assert_frame_equal(fast.requests, reference.requests, check_exact=True)
+    assert {k: v for k, v in fast.summary.items() if k != "run"} == \
+        {k: v for k, v in reference.summary.items() if k != "run"}
+
+
+def test_unshared_blocks_are_registered_only_when_their_request_is_preempted() -> None:
+    """A unique 40-token prompt (blocks of 4): nothing is registered while it runs; freed
+    by a preemption, its 10 full blocks are, and its return finds them (36 tokens, one
+    left to compute); its blocks are taken a run at a time, not one by one."""
+    manager = PrefixCachingKVCacheManager(num_gpu_blocks=16, block_size=4)
+    request = Request(request_id=0, arrival_s=0, prompt_tokens=40, output_tokens=3,
+                      prompt_segments=[(("prompt", 0), 40)], num_shareable_tokens=0)
+    assert manager.lookup_prefix(request) == 0
+    assert manager.allocate_slots(request, 40, 0) == 10
+    request.num_computed_tokens = 40
+    manager.cache_blocks(request)
+    manager.check()
+    assert manager.identity_to_block == {} and manager.req_to_anonymous == {0: 10}
+    assert list(manager.free_pool.values()) == [6]  # one run of the 6 free blocks
+    manager.free(request)  # preempted: not finished
+    manager.check()
+    assert len(manager.identity_to_block) == 10 and manager.num_free_blocks == 16
+    request.num_computed_tokens = 0
+    assert manager.lookup_prefix(request) == 36

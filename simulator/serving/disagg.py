@@ -75,6 +75,7 @@ from simulator.serving.request import Request, RequestStatus
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
+from simulator.serving.token_content import shareable_tokens
 from simulator.serving.token_gaps import TokenGaps
 from simulator.serving.transfers import LinkSharing, Port, uncontended_s
 from workloads.schema import RequestTrace
@@ -158,7 +159,8 @@ class _Coordinator:
         phase = Request(request_id=request.request_id, arrival_s=request.arrival_s,
                         prompt_tokens=request.prompt_tokens, output_tokens=1,
                         priority=request.priority, keep_kv=True,
-                        prompt_segments=request.prompt_segments)
+                        prompt_segments=request.prompt_segments,
+                        num_shareable_tokens=request.num_shareable_tokens)
         self.phase[request.request_id] = phase
         self.prefill[self.prefill_router.choose(phase, self.prefill)].submit(phase)
 
@@ -326,8 +328,12 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
 
     requests = make_requests(workload)
     if any(pool.scheduler.enable_prefix_caching for pool in resolved.pools):
-        for request, segments in zip(requests, workload_segments(workload), strict=True):
-            request.prompt_segments = segments
+        segments = workload_segments(workload)
+        for request, prompt, shareable in zip(
+                requests, segments, shareable_tokens(segments, workload.output_tokens),
+                strict=True):
+            request.prompt_segments = prompt
+            request.num_shareable_tokens = shareable
     coordinator = _Coordinator(env, resolved, pools[0], pools[1], requests)
     arrivals = Arrivals(env, workload, requests, coordinator.arrive, max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)

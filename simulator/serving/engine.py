@@ -53,6 +53,7 @@ from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.speculative import speculative_record
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
+from simulator.serving.token_content import shareable_tokens
 from simulator.serving.token_gaps import TokenGaps
 from workloads.schema import RequestTrace
 
@@ -116,8 +117,12 @@ def simulate(
 
     requests = make_requests(workload)
     if resolved.scheduler.enable_prefix_caching:
-        for request, segments in zip(requests, workload_segments(workload), strict=True):
-            request.prompt_segments = segments
+        segments = workload_segments(workload)
+        for request, prompt, shareable in zip(
+                requests, segments, shareable_tokens(segments, workload.output_tokens),
+                strict=True):
+            request.prompt_segments = prompt
+            request.num_shareable_tokens = shareable
     router = ROUTERS[deployment.router]()
     arrivals = Arrivals(env, workload, requests,
                         lambda request: replicas[router.choose(request, replicas)].submit(request),

@@ -28,10 +28,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from simulator.serving.request import Request
+from simulator.serving.request import ALL_SHAREABLE, Request
 from simulator.serving.token_content import BlockHasher
 
-__all__ = ["KVCacheManager", "PrefixCachingKVCacheManager"]
+__all__ = ["SKIP_UNSHARED", "KVCacheManager", "PrefixCachingKVCacheManager"]
+
+# False: the prefix cache hashes and registers every full block, as the reference that
+# the skipping of unshared blocks is tested against (same results, more work).
+SKIP_UNSHARED = True
 
 
 class KVCacheManager:
@@ -73,6 +77,7 @@ class KVCacheManager:
         return 1.0 - self.num_free_blocks / self.num_gpu_blocks
 
     enables_prefix_caching = False
+    skips_unshared = False  # prefix caching: blocks no one shares are not registered
 
     def blocks_for(self, tokens: int) -> int:
         """Blocks a request of ``tokens`` tokens holds (fewer past a sliding window)."""
@@ -177,6 +182,12 @@ class PrefixCachingKVCacheManager(KVCacheManager):
     blocks are evicted before its shared head. Swap preemption is not offered (vLLM v1
     recomputes).
 
+    Caching costs nothing where nothing is shared: a block past its request's
+    ``num_shareable_tokens`` (content no other request has) can be hit only by the request
+    itself after a preemption, so it is neither hashed nor registered until then, and
+    such blocks are held and freed as anonymous runs (counts, as the plain manager keeps
+    them). Every result is the same as registering every block (tested).
+
     Invariants: a block is either held (``ref_count > 0``) or in the free pool; every
     registered identity maps to a block that holds it; ``num_free_blocks`` is the pool
     size, cached blocks included.
@@ -196,13 +207,34 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         self.ref_count = [0] * num_gpu_blocks
         self.block_identity: list[int | None] = [None] * num_gpu_blocks
         self.identity_to_block: dict[int, int] = {}
-        # Least recently freed first; never-used blocks start at the front.
-        self.free_pool: OrderedDict[int, None] = OrderedDict.fromkeys(range(num_gpu_blocks))
-        self.req_to_blocks: dict[int, list[int]] = {}
+        # Least recently freed first (never-used blocks at the front): a key >= 0 is a
+        # named block (value 0), a key < 0 a run of ``value`` anonymous blocks: blocks past
+        # their request's shareable tokens, which nothing can hit, so they need no name and
+        # are taken and freed a run at a time. A named block's id is taken from
+        # ``_spare_ids`` and goes back there when its block is taken anonymously.
+        self.free_pool: OrderedDict[int, int] = OrderedDict()
+        self._next_run = -1
+        self.num_free_blocks = 0
+        self._push_anonymous(num_gpu_blocks)
+        self._spare_ids = list(range(num_gpu_blocks - 1, -1, -1))
+        self.req_to_blocks: dict[int, list[int]] = {}  # named blocks, in order
+        self.req_to_anonymous: dict[int, int] = {}  # then this many anonymous ones
         self.req_to_identities: dict[int, list[int]] = {}
         self.req_to_num_registered: dict[int, int] = {}
         self._pending_hits: dict[int, list[int]] = {}
         self._hasher = BlockHasher()
+        # Blocks past a request's shareable tokens are hashed and registered only once it
+        # is preempted (no one else can hit them; it can, when it comes back). Exact only
+        # while registering changes nothing else: no host tier, whose LRU would hold the
+        # evicted identities, and no sliding window, whose blocks lag the tokens.
+        self.skips_unshared = SKIP_UNSHARED and not window and not num_host_blocks
+
+    def _cacheable(self, request: Request, num_blocks: int) -> int:
+        """``num_blocks`` cut to the blocks of ``request`` that another request may share
+        (all of them unless :attr:`skips_unshared`)."""
+        if not self.skips_unshared:
+            return num_blocks
+        return min(num_blocks, request.num_shareable_tokens // self.block_size)
 
     def _identities(self, request: Request, num_blocks: int) -> list[int]:
         """Identities of ``request``'s first ``num_blocks`` full blocks (memoized)."""
@@ -223,7 +255,12 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         step can sample."""
         num_tokens = request.num_tokens
         hits: list[int] = []
-        identities = self._identities(request, (num_tokens - 1) // self.block_size)
+        num_blocks = self._cacheable(request, (num_tokens - 1) // self.block_size)
+        if not num_blocks:  # nothing it could find (an unshared prompt): no hashing
+            self._pending_hits[request.request_id] = hits
+            self._pending_host[request.request_id] = 0
+            return 0
+        identities = self._identities(request, num_blocks)[:num_blocks]
         for identity in identities:
             block = self.identity_to_block.get(identity)
             if block is None:
@@ -241,7 +278,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     def peek_prefix(self, request: Request) -> int:
         known = self.req_to_identities.get(request.request_id)
-        num_blocks = (request.num_tokens - 1) // self.block_size
+        num_blocks = self._cacheable(request, (request.num_tokens - 1) // self.block_size)
         if known is None or len(known) < num_blocks:
             segments = list(request.prompt_segments or [(("prompt", request.request_id),
                                                          request.prompt_tokens)])
@@ -256,22 +293,50 @@ class PrefixCachingKVCacheManager(KVCacheManager):
     def allocate_slots(self, request: Request, num_new_tokens: int,
                        num_hit_tokens: int = 0) -> int | None:
         rid = request.request_id
-        looked_up = self._pending_hits.pop(rid, None)
+        if rid not in self._pending_hits:  # no admission: a running request grows
+            held = self.req_to_blocks.get(rid)
+            if held is None:
+                held = self.req_to_blocks[rid] = []
+            anonymous = self.req_to_anonymous.get(rid, 0)
+            tokens = request.num_computed_tokens + num_new_tokens
+            needed = ((-(-tokens // self.block_size) if not self.window
+                       else self.blocks_for(tokens)) - len(held) - anonymous)
+            if needed <= 0:
+                return 0
+            if needed > self.num_free_blocks:
+                return None
+            if anonymous:  # in its unshared tail: anonymous blocks, a run at a time
+                pool = self.free_pool
+                front = next(iter(pool))
+                if front < 0 and pool[front] > needed:  # (inlined: decodes come here)
+                    pool[front] -= needed
+                    self.num_free_blocks -= needed
+                else:
+                    self._take_anonymous(needed)
+                self.req_to_anonymous[rid] = anonymous + needed
+                used = self.num_gpu_blocks - self.num_free_blocks
+                if used > self.peak_used_blocks:
+                    self.peak_used_blocks = used
+            else:
+                self._grow(request, held, anonymous, needed)
+            return needed
+        looked_up = self._pending_hits.pop(rid)
         on_host = self._pending_host.pop(rid, 0) if num_hit_tokens else 0
-        hits = looked_up if looked_up is not None and num_hit_tokens else []
+        hits = looked_up if num_hit_tokens else []
         held = self.req_to_blocks.get(rid)
         num_held = len(held) if held is not None else 0
+        anonymous = self.req_to_anonymous.get(rid, 0)
         computed = num_hit_tokens or request.num_computed_tokens
-        needed = self.blocks_for(computed + num_new_tokens) - num_held - len(hits)
-        reclaimed = sum(1 for block in hits if self.ref_count[block] == 0)
-        if max(needed, 0) + reclaimed > len(self.free_pool):
+        needed = self.blocks_for(computed + num_new_tokens) - num_held - anonymous - len(hits)
+        reclaimed = sum(1 for block in hits if self.ref_count[block] == 0) if hits else 0
+        if max(needed, 0) + reclaimed > self.num_free_blocks:
             return None
-        self.loaded_tokens = 0
-        if looked_up is not None:  # an admission: count it once, when it succeeds
-            self.num_query_tokens += request.num_tokens
-            self.num_hit_tokens += (len(hits) + on_host) * self.block_size
-            self.loaded_tokens = on_host * self.block_size
-            self.num_host_hit_tokens += self.loaded_tokens
+        # an admission: count it once, when it succeeds
+        self.num_query_tokens += request.num_tokens
+        self.num_hit_tokens += (len(hits) + on_host) * self.block_size
+        self.loaded_tokens = on_host * self.block_size
+        self.num_host_hit_tokens += self.loaded_tokens
+        if on_host:
             start = len(hits)
             for loaded in self._identities(request, start + on_host)[start:start + on_host]:
                 self.host_pool.move_to_end(loaded)  # touched
@@ -280,35 +345,102 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         for block in hits:  # touch: a cached block in the pool is taken back, not evicted
             if self.ref_count[block] == 0:
                 del self.free_pool[block]
+                self.num_free_blocks -= 1
             self.ref_count[block] += 1
             held.append(block)
         if hits:
             self.req_to_num_registered[rid] = len(hits)
-        for _ in range(max(needed, 0)):
-            block, _ = self.free_pool.popitem(last=False)
-            identity = self.block_identity[block]
-            if identity is not None:  # evict: forget what the block held (the host keeps it)
-                del self.identity_to_block[identity]
-                self.block_identity[block] = None
-                if self.num_host_blocks:
-                    self.host_pool[identity] = None
-                    self.host_pool.move_to_end(identity)
-                    if len(self.host_pool) > self.num_host_blocks:
-                        self.host_pool.popitem(last=False)
-            self.ref_count[block] = 1
-            held.append(block)
-        self.num_free_blocks = len(self.free_pool)
+        self._grow(request, held, anonymous, max(needed, 0))
+        return max(needed, 0)
+
+    def _grow(self, request: Request, held: list[int], anonymous: int, needed: int) -> None:
+        """Give ``request`` (holding ``held`` named, then ``anonymous`` blocks) ``needed``
+        more blocks from the front of the pool: named ones while its blocks may be shared,
+        anonymous ones after."""
+        named = 0 if anonymous else max(0, self._cacheable(request, len(held) + needed)
+                                        - len(held))
+        if named:
+            self._take_named(held, named)
+        if needed > named:
+            self._take_anonymous(needed - named)
+            self.req_to_anonymous[request.request_id] = anonymous + needed - named
         used = self.num_gpu_blocks - self.num_free_blocks
         if used > self.peak_used_blocks:
             self.peak_used_blocks = used
-        return max(needed, 0)
+
+    def _evict(self, block: int) -> None:
+        """A free block is taken: forget what it held (the host tier keeps it)."""
+        identity = self.block_identity[block]
+        if identity is None:
+            return
+        del self.identity_to_block[identity]
+        self.block_identity[block] = None
+        if self.num_host_blocks:
+            self.host_pool[identity] = None
+            self.host_pool.move_to_end(identity)
+            if len(self.host_pool) > self.num_host_blocks:
+                self.host_pool.popitem(last=False)
+
+    def _take_named(self, held: list[int], count: int) -> None:
+        """Move ``count`` blocks from the front of the pool to ``held``, naming the
+        anonymous ones."""
+        free_pool, ref_count = self.free_pool, self.ref_count
+        for _ in range(count):
+            key, run = free_pool.popitem(last=False)
+            if key >= 0:
+                self._evict(key)
+                block = key
+            else:
+                block = self._spare_ids.pop()
+                if run > 1:
+                    free_pool[key] = run - 1
+                    free_pool.move_to_end(key, last=False)
+            ref_count[block] = 1
+            held.append(block)
+        self.num_free_blocks -= count
+
+    def _take_anonymous(self, count: int) -> None:
+        """Take ``count`` blocks from the front of the pool, a run at a time; a named block
+        taken gives its id back."""
+        free_pool = self.free_pool
+        self.num_free_blocks -= count
+        front = next(iter(free_pool))
+        if front < 0 and free_pool[front] > count:  # the front run has them all
+            free_pool[front] -= count
+            return
+        while count:
+            key, run = free_pool.popitem(last=False)
+            if key >= 0:
+                self._evict(key)
+                self._spare_ids.append(key)
+                count -= 1
+            elif run > count:
+                free_pool[key] = run - count
+                free_pool.move_to_end(key, last=False)
+                count = 0
+            else:
+                count -= run
+
+    def _push_anonymous(self, count: int) -> None:
+        """Free ``count`` anonymous blocks to the back of the pool (one run)."""
+        if count <= 0:
+            return
+        pool = self.free_pool
+        last = next(reversed(pool)) if pool else 0
+        if last < 0:
+            pool[last] += count
+        else:
+            pool[self._next_run] = count
+            self._next_run -= 1
+        self.num_free_blocks += count
 
     def cache_blocks(self, request: Request) -> None:
         rid = request.request_id
         held = self.req_to_blocks[rid]
         # NOTE: past a sliding window a request holds fewer blocks than its full token
-        # blocks; only the blocks it holds can be registered.
-        num_full = min(request.num_computed_tokens // self.block_size, len(held))
+        # blocks; only the (named) blocks it holds can be registered.
+        num_full = self._cacheable(
+            request, min(request.num_computed_tokens // self.block_size, len(held)))
         start = self.req_to_num_registered.get(rid, 0)
         if num_full <= start:
             return
@@ -321,15 +453,33 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         self.req_to_num_registered[rid] = num_full
 
     def free(self, request: Request) -> None:
+        """Return ``request``'s blocks to the back of the pool, tail first."""
         rid = request.request_id
-        for block in reversed(self.req_to_blocks.pop(rid, [])):
-            self.ref_count[block] -= 1
-            if self.ref_count[block] == 0:
-                self.free_pool[block] = None
+        anonymous = self.req_to_anonymous.pop(rid, 0)
+        held = self.req_to_blocks.pop(rid, [])
+        if not request.is_finished and request.num_shareable_tokens < ALL_SHAREABLE:
+            # Preempted: it will look its own blocks up when it comes back, so they are
+            # named and registered now, as they would have been all along.
+            request.num_shareable_tokens = ALL_SHAREABLE
+            for _ in range(anonymous):
+                block = self._spare_ids.pop()
+                self.ref_count[block] = 1
+                held.append(block)
+            anonymous = 0
+            self.req_to_blocks[rid] = held
+            self.cache_blocks(request)
+            del self.req_to_blocks[rid]
+        self._push_anonymous(anonymous)
+        ref_count, free_pool = self.ref_count, self.free_pool
+        for block in reversed(held):
+            count = ref_count[block] - 1
+            ref_count[block] = count
+            if not count:
+                free_pool[block] = 0
+                self.num_free_blocks += 1
         self.req_to_num_registered.pop(rid, None)
         if request.is_finished:
             self.req_to_identities.pop(rid, None)
-        self.num_free_blocks = len(self.free_pool)
 
     def swap_out(self, request: Request) -> int | None:
         return None  # recompute instead, as vLLM v1
@@ -341,11 +491,16 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     def check(self) -> None:
         held = sum(len(blocks) for blocks in self.req_to_blocks.values())
+        anonymous = sum(self.req_to_anonymous.values())
+        named_free = [key for key in self.free_pool if key >= 0]
         assert all(count >= 0 for count in self.ref_count)
-        assert len(self.free_pool) == self.num_free_blocks
-        assert all(self.ref_count[block] == 0 for block in self.free_pool)
-        assert sum(1 for count in self.ref_count if count > 0) + self.num_free_blocks \
-            == self.num_gpu_blocks
-        assert held >= self.num_gpu_blocks - self.num_free_blocks
+        assert len(named_free) + sum(run for key, run in self.free_pool.items() if key < 0) \
+            == self.num_free_blocks
+        assert all(self.ref_count[block] == 0 for block in named_free)
+        assert all(run > 0 for key, run in self.free_pool.items() if key < 0)
+        in_use = sum(1 for count in self.ref_count if count > 0)
+        assert in_use + anonymous + self.num_free_blocks == self.num_gpu_blocks
+        assert len(self._spare_ids) == self.num_gpu_blocks - in_use - len(named_free)
+        assert held + anonymous >= self.num_gpu_blocks - self.num_free_blocks
         for identity, block in self.identity_to_block.items():
             assert self.block_identity[block] == identity

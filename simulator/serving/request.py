@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-__all__ = ["Request", "RequestStatus"]
+__all__ = ["ALL_SHAREABLE", "Request", "RequestStatus"]
+
+ALL_SHAREABLE = 2**62  # Request.num_shareable_tokens when not known: every token may be
 
 
 class RequestStatus(IntEnum):
@@ -64,6 +66,9 @@ class Request:
     # and how many prompt tokens came from the cache at the last admission.
     prompt_segments: list[tuple[Any, int]] | None = None
     num_cached_tokens: int = 0
+    # Of its tokens (prompt, then outputs), how many lead with content another request
+    # also has; past them no block can be hit but by the request itself.
+    num_shareable_tokens: int = ALL_SHAREABLE
     # Speculative decoding only: the request's own acceptance rate (None: the
     # deployment's), and its drafts verified and accepted so far.
     acceptance_rate: float | None = None

@@ -37,7 +37,7 @@ import numpy as np
 from profiles.cost_model import BatchShape
 from simulator.serving.kv_cache import KVCacheManager
 from simulator.serving.policies import QUEUE_ORDERS, VICTIM_CHOICES
-from simulator.serving.request import Request, RequestStatus
+from simulator.serving.request import ALL_SHAREABLE, Request, RequestStatus
 from simulator.serving.token_gaps import TokenGaps
 
 __all__ = ["Scheduler", "SchedulerConfig", "StepPlan"]
@@ -145,6 +145,7 @@ class Scheduler:
         self._chunk_cap = (config.long_prefill_token_threshold or config.max_num_batched_tokens)
         self._now_s = 0.0
         self.num_receiving = 0  # disaggregation: requests whose KV is on its way here
+        self._unregistered: set[int] = set()  # received requests whose blocks wait to register
         self._speculative = config.num_speculative_tokens > 0
         self._acceptance = np.random.default_rng(config.seed)
 
@@ -168,6 +169,7 @@ class Scheduler:
         """Disaggregation: ``request``'s KV has arrived; it runs from its next decode."""
         self.num_receiving -= 1
         request.num_computed_tokens = request.prompt_tokens
+        self._unregistered.add(request.request_id)  # its prompt's blocks, at its first step
         request.status = _RUNNING
         self.running.append(request)
 
@@ -410,15 +412,29 @@ class Scheduler:
         # gap): (gap, run) pairs go to self.token_gaps when the gap changes.
         gaps = self.token_gaps
         run_gap, run_count = gaps.pending()
-        cache_blocks = (self.kv_cache.cache_blocks if self.kv_cache.enables_prefix_caching
-                        else None)
+        block_size = self.kv_cache.block_size
+        kv_cache = self.kv_cache
+        cache_blocks = kv_cache.cache_blocks if kv_cache.enables_prefix_caching else None
+        # NOTE: a decode fills a block only when its count reaches a block boundary, so
+        # only then (or after a longer step) can it have a block to register, and only
+        # while its tokens are ones others may share (registering the rest waits for a
+        # preemption). A sliding window's blocks lag the tokens, a received request's
+        # prompt is not registered yet, and without the skipping every block counts: then
+        # every step looks.
+        every_step = (kv_cache.window > 0 or not kv_cache.skips_unshared
+                      or bool(self._unregistered))
+        shift = ALL_SHAREABLE if every_step else 0  # every_step: the test below always holds
+        unregistered = self._unregistered
         new_tokens = (self._accept_drafts(plan) if self._speculative
                       else plan.num_new_tokens)
         for request, num_new in zip(plan.requests, new_tokens, strict=True):
             request.in_flight = False
             computed = request.num_computed_tokens + num_new
             request.num_computed_tokens = computed
-            if cache_blocks is not None:
+            if cache_blocks is not None and (
+                    computed - num_new < request.num_shareable_tokens + shift) and (
+                    num_new != 1 or not computed % block_size or every_step):
+                unregistered.discard(request.request_id)
                 cache_blocks(request)
             num_output = request.num_output_tokens
             if computed != request.prompt_tokens + num_output:

@@ -18,10 +18,11 @@ exact (no collisions) and the same on every run.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-__all__ = ["BlockHasher", "Segment", "prompt_segments"]
+__all__ = ["BlockHasher", "Segment", "prompt_segments", "shareable_tokens"]
 
 Segment = tuple[Hashable, int]  # (content key, number of tokens)
 
@@ -107,3 +108,26 @@ def prompt_segments(request_index: int, prompt_tokens: int, prefix_id: str | Non
         key = ("repeated", prompt_id) if prompt_id is not None else ("prompt", request_index)
         segments.append((key, prompt_tokens - covered))
     return segments
+
+
+def shareable_tokens(segments: Sequence[Sequence[Segment]], output_tokens: Sequence[int] | Any
+                     ) -> list[int]:
+    """Per request, how many of its leading tokens (its prompt's segments, then its own
+    outputs, ``("out", index)``) come from content that some other request also has.
+
+    A block past that point holds content of this request alone, so only the request
+    itself could ever hit it (after a preemption); the prefix cache need not hash or
+    register it until then, which makes caching free on a trace that shares nothing.
+    """
+    holders: Counter[Hashable] = Counter()
+    for index, request_segments in enumerate(segments):
+        holders.update({key for key, _ in request_segments} | {("out", index)})
+    result = []
+    for index, request_segments in enumerate(segments):
+        covered = 0
+        for key, length in [*request_segments, (("out", index), int(output_tokens[index]))]:
+            if holders[key] < 2:
+                break
+            covered += length
+        result.append(covered)
+    return result
