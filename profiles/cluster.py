@@ -9,8 +9,10 @@
     └───────────────────────────┘    │    └───────────────────────────┘
                                  network switch
 
-A :class:`ClusterSpec` (pydantic, from files or flags) becomes a ``networkx.Graph`` whose
-GPU-to-switch edges carry the link each GPU sees (bandwidth per direction, latency).
+A :class:`ClusterSpec` (pydantic, from files or flags) becomes a :class:`ClusterGraph`
+(networkx's way of reading a graph, without networkx's import time on every run;
+``to_networkx()`` gives the networkx graph) whose GPU-to-switch edges carry the link
+each GPU sees (bandwidth per direction, latency).
 The bandwidth between two GPUs is the narrowest edge on the path between them; a
 replica's tensor-parallel group and its pipeline hops read their links from the graph
 once, when the simulation is built, never per step.
@@ -18,18 +20,119 @@ once, when the simulation is built, never per step.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import pairwise
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 from pydantic import BaseModel, ConfigDict, Field
 
 from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GPUSpec
 
-__all__ = ["ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph", "place_pools",
-           "place_replicas"]
+if TYPE_CHECKING:
+    import networkx as nx
+
+__all__ = ["ClusterGraph", "ClusterSpec", "LinkCost", "ReplicaPlacement", "build_cluster_graph",
+           "place_pools", "place_replicas"]
+
+
+class _Nodes:
+    """``graph.nodes[name]`` (its attributes) and ``graph.nodes(data=True)``."""
+
+    def __init__(self, attributes: dict[str, dict[str, Any]]) -> None:
+        self._attributes = attributes
+
+    def __getitem__(self, name: str) -> dict[str, Any]:
+        return self._attributes[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._attributes)
+
+    def __len__(self) -> int:
+        return len(self._attributes)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._attributes
+
+    def __call__(self, data: bool = False) -> list[Any]:
+        return list(self._attributes.items()) if data else list(self._attributes)
+
+
+class _Edges:
+    """``graph.edges[u, v]``: the attributes of the edge between ``u`` and ``v``."""
+
+    def __init__(self, adjacent: dict[str, dict[str, dict[str, Any]]]) -> None:
+        self._adjacent = adjacent
+
+    def __getitem__(self, pair: tuple[str, str]) -> dict[str, Any]:
+        u, v = pair
+        return self._adjacent[u][v]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        seen: set[str] = set()
+        for u, neighbours in self._adjacent.items():
+            for v in neighbours:
+                if v not in seen:
+                    yield u, v
+            seen.add(u)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+class ClusterGraph:
+    """An undirected graph of named vertices and edges with attributes: the part of
+    ``networkx.Graph`` a cluster needs (``add_node``, ``add_edge``, ``nodes[name]``,
+    ``nodes(data=True)``, ``edges[u, v]``) and :meth:`shortest_path`."""
+
+    def __init__(self) -> None:
+        self._attributes: dict[str, dict[str, Any]] = {}
+        self._adjacent: dict[str, dict[str, dict[str, Any]]] = {}
+        self.nodes = _Nodes(self._attributes)
+        self.edges = _Edges(self._adjacent)
+
+    def add_node(self, name: str, **attributes: Any) -> None:
+        self._attributes.setdefault(name, {}).update(attributes)
+        self._adjacent.setdefault(name, {})
+
+    def add_edge(self, u: str, v: str, **attributes: Any) -> None:
+        for name in (u, v):
+            self.add_node(name)
+        edge = self._adjacent[u].setdefault(v, {})
+        edge.update(attributes)
+        self._adjacent[v][u] = edge
+
+    def shortest_path(self, a: str, b: str) -> list[str]:
+        """The vertices from ``a`` to ``b`` along the fewest edges (breadth first)."""
+        if a not in self._adjacent or b not in self._adjacent:
+            raise KeyError(f"{a if a not in self._adjacent else b} is not in the cluster")
+        parent: dict[str, str | None] = {a: None}
+        queue = deque([a])
+        while queue:
+            u = queue.popleft()
+            if u == b:
+                break
+            for v in self._adjacent[u]:
+                if v not in parent:
+                    parent[v] = u
+                    queue.append(v)
+        if b not in parent:
+            raise ValueError(f"no path between {a} and {b}")
+        path = [b]
+        while (step := parent[path[-1]]) is not None:
+            path.append(step)
+        return path[::-1]
+
+    def to_networkx(self) -> nx.Graph:
+        """The same graph as a ``networkx.Graph`` (for analysis and drawing)."""
+        import networkx as nx  # NOTE: only here, so a run never pays its import
+
+        graph = nx.Graph()
+        graph.add_nodes_from(self._attributes.items())
+        graph.add_edges_from((u, v, dict(self.edges[u, v])) for u, v in self.edges)
+        return graph
 
 
 class ClusterSpec(BaseModel):
@@ -70,14 +173,14 @@ def gpu_node_id(node: int, gpu: int) -> str:
 
 
 def build_cluster_graph(spec: ClusterSpec, gpu: GPUSpec,
-                        node_gpus: Sequence[GPUSpec] | None = None) -> nx.Graph:
+                        node_gpus: Sequence[GPUSpec] | None = None) -> ClusterGraph:
     """The cluster as a graph: GPU, scale-up switch and network-switch vertices.
 
     Edge attributes: ``bandwidth_bytes_per_s`` (effective, per direction, i.e. the
     catalog figure times the link's efficiency) and ``latency_s``. ``node_gpus`` gives
     each node its own GPU type (a heterogeneous cluster); else every node has ``gpu``.
     """
-    graph = nx.Graph()
+    graph = ClusterGraph()
     graph.add_node("network", kind="switch")
     if node_gpus is not None and len(node_gpus) != spec.num_nodes:
         raise ValueError("node_gpus must name one GPU type per node")
@@ -104,7 +207,7 @@ def build_cluster_graph(spec: ClusterSpec, gpu: GPUSpec,
     return graph
 
 
-def link_between(graph: nx.Graph, a: str, b: str) -> LinkCost:
+def link_between(graph: ClusterGraph, a: str, b: str) -> LinkCost:
     """The link a single GPU-to-GPU transfer between ``a`` and ``b`` sees.
 
     Bandwidth is the narrowest per-GPU edge on the shortest path (a network hop counts
@@ -112,7 +215,7 @@ def link_between(graph: nx.Graph, a: str, b: str) -> LinkCost:
     """
     if a == b:
         return LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
-    path = nx.shortest_path(graph, a, b)
+    path = graph.shortest_path(a, b)
     bandwidth = float("inf")
     latency = 0.0
     for u, v in pairwise(path):
@@ -124,7 +227,7 @@ def link_between(graph: nx.Graph, a: str, b: str) -> LinkCost:
     return LinkCost(bandwidth_bytes_per_s=bandwidth, latency_s=latency)
 
 
-def group_link(graph: nx.Graph, gpus: tuple[str, ...]) -> LinkCost:
+def group_link(graph: ClusterGraph, gpus: tuple[str, ...]) -> LinkCost:
     """The link a collective over ``gpus`` is limited by: the slowest pair's."""
     if len(gpus) <= 1:
         return LinkCost(bandwidth_bytes_per_s=float("inf"), latency_s=0.0)
@@ -136,7 +239,7 @@ def group_link(graph: nx.Graph, gpus: tuple[str, ...]) -> LinkCost:
 
 
 def place_replicas(
-    graph: nx.Graph, spec: ClusterSpec, num_replicas: int, tp: int, pp: int, dp: int = 1
+    graph: ClusterGraph, spec: ClusterSpec, num_replicas: int, tp: int, pp: int, dp: int = 1
 ) -> list[ReplicaPlacement]:
     """Pack replicas onto consecutive GPUs: a TP group never straddles nodes if it fits.
 

@@ -12,16 +12,16 @@ turns), shared by the colocated and the disaggregated run.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import networkx as nx
 import numpy as np
-import pandas as pd
 import simpy
 
 from profiles.cluster import (
+    ClusterGraph,
     ClusterSpec,
     LinkCost,
     ReplicaPlacement,
@@ -53,10 +53,14 @@ from simulator.serving.experts import check_experts, expert_layers, routing_and_
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
 from simulator.serving.request import Request
+from simulator.serving.rows import RequestRows
 from simulator.serving.scheduler import SchedulerConfig
 from simulator.serving.speculative import draft_memory, draft_model, with_drafts
 from simulator.serving.token_content import Segment, prompt_segments
 from workloads.schema import RequestTrace
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "ResolvedDeployment",
@@ -116,7 +120,7 @@ class ResolvedPools:
     deployment: DeploymentConfig
     prefill: ResolvedDeployment
     decode: ResolvedDeployment
-    graph: nx.Graph
+    graph: ClusterGraph
 
     @property
     def model(self) -> ModelSpec:
@@ -133,10 +137,14 @@ class ResolvedPools:
 
 @dataclass
 class SimulationResult:
-    """What a run produced. ``error`` is a one-line user error, else ``None``."""
+    """What a run produced. ``error`` is a one-line user error, else ``None``.
+
+    ``rows`` are the per-request results as numpy columns; ``requests`` is the same as a
+    pandas DataFrame, made (and pandas imported) when first asked for.
+    """
 
     summary: dict[str, Any] | None
-    requests: pd.DataFrame | None
+    rows: RequestRows | None
     trace: dict[str, Any] | None
     runtime_s: float
     error: str | None = None
@@ -144,6 +152,10 @@ class SimulationResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @functools.cached_property
+    def requests(self) -> pd.DataFrame | None:
+        return None if self.rows is None else self.rows.to_pandas()
 
 
 def _settle(deployment: DeploymentConfig, where: str = ""
@@ -281,7 +293,7 @@ def _weight_stream(deployment: DeploymentConfig, gpu: GPUSpec) -> WeightStream |
 
 def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, SchedulerSettings,
                                                      SchedulerConfig, MemoryPlan],
-          graph: nx.Graph, placements: Sequence[ReplicaPlacement]) -> ResolvedDeployment:
+          graph: ClusterGraph, placements: Sequence[ReplicaPlacement]) -> ResolvedDeployment:
     """One cost model per placed replica, its links read from the graph."""
     model, gpu, _, scheduler, memory = parts
     tp, pp, dp = deployment.parallelism.tp, deployment.parallelism.pp, deployment.parallelism.dp

@@ -38,7 +38,6 @@ from dataclasses import asdict
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import simpy
 
 from profiles.cluster import LinkCost, link_between
@@ -73,6 +72,7 @@ from simulator.serving.presets import ENGINE_PRESETS
 from simulator.serving.replica import Replica
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.router import ROUTERS
+from simulator.serving.rows import RequestRows
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
 from simulator.serving.token_content import shareable_tokens
@@ -369,7 +369,8 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
     makespan = summary["makespan_s"]
     disagg = deployment.disaggregation
     assert disagg is not None
-    moved = rows[rows["prefilled_on"] == "prefill_pool"]
+    moved = rows.take(rows["prefilled_on"] == "prefill_pool")
+    transfer_s, wait_s = moved["kv_transfer_s"], moved["kv_wait_s"]
     summary["disaggregation"] = {
         "ratio": f"{num_prefill}P:{num_decode}D",
         "placement": disagg.placement,
@@ -379,10 +380,10 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
         "transfer": {
             "mode": disagg.transfer.mode,
             "overhead_s": disagg.transfer.overhead_s,
-            "num_transfers": int(moved["kv_transfer_s"].notna().sum()),
+            "num_transfers": int((~np.isnan(transfer_s)).sum()),
             "bytes": coordinator.bytes_moved,
-            "kv_transfer_s": _percentiles(moved["kv_transfer_s"].dropna().to_numpy()),
-            "kv_wait_s": _percentiles(moved["kv_wait_s"].dropna().to_numpy()),
+            "kv_transfer_s": _percentiles(transfer_s[~np.isnan(transfer_s)]),
+            "kv_wait_s": _percentiles(wait_s[~np.isnan(wait_s)]),
         },
         "links": coordinator.links.utilization(makespan),
         "threshold_tokens": disagg.threshold_tokens,
@@ -412,7 +413,7 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
 
 
 def _rows(requests: Sequence[Request], workload: RequestTrace, num_prefill: int
-          ) -> pd.DataFrame:
+          ) -> RequestRows:
     rows = request_rows(requests, workload.request_ids)
     rows["prefill_replica_id"] = [r.prefill_replica_id for r in requests]
     rows["prefilled_on"] = ["prefill_pool" if r.prefill_replica_id >= 0 else "decode_pool"

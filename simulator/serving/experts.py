@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import networkx as nx
-
+from profiles.cluster import ClusterGraph
 from profiles.errors import ClusterSimError
 from profiles.hardware import GIB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
@@ -96,7 +95,7 @@ def routing_and_placement(deployment: DeploymentConfig, model: ModelSpec
 
 
 def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
-                  graph: nx.Graph, stage: tuple[str, ...], replica: int,
+                  graph: ClusterGraph, stage: tuple[str, ...], replica: int,
                   parts: tuple[RoutingStats, ExpertPlacement | None] | None
                   ) -> ExpertLayers | None:
     """The MoE layers' pricer of one replica: its routing, placement (``parts``, from

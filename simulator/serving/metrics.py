@@ -30,9 +30,9 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from simulator.serving.request import Request
+from simulator.serving.rows import RequestRows
 from simulator.serving.token_gaps import TokenGaps
 
 if TYPE_CHECKING:
@@ -81,16 +81,16 @@ class StepStats:
         self.num_steps += 1
 
 
-def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.DataFrame:
+def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> RequestRows:
     """One row per request (columns ``REQUEST_COLUMNS``), in trace order."""
-    arrival = np.array([r.arrival_s for r in requests])
-    first_scheduled = np.array([r.first_scheduled_s for r in requests])
-    first_token = np.array([r.first_token_s for r in requests])
-    finish = np.array([r.finish_s for r in requests])
-    outputs = np.array([r.output_tokens for r in requests])
+    arrival = np.array([r.arrival_s for r in requests], dtype=np.float64)
+    first_scheduled = np.array([r.first_scheduled_s for r in requests], dtype=np.float64)
+    first_token = np.array([r.first_token_s for r in requests], dtype=np.float64)
+    finish = np.array([r.finish_s for r in requests], dtype=np.float64)
+    outputs = np.array([r.output_tokens for r in requests], dtype=np.int64)
     with np.errstate(invalid="ignore", divide="ignore"):
         tpot = np.where(outputs > 1, (finish - first_token) / (outputs - 1), np.nan)
-    return pd.DataFrame({
+    return RequestRows({
         "request_id": list(request_ids),
         "replica_id": [r.replica_id for r in requests],
         "arrival_s": arrival,
@@ -106,10 +106,10 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> pd.
         "queueing_delay_s": first_scheduled - arrival,
         "num_preemptions": [r.num_preemptions for r in requests],
         "num_cached_tokens": [r.num_cached_tokens for r in requests],
-    })[REQUEST_COLUMNS]
+    })
 
 
-def with_client_path(rows: pd.DataFrame, client_path_s: float) -> pd.DataFrame:
+def with_client_path(rows: RequestRows, client_path_s: float) -> RequestRows:
     """Request rows as the client sees them: every token reaches it ``client_path_s``
     after the server's time (the request's way in plus the stream's way out), so TTFT and
     E2E grow by it and TPOT and the gaps between tokens do not."""
@@ -120,6 +120,11 @@ def with_client_path(rows: pd.DataFrame, client_path_s: float) -> pd.DataFrame:
         rows[column] = rows[column] + client_path_s
     rows["ntpot_s"] = rows["e2e_s"] / rows["output_tokens"]
     return rows
+
+
+def _floats(rows: Any, column: str) -> np.ndarray:
+    """A column of request rows (or of a DataFrame) as floats."""
+    return np.asarray(rows[column], dtype=np.float64)
 
 
 def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
@@ -145,11 +150,11 @@ def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[
             "max": float(values.max())}
 
 
-def stability(rows: pd.DataFrame) -> dict[str, Any]:
+def stability(rows: Any) -> dict[str, Any]:
     """STABLE or OVERLOADED, with the evidence: the queueing delay's slope against arrival
     time after the warm-up (module docstring). Too few requests to tell: STABLE, said."""
-    arrival = rows["arrival_s"].to_numpy(dtype=float)
-    queue = rows["queueing_delay_s"].to_numpy(dtype=float)
+    arrival = _floats(rows, "arrival_s")
+    queue = _floats(rows, "queueing_delay_s")
     start, end = float(arrival.min()), float(arrival.max())
     window = arrival >= start + _WARM_UP_SHARE * (end - start)
     if end <= start or int(window.sum()) < _MIN_REQUESTS_FOR_A_SLOPE:
@@ -163,17 +168,17 @@ def stability(rows: pd.DataFrame) -> dict[str, Any]:
                         f"{OVERLOAD_SLOPE:g})"}
 
 
-def _tpot_of_means(rows: pd.DataFrame) -> float:
+def _tpot_of_means(rows: RequestRows) -> float:
     """(mean E2E - mean TTFT) / (mean output tokens - 1): the per-token figure the
     inference-perf records of real vLLM runs report as their TPOT (``itl_mean``)."""
-    outputs = float(rows["output_tokens"].mean())
+    outputs = float(np.mean(rows["output_tokens"]))
     if outputs <= 1:
         return math.nan
-    return (float(rows["e2e_s"].mean()) - float(rows["ttft_s"].mean())) / (outputs - 1)
+    return (float(np.mean(rows["e2e_s"])) - float(np.mean(rows["ttft_s"]))) / (outputs - 1)
 
 
 def summarize(
-    rows: pd.DataFrame,
+    rows: RequestRows,
     stats: StepStats,
     gaps: Sequence[TokenGaps],
     *,
@@ -189,14 +194,14 @@ def summarize(
     makespan = float(rows["finish_s"].max()) - start
     total_output = int(rows["output_tokens"].sum())
     total_prompt = int(rows["prompt_tokens"].sum())
+    tpot = rows["tpot_s"]
     tbt_values = np.concatenate([np.frombuffer(g.values, dtype=np.float64) for g in gaps])
     tbt_counts = np.concatenate([np.frombuffer(g.counts, dtype=np.int64) for g in gaps])
 
     meets = np.ones(len(rows), dtype=bool)
     if ttft_slo_s is not None:
-        meets &= rows["ttft_s"].to_numpy() <= ttft_slo_s
+        meets &= rows["ttft_s"] <= ttft_slo_s
     if tpot_slo_s is not None:
-        tpot = rows["tpot_s"].to_numpy()
         meets &= np.isnan(tpot) | (tpot <= tpot_slo_s)
     has_slo = ttft_slo_s is not None or tpot_slo_s is not None
 
@@ -206,13 +211,13 @@ def summarize(
     return {
         "num_requests": len(rows),
         "makespan_s": makespan,
-        "ttft_s": _percentiles(rows["ttft_s"].to_numpy()),
-        "tpot_s": _percentiles(rows["tpot_s"].dropna().to_numpy()),
+        "ttft_s": _percentiles(rows["ttft_s"]),
+        "tpot_s": _percentiles(tpot[~np.isnan(tpot)]),
         "tpot_of_means_s": _tpot_of_means(rows),
-        "ntpot_s": _percentiles(rows["ntpot_s"].to_numpy()),
+        "ntpot_s": _percentiles(rows["ntpot_s"]),
         "tbt_s": _percentiles(tbt_values, tbt_counts),
-        "e2e_s": _percentiles(rows["e2e_s"].to_numpy()),
-        "queueing_delay_s": _percentiles(rows["queueing_delay_s"].to_numpy()),
+        "e2e_s": _percentiles(rows["e2e_s"]),
+        "queueing_delay_s": _percentiles(rows["queueing_delay_s"]),
         "throughput": {
             "requests_per_s": len(rows) / makespan if makespan > 0 else math.nan,
             "output_tokens_per_s": total_output / makespan if makespan > 0 else math.nan,

@@ -25,15 +25,15 @@ def write_outputs(result: SimulationResult, out_dir: str | Path, fmt: str = "csv
     Raises:
         ClusterSimError: the run failed, ``fmt`` is unknown, or the folder is not writable.
     """
-    if not result.ok or result.summary is None or result.requests is None:
+    if not result.ok or result.summary is None or result.rows is None:
         raise ClusterSimError(result.error or "no result to write")
     if fmt not in ("csv", "parquet"):
         raise ClusterSimError(f"--format {fmt!r} is unknown; use csv or parquet")
-    rows, summary, trace = result.requests, result.summary, result.trace
+    rows, summary, trace = result.rows, result.summary, result.trace
     writers: dict[str, Callable[[Path], object]] = {
         f"requests.{fmt}": (
-            (lambda path: rows.to_csv(path, index=False, float_format="%.9g")) if fmt == "csv"
-            else (lambda path: rows.to_parquet(path, index=False))),
+            (lambda path: path.write_text(rows.csv_text("%.9g"), encoding="utf-8"))
+            if fmt == "csv" else (lambda path: rows.to_pandas().to_parquet(path, index=False))),
         "summary.json": lambda path: path.write_text(to_json_text(summary), encoding="utf-8"),
     }
     if trace is not None:

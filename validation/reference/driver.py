@@ -187,5 +187,5 @@ def run_reference(resolved: ResolvedDeployment, workload: RequestTrace,
     if blocks.num_free != blocks.num_blocks or scheduler.kv_cache.num_used_blocks:
         raise RuntimeError("KV blocks leaked in the reference run")
     return ReferenceRun(pd.DataFrame(steps, columns=STEP_COLUMNS),
-                        request_rows(requests, workload.request_ids), wall_s,
+                        request_rows(requests, workload.request_ids).to_pandas(), wall_s,
                         memory.num_gpu_blocks)
