@@ -7,14 +7,16 @@ import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from profiles.errors import ClusterSimError
-from simulator import DeploymentConfig, build_deployment, load_deployment
+if TYPE_CHECKING:
+    from simulator import DeploymentConfig
+
+# NOTE: the command line imports the library when a command runs, not when it is
+# parsed, so `--help` and start-up need typer alone (tests/test_startup.py).
 
 __all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
            "user_errors"]
@@ -38,6 +40,14 @@ def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     if not _stderr.is_terminal:
         yield lambda done, total: None
         return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=_stderr, transient=True) as bar:
         task = bar.add_task(description, total=None)
@@ -48,6 +58,8 @@ def user_errors(function: F) -> F:
     """Turn ClusterSimError into the one-line error and exit status 2."""
     @functools.wraps(function)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from profiles.errors import ClusterSimError
+
         try:
             return function(*args, **kwargs)
         except ClusterSimError as error:
@@ -59,6 +71,8 @@ def deployment_from_flags(deployment: Path | None, overrides: dict[str, Any]
                           ) -> DeploymentConfig:
     """The deployment file with the flags set over it, or the flags alone (which must
     then name the model and the GPU)."""
+    from simulator import build_deployment, load_deployment
+
     if deployment is not None:
         return load_deployment(deployment, overrides)
     if overrides.get("model") is None or overrides.get("gpu") is None:

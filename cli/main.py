@@ -15,38 +15,102 @@ anywhere on the line) or ``CLUSTERSIM_DEBUG=1``.
 
 from __future__ import annotations
 
+import importlib
 import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
-from importlib import metadata
+from collections.abc import Callable, Iterator, MutableMapping
 from types import FrameType
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
-from cli import (
-    catalog,
-    experts,
-    plan,
-    profile,
-    reference,
-    report,
-    simulate,
-    sweep,
-    validate,
-    workload,
-)
+from cli import simulate
 
-__all__ = ["app", "main", "run_command", "simulate_app", "simulate_main"]
+__all__ = ["COMMANDS", "app", "main", "run_command", "simulate_app", "simulate_main"]
+
+# Each command and command group: (module, its function or typer app). A module is
+# imported when its command runs (or a help page lists it), not when the command line
+# is parsed, so `clustersim simulate` never loads the planners, reports or profiler.
+# NOTE: the order is the order of `clustersim --help` (commands first, then groups).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("cli.simulate", "simulate_command"),
+    "validate": ("cli.validate", "validate_command"),
+    "models": ("cli.catalog", "models_command"),
+    "gpus": ("cli.catalog", "gpus_command"),
+    "plan": ("cli.plan", "plan_command"),
+    "plan-training": ("cli.plan", "plan_training_command"),
+    "report": ("cli.report", "report_command"),
+    "sweep": ("cli.sweep", "sweep_command"),
+    "compare": ("cli.sweep", "compare_command"),
+    "place-experts": ("cli.experts", "place_experts_command"),
+    "workload": ("cli.workload", "app"),
+    "profile": ("cli.profile", "app"),
+    "reference": ("cli.reference", "app"),
+}
+
+
+def _load(name: str) -> Any:
+    """The click command of ``COMMANDS[name]``, its module imported now."""
+    module, attribute = COMMANDS[name]
+    target = getattr(importlib.import_module(module), attribute)
+    if isinstance(target, typer.Typer):  # a command group
+        command = typer.main.get_command(target)
+        command.name = name
+        return command
+    single = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    single.command(name)(target)
+    return typer.main.get_command(single)
+
+
+class _Commands(MutableMapping[str, Any]):
+    """``COMMANDS`` as click's name → command mapping, each loaded when first looked up."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] = {}
+
+    def __getitem__(self, name: str) -> Any:
+        if name not in self._loaded:
+            if name not in COMMANDS:
+                raise KeyError(name)
+            self._loaded[name] = _load(name)
+        return self._loaded[name]
+
+    def __setitem__(self, name: str, command: Any) -> None:
+        self._loaded[name] = command
+
+    def __delitem__(self, name: str) -> None:
+        del self._loaded[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(dict.fromkeys([*COMMANDS, *self._loaded]))
+
+    def __len__(self) -> int:
+        return len(dict.fromkeys([*COMMANDS, *self._loaded]))
+
+
+class _LazyGroup(TyperGroup):
+    """The ``clustersim`` group over :class:`_Commands`."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.commands = _Commands()
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(self.commands)
+
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  cls=_LazyGroup,
                   help="clustersim: simulate and plan LLM serving and training clusters.")
 
 
 def _version() -> str:
     """The installed package's version (the checkout's pyproject when not installed)."""
+    from importlib import metadata  # NOTE: 30 ms, for --version only
+
     try:
         return metadata.version("clustersim")
     except metadata.PackageNotFoundError:  # pragma: no cover - a bare checkout
@@ -69,21 +133,7 @@ def _main(
         "anywhere on the command line")] = False,
 ) -> None:
     """clustersim: simulate and plan LLM serving and training clusters."""
-# NOTE: the order of registration is the order of `clustersim --help` (commands first,
-# then groups), kept as it was before the command line had a package of its own.
-app.command("simulate")(simulate.simulate_command)
-app.command("validate")(validate.validate_command)
-app.command("models")(catalog.models_command)
-app.command("gpus")(catalog.gpus_command)
-app.command("plan")(plan.plan_command)
-app.command("plan-training")(plan.plan_training_command)
-app.command("report")(report.report_command)
-app.command("sweep")(sweep.sweep_command)
-app.command("compare")(sweep.compare_command)
-app.command("place-experts")(experts.place_experts_command)
-app.add_typer(workload.app, name="workload")
-app.add_typer(profile.app, name="profile")
-app.add_typer(reference.app, name="reference")
+
 
 simulate_app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 simulate_app.command()(simulate.simulate_command)

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from cli.common import (
     console,
@@ -22,23 +21,12 @@ from cli.common import (
     progress_bar,
     user_errors,
 )
-from reports import run_report
-from simulator import (
-    check_output_folder,
-    simulate,
-    simulate_training,
-    write_outputs,
-    write_text,
-    write_training_outputs,
-)
-from simulator.serving.vllm_args import parse_vllm_args
-from validation.error_bars import interval
-from workloads.loaders import FORMATS, load_workload
-from workloads.overrides import read_mapping
-from workloads.replay import replay, replay_window
-from workloads.training import is_training_file, load_training_job
 
-__all__ = ["SERVING_FIELDS", "simulate_command"]
+__all__ = ["SERVING_FIELDS", "TRACE_FORMATS", "simulate_command"]
+
+# workloads.loaders.FORMATS, named here so that `simulate --help` imports no library code
+# (tests/test_startup.py checks the two agree)
+TRACE_FORMATS = ("json", "jsonl", "azure", "burstgpt", "mooncake")
 
 
 # Each serving flag's deployment field (its parameter name: the flag, vLLM's spelling
@@ -146,6 +134,8 @@ def _print_header(summary: dict[str, Any]) -> None:
 def _print_summary(summary: dict[str, Any], runtime_s: float) -> None:
     _print_header(summary)
     run = summary["run"]
+    from rich.table import Table
+
     table = Table(show_header=True, header_style="bold")
     table.add_column("latency (ms)")
     for column in ("mean", "p50", "p90", "p99"):
@@ -297,7 +287,7 @@ def simulate_command(
     rate: Annotated[float | None, typer.Option(
         help="rescale arrivals to this mean rate, requests per second")] = None,
     workload_format: Annotated[str | None, typer.Option(
-        help=f"trace format: {', '.join(FORMATS)} (detected when omitted)")] = None,
+        help=f"trace format: {', '.join(TRACE_FORMATS)} (detected when omitted)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for the output files")] = None,
     output_format: Annotated[str, typer.Option("--format", help="csv or parquet")] = "csv",
     trace: Annotated[bool, typer.Option(help="also write a Perfetto trace.json")] = False,
@@ -343,6 +333,13 @@ def simulate_command(
 ) -> None:
     """Simulate a serving deployment on a request trace, or a training job's step."""
     flags = dict(locals())  # the parameters, by name, for SERVING_FIELDS
+    from simulator import check_output_folder, simulate, write_outputs, write_text
+    from simulator.serving.vllm_args import parse_vllm_args
+    from validation.error_bars import interval
+    from workloads.loaders import load_workload
+    from workloads.overrides import read_mapping
+    from workloads.replay import replay, replay_window
+    from workloads.training import is_training_file
     training_only = {"--cp": cp, "--virtual-stages": virtual_stages, "--schedule": schedule,
                      "--sequence-parallel": sequence_parallel, "--recompute": recompute,
                      "--zero-stage": zero_stage, "--offload": offload,
@@ -428,6 +425,8 @@ def simulate_command(
         result.summary["error_bars"] = bars
     _print_summary(result.summary, result.runtime_s)
     if report is not None:
+        from reports import run_report  # matplotlib, for the report only
+
         write_text(report, run_report(result))
         console.print(f"wrote {report}")
     if out is not None:
@@ -440,6 +439,9 @@ def simulate_command(
 def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,
            trace: bool) -> None:
     """The training branch of ``simulate``: one step's time, MFU and memory."""
+    from simulator import simulate_training, write_training_outputs
+    from workloads.training import load_training_job
+
     job = load_training_job(path, overrides)
     result = simulate_training(job, gpus_per_node=gpus_per_node, num_gpus=job.num_gpus,
                                record_trace=trace)

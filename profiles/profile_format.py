@@ -27,15 +27,17 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.files import write_folder
 from profiles.reading import read_json
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["OP_COLUMNS", "KernelProfile", "ProfileMetadata", "command_line", "device_matches",
            "load_profile", "write_profile"]
@@ -140,6 +142,8 @@ def load_profile(folder: str | Path, expected_gpu: str | None = None) -> KernelP
 
 
 def _read_table(path: Path, op: str) -> pd.DataFrame:
+    import pandas as pd  # NOTE: lazily, so only a run with a profile pays its import
+
     if not path.is_file():
         raise ClusterSimError(f"profile table {path}: missing (listed in metadata.json)")
     try:

@@ -17,22 +17,25 @@ confidence interval; the run count is shown beside it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from profiles.hardware import load_gpu
+from profiles.reading import read_json
 from simulator import to_json_text, write_text
-from validation.serving_runs import GPU_NAMES
 
-__all__ = ["ERROR_BARS_PATH", "MIN_RUNS", "build_error_bars", "interval", "load_error_bars",
-           "write_error_bars"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["ERROR_BARS_PATH", "GPU_NAMES", "MIN_RUNS", "build_error_bars", "interval",
+           "load_error_bars", "write_error_bars"]
 
 ERROR_BARS_PATH = Path(__file__).resolve().parent / "serving_error_bars.json"
 MIN_RUNS = 3
+# the hardware names of the measured serving runs, as the catalog names the GPUs
+GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
 # summary key of each checked metric: (statistic of the summary, its name in the group)
 _METRICS = {"e2e_mean": ("e2e_s", "mean"), "ttft_mean": ("ttft_s", "mean"),
             "tpot_mean": ("tpot_of_means_s", None)}
@@ -68,7 +71,7 @@ def load_error_bars(path: Path = ERROR_BARS_PATH) -> dict[str, Any]:
     """The committed error bars ({} when none were written)."""
     if not path.is_file():
         return {}
-    bars: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")).get("groups", {})
+    bars: dict[str, Any] = read_json(path, "error bars").get("groups", {})
     return bars
 
 

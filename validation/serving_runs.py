@@ -34,12 +34,12 @@ from profiles.hardware import load_gpu
 from profiles.models import load_model
 from simulator import build_deployment, simulate
 from validation.comparison import GROUP_MEDIAN_TOLERANCE_PTS, RECORD_TOLERANCE_PTS
+from validation.error_bars import GPU_NAMES
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
 __all__ = ["GPU_NAMES", "compare_serving_runs", "inference_perf_config", "run_errors",
            "serving_errors", "serving_rows", "skipped_runs"]
 
-GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
            ("tpot_mean", "tpot_mean_ms"))
 

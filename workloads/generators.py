@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
-import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from profiles.errors import ClusterSimError, format_validation_error
@@ -180,6 +179,8 @@ def _sample_lengths(spec: Any, count: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _read_column(spec: EmpiricalLengths) -> np.ndarray:
+    import pandas as pd  # NOTE: lazily, so only a CSV of lengths pays its import
+
     path = Path(str(spec.file))
     if not path.is_file():
         raise ClusterSimError(f"empirical lengths: file {path} does not exist")

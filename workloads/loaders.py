@@ -22,16 +22,18 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 from pydantic import TypeAdapter, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.files import write_text
 from profiles.reading import checked_file, parse_json, read_json, read_text
 from workloads.schema import MAX_ARRIVAL_S, MAX_TOKENS, RequestRecord, RequestTrace, TraceFile
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["FORMATS", "load_azure", "load_burstgpt", "load_mooncake", "load_workload",
            "save_workload", "workload_text"]
@@ -178,6 +180,8 @@ def _number(row: dict[str, Any], name: str, where: str, minimum: float,
 
 
 def _read_csv(path: Path, columns: list[str]) -> pd.DataFrame:
+    import pandas as pd  # NOTE: lazily, so only the CSV formats pay its import
+
     text = read_text(path, "workload")
     try:
         frame = pd.read_csv(io.StringIO(text), skipinitialspace=True)
@@ -207,12 +211,16 @@ def _int_column(frame: pd.DataFrame, name: str, path: Path, minimum: int) -> np.
 
 def _numbers(frame: pd.DataFrame, name: str) -> np.ndarray:
     """A column as float64, NaN where a cell is not a real number."""
+    import pandas as pd  # NOTE: lazily, so only the CSV formats pay its import
+
     values = pd.to_numeric(frame[name].astype(str).str.strip(), errors="coerce")
     return np.asarray(values, dtype=np.float64)
 
 
 def load_azure(path: Path) -> RequestTrace:
     """Azure LLM inference trace (2023/2024): TIMESTAMP, ContextTokens, GeneratedTokens."""
+    import pandas as pd  # NOTE: lazily, so only the CSV formats pay its import
+
     frame = _read_csv(path, ["TIMESTAMP", "ContextTokens", "GeneratedTokens"])
     # utc=True: stamps with and without time zones, or in several, land on one clock
     stamps = pd.to_datetime(frame["TIMESTAMP"].astype(str), errors="coerce", format="ISO8601",
