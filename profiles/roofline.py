@@ -26,10 +26,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from profiles.cluster import LinkCost
 from profiles.collectives import all_reduce_s, engine_all_reduce_s
 from profiles.cost_model import OPERATORS, BatchShape, StepCost
-from profiles.gemm import gemm_compute_s, gemm_time_terms
+from profiles.gemm import fitted_gemm_times, gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 from profiles.moe import ExpertLayers, RoutingConfig, routing_stats
@@ -41,6 +43,9 @@ from profiles.operator_times import (
 )
 
 __all__ = ["RooflineCostModel", "split_layers"]
+
+_TABLE_CHUNK = 1024  # row counts per vectorized GEMM evaluation
+_TABLE_ROWS_MAX = 1 << 20  # beyond: one call per count
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -91,6 +96,7 @@ class RooflineCostModel:
         self.pp_link = pp_link
         self.tp_inside_node = tp_inside_node
         self._fitted = gpu.kernels is not None and gpu.kernels.gemm is not None
+        self._gemm_tables: dict[tuple[int, int, int], tuple[list[float], list[bool]]] = {}
         self.layers_per_stage = split_layers(model.num_layers, pp)
         if model.is_moe and moe is None:
             moe = ExpertLayers(model, gpu, tp=tp, ep=1, tokens_spread=False,
@@ -183,8 +189,7 @@ class RooflineCostModel:
         """The group's time for ``num_tokens`` rows through each of ``copies`` weight sets
         (MoE: the experts touched), reading ``weight_params`` weights in all."""
         if self._fitted:
-            terms = [gemm_time_terms(self.gpu, num_tokens, n, k, self.model.dtype)
-                     for n, k in linear.shapes]
+            terms = [self._fitted_gemm(num_tokens, n, k) for n, k in linear.shapes]
             seconds = copies * sum(s for s, _ in terms)
             return seconds, max(terms)[1]
         traffic = (weight_params * self._weight_bytes
@@ -195,6 +200,25 @@ class RooflineCostModel:
             for n, k in linear.shapes)
         memory_s = traffic / self._bytes_per_s
         return (compute_s, True) if compute_s >= memory_s else (memory_s, False)
+
+    def _fitted_gemm(self, m: float, n: float, k: float) -> tuple[float, bool]:
+        """The fitted GEMM time of ``m`` rows, read from a table of 1,024 row counts that
+        one vectorized evaluation fills (each new prompt length would otherwise cost a
+        call of its own, most of a prefill's pricing). NOTE: the table of a row count is
+        always the same chunk, so a count's time never depends on which counts came
+        first."""
+        if m != int(m) or not 1 <= m <= _TABLE_ROWS_MAX:
+            return gemm_time_terms(self.gpu, m, n, k, self.model.dtype)
+        chunk, index = divmod(int(m) - 1, _TABLE_CHUNK)
+        table = self._gemm_tables.get((int(n), int(k), chunk))
+        if table is None:
+            assert self.gpu.kernels is not None and self.gpu.kernels.gemm is not None
+            rows = np.arange(chunk * _TABLE_CHUNK + 1, (chunk + 1) * _TABLE_CHUNK + 1)
+            seconds, bound = fitted_gemm_times(self.gpu, self.gpu.kernels.gemm, rows,
+                                               np.asarray(n), np.asarray(k), self.model.dtype)
+            table = self._gemm_tables[(int(n), int(k), chunk)] = (seconds.tolist(),
+                                                                  bound.tolist())
+        return table[0][index], table[1][index]
 
     def _ffn(self, num_tokens: float) -> tuple[float, bool]:
         """The average layer's FFN GEMMs that follow the token count: the dense layers'

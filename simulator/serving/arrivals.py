@@ -10,6 +10,7 @@ the send time, since that is where the client starts its clock.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Generator, Sequence
 from typing import Any
@@ -56,6 +57,9 @@ class Arrivals:
         self.max_concurrency = max_concurrency
         self.in_flight = 0
         self.held: deque[Request] = deque()  # arrived, waiting at the client for a slot
+        # open loop: when the next arrival lands (0 until the arrivals start: no request
+        # can be running before then; inf after the last)
+        self.next_arrival_s = 0.0
 
     def _send(self, request: Request) -> None:
         assert self.max_concurrency is not None
@@ -86,8 +90,17 @@ class Arrivals:
         env = self.env
         for request in batch:
             if request.arrival_s > env.now:
-                yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
+                delay = delay_to(env.now, request.arrival_s)
+                self.next_arrival_s = env.now + delay  # where the clock will land
+                yield ArrivalTimeout(env, delay)
             self.submit(request)
+        self.next_arrival_s = math.inf
+
+    @property
+    def is_open_loop(self) -> bool:
+        """Every arrival time is the trace's: no session waits on a finish, no client
+        limit (so :attr:`next_arrival_s` is the next time a request can arrive)."""
+        return not self.next_turn and self.max_concurrency is None
 
 
 def closed_loop_turns(workload: RequestTrace) -> dict[int, int]:

@@ -130,6 +130,8 @@ def simulate(
     on_finish = reporting(arrivals.on_finish, len(requests), progress)
     for replica in replicas:
         replica.on_finish = on_finish
+        if arrivals.is_open_loop:  # nothing but an arrival can change a decode run
+            replica.next_event_s = lambda: arrivals.next_arrival_s
     arrivals.start()
     env.run()
 

@@ -62,23 +62,54 @@ class StepRecorder(Protocol):
 
 
 class StepStats:
-    """Per-step figures for the summary: batch sizes, busy time, KV use, FLOPs."""
+    """Per-step figures for the summary: batch sizes, busy time, KV use, FLOPs.
+
+    The sums are kept per replica, each in its own steps' order, and added across the
+    replicas in replica order when read: the figures do not depend on how the replicas'
+    steps interleave in time (so a decode run may add its steps at once).
+    """
 
     def __init__(self) -> None:
         self.batch_sizes = array("q")
-        self.busy_s = 0.0
-        self.kv_block_seconds = 0.0  # used blocks x step seconds, for time-weighted use
-        self.flops = 0.0
         self.num_steps = 0
+        # replica id -> [busy seconds, used blocks x step seconds, FLOPs]
+        self._sums: dict[int, list[float]] = {}
 
     def on_step(self, replica_id: int, stage_spans_s: Sequence[tuple[float, float]],
                 plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None:
-        duration = stage_spans_s[-1][1] - stage_spans_s[0][0]
-        self.batch_sizes.append(len(plan.requests))
-        self.busy_s += duration
-        self.kv_block_seconds += kv_used_blocks * duration
-        self.flops += cost.flops
+        self.add_step(replica_id, len(plan.requests),
+                      stage_spans_s[-1][1] - stage_spans_s[0][0], kv_used_blocks, cost.flops)
+
+    def add_step(self, replica_id: int, batch_size: int, duration_s: float,
+                 kv_used_blocks: int, flops: float) -> None:
+        """One step's figures (decode runs add theirs here, step by step)."""
+        sums = self._sums.get(replica_id)
+        if sums is None:
+            sums = self._sums[replica_id] = [0.0, 0.0, 0.0]
+        self.batch_sizes.append(batch_size)
+        sums[0] += duration_s
+        sums[1] += kv_used_blocks * duration_s
+        sums[2] += flops
         self.num_steps += 1
+
+    def _total(self, index: int) -> float:
+        total = 0.0
+        for replica_id in sorted(self._sums):
+            total += self._sums[replica_id][index]
+        return total
+
+    @property
+    def busy_s(self) -> float:
+        return self._total(0)
+
+    @property
+    def kv_block_seconds(self) -> float:
+        """Used blocks x step seconds, for the time-weighted KV use."""
+        return self._total(1)
+
+    @property
+    def flops(self) -> float:
+        return self._total(2)
 
 
 def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> RequestRows:

@@ -34,6 +34,7 @@ from typing import Any
 import simpy
 
 from profiles.cost_model import CostModel, StepCost
+from simulator.serving.decode_runs import DecodeRun, can_skip, decode_run, step_spans
 from simulator.serving.metrics import StepRecorder
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request
@@ -93,6 +94,10 @@ class Replica:
         self._running_since_s: float | None = None
         self.last_spans: list[tuple[float, float]] = []  # the last completed step's stages
         self.num_kv_held = 0  # disaggregation: finished prefills whose KV awaits transfer
+        # Decode runs are skipped (simulator.serving.decode_runs) once the engine gives
+        # the time of the next arrival; None: every step is run.
+        self.next_event_s: Callable[[], float] | None = None
+        self._stats = can_skip(scheduler, cost_model, cpu_overhead, self.recorders)
         self.process = env.process(self.run())
 
     @property
@@ -149,28 +154,27 @@ class Replica:
         in_flight: deque[tuple[float, StepPlan, StepCost, list[tuple[float, float]], int]] = \
             deque()
         head_timeout: simpy.Event | None = None
+        spans_event = False  # the step due now spans the next arrival (no decode run)
         while True:
+            if (self._stats is not None and self.next_event_s is not None and not in_flight
+                    and not spans_event):
+                run = decode_run(self.replica_id, scheduler, self.cost_model,
+                                 self.cpu_overhead, self._stats, env.now, self.next_event_s(),
+                                 stage_free_s)
+                if run is not None:
+                    yield from self._land(run)
+                    spans_event = run.before_event  # the next step: the step loop's
+                    continue
+            spans_event = False
             while len(in_flight) < num_stages:
                 plan = scheduler.schedule(env.now)
                 if plan is None:
                     break
                 cost = self.cost_model.predict(plan.batch_shape())
-                spans = []
-                ready_s = env.now
-                stage_s = cost.stage_s
-                overhead = self.cpu_overhead
-                if overhead is not None:
-                    host_s = overhead.step_s(len(plan.requests), plan.num_tokens)
-                    if overhead.async_scheduling:
-                        stage_s = (max(stage_s[0], host_s), *stage_s[1:])
-                    else:
-                        ready_s += host_s
-                for stage in range(num_stages):
-                    start_s = max(ready_s, stage_free_s[stage])
-                    ready_s = start_s + stage_s[stage]
-                    stage_free_s[stage] = ready_s
-                    spans.append((start_s, ready_s))
-                in_flight.append((ready_s, plan, cost, spans, scheduler.kv_cache.num_used_blocks))
+                spans = step_spans(env.now, cost, self.cpu_overhead, len(plan.requests),
+                                   plan.num_tokens, stage_free_s)
+                in_flight.append((spans[-1][1], plan, cost, spans,
+                                  scheduler.kv_cache.num_used_blocks))
                 if self._admission_lag:
                     self._running_since_s = spans[0][0]
 
@@ -219,3 +223,20 @@ class Replica:
             if finished and self.on_finish is not None:
                 for request in finished:
                     self.on_finish(request)
+
+    def _land(self, run: DecodeRun) -> Generator[simpy.Event, Any, None]:
+        """Let the clock reach the end of a decode run, where the step loop's would (one
+        event when floating point lands it there in one move, else one per step), then
+        report its finished requests."""
+        env = self.env
+        if env.now + delay_to(env.now, run.end_s) == run.end_s:
+            yield env.timeout(delay_to(env.now, run.end_s))
+        else:
+            for end_s in run.ends_s:
+                yield env.timeout(delay_to(env.now, end_s))
+        assert env.now == run.end_s
+        self.last_spans = run.spans
+        self.num_outstanding -= len(run.finished)
+        if run.finished and self.on_finish is not None:
+            for request in run.finished:
+                self.on_finish(request)

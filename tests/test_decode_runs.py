@@ -1,0 +1,84 @@
+"""Skipped decode runs give the step loop's results to the last bit, and skip steps."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simulator.serving import decode_runs
+from simulator.serving.engine import simulate
+from simulator.serving.scheduler import Scheduler
+from tests.conftest import make_deployment
+from workloads.schema import RequestTrace
+
+
+def _trace(seed: int, num_requests: int, rate: float) -> RequestTrace:
+    rng = np.random.default_rng(seed)
+    return RequestTrace.from_columns(np.cumsum(rng.exponential(1 / rate, num_requests)),
+                                     rng.integers(1, 900, num_requests),
+                                     rng.integers(1, 400, num_requests))
+
+
+CASES = {
+    # the bare vLLM V0 policy, as the speed benchmark runs it
+    "prefill-first": ({"scheduler.policy": "prefill-first"}, 0, 300, 8.0),
+    # Sarathi-Serve: chunked prefills mixed with decodes, its CPU overhead per step
+    "sarathi": ({"engine": "sarathi-serve"}, 1, 300, 12.0),
+    # two replicas behind a router; a pool small enough to preempt (its queue never
+    # empties, so few runs are skipped: a waiting request may be admitted at any step)
+    "replicas-preempting": ({"replicas": 2, "router": "least_kv",
+                             "scheduler.num_gpu_blocks_override": 300,
+                             "scheduler.max_model_len": 1400}, 2, 400, 40.0),
+    # TP 2 on a fitted GPU; requests of one output token
+    "tp2": ({"parallelism.tp": 2, "gpu": "h100"}, 3, 200, 10.0),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_skipping_decode_runs_changes_no_result(name: str, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """Rows, summaries and step counts are equal (exactly: check_exact) with and without
+    the skipping, and the skipping builds fewer steps through the scheduler (far fewer
+    where the queue empties between arrivals)."""
+    fields, seed, num_requests, rate = CASES[name]
+    fields = dict(fields)
+    gpu = fields.pop("gpu", "a100")
+    deployment = make_deployment("llama-3-8b", gpu, **fields)
+    workload = _trace(seed, num_requests, rate)
+    calls = {"n": 0}
+    schedule = Scheduler.schedule
+
+    def counted(self: Scheduler, now_s: float):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return schedule(self, now_s)
+
+    monkeypatch.setattr(Scheduler, "schedule", counted)
+    results = {}
+    for skip in (False, True):
+        monkeypatch.setattr(decode_runs, "SKIP_STEPS", skip)
+        calls["n"] = 0
+        results[skip] = (simulate(deployment, workload), calls["n"])
+    (reference, stepped), (fast, skipped) = results[False], results[True]
+    assert reference.ok and fast.ok, (reference.error, fast.error)
+    pd.testing.assert_frame_equal(fast.requests, reference.requests, check_exact=True)
+    assert {k: v for k, v in fast.summary.items() if k != "run"} == \
+        {k: v for k, v in reference.summary.items() if k != "run"}
+    if name == "replicas-preempting":
+        assert reference.summary["preemptions"] > 0 and skipped < stepped
+    else:
+        assert skipped < 0.7 * stepped, (skipped, stepped)
+
+
+def test_an_observer_of_every_step_sees_every_step() -> None:
+    """A step recorder (tests, the Perfetto trace) turns the skipping off: it is called
+    once per step, as many steps as the summary counts."""
+    seen = []
+
+    class Recorder:
+        def on_step(self, replica_id, spans, plan, cost, used):  # type: ignore[no-untyped-def]
+            seen.append(len(plan.requests))
+
+    result = simulate(make_deployment("llama-3-8b", "a100"), _trace(4, 50, 5.0),
+                      recorders=[Recorder()])
+    assert result.ok and len(seen) == result.summary["batches"]["num_steps"]
