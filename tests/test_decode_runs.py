@@ -30,7 +30,9 @@ CASES = {
     "replicas-preempting": ({"replicas": 2, "router": "least_kv",
                              "scheduler.num_gpu_blocks_override": 300,
                              "scheduler.max_model_len": 1400}, 2, 400, 40.0),
-    # TP 2 on a fitted GPU; requests of one output token
+    # three replicas, routed blind to load: runs take the steps arrivals come during
+    "round-robin": ({"replicas": 3, "router": "round_robin"}, 4, 400, 25.0),
+    # TP 2 on a fitted GPU
     "tp2": ({"parallelism.tp": 2, "gpu": "h100"}, 3, 200, 10.0),
 }
 

@@ -110,11 +110,18 @@ class DecodeRun:
 
 def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                overhead: CpuOverhead | None, stats: StepStats, now_s: float,
-               next_event_s: float, stage_free_s: list[float]) -> DecodeRun | None:
+               next_event_s: float, stage_free_s: list[float], spanning: bool = False
+               ) -> DecodeRun | None:
     """Apply the decode steps from ``now_s`` that nothing can interrupt before
     ``next_event_s`` (module docstring), or return ``None`` (and change nothing) when
     fewer than ``MIN_RUN`` are. Requests that finish leave the batch as they do in the
-    step loop (open loop: a finish changes nothing else)."""
+    step loop (open loop: a finish changes nothing else).
+
+    ``spanning``: nothing reads this replica's state at an arrival (one replica, or a
+    router blind to load), so the run also takes the step during which the next
+    arrival comes; the arrival joins the queue meanwhile and the scheduler sees it at
+    the decision after that step, as in the step loop.
+    """
     running = scheduler.running
     cfg = scheduler.config
     batch = len(running)
@@ -168,6 +175,9 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                 at_residue[firsts[i] % block_size] += 1
                 entered[i] = True
             next_in += 1
+        if step_now >= next_event_s:
+            before_event = True
+            break  # the arrival comes first: this step's decision sees it
         taking = at_residue[j % block_size]
         if used + taking > capacity:
             break  # a block would run out: the step loop preempts
@@ -175,7 +185,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
         cost = cost_model.predict(shape)
         span = step_spans(step_now, cost, overhead, active, active, free_s)[0]
         land = landing(step_now, span[1])
-        if land >= next_event_s:
+        if land >= next_event_s and not spanning:
             before_event = True
             break  # the step would end at or after the next arrival
         used += taking

@@ -132,6 +132,8 @@ def simulate(
         replica.on_finish = on_finish
         if arrivals.is_open_loop:  # nothing but an arrival can change a decode run
             replica.next_event_s = lambda: arrivals.next_arrival_s
+            # and nothing looks at a replica in between unless the router does
+            replica.observed_at_arrivals = len(replicas) > 1 and router.reads_load
     arrivals.start()
     env.run()
 

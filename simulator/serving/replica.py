@@ -97,6 +97,7 @@ class Replica:
         # Decode runs are skipped (simulator.serving.decode_runs) once the engine gives
         # the time of the next arrival; None: every step is run.
         self.next_event_s: Callable[[], float] | None = None
+        self.observed_at_arrivals = True  # a router reads this replica's load at arrivals
         self._stats = can_skip(scheduler, cost_model, cpu_overhead, self.recorders)
         self.process = env.process(self.run())
 
@@ -160,10 +161,12 @@ class Replica:
                     and not spans_event):
                 run = decode_run(self.replica_id, scheduler, self.cost_model,
                                  self.cpu_overhead, self._stats, env.now, self.next_event_s(),
-                                 stage_free_s)
+                                 stage_free_s, spanning=not self.observed_at_arrivals)
                 if run is not None:
                     yield from self._land(run)
-                    spans_event = run.before_event  # the next step: the step loop's
+                    # the step that spans the arrival: the step loop's, unless the run
+                    # took it (then the arrival waits for the next decision, as always)
+                    spans_event = run.before_event and self.observed_at_arrivals
                     continue
             spans_event = False
             while len(in_flight) < num_stages:

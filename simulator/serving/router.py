@@ -25,11 +25,15 @@ class ReplicaLoad(Protocol):
 
 
 class Router(Protocol):
+    reads_load: bool  # whether choose() looks at the replicas' state
+
     def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int: ...
 
 
 class RoundRobin:
     """Replica 0, 1, ..., n-1, 0, ... regardless of load."""
+
+    reads_load = False
 
     def __init__(self) -> None:
         self._next = 0
@@ -43,6 +47,8 @@ class RoundRobin:
 class LeastOutstanding:
     """The replica with the fewest unfinished requests (vLLM router / llm-d default)."""
 
+    reads_load = True
+
     def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int:
         loads = [replica.num_outstanding for replica in replicas]
         return loads.index(min(loads))
@@ -50,6 +56,8 @@ class LeastOutstanding:
 
 class LeastKVUsage:
     """The replica whose KV cache is least full; outstanding requests break ties."""
+
+    reads_load = True
 
     def choose(self, request: Request, replicas: Sequence[ReplicaLoad]) -> int:
         keys = [(replica.kv_usage, replica.num_outstanding) for replica in replicas]
@@ -62,6 +70,8 @@ class PrefixAware:
     how short its queue is (1 - outstanding / the most outstanding), and how free its KV
     cache is (1 - use). The prefix share weighs double, the other two once (an assumption:
     llm-d's weights are configurable); the highest score wins, ties to the lowest index."""
+
+    reads_load = True
 
     weights = (2.0, 1.0, 1.0)
 
