@@ -14,10 +14,16 @@ from workloads.schema import RequestTrace
 
 
 def _trace(seed: int, num_requests: int, rate: float) -> RequestTrace:
+    """Random arrivals and lengths; a third of the prompts start with one of two shared
+    256-token system prompts (which only prefix caching sees)."""
     rng = np.random.default_rng(seed)
-    return RequestTrace.from_columns(np.cumsum(rng.exponential(1 / rate, num_requests)),
-                                     rng.integers(1, 900, num_requests),
-                                     rng.integers(1, 400, num_requests))
+    prompts = rng.integers(1, 900, num_requests)
+    shared = [f"sys-{rng.integers(2)}" if p > 300 and rng.random() < 0.33 else None
+              for p in prompts]
+    return RequestTrace.from_columns(
+        np.cumsum(rng.exponential(1 / rate, num_requests)), prompts,
+        rng.integers(1, 400, num_requests),
+        extras={"prefix_id": shared, "prefix_tokens": [256 if s else None for s in shared]})
 
 
 CASES = {
@@ -32,6 +38,8 @@ CASES = {
                              "scheduler.max_model_len": 1400}, 2, 400, 40.0),
     # three replicas, routed blind to load: runs take the steps arrivals come during
     "round-robin": ({"replicas": 3, "router": "round_robin"}, 4, 400, 25.0),
+    # prefix caching with shared system prompts: runs once requests are past them
+    "prefix-caching": ({"scheduler.enable_prefix_caching": True}, 5, 300, 8.0),
     # TP 2 on a fitted GPU
     "tp2": ({"parallelism.tp": 2, "gpu": "h100"}, 3, 200, 10.0),
 }
@@ -68,6 +76,9 @@ def test_skipping_decode_runs_changes_no_result(name: str, monkeypatch: pytest.M
         {k: v for k, v in reference.summary.items() if k != "run"}
     if name == "replicas-preempting":
         assert reference.summary["preemptions"] > 0 and skipped < stepped
+    elif name == "prefix-caching":
+        assert reference.summary["prefix_cache"]["hit_rate"] > 0.05
+        assert skipped < 0.7 * stepped, (skipped, stepped)
     else:
         assert skipped < 0.7 * stepped, (skipped, stepped)
 

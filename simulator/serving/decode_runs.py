@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from profiles.cost_model import BatchShape, CostModel, StepCost
 from profiles.roofline import RooflineCostModel
-from simulator.serving.kv_cache import KVCacheManager
+from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request, RequestStatus
@@ -86,7 +86,8 @@ def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead 
     kv = scheduler.kv_cache
     skips = (SKIP_STEPS and cost_model.num_stages == 1
             and type(cost_model) is RooflineCostModel and cost_model.moe is None
-            and type(kv) is KVCacheManager and kv.reserve_tokens is None and not kv.window
+            and ((type(kv) is KVCacheManager and kv.reserve_tokens is None and not kv.window)
+                 or (type(kv) is PrefixCachingKVCacheManager and kv.skips_unshared))
             and not scheduler.config.num_speculative_tokens
             and scheduler.config.batching == "continuous"
             and (overhead is None or not overhead.async_scheduling)
@@ -130,33 +131,60 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
         return None
     kv = scheduler.kv_cache
     block_size = kv.block_size
-    held_blocks = kv.req_to_num_blocks
+    # Blocks held: counts (the plain manager), or named blocks then an anonymous tail
+    # (prefix caching: a run applies only once every request is past its shareable
+    # tokens, so that no block is registered and every block taken is anonymous). The
+    # blocks come from the front of the pool and freed ones go to its back, so while
+    # no more are taken than were free at the start, taking them all after the run's
+    # frees evicts the same cached blocks in the same order.
+    cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
+    caching = cache is not None
+    named: dict[int, list[int]] = {}
+    if cache is not None:
+        named = cache.req_to_blocks
+        anonymous = cache.req_to_anonymous
+        held_blocks = {request.request_id: len(named.get(request.request_id, ()))
+                       + anonymous.get(request.request_id, 0) for request in running}
+        if scheduler._unregistered or any(request.num_computed_tokens
+                                          < request.num_shareable_tokens
+                                          for request in running):
+            return None
+    else:
+        held_blocks = kv.req_to_num_blocks
     contexts, remaining, firsts = [], [], []
-    for request in running:
+    # a request holding h blocks at c tokens takes one more at the steps j where
+    # c + j == h * block_size, then every block_size steps: it counts at residue
+    # (h * block_size - c) % block_size from its first such step on
+    at_residue = [0] * block_size
+    late = []  # requests with a block to spare beyond the next boundary (rare)
+    for i, request in enumerate(running):
         computed = request.num_computed_tokens
-        if (request.prompt_tokens + request.num_output_tokens - computed != 1
-                or not request.num_output_tokens or request.in_flight):
+        outputs = request.num_output_tokens
+        if (request.prompt_tokens + outputs - computed != 1 or not outputs
+                or request.in_flight):
             return None  # not all decoding (a last prefill chunk samples its first token)
         first = held_blocks.get(request.request_id, 0) * block_size - computed
-        if first < 0:
-            return None  # fewer blocks than tokens: not the plain manager's invariant
+        if first < block_size:
+            if first < 0:
+                return None  # fewer blocks than tokens: not the plain manager's invariant
+            at_residue[first] += 1
+        else:
+            late.append(i)
         contexts.append(computed)
-        remaining.append(request.output_tokens - request.num_output_tokens)
-        # a request holding h blocks at c tokens takes one more at the steps j where
-        # c + j == h * block_size, then every block_size steps
+        remaining.append(request.output_tokens - outputs)
         firsts.append(first)
 
-    # Finishing order (stable: the step loop reports a step's finishes in batch order);
-    # the block boundaries of the batch by residue, as requests reach their first one.
+    # Finishing order (stable: the step loop reports a step's finishes in batch order).
     leaving = sorted(range(batch), key=remaining.__getitem__)
-    entering = sorted(range(batch), key=firsts.__getitem__)
-    at_residue = [0] * block_size
-    entered = [False] * batch
+    entering = sorted(late, key=firsts.__getitem__)
+    entered = [firsts[i] < block_size for i in range(batch)]
+    num_late = len(late)
     next_in = next_out = 0
     context_sum = sum(contexts)
     active = batch
     used = kv.num_used_blocks
     capacity = kv.num_gpu_blocks
+    free0 = kv.num_free_blocks
     peak = kv.peak_used_blocks
     free_s = list(stage_free_s)
     step_now = now_s
@@ -167,9 +195,11 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     figures: list[tuple[int, float, int, float]] = []  # batch, duration, used, FLOPs
     last_span = (now_s, now_s)
     j = 0
+    shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
+    taken_so_far = 0
     before_event = False
     while active:
-        while next_in < batch and firsts[entering[next_in]] <= j:
+        while next_in < num_late and firsts[entering[next_in]] <= j:
             i = entering[next_in]
             if remaining[i] > j:  # still in the batch
                 at_residue[firsts[i] % block_size] += 1
@@ -179,8 +209,8 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             before_event = True
             break  # the arrival comes first: this step's decision sees it
         taking = at_residue[j % block_size]
-        if used + taking > capacity:
-            break  # a block would run out: the step loop preempts
+        if used + taking > capacity or (caching and taken_so_far + taking > free0):
+            break  # a block would run out (the step loop preempts)
         shape = BatchShape(ones[:active], [context_sum, *zeros[:active - 1]], active)
         cost = cost_model.predict(shape)
         span = step_spans(step_now, cost, overhead, active, active, free_s)[0]
@@ -189,6 +219,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             before_event = True
             break  # the step would end at or after the next arrival
         used += taking
+        taken_so_far += taking
         peak = max(peak, used)
         figures.append((active, span[1] - span[0], used, cost.flops))
         ends.append(span[1])
@@ -200,8 +231,13 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             i = leaving[next_out]
             if entered[i]:
                 at_residue[firsts[i] % block_size] -= 1
-            used -= (held_blocks.get(running[i].request_id, 0)
-                     + _taken(firsts[i], j + 1, block_size))
+            rid = running[i].request_id
+            used -= held_blocks.get(rid, 0) + max(0, -(-(j + 1 - firsts[i]) // block_size))
+            if cache is not None:  # a named block shared with a running request stays used
+                for block in named.get(rid, ()):
+                    count = shared_refs.get(block, cache.ref_count[block]) - 1
+                    shared_refs[block] = count
+                    used += count > 0
             context_sum -= contexts[i] + j
             active -= 1
             next_out += 1
@@ -235,29 +271,36 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     step_id = scheduler._next_step_id
     scheduler._next_step_id += k
     finished = []
+    total_taken = 0
     for i in leaving:  # finishing order
         request = running[i]
-        steps = min(k, remaining[i])
+        left = remaining[i]
+        steps = k if k < left else left
         request.num_computed_tokens += steps
         request.num_output_tokens += steps
         request.last_token_s = landings[steps - 1]
         request.scheduled_step = step_id + steps - 1
-        taken = _taken(firsts[i], steps, block_size)
-        if taken:
-            kv.req_to_num_blocks[request.request_id] += taken
-            kv.num_free_blocks -= taken
-        if steps == remaining[i]:
+        taken = -(-(steps - firsts[i]) // block_size)
+        if taken > 0:
+            if cache is not None:  # past its shareable tokens: anonymous blocks
+                cache.req_to_anonymous[request.request_id] = (
+                    cache.req_to_anonymous.get(request.request_id, 0) + taken)
+            else:
+                held_blocks[request.request_id] += taken
+            total_taken += taken
+        if steps == left:
             request.status = RequestStatus.FINISHED
             request.finish_s = request.last_token_s
-            if not request.keep_kv:
-                kv.free(request)
             finished.append(request)
+    if not caching:
+        kv.num_free_blocks -= total_taken
+    for request in finished:
+        if not request.keep_kv:
+            kv.free(request)
+    if cache is not None and total_taken:
+        cache.take_anonymous(total_taken)
     kv.peak_used_blocks = peak
     if finished:
         scheduler.running = [r for r in running if r.status is not RequestStatus.FINISHED]
     return DecodeRun(landings[-1], ends, [last_span], finished, before_event)
 
-
-def _taken(first: int, steps: int, block_size: int) -> int:
-    """Blocks a decode takes in its first ``steps`` steps, the first at step ``first``."""
-    return max(0, -(-(steps - first) // block_size))

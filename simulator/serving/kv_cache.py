@@ -399,6 +399,11 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             held.append(block)
         self.num_free_blocks -= count
 
+    def take_anonymous(self, count: int) -> None:
+        """Take ``count`` anonymous blocks from the front of the pool, for requests whose
+        counts the caller raises (``req_to_anonymous``): a decode run's blocks."""
+        self._take_anonymous(count)
+
     def _take_anonymous(self, count: int) -> None:
         """Take ``count`` blocks from the front of the pool, a run at a time; a named block
         taken gives its id back."""
