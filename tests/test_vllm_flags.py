@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-import cli.simulate
+import simulator
 from cli.main import app
 from profiles.errors import ClusterSimError
 from simulator import build_deployment
@@ -60,7 +60,7 @@ def _deployment_of(args: list[str], monkeypatch: pytest.MonkeyPatch) -> Any:
         captured.append(config)
         raise ClusterSimError("captured")
 
-    monkeypatch.setattr(cli.simulate, "simulate", capture)
+    monkeypatch.setattr(simulator, "simulate", capture)  # the command imports it when run
     base = ["simulate", "--workload", EXAMPLE, "--model", "llama-3-8b", "--gpu", "h100"]
     result = CliRunner().invoke(app, [*base, *args])
     assert captured, result.output
@@ -120,8 +120,8 @@ def test_max_num_partial_prefills_holds_new_prompts_back_as_vllm_v0() -> None:
     trace = make_trace([0.0, 0.0], [1000, 1000], [4, 4])
     fields = {"scheduler.max_num_batched_tokens": 512, "scheduler.enable_chunked_prefill": True,
               "scheduler.long_prefill_token_threshold": 256}
-    free = cli.simulate.simulate(make_deployment("llama-3-8b", "h100", **fields), trace)
-    capped = cli.simulate.simulate(make_deployment(
+    free = simulator.simulate(make_deployment("llama-3-8b", "h100", **fields), trace)
+    capped = simulator.simulate(make_deployment(
         "llama-3-8b", "h100", **fields, **{"scheduler.max_num_partial_prefills": 1}), trace)
     assert free.ok and capped.ok
     free_starts = free.requests.sort_values("request_id")["first_scheduled_s"].tolist()
