@@ -335,6 +335,37 @@ class RooflineCostModel:
             prefill_kv += min(c + q, w + q)
         return pairs, prefill_kv, decode_kv
 
+    @property
+    def prices_decodes_alone(self) -> bool:
+        """Whether :meth:`decode_step` can price a decode-only step: one stage, no DP
+        attention, no sliding-window layers, no routed experts."""
+        return self.dp == 1 and self.pp == 1 and not self._num_local and self.moe is None
+
+    def decode_step(self, num_seqs: int, context_tokens: int) -> tuple[float, float]:
+        """(seconds, FLOPs) of a step of ``num_seqs`` decodes over ``context_tokens``
+        cached tokens in all, where :attr:`prices_decodes_alone`: :meth:`predict`'s
+        figures for such a batch, float for float (tested: the same operations in the
+        same order), without building the batch or its cost (decode runs)."""
+        decode_kv_tokens = context_tokens + num_seqs
+        _, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_seqs)
+        (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
+            0.0, 0, 0, decode_kv_tokens)
+        for seconds, bound in ((prefill_s, prefill_bound), (decode_s, decode_bound)):
+            if bound:
+                layer_compute_s += seconds
+            else:
+                layer_memory_s += seconds
+        n = self.model.num_layers
+        layer_s = layer_compute_s + layer_memory_s + allreduce_s + 0.0 / n
+        swap_s = 0 * self._swap_bytes_per_token / self._host_bytes_per_s
+        embed_s = num_seqs * self._embed_s_per_token
+        lm_head_s = self._lm_head(num_seqs)[0]
+        m = self.model
+        flops = (2.0 * num_seqs * self._model_matmul_params
+                 + 2.0 * num_seqs * m.vocab_size * m.hidden_size
+                 + n * self._flops_per_pair * self.tp * (0.0 + decode_kv_tokens))
+        return n * layer_s + swap_s + embed_s + lm_head_s, flops
+
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""
         # Σ q·(c + (q+1)/2) over prefill rows is the causal score count; prefill and decode

@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from profiles.cost_model import BatchShape
 from simulator.serving import decode_runs
+from simulator.serving.build import resolve
 from simulator.serving.engine import simulate
 from simulator.serving.scheduler import Scheduler
 from tests.conftest import make_deployment
@@ -95,3 +97,24 @@ def test_an_observer_of_every_step_sees_every_step() -> None:
     result = simulate(make_deployment("llama-3-8b", "a100"), _trace(4, 50, 5.0),
                       recorders=[Recorder()])
     assert result.ok and len(seen) == result.summary["batches"]["num_steps"]
+
+
+@pytest.mark.parametrize(("model", "gpu", "tp", "fields"), [
+    ("llama-3-8b", "a100", 1, {}), ("llama-3-8b", "h100", 2, {}),
+    ("llama-3-70b", "h100", 4, {"quantization": "fp8"}),
+    ("llama-3-8b", "l40s", 1, {"kv_cache_dtype": "fp8"}),
+])
+def test_a_decode_step_is_priced_as_predict_prices_it(model: str, gpu: str, tp: int,
+                                                      fields: dict[str, str]) -> None:
+    """decode_step's seconds and FLOPs equal predict's for the same decode-only batch,
+    exactly, over batch sizes 1-300 and contexts up to 128k tokens each."""
+    cost = resolve(make_deployment(model, gpu, **{"parallelism.tp": tp}, **fields)
+                   ).cost_models[0]
+    assert cost.prices_decodes_alone
+    rng = np.random.default_rng(0)
+    for num_seqs in [1, 2, 3, 7, 16, 64, 127, 128, 255, 300]:
+        for _ in range(20):
+            contexts = rng.integers(1, 128_000, num_seqs).tolist()
+            predicted = cost.predict(BatchShape([1] * num_seqs, contexts, num_seqs))
+            assert cost.decode_step(num_seqs, sum(contexts)) == (predicted.stage_s[0],
+                                                                  predicted.flops)

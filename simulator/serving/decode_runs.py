@@ -31,11 +31,12 @@ statistics. Anything else runs step by step.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from profiles.cost_model import BatchShape, CostModel, StepCost
+from profiles.cost_model import CostModel, StepCost
 from profiles.roofline import RooflineCostModel
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
@@ -47,7 +48,6 @@ __all__ = ["SKIP_STEPS", "DecodeRun", "can_skip", "decode_run", "step_spans"]
 
 # False: every step goes through schedule() and update() (the reference path).
 SKIP_STEPS = True
-MIN_RUN = 2  # steps: a shorter run is not worth setting up
 
 
 def step_spans(now_s: float, cost: StepCost, overhead: CpuOverhead | None, num_seqs: int,
@@ -85,7 +85,7 @@ def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead 
     may be skipped (module docstring), else ``None``."""
     kv = scheduler.kv_cache
     skips = (SKIP_STEPS and cost_model.num_stages == 1
-            and type(cost_model) is RooflineCostModel and cost_model.moe is None
+            and type(cost_model) is RooflineCostModel and cost_model.prices_decodes_alone
             and ((type(kv) is KVCacheManager and kv.reserve_tokens is None and not kv.window)
                  or (type(kv) is PrefixCachingKVCacheManager and kv.skips_unshared))
             and not scheduler.config.num_speculative_tokens
@@ -109,14 +109,100 @@ class DecodeRun:
     before_event: bool
 
 
+@dataclass(slots=True)
+class _Member:
+    """A request in a decode group, as it was when it joined (group step ``joined``):
+    at group step g it has run g - joined more decodes, one token each."""
+
+    request: Request
+    joined: int
+    computed: int  # tokens computed when it joined
+    outputs: int  # output tokens then
+    first: int  # its first new block comes at its step ``first`` after joining
+    blocks: int  # blocks held then (prefix caching: named ones, then anonymous)
+    entered: bool  # its block boundaries are counted in ``at_residue``
+
+
+class DecodeGroup:
+    """The decoding requests of a replica whose fields decode runs leave behind: their
+    tokens, last token time and KV blocks are those of the group's step count, and
+    :meth:`materialize` writes them into the requests. A request joins at the first
+    run after its prefill and leaves when it finishes; the scheduler materializes the
+    group before any step that looks at the running requests (a prefill-only step does
+    not), so between arrivals a replica's Python work is per step and per joining or
+    finishing request, not per decode.
+
+    Invariant: the members are the first ``len(members)`` running requests, in order
+    (requests join in running order, and an admitted request is appended to it).
+    """
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+        self.members: dict[int, _Member] = {}
+        self.fresh: list[Request] = []  # joined since the last group step
+        self.step = 0  # group steps run
+        self.last_land_s = math.nan  # when the last one ended: its members' last token
+        self.last_step_id = -1
+        self.at_residue = [0] * scheduler.kv_cache.block_size  # take a block at steps r
+        self.late: list[tuple[int, int, int]] = []  # (step of first block, order, rid)
+        self.leaving: list[tuple[int, int, int]] = []  # (step after its last, order, rid)
+        self.order = 0
+        self.context_sum = 0  # the members' tokens computed, at the group's step
+
+    def taken(self, member: _Member, steps: int) -> int:
+        """Blocks ``member`` takes in its first ``steps`` steps in the group."""
+        return max(0, -(-(steps - member.first) // len(self.at_residue)))
+
+    def join(self, request: Request, first: int, blocks: int) -> None:
+        rid = request.request_id
+        member = _Member(request, self.step, request.num_computed_tokens,
+                         request.num_output_tokens, first, blocks, False)
+        self.members[rid] = member
+        self.fresh.append(request)
+        self.order += 1
+        heapq.heappush(self.leaving, (self.step + request.output_tokens
+                                      - request.num_output_tokens, self.order, rid))
+        if first < len(self.at_residue):
+            self.at_residue[(self.step + first) % len(self.at_residue)] += 1
+            member.entered = True
+        else:
+            heapq.heappush(self.late, (self.step + first, self.order, rid))
+        self.context_sum += member.computed
+
+    def write(self, member: _Member, steps: int) -> None:
+        """Give ``member``'s request its tokens and blocks after ``steps`` group steps."""
+        request = member.request
+        request.num_computed_tokens = member.computed + steps
+        request.num_output_tokens = member.outputs + steps
+        taken = self.taken(member, steps)
+        if taken:
+            kv = self.scheduler.kv_cache
+            rid = request.request_id
+            if isinstance(kv, PrefixCachingKVCacheManager):  # past its shared tokens
+                kv.req_to_anonymous[rid] = kv.req_to_anonymous.get(rid, 0) + taken
+            else:
+                kv.req_to_num_blocks[rid] += taken
+
+    def materialize(self) -> None:
+        """Write every member's state into its request and dissolve the group."""
+        for member in self.members.values():
+            steps = self.step - member.joined
+            if steps:
+                self.write(member, steps)
+                member.request.last_token_s = self.last_land_s
+                member.request.scheduled_step = self.last_step_id
+        self.scheduler.lazy = None
+
+
 def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                overhead: CpuOverhead | None, stats: StepStats, now_s: float,
                next_event_s: float, stage_free_s: list[float], spanning: bool = False
                ) -> DecodeRun | None:
     """Apply the decode steps from ``now_s`` that nothing can interrupt before
-    ``next_event_s`` (module docstring), or return ``None`` (and change nothing) when
-    fewer than ``MIN_RUN`` are. Requests that finish leave the batch as they do in the
-    step loop (open loop: a finish changes nothing else).
+    ``next_event_s`` (module docstring), or return ``None`` when none can run (the
+    running requests may have joined the replica's group meanwhile). Requests that
+    finish leave the batch as they do in the step loop (open loop: a finish changes
+    nothing else).
 
     ``spanning``: nothing reads this replica's state at an arrival (one replica, or a
     router blind to load), so the run also takes the step during which the next
@@ -125,134 +211,140 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     """
     running = scheduler.running
     cfg = scheduler.config
-    batch = len(running)
     if (scheduler.waiting or scheduler.swapped or scheduler.num_receiving or not running
-            or batch > cfg.max_num_batched_tokens or batch > cfg.max_num_seqs):
+            or len(running) > cfg.max_num_batched_tokens or len(running) > cfg.max_num_seqs):
         return None
     kv = scheduler.kv_cache
-    block_size = kv.block_size
-    # Blocks held: counts (the plain manager), or named blocks then an anonymous tail
-    # (prefix caching: a run applies only once every request is past its shareable
-    # tokens, so that no block is registered and every block taken is anonymous). The
-    # blocks come from the front of the pool and freed ones go to its back, so while
-    # no more are taken than were free at the start, taking them all after the run's
-    # frees evicts the same cached blocks in the same order.
     cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
-    caching = cache is not None
-    named: dict[int, list[int]] = {}
-    if cache is not None:
-        named = cache.req_to_blocks
-        anonymous = cache.req_to_anonymous
-        held_blocks = {request.request_id: len(named.get(request.request_id, ()))
-                       + anonymous.get(request.request_id, 0) for request in running}
-        if scheduler._unregistered or any(request.num_computed_tokens
-                                          < request.num_shareable_tokens
-                                          for request in running):
-            return None
-    else:
-        held_blocks = kv.req_to_num_blocks
-    contexts, remaining, firsts = [], [], []
-    # a request holding h blocks at c tokens takes one more at the steps j where
-    # c + j == h * block_size, then every block_size steps: it counts at residue
-    # (h * block_size - c) % block_size from its first such step on
-    at_residue = [0] * block_size
-    late = []  # requests with a block to spare beyond the next boundary (rare)
-    for i, request in enumerate(running):
+    if cache is not None and scheduler._unregistered:
+        return None
+    group = scheduler.lazy
+    if not isinstance(group, DecodeGroup):
+        group = DecodeGroup(scheduler)
+    block_size = kv.block_size
+    # Joiners: the running requests after the members, each decoding (a last prefill
+    # chunk samples its first token: not yet) and, under prefix caching, past its
+    # shareable tokens (then no block of it is registered and every block it takes is
+    # anonymous). A request holding h blocks at c tokens takes one more at its steps j
+    # where c + j == h * block_size, then every block_size steps.
+    joining = []
+    for request in running[len(group.members):]:
         computed = request.num_computed_tokens
         outputs = request.num_output_tokens
         if (request.prompt_tokens + outputs - computed != 1 or not outputs
-                or request.in_flight):
-            return None  # not all decoding (a last prefill chunk samples its first token)
-        first = held_blocks.get(request.request_id, 0) * block_size - computed
-        if first < block_size:
-            if first < 0:
-                return None  # fewer blocks than tokens: not the plain manager's invariant
-            at_residue[first] += 1
-        else:
-            late.append(i)
-        contexts.append(computed)
-        remaining.append(request.output_tokens - outputs)
-        firsts.append(first)
+                or request.in_flight
+                or (cache is not None and computed < request.num_shareable_tokens)):
+            return None
+        rid = request.request_id
+        blocks = (len(cache.req_to_blocks.get(rid, ())) + cache.req_to_anonymous.get(rid, 0)
+                  if cache is not None else kv.req_to_num_blocks.get(rid, 0))
+        if blocks * block_size < computed:
+            return None  # fewer blocks than tokens: not the managers' invariant
+        joining.append((request, blocks * block_size - computed, blocks))
+    for request, first, blocks in joining:
+        group.join(request, first, blocks)
+    scheduler.lazy = group
+    return _advance(group, replica_id, cost_model, overhead, stats, now_s, next_event_s,
+                    stage_free_s, spanning)
 
-    # Finishing order (stable: the step loop reports a step's finishes in batch order).
-    leaving = sorted(range(batch), key=remaining.__getitem__)
-    entering = sorted(late, key=firsts.__getitem__)
-    entered = [firsts[i] < block_size for i in range(batch)]
-    num_late = len(late)
-    next_in = next_out = 0
-    context_sum = sum(contexts)
-    active = batch
+
+def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
+             overhead: CpuOverhead | None, stats: StepStats, now_s: float,
+             next_event_s: float, stage_free_s: list[float], spanning: bool
+             ) -> DecodeRun | None:
+    """Run the group's steps from ``now_s`` while they fit (module docstring)."""
+    scheduler = group.scheduler
+    kv = scheduler.kv_cache
+    cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
+    members = group.members
+    block_size = kv.block_size
+    at_residue, late, leaving = group.at_residue, group.late, group.leaving
+    start = step = group.step
+    context_sum = group.context_sum
+    active = len(members)
     used = kv.num_used_blocks
     capacity = kv.num_gpu_blocks
     free0 = kv.num_free_blocks
     peak = kv.peak_used_blocks
     free_s = list(stage_free_s)
     step_now = now_s
-    ones = [1] * batch
-    zeros = [0] * batch
+    assert isinstance(cost_model, RooflineCostModel)
+    decode_step = cost_model.decode_step
     ends: list[float] = []
     landings: list[float] = []
     figures: list[tuple[int, float, int, float]] = []  # batch, duration, used, FLOPs
-    last_span = (now_s, now_s)
-    j = 0
+    gone: list[list[_Member]] = []  # per step taken: who finished in it
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
-    taken_so_far = 0
+    last_span = (now_s, now_s)
+    taken = 0
     before_event = False
+    # NOTE: the group changes only in steps that are taken (a late member's entry is a
+    # function of the step alone), so stopping anywhere leaves it consistent.
     while active:
-        while next_in < num_late and firsts[entering[next_in]] <= j:
-            i = entering[next_in]
-            if remaining[i] > j:  # still in the batch
-                at_residue[firsts[i] % block_size] += 1
-                entered[i] = True
-            next_in += 1
+        while late and late[0][0] <= step:
+            _, _, rid = heapq.heappop(late)
+            member = members.get(rid)
+            if member is not None and not member.entered:
+                at_residue[(member.joined + member.first) % block_size] += 1
+                member.entered = True
         if step_now >= next_event_s:
             before_event = True
             break  # the arrival comes first: this step's decision sees it
-        taking = at_residue[j % block_size]
-        if used + taking > capacity or (caching and taken_so_far + taking > free0):
+        taking = at_residue[step % block_size]
+        if used + taking > capacity or (cache is not None and taken + taking > free0):
             break  # a block would run out (the step loop preempts)
-        shape = BatchShape(ones[:active], [context_sum, *zeros[:active - 1]], active)
-        cost = cost_model.predict(shape)
-        span = step_spans(step_now, cost, overhead, active, active, free_s)[0]
-        land = landing(step_now, span[1])
+        seconds, flops = decode_step(active, context_sum)
+        # step_spans for one stage, inlined
+        ready = step_now + overhead.step_s(active, active) if overhead is not None \
+            else step_now
+        begin = max(ready, free_s[0])
+        end = begin + seconds
+        free_s[0] = end
+        span = (begin, end)
+        land = landing(step_now, end)
         if land >= next_event_s and not spanning:
             before_event = True
             break  # the step would end at or after the next arrival
         used += taking
-        taken_so_far += taking
+        taken += taking
         peak = max(peak, used)
-        figures.append((active, span[1] - span[0], used, cost.flops))
-        ends.append(span[1])
+        figures.append((active, end - begin, used, flops))
+        ends.append(end)
         landings.append(land)
         last_span = span
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
-        while next_out < batch and remaining[leaving[next_out]] == j + 1:
-            i = leaving[next_out]
-            if entered[i]:
-                at_residue[firsts[i] % block_size] -= 1
-            rid = running[i].request_id
-            used -= held_blocks.get(rid, 0) + max(0, -(-(j + 1 - firsts[i]) // block_size))
-            if cache is not None:  # a named block shared with a running request stays used
-                for block in named.get(rid, ()):
+        done = []
+        while leaving and leaving[0][0] == step + 1:
+            _, _, rid = heapq.heappop(leaving)
+            member = members.pop(rid)
+            done.append(member)
+            if member.entered:
+                at_residue[(member.joined + member.first) % block_size] -= 1
+            used -= member.blocks + group.taken(member, step + 1 - member.joined)
+            if cache is not None:  # a named block shared with a running request stays
+                for block in cache.req_to_blocks.get(rid, ()):
                     count = shared_refs.get(block, cache.ref_count[block]) - 1
                     shared_refs[block] = count
                     used += count > 0
-            context_sum -= contexts[i] + j
+            context_sum -= member.computed + (step - member.joined)
             active -= 1
-            next_out += 1
+        gone.append(done)
         context_sum += active
-        j += 1
+        step += 1
     k = len(landings)
-    if k < MIN_RUN:
+    if not k:
         return None
 
-    # Apply: the statistics and token gaps step by step (sums in the step loop's order),
-    # then every request once. The first step's gaps are each request's own (some did
-    # not run in the step before); after it, every request's gap is the step's.
+    # Apply: the statistics and token gaps step by step (sums in the step loop's order).
+    # In the first step, the members that ran the group's last step share one gap; one
+    # that joined since has its own.
     gaps = scheduler.token_gaps
     run_gap, run_count = gaps.pending()
-    for request in running:
+    old = len(members) + sum(map(len, gone)) - len(group.fresh)
+    if old:
+        run_gap, run_count = landings[0] - group.last_land_s, old
+    for request in group.fresh:
         gap = landings[0] - request.last_token_s
         if gap == run_gap:
             run_count += 1
@@ -260,47 +352,36 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             gaps.add_run(run_gap, run_count)
             run_gap, run_count = gap, 1
     gaps.add_run(run_gap, run_count)
-    previous = landings[0]
-    for j, ((size, duration, in_use, flops), land) in enumerate(
-            zip(figures, landings, strict=True)):
+    for j in range(k):
+        size, duration, in_use, flops = figures[j]
         stats.add_step(replica_id, size, duration, in_use, flops)
         if j:
-            gaps.add_run(land - previous, size)
-        previous = land
-    stage_free_s[0] = ends[-1]
+            gaps.add_run(landings[j] - landings[j - 1], size)
+    group.fresh = []
+    group.step, group.context_sum = step, context_sum
+    group.last_land_s = landings[-1]
     step_id = scheduler._next_step_id
     scheduler._next_step_id += k
+    group.last_step_id = step_id + k - 1
+    stage_free_s[0] = ends[-1]
+    kv.peak_used_blocks = peak
+    if cache is None:
+        kv.num_free_blocks -= taken
     finished = []
-    total_taken = 0
-    for i in leaving:  # finishing order
-        request = running[i]
-        left = remaining[i]
-        steps = k if k < left else left
-        request.num_computed_tokens += steps
-        request.num_output_tokens += steps
-        request.last_token_s = landings[steps - 1]
-        request.scheduled_step = step_id + steps - 1
-        taken = -(-(steps - firsts[i]) // block_size)
-        if taken > 0:
-            if cache is not None:  # past its shareable tokens: anonymous blocks
-                cache.req_to_anonymous[request.request_id] = (
-                    cache.req_to_anonymous.get(request.request_id, 0) + taken)
-            else:
-                held_blocks[request.request_id] += taken
-            total_taken += taken
-        if steps == left:
+    for j, done in enumerate(gone):
+        for member in done:  # within a step, in running order (the heap's order)
+            request = member.request
+            group.write(member, start + j + 1 - member.joined)
+            request.last_token_s = request.finish_s = landings[j]
+            request.scheduled_step = step_id + j
             request.status = RequestStatus.FINISHED
-            request.finish_s = request.last_token_s
             finished.append(request)
-    if not caching:
-        kv.num_free_blocks -= total_taken
     for request in finished:
         if not request.keep_kv:
             kv.free(request)
-    if cache is not None and total_taken:
-        cache.take_anonymous(total_taken)
-    kv.peak_used_blocks = peak
+    if cache is not None and taken:
+        cache.take_anonymous(taken)
     if finished:
-        scheduler.running = [r for r in running if r.status is not RequestStatus.FINISHED]
+        scheduler.running = [r for r in scheduler.running
+                             if r.status is not RequestStatus.FINISHED]
     return DecodeRun(landings[-1], ends, [last_span], finished, before_event)
-

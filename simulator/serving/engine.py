@@ -136,6 +136,9 @@ def simulate(
             replica.observed_at_arrivals = len(replicas) > 1 and router.reads_load
     arrivals.start()
     env.run()
+    for replica in replicas:
+        if replica.scheduler.lazy is not None:
+            replica.scheduler.lazy.materialize()
 
     unfinished = sum(1 for r in requests if not r.is_finished)
     if unfinished:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 
@@ -43,6 +43,12 @@ from simulator.serving.token_gaps import TokenGaps
 __all__ = ["Scheduler", "SchedulerConfig", "StepPlan"]
 
 _RUNNING = RequestStatus.RUNNING
+
+
+class Lazy(Protocol):
+    """Running requests whose fields are held elsewhere until :meth:`materialize`."""
+
+    def materialize(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +152,8 @@ class Scheduler:
         self._now_s = 0.0
         self.num_receiving = 0  # disaggregation: requests whose KV is on its way here
         self._unregistered: set[int] = set()  # received requests whose blocks wait to register
+        # decode runs (simulator.serving.decode_runs): the group whose fields they hold
+        self.lazy: Lazy | None = None
         self._speculative = config.num_speculative_tokens > 0
         self._acceptance = np.random.default_rng(config.seed)
 
@@ -194,6 +202,8 @@ class Scheduler:
             if plan.requests:
                 return self._finish_plan(plan, budget)
 
+        if self.lazy is not None:  # decode runs left the running requests' fields behind
+            self.lazy.materialize()
         running = self.running
         if cfg.decodes_first:
             order = [r for r in running if r.num_tokens - r.num_computed_tokens == 1]
