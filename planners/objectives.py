@@ -40,10 +40,11 @@ import numpy as np
 from profiles.errors import ClusterSimError
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.engine import simulate
+from simulator.serving.request import Request
 from workloads.schema import RequestTrace
 
-__all__ = ["STEADY", "GoodputResult", "SteadyState", "default_prices", "extended_trace",
-           "find_goodput", "request_lifetime_s", "scaled_trace", "slo_attainment",
+__all__ = ["STEADY", "GoodputResult", "MissBudget", "SteadyState", "default_prices",
+           "extended_trace", "find_goodput", "request_lifetime_s", "scaled_trace", "slo_attainment",
            "steady_attainment", "steady_trace"]
 
 IDLE_POWER_FRACTION = 0.3
@@ -69,11 +70,16 @@ def base_rate(trace: RequestTrace) -> float:
     return (len(trace) - 1) / span if span > 0 else float(len(trace))
 
 
+def _meets(rows: Any, ttft_slo_s: float, tpot_slo_s: float) -> np.ndarray:
+    """Per request row (RequestRows or a DataFrame): both SLOs met."""
+    ttft = np.asarray(rows["ttft_s"], dtype=np.float64)
+    tpot = np.asarray(rows["tpot_s"], dtype=np.float64)
+    meets: np.ndarray = (ttft <= ttft_slo_s) & (np.isnan(tpot) | (tpot <= tpot_slo_s))
+    return meets
+
+
 def slo_attainment(summary_rows: Any, ttft_slo_s: float, tpot_slo_s: float) -> float:
-    ttft = summary_rows["ttft_s"].to_numpy()
-    tpot = summary_rows["tpot_s"].to_numpy()
-    meets = (ttft <= ttft_slo_s) & (np.isnan(tpot) | (tpot <= tpot_slo_s))
-    return float(meets.mean())
+    return float(_meets(summary_rows, ttft_slo_s, tpot_slo_s).mean())
 
 
 @dataclass(frozen=True)
@@ -162,21 +168,70 @@ def steady_trace(trace: RequestTrace, rate_per_s: float, rule: SteadyState = STE
                                               request_lifetime_s(trace, tpot_slo_s)))
 
 
-def steady_attainment(rows: Any, ttft_slo_s: float, tpot_slo_s: float,
-                      rule: SteadyState = STEADY, lifetime_s: float = 0.0) -> float:
-    """The worst window's SLO attainment over the measured part of the run (after a
-    warm-up of at least ``lifetime_s``)."""
-    arrival = rows["arrival_s"].to_numpy()
+def _windows(arrival: np.ndarray, rule: SteadyState, lifetime_s: float) -> list[np.ndarray]:
+    """Which requests (by arrival) each measured window holds (module docstring)."""
     start, end = float(arrival.min()), float(arrival.max())
     low = start + min(max(rule.warm_up * (end - start), lifetime_s), 0.5 * (end - start))
     high = end - rule.drain * (end - start)
     edges = np.linspace(low, high, rule.windows + 1)
+    return [(arrival >= left) & (arrival < right if right < high else arrival <= right)
+            for left, right in itertools.pairwise(edges)]
+
+
+def steady_attainment(rows: Any, ttft_slo_s: float, tpot_slo_s: float,
+                      rule: SteadyState = STEADY, lifetime_s: float = 0.0) -> float:
+    """The worst window's SLO attainment over the measured part of the run (after a
+    warm-up of at least ``lifetime_s``)."""
+    meets = _meets(rows, ttft_slo_s, tpot_slo_s)
     worst = 1.0
-    for left, right in itertools.pairwise(edges):
-        part = rows[(arrival >= left) & (arrival < right if right < high else arrival <= right)]
-        if len(part):
-            worst = min(worst, slo_attainment(part, ttft_slo_s, tpot_slo_s))
+    for window in _windows(np.asarray(rows["arrival_s"], dtype=np.float64), rule,
+                           lifetime_s):
+        if window.any():
+            worst = min(worst, float(meets[window].mean()))
     return worst
+
+
+class MissBudget:
+    """A probe's stop rule (``simulate(stop_rule=...)``): the run stops as soon as one
+    measured window has more SLO misses than its attainment allows, since that window,
+    hence the probe, has failed whatever the rest does. Each finishing request's TTFT
+    and TPOT are computed as its row computes them, so the rule fails a probe only
+    where :func:`steady_attainment` would (tested)."""
+
+    def __init__(self, ttft_slo_s: float, tpot_slo_s: float, attainment: float,
+                 rule: SteadyState, lifetime_s: float) -> None:
+        self.ttft_slo_s, self.tpot_slo_s = ttft_slo_s, tpot_slo_s
+        self.attainment, self.rule, self.lifetime_s = attainment, rule, lifetime_s
+        self.window: list[int] = []
+        self.sizes: list[int] = []
+        self.misses: list[int] = []
+        self.client_path_s = 0.0
+
+    def start(self, workload: RequestTrace, client_path_s: float) -> None:
+        self.client_path_s = client_path_s
+        self.window = [-1] * len(workload)
+        self.sizes = []
+        if len(workload):
+            for index, window in enumerate(_windows(workload.arrival_s.astype(np.float64),
+                                                    self.rule, self.lifetime_s)):
+                for i in np.flatnonzero(window).tolist():
+                    self.window[i] = index
+                self.sizes.append(int(window.sum()))
+        self.misses = [0] * len(self.sizes)
+
+    def finished(self, request: Request) -> bool:
+        index = self.window[request.request_id]
+        if index < 0:
+            return False
+        ttft = (request.first_token_s - request.arrival_s) + self.client_path_s
+        outputs = request.output_tokens
+        tpot = ((request.finish_s - request.first_token_s) / (outputs - 1) if outputs > 1
+                else math.nan)
+        if ttft <= self.ttft_slo_s and (math.isnan(tpot) or tpot <= self.tpot_slo_s):
+            return False
+        self.misses[index] += 1
+        size = self.sizes[index]
+        return (size - self.misses[index]) / size < self.attainment
 
 
 @dataclass
@@ -192,7 +247,7 @@ class GoodputResult:
 def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_s: float,
                  tpot_slo_s: float, attainment: float = 0.9, upper_rate: float,
                  lower_rate: float | None = None, tolerance: float = 0.05,
-                 rule: SteadyState = STEADY) -> GoodputResult:
+                 rule: SteadyState = STEADY, early_stop: bool = True) -> GoodputResult:
     """Bisect (in log rate) for the highest rate meeting the SLO attainment at which the
     deployment is STABLE (an overloaded rate never counts, whatever its attainment).
 
@@ -202,6 +257,8 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             checked, and lowered until feasible.
         tolerance: stop when the bracket is within this relative width.
         rule: how long each probe is and which part of it is measured (module docstring).
+        early_stop: stop a probe as soon as a measured window has failed
+            (:class:`MissBudget`; colocated deployments): the same answer, sooner.
 
     Raises:
         ClusterSimError: a rate bound that is not a positive finite number, or a
@@ -219,15 +276,23 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
     def run(rate: float) -> tuple[float, dict[str, Any] | None]:
         nonlocal runs
         runs += 1
-        result = simulate(deployment, steady_trace(trace, rate, rule, tpot_slo_s))
-        if not result.ok or result.requests is None or result.summary is None:
+        probe = steady_trace(trace, rate, rule, tpot_slo_s)
+        # NOTE: a probe whose arrivals wait on finishes (sessions with think times) has
+        # arrival times only the run knows, so only the others may stop early
+        stop = (MissBudget(ttft_slo_s, tpot_slo_s, attainment, rule, lifetime)
+                if early_stop and "think_time_s" not in probe.extras else None)
+        result = simulate(deployment, probe, stop_rule=stop)
+        if result.stopped:
+            return 0.0, None  # a window already failed: the probe fails
+        if not result.ok or result.rows is None or result.summary is None:
             return 0.0, None
         if result.summary["stability"]["state"] == "OVERLOADED":
             return 0.0, result.summary  # never a goodput: its queue grows without bound
-        return (steady_attainment(result.requests, ttft_slo_s, tpot_slo_s, rule, lifetime),
+        return (steady_attainment(result.rows, ttft_slo_s, tpot_slo_s, rule, lifetime),
                 result.summary)
 
     lifetime = request_lifetime_s(trace, tpot_slo_s)
+    early_stop = early_stop and not deployment.is_disaggregated
 
     low = min(lower_rate or upper_rate / 8, upper_rate)
     low_attainment, low_summary = run(low)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,15 +14,20 @@ from typer.testing import CliRunner
 from cli import app
 from planners.disaggregation import _counts
 from planners.objectives import (
+    MissBudget,
     SteadyState,
     base_rate,
     find_goodput,
+    request_lifetime_s,
     scaled_trace,
     slo_attainment,
+    steady_attainment,
+    steady_trace,
 )
 from planners.serving import Candidate, dominates, pareto_front, plan_serving, recommend
 from planners.space import ServingSpace
 from profiles.hardware import load_gpu
+from simulator import simulate
 from simulator.serving.config import build_deployment
 from workloads.generators import GeneratorSpec, generate
 
@@ -317,3 +323,31 @@ def test_goodput_holds_on_a_fresh_ten_times_longer_trace(gpu: str, tp: list[int]
         result = simulate(build_deployment(candidate.deployment), fresh)
         assert result.summary["stability"]["state"] == "STABLE"
         assert slo_attainment(result.requests, **slo) >= 0.9, candidate.deployment
+
+
+def test_a_probe_stops_early_only_where_it_fails() -> None:
+    """Over rates from light to overloaded: a run the miss budget stops is one whose
+    steady attainment is below the target, a run it lets finish has the same rows as
+    without it, and the goodput search finds the same rate with the same probes."""
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
+    lifetime = request_lifetime_s(TRACE, SLO["tpot_slo_s"])
+    stopped = 0
+    for rate in [2.0, 8.0, 16.0, 32.0, 64.0, 128.0]:
+        probe = steady_trace(TRACE, rate, QUICK, SLO["tpot_slo_s"])
+        full = simulate(deployment, probe)
+        worst = steady_attainment(full.rows, rule=QUICK, lifetime_s=lifetime, **SLO)
+        budget = MissBudget(SLO["ttft_slo_s"], SLO["tpot_slo_s"], 0.9, QUICK, lifetime)
+        early = simulate(deployment, probe, stop_rule=budget)
+        if early.stopped:
+            stopped += 1
+            assert worst < 0.9, rate
+        else:
+            assert worst >= 0.9 or full.summary["stability"]["state"] == "OVERLOADED"
+            pd.testing.assert_frame_equal(early.requests, full.requests, check_exact=True)
+    assert stopped >= 2
+    with_stop = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                             **SLO)
+    without = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                           early_stop=False, **SLO)
+    assert (with_stop.rate_per_s, with_stop.num_simulations) == (
+        without.rate_per_s, without.num_simulations)

@@ -148,6 +148,7 @@ class SimulationResult:
     trace: dict[str, Any] | None
     runtime_s: float
     error: str | None = None
+    stopped: bool = False  # a stop rule ended the run early (simulate's stop_rule)
 
     @property
     def ok(self) -> bool:

@@ -16,8 +16,9 @@ decision at time t, and arrivals at equal times keep trace order.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import Protocol
 
 from profiles.errors import ClusterSimError
 from simulator.serving.arrivals import Arrivals
@@ -49,6 +50,7 @@ from simulator.serving.metrics import (
 )
 from simulator.serving.presets import ENGINE_PRESETS
 from simulator.serving.replica import Replica
+from simulator.serving.request import Request
 from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.speculative import speculative_record
@@ -59,10 +61,34 @@ from workloads.schema import RequestTrace
 
 # resolve, make_kv_cache, make_requests and the result types live in build.py; they are
 # named here too, where callers have always found them.
-__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "make_kv_cache",
-           "make_requests", "resolve", "simulate"]
+__all__ = ["ResolvedDeployment", "SimEnvironment", "SimulationResult", "StopRule",
+           "make_kv_cache", "make_requests", "resolve", "simulate"]
 
 ENGINE_VERSION = "clustersim-0.1 serving core"
+
+
+class StopRule(Protocol):
+    """Watches a run's finishing requests for an outcome decided before the end."""
+
+    def start(self, workload: RequestTrace, client_path_s: float) -> None:
+        """The admitted requests (request i is ``workload``'s row i), before the run;
+        ``client_path_s`` is what the rows add to each TTFT."""
+
+    def finished(self, request: Request) -> bool:
+        """``request`` finished; True stops the run."""
+
+
+class _Stopped(Exception):
+    """Raised through SimPy when a stop rule says the run is decided."""
+
+
+def _stopping(on_finish: Callable[[Request], None], rule: StopRule
+              ) -> Callable[[Request], None]:
+    def finish(request: Request) -> None:
+        on_finish(request)
+        if rule.finished(request):
+            raise _Stopped
+    return finish
 
 
 def simulate(
@@ -74,6 +100,7 @@ def simulate(
     trace_requests: int = DEFAULT_TRACE_REQUESTS,
     progress: Progress | None = None,
     max_concurrency: int | None = None,
+    stop_rule: StopRule | None = None,
 ) -> SimulationResult:
     """Simulate ``workload`` on ``deployment``.
 
@@ -86,6 +113,9 @@ def simulate(
         progress: called with (finished, total) requests as the run goes (a progress bar).
         max_concurrency: the client keeps at most this many requests in flight (vLLM's
             benchmark ``--max-concurrency``); None: open loop.
+        stop_rule: told the admitted requests before the run and each request as it
+            finishes; when it answers True the outcome it watches is decided and the run
+            stops there (``result.stopped``, no rows or summary). Colocated runs only.
 
     Returns:
         The result; ``result.error`` holds a one-line message if the input was at fault.
@@ -128,6 +158,11 @@ def simulate(
                         lambda request: replicas[router.choose(request, replicas)].submit(request),
                         max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)
+    if stop_rule is not None:
+        client_path_s = (ENGINE_PRESETS[deployment.engine].client_path_s
+                         if deployment.engine is not None else 0.0)
+        stop_rule.start(workload, client_path_s)
+        on_finish = _stopping(on_finish, stop_rule)
     for replica in replicas:
         replica.on_finish = on_finish
         if arrivals.is_open_loop:  # nothing but an arrival can change a decode run
@@ -135,7 +170,10 @@ def simulate(
             # and nothing looks at a replica in between unless the router does
             replica.observed_at_arrivals = len(replicas) > 1 and router.reads_load
     arrivals.start()
-    env.run()
+    try:
+        env.run()
+    except _Stopped:
+        return SimulationResult(None, None, None, time.perf_counter() - started, stopped=True)
     for replica in replicas:
         if replica.scheduler.lazy is not None:
             replica.scheduler.lazy.materialize()
