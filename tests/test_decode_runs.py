@@ -38,6 +38,8 @@ CASES = {
     "replicas-preempting": ({"replicas": 2, "router": "least_kv",
                              "scheduler.num_gpu_blocks_override": 300,
                              "scheduler.max_model_len": 1400}, 2, 400, 40.0),
+    # today's vLLM (the default engine): asynchronous scheduling's admission lag
+    "vllm-v1-0.15": ({"engine": "vllm-v1-0.15", "replicas": 2}, 6, 300, 15.0),
     # three replicas, routed blind to load: runs take the steps arrivals come during
     "round-robin": ({"replicas": 3, "router": "round_robin"}, 4, 400, 25.0),
     # prefix caching with shared system prompts: runs once requests are past them

@@ -23,10 +23,11 @@ boundary once its blocks are full. The step loop stays the reference; results ar
 same to the last bit (tests/test_decode_runs.py).
 
 Only where that holds by construction: one pipeline stage, a deterministic cost model
-(the dense roofline: MoE loads are drawn per step), the plain block manager (no prefix
-caching, no reservation, no sliding window), no speculative decoding, continuous
-batching, open-loop arrivals, no admission lag, and no step observer but the run's
-statistics. Anything else runs step by step.
+(the dense roofline: MoE loads are drawn per step), the plain block manager or prefix
+caching without host tier or sliding window, no speculative decoding, continuous
+batching, open-loop arrivals, and no step observer but the run's statistics (an
+asynchronous scheduler's one-step admission lag holds only arrivals during a step, and
+no arrival comes during a run). Anything else runs step by step.
 """
 
 from __future__ import annotations
@@ -90,7 +91,6 @@ def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead 
                  or (type(kv) is PrefixCachingKVCacheManager and kv.skips_unshared))
             and not scheduler.config.num_speculative_tokens
             and scheduler.config.batching == "continuous"
-            and (overhead is None or not overhead.async_scheduling)
             and len(recorders) == 1 and type(recorders[0]) is StepStats)
     return recorders[0] if skips else None  # type: ignore[return-value]
 
@@ -295,8 +295,13 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             break  # a block would run out (the step loop preempts)
         seconds, flops = decode_step(active, context_sum)
         # step_spans for one stage, inlined
-        ready = step_now + overhead.step_s(active, active) if overhead is not None \
-            else step_now
+        ready = step_now
+        if overhead is not None:
+            host_s = overhead.step_s(active, active)
+            if overhead.async_scheduling:  # the host's work hides under the step's
+                seconds = max(seconds, host_s)
+            else:
+                ready += host_s
         begin = max(ready, free_s[0])
         end = begin + seconds
         free_s[0] = end

@@ -158,15 +158,19 @@ class Replica:
         spans_event = False  # the step due now spans the next arrival (no decode run)
         while True:
             if (self._stats is not None and self.next_event_s is not None and not in_flight
-                    and not spans_event):
+                    and not spans_event and not self._held):
+                # NOTE: with the admission lag, an arrival during the step a run would
+                # span is held for a decision the run does not make: no spanning then
                 run = decode_run(self.replica_id, scheduler, self.cost_model,
                                  self.cpu_overhead, self._stats, env.now, self.next_event_s(),
-                                 stage_free_s, spanning=not self.observed_at_arrivals)
+                                 stage_free_s, spanning=not (self.observed_at_arrivals
+                                                             or self._admission_lag))
                 if run is not None:
                     yield from self._land(run)
                     # the step that spans the arrival: the step loop's, unless the run
                     # took it (then the arrival waits for the next decision, as always)
-                    spans_event = run.before_event and self.observed_at_arrivals
+                    spans_event = run.before_event and (self.observed_at_arrivals
+                                                        or self._admission_lag)
                     continue
             spans_event = False
             while len(in_flight) < num_stages:
