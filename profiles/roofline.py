@@ -97,6 +97,7 @@ class RooflineCostModel:
         self.tp_inside_node = tp_inside_node
         self._fitted = gpu.kernels is not None and gpu.kernels.gemm is not None
         self._gemm_tables: dict[tuple[int, int, int], tuple[list[float], list[bool]]] = {}
+        self._decode_terms: dict[int, tuple[float, float, float, float, float, float]] = {}
         self.layers_per_stage = split_layers(model.num_layers, pp)
         if model.is_moe and moe is None:
             moe = ExpertLayers(model, gpu, tp=tp, ep=1, tokens_spread=False,
@@ -345,26 +346,29 @@ class RooflineCostModel:
         """(seconds, FLOPs) of a step of ``num_seqs`` decodes over ``context_tokens``
         cached tokens in all, where :attr:`prices_decodes_alone`: :meth:`predict`'s
         figures for such a batch, float for float (tested: the same operations in the
-        same order), without building the batch or its cost (decode runs)."""
+        same order, less additions of 0.0, which change no positive float), without
+        building the batch or its cost (decode runs). The terms that follow the batch
+        size alone are kept per size."""
+        terms = self._decode_terms.get(num_seqs)
+        if terms is None:
+            _, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_seqs)
+            m = self.model
+            terms = self._decode_terms[num_seqs] = (
+                layer_compute_s, layer_memory_s, allreduce_s,
+                num_seqs * self._embed_s_per_token, self._lm_head(num_seqs)[0],
+                2.0 * num_seqs * self._model_matmul_params
+                + 2.0 * num_seqs * m.vocab_size * m.hidden_size)
+        layer_compute_s, layer_memory_s, allreduce_s, embed_s, lm_head_s, flops = terms
         decode_kv_tokens = context_tokens + num_seqs
-        _, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_seqs)
-        (prefill_s, prefill_bound), (decode_s, decode_bound) = self.attention_terms(
-            0.0, 0, 0, decode_kv_tokens)
-        for seconds, bound in ((prefill_s, prefill_bound), (decode_s, decode_bound)):
-            if bound:
-                layer_compute_s += seconds
-            else:
-                layer_memory_s += seconds
+        decode_s, decode_bound = self.attention_terms(0.0, 0, 0, decode_kv_tokens)[1]
+        if decode_bound:
+            layer_compute_s += decode_s
+        else:
+            layer_memory_s += decode_s
         n = self.model.num_layers
-        layer_s = layer_compute_s + layer_memory_s + allreduce_s + 0.0 / n
-        swap_s = 0 * self._swap_bytes_per_token / self._host_bytes_per_s
-        embed_s = num_seqs * self._embed_s_per_token
-        lm_head_s = self._lm_head(num_seqs)[0]
-        m = self.model
-        flops = (2.0 * num_seqs * self._model_matmul_params
-                 + 2.0 * num_seqs * m.vocab_size * m.hidden_size
-                 + n * self._flops_per_pair * self.tp * (0.0 + decode_kv_tokens))
-        return n * layer_s + swap_s + embed_s + lm_head_s, flops
+        layer_s = layer_compute_s + layer_memory_s + allreduce_s
+        return (n * layer_s + embed_s + lm_head_s,
+                flops + n * self._flops_per_pair * self.tp * float(decode_kv_tokens))
 
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms."""

@@ -272,14 +272,20 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     decode_step = cost_model.decode_step
     ends: list[float] = []
     landings: list[float] = []
-    figures: list[tuple[int, float, int, float]] = []  # batch, duration, used, FLOPs
-    gone: list[list[_Member]] = []  # per step taken: who finished in it
+    gone: list[tuple[int, _Member]] = []  # (step taken, member) of who finished
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
     last_span = (now_s, now_s)
     taken = 0
     before_event = False
     # NOTE: the group changes only in steps that are taken (a late member's entry is a
     # function of the step alone), so stopping anywhere leaves it consistent.
+    # The first step's gaps: the members that ran the group's last step share one; one
+    # that joined since has its own (the step loop's run-length encoding, in order).
+    gaps = scheduler.token_gaps
+    add_run = gaps.add_run
+    add_step = stats.add_step
+    old = len(members) - len(group.fresh)
+    last_land = group.last_land_s
     while active:
         while late and late[0][0] <= step:
             _, _, rid = heapq.heappop(late)
@@ -305,25 +311,41 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         begin = max(ready, free_s[0])
         end = begin + seconds
         free_s[0] = end
-        span = (begin, end)
-        land = landing(step_now, end)
+        land = step_now + (end - step_now)  # landing(), inlined for its usual case
+        if land < end:
+            land = landing(step_now, end)
         if land >= next_event_s and not spanning:
             before_event = True
             break  # the step would end at or after the next arrival
+        # The step is taken: its statistics and gaps now, in the step loop's order.
         used += taking
         taken += taking
-        peak = max(peak, used)
-        figures.append((active, end - begin, used, flops))
+        if used > peak:
+            peak = used
+        add_step(replica_id, active, end - begin, used, flops)
+        if landings:
+            add_run(land - step_now, active)
+        else:
+            run_gap, run_count = gaps.pending()
+            if old:
+                run_gap, run_count = land - last_land, old
+            for request in group.fresh:
+                gap = land - request.last_token_s
+                if gap == run_gap:
+                    run_count += 1
+                else:
+                    add_run(run_gap, run_count)
+                    run_gap, run_count = gap, 1
+            add_run(run_gap, run_count)
         ends.append(end)
         landings.append(land)
-        last_span = span
+        last_span = (begin, end)
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
-        done = []
         while leaving and leaving[0][0] == step + 1:
             _, _, rid = heapq.heappop(leaving)
             member = members.pop(rid)
-            done.append(member)
+            gone.append((len(landings) - 1, member))
             if member.entered:
                 at_residue[(member.joined + member.first) % block_size] -= 1
             used -= member.blocks + group.taken(member, step + 1 - member.joined)
@@ -334,34 +356,12 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     used += count > 0
             context_sum -= member.computed + (step - member.joined)
             active -= 1
-        gone.append(done)
         context_sum += active
         step += 1
     k = len(landings)
     if not k:
         return None
 
-    # Apply: the statistics and token gaps step by step (sums in the step loop's order).
-    # In the first step, the members that ran the group's last step share one gap; one
-    # that joined since has its own.
-    gaps = scheduler.token_gaps
-    run_gap, run_count = gaps.pending()
-    old = len(members) + sum(map(len, gone)) - len(group.fresh)
-    if old:
-        run_gap, run_count = landings[0] - group.last_land_s, old
-    for request in group.fresh:
-        gap = landings[0] - request.last_token_s
-        if gap == run_gap:
-            run_count += 1
-        else:
-            gaps.add_run(run_gap, run_count)
-            run_gap, run_count = gap, 1
-    gaps.add_run(run_gap, run_count)
-    for j in range(k):
-        size, duration, in_use, flops = figures[j]
-        stats.add_step(replica_id, size, duration, in_use, flops)
-        if j:
-            gaps.add_run(landings[j] - landings[j - 1], size)
     group.fresh = []
     group.step, group.context_sum = step, context_sum
     group.last_land_s = landings[-1]
@@ -373,14 +373,13 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     if cache is None:
         kv.num_free_blocks -= taken
     finished = []
-    for j, done in enumerate(gone):
-        for member in done:  # within a step, in running order (the heap's order)
-            request = member.request
-            group.write(member, start + j + 1 - member.joined)
-            request.last_token_s = request.finish_s = landings[j]
-            request.scheduled_step = step_id + j
-            request.status = RequestStatus.FINISHED
-            finished.append(request)
+    for j, member in gone:  # by step, then in running order (the heap's order)
+        request = member.request
+        group.write(member, start + j + 1 - member.joined)
+        request.last_token_s = request.finish_s = landings[j]
+        request.scheduled_step = step_id + j
+        request.status = RequestStatus.FINISHED
+        finished.append(request)
     for request in finished:
         if not request.keep_kv:
             kv.free(request)
