@@ -56,7 +56,7 @@ from simulator.serving.request import Request
 from simulator.serving.rows import RequestRows
 from simulator.serving.scheduler import SchedulerConfig
 from simulator.serving.speculative import draft_memory, draft_model, with_drafts
-from simulator.serving.token_content import Segment, prompt_segments
+from simulator.serving.token_content import Segment, prompt_segments, shareable_tokens
 from workloads.schema import RequestTrace
 
 if TYPE_CHECKING:
@@ -77,6 +77,7 @@ __all__ = [
     "prefill_saturation_tokens",
     "resolve",
     "resolve_pools",
+    "set_token_content",
     "workload_segments",
 ]
 
@@ -526,6 +527,17 @@ def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:
                                     else 0.0)
     record["attention_devices"] = resolved.attention_devices
     return record
+
+
+def set_token_content(requests: Sequence[Request], workload: RequestTrace) -> None:
+    """Give each request its prompt's content and how much of its tokens other requests
+    share (prefix caching)."""
+    segments = workload_segments(workload)
+    for request, prompt, shareable in zip(
+            requests, segments, shareable_tokens(segments, workload.output_tokens),
+            strict=True):
+        request.prompt_segments = prompt
+        request.num_shareable_tokens = shareable
 
 
 def workload_segments(workload: RequestTrace) -> list[list[Segment]]:

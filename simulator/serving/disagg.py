@@ -55,7 +55,7 @@ from simulator.serving.build import (
     make_kv_cache,
     make_requests,
     resolve_pools,
-    workload_segments,
+    set_token_content,
 )
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.metrics import (
@@ -75,7 +75,6 @@ from simulator.serving.router import ROUTERS
 from simulator.serving.rows import RequestRows
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
-from simulator.serving.token_content import shareable_tokens
 from simulator.serving.token_gaps import TokenGaps
 from simulator.serving.transfers import LinkSharing, Port, uncontended_s
 from workloads.schema import RequestTrace
@@ -328,12 +327,7 @@ def simulate_disaggregated(deployment: DeploymentConfig, workload: RequestTrace,
 
     requests = make_requests(workload)
     if any(pool.scheduler.enable_prefix_caching for pool in resolved.pools):
-        segments = workload_segments(workload)
-        for request, prompt, shareable in zip(
-                requests, segments, shareable_tokens(segments, workload.output_tokens),
-                strict=True):
-            request.prompt_segments = prompt
-            request.num_shareable_tokens = shareable
+        set_token_content(requests, workload)
     coordinator = _Coordinator(env, resolved, pools[0], pools[1], requests)
     arrivals = Arrivals(env, workload, requests, coordinator.arrive, max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)

@@ -34,7 +34,7 @@ from simulator.serving.build import (
     make_requests,
     offload_record,
     resolve,
-    workload_segments,
+    set_token_content,
 )
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.disagg import simulate_disaggregated
@@ -55,7 +55,6 @@ from simulator.serving.router import ROUTERS
 from simulator.serving.scheduler import Scheduler
 from simulator.serving.speculative import speculative_record
 from simulator.serving.timeline import DEFAULT_TRACE_REQUESTS, PerfettoTrace
-from simulator.serving.token_content import shareable_tokens
 from simulator.serving.token_gaps import TokenGaps
 from workloads.schema import RequestTrace
 
@@ -147,12 +146,7 @@ def simulate(
 
     requests = make_requests(workload)
     if resolved.scheduler.enable_prefix_caching:
-        segments = workload_segments(workload)
-        for request, prompt, shareable in zip(
-                requests, segments, shareable_tokens(segments, workload.output_tokens),
-                strict=True):
-            request.prompt_segments = prompt
-            request.num_shareable_tokens = shareable
+        set_token_content(requests, workload)
     router = ROUTERS[deployment.router]()
     arrivals = Arrivals(env, workload, requests,
                         lambda request: replicas[router.choose(request, replicas)].submit(request),
