@@ -16,8 +16,6 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from profiles.errors import ClusterSimError
 
 __all__ = ["MAX_INPUT_BYTES", "MAX_NESTING", "checked_file", "parse_json", "read_json",
@@ -108,6 +106,8 @@ def read_json(path: str | Path, what: str) -> Any:
 
 def read_yaml(path: str | Path, what: str) -> Any:
     """A checked YAML (or JSON) file's data."""
+    import yaml  # NOTE: lazily, so a run given only JSON files never pays its import
+
     text = read_text(path, what)
     where = f"{what} {path}"
     try:

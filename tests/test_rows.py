@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from profiles.cluster import ClusterSpec, build_cluster_graph, link_between
 from profiles.hardware import load_gpu
+from simulator.serving.metrics import linear_percentiles
 from simulator.serving.rows import RequestRows
 
 floats = st.floats(allow_nan=True, allow_infinity=False, width=64)
@@ -55,3 +56,17 @@ def test_cluster_graph_reads_as_networkx_does() -> None:
         gpu.nic_bandwidth_gbps * 1e9 * gpu.efficiency.network)
     assert math.isclose(cross.latency_s, 2 * gpu.scale_up.latency_us * 1e-6
                         + 2 * gpu.nic_latency_us * 1e-6)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(st.one_of(
+    st.lists(st.floats(min_value=-1e12, max_value=1e12, allow_nan=False, width=64),
+             min_size=1, max_size=60),
+    st.lists(st.integers(0, 4096), min_size=1, max_size=60)))
+def test_linear_percentiles_are_numpys(values: list[float]) -> None:
+    """Exactly np.percentile's p50, p90, p99 (and any percent), for floats and ints."""
+    array = np.array(values)
+    for percents in ([50, 90, 99], [0, 100], [33.3], [50]):
+        ours = linear_percentiles(array, percents)
+        theirs = np.percentile(array, percents)
+        assert ours.tolist() == np.asarray(theirs).tolist()

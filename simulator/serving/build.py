@@ -529,9 +529,18 @@ def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:
     return record
 
 
+# the trace fields that say which requests' tokens are the same (workload_segments)
+_TOKEN_IDENTITY = ("prefix_id", "block_hashes", "prompt_id", "session_id")
+
+
 def set_token_content(requests: Sequence[Request], workload: RequestTrace) -> None:
     """Give each request its prompt's content and how much of its tokens other requests
-    share (prefix caching)."""
+    share (prefix caching). A trace with no token identity at all shares nothing: each
+    prompt is its own content (the requests' default) and no token is shareable."""
+    if not any(name in workload.extras for name in _TOKEN_IDENTITY):
+        for request in requests:
+            request.num_shareable_tokens = 0
+        return
     segments = workload_segments(workload)
     for request, prompt, shareable in zip(
             requests, segments, shareable_tokens(segments, workload.output_tokens),

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
     from simulator.serving.scheduler import StepPlan
 
 __all__ = ["OVERLOAD_SLOPE", "REQUEST_COLUMNS", "Progress", "StepRecorder", "StepStats",
-           "reporting", "request_rows", "stability", "summarize", "with_client_path"]
+           "linear_percentiles", "reporting", "request_rows", "stability", "summarize",
+           "with_client_path"]
 
 OVERLOAD_SLOPE = 0.05  # seconds of extra queueing per second of arrivals (module docstring)
 _WARM_UP_SHARE = 0.1
@@ -158,12 +159,33 @@ def _floats(rows: Any, column: str) -> np.ndarray:
     return np.asarray(rows[column], dtype=np.float64)
 
 
+def linear_percentiles(values: np.ndarray, percents: Sequence[float]) -> np.ndarray:
+    """``np.percentile(values, percents)`` (its default, linear method) for a 1-D array
+    without NaN, value for value (tested): its sort, its indexes and its interpolation, without the
+    ``np.unique`` that imports numpy.ma (a quarter of a small run's start-up)."""
+    arr = np.sort(np.asarray(values))
+    virtual = (len(arr) - 1) * np.true_divide(np.asarray(percents), 100)
+    previous = np.floor(virtual)
+    following = previous + 1
+    above = virtual >= len(arr) - 1
+    previous[above] = -1
+    following[above] = -1
+    previous_i, following_i = previous.astype(np.intp), following.astype(np.intp)
+    low, high = arr[previous_i], arr[following_i]
+    gamma = np.asanyarray(virtual - previous_i, dtype=virtual.dtype)
+    diff = high - low
+    result = np.add(low, diff * gamma)
+    np.subtract(high, diff * (1 - gamma), out=result, where=gamma >= 0.5,
+                casting="unsafe", dtype=type(result.dtype))
+    return result
+
+
 def _percentiles(values: np.ndarray, weights: np.ndarray | None = None) -> dict[str, float]:
     if values.size == 0:
         return {"mean": math.nan, "p50": math.nan, "p90": math.nan, "p99": math.nan,
                 "max": math.nan}
     if weights is None:
-        p50, p90, p99 = np.percentile(values, [50, 90, 99])
+        p50, p90, p99 = linear_percentiles(values, [50, 90, 99])
         mean = float(values.mean())
     else:
         order = np.argsort(values, kind="stable")
@@ -274,7 +296,8 @@ def summarize(
         "batches": {
             "num_steps": stats.num_steps,
             "mean_batch_size": float(batch_sizes.mean()) if batch_sizes.size else 0.0,
-            "p50_batch_size": float(np.percentile(batch_sizes, 50)) if batch_sizes.size else 0,
+            "p50_batch_size": float(linear_percentiles(batch_sizes, [50])[0])
+            if batch_sizes.size else 0,
             "max_batch_size": int(batch_sizes.max()) if batch_sizes.size else 0,
             "batch_size_histogram": {str(size): int(count) for size, count in
                                      enumerate(histogram) if count},
