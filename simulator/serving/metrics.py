@@ -174,7 +174,7 @@ def linear_percentiles(values: np.ndarray, percents: Sequence[float]) -> np.ndar
     low, high = arr[previous_i], arr[following_i]
     gamma = np.asanyarray(virtual - previous_i, dtype=virtual.dtype)
     diff = high - low
-    result = np.add(low, diff * gamma)
+    result: np.ndarray = np.add(low, diff * gamma)
     np.subtract(high, diff * (1 - gamma), out=result, where=gamma >= 0.5,
                 casting="unsafe", dtype=type(result.dtype))
     return result
