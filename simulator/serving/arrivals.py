@@ -96,6 +96,10 @@ class Arrivals:
             self.submit(request)
         self.next_arrival_s = math.inf
 
+    def next_arrival(self) -> float:
+        """When the next arrival lands (open loop; inf after the last)."""
+        return self.next_arrival_s
+
     @property
     def is_open_loop(self) -> bool:
         """Every arrival time is the trace's: no session waits on a finish, no client

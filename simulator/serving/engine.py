@@ -160,7 +160,7 @@ def simulate(
     for replica in replicas:
         replica.on_finish = on_finish
         if arrivals.is_open_loop:  # nothing but an arrival can change a decode run
-            replica.next_event_s = lambda: arrivals.next_arrival_s
+            replica.next_event_s = arrivals.next_arrival
             # and nothing looks at a replica in between unless the router does
             replica.observed_at_arrivals = len(replicas) > 1 and router.reads_load
     arrivals.start()
@@ -181,6 +181,18 @@ def simulate(
         assert kv_cache.num_free_blocks == kv_cache.num_gpu_blocks, "KV blocks leaked"
 
     rows = request_rows(requests, workload.request_ids)
+    speculative = speculative_record(deployment, requests)
+    if trace is not None:
+        p = deployment.parallelism
+        for replica in replicas:
+            trace.name_process(replica.replica_id, f"replica {replica.replica_id} "
+                               f"({resolved.gpu.name}, tp={p.tp}, pp={p.pp})")
+        trace.add_requests(len(replicas), requests)
+    # NOTE: the request objects are most of a long run's memory and everything after
+    # reads the rows: let them go before the summary's arrays are made.
+    for replica in replicas:
+        replica.on_finish = replica.next_event_s = None
+    del requests, arrivals, on_finish
     if deployment.engine is not None:
         rows = with_client_path(rows, ENGINE_PRESETS[deployment.engine].client_path_s)
     summary = summarize(
@@ -214,15 +226,9 @@ def simulate(
         "memory_per_gpu": resolved.memory.as_dict(),
         "offload": offload_record(resolved),
         "moe": moe_record(deployment, resolved.model, resolved.cost_models),
-        "speculative": speculative_record(deployment, requests),
+        "speculative": speculative,
         "workload": {key: value for key, value in workload.metadata.items()
                      if key in ("source", "format", "generator")} | workload.stats(),
     }
-    if trace is not None:
-        p = deployment.parallelism
-        for replica in replicas:
-            trace.name_process(replica.replica_id, f"replica {replica.replica_id} "
-                               f"({resolved.gpu.name}, tp={p.tp}, pp={p.pp})")
-        trace.add_requests(len(replicas), requests)
     return SimulationResult(summary, rows, trace.to_json() if trace else None,
                             time.perf_counter() - started)
