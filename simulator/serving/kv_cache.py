@@ -321,6 +321,19 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                 self._grow(request, held, anonymous, needed)
             return needed
         looked_up = self._pending_hits.pop(rid)
+        if not looked_up and not num_hit_tokens:  # an admission with nothing cached
+            held = self.req_to_blocks.get(rid)
+            anonymous = self.req_to_anonymous.get(rid, 0)
+            needed = (self.blocks_for(request.num_computed_tokens + num_new_tokens)
+                      - (len(held) if held is not None else 0) - anonymous)
+            if needed > self.num_free_blocks:
+                return None
+            self.num_query_tokens += request.num_tokens
+            self.loaded_tokens = 0
+            if held is None:
+                held = self.req_to_blocks[rid] = []
+            self._grow(request, held, anonymous, max(needed, 0))
+            return max(needed, 0)
         on_host = self._pending_host.pop(rid, 0) if num_hit_tokens else 0
         hits = looked_up if num_hit_tokens else []
         held = self.req_to_blocks.get(rid)
