@@ -18,7 +18,7 @@ from typing import Any
 import simpy
 from simpy.events import URGENT
 
-from simulator.serving.replica import delay_to
+from simulator.serving.decode_runs import delay_to
 from simulator.serving.request import Request
 from workloads.schema import RequestTrace
 

@@ -1,33 +1,37 @@
 """Skipping the steps where nothing happens: a run of decode steps in one move.
 
-Between two events that change a batch (an arrival, a request finishing, a prompt to
-admit, a preemption), consecutive decode steps are determined: the same requests, each
-context one token longer than the step before. :func:`decode_run` prices such a run
-step by step (the cost model's own ``predict``, so every float is the one the step loop
-computes), then applies it at once: tokens, token gaps, KV blocks and step statistics,
-with the Python work per step independent of the batch size instead of a pass over
-every request in ``schedule`` and ``update``::
+Between two events that change a batch (an arrival, a prompt to admit, a preemption),
+consecutive decode steps are determined: the same requests, each context one token
+longer than the step before, less the ones that finish. :func:`decode_run` prices such
+a run step by step (``RooflineCostModel.decode_step``: ``predict``'s floats for a
+decode-only batch) and applies it in one move: token gaps and step statistics per
+step, KV blocks at the block boundaries ``allocate_slots`` would cross, finishes at
+their step's time. The requests' own fields wait in the replica's :class:`DecodeGroup`
+until a step that reads them comes, so the Python work of a run is per step and per
+joining or finishing request, not per decode::
 
     arrival                                        next arrival
       │ prefill │ d │ d │ d │ d │ d │ d │ d │ d │    │
                     └──────── one move ───────┘ └ the step that spans the arrival runs
-                      (ends at the first finish)  as always, so the router and the
-                                                  scheduler see what they always saw
+                                                  in the step loop (or ends the run,
+                                                  when nothing reads the replica then)
 
-A run ends before the first step that would end at or after the next arrival (an
-arrival at the same time as a step's end comes first), with the first step in which a
-request finishes (its finish is reported at its time), and before a step whose KV
-blocks would not fit (the preemption happens in the step loop). The blocks a decode
-takes are the ones ``KVCacheManager.allocate_slots`` would take: at each block
-boundary once its blocks are full. The step loop stays the reference; results are the
-same to the last bit (tests/test_decode_runs.py).
+A run ends before a step that would end at or after the next arrival (an arrival at a
+step's end comes first), or takes that step as its last when nothing reads the
+replica's state at an arrival (one replica, or routing blind to load; the arrival
+waits in the queue for the decision after it, as always); it ends before a step whose
+KV blocks would not fit (the step loop preempts), and under prefix caching before it
+would take more blocks than were free. The step loop stays the reference
+(``SKIP_STEPS = False``); results are the same to the last bit
+(tests/test_decode_runs.py).
 
 Only where that holds by construction: one pipeline stage, a deterministic cost model
 (the dense roofline: MoE loads are drawn per step), the plain block manager or prefix
-caching without host tier or sliding window, no speculative decoding, continuous
-batching, open-loop arrivals, and no step observer but the run's statistics (an
-asynchronous scheduler's one-step admission lag holds only arrivals during a step, and
-no arrival comes during a run). Anything else runs step by step.
+caching without host tier or sliding window (and every request past its shareable
+tokens, so no block needs registering), no speculative decoding, continuous batching,
+open-loop arrivals, and no step observer but the run's statistics (an asynchronous
+scheduler's admission lag holds only arrivals during a step, and no arrival comes
+during a run it takes part in). Anything else runs step by step.
 """
 
 from __future__ import annotations
@@ -45,7 +49,8 @@ from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.scheduler import Scheduler
 
-__all__ = ["SKIP_STEPS", "DecodeRun", "can_skip", "decode_run", "step_spans"]
+__all__ = ["SKIP_STEPS", "DecodeGroup", "DecodeRun", "can_skip", "decode_run", "delay_to",
+           "landing", "step_spans"]
 
 # False: every step goes through schedule() and update() (the reference path).
 SKIP_STEPS = True
@@ -72,12 +77,24 @@ def step_spans(now_s: float, cost: StepCost, overhead: CpuOverhead | None, num_s
     return spans
 
 
-def landing(now_s: float, target_s: float) -> float:
-    """Where SimPy's clock lands for an event at ``target_s`` scheduled at ``now_s``."""
+def delay_to(now_s: float, target_s: float) -> float:
+    """A delay that makes SimPy's clock (``now + delay``) reach ``target_s``, never less.
+
+    ``target - now`` can fall one ulp short when the two differ by more than a factor of 2,
+    and some targets are not reachable as ``now + delay`` at all; the clock then lands an
+    ulp above. So an event never happens before its time, and lands exactly on it
+    whenever floating point allows (tests rely on both). Each retry moves the sum by about
+    one ulp of ``target_s``, so the loop runs at most a couple of times.
+    """
     delay = target_s - now_s
     while now_s + delay < target_s:
         delay += math.ulp(target_s)
-    return now_s + delay
+    return delay
+
+
+def landing(now_s: float, target_s: float) -> float:
+    """Where SimPy's clock lands for an event at ``target_s`` scheduled at ``now_s``."""
+    return now_s + delay_to(now_s, target_s)
 
 
 def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,

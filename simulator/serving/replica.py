@@ -34,28 +34,13 @@ from typing import Any
 import simpy
 
 from profiles.cost_model import CostModel, StepCost
-from simulator.serving.decode_runs import DecodeRun, can_skip, decode_run, step_spans
+from simulator.serving.decode_runs import DecodeRun, can_skip, decode_run, delay_to, step_spans
 from simulator.serving.metrics import StepRecorder
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request
 from simulator.serving.scheduler import Scheduler, StepPlan
 
 __all__ = ["Replica", "delay_to"]
-
-
-def delay_to(now_s: float, target_s: float) -> float:
-    """A delay that makes SimPy's clock (``now + delay``) reach ``target_s``, never less.
-
-    ``target - now`` can fall one ulp short when the two differ by more than a factor of 2,
-    and some targets are not reachable as ``now + delay`` at all; the clock then lands an
-    ulp above. So an event never happens before its time, and lands exactly on it
-    whenever floating point allows (tests rely on both). Each retry moves the sum by about
-    one ulp of ``target_s``, so the loop runs at most a couple of times.
-    """
-    delay = target_s - now_s
-    while now_s + delay < target_s:
-        delay += math.ulp(target_s)
-    return delay
 
 
 class Replica:
