@@ -258,8 +258,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         num_blocks = self._cacheable(request, (num_tokens - 1) // self.block_size)
         if not num_blocks:  # nothing it could find (an unshared prompt): no hashing
             self._pending_hits[request.request_id] = hits
-            self._pending_host[request.request_id] = 0
-            return 0
+            return 0  # (no host hits either: allocate_slots reads them only after a hit)
         identities = self._identities(request, num_blocks)[:num_blocks]
         for identity in identities:
             block = self.identity_to_block.get(identity)
@@ -332,6 +331,14 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             self.loaded_tokens = 0
             if held is None:
                 held = self.req_to_blocks[rid] = []
+            if needed > 0 and not held and not self._cacheable(request, needed):
+                # all its blocks anonymous (_grow's case, inlined: every unshared prompt)
+                self._take_anonymous(needed)
+                self.req_to_anonymous[rid] = anonymous + needed
+                used = self.num_gpu_blocks - self.num_free_blocks
+                if used > self.peak_used_blocks:
+                    self.peak_used_blocks = used
+                return needed
             self._grow(request, held, anonymous, max(needed, 0))
             return max(needed, 0)
         on_host = self._pending_host.pop(rid, 0) if num_hit_tokens else 0
