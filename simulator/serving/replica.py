@@ -42,6 +42,13 @@ from simulator.serving.scheduler import Scheduler, StepPlan
 
 __all__ = ["Replica", "delay_to"]
 
+# A decode run that must stop before the next arrival is tried only when that arrival is
+# at least this many of the last step's durations away: gathering a batch into a run and
+# writing it back costs about what a few steps in the step loop do, so shorter runs
+# would cost more than they save (where many replicas share the arrivals, most would be
+# that short). Either path gives the same results; this only chooses the cheaper.
+MIN_RUN_STEPS = 3.0
+
 
 class Replica:
     """One model replica: a scheduler, its KV cache, a cost model and the step process.
@@ -142,14 +149,20 @@ class Replica:
         head_timeout: simpy.Event | None = None
         spans_event = False  # the step due now spans the next arrival (no decode run)
         while True:
-            if (self._stats is not None and self.next_event_s is not None and not in_flight
-                    and not spans_event and not self._held):
-                # NOTE: with the admission lag, an arrival during the step a run would
-                # span is held for a decision the run does not make: no spanning then
+            next_event_s = (self.next_event_s() if self._stats is not None
+                            and self.next_event_s is not None else -math.inf)
+            # NOTE: with the admission lag, an arrival during the step a run would span
+            # is held for a decision the run does not make: no spanning then
+            spanning = not (self.observed_at_arrivals or self._admission_lag)
+            last = self.last_spans
+            if (next_event_s > env.now and not in_flight and not spans_event
+                    and not self._held
+                    and (spanning or not last or next_event_s - env.now
+                         >= MIN_RUN_STEPS * (last[-1][1] - last[0][0]))):
+                assert self._stats is not None
                 run = decode_run(self.replica_id, scheduler, self.cost_model,
-                                 self.cpu_overhead, self._stats, env.now, self.next_event_s(),
-                                 stage_free_s, spanning=not (self.observed_at_arrivals
-                                                             or self._admission_lag))
+                                 self.cpu_overhead, self._stats, env.now, next_event_s,
+                                 stage_free_s, spanning=spanning)
                 if run is not None:
                     yield from self._land(run)
                     # the step that spans the arrival: the step loop's, unless the run
