@@ -313,9 +313,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                 else:
                     self._take_anonymous(needed)
                 self.req_to_anonymous[rid] = anonymous + needed
-                used = self.num_gpu_blocks - self.num_free_blocks
-                if used > self.peak_used_blocks:
-                    self.peak_used_blocks = used
+                self._raise_peak()
             else:
                 self._grow(request, held, anonymous, needed)
             return needed
@@ -335,9 +333,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                 # all its blocks anonymous (_grow's case, inlined: every unshared prompt)
                 self._take_anonymous(needed)
                 self.req_to_anonymous[rid] = anonymous + needed
-                used = self.num_gpu_blocks - self.num_free_blocks
-                if used > self.peak_used_blocks:
-                    self.peak_used_blocks = used
+                self._raise_peak()
                 return needed
             self._grow(request, held, anonymous, max(needed, 0))
             return max(needed, 0)
@@ -384,6 +380,9 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         if needed > named:
             self._take_anonymous(needed - named)
             self.req_to_anonymous[request.request_id] = anonymous + needed - named
+        self._raise_peak()
+
+    def _raise_peak(self) -> None:
         used = self.num_gpu_blocks - self.num_free_blocks
         if used > self.peak_used_blocks:
             self.peak_used_blocks = used
