@@ -128,7 +128,7 @@ def prefix_caching(num_requests: int) -> dict[str, Any]:
     cached = {**DEPLOYMENT, "scheduler": {**DEPLOYMENT["scheduler"],
                                           "enable_prefix_caching": True}}
     best = {"off": float("inf"), "on": float("inf")}
-    for _ in range(3):  # interleaved, best of 3: the machine's noise is a few percent
+    for _ in range(5):  # interleaved, best of 5: the machine's noise is a few percent
         best["off"] = min(best["off"], _cpu_run(DEPLOYMENT, trace, skip=True)[0])
         best["on"] = min(best["on"], _cpu_run(cached, trace, skip=True)[0])
     return {"num_requests": num_requests, "caching_off_cpu_s": best["off"],

@@ -281,7 +281,8 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     active = len(members)
     used = kv.num_used_blocks
     capacity = kv.num_gpu_blocks
-    free0 = kv.num_free_blocks
+    # prefix caching takes a run's blocks after its frees: no more than were free
+    take_limit = kv.num_free_blocks if cache is not None else math.inf
     peak = kv.peak_used_blocks
     free_s = list(stage_free_s)
     step_now = now_s
@@ -314,7 +315,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             before_event = True
             break  # the arrival comes first: this step's decision sees it
         taking = at_residue[step % block_size]
-        if used + taking > capacity or (cache is not None and taken + taking > free0):
+        if used + taking > capacity or taken + taking > take_limit:
             break  # a block would run out (the step loop preempts)
         seconds, flops = decode_step(active, context_sum)
         # step_spans for one stage, inlined
@@ -366,8 +367,10 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             if member.entered:
                 at_residue[(member.joined + member.first) % block_size] -= 1
             used -= member.blocks + group.taken(member, step + 1 - member.joined)
-            if cache is not None:  # a named block shared with a running request stays
-                for block in cache.req_to_blocks.get(rid, ()):
+            named = cache.req_to_blocks.get(rid) if cache is not None else None
+            if named:  # prefix caching: a named block shared with a running request stays
+                assert cache is not None
+                for block in named:
                     count = shared_refs.get(block, cache.ref_count[block]) - 1
                     shared_refs[block] = count
                     used += count > 0

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 
-from simulator.serving.request import ALL_SHAREABLE, Request
+from simulator.serving.request import ALL_SHAREABLE, Request, RequestStatus
 from simulator.serving.token_content import BlockHasher
 
 __all__ = ["SKIP_UNSHARED", "KVCacheManager", "PrefixCachingKVCacheManager"]
@@ -253,12 +253,17 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         """Count the leading full blocks of ``request`` already cached; remember them for
         the allocation that follows. At least one token is always left to compute, so the
         step can sample."""
-        num_tokens = request.num_tokens
         hits: list[int] = []
-        num_blocks = self._cacheable(request, (num_tokens - 1) // self.block_size)
-        if not num_blocks:  # nothing it could find (an unshared prompt): no hashing
+        if self.skips_unshared and request.num_shareable_tokens < self.block_size:
+            # nothing it could find (an unshared prompt): no hashing, and no host hits
+            # either (allocate_slots reads them only after a hit)
             self._pending_hits[request.request_id] = hits
-            return 0  # (no host hits either: allocate_slots reads them only after a hit)
+            return 0
+        num_tokens = request.num_tokens
+        num_blocks = self._cacheable(request, (num_tokens - 1) // self.block_size)
+        if not num_blocks:
+            self._pending_hits[request.request_id] = hits
+            return 0
         identities = self._identities(request, num_blocks)[:num_blocks]
         for identity in identities:
             block = self.identity_to_block.get(identity)
@@ -481,7 +486,13 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         rid = request.request_id
         anonymous = self.req_to_anonymous.pop(rid, 0)
         held = self.req_to_blocks.pop(rid, [])
-        if not request.is_finished and request.num_shareable_tokens < ALL_SHAREABLE:
+        finished = request.status is RequestStatus.FINISHED
+        if finished and not held:  # an unshared request's end: one anonymous run
+            self._push_anonymous(anonymous)
+            self.req_to_num_registered.pop(rid, None)
+            self.req_to_identities.pop(rid, None)
+            return
+        if not finished and request.num_shareable_tokens < ALL_SHAREABLE:
             # Preempted: it will look its own blocks up when it comes back, so they are
             # named and registered now, as they would have been all along.
             request.num_shareable_tokens = ALL_SHAREABLE
