@@ -334,11 +334,21 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             self.loaded_tokens = 0
             if held is None:
                 held = self.req_to_blocks[rid] = []
-            if needed > 0 and not held and not self._cacheable(request, needed):
-                # all its blocks anonymous (_grow's case, inlined: every unshared prompt)
-                self._take_anonymous(needed)
+            if needed > 0 and not held and (
+                    self.skips_unshared and request.num_shareable_tokens < self.block_size):
+                # all its blocks anonymous (_grow's case, inlined: every unshared prompt
+                # comes here, most from the front run)
+                pool = self.free_pool
+                front = next(iter(pool))
+                if front < 0 and pool[front] > needed:
+                    pool[front] -= needed
+                    self.num_free_blocks -= needed
+                else:
+                    self._take_anonymous(needed)
                 self.req_to_anonymous[rid] = anonymous + needed
-                self._raise_peak()
+                used = self.num_gpu_blocks - self.num_free_blocks
+                if used > self.peak_used_blocks:
+                    self.peak_used_blocks = used
                 return needed
             self._grow(request, held, anonymous, max(needed, 0))
             return max(needed, 0)
@@ -488,7 +498,15 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         held = self.req_to_blocks.pop(rid, [])
         finished = request.status is RequestStatus.FINISHED
         if finished and not held:  # an unshared request's end: one anonymous run
-            self._push_anonymous(anonymous)
+            if anonymous:
+                pool = self.free_pool
+                last = next(reversed(pool)) if pool else 0
+                if last < 0:  # (_push_anonymous, inlined)
+                    pool[last] += anonymous
+                else:
+                    pool[self._next_run] = anonymous
+                    self._next_run -= 1
+                self.num_free_blocks += anonymous
             self.req_to_num_registered.pop(rid, None)
             self.req_to_identities.pop(rid, None)
             return
