@@ -310,15 +310,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             if needed > self.num_free_blocks:
                 return None
             if anonymous:  # in its unshared tail: anonymous blocks, a run at a time
-                pool = self.free_pool
-                front = next(iter(pool))
-                if front < 0 and pool[front] > needed:  # (inlined: decodes come here)
-                    pool[front] -= needed
-                    self.num_free_blocks -= needed
-                else:
-                    self._take_anonymous(needed)
-                self.req_to_anonymous[rid] = anonymous + needed
-                self._raise_peak()
+                self._grow_anonymous(rid, anonymous, needed)
             else:
                 self._grow(request, held, anonymous, needed)
             return needed
@@ -336,19 +328,9 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                 held = self.req_to_blocks[rid] = []
             if needed > 0 and not held and (
                     self.skips_unshared and request.num_shareable_tokens < self.block_size):
-                # all its blocks anonymous (_grow's case, inlined: every unshared prompt
-                # comes here, most from the front run)
-                pool = self.free_pool
-                front = next(iter(pool))
-                if front < 0 and pool[front] > needed:
-                    pool[front] -= needed
-                    self.num_free_blocks -= needed
-                else:
-                    self._take_anonymous(needed)
-                self.req_to_anonymous[rid] = anonymous + needed
-                used = self.num_gpu_blocks - self.num_free_blocks
-                if used > self.peak_used_blocks:
-                    self.peak_used_blocks = used
+                # all its blocks anonymous (_grow's case, the way every unshared prompt
+                # comes)
+                self._grow_anonymous(rid, anonymous, needed)
                 return needed
             self._grow(request, held, anonymous, max(needed, 0))
             return max(needed, 0)
@@ -396,6 +378,22 @@ class PrefixCachingKVCacheManager(KVCacheManager):
             self._take_anonymous(needed - named)
             self.req_to_anonymous[request.request_id] = anonymous + needed - named
         self._raise_peak()
+
+    def _grow_anonymous(self, rid: int, anonymous: int, needed: int) -> None:
+        """Give request ``rid`` (holding ``anonymous`` anonymous blocks) ``needed`` more,
+        from the pool's front (NOTE: its front run, inlined: decodes and unshared
+        admissions come here)."""
+        pool = self.free_pool
+        front = next(iter(pool))
+        if front < 0 and pool[front] > needed:
+            pool[front] -= needed
+            self.num_free_blocks -= needed
+        else:
+            self._take_anonymous(needed)
+        self.req_to_anonymous[rid] = anonymous + needed
+        used = self.num_gpu_blocks - self.num_free_blocks
+        if used > self.peak_used_blocks:
+            self.peak_used_blocks = used
 
     def _raise_peak(self) -> None:
         used = self.num_gpu_blocks - self.num_free_blocks
@@ -498,15 +496,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         held = self.req_to_blocks.pop(rid, [])
         finished = request.status is RequestStatus.FINISHED
         if finished and not held:  # an unshared request's end: one anonymous run
-            if anonymous:
-                pool = self.free_pool
-                last = next(reversed(pool)) if pool else 0
-                if last < 0:  # (_push_anonymous, inlined)
-                    pool[last] += anonymous
-                else:
-                    pool[self._next_run] = anonymous
-                    self._next_run -= 1
-                self.num_free_blocks += anonymous
+            self._push_anonymous(anonymous)
             self.req_to_num_registered.pop(rid, None)
             self.req_to_identities.pop(rid, None)
             return
