@@ -62,6 +62,10 @@ def validate_command(
         console.print("worst shapes per operator (error):")
         for o in report.operators.itertuples():
             console.print(f"  {o.gpu} {o.operator}: {o.worst}", soft_wrap=True)
+        for row in report.training_not_expressed.itertuples():
+            if not row.reason.startswith("same run as"):
+                console.print(f"training row {row.id} ({row.model}, {row.gpu}) not compared: "
+                              f"{row.reason}", soft_wrap=True)
         for run in report.runs_not_expressed.itertuples():
             console.print(f"vLLM run {run.run_id} ({run.model}, {run.hardware}) not expressed: "
                           f"{run.reason}", soft_wrap=True)

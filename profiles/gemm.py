@@ -145,7 +145,8 @@ def fitted_gemm_times(gpu: GPUSpec, fit: GemmFit, m: np.ndarray, n: np.ndarray,
     tiling = gpu.gemm_tiling
     units = tiling.compute_units if tiling is not None else 1
     min_split_k = tiling.min_split_k if tiling is not None else 256
-    rate = gpu.peak_flops(dtype) * fit.matmul / units
+    matmul = fit.matmul_fp8 if dtype == "fp8" and fit.matmul_fp8 is not None else fit.matmul
+    rate = gpu.peak_flops(dtype) * matmul / units
     narrow = np.maximum(_SMALLEST_TILE_ROWS, 2.0 ** np.ceil(np.log2(m)))
     compute = np.full(m.shape, np.inf)
     for tile_m, tile_n, halvings in TILE_CONFIGS:

@@ -12,6 +12,7 @@ without fits keeps the datasheet roofline with its ``efficiency`` fractions.
                  small_tile  relative rate of a 64-wide tile (per halving of the tile)
                  blend       p of the p-norm joining compute and memory time (1 = sum)
                  launch_us   the fixed time of one kernel
+                 matmul_fp8  matmul for FP8 GEMMs (fraction of the FP8 peak)
     stream       memory by op (rmsnorm, silu_mul, rotary, add), launch_us
     attention    prefill (fraction of peak for causal FLOPs), prefill_memory, blend,
                  decode_memory (fraction of HBM bandwidth reading KV), launch_us
@@ -53,6 +54,10 @@ class GemmFit(_Frozen):
     blend: float = Field(ge=1)
     launch_us: float = Field(ge=0)
     fitted: FitRecord
+    # FP8 GEMMs (Hopper's FP8 tensor cores): their own fraction of the FP8 peak, fitted
+    # with the other parameters held, where an FP8 GEMM table exists.
+    matmul_fp8: float | None = Field(default=None, gt=0, le=1.2)
+    fitted_fp8: FitRecord | None = None
 
 
 class StreamFit(_Frozen):

@@ -87,6 +87,12 @@ def _layer_gemm_shapes(model: ModelSpec, tp: int) -> tuple[list[tuple[float, flo
     return shapes, [(gated * routed, h), (h, routed)]
 
 
+def _attention_dtype(dtype: str) -> str:
+    """FP8 training runs its linear layers in FP8; attention stays in 16 bits
+    (Transformer Engine's default, and torchtitan's float8 linears)."""
+    return "bf16" if dtype == "fp8" else dtype
+
+
 def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,
                cp: int, ep: int, sequence_parallel: bool, recompute: str,
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
@@ -115,11 +121,11 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
     if attention_kernel == "flash":
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp * 0.5
-        attention = flops / (gpu.peak_flops(dtype) * gpu.efficiency.attention)
+        attention = flops / (gpu.peak_flops(_attention_dtype(dtype)) * gpu.efficiency.attention)
         attention_bwd = 2.5 * attention
     else:
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp
-        attention = (flops / (gpu.peak_flops(dtype) * gpu.efficiency.matmul)
+        attention = (flops / (gpu.peak_flops(_attention_dtype(dtype)) * gpu.efficiency.matmul)
                      + 12.0 * scores / bandwidth)
         attention_bwd = 2.0 * attention
 
@@ -155,7 +161,9 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
 
 def lm_head_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,
                  cp: int, dtype: str) -> tuple[float, float]:
-    """(forward, backward) seconds of the output projection and loss on the last stage."""
+    """(forward, backward) seconds of the output projection and loss on the last stage
+    (in 16 bits under FP8 training: frameworks keep the output layer out of FP8)."""
+    dtype = _attention_dtype(dtype)
     tokens = micro_batch * seq_len / cp
     weight_bytes = model.vocab_size * model.hidden_size / tp * DTYPE_BYTES[dtype]
     return _gemm_s(gpu, tokens, [(model.vocab_size / tp, model.hidden_size)], weight_bytes,

@@ -58,8 +58,16 @@ def model_state_bytes(num_params: float, zero_stage: int, dp: int) -> tuple[floa
 
 
 def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int, tp: int,
-                               sequence_parallel: bool, recompute: str, cp: int = 1) -> float:
-    """Activation bytes one layer keeps for backward, per micro-batch, on one GPU."""
+                               sequence_parallel: bool, recompute: str, cp: int = 1, *,
+                               attention_kernel: str = "unfused", fp8: bool = False) -> float:
+    """Activation bytes one layer keeps for backward, per micro-batch, on one GPU.
+
+    ``attention_kernel="flash"``: FlashAttention keeps no score matrix, only Q, K, V, its
+    output and one fp32 log-sum-exp per head and token (Dao 2022, Sec. 3.1), so the
+    5·a·s²·b term is gone whatever the recomputation. ``fp8``: Transformer Engine's FP8
+    linear layers keep their inputs for the weight gradient as FP8 (1 byte): the QKV and
+    MLP inputs (h each), the projection input (q) and the second MLP GEMM's input (f).
+    """
     s = seq_len / cp
     b, h = micro_batch, model.hidden_size
     q, kv, f = model.q_size, model.kv_size, model.active_ffn_width
@@ -68,13 +76,20 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
     # Per-token terms (16-bit values are 2 bytes, dropout masks 1 byte):
     # replicated: QKV input 2h, attention dropout mask h, MLP input 2h, MLP dropout mask
     # h, two norm inputs 4h = 10h; sharded by TP: Q, K for the scores (2q + 2kv), V (2kv),
-    # projection input (2q), and the MLP's intermediates (4f, or 6f gated).
-    replicated = 10.0 * h
-    mlp = (6.0 if model.mlp_kind == "gated" else 4.0) * f
-    sharded = 4.0 * q + 4.0 * kv + mlp
+    # projection input (2q), and the MLP's intermediates (4f, or 6f gated: the first
+    # GEMM's output and the activation's output, the second GEMM's input).
+    gemm_input = 1.0 if fp8 else 2.0
+    replicated = 6.0 * h + 2.0 * gemm_input * h
+    first_mlp_output = (4.0 if model.mlp_kind == "gated" else 2.0) * f
+    mlp = first_mlp_output + gemm_input * f
+    sharded = 2.0 * q + 4.0 * kv + gemm_input * q + mlp
+    if attention_kernel == "flash":
+        # One fp32 log-sum-exp per head; the output O is the projection's input, kept
+        # once in 16 bits, and beside its FP8 copy under fp8.
+        sharded += 4.0 * model.num_attention_heads + (2.0 * q if fp8 else 0.0)
     per_token = (replicated / tp if sequence_parallel else replicated) + sharded / tp
     total = s * b * per_token
-    if recompute == "none":
+    if recompute == "none" and attention_kernel != "flash":
         # Softmax output (2), its dropout mask (1), dropout output (2) per score: 5·a·s²·b.
         total += 5.0 * model.num_attention_heads * s * s * b / tp
     return total
@@ -122,50 +137,93 @@ class TrainingMemory:
                 f"over; the largest term is {largest} at {terms[largest] / GIB:.1f} GiB")
 
 
+def _in_flight_layers(stage: int, stage_layers: list[int], pp: int, virtual_stages: int,
+                      num_micro_batches: int, schedule: str) -> float:
+    """Layer-micro-batches whose activations ``stage`` holds at its peak.
+
+    GPipe keeps all m micro-batches; 1F1B keeps p - s on stage s (Megatron's warm-up plus
+    the one in its steady state); the interleaved schedule keeps 2(p-s-1) + (v-1)p + 1
+    chunk passes, each of the stage's chunk size (on the first stage that is p·(1 +
+    (p-1)/(p·v)) micro-batches of the whole stage: Narayanan et al. 2021, Sec. 2.2).
+    """
+    p, v, m = pp, virtual_stages, num_micro_batches
+    layers = sum(stage_layers[chunk * p + stage] for chunk in range(v))
+    if schedule == "gpipe":
+        return float(m * layers)
+    if schedule == "interleaved":
+        chunks = min(m * v, 2 * (p - stage - 1) + (v - 1) * p + 1)
+        return chunks * layers / v
+    return float(min(m, p - stage) * layers)
+
+
 def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int,
                     num_micro_batches: int, tp: int, pp: int, dp: int, cp: int, ep: int,
                     virtual_stages: int, schedule: str, sequence_parallel: bool,
-                    recompute: str, zero_stage: int, offload: str = "none") -> TrainingMemory:
-    """Memory of the first pipeline stage (it keeps the most micro-batches in flight).
+                    recompute: str, zero_stage: int, offload: str = "none",
+                    stage_layers: list[int] | None = None, attention_kernel: str = "unfused",
+                    fp8: bool = False, gradient_bytes: float = 2.0) -> TrainingMemory:
+    """Memory of the heaviest pipeline stage, by term.
 
-    In flight on the first stage: GPipe keeps all m micro-batches; 1F1B keeps p; the
-    interleaved schedule keeps p·(1 + (p-1)/(p·v)) micro-batches' worth (Narayanan et al.
-    2021, Sec. 2.2). Routed expert weights are further divided by ``ep`` (shared experts,
-    the router and dense layers' MLPs are not).
+    Each stage holds its layers' model states (the first also the embedding, the last
+    the LM head and its fp32 logits) and the activations of the passes it has in flight
+    (:func:`_in_flight_layers`); the first stage usually keeps the most. ``stage_layers``
+    gives the layers per virtual stage (default: an even split). Routed expert weights
+    are further divided by ``ep`` (shared experts, the router and dense layers' MLPs are
+    not). ``gradient_bytes``: 4 where the framework keeps fp32 gradients (Megatron's
+    default for bf16). ``fp8``: Transformer Engine caches each weight's FP8 copy and its
+    transpose for the step (2 bytes per parameter).
     """
-    layers = -(-model.num_layers // pp)
+    p, v = pp, virtual_stages
+    if stage_layers is None:
+        stage_layers = [model.num_layers // (p * v)] * (p * v)
     dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
     routed = model.expert_params / model.num_layers  # routed experts, average layer
-    expert_params = model.mlp_params_per_layer - routed + routed / ep
-    params = layers * (dense_layer + expert_params) / tp + model.embedding_params / tp
-    weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
-    owned = optimizer / ADAM_K
-    host = nvme = 0.0
-    if offload == "cpu":
-        host = (2.0 + ADAM_K) * owned  # the partition's 16-bit gradients and Adam states
-        grads, optimizer = 0.0, 0.0
-    elif offload == "nvme":
-        nvme = weights + grads + optimizer
-        gathered = 2.0 * (dense_layer + expert_params) / tp  # one layer, 16-bit
-        weights, grads, optimizer = 2.0 * gathered, 0.0, 0.0
+    # Experts are TP-sharded when EP lies within DP x CP; when EP is folded over TP too
+    # (Megatron-Core's MoE parallel folding, expert tensor parallel 1) each rank holds
+    # whole experts, 1/ep of them: routed / ep per GPU, not routed / (ep x tp).
+    folded = ep > 1 and (dp * cp) % ep != 0
+    expert_params = model.mlp_params_per_layer - routed + routed / ep * (tp if folded else 1)
     per_layer = activation_bytes_per_layer(model, seq_len, micro_batch, tp, sequence_parallel,
-                                           recompute, cp)
-    if schedule == "gpipe":
-        in_flight = float(num_micro_batches)
-    elif schedule == "interleaved":
-        in_flight = min(num_micro_batches, pp) * (1 + (pp - 1) / (pp * virtual_stages))
-    else:
-        in_flight = float(min(num_micro_batches, pp))
-    activations = per_layer * layers * in_flight
-    if recompute == "full":
-        # Recomputing a layer materializes its full activations once, for one layer.
-        activations += activation_bytes_per_layer(model, seq_len, micro_batch, tp,
-                                                  sequence_parallel, "selective", cp)
-    # Working buffers: fp32 logits of one micro-batch on the last stage, and a 16-bit
-    # gradient bucket of 1/8 of the weights for communication.
-    logits = 4.0 * seq_len / cp * micro_batch * model.vocab_size / tp
-    # (offloaded gradients leave through the same bucket)
-    bucket = 2.0 * params / 8 if offload != "none" else weights / 8
-    buffers = max(logits, 0.0) + bucket
-    return TrainingMemory(weights, grads, optimizer, activations, buffers, gpu.hbm_bytes,
-                          host, nvme, owned)
+                                           recompute, cp, attention_kernel=attention_kernel,
+                                           fp8=fp8)
+    heaviest: TrainingMemory | None = None
+    for stage in range(p):
+        layers = sum(stage_layers[chunk * p + stage] for chunk in range(v))
+        params = layers * (dense_layer + expert_params) / tp
+        if stage == 0:
+            params += model.embedding_params / tp
+        if stage == p - 1:
+            params += (model.lm_head_params or (model.vocab_size * model.hidden_size
+                                                if p > 1 else 0)) / tp
+        weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
+        grads *= gradient_bytes / 2.0
+        owned = optimizer / ADAM_K
+        host = nvme = 0.0
+        if offload == "cpu":
+            host = (2.0 + ADAM_K) * owned  # the partition's 16-bit gradients and Adam states
+            grads, optimizer = 0.0, 0.0
+        elif offload == "nvme":
+            nvme = weights + grads + optimizer
+            gathered = 2.0 * (dense_layer + expert_params) / tp  # one layer, 16-bit
+            weights, grads, optimizer = 2.0 * gathered, 0.0, 0.0
+        activations = per_layer * _in_flight_layers(stage, stage_layers, p, v,
+                                                    num_micro_batches, schedule)
+        if recompute == "full" and layers:
+            # Recomputing a layer materializes its full activations once, for one layer.
+            activations += activation_bytes_per_layer(
+                model, seq_len, micro_batch, tp, sequence_parallel, "selective", cp,
+                attention_kernel=attention_kernel, fp8=fp8)
+        # Working buffers: fp32 logits of one micro-batch on the last stage, a 16-bit
+        # gradient bucket of 1/8 of the weights for communication (offloaded gradients
+        # leave through the same bucket), FP8 weight copies.
+        logits = 4.0 * seq_len / cp * micro_batch * model.vocab_size / tp \
+            if stage == p - 1 else 0.0
+        bucket = 2.0 * params / 8 if offload != "none" else weights / 8
+        fp8_weights = 2.0 * params / (dp * cp if zero_stage >= 3 else 1) if fp8 else 0.0
+        memory = TrainingMemory(weights, grads, optimizer, activations,
+                                logits + bucket + fp8_weights, gpu.hbm_bytes, host, nvme,
+                                owned)
+        if heaviest is None or memory.total > heaviest.total:
+            heaviest = memory
+    assert heaviest is not None
+    return heaviest

@@ -316,7 +316,8 @@ def test_training_step_waits_for_the_busiest_expert_rank() -> None:
     and the attention-only part of the layer is unchanged."""
     job = {"kind": "training", "model": "qwen3-30b-a3b", "gpu": "h100", "num_gpus": 16,
            "seq_len": 4096, "global_batch": 64, "micro_batch": 1,
-           "plan": {"tp": 1, "pp": 1, "dp": 16, "ep": 8, "recompute": "full"}}
+           "plan": {"tp": 1, "pp": 1, "dp": 16, "ep": 8, "recompute": "full",
+                    "zero_stage": 1}}
     balanced = simulate_training(TrainingJob(**job))
     skewed = simulate_training(TrainingJob(**job | {"routing": {"kind": "zipf",
                                                                 "zipf_s": 1.0}}))

@@ -58,11 +58,11 @@ from profiles.operator_times import (
     prefill_attention_s,
 )
 from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
-from validation.operators import VIDUR_SOURCE, attention_rows
+from validation.operators import KERNELS_SOURCE, VIDUR_SOURCE, attention_rows
 from validation.serving_runs import serving_rows
 
-__all__ = ["calibrate", "fit_all_reduce",
-           "fit_attention", "fit_gemm", "fit_stream", "leave_one_model_out"]
+__all__ = ["calibrate", "fit_all_reduce", "fit_attention", "fit_gemm", "fit_gemm_fp8",
+           "fit_stream", "fp8_gemm_rows", "leave_one_model_out"]
 
 
 
@@ -102,6 +102,42 @@ def fit_gemm(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> GemmFit:
     return GemmFit(matmul=round(x[0], 4), memory=round(x[1], 4), small_tile=round(x[2], 4),
                    blend=round(x[3], 4), launch_us=round(x[4], 3),
                    fitted=_record(data, predicted, measured))
+
+
+# The FP8 GEMM table's name for each GPU it measures (DeepGEMM-format micro-benchmarks).
+FP8_GEMM_GPUS = {"h100": "H100 (variant not stated)"}
+
+
+def fit_gemm_fp8(gpu: GPUSpec, fit: GemmFit, rows: pd.DataFrame, data: str) -> GemmFit:
+    """``fit`` with ``matmul_fp8`` fitted to FP8 GEMM rows (m, n, k, time_s), every other
+    parameter held: the FP8 kernels' own fraction of the FP8 peak."""
+    m, n, k = (rows[c].to_numpy(dtype=float) for c in ("m", "n", "k"))
+    measured = rows["time_s"].to_numpy(dtype=float)
+
+    def with_rate(x: float) -> GemmFit:
+        return fit.model_copy(update={"matmul_fp8": x})
+
+    def loss(x: np.ndarray) -> float:
+        if not 0 < x[0] <= 1.2:
+            return 1e9
+        return _log_loss(fitted_gemm_times(gpu, with_rate(float(x[0])), m, n, k, "fp8")[0],
+                         measured)
+
+    x = round(float(_minimize(loss, [0.6])[0]), 4)
+    predicted = fitted_gemm_times(gpu, with_rate(x), m, n, k, "fp8")[0]
+    return fit.model_copy(update={"matmul_fp8": x,
+                                  "fitted_fp8": _record(data, predicted, measured)})
+
+
+def fp8_gemm_rows(measured_dir: Path, sku: str) -> pd.DataFrame:
+    """The FP8 GEMM table's rows of one GPU (``gemm_kernels.csv``), times in seconds."""
+    path = measured_dir / "gemm_kernels.csv"
+    if sku not in FP8_GEMM_GPUS or not path.is_file():
+        return pd.DataFrame(columns=["m", "n", "k", "time_s"])
+    table = pd.read_csv(path)
+    rows = table[table["gpu"] == FP8_GEMM_GPUS[sku]]
+    return pd.DataFrame({"m": rows["m"], "n": rows["n"], "k": rows["k"],
+                         "time_s": rows["latency_us"] / 1e6})
 
 
 def _stream_bytes(rows: pd.DataFrame) -> np.ndarray:
@@ -200,6 +236,10 @@ def calibrate(measured_dir: str | Path) -> dict[str, dict[str, Any]]:
         compute = read_vidur_compute(root / "vidur", sku)
         data = f"vidur/compute/{sku}/*/*/mlp.csv ({VIDUR_SOURCE})"
         gemm = fit_gemm(gpu, compute[compute["kind"] == "gemm"], data)
+        fp8 = fp8_gemm_rows(root, sku)
+        if len(fp8):
+            gemm = fit_gemm_fp8(gpu, gemm, fp8, f"gemm_kernels.csv, {FP8_GEMM_GPUS[sku]} "
+                                                f"rows ({KERNELS_SOURCE})")
         stream = fit_stream(gpu, compute[compute["kind"] == "elementwise"].rename(
             columns={"m": "num_tokens"}), data)
         prefill, decode, attention_data = attention_rows(root, gpu)

@@ -37,6 +37,11 @@ from validation.serving_runs import (
     serving_rows,
     skipped_runs,
 )
+from validation.training_runs import (
+    skipped_training_rows,
+    training_errors,
+    training_rows,
+)
 
 __all__ = ["ValidationReport", "accuracy_block", "default_baseline_path", "validate"]
 
@@ -59,6 +64,8 @@ class ValidationReport:
         operators_skipped: why the operator group did not run, or "".
         runs_not_expressed: vLLM runs of the pack the simulator cannot express yet, with
             the reason.
+        training: one row per published training run compared (validation.training_runs).
+        training_not_expressed: training rows of the pack not compared, with the reason.
     """
 
     rows: pd.DataFrame
@@ -72,6 +79,8 @@ class ValidationReport:
     operators: pd.DataFrame = field(default_factory=pd.DataFrame)
     operators_skipped: str = ""
     runs_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    training: pd.DataFrame = field(default_factory=pd.DataFrame)
+    training_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:
@@ -82,7 +91,7 @@ class ValidationReport:
 def accuracy_block(report: ValidationReport) -> str:
     """The README's generated accuracy block for this report."""
     return accuracy_markdown(report.rows, report.pending, report.operators,
-                             report.runs_not_expressed)
+                             report.runs_not_expressed, report.training_not_expressed)
 
 
 def default_baseline_path() -> Path:
@@ -152,14 +161,20 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
                                     "folder's measured/, or --measured DIR)")
     else:
         runs = serving_rows(measured_dir, progress)
+        report.training = training_rows(measured_dir)
+        report.training_not_expressed = skipped_training_rows(measured_dir)
         report.operators = pd.concat([operator_errors(operator_rows(measured_dir)),
-                                      serving_errors(runs)], ignore_index=True)
+                                      serving_errors(runs), training_errors(report.training)],
+                                     ignore_index=True)
         report.runs_not_expressed = skipped_runs(measured_dir)
     if out is not None:
         folder = Path(out)
         document = {"records": rows.to_dict(orient="records"),
                     "groups": groups.to_dict(orient="records"),
-                    "operators": report.operators.to_dict(orient="records")}
+                    "operators": report.operators.to_dict(orient="records"),
+                    "training_runs": report.training.to_dict(orient="records"),
+                    "training_not_expressed":
+                        report.training_not_expressed.to_dict(orient="records")}
         report.written += write_folder(folder, {
             "validation.json": lambda path: path.write_text(to_json_text(document)),
             "validation.csv": lambda path: rows.to_csv(path, index=False)})

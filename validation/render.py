@@ -18,7 +18,8 @@ ACCURACY_END = "<!-- accuracy:end -->"
 
 def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                       operators: pd.DataFrame | None = None,
-                      not_expressed: pd.DataFrame | None = None) -> str:
+                      not_expressed: pd.DataFrame | None = None,
+                      training_not_expressed: pd.DataFrame | None = None) -> str:
     """The README's "How accurate is it?" block: error per group and per record, the
     records still awaiting a predictor, and the operators against measured tables."""
     groups = group_errors(rows)
@@ -49,8 +50,23 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
         reasons = sorted(set(not_expressed["reason"]))
         lines += ["", f"{len(not_expressed)} vLLM runs of the pack are not expressed yet: "
                   + "; ".join(reasons) + "."]
+    if training_not_expressed is not None and not training_not_expressed.empty:
+        counts = training_not_expressed["reason"].map(_reason_kind).value_counts()
+        lines += ["", f"{len(training_not_expressed)} rows of the pack's training runs are "
+                  "not compared: " + "; ".join(f"{reason} ({n})" for reason, n in
+                                               counts.items()) + "."]
     lines += ["", ACCURACY_END]
     return "\n".join(lines)
+
+
+def _reason_kind(reason: str) -> str:
+    """A skipped training row's reason without its row-specific figures."""
+    for prefix in ("same run as", "model ", "GPU ", "the simulator refuses"):
+        if reason.startswith(prefix):
+            return {"same run as": "the same run's other metric", "model ": "model not in "
+                    "the catalog", "GPU ": "GPU not in the catalog",
+                    "the simulator refuses": "plan refused (does not fit)"}[prefix]
+    return reason
 
 
 def replace_accuracy_block(readme: str, block: str) -> str:

@@ -45,7 +45,8 @@ class ParallelPlan(BaseModel):
     dp: int = Field(default=1, ge=1, le=MAX_GPUS, description="data parallel replicas")
     cp: int = Field(default=1, ge=1, le=MAX_GPUS, description="context parallel (sequence split)")
     ep: int = Field(default=1, ge=1, le=MAX_GPUS,
-                    description="expert parallel (MoE), within dp x cp")
+                    description="expert parallel (MoE): within dp x cp, or folded over "
+                    "tp x dp x cp with unsharded experts when it does not divide dp x cp")
     virtual_stages: int = Field(default=1, ge=1, le=1024,
                                 description="interleaved model chunks/stage")
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
@@ -58,6 +59,23 @@ class ParallelPlan(BaseModel):
     overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
     overlap_tp_comm: bool = False
     attention_kernel: Literal["flash", "unfused"] = "flash"  # unfused: Megatron before 2023
+    gradient_dtype: Literal["bf16", "fp32"] = Field(
+        default="bf16", description="gradients as kept for the reduction: fp32 is "
+        "Megatron's default for bf16 training (--accumulate-allreduce-grads-in-fp32)")
+    # Uneven pipeline stages (Megatron's --decoder-first/last-pipeline-num-layers and
+    # --account-for-embedding/loss-in-pipeline-split): see simulator.training.stages.
+    first_stage_layers: int | None = Field(
+        default=None, ge=0, le=2**20, description="transformer layers on the first pipeline "
+        "stage (the rest split evenly)")
+    last_stage_layers: int | None = Field(
+        default=None, ge=0, le=2**20, description="transformer layers on the last pipeline "
+        "stage (the rest split evenly)")
+    embedding_in_pipeline_split: bool = Field(
+        default=False, description="count the embedding as one layer when splitting layers "
+        "over stages (the first chunk then holds one layer fewer)")
+    loss_in_pipeline_split: bool = Field(
+        default=False, description="count the LM head and loss as one layer when splitting "
+        "layers over stages (the last chunk then holds one layer fewer)")
 
     @model_validator(mode="after")
     def _consistent(self) -> ParallelPlan:
@@ -72,6 +90,11 @@ class ParallelPlan(BaseModel):
                              "zero_stage 1, 2 or 3")
         if self.offload == "nvme" and self.zero_stage != 3:
             raise ValueError("offload=nvme (ZeRO-Infinity) needs zero_stage 3")
+        uneven = (self.first_stage_layers is not None or self.last_stage_layers is not None
+                  or self.embedding_in_pipeline_split or self.loss_in_pipeline_split)
+        if uneven and self.pp == 1:
+            raise ValueError("uneven pipeline stages (first/last_stage_layers, embedding/"
+                             "loss_in_pipeline_split) need pp > 1")
         return self
 
     @property

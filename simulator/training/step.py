@@ -26,10 +26,11 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
+from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_memory import TrainingMemory, training_memory
 from simulator.training.pipeline import run_pipeline
-from workloads.training import TrainingJob
+from workloads.training import ParallelPlan, TrainingJob
 
 __all__ = ["TrainingResult", "check_plan", "simulate_training"]
 
@@ -96,16 +97,14 @@ def check_plan(job: TrainingJob, model: ModelSpec, num_gpus: int | None = None) 
     if model.num_attention_heads % plan.tp:
         raise ClusterSimError(f"plan.tp={plan.tp} does not divide {model.name}'s "
                               f"{model.num_attention_heads} attention heads; pick a divisor")
-    chunks = plan.pp * plan.virtual_stages
-    if model.num_layers % chunks:
-        raise ClusterSimError(f"plan.pp={plan.pp} x virtual_stages={plan.virtual_stages} does "
-                              f"not divide {model.name}'s {model.num_layers} layers")
+    stage_layers(plan, model)
     if job.seq_len % plan.cp:
         raise ClusterSimError(f"plan.cp={plan.cp} does not divide seq_len={job.seq_len}")
     if plan.ep > 1 and (not model.is_moe or model.num_experts % plan.ep
-                        or (plan.dp * plan.cp) % plan.ep):
+                        or (plan.tp * plan.dp * plan.cp) % plan.ep):
         raise ClusterSimError(f"plan.ep={plan.ep} needs a MoE model whose expert count it "
-                              f"divides, and must divide dp x cp = {plan.dp * plan.cp}")
+                              f"divides, and must divide tp x dp x cp = "
+                              f"{plan.tp * plan.dp * plan.cp}")
     if num_gpus is not None and num_gpus != plan.num_gpus:
         raise ClusterSimError(f"num_gpus={num_gpus} but tp x pp x dp x cp = "
                               f"{plan.tp}x{plan.pp}x{plan.dp}x{plan.cp} = {plan.num_gpus}; "
@@ -115,6 +114,22 @@ def check_plan(job: TrainingJob, model: ModelSpec, num_gpus: int | None = None) 
         raise ClusterSimError(f"the interleaved schedule needs micro-batches per step ({m}) "
                               f"to be a multiple of pp={plan.pp}")
     return m
+
+
+def stage_layers(plan: ParallelPlan, model: ModelSpec) -> list[int]:
+    """Transformer layers per virtual stage (``profiles.pipeline_split``) under the plan."""
+    if (plan.first_stage_layers is None and plan.last_stage_layers is None
+            and not plan.embedding_in_pipeline_split and not plan.loss_in_pipeline_split
+            and model.num_layers % (plan.pp * plan.virtual_stages)):
+        raise ClusterSimError(
+            f"plan.pp={plan.pp} x virtual_stages={plan.virtual_stages} does not divide "
+            f"{model.name}'s {model.num_layers} layers; split unevenly with plan."
+            "first_stage_layers/last_stage_layers or embedding/loss_in_pipeline_split")
+    return stage_layer_counts(
+        model.num_layers, plan.pp, plan.virtual_stages,
+        first_stage_layers=plan.first_stage_layers, last_stage_layers=plan.last_stage_layers,
+        embedding_in_split=plan.embedding_in_pipeline_split,
+        loss_in_split=plan.loss_in_pipeline_split)
 
 
 _LINKS: dict[tuple[str, int], tuple[LinkCost, LinkCost]] = {}
@@ -138,7 +153,8 @@ def _graph_links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
 
 def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node: int = 8,
                       num_gpus: int | None = None, record_trace: bool = False,
-                      model: ModelSpec | None = None) -> TrainingResult:
+                      model: ModelSpec | None = None,
+                      gpu_spec: GPUSpec | None = None) -> TrainingResult:
     """Predict one optimizer step of ``job`` under its plan.
 
     Args:
@@ -149,25 +165,32 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         record_trace: also build a Perfetto timeline of the step.
         model: a ModelSpec to use instead of loading ``job.model`` (validation records
             describe GPT shapes by their dimensions).
+        gpu_spec: a GPUSpec to use instead of loading ``gpu`` (a catalog GPU with
+            another memory size, say).
 
     Raises:
         ClusterSimError: unknown model or GPU, an impossible plan, or one that does not fit.
     """
     model = model if model is not None else load_model(job.model)
-    if not (gpu or job.gpu):
-        raise ClusterSimError("training job: no GPU given; pass --gpu or set 'gpu' in the job")
-    gpu_spec = load_gpu(gpu or job.gpu or "")
+    if gpu_spec is None:
+        if not (gpu or job.gpu):
+            raise ClusterSimError("training job: no GPU given; pass --gpu or set 'gpu' in "
+                                  "the job")
+        gpu_spec = load_gpu(gpu or job.gpu or "")
     if job.dtype == "fp8":
         model = model.model_copy(update={"dtype": "fp8"})
     plan = job.plan
     m = check_plan(job, model, num_gpus)
+    layers_of = stage_layers(plan, model)
     p, v, tp, cp, dp = plan.pp, plan.virtual_stages, plan.tp, plan.cp, plan.dp
 
     memory = training_memory(
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch,
         num_micro_batches=m, tp=tp, pp=p, dp=dp, cp=cp, ep=plan.ep, virtual_stages=v,
         schedule=plan.schedule, sequence_parallel=plan.sequence_parallel,
-        recompute=plan.recompute, zero_stage=plan.zero_stage, offload=plan.offload)
+        recompute=plan.recompute, zero_stage=plan.zero_stage, offload=plan.offload,
+        stage_layers=layers_of, attention_kernel=plan.attention_kernel,
+        fp8=job.dtype == "fp8", gradient_bytes=4.0 if plan.gradient_dtype == "fp32" else 2.0)
     host = gpu_spec.host
     if plan.offload != "none" and host is None:
         raise ClusterSimError(f"plan.offload={plan.offload}: {gpu_spec.name} has no host "
@@ -198,9 +221,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         expert_imbalance=imbalance)
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
                                       micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype)
-    layers_per_chunk = model.num_layers // (p * v)
-    forward = [layers_per_chunk * cost.forward_s] * (p * v)
-    backward = [layers_per_chunk * cost.backward_s] * (p * v)
+    forward = [n * cost.forward_s for n in layers_of]
+    backward = [n * cost.backward_s for n in layers_of]
     forward[-1] += head_fwd
     backward[-1] += head_bwd
 

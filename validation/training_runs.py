@@ -1,0 +1,316 @@
+"""Training predictions against published framework runs: the training group at scale.
+
+The measured pack's ``training_runs.csv`` holds measured training throughput printed by
+NVIDIA's Megatron-Bridge and NeMo performance tables, Megatron-LM's scaling table and
+torchtitan's benchmarks, one row per metric. Each run is compared once, by its most
+direct metric (tokens/s/GPU, else model TFLOP/s/GPU by Megatron's count, which is the
+simulator's; NeMo's long-context table counts causal attention as half, see
+``_causal_discount``)::
+
+    row ─► model (catalog, or the printed GPT shape) ─► plan as the framework runs it:
+           Megatron family: distributed optimizer (ZeRO-1 over DP x CP), gradients as
+           the recipes keep them (fp32 in Megatron-LM, bf16 in NeMo's performance recipes),
+           sequence parallelism with TP, TP communication overlapped, FlashAttention;
+           FSDP (Megatron's or torchtitan's): ZeRO-3; torchtitan's local batch is one
+           micro-batch without PP, micro-batches of 1 with PP; uneven layer counts split
+           with the embedding and the loss counted as layers (Megatron's
+           --account-for-embedding/loss-in-pipeline-split)
+        ─► simulate_training ─► predicted metric, and the memory the plan needs
+
+Rows the simulator cannot express (a model the catalog lacks, LoRA, a layout not
+printed, a GPU not in the catalog) are listed with the reason, never dropped silently.
+Each row's assumptions beyond what it prints are stated in ``assumed``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profiles.errors import ClusterSimError
+from profiles.hardware import GPUSpec, load_gpu
+from profiles.models import ModelSpec, load_model
+from simulator.training import simulate_training
+from workloads.training import ParallelPlan, TrainingJob
+
+__all__ = ["SOURCES", "express_row", "skipped_training_rows", "training_errors",
+           "training_rows"]
+
+# The pack's source repositories, by the short name the groups use.
+SOURCES = {"NVIDIA-NeMo/Megatron-Bridge": "megatron-bridge", "NVIDIA/NeMo": "nemo",
+           "NVIDIA/Megatron-LM": "megatron-lm", "pytorch/torchtitan": "torchtitan"}
+# Metrics in the order a run is compared by (the first one it has).
+METRIC_ORDER = ("tokens_per_s_per_gpu", "model_tflops_per_gpu")
+
+# The pack's model names, as the catalog names them.
+CATALOG_NAMES = {
+    "LLAMA3_8B": "llama-3-8b", "LLAMA3-8B": "llama-3-8b", "LLAMA3_70B": "llama-3-70b",
+    "LLAMA3-70B": "llama-3-70b", "LLAMA3.1_405B": "llama-3.1-405b",
+    "LLAMA2-7B": "llama-2-7b", "LLAMA2-13B": "llama-2-13b", "LLAMA2-70B": "llama-2-70b",
+    "Qwen3_30B_a3B": "qwen3-30b-a3b", "Qwen3_235B_a22B": "qwen3-235b-a22b",
+    "Llama 3.1 8B": "llama-3.1-8b", "Llama 3.1 70B": "llama-3.1-70b",
+    "Llama 3.1 405B": "llama-3.1-405b", "Llama 3 8B": "llama-3-8b", "Qwen3 8B": "qwen3-8b",
+}
+# NeMo's GPT-3 configurations (NeMo's gpt3 5b/20b/175b configs: layers, hidden, heads;
+# 4h GeLU MLP, GPT-2 vocabulary, learned positions, sequence 2048).
+NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48),
+             "GPT3-175B": (96, 12288, 96)}
+# GPU names of the pack, as the catalog names them; the torchtitan H100s are 96 GB
+# HBM2e parts at a 500 W limit (their lower clocks are not modelled: stated per row).
+GPU_KINDS = (("H100-SXM 96GB", "h100"), ("H100", "h100"), ("H200", "h200"),
+             ("GB200", "gb200"), ("B200", "b200"))
+TORCHTITAN_SEQ = 8192  # torchtitan's Llama 3 training configs' seq_len, where not printed
+
+
+@dataclass(frozen=True)
+class ExpressedRun:
+    """One pack row as a job the simulator runs, and what it is compared by."""
+
+    job: TrainingJob
+    gpu: GPUSpec
+    model: ModelSpec
+    num_gpus: int
+    assumed: str
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if np.isnan(number) else number
+
+
+def _int(value: Any, default: int | None = None) -> int | None:
+    number = _number(value)
+    return default if number is None else int(number)
+
+
+def _source(row: Any) -> str:
+    return SOURCES.get(str(row["source"]).split("@")[0].strip(), "other")
+
+
+def _gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, seq: int) -> ModelSpec:
+    """Megatron's GPT of a printed shape: 4h GeLU MLP, LayerNorm, biases."""
+    return ModelSpec(name=name, num_layers=layers, hidden_size=hidden,
+                     num_attention_heads=heads, num_kv_heads=heads, head_dim=hidden // heads,
+                     intermediate_size=4 * hidden, vocab_size=vocab,
+                     max_position_embeddings=seq, mlp_kind="standard", norm_kind="layernorm",
+                     linear_bias=True, learned_position_embeddings=True)
+
+
+def _model(row: Any, seq: int) -> ModelSpec | str:
+    name = str(row["model"])
+    if name in CATALOG_NAMES:
+        return load_model(CATALOG_NAMES[name])
+    if name in NEMO_GPT3:
+        return _gpt(name, *NEMO_GPT3[name], vocab=50304, seq=seq)
+    shape = [_int(row[c]) for c in ("layers", "hidden", "heads")]
+    if _source(row) == "megatron-lm" and None not in shape:
+        layers, hidden, heads = (int(x) for x in shape)  # type: ignore[arg-type]
+        return _gpt(name, layers, hidden, heads, vocab=131072, seq=seq)
+    return f"model {name} is not in the catalog"
+
+
+def _gpu(row: Any) -> GPUSpec | str:
+    text = str(row["gpu"])
+    for pattern, name in GPU_KINDS:
+        if pattern in text:
+            try:
+                gpu = load_gpu(name)
+            except ClusterSimError:
+                return f"GPU {text} is not in the catalog"
+            if pattern == "H100-SXM 96GB":
+                gpu = gpu.model_copy(update={"hbm_gib": 96.0})
+            return gpu
+    return f"GPU {text} is not in the catalog"
+
+
+def express_row(row: Any) -> ExpressedRun | str:
+    """The row as a job on its GPU, or the reason it cannot be expressed."""
+    notes, precision = str(row["notes"]), str(row["precision"])
+    source = _source(row)
+    task = re.search(r"task=(\w+)", notes)
+    if task and task.group(1).lower() == "lora":
+        return "LoRA fine-tuning (frozen base weights, adapters) is not modelled"
+    if "NVFP4" in precision:
+        return "NVFP4 GEMMs are not in the cost model"
+    num_gpus = _int(row["n_gpu"])
+    if num_gpus is None or _number(row["TP"]) is None:
+        return "parallel layout not printed"
+    assumed = []
+    seq = _int(row["seq"])
+    if seq is None:
+        if source != "torchtitan":
+            return "sequence length not printed"
+        seq = TORCHTITAN_SEQ
+        assumed.append(f"seq {seq} (torchtitan's Llama 3 configs)")
+    model = _model(row, seq)
+    if isinstance(model, str):
+        return model
+    gpu = _gpu(row)
+    if isinstance(gpu, str):
+        return gpu
+    tp, pp = _int(row["TP"], 1) or 1, _int(row["PP"], 1) or 1
+    cp, vp = _int(row["CP"], 1) or 1, _int(row["VP"], 1) or 1
+    ep = _int(row["EP"], 1) or 1
+    if num_gpus % (tp * pp * cp):
+        return f"n_gpu={num_gpus} is not a multiple of TP x PP x CP"
+    dp = num_gpus // (tp * pp * cp)
+    fsdp = "FSDP" in notes and "FSDP=0" not in notes
+    mbs = _int(row["mbs"], 1) or 1
+    gbs = _int(row["gbs"])
+    micro_batch = mbs
+    if source == "torchtitan":
+        # mbs is the local batch per data-parallel rank: one micro-batch without PP,
+        # micro-batches of one sequence through the pipeline with it.
+        gbs = gbs or mbs * dp
+        micro_batch = 1 if pp > 1 else mbs
+    if gbs is None:
+        return "global batch not printed"
+    if "not printed" in precision:
+        fp8 = "implies FP8" in precision
+        assumed.append("FP8 (the table's note implies it)" if fp8 else
+                       "BF16 (precision not printed)")
+    else:
+        fp8 = any(word in precision for word in ("FP8", "float8"))
+    megatron = source != "torchtitan"
+    recompute = str(row["recompute"]).lower()
+    plan = ParallelPlan(
+        tp=tp, pp=pp, dp=dp, cp=cp, ep=ep if model.is_moe else 1,
+        virtual_stages=vp if vp > 1 and pp > 1 else 1,
+        schedule="interleaved" if vp > 1 and pp > 1 else "1f1b",
+        sequence_parallel=tp > 1,
+        recompute="full" if "full" in recompute else
+        "selective" if "selective" in recompute else "none",
+        zero_stage=3 if fsdp else 1 if dp * cp > 1 and megatron else 0,
+        # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-
+        # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off).
+        gradient_dtype="fp32" if source == "megatron-lm" else "bf16",
+        overlap_tp_comm=megatron or "AsyncTP" in notes or "async TP" in notes,
+        attention_kernel="flash",
+        embedding_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0,
+        loss_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0)
+    if gbs % (dp * micro_batch):
+        return f"global batch {gbs} is not a multiple of DP {dp} x micro-batch {micro_batch}"
+    job = TrainingJob(model=model.name, seq_len=seq, global_batch=gbs,
+                      micro_batch=micro_batch, dtype="fp8" if fp8 else "bf16", plan=plan)
+    return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed))
+
+
+def _compared(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """One row per run (its first metric of METRIC_ORDER); the others, as skipped."""
+    keys = [c for c in table.columns if c not in ("id", "metric", "value", "unit")]
+    chosen, skipped = [], []
+    for _, run in table.groupby(keys, dropna=False, sort=False):
+        ranked = sorted(run.itertuples(index=False), key=lambda r: (
+            METRIC_ORDER.index(r.metric) if r.metric in METRIC_ORDER else 9))
+        first = ranked[0]
+        if first.metric in METRIC_ORDER:
+            chosen.append(first._asdict())
+        for other in ranked[1:] if first.metric in METRIC_ORDER else ranked:
+            reason = (f"same run as {first.id}, compared once (by {first.metric})"
+                      if first.metric in METRIC_ORDER else
+                      f"metric {other.metric} alone (a range or MFU without a layout)")
+            skipped.append({"id": other.id, "model": other.model, "gpu": other.gpu,
+                            "reason": reason})
+    return pd.DataFrame(chosen), skipped
+
+
+@cache
+def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    table = pd.read_csv(Path(measured_dir) / "training_runs.csv", dtype=str)
+    compared, skipped = _compared(table)
+    rows = []
+    for row in compared.to_dict(orient="records"):
+        run = express_row(row)
+        if isinstance(run, str):
+            skipped.append({"id": row["id"], "model": row["model"], "gpu": row["gpu"],
+                            "reason": run})
+            continue
+        try:
+            result = simulate_training(run.job, gpu=run.gpu.name, model=run.model,
+                                       gpu_spec=run.gpu)
+        except ClusterSimError as error:
+            skipped.append({"id": row["id"], "model": row["model"], "gpu": row["gpu"],
+                            "reason": f"the simulator refuses the plan: {error}"})
+            continue
+        if row["metric"] == "tokens_per_s_per_gpu":
+            predicted = result.tokens_per_s / run.num_gpus
+        else:
+            flops = result.model_flops - (_causal_discount(run) if "long_sequence" in
+                                          str(row["source"]) else 0.0)
+            predicted = flops / result.step_s / run.num_gpus / 1e12
+        measured = float(row["value"])
+        peak = re.search(r"peak memory ([0-9.]+) GiB", str(row["notes"]))
+        rows.append({"id": row["id"], "source": _source(row), "gpu": run.gpu.name,
+                     "model": str(row["model"]), "dtype": run.job.dtype,
+                     "layout": _layout(run), "metric": row["metric"], "measured": measured,
+                     "predicted": predicted, "mfu": result.mfu,
+                     "memory_gib": result.memory.total / 2**30,
+                     "measured_memory_gib": float(peak.group(1)) if peak else np.nan,
+                     "assumed": run.assumed})
+    out = pd.DataFrame(rows, columns=["id", "source", "gpu", "model", "dtype", "layout",
+                                      "metric", "measured", "predicted", "mfu", "memory_gib",
+                                      "measured_memory_gib", "assumed"])
+    out["signed_pct"] = (out["predicted"] - out["measured"]) / out["measured"] * 100.0
+    out["error_pct"] = out["signed_pct"].abs()
+    return out, pd.DataFrame(skipped, columns=["id", "model", "gpu", "reason"])
+
+
+def _causal_discount(run: ExpressedRun) -> float:
+    """Model FLOPs of a step that a causal count leaves out: half the attention scores'
+    (3 x 4·b·s²·width per layer, forward and backward). NeMo's long-context table counts
+    FLOPs this way: its TFLOP/s stay flat from 16K to 1M tokens only under it (without
+    the discount the kernels would run at half their measured attention rate)."""
+    model, job = run.model, run.job
+    width = (model.q_size + model.o_size) / 2
+    return 0.5 * 3.0 * 4.0 * job.global_batch * job.seq_len**2 * width * model.num_layers
+
+
+def _layout(run: ExpressedRun) -> str:
+    plan = run.job.plan
+    parts = [f"tp{plan.tp}", f"pp{plan.pp}", f"dp{plan.dp}"]
+    parts += [f"cp{plan.cp}"] if plan.cp > 1 else []
+    parts += [f"ep{plan.ep}"] if plan.ep > 1 else []
+    parts += [f"vp{plan.virtual_stages}"] if plan.virtual_stages > 1 else []
+    parts += [f"zero{plan.zero_stage}"] if plan.zero_stage else []
+    return " ".join(parts) + f" mbs{run.job.micro_batch} gbs{run.job.global_batch}"
+
+
+def training_rows(measured_dir: str | Path) -> pd.DataFrame:
+    """One row per compared run: measured and predicted metric, errors, memory."""
+    return _simulated(str(Path(measured_dir).resolve()))[0].copy()
+
+
+def skipped_training_rows(measured_dir: str | Path) -> pd.DataFrame:
+    """Every pack row not compared, with the reason."""
+    return _simulated(str(Path(measured_dir).resolve()))[1].copy()
+
+
+def training_errors(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (GPU, source) and per GPU over all sources: runs, median / p90 / max error,
+    signed median (negative: predicted slower than measured), the worst runs; in the
+    operator table's columns, so the gate holds them like the kernels."""
+    out = []
+    groups = [((gpu, f"training {source}"), part)
+              for (gpu, source), part in rows.groupby(["gpu", "source"], sort=True)]
+    groups += [((gpu, "training all"), part) for gpu, part in rows.groupby("gpu", sort=True)]
+    for (gpu, label), part in groups:
+        errors = part["error_pct"].to_numpy()
+        worst = part.nlargest(3, "error_pct")
+        out.append({"gpu": gpu, "operator": label, "num_points": len(part),
+                    "median_error_pct": float(np.median(errors)),
+                    "p90_error_pct": float(np.percentile(errors, 90)),
+                    "max_error_pct": float(errors.max()),
+                    "signed_median_pct": float(np.median(part["signed_pct"])),
+                    "worst": "; ".join(f"{r.id} {r.model} ({r.error_pct:.0f}%)"
+                                       for r in worst.itertuples()),
+                    "source": "training_runs.csv"})
+    return pd.DataFrame(out)
