@@ -1,0 +1,149 @@
+"""Training as today's frameworks run it: FlashAttention memory, uneven pipeline stages,
+published plans that fit at their micro-batch, and the published-runs validation group."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from profiles.errors import ClusterSimError
+from profiles.models import load_model
+from profiles.pipeline_split import stage_layer_counts
+from profiles.training_memory import activation_bytes_per_layer
+from simulator.training import simulate_training
+from validation.operators import default_measured_dir
+from workloads.training import build_training_job
+
+LLAMA_70B = load_model("llama-3-70b")
+
+
+@pytest.mark.parametrize("seq_len", [4096, 32768])
+def test_flash_attention_activations_equal_the_hand_count(seq_len: int) -> None:
+    """Llama-3-70B, TP 8 with sequence parallelism, no recomputation, FlashAttention: per
+    token 10h/t replicated, (2q + 4kv + 2q + 6f)/t sharded and a 4-byte log-sum-exp per
+    head; nothing grows with s^2, so 8x the sequence is exactly 8x the bytes."""
+    h, q, kv, f, heads, t = 8192, 8192, 1024, 28672, 64, 8
+    per_token = 10 * h / t + (2 * q + 4 * kv + 2 * q + 6 * f + 4 * heads) / t
+    got = activation_bytes_per_layer(LLAMA_70B, seq_len, 1, t, True, "none",
+                                     attention_kernel="flash")
+    assert got == pytest.approx(seq_len * per_token)
+    unfused = activation_bytes_per_layer(LLAMA_70B, seq_len, 1, t, True, "none")
+    assert unfused - seq_len * (per_token - 4 * heads / t) == pytest.approx(
+        5 * heads * seq_len**2 / t)
+
+
+def test_fp8_keeps_the_linear_layers_inputs_in_one_byte() -> None:
+    """Under FP8 the QKV and MLP inputs (h each), the projection input (q) and the second
+    MLP GEMM's input (f) are kept as 1 byte, and FlashAttention's output O stays 16-bit
+    beside the projection's FP8 copy: (2h + q + f)/... less, 2q more, per token."""
+    h, q, f, t = 8192, 8192, 28672, 8
+    bf16 = activation_bytes_per_layer(LLAMA_70B, 4096, 1, t, False, "none",
+                                      attention_kernel="flash")
+    fp8 = activation_bytes_per_layer(LLAMA_70B, 4096, 1, t, False, "none",
+                                     attention_kernel="flash", fp8=True)
+    assert bf16 - fp8 == pytest.approx(4096 * (2 * h + (q + f - 2 * q) / t))
+
+
+def test_126_layers_run_on_16_stages_with_stated_stage_sizes() -> None:
+    """Llama 3.1 405B's 126 layers on PP 16: 7 on the first and last stage, 8 on each of
+    the 14 others; the step runs and fits."""
+    assert stage_layer_counts(126, 16, first_stage_layers=7, last_stage_layers=7) == \
+        [7] + [8] * 14 + [7]
+    job = build_training_job({
+        "model": "llama-3.1-405b", "gpu": "h100", "seq_len": 4096, "global_batch": 64,
+        "micro_batch": 1, "dtype": "fp8",
+        "plan": {"tp": 8, "pp": 16, "dp": 4, "sequence_parallel": True, "zero_stage": 1,
+                 "first_stage_layers": 7, "last_stage_layers": 7}})
+    result = simulate_training(job)
+    assert result.step_s > 0 and result.memory.total < result.memory.capacity
+    with pytest.raises(ClusterSimError, match="does not divide llama-3.1-405b's 126 layers"):
+        simulate_training(build_training_job({
+            "model": "llama-3.1-405b", "gpu": "h100", "seq_len": 8192, "global_batch": 64,
+            "plan": {"tp": 8, "pp": 16, "dp": 4, "sequence_parallel": True}}))
+
+
+def test_embedding_and_loss_count_as_layers_in_the_split() -> None:
+    """126 + 2 = 128 units over 8 stages x 8 chunks: 2 per chunk; the first chunk (the
+    embedding's) and the last (the loss's) hold one transformer layer."""
+    counts = stage_layer_counts(126, 8, 8, embedding_in_split=True, loss_in_split=True)
+    assert len(counts) == 64 and sum(counts) == 126
+    assert counts[0] == 1 and counts[-1] == 1 and set(counts[1:-1]) == {2}
+    assert stage_layer_counts(94, 8, 4, embedding_in_split=True, loss_in_split=True)[0] == 2
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"first_stage_layers": 10, "last_stage_layers": 10}, "do not split evenly over 14"),
+    ({"first_stage_layers": 130}, "do not leave the model's 126 layers"),
+    ({"first_stage_layers": 7, "embedding_in_split": True}, "set one of them"),
+])
+def test_impossible_splits_are_one_line_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(ClusterSimError, match=message):
+        stage_layer_counts(126, 16, **kwargs)
+
+
+def test_uneven_stages_need_a_pipeline() -> None:
+    with pytest.raises(ClusterSimError, match="need pp > 1"):
+        build_training_job({"model": "llama-3-8b", "seq_len": 4096, "global_batch": 8,
+                            "plan": {"first_stage_layers": 3}})
+
+
+# Published plans as their frameworks ran them (each row's layout, micro-batch and
+# precision from its source; the framework's defaults where the table prints none).
+PUBLISHED_PLANS = [
+    ("Megatron-Bridge 26.04 Llama3-70B, 64 H100, FP8", "llama-3-70b", "h100", 8192, 256, 1,
+     "fp8", {"tp": 4, "pp": 8, "dp": 2, "schedule": "interleaved", "virtual_stages": 5,
+             "zero_stage": 1}),
+    ("Megatron-Bridge 26.04 Llama3.1-405B, 1024 H100, FP8", "llama-3.1-405b", "h100", 8192,
+     1536, 1, "fp8", {"tp": 8, "pp": 8, "cp": 2, "dp": 8, "schedule": "interleaved",
+                      "virtual_stages": 8, "zero_stage": 1,
+                      "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
+    ("NeMo 24.07 Llama3-8B, 8 H100, FP8, CP 2", "llama-3-8b", "h100", 8192, 128, 1, "fp8",
+     {"tp": 1, "pp": 1, "cp": 2, "dp": 4, "zero_stage": 1}),
+    ("NeMo 24.07 Llama2-70B, 64 H100, FP8", "llama-2-70b", "h100", 4096, 128, 1, "fp8",
+     {"tp": 4, "pp": 4, "dp": 4, "schedule": "interleaved", "virtual_stages": 20,
+      "zero_stage": 1}),
+    ("Megatron-Bridge 26.04 Qwen3-235B-A22B, 256 H100, FP8, EP 32", "qwen3-235b-a22b",
+     "h100", 4096, 8192, 1, "fp8",
+     {"tp": 2, "pp": 8, "dp": 16, "ep": 32, "schedule": "interleaved", "virtual_stages": 4,
+      "zero_stage": 1, "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
+    ("torchtitan Llama 3.1 70B, 256 H100, FSDP 32 x TP 8, Float8", "llama-3.1-70b", "h100",
+     8192, 512, 16, "fp8", {"tp": 8, "pp": 1, "dp": 32, "zero_stage": 3,
+                            "recompute": "full"}),
+]
+
+
+@pytest.mark.parametrize("label, model, gpu, seq_len, global_batch, micro_batch, dtype, plan",
+                         PUBLISHED_PLANS, ids=[p[0] for p in PUBLISHED_PLANS])
+def test_each_published_plan_fits_at_its_micro_batch(
+        label: str, model: str, gpu: str, seq_len: int, global_batch: int, micro_batch: int,
+        dtype: str, plan: dict) -> None:
+    """A plan a framework ran at its published micro-batch fits in the GPU's memory."""
+    full = {"sequence_parallel": plan["tp"] > 1, "attention_kernel": "flash"} | plan
+    job = build_training_job({"model": model, "gpu": gpu, "seq_len": seq_len,
+                              "global_batch": global_batch, "micro_batch": micro_batch,
+                              "dtype": dtype, "plan": full})
+    result = simulate_training(job)
+    assert result.memory.total <= result.memory.capacity, label
+
+
+@pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
+def test_every_pack_training_row_is_compared_or_listed_with_a_reason() -> None:
+    """Each row of the pack's training_runs.csv is either compared (one row per run, by
+    its most direct metric) or listed with the reason, none dropped; the Megatron-family
+    pre-training runs on H100 are all expressed, and none is refused for memory."""
+    from validation.training_runs import skipped_training_rows, training_rows
+
+    measured = default_measured_dir()
+    assert measured is not None
+    rows, skipped = training_rows(measured), skipped_training_rows(measured)
+    pack = pd.read_csv(measured / "training_runs.csv", dtype=str)
+    assert sorted([*rows["id"], *skipped["id"]]) == sorted(pack["id"])
+    assert skipped["reason"].str.len().min() > 5
+    assert not rows["id"].duplicated().any()
+    h100 = pack[pack["gpu"].str.contains("DGX-H100") & pack["notes"].str.contains(
+        "task=pretrain") & ~pack["model"].str.contains("Nemotron|GPT OSS|tokendrop")]
+    refused = skipped[skipped["reason"].str.contains("does not fit")]
+    assert set(h100["id"]) & set(refused["id"]) == set()
+    compared_or_same = set(rows["id"]) | set(
+        skipped[skipped["reason"].str.startswith("same run as")]["id"])
+    assert set(h100["id"]) <= compared_or_same
