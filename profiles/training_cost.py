@@ -9,6 +9,8 @@ the weights, CP the sequence), roofline time of::
                   matrix as batched GEMMs plus ~12 bytes of softmax/dropout traffic per
                   score, backward 2x
     elementwise   norms, bias-dropout-add, activation: bytes only, backward 2x
+    FP8 casts     under FP8: each GEMM operand quantized (read 16 bits, write FP8 and
+                  its transpose), inputs forward and output gradients backward
     recompute     full: one more forward; selective: one more attention core
 
 plus communication per layer: TP 2 all-reduces forward and 2 backward (reduce-scatter +
@@ -42,6 +44,21 @@ class LayerCost:
     tp_comm_s: float  # per pass (forward or backward)
     cp_comm_s: float
     ep_comm_s: float
+    # The backward pass by part (its communication is tp_comm_s, 2 cp_comm_s, ep_comm_s),
+    # and the recomputation it includes.
+    gemm_backward_s: float = 0.0
+    attention_backward_s: float = 0.0
+    elementwise_backward_s: float = 0.0
+    recompute_s: float = 0.0
+
+    def parts(self) -> dict[str, float]:
+        """Forward plus backward seconds of one layer by class (they add up to
+        forward_s + backward_s)."""
+        return {"gemm": self.gemm_s + self.gemm_backward_s,
+                "attention": self.attention_s + self.attention_backward_s,
+                "elementwise": self.elementwise_s + self.elementwise_backward_s,
+                "recompute": self.recompute_s, "tp_comm": 2.0 * self.tp_comm_s,
+                "cp_comm": 3.0 * self.cp_comm_s, "ep_comm": 2.0 * self.ep_comm_s}
 
 
 def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
@@ -87,6 +104,28 @@ def _layer_gemm_shapes(model: ModelSpec, tp: int) -> tuple[list[tuple[float, flo
     return shapes, [(gated * routed, h), (h, routed)]
 
 
+# Bytes of HBM traffic to quantize one element for an FP8 GEMM: read it in 16 bits (2),
+# write it as FP8 (1) and, fused in the same pass, its FP8 transpose for the other
+# GEMM that reads it (1) (Transformer Engine's cast-transpose).
+FP8_CAST_BYTES_PER_ELEMENT = 4.0
+
+
+def fp8_cast_s(model: ModelSpec, tokens: float, tp: int, bandwidth: float
+               ) -> tuple[float, float]:
+    """(forward, backward) seconds quantizing a layer's GEMM operands to FP8 on one GPU.
+
+    Forward: each linear layer's input (QKV and first MLP GEMM: h per token, gathered
+    over the TP group; projection: q/tp; second MLP GEMM: f/tp). Backward: each GEMM's
+    output gradient ((q + 2kv)/tp, h, gated·f/tp, h). Weights are cast once per step
+    and cached across micro-batches, so they are left out."""
+    h, q, kv, f = model.hidden_size, model.q_size, model.kv_size, model.active_ffn_width
+    gated = 2.0 if model.mlp_kind == "gated" else 1.0
+    forward = tokens * (2.0 * h + (q + f) / tp)
+    backward = tokens * ((q + 2.0 * kv + gated * f) / tp + 2.0 * h)
+    per_element = FP8_CAST_BYTES_PER_ELEMENT / bandwidth
+    return forward * per_element, backward * per_element
+
+
 def _attention_dtype(dtype: str) -> str:
     """FP8 training runs its linear layers in FP8; attention stays in 16 bits
     (Transformer Engine's default, and torchtitan's float8 linears)."""
@@ -97,11 +136,14 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                cp: int, ep: int, sequence_parallel: bool, recompute: str,
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
-               expert_imbalance: float = 1.0) -> LayerCost:
+               expert_imbalance: float = 1.0, compute_fraction: float = 1.0) -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
     balanced routing): the routed experts' GEMMs and the all-to-all wait for that rank.
+    ``compute_fraction`` is the share of the kernels' measured rate that tensor-core
+    work keeps under a training run's sustained load (``profiles.training_fit``): GEMM
+    and attention times are divided by it.
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -118,6 +160,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         gemm = alone + (gemm - alone) * expert_imbalance
         gemm_bwd = alone_bwd + (gemm_bwd - alone_bwd) * expert_imbalance
 
+    gemm, gemm_bwd = gemm / compute_fraction, gemm_bwd / compute_fraction
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
     if attention_kernel == "flash":
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp * 0.5
@@ -128,10 +171,14 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         attention = (flops / (gpu.peak_flops(_attention_dtype(dtype)) * gpu.efficiency.matmul)
                      + 12.0 * scores / bandwidth)
         attention_bwd = 2.0 * attention
+    attention, attention_bwd = attention / compute_fraction, attention_bwd / compute_fraction
 
     f_active = model.active_ffn_width
     replicated = 24.0 * h / (tp if sequence_parallel else 1)
     elementwise = tokens * 2.0 * (replicated + 4.0 * f_active / tp) / bandwidth
+    cast, cast_bwd = (fp8_cast_s(model, tokens, tp, bandwidth) if dtype == "fp8"
+                      else (0.0, 0.0))
+    elementwise += cast
 
     activation_bytes = tokens * h * 2.0
     tp_comm = 2.0 * all_reduce_s(activation_bytes, tp, tp_link)
@@ -149,22 +196,24 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                    * expert_imbalance)
 
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
-    backward = gemm_bwd + attention_bwd + 2.0 * elementwise + tp_comm + 2.0 * cp_comm \
-        + ep_comm
-    if recompute == "full":
-        backward += forward
-    elif recompute == "selective":
-        backward += attention
+    backward = gemm_bwd + attention_bwd + 2.0 * (elementwise - cast) + cast_bwd + tp_comm \
+        + 2.0 * cp_comm + ep_comm
+    recomputed = forward if recompute == "full" else attention if recompute == "selective" \
+        else 0.0
+    backward += recomputed
     return LayerCost(forward, backward, gemm, attention, elementwise, tp_comm, cp_comm,
-                     ep_comm)
+                     ep_comm, gemm_backward_s=gemm_bwd, attention_backward_s=attention_bwd,
+                     elementwise_backward_s=2.0 * (elementwise - cast) + cast_bwd,
+                     recompute_s=recomputed)
 
 
 def lm_head_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,
-                 cp: int, dtype: str) -> tuple[float, float]:
+                 cp: int, dtype: str, compute_fraction: float = 1.0) -> tuple[float, float]:
     """(forward, backward) seconds of the output projection and loss on the last stage
     (in 16 bits under FP8 training: frameworks keep the output layer out of FP8)."""
     dtype = _attention_dtype(dtype)
     tokens = micro_batch * seq_len / cp
     weight_bytes = model.vocab_size * model.hidden_size / tp * DTYPE_BYTES[dtype]
-    return _gemm_s(gpu, tokens, [(model.vocab_size / tp, model.hidden_size)], weight_bytes,
-                   dtype)
+    forward, backward = _gemm_s(gpu, tokens, [(model.vocab_size / tp, model.hidden_size)],
+                                weight_bytes, dtype)
+    return forward / compute_fraction, backward / compute_fraction

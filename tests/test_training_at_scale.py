@@ -147,3 +147,22 @@ def test_every_pack_training_row_is_compared_or_listed_with_a_reason() -> None:
     compared_or_same = set(rows["id"]) | set(
         skipped[skipped["reason"].str.startswith("same run as")]["id"])
     assert set(h100["id"]) <= compared_or_same
+
+
+def test_the_step_breakdown_adds_up_and_names_what_the_plan_pays_for() -> None:
+    """The breakdown's parts add up to the step; a plan without TP, PP or recomputation
+    pays none of them, and one with them pays each."""
+    base = {"model": "llama-3-8b", "gpu": "h100", "seq_len": 4096, "global_batch": 32,
+            "micro_batch": 1}
+    alone = simulate_training(build_training_job(base | {"plan": {"dp": 8,
+                                                                  "zero_stage": 1}}))
+    assert sum(alone.breakdown.values()) == pytest.approx(alone.step_s)
+    for part in ("tp_comm", "pipeline_bubble", "recompute", "cp_comm", "ep_comm"):
+        assert alone.breakdown[part] == pytest.approx(0.0, abs=1e-12), part
+    assert alone.breakdown["gemm"] > 0.4 * alone.step_s
+    spread = simulate_training(build_training_job(base | {"plan": {
+        "tp": 4, "pp": 2, "dp": 1, "sequence_parallel": True, "recompute": "full"}}))
+    assert sum(spread.breakdown.values()) == pytest.approx(spread.step_s)
+    for part in ("tp_comm", "pipeline_bubble", "recompute"):
+        assert spread.breakdown[part] > 0, part
+    assert spread.summary()["step_breakdown_s"] == spread.breakdown

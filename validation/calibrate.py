@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import minimize, minimize_scalar
 
+from profiles.errors import ClusterSimError
 from profiles.gemm import fitted_gemm_times
 from profiles.hardware import GPUSpec, load_gpu
 from profiles.importers import (
@@ -57,12 +58,15 @@ from profiles.operator_times import (
     decode_attention_s,
     prefill_attention_s,
 )
+from profiles.training_fit import TRAINING_FITS_PATH
 from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
 from validation.operators import KERNELS_SOURCE, VIDUR_SOURCE, attention_rows
 from validation.serving_runs import serving_rows
+from validation.training_runs import _source, expressed_runs, predict_run
 
 __all__ = ["calibrate", "fit_all_reduce", "fit_attention", "fit_gemm", "fit_gemm_fp8",
-           "fit_stream", "fp8_gemm_rows", "leave_one_model_out"]
+           "fit_stream", "fit_sustained_compute", "fit_training", "fp8_gemm_rows",
+           "leave_one_model_out"]
 
 
 
@@ -279,6 +283,77 @@ def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+# The GPUs of one die share the sustained-compute fraction (H200 is H100's GH100 with
+# more HBM, at the same power limit).
+TRAINING_DIES = {"GH100": ("H100-SXM5-80GB", "H200-SXM-141GB")}
+
+
+def _training_points(measured_dir: str | Path, gpus: tuple[str, ...]
+                     ) -> list[tuple[dict[str, Any], Any]]:
+    runs, _ = expressed_runs(measured_dir)
+    return [(row, run) for row, run in runs if run.gpu.name in gpus]
+
+
+def _training_errors(points: list[tuple[dict[str, Any], Any]], sustained: float
+                     ) -> np.ndarray:
+    """Signed log errors (log predicted / measured) of the runs the plan fits."""
+    errors = []
+    for row, run in points:
+        try:
+            predicted, _ = predict_run(row, run, sustained)
+        except ClusterSimError:
+            continue
+        errors.append(np.log(predicted / float(row["value"])))
+    return np.array(errors)
+
+
+def fit_sustained_compute(points: list[tuple[dict[str, Any], Any]]) -> float:
+    """The fraction minimizing the median absolute log error over ``points``."""
+    result = minimize_scalar(lambda x: float(np.median(np.abs(_training_errors(points, x)))),
+                             bounds=(0.3, 1.2), method="bounded",
+                             options={"xatol": 1e-4})
+    return round(float(result.x), 4)
+
+
+def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
+    """(training_fits.json's document, the leave-one-source-out table): per die, the
+    fraction fitted on all its runs, and per source the median error of its runs under
+    the in-sample fit and under a fit made without that source."""
+    gpus: dict[str, Any] = {}
+    table = []
+    for die, names in TRAINING_DIES.items():
+        points = _training_points(measured_dir, names)
+        if not points:
+            continue
+        fitted = fit_sustained_compute(points)
+        in_sample = np.abs(np.expm1(_training_errors(points, fitted))) * 100
+        sources = sorted({_source(row) for row, _ in points})
+        for source in sources:
+            held = [p for p in points if _source(p[0]) == source]
+            rest = [p for p in points if _source(p[0]) != source]
+            without = fit_sustained_compute(rest) if rest else fitted
+            for label, value in (("in_sample", fitted), ("held_out", without)):
+                errors = np.abs(np.expm1(_training_errors(held, value))) * 100
+                table.append({"die": die, "source": source, "runs": len(held), "fit": label,
+                              "sustained_compute": value,
+                              "median_error_pct": float(np.median(errors)),
+                              "p90_error_pct": float(np.percentile(errors, 90))})
+        entry = {"sustained_compute": fitted, "die": die, "fitted": {
+            "data": "training_runs.csv (Megatron-Bridge, NeMo, Megatron-LM, torchtitan "
+                    "published tables; see the pack's README)",
+            "num_points": len(in_sample),
+            "median_error_pct": round(float(np.median(in_sample)), 3),
+            "p90_error_pct": round(float(np.percentile(in_sample, 90)), 3),
+            "leave_one_source_out_median_error_pct": {
+                r["source"]: round(r["median_error_pct"], 3) for r in table
+                if r["die"] == die and r["fit"] == "held_out"}}}
+        for name in names:
+            gpus[name] = entry
+    document = {"_comment": "Written by `python -m validation.calibrate MEASURED --training "
+                            "--write`; see profiles/training_fit.py.", "gpus": gpus}
+    return document, pd.DataFrame(table)
+
+
 SERVING_PRESET = "vllm-v1-0.15"
 
 
@@ -307,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("measured_dir", type=Path)
     parser.add_argument("--write", action="store_true", help=f"write {FITS_PATH.name}")
     parser.add_argument("--leave-one-model-out", action="store_true")
+    parser.add_argument("--training", action="store_true",
+                        help="fit the training step's sustained-compute fraction to the "
+                             "published training runs")
     parser.add_argument("--serving", action="store_true",
                         help="fit the vLLM 0.15 preset's client path to the vLLM runs")
     args = parser.parse_args(argv)
@@ -314,6 +392,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.measured_dir}: no vidur/ folder; give the measured pack",
               file=sys.stderr)
         return 2
+    if args.training:
+        document, table = fit_training(args.measured_dir)
+        print(table.round(3).to_string(index=False))
+        for name, entry in document["gpus"].items():
+            print(f"{name}: sustained_compute {entry['sustained_compute']}, "
+                  f"median {entry['fitted']['median_error_pct']}%")
+        if args.write:
+            TRAINING_FITS_PATH.write_text(json.dumps(document, indent=1) + "\n")
+            print(f"wrote {TRAINING_FITS_PATH}")
+        return 0
     if args.serving:
         seconds, table = fit_client_path(args.measured_dir)
         wide = table.pivot_table(index="model", columns="fit", values="ttft_error_pct")

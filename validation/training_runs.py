@@ -36,11 +36,11 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from profiles.hardware import GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
-from simulator.training import simulate_training
+from simulator.training import TrainingResult, simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
-__all__ = ["SOURCES", "express_row", "skipped_training_rows", "training_errors",
-           "training_rows"]
+__all__ = ["SOURCES", "ExpressedRun", "express_row", "expressed_runs", "predict_run",
+           "skipped_training_rows", "training_errors", "training_rows"]
 
 # The pack's source repositories, by the short name the groups use.
 SOURCES = {"NVIDIA-NeMo/Megatron-Bridge": "megatron-bridge", "NVIDIA/NeMo": "nemo",
@@ -223,30 +223,49 @@ def _compared(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     return pd.DataFrame(chosen), skipped
 
 
-@cache
-def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+def expressed_runs(measured_dir: str | Path) -> tuple[list[tuple[dict[str, Any], ExpressedRun]],
+                                                     list[dict[str, Any]]]:
+    """(each compared row with its run, each row not compared with the reason)."""
     table = pd.read_csv(Path(measured_dir) / "training_runs.csv", dtype=str)
     compared, skipped = _compared(table)
-    rows = []
+    runs = []
     for row in compared.to_dict(orient="records"):
         run = express_row(row)
         if isinstance(run, str):
             skipped.append({"id": row["id"], "model": row["model"], "gpu": row["gpu"],
                             "reason": run})
-            continue
+        else:
+            runs.append((row, run))
+    return runs, skipped
+
+
+def predict_run(row: dict[str, Any], run: ExpressedRun, sustained: float | None = None
+                ) -> tuple[float, TrainingResult]:
+    """The row's metric as the simulator predicts it, and the step it simulated.
+
+    Raises:
+        ClusterSimError: the simulator refuses the plan (it does not fit, say).
+    """
+    result = simulate_training(run.job, gpu=run.gpu.name, model=run.model, gpu_spec=run.gpu,
+                               sustained=sustained)
+    if row["metric"] == "tokens_per_s_per_gpu":
+        return result.tokens_per_s / run.num_gpus, result
+    flops = result.model_flops - (_causal_discount(run) if "long_sequence" in
+                                  str(row["source"]) else 0.0)
+    return flops / result.step_s / run.num_gpus / 1e12, result
+
+
+@cache
+def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    runs, skipped = expressed_runs(measured_dir)
+    rows = []
+    for row, run in runs:
         try:
-            result = simulate_training(run.job, gpu=run.gpu.name, model=run.model,
-                                       gpu_spec=run.gpu)
+            predicted, result = predict_run(row, run)
         except ClusterSimError as error:
             skipped.append({"id": row["id"], "model": row["model"], "gpu": row["gpu"],
                             "reason": f"the simulator refuses the plan: {error}"})
             continue
-        if row["metric"] == "tokens_per_s_per_gpu":
-            predicted = result.tokens_per_s / run.num_gpus
-        else:
-            flops = result.model_flops - (_causal_discount(run) if "long_sequence" in
-                                          str(row["source"]) else 0.0)
-            predicted = flops / result.step_s / run.num_gpus / 1e12
         measured = float(row["value"])
         peak = re.search(r"peak memory ([0-9.]+) GiB", str(row["notes"]))
         rows.append({"id": row["id"], "source": _source(row), "gpu": run.gpu.name,

@@ -28,11 +28,12 @@ from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost
+from profiles.training_fit import sustained_compute
 from profiles.training_memory import TrainingMemory, training_memory
 from simulator.training.pipeline import run_pipeline
 from workloads.training import ParallelPlan, TrainingJob
 
-__all__ = ["TrainingResult", "check_plan", "simulate_training"]
+__all__ = ["BREAKDOWN_PARTS", "TrainingResult", "check_plan", "simulate_training"]
 
 
 @dataclass
@@ -52,6 +53,7 @@ class TrainingResult:
     dp_comm_s: float
     optimizer_s: float
     layer: dict[str, float]
+    breakdown: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
@@ -81,7 +83,7 @@ class TrainingResult:
             "num_micro_batches": self.num_micro_batches, "pipeline_s": self.pipeline_s,
             "bubble_fraction": self.bubble_fraction, "dp_comm_s": self.dp_comm_s,
             "optimizer_s": self.optimizer_s, "memory_per_gpu_gib": self.memory.as_gib(),
-            "layer_s": self.layer,
+            "layer_s": self.layer, "step_breakdown_s": self.breakdown,
             "flops_convention": "Megatron (Narayanan et al. 2021, App. A): 2 per MAC, "
                                 "attention 4bs^2h per layer without causal discount",
         }
@@ -154,7 +156,8 @@ def _graph_links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
 def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node: int = 8,
                       num_gpus: int | None = None, record_trace: bool = False,
                       model: ModelSpec | None = None,
-                      gpu_spec: GPUSpec | None = None) -> TrainingResult:
+                      gpu_spec: GPUSpec | None = None,
+                      sustained: float | None = None) -> TrainingResult:
     """Predict one optimizer step of ``job`` under its plan.
 
     Args:
@@ -167,6 +170,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
             describe GPT shapes by their dimensions).
         gpu_spec: a GPUSpec to use instead of loading ``gpu`` (a catalog GPU with
             another memory size, say).
+        sustained: the sustained-compute fraction to use instead of the fitted one
+            (``profiles.training_fit``; the calibration varies it).
 
     Raises:
         ClusterSimError: unknown model or GPU, an impossible plan, or one that does not fit.
@@ -213,14 +218,16 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         shares = routing_stats(job.routing, model).shares
         placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, plan.ep)
         imbalance = float(placement.rank_loads(shares).max(axis=1).mean() * plan.ep)
+    fraction = sustained if sustained is not None else sustained_compute(gpu_spec.name)
     cost = layer_cost(
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch, tp=tp, cp=cp,
         ep=plan.ep, sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
         dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp),
-        expert_imbalance=imbalance)
+        expert_imbalance=imbalance, compute_fraction=fraction)
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
-                                      micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype)
+                                      micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype,
+                                      compute_fraction=fraction)
     forward = [n * cost.forward_s for n in layers_of]
     backward = [n * cost.backward_s for n in layers_of]
     forward[-1] += head_fwd
@@ -250,16 +257,30 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     send_s = link(tp * cp * dp + 1).transfer_s(activation_bytes) if p > 1 else 0.0
     run = run_pipeline(plan.schedule, p, m, v, forward, backward, send_s)
 
-    # Gradient reduction: bf16 gradients of the stage, ring over dp x cp (reduce-scatter +
-    # all-gather under ZeRO moves the same volume as an all-reduce).
-    dp_comm = all_reduce_s(stage_params * 2.0, dp * cp, link(tp * cp * dp))
+    # Gradient reduction: the stage's gradients (bf16, or fp32 where the framework keeps
+    # them so), ring over dp x cp. With a sharded optimizer (ZeRO 1-2, Megatron's
+    # distributed optimizer) it is a reduce-scatter of the gradients during the last
+    # backward pass and an all-gather of the updated weights, which overlapped runs
+    # behind the next step's first forward passes (Megatron's --overlap-param-gather):
+    # only what outlasts them shows. The two halves move an all-reduce's volume.
+    grad_bytes = 4.0 if plan.gradient_dtype == "fp32" else 2.0
+    dp_comm = all_reduce_s(stage_params * grad_bytes, dp * cp, link(tp * cp * dp))
+    gather = 0.0
+    if plan.overlap_dp_comm and plan.zero_stage in (1, 2) and dp * cp > 1:
+        gather = dp_comm * 2.0 / grad_bytes / 2.0  # the 16-bit weights' all-gather
+        reduce = dp_comm - dp_comm / 2.0
+    else:
+        reduce = dp_comm
     optimizer = _optimizer_s(plan.offload, memory.params, gpu_spec, sum(backward) / p)
     stage_done = []
+    exposed_gather = 0.0
     for stage in range(p):
         start = run.last_backward_start_s[stage] if plan.overlap_dp_comm \
             else run.stage_end_s[stage]
-        stage_done.append(max(run.stage_end_s[stage], start + dp_comm))
-    step = max(stage_done) + optimizer
+        stage_done.append(max(run.stage_end_s[stage], start + reduce))
+        first_forward = sum(forward[chunk * p + stage] for chunk in range(v))
+        exposed_gather = max(exposed_gather, gather - first_forward)
+    step = max(stage_done) + optimizer + exposed_gather
 
     tokens = job.global_batch * job.seq_len
     h, layers = model.hidden_size, model.num_layers
@@ -275,12 +296,14 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     elif plan.recompute == "selective":
         recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * width * layers
     ideal = m * (sum(forward) + sum(backward)) / p
+    breakdown = _breakdown(run, cost, layers_of, p, v, m, (head_fwd, head_bwd), step,
+                           optimizer)
     result = TrainingResult(
         step_s=step, tokens_per_s=tokens / step, model_flops=model_flops,
         hardware_flops=model_flops + recompute_flops, num_gpus=plan.num_gpus,
         peak_flops_per_gpu=gpu_spec.peak_flops(dtype), memory=memory, num_micro_batches=m,
         pipeline_s=run.makespan_s, bubble_fraction=max(0.0, 1 - ideal / run.makespan_s),
-        dp_comm_s=dp_comm, optimizer_s=optimizer,
+        dp_comm_s=dp_comm, optimizer_s=optimizer, breakdown=breakdown,
         layer={"forward_s": cost.forward_s, "backward_s": cost.backward_s,
                "gemm_s": cost.gemm_s, "attention_s": cost.attention_s,
                "elementwise_s": cost.elementwise_s, "tp_comm_s": cost.tp_comm_s,
@@ -289,6 +312,36 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     if record_trace:
         result.trace = _trace(run, stage_done, dp_comm, step, optimizer)
     return result
+
+
+# Where a step goes, in the order `simulate` prints it (see _breakdown).
+BREAKDOWN_PARTS = {
+    "gemm": "GEMMs (linear layers)", "attention": "attention core",
+    "elementwise": "norms, activations, residuals (and FP8 casts)",
+    "lm_head": "LM head and loss", "recompute": "recomputation",
+    "tp_comm": "TP communication, exposed", "cp_comm": "CP communication, exposed",
+    "ep_comm": "EP all-to-all, exposed", "weight_gathers": "ZeRO-3 / NVMe weight reads, "
+    "exposed", "pipeline_bubble": "pipeline bubble and sends", "dp_comm": "DP gradient "
+    "and weight communication, exposed", "optimizer": "optimizer step"}
+
+
+def _breakdown(run: Any, cost: Any, layers_of: list[int], p: int, v: int, m: int,
+               head: tuple[float, float], step: float, optimizer: float) -> dict[str, float]:
+    """Seconds of the step by part, on the busiest pipeline stage; they add up to the
+    step. The stage's busy time splits by the layer's parts times its layer passes (and
+    the LM head on the last stage; what a pass waits for ZeRO-3 or NVMe weight reads is
+    the rest); the pipeline's idle time on that stage is the bubble; what ends after the
+    pipeline is the exposed DP communication, then the optimizer."""
+    busiest = max(range(p), key=lambda stage: run.busy_s[stage])
+    layers = sum(layers_of[chunk * p + busiest] for chunk in range(v))
+    parts = {name: m * layers * seconds for name, seconds in cost.parts().items()}
+    parts["lm_head"] = m * sum(head) if busiest == p - 1 else 0.0
+    busy = run.busy_s[busiest]
+    parts["weight_gathers"] = max(0.0, busy - sum(parts.values()))
+    parts["pipeline_bubble"] = run.makespan_s - busy
+    parts["dp_comm"] = max(0.0, step - optimizer - run.makespan_s)
+    parts["optimizer"] = optimizer
+    return {name: parts[name] for name in BREAKDOWN_PARTS}
 
 
 # Bytes of memory traffic per parameter of an Adam update: read 16-bit gradient (2), fp32

@@ -1,0 +1,42 @@
+"""The one parameter of the training step fitted to end-to-end runs, and its data.
+
+Kernel tables are measured in short bursts at boost clocks; a training run keeps every
+tensor core busy for minutes, and a GPU at its power limit lowers its clocks (FP8 and
+BF16 GEMMs on H100 draw the most). ``sustained_compute`` is the fraction of the
+kernels' measured rate that GEMMs and attention keep in a training run, per GPU die::
+
+    training GEMM / attention time = kernel-model time / sustained_compute
+
+It is fitted, with nothing else, to the published training runs of the measured pack
+(``python -m validation.calibrate MEASURED --training --write``: the median absolute
+log error over the runs the simulator expresses), stored in
+``profiles/data/training_fits.json`` with the runs that fit it, its in-sample error and
+the leave-one-source-out errors. A GPU without an entry keeps 1 (the older A100 records
+are predicted with the kernel fits alone).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+__all__ = ["TRAINING_FITS_PATH", "sustained_compute", "training_fits"]
+
+TRAINING_FITS_PATH = Path(__file__).parent / "data" / "training_fits.json"
+
+
+@cache
+def training_fits() -> dict[str, Any]:
+    """The committed fits, by catalog GPU name (empty without the file)."""
+    if not TRAINING_FITS_PATH.is_file():
+        return {}
+    document = json.loads(TRAINING_FITS_PATH.read_text(encoding="utf-8"))
+    return dict(document.get("gpus", {}))
+
+
+def sustained_compute(gpu_name: str) -> float:
+    """The fitted fraction for a catalog GPU (1.0 where none is fitted)."""
+    entry = training_fits().get(gpu_name)
+    return float(entry["sustained_compute"]) if entry else 1.0
