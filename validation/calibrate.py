@@ -320,7 +320,7 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
     fraction fitted on all its runs, and per source the median error of its runs under
     the in-sample fit and under a fit made without that source."""
     gpus: dict[str, Any] = {}
-    table = []
+    table: list[dict[str, Any]] = []
     for die, names in TRAINING_DIES.items():
         points = _training_points(measured_dir, names)
         if not points:
@@ -345,7 +345,7 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
             "median_error_pct": round(float(np.median(in_sample)), 3),
             "p90_error_pct": round(float(np.percentile(in_sample, 90)), 3),
             "leave_one_source_out_median_error_pct": {
-                r["source"]: round(r["median_error_pct"], 3) for r in table
+                r["source"]: round(float(r["median_error_pct"]), 3) for r in table
                 if r["die"] == die and r["fit"] == "held_out"}}}
         for name in names:
             gpus[name] = entry
