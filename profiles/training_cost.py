@@ -136,14 +136,16 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                cp: int, ep: int, sequence_parallel: bool, recompute: str,
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
-               expert_imbalance: float = 1.0, compute_fraction: float = 1.0) -> LayerCost:
+               expert_imbalance: float = 1.0, compute_fraction: float = 1.0,
+               tp_overlap_hidden: float = 1.0) -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
     balanced routing): the routed experts' GEMMs and the all-to-all wait for that rank.
     ``compute_fraction`` is the share of the kernels' measured rate that tensor-core
     work keeps under a training run's sustained load (``profiles.training_fit``): GEMM
-    and attention times are divided by it.
+    and attention times are divided by it. ``tp_overlap_hidden`` is the share of the TP
+    communication an overlapped plan hides behind its GEMMs (1: all of it).
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -183,7 +185,9 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     activation_bytes = tokens * h * 2.0
     tp_comm = 2.0 * all_reduce_s(activation_bytes, tp, tp_link)
     if overlap_tp_comm:
-        tp_comm = max(0.0, tp_comm - gemm)
+        # Overlap hides a share of the communication behind the GEMMs it is split with
+        # (Megatron's TP comm overlap, torchtitan's async TP); the rest shows.
+        tp_comm -= tp_overlap_hidden * min(tp_comm, gemm)
     cp_comm = 0.0
     if cp > 1:
         kv_bytes = 2.0 * b * s_local * model.kv_size / tp * 2.0

@@ -7,7 +7,12 @@ kernels' measured rate that GEMMs and attention keep in a training run, per GPU 
 
     training GEMM / attention time = kernel-model time / sustained_compute
 
-It is fitted, with nothing else, to the published training runs of the measured pack
+Beside it, ``tp_overlap_hidden``: the share of the tensor-parallel communication that
+an overlapped plan (Megatron's TP comm overlap, torchtitan's async TP) hides behind the
+GEMMs it is split with; the rest of the communication shows, and so does the GEMMs' loss
+of the SMs the communication kernels take.
+
+Both are fitted, with nothing else, to the published training runs of the measured pack
 (``python -m validation.calibrate MEASURED --training --write``: the median absolute
 log error over the runs the simulator expresses), stored in
 ``profiles/data/training_fits.json`` with the runs that fit it, its in-sample error and
@@ -22,21 +27,26 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAINING_FITS_PATH", "sustained_compute", "training_fits"]
+__all__ = ["TRAINING_FITS_PATH", "sustained_compute", "tp_overlap_hidden", "training_fits"]
 
 TRAINING_FITS_PATH = Path(__file__).parent / "data" / "training_fits.json"
 
 
 @cache
 def training_fits() -> dict[str, Any]:
-    """The committed fits, by catalog GPU name (empty without the file)."""
+    """The committed document (empty without the file)."""
     if not TRAINING_FITS_PATH.is_file():
         return {}
-    document = json.loads(TRAINING_FITS_PATH.read_text(encoding="utf-8"))
-    return dict(document.get("gpus", {}))
+    return dict(json.loads(TRAINING_FITS_PATH.read_text(encoding="utf-8")))
 
 
 def sustained_compute(gpu_name: str) -> float:
     """The fitted fraction for a catalog GPU (1.0 where none is fitted)."""
-    entry = training_fits().get(gpu_name)
+    entry = training_fits().get("gpus", {}).get(gpu_name)
     return float(entry["sustained_compute"]) if entry else 1.0
+
+
+def tp_overlap_hidden() -> float:
+    """The share of TP communication an overlapped plan hides (1.0 where none is
+    fitted: all of it, up to the GEMM time it overlaps)."""
+    return float(training_fits().get("tp_overlap_hidden", 1.0))

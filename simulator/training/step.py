@@ -28,7 +28,7 @@ from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost
-from profiles.training_fit import sustained_compute
+from profiles.training_fit import sustained_compute, tp_overlap_hidden
 from profiles.training_memory import TrainingMemory, training_memory
 from simulator.training.pipeline import run_pipeline
 from workloads.training import ParallelPlan, TrainingJob
@@ -157,7 +157,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
                       num_gpus: int | None = None, record_trace: bool = False,
                       model: ModelSpec | None = None,
                       gpu_spec: GPUSpec | None = None,
-                      sustained: float | None = None) -> TrainingResult:
+                      sustained: float | None = None,
+                      tp_overlap: float | None = None) -> TrainingResult:
     """Predict one optimizer step of ``job`` under its plan.
 
     Args:
@@ -172,6 +173,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
             another memory size, say).
         sustained: the sustained-compute fraction to use instead of the fitted one
             (``profiles.training_fit``; the calibration varies it).
+        tp_overlap: the hidden share of overlapped TP communication, likewise.
 
     Raises:
         ClusterSimError: unknown model or GPU, an impossible plan, or one that does not fit.
@@ -224,7 +226,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         ep=plan.ep, sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
         dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp),
-        expert_imbalance=imbalance, compute_fraction=fraction)
+        expert_imbalance=imbalance, compute_fraction=fraction,
+        tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden())
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
                                       micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype,
                                       compute_fraction=fraction)
