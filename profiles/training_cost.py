@@ -3,12 +3,14 @@
 For one transformer layer and one micro-batch on one GPU (T = b·s/cp tokens; TP shards
 the weights, CP the sequence), roofline time of::
 
-    GEMMs         2·T·(layer matmul params)/tp FLOPs forward, twice that backward
+    GEMMs         2·T·(layer matmul params)/tp FLOPs forward, twice that backward; MoE
+                  routed experts as grouped GEMMs of their own row counts
     attention     flash: 4·b·(s/cp)·s·q/tp · 1/2 (causal) FLOPs at attention efficiency,
                   backward 2.5x; unfused (Megatron before FlashAttention): the full score
                   matrix as batched GEMMs plus ~12 bytes of softmax/dropout traffic per
                   score, backward 2x
-    elementwise   norms, bias-dropout-add, activation: bytes only, backward 2x
+    elementwise   norms, bias-dropout-add, activation: bytes only, backward 2x; MoE
+                  token dispatch (permute and unpermute)
     FP8 casts     under FP8: each GEMM operand quantized (read 16 bits, write FP8 and
                   its transpose), inputs forward and output gradients backward
     recompute     full: one more forward; selective: one more attention core
@@ -80,6 +82,35 @@ def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
     return max(forward, memory), max(backward, 2.0 * memory)
 
 
+# Bytes of HBM traffic per routed element (token copy x hidden unit) of one MoE layer's
+# dispatch: the permutation into expert order and back, each reading and writing 16 bits.
+DISPATCH_BYTES_PER_ROUTED_ELEMENT = 8.0
+
+
+def expert_gemm_s(gpu: GPUSpec, model: ModelSpec, tokens: float, tp: int, ep: int,
+                  dtype: str, *, folded: bool = False) -> tuple[float, float]:
+    """(forward, backward) seconds of the average layer's routed experts on one GPU, as
+    grouped GEMMs: each of the rank's E/ep experts multiplies its own rows, T·k/(E/ep)
+    of them with balanced routing (each rank receives T·k rows in all), so fine-grained
+    experts pay the tiling of their small row counts and short reductions::
+
+        rows per expert = T·k·ep / E        experts per rank = E / ep
+        time = E/ep x (gemm(rows, gated·w/etp, h) + gemm(rows, h, w/etp))
+
+    with ``etp`` = tp, or 1 when EP is folded over TP. Weighted by the share of MoE
+    layers."""
+    h, w = model.hidden_size, model.expert_width
+    gated = 2 if model.mlp_kind == "gated" else 1
+    etp = 1 if folded else tp
+    local = model.num_experts / ep
+    rows = tokens * model.num_experts_per_token / local
+    shapes = [(gated * w / etp, h), (h, w / etp)]
+    weight_bytes = sum(n * k for n, k in shapes) * DTYPE_BYTES[dtype]
+    forward, backward = _gemm_s(gpu, rows, shapes, weight_bytes, dtype)
+    share = model.num_moe_layers / model.num_layers
+    return local * forward * share, local * backward * share
+
+
 def _layer_gemm_shapes(model: ModelSpec, tp: int) -> tuple[list[tuple[float, float]],
                                                           list[tuple[float, float]]]:
     """The (n, k) weight shapes of the average layer's GEMMs on one GPU of the TP group
@@ -137,7 +168,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
                expert_imbalance: float = 1.0, compute_fraction: float = 1.0,
-               tp_overlap_hidden: float = 1.0) -> LayerCost:
+               tp_overlap_hidden: float = 1.0, folded_experts: bool = False) -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
@@ -146,6 +177,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     work keeps under a training run's sustained load (``profiles.training_fit``): GEMM
     and attention times are divided by it. ``tp_overlap_hidden`` is the share of the TP
     communication an overlapped plan hides behind its GEMMs (1: all of it).
+    ``folded_experts``: EP is folded over TP (each rank holds whole experts).
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -154,13 +186,14 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     bandwidth = gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory
     params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     weight_bytes = params / tp * DTYPE_BYTES[dtype]
-    everywhere, routed_shapes = _layer_gemm_shapes(model, tp)
-    gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere + routed_shapes, weight_bytes, dtype)
-    if routed_shapes and expert_imbalance != 1.0:
-        # The routed experts' share of the GEMM time, scaled to the busiest rank's rows.
-        alone, alone_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
-        gemm = alone + (gemm - alone) * expert_imbalance
-        gemm_bwd = alone_bwd + (gemm_bwd - alone_bwd) * expert_imbalance
+    everywhere, _ = _layer_gemm_shapes(model, tp)
+    gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
+    if model.is_moe:
+        # The routed experts wait for the busiest rank's rows.
+        experts, experts_bwd = expert_gemm_s(gpu, model, tokens, tp, ep, dtype,
+                                             folded=folded_experts)
+        gemm += experts * expert_imbalance
+        gemm_bwd += experts_bwd * expert_imbalance
 
     gemm, gemm_bwd = gemm / compute_fraction, gemm_bwd / compute_fraction
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
@@ -181,6 +214,12 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     cast, cast_bwd = (fp8_cast_s(model, tokens, tp, bandwidth) if dtype == "fp8"
                       else (0.0, 0.0))
     elementwise += cast
+    if model.is_moe:
+        # Token dispatch: permuting each token's k copies to their experts' order and
+        # back (read and write 16 bits each, per MoE layer), forward and backward alike.
+        elementwise += (DISPATCH_BYTES_PER_ROUTED_ELEMENT * tokens
+                        * model.num_experts_per_token * h / bandwidth
+                        * model.num_moe_layers / model.num_layers)
 
     activation_bytes = tokens * h * 2.0
     tp_comm = 2.0 * all_reduce_s(activation_bytes, tp, tp_link)

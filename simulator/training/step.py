@@ -153,6 +153,22 @@ def _graph_links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
     return inside or across, across
 
 
+def _ep_link(inside: LinkCost, across: LinkCost, plan: ParallelPlan, gpus_per_node: int
+             ) -> LinkCost:
+    """The effective link of an EP all-to-all: an EP group of ``ep`` ranks spaced ``tp x
+    cp`` apart (tp when folded) spans ep x that many GPUs; each rank sends (ep-1)/ep of
+    its tokens, the share bound for other nodes over the NIC and the rest over the
+    scale-up link at the same time, so the slower of the two sets the time."""
+    stride = plan.tp * plan.cp if (plan.dp * plan.cp) % plan.ep == 0 else 1
+    span = plan.ep * stride
+    if span <= gpus_per_node:
+        return inside
+    remote = 1.0 - gpus_per_node / span
+    seconds_per_byte = max(remote / across.bandwidth_bytes_per_s,
+                           (1.0 - remote) / inside.bandwidth_bytes_per_s)
+    return LinkCost(1.0 / seconds_per_byte, across.latency_s)
+
+
 def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node: int = 8,
                       num_gpus: int | None = None, record_trace: bool = False,
                       model: ModelSpec | None = None,
@@ -225,7 +241,9 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch, tp=tp, cp=cp,
         ep=plan.ep, sequence_parallel=plan.sequence_parallel, recompute=plan.recompute,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
-        dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp), ep_link=link(tp * cp * dp),
+        dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp),
+        ep_link=_ep_link(inside, across, plan, gpus_per_node),
+        folded_experts=plan.ep > 1 and (dp * cp) % plan.ep != 0,
         expert_imbalance=imbalance, compute_fraction=fraction,
         tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden())
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
