@@ -391,7 +391,7 @@ def simulate_command(
                          for key, value in read_mapping(deployment, "plan file").items()}
             plan_overrides = plan_file | {k: v for k, v in plan_overrides.items()
                                           if v is not None}
-        _train(workload, plan_overrides, gpus_per_node or 8, out, trace)
+        _train(workload, plan_overrides, gpus_per_node, out, trace)
         return
     if speculative_config is not None:
         flags["speculative_config"] = _json_object(speculative_config, "--speculative-config")
@@ -452,7 +452,7 @@ def _breakdown_table(breakdown: dict[str, float], step_s: float) -> Any:
     return table
 
 
-def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int, out: Path | None,
+def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out: Path | None,
            trace: bool) -> None:
     """The training branch of ``simulate``: one step's time, MFU and memory."""
     from simulator import simulate_training, write_training_outputs

@@ -108,6 +108,9 @@ class GPUSpec(_Frozen):
     host: HostTier | None = Field(
         default=None, description="host DRAM and NVMe per GPU (offloading); None: unknown")
     tdp_w: float = Field(gt=0, le=1e5)
+    scale_up_gpus: int = Field(
+        default=8, ge=1, le=100_000, description="GPUs one scale-up fabric joins: a node's "
+        "NVSwitch (8), or a rack's NVLink domain (72 for GB200 NVL72)")
     efficiency: Efficiency
     gemm_tiling: GemmTiling | None = None
     kernels: KernelFit | None = Field(

@@ -77,6 +77,7 @@ class ExpressedRun:
     model: ModelSpec
     num_gpus: int
     assumed: str
+    gpu_label: str = ""  # the group the run reports under (default: the GPU's name)
 
 
 def _number(value: Any) -> float | None:
@@ -201,7 +202,11 @@ def express_row(row: Any) -> ExpressedRun | str:
         return f"global batch {gbs} is not a multiple of DP {dp} x micro-batch {micro_batch}"
     job = TrainingJob(model=model.name, seq_len=seq, global_batch=gbs,
                       micro_batch=micro_batch, dtype="fp8" if fp8 else "bf16", plan=plan)
-    return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed))
+    label = gpu.name
+    if "96GB" in str(row["gpu"]):
+        label = "H100-SXM-96GB-500W (as H100-SXM5-80GB)"
+        assumed.append("H100-SXM5-80GB's rates with 96 GB (its 500 W limit not modelled)")
+    return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed), label)
 
 
 def _compared(table: pd.DataFrame) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -268,7 +273,7 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         measured = float(row["value"])
         peak = re.search(r"peak memory ([0-9.]+) GiB", str(row["notes"]))
-        rows.append({"id": row["id"], "source": _source(row), "gpu": run.gpu.name,
+        rows.append({"id": row["id"], "source": _source(row), "gpu": run.gpu_label,
                      "model": str(row["model"]), "dtype": run.job.dtype,
                      "layout": _layout(run), "metric": row["metric"], "measured": measured,
                      "predicted": predicted, "mfu": result.mfu,

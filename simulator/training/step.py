@@ -169,7 +169,8 @@ def _ep_link(inside: LinkCost, across: LinkCost, plan: ParallelPlan, gpus_per_no
     return LinkCost(1.0 / seconds_per_byte, across.latency_s)
 
 
-def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node: int = 8,
+def simulate_training(job: TrainingJob, *, gpu: str | None = None,
+                      gpus_per_node: int | None = None,
                       num_gpus: int | None = None, record_trace: bool = False,
                       model: ModelSpec | None = None,
                       gpu_spec: GPUSpec | None = None,
@@ -180,7 +181,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
     Args:
         job: the job and its plan.
         gpu: GPU name or file (else the job's ``gpu``).
-        gpus_per_node: GPUs per node of the cluster.
+        gpus_per_node: GPUs per scale-up domain of the cluster (default: the GPU's
+            ``scale_up_gpus``: 8 for a DGX node, 72 for a GB200 NVL72 rack).
         num_gpus: when given, must equal the plan's product of degrees.
         record_trace: also build a Perfetto timeline of the step.
         model: a ModelSpec to use instead of loading ``job.model`` (validation records
@@ -225,6 +227,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None, gpus_per_node
                               f"recomputation, offload (plan.offload: cpu or nvme) or a "
                               f"smaller micro_batch")
 
+    gpus_per_node = gpus_per_node or gpu_spec.scale_up_gpus
     inside, across = _links(gpu_spec, gpus_per_node)
 
     def link(span: int) -> LinkCost:  # a group whose ranks span this many GPUs
