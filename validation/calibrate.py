@@ -60,13 +60,18 @@ from profiles.operator_times import (
 )
 from profiles.training_fit import TRAINING_FITS_PATH
 from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
-from validation.operators import KERNELS_SOURCE, VIDUR_SOURCE, attention_rows
+from validation.operators import (
+    FP8_GEMM_GPUS,
+    KERNELS_SOURCE,
+    VIDUR_SOURCE,
+    attention_rows,
+    fp8_gemm_rows,
+)
 from validation.serving_runs import serving_rows
 from validation.training_runs import _source, expressed_runs, predict_run
 
 __all__ = ["calibrate", "fit_all_reduce", "fit_attention", "fit_gemm", "fit_gemm_fp8",
-           "fit_stream", "fit_training", "fit_training_step", "fp8_gemm_rows",
-           "leave_one_model_out"]
+           "fit_stream", "fit_training", "fit_training_step", "leave_one_model_out"]
 
 
 
@@ -108,10 +113,6 @@ def fit_gemm(gpu: GPUSpec, rows: pd.DataFrame, data: str) -> GemmFit:
                    fitted=_record(data, predicted, measured))
 
 
-# The FP8 GEMM table's name for each GPU it measures (DeepGEMM-format micro-benchmarks).
-FP8_GEMM_GPUS = {"h100": "H100 (variant not stated)"}
-
-
 def fit_gemm_fp8(gpu: GPUSpec, fit: GemmFit, rows: pd.DataFrame, data: str) -> GemmFit:
     """``fit`` with ``matmul_fp8`` fitted to FP8 GEMM rows (m, n, k, time_s), every other
     parameter held: the FP8 kernels' own fraction of the FP8 peak."""
@@ -131,17 +132,6 @@ def fit_gemm_fp8(gpu: GPUSpec, fit: GemmFit, rows: pd.DataFrame, data: str) -> G
     predicted = fitted_gemm_times(gpu, with_rate(x), m, n, k, "fp8")[0]
     return fit.model_copy(update={"matmul_fp8": x,
                                   "fitted_fp8": _record(data, predicted, measured)})
-
-
-def fp8_gemm_rows(measured_dir: Path, sku: str) -> pd.DataFrame:
-    """The FP8 GEMM table's rows of one GPU (``gemm_kernels.csv``), times in seconds."""
-    path = measured_dir / "gemm_kernels.csv"
-    if sku not in FP8_GEMM_GPUS or not path.is_file():
-        return pd.DataFrame(columns=["m", "n", "k", "time_s"])
-    table = pd.read_csv(path)
-    rows = table[table["gpu"] == FP8_GEMM_GPUS[sku]]
-    return pd.DataFrame({"m": rows["m"], "n": rows["n"], "k": rows["k"],
-                         "time_s": rows["latency_us"] / 1e6})
 
 
 def _stream_bytes(rows: pd.DataFrame) -> np.ndarray:

@@ -7,6 +7,7 @@ each GPU and operator the prediction of the cost model users run (``profiles.gem
 against every measured row::
 
     gemm             Vidur mlp.csv QKV/O/MLP GEMMs by (m, n, k), fp16, A100 and H100
+    gemm fp8         the H100 FP8 GEMM table (gemm_kernels.csv, DeepGEMM-format) by (m, n, k)
     rmsnorm, silu_mul, rotary, add    Vidur's elementwise kernels by (tokens, width)
     attn_prefill, attn_decode         Vidur's A100 paged attention; H100 FA3 / FlashInfer
     all_reduce       Vidur's NCCL all-reduce inside a DGX node, 2-8 GPUs, by bytes
@@ -52,9 +53,20 @@ from profiles.operator_times import (
 from profiles.roofline import RooflineCostModel
 from simulator.serving.presets import ENGINE_PRESETS
 
-__all__ = ["DRIFT_TOLERANCE_PTS", "MEDIAN_TOLERANCE_PTS", "P90_TOLERANCE_PTS", "attention_rows",
-           "bloom_176b", "compare_drift", "compare_operators", "default_measured_dir",
-           "operator_errors", "operator_rows"]
+__all__ = [
+    "DRIFT_TOLERANCE_PTS",
+    "FP8_GEMM_GPUS",
+    "MEDIAN_TOLERANCE_PTS",
+    "P90_TOLERANCE_PTS",
+    "attention_rows",
+    "bloom_176b",
+    "compare_drift",
+    "compare_operators",
+    "default_measured_dir",
+    "fp8_gemm_rows",
+    "operator_errors",
+    "operator_rows",
+]
 
 VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
 KERNELS_SOURCE = "inference-sim/inference-sim @ 487017bc (bench_data), Apache-2.0"
@@ -135,6 +147,34 @@ def _rows(gpu: str, operator: str, shape: list[str], measured: np.ndarray,
           predicted: np.ndarray, source: str) -> pd.DataFrame:
     return pd.DataFrame({"gpu": gpu, "operator": operator, "shape": shape,
                          "measured_s": measured, "predicted_s": predicted, "source": source})
+
+
+# The FP8 GEMM table's name for each GPU it measures (DeepGEMM-format micro-benchmarks).
+FP8_GEMM_GPUS = {"h100": "H100 (variant not stated)"}
+
+
+def fp8_gemm_rows(measured_dir: Path, sku: str) -> pd.DataFrame:
+    """The FP8 GEMM table's rows of one GPU (``gemm_kernels.csv``), times in seconds."""
+    path = measured_dir / "gemm_kernels.csv"
+    if sku not in FP8_GEMM_GPUS or not path.is_file():
+        return pd.DataFrame(columns=["m", "n", "k", "time_s"])
+    table = pd.read_csv(path)
+    rows = table[table["gpu"] == FP8_GEMM_GPUS[sku]]
+    return pd.DataFrame({"m": rows["m"], "n": rows["n"], "k": rows["k"],
+                         "time_s": rows["latency_us"] / 1e6})
+
+
+def _fp8_gemm(root: Path, gpu: GPUSpec, sku: str) -> list[pd.DataFrame]:
+    """The FP8 GEMM table's rows against the fitted GEMM model at FP8."""
+    rows = fp8_gemm_rows(root, sku)
+    if rows.empty:
+        return []
+    m, n, k = (rows[c].to_numpy(float) for c in ("m", "n", "k"))
+    predicted = np.array([gemm_time_terms(gpu, *shape, "fp8")[0]
+                          for shape in zip(m, n, k, strict=True)])
+    shapes = [f"m={a:.0f} n={b:.0f} k={c:.0f}" for a, b, c in zip(m, n, k, strict=True)]
+    return [_rows(gpu.name, "gemm fp8", shapes, rows["time_s"].to_numpy(), predicted,
+                  f"gemm_kernels.csv ({KERNELS_SOURCE})")]
 
 
 def _compute_rows(root: Path, gpu: GPUSpec, sku: str) -> list[pd.DataFrame]:
@@ -274,6 +314,7 @@ def operator_rows(measured_dir: str | Path,
     for sku, name in VIDUR_SKUS.items():
         gpu = gpu_loader(name)
         parts += _compute_rows(root, gpu, sku)
+        parts += _fp8_gemm(root, gpu, sku)
         parts += _attention(root, gpu)
         parts += _collectives(root, gpu, sku)
     parts += _steps(root)
