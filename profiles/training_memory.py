@@ -40,7 +40,7 @@ from profiles.hardware import GIB, GPUSpec
 from profiles.models import ModelSpec
 
 __all__ = ["TrainingMemory", "activation_bytes_per_layer", "model_state_bytes",
-           "training_memory"]
+           "stage_param_counts", "training_memory"]
 
 ADAM_K = 12  # fp32 master weights, momentum, variance: 4 + 4 + 4 bytes
 
@@ -156,6 +156,38 @@ def _in_flight_layers(stage: int, stage_layers: list[int], pp: int, virtual_stag
     return float(min(m, p - stage) * layers)
 
 
+def _layer_mlp_params(model: ModelSpec, tp: int, dp: int, cp: int, ep: int) -> float:
+    """MLP parameters of the average layer on one GPU, before the division by TP.
+
+    Experts are TP-sharded when EP lies within DP x CP; when EP is folded over TP too
+    (Megatron-Core's MoE parallel folding, expert tensor parallel 1) each rank holds
+    whole experts, 1/ep of them: routed / ep per GPU, not routed / (ep x tp)."""
+    routed = model.expert_params / model.num_layers  # routed experts, average layer
+    folded = ep > 1 and (dp * cp) % ep != 0
+    return model.mlp_params_per_layer - routed + routed / ep * (tp if folded else 1)
+
+
+def stage_param_counts(model: ModelSpec, stage_layers: list[int], pp: int,
+                       virtual_stages: int, *, tp: int, dp: int, cp: int, ep: int
+                       ) -> list[float]:
+    """Parameters each pipeline stage's GPUs hold (after TP and EP, before ZeRO): its
+    layers, the embedding on the first stage, the LM head on the last (a tied head is
+    a copy there when the pipeline has more than one stage)."""
+    dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
+    per_layer = dense_layer + _layer_mlp_params(model, tp, dp, cp, ep)
+    counts = []
+    for stage in range(pp):
+        layers = sum(stage_layers[chunk * pp + stage] for chunk in range(virtual_stages))
+        params = layers * per_layer / tp
+        if stage == 0:
+            params += model.embedding_params / tp
+        if stage == pp - 1:
+            params += (model.lm_head_params or (model.vocab_size * model.hidden_size
+                                                if pp > 1 else 0)) / tp
+        counts.append(params)
+    return counts
+
+
 def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int,
                     num_micro_batches: int, tp: int, pp: int, dp: int, cp: int, ep: int,
                     virtual_stages: int, schedule: str, sequence_parallel: bool,
@@ -177,24 +209,15 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     if stage_layers is None:
         stage_layers = [model.num_layers // (p * v)] * (p * v)
     dense_layer = model.attention_params_per_layer + model.norm_params_per_layer
-    routed = model.expert_params / model.num_layers  # routed experts, average layer
-    # Experts are TP-sharded when EP lies within DP x CP; when EP is folded over TP too
-    # (Megatron-Core's MoE parallel folding, expert tensor parallel 1) each rank holds
-    # whole experts, 1/ep of them: routed / ep per GPU, not routed / (ep x tp).
-    folded = ep > 1 and (dp * cp) % ep != 0
-    expert_params = model.mlp_params_per_layer - routed + routed / ep * (tp if folded else 1)
+    expert_params = _layer_mlp_params(model, tp, dp, cp, ep)
+    stage_params = stage_param_counts(model, stage_layers, pp, v, tp=tp, dp=dp, cp=cp, ep=ep)
     per_layer = activation_bytes_per_layer(model, seq_len, micro_batch, tp, sequence_parallel,
                                            recompute, cp, attention_kernel=attention_kernel,
                                            fp8=fp8)
     heaviest: TrainingMemory | None = None
     for stage in range(p):
         layers = sum(stage_layers[chunk * p + stage] for chunk in range(v))
-        params = layers * (dense_layer + expert_params) / tp
-        if stage == 0:
-            params += model.embedding_params / tp
-        if stage == p - 1:
-            params += (model.lm_head_params or (model.vocab_size * model.hidden_size
-                                                if p > 1 else 0)) / tp
+        params = stage_params[stage]
         weights, grads, optimizer = model_state_bytes(params, zero_stage, dp * cp)
         grads *= gradient_bytes / 2.0
         owned = optimizer / ADAM_K

@@ -166,3 +166,45 @@ def test_the_step_breakdown_adds_up_and_names_what_the_plan_pays_for() -> None:
     for part in ("tp_comm", "pipeline_bubble", "recompute"):
         assert spread.breakdown[part] > 0, part
     assert spread.summary()["step_breakdown_s"] == spread.breakdown
+
+
+def test_a_data_parallel_ring_across_nodes_moves_one_nic_per_rank_in_each_node() -> None:
+    """A DP group of 16 ranks 2 apart (TP 2 on 8-GPU nodes) has 4 ranks in each node:
+    its rings cross the network once per node on 4 NICs at once, so it moves 4 NICs'
+    worth (capped by NVLink); 48 ranks 8 apart (TP 8) have one per node: one NIC."""
+    from profiles.cluster import LinkCost
+    from simulator.training.step import _group_link
+
+    nvlink, nic = LinkCost(360e9, 4e-6), LinkCost(46.5e9, 8e-6)
+    assert _group_link(nvlink, nic, 4, 2, 8) is nvlink
+    assert _group_link(nvlink, nic, 16, 2, 8).bandwidth_bytes_per_s == pytest.approx(4 * 46.5e9)
+    assert _group_link(nvlink, nic, 48, 8, 8).bandwidth_bytes_per_s == pytest.approx(46.5e9)
+    assert _group_link(nvlink, nic, 64, 1, 8).bandwidth_bytes_per_s == pytest.approx(360e9)
+
+
+def test_an_all_to_all_over_two_nodes_sends_half_its_tokens_over_the_nic() -> None:
+    """EP 16 over two 8-GPU nodes: half of each rank's tokens leave the node over the NIC
+    while the other half cross NVLink, so the NIC's half sets the time: 2 x its bytes
+    per second; EP 8 in one node stays on NVLink."""
+    from profiles.cluster import LinkCost
+    from simulator.training.step import _ep_link
+    from workloads.training import ParallelPlan
+
+    nvlink, nic = LinkCost(360e9, 4e-6), LinkCost(46.5e9, 8e-6)
+    plan = ParallelPlan(tp=1, dp=16, ep=16)
+    assert _ep_link(nvlink, nic, plan, 8).bandwidth_bytes_per_s == pytest.approx(2 * 46.5e9)
+    assert _ep_link(nvlink, nic, ParallelPlan(tp=1, dp=8, ep=8), 8) is nvlink
+
+
+def test_each_stage_holds_its_layers_and_its_end_of_the_model() -> None:
+    """Llama-3-8B on PP 4 (8 layers each, TP 2): the first stage adds the embedding, the
+    last the untied LM head, the middle ones their layers alone."""
+    from profiles.training_memory import stage_param_counts
+
+    model = load_model("llama-3-8b")
+    counts = stage_param_counts(model, [8] * 4, 4, 1, tp=2, dp=1, cp=1, ep=1)
+    layer = (model.attention_params_per_layer + model.norm_params_per_layer
+             + model.mlp_params_per_layer) / 2
+    assert counts[1] == pytest.approx(8 * layer) == counts[2]
+    assert counts[0] == pytest.approx(8 * layer + model.embedding_params / 2)
+    assert counts[3] == pytest.approx(8 * layer + model.lm_head_params / 2)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pandas as pd
 
 from profiles.errors import ClusterSimError
+from profiles.training_fit import training_fits
 from validation.comparison import group_errors
 
 __all__ = ["ACCURACY_END", "ACCURACY_START", "accuracy_markdown", "replace_accuracy_block",
@@ -50,6 +51,21 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
         reasons = sorted(set(not_expressed["reason"]))
         lines += ["", f"{len(not_expressed)} vLLM runs of the pack are not expressed yet: "
                   + "; ".join(reasons) + "."]
+    fits = training_fits()
+    dies: dict[str, list[str]] = {}
+    for gpu, entry in fits.get("gpus", {}).items():
+        dies.setdefault(entry["die"], []).append(gpu)
+    for die, gpus in dies.items():
+        entry = fits["gpus"][gpus[0]]
+        fitted = entry["fitted"]
+        held_out = ", ".join(f"{source} {error:.1f}%" for source, error in
+                             fitted["leave_one_source_out_median_error_pct"].items())
+        lines += ["", f"Training step fitted to {fitted['num_points']} published runs on "
+                  f"the {die} ({', '.join(gpus)}): sustained compute "
+                  f"{entry['sustained_compute']:g}, hidden share of overlapped TP "
+                  f"communication {fits.get('tp_overlap_hidden', 1.0):g}; median error "
+                  f"{fitted['median_error_pct']:.1f}% in-sample; each source's median with "
+                  f"the source left out of the fit: {held_out}."]
     if training_not_expressed is not None and not training_not_expressed.empty:
         counts = training_not_expressed["reason"].map(_reason_kind).value_counts()
         lines += ["", f"{len(training_not_expressed)} rows of the pack's training runs are "

@@ -29,7 +29,7 @@ from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_fit import sustained_compute, tp_overlap_hidden
-from profiles.training_memory import TrainingMemory, training_memory
+from profiles.training_memory import TrainingMemory, stage_param_counts, training_memory
 from simulator.training.pipeline import run_pipeline
 from workloads.training import ParallelPlan, TrainingJob
 
@@ -153,6 +153,20 @@ def _graph_links(gpu: GPUSpec, gpus_per_node: int) -> tuple[LinkCost, LinkCost]:
     return inside or across, across
 
 
+def _group_link(inside: LinkCost, across: LinkCost, size: int, stride: int,
+                gpus_per_node: int) -> LinkCost:
+    """The effective link of a ring collective over ``size`` ranks placed ``stride``
+    GPUs apart: the scale-up link inside one domain; across domains, a ring crosses the
+    network once per domain, so with g of its ranks in each domain it moves g NICs'
+    worth of data at once (each of those ranks' NICs carrying the crossings of one of
+    the ring's channels), capped by the scale-up link."""
+    if size * stride <= gpus_per_node:
+        return inside
+    per_domain = max(1, min(size, gpus_per_node // stride))
+    bandwidth = min(inside.bandwidth_bytes_per_s, across.bandwidth_bytes_per_s * per_domain)
+    return LinkCost(bandwidth, across.latency_s)
+
+
 def _ep_link(inside: LinkCost, across: LinkCost, plan: ParallelPlan, gpus_per_node: int
              ) -> LinkCost:
     """The effective link of an EP all-to-all: an EP group of ``ep`` ranks spaced ``tp x
@@ -233,6 +247,12 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     def link(span: int) -> LinkCost:  # a group whose ranks span this many GPUs
         return inside if span <= gpus_per_node else across
 
+    # The data-parallel group (dp x cp ranks, tp apart): across domains, NCCL's rings
+    # cross the network once per domain and spread their channels over every NIC of it,
+    # so a group with g ranks in each domain moves g NICs' worth (capped by the scale-up
+    # link) while the other groups of the domain do the same on theirs.
+    dp_link = _group_link(inside, across, dp * cp, tp, gpus_per_node)
+
     dtype = "fp8" if job.dtype == "fp8" else "bf16"
     imbalance = 1.0
     if model.is_moe and plan.ep > 1:
@@ -271,7 +291,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         forward = [max(f, read_s) for f in forward]
         backward = [max(b_, read_s + write_s) for b_ in backward]
     if plan.zero_stage == 3 and dp * cp > 1:
-        gather = all_gather_s(stage_params * 2.0 / v, dp * cp, link(tp * cp * dp))
+        gather = all_gather_s(stage_params * 2.0 / v, dp * cp, dp_link)
         forward = [max(f, gather) for f in forward]
         backward = [max(b_, gather) for b_ in backward]
 
@@ -287,24 +307,29 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     # backward pass and an all-gather of the updated weights, which overlapped runs
     # behind the next step's first forward passes (Megatron's --overlap-param-gather):
     # only what outlasts them shows. The two halves move an all-reduce's volume.
+    # Each stage reduces its own parameters' gradients, updates its own shard and
+    # gathers its own weights; the step waits for the slowest stage.
     grad_bytes = 4.0 if plan.gradient_dtype == "fp32" else 2.0
-    dp_comm = all_reduce_s(stage_params * grad_bytes, dp * cp, link(tp * cp * dp))
-    gather = 0.0
-    if plan.overlap_dp_comm and plan.zero_stage in (1, 2) and dp * cp > 1:
-        gather = dp_comm * 2.0 / grad_bytes / 2.0  # the 16-bit weights' all-gather
-        reduce = dp_comm - dp_comm / 2.0
-    else:
-        reduce = dp_comm
-    optimizer = _optimizer_s(plan.offload, memory.params, gpu_spec, sum(backward) / p)
-    stage_done = []
-    exposed_gather = 0.0
+    sharded = plan.overlap_dp_comm and plan.zero_stage in (1, 2) and dp * cp > 1
+    owned = 1.0 / (dp * cp) if plan.zero_stage >= 1 else 1.0
+    per_stage = stage_param_counts(model, layers_of, p, v, tp=tp, dp=dp, cp=cp, ep=plan.ep)
+    stage_done, stage_tail = [], []
+    dp_comm = 0.0
     for stage in range(p):
+        reduction = all_reduce_s(per_stage[stage] * grad_bytes, dp * cp, dp_link)
+        dp_comm = max(dp_comm, reduction)
+        gather = reduction * 2.0 / grad_bytes / 2.0 if sharded else 0.0  # 16-bit weights
+        reduce = reduction - gather * grad_bytes / 2.0 if sharded else reduction
         start = run.last_backward_start_s[stage] if plan.overlap_dp_comm \
             else run.stage_end_s[stage]
         stage_done.append(max(run.stage_end_s[stage], start + reduce))
         first_forward = sum(forward[chunk * p + stage] for chunk in range(v))
-        exposed_gather = max(exposed_gather, gather - first_forward)
-    step = max(stage_done) + optimizer + exposed_gather
+        optimizer_s = _optimizer_s(plan.offload, per_stage[stage] * owned, gpu_spec,
+                                   sum(backward) / p)
+        stage_tail.append((optimizer_s, max(0.0, gather - first_forward)))
+    slowest = max(range(p), key=lambda s_: stage_done[s_] + sum(stage_tail[s_]))
+    optimizer = stage_tail[slowest][0]
+    step = stage_done[slowest] + sum(stage_tail[slowest])
 
     tokens = job.global_batch * job.seq_len
     h, layers = model.hidden_size, model.num_layers
