@@ -317,7 +317,7 @@ def fit_training_step(points: list[TrainingPoint]) -> tuple[float, float]:
 
 def _source_errors(points: list[TrainingPoint], x: tuple[float, float]) -> dict[str, float]:
     errors = np.abs(np.expm1(_training_errors(points, x))) * 100
-    return {"median_error_pct": float(np.median(errors)),
+    return {"num_points": float(len(errors)), "median_error_pct": float(np.median(errors)),
             "p90_error_pct": float(np.percentile(errors, 90))}
 
 
@@ -348,7 +348,7 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
             "data": "training_runs.csv, the Megatron-Core family's runs on this die "
                     "(Megatron-Bridge, NeMo and Megatron-LM published tables; see the "
                     "pack's README)",
-            "num_points": len(fitting),
+            "num_points": int(in_sample["num_points"]),
             "median_error_pct": round(in_sample["median_error_pct"], 3),
             "p90_error_pct": round(in_sample["p90_error_pct"], 3),
             "leave_one_source_out_median_error_pct": {
