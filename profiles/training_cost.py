@@ -187,10 +187,14 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     weight_bytes = params / tp * DTYPE_BYTES[dtype]
     everywhere, _ = _layer_gemm_shapes(model, tp)
+    moe_tokens = tokens / tp if folded_experts else tokens  # tokens a rank routes
     gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
     if model.is_moe:
         # The routed experts wait for the busiest rank's rows.
-        experts, experts_bwd = expert_gemm_s(gpu, model, tokens, tp, ep, dtype,
+        # Folded over TP, each rank routes the T/tp tokens its sequence-parallel shard
+        # holds through whole experts; otherwise the TP group shares every token and
+        # each rank computes 1/tp of each expert.
+        experts, experts_bwd = expert_gemm_s(gpu, model, moe_tokens, tp, ep, dtype,
                                              folded=folded_experts)
         gemm += experts * expert_imbalance
         gemm_bwd += experts_bwd * expert_imbalance
@@ -217,7 +221,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     if model.is_moe:
         # Token dispatch: permuting each token's k copies to their experts' order and
         # back (read and write 16 bits each, per MoE layer), forward and backward alike.
-        elementwise += (DISPATCH_BYTES_PER_ROUTED_ELEMENT * tokens
+        elementwise += (DISPATCH_BYTES_PER_ROUTED_ELEMENT * moe_tokens
                         * model.num_experts_per_token * h / bandwidth
                         * model.num_moe_layers / model.num_layers)
 
@@ -234,7 +238,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         cp_comm = max(0.0, exchange - attention)
     ep_comm = 0.0
     if model.is_moe and ep > 1:
-        routed = tokens * model.num_experts_per_token * h * 2.0
+        routed = moe_tokens * model.num_experts_per_token * h * 2.0
         ep_comm = (2.0 * (ep - 1) / ep * routed / ep_link.bandwidth_bytes_per_s
                    * expert_imbalance)
 

@@ -61,8 +61,9 @@ CATALOG_NAMES = {
 # 4h GeLU MLP, GPT-2 vocabulary, learned positions, sequence 2048).
 NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48),
              "GPT3-175B": (96, 12288, 96)}
-# GPU names of the pack, as the catalog names them; the torchtitan H100s are 96 GB
-# HBM2e parts at a 500 W limit (their lower clocks are not modelled: stated per row).
+# GPU names of the pack, as the catalog names them; the torchtitan H100s are 96 GB HBM2e
+# parts at 2.4 TB/s and a 500 W limit (torchtitan's docs/performance.md; their lower
+# clocks are not modelled: stated per row).
 GPU_KINDS = (("H100-SXM 96GB", "h100"), ("H100", "h100"), ("H200", "h200"),
              ("GB200", "gb200"), ("B200", "b200"))
 TORCHTITAN_SEQ = 8192  # torchtitan's Llama 3 training configs' seq_len, where not printed
@@ -128,7 +129,8 @@ def _gpu(row: Any) -> GPUSpec | str:
             except ClusterSimError:
                 return f"GPU {text} is not in the catalog"
             if pattern == "H100-SXM 96GB":
-                gpu = gpu.model_copy(update={"hbm_gib": 96.0})
+                # torchtitan's docs/performance.md: 96 GB HBM2e at 2.4 TB/s, 500 W limit
+                gpu = gpu.model_copy(update={"hbm_gib": 96.0, "hbm_bandwidth_gbps": 2400.0})
             return gpu
     return f"GPU {text} is not in the catalog"
 
@@ -205,7 +207,8 @@ def express_row(row: Any) -> ExpressedRun | str:
     label = gpu.name
     if "96GB" in str(row["gpu"]):
         label = "H100-SXM-96GB-500W (as H100-SXM5-80GB)"
-        assumed.append("H100-SXM5-80GB's rates with 96 GB (its 500 W limit not modelled)")
+        assumed.append("H100-SXM5-80GB's kernels with 96 GB of HBM2e at 2.4 TB/s (its 500 W "
+                       "limit not modelled)")
     return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed), label)
 
 
