@@ -24,7 +24,8 @@ from profiles.models import load_model
 from simulator.training.step import simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
-__all__ = ["TrainingCandidate", "TrainingPlan", "TrainingSpace", "plan_training"]
+__all__ = ["TrainingCandidate", "TrainingPlan", "TrainingSpace", "plan_training",
+           "uneven_split"]
 
 
 class TrainingSpace(BaseModel):
@@ -93,6 +94,21 @@ def _plans(space: TrainingSpace) -> list[tuple[ParallelPlan, int]]:
     return plans
 
 
+def uneven_split(plan: ParallelPlan, num_layers: int) -> ParallelPlan:
+    """``plan`` as Megatron-Core would split a model whose layers do not divide its
+    stages: the embedding and the loss counted as layers (both, or the one that makes
+    the count divide), so Llama 3.1 405B's 126 layers run on 8 x 8 chunks; the plan
+    unchanged when the layers divide or no such split does."""
+    chunks = plan.pp * plan.virtual_stages
+    if plan.pp == 1 or num_layers % chunks == 0:
+        return plan
+    for embedding, loss in ((True, True), (True, False), (False, True)):
+        if (num_layers + embedding + loss) % chunks == 0:
+            return plan.model_copy(update={"embedding_in_pipeline_split": embedding,
+                                           "loss_in_pipeline_split": loss})
+    return plan
+
+
 def plan_training(job: TrainingJob, space: TrainingSpace, *,
                   price_usd_per_gpu_hour: float | None = None) -> TrainingPlan:
     """Simulate every plan of ``space`` for ``job``; the job's own plan is ignored.
@@ -107,7 +123,8 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
     price = price_usd_per_gpu_hour if price_usd_per_gpu_hour is not None \
         else default_prices().get(gpu.name)
     candidates = []
-    for index, (plan, micro_batch) in enumerate(_plans(space)):
+    for index, (even_plan, micro_batch) in enumerate(_plans(space)):
+        plan = uneven_split(even_plan, model.num_layers)
         candidate = TrainingCandidate(index, plan.model_dump(), micro_batch)
         candidates.append(candidate)
         trial = job.model_copy(update={"plan": plan, "micro_batch": micro_batch})

@@ -232,3 +232,24 @@ def test_the_stored_training_fit_is_what_the_validation_measures_now() -> None:
     # the fit's errors are |exp(log error) - 1|: the same figures as error_pct
     assert float(np.median(fitting["error_pct"])) == pytest.approx(
         stored["median_error_pct"], abs=0.01)
+
+
+def test_the_planner_splits_layers_that_do_not_divide_its_stages() -> None:
+    """Llama 3.1 405B (126 layers) on PP 8 x 8 chunks: the planner counts the embedding
+    and loss as layers (128 units, 2 per chunk) instead of refusing the plan; a plan
+    whose stages divide the layers is left as it is."""
+    from planners.training import TrainingSpace, plan_training, uneven_split
+    from workloads.training import ParallelPlan
+
+    split = uneven_split(ParallelPlan(tp=8, pp=8, dp=2, schedule="interleaved",
+                                      virtual_stages=8), 126)
+    assert split.embedding_in_pipeline_split and split.loss_in_pipeline_split
+    even = ParallelPlan(tp=8, pp=2, dp=2)
+    assert uneven_split(even, 126) is even
+    job = build_training_job({"model": "llama-3.1-405b", "gpu": "h100", "seq_len": 4096,
+                              "global_batch": 64, "dtype": "fp8"})
+    plan = plan_training(job, TrainingSpace(num_gpus=[512], tp=[8], pp=[8], zero_stage=[1],
+                                            micro_batch=[1], recompute=["full"],
+                                            schedules=["1f1b"]))
+    assert [c.status for c in plan.candidates] == ["evaluated"]
+    assert plan.candidates[0].plan["embedding_in_pipeline_split"]
