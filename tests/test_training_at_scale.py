@@ -253,3 +253,26 @@ def test_the_planner_splits_layers_that_do_not_divide_its_stages() -> None:
                                             schedules=["1f1b"]))
     assert [c.status for c in plan.candidates] == ["evaluated"]
     assert plan.candidates[0].plan["embedding_in_pipeline_split"]
+
+
+@pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
+def test_a_training_step_10_percent_slower_fails_the_gate() -> None:
+    """The training groups are gated like the kernels: the committed baseline passes as
+    is, and every prediction 10% slower (throughput / 1.1) fails the H100 groups."""
+    from validation.gate import _read_baseline, default_baseline_path
+    from validation.operators import compare_drift, compare_operators
+    from validation.training_runs import training_errors, training_rows
+
+    measured = default_measured_dir()
+    assert measured is not None
+    _, baseline, _ = _read_baseline(default_baseline_path())
+    rows = training_rows(measured)
+    now = training_errors(rows)
+    assert compare_operators(now, baseline)[0] == [] and compare_drift(now, baseline) == []
+    slower = rows.assign(predicted=rows["predicted"] / 1.1)
+    slower["signed_pct"] = (slower["predicted"] - slower["measured"]) / slower["measured"] * 100
+    slower["error_pct"] = slower["signed_pct"].abs()
+    worse = training_errors(slower)
+    failed = compare_operators(worse, baseline)[0] + compare_drift(worse, baseline)
+    assert any("H100-SXM5-80GB/training megatron-bridge" in line for line in failed)
+    assert any("H100-SXM5-80GB/training all" in line for line in failed)
