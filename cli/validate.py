@@ -12,6 +12,7 @@ from rich.table import Table
 from cli.common import console, progress_bar, user_errors
 from simulator import check_output_folder
 from validation import validate
+from validation.render import reason_kind
 
 __all__ = ["validate_command"]
 
@@ -62,10 +63,13 @@ def validate_command(
         console.print("worst shapes per operator (error):")
         for o in report.operators.itertuples():
             console.print(f"  {o.gpu} {o.operator}: {o.worst}", soft_wrap=True)
-        for row in report.training_not_expressed.itertuples():
-            if not row.reason.startswith("same run as"):
-                console.print(f"training row {row.id} ({row.model}, {row.gpu}) not compared: "
-                              f"{row.reason}", soft_wrap=True)
+        skipped = report.training_not_expressed
+        if not skipped.empty:
+            counts = skipped["reason"].map(reason_kind).value_counts()
+            console.print(f"{len(skipped)} training rows of the pack not compared (each with "
+                          "its reason in --out's validation.json): " + "; ".join(
+                              f"{reason} ({n})" for reason, n in counts.items()),
+                          soft_wrap=True)
         for run in report.runs_not_expressed.itertuples():
             console.print(f"vLLM run {run.run_id} ({run.model}, {run.hardware}) not expressed: "
                           f"{run.reason}", soft_wrap=True)
