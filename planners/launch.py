@@ -87,6 +87,14 @@ def megatron_args(job: TrainingJob) -> str:
              "--global-batch-size", str(job.global_batch), "--seq-length", str(job.seq_len)]
     if plan.virtual_stages > 1:
         words += ["--num-virtual-stages-per-pipeline-rank", str(plan.virtual_stages)]
+    if plan.first_stage_layers is not None:
+        words += ["--decoder-first-pipeline-num-layers", str(plan.first_stage_layers)]
+    if plan.last_stage_layers is not None:
+        words += ["--decoder-last-pipeline-num-layers", str(plan.last_stage_layers)]
+    if plan.embedding_in_pipeline_split:
+        words.append("--account-for-embedding-in-pipeline-split")
+    if plan.loss_in_pipeline_split:
+        words.append("--account-for-loss-in-pipeline-split")
     if plan.sequence_parallel:
         words.append("--sequence-parallel")
     if plan.recompute == "selective":

@@ -115,3 +115,18 @@ def test_a_training_plan_as_megatron_arguments() -> None:
     zero3 = job.model_copy(update={"plan": job.plan.model_copy(update={"zero_stage": 3})})
     with pytest.raises(ClusterSimError, match="DeepSpeed"):
         megatron_args(zero3)
+    assert "pipeline-split" not in args and "decoder-first" not in args
+
+
+def test_uneven_stages_become_megatrons_split_arguments() -> None:
+    """The two ways to split layers unevenly, as Megatron-LM spells them."""
+    base = {"model": "llama-3.1-405b", "gpu": "h100", "seq_len": 8192, "global_batch": 64}
+    stated = TrainingJob(**base, plan={"tp": 8, "pp": 16, "dp": 4, "first_stage_layers": 7,
+                                       "last_stage_layers": 7})
+    assert "--decoder-first-pipeline-num-layers 7 --decoder-last-pipeline-num-layers 7" \
+        in megatron_args(stated)
+    counted = TrainingJob(**base, plan={"tp": 8, "pp": 8, "dp": 8,
+                                        "embedding_in_pipeline_split": True,
+                                        "loss_in_pipeline_split": True})
+    assert ("--account-for-embedding-in-pipeline-split --account-for-loss-in-pipeline-split"
+            in megatron_args(counted))
