@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from profiles.errors import ClusterSimError
 from profiles.models import load_model
@@ -276,3 +278,31 @@ def test_a_training_step_10_percent_slower_fails_the_gate() -> None:
     failed = compare_operators(worse, baseline)[0] + compare_drift(worse, baseline)
     assert any("H100-SXM5-80GB/training megatron-bridge" in line for line in failed)
     assert any("H100-SXM5-80GB/training all" in line for line in failed)
+
+
+@given(layers=st.integers(1, 200), pp=st.integers(2, 32), v=st.integers(1, 8),
+       embedding=st.booleans(), loss=st.booleans(),
+       first=st.one_of(st.none(), st.integers(0, 40)),
+       last=st.one_of(st.none(), st.integers(0, 40)))
+@settings(max_examples=300, deadline=None, derandomize=True, database=None)
+def test_a_split_holds_every_layer_once_or_is_refused(
+        layers: int, pp: int, v: int, embedding: bool, loss: bool, first: int | None,
+        last: int | None) -> None:
+    """Whatever the settings, a split gives each of the p·v chunks a non-negative count
+    adding up to the model's layers, with the stated stage sizes where stated; or it is
+    a one-line error."""
+    explicit = first is not None or last is not None
+    try:
+        counts = stage_layer_counts(layers, pp, v, first_stage_layers=first,
+                                    last_stage_layers=last,
+                                    embedding_in_split=embedding and not explicit,
+                                    loss_in_split=loss and not explicit)
+    except ClusterSimError as error:
+        assert "\n" not in str(error)
+        return
+    assert len(counts) == pp * v and min(counts) >= 0 and sum(counts) == layers
+    stage = [sum(counts[c * pp + s] for c in range(v)) for s in range(pp)]
+    if first is not None:
+        assert stage[0] == first
+    if last is not None:
+        assert stage[-1] == last
