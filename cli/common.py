@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # parsed, so `--help` and start-up need typer alone (tests/test_startup.py).
 
 __all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
-           "user_errors"]
+           "step_breakdown_table", "user_errors"]
 
 console = Console()
 _stderr = Console(stderr=True)
@@ -97,3 +97,19 @@ def parse_routing(routing: str) -> dict[str, Any]:
     if not Path(routing).is_file():
         fail(f"--routing {routing!r}: not uniform, zipf:S or an existing routing-trace file")
     return {"kind": "trace", "trace": routing}
+
+
+def step_breakdown_table(breakdown: dict[str, float], step_s: float) -> Any:
+    """Where a training step goes, as a table (milliseconds and share of the step)."""
+    from rich.table import Table
+
+    from simulator.training.step import BREAKDOWN_PARTS
+
+    table = Table("where the step goes (busiest stage)", "ms", "share",
+                  title="step breakdown")
+    for name, label in BREAKDOWN_PARTS.items():
+        seconds = breakdown.get(name, 0.0)
+        if seconds > 0.0005 * step_s:
+            table.add_row(label, f"{seconds * 1e3:,.1f}", f"{seconds / step_s:.1%}")
+    table.add_row("step", f"{step_s * 1e3:,.1f}", "100.0%")
+    return table

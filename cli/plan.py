@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from cli.common import console, fail, progress_bar, user_errors
+from cli.common import console, fail, progress_bar, step_breakdown_table, user_errors
 from planners.disaggregation import DisaggregationSpace
 from planners.launch import launch_commands, megatron_args
 from planners.objectives import SteadyState
@@ -268,5 +268,6 @@ def plan_training_command(
                           f"{megatron_args(job)}", soft_wrap=True, markup=False)
         except ClusterSimError as error:
             console.print(f"fastest #{fastest.index}: {error}", soft_wrap=True)
+        console.print(step_breakdown_table(fastest.breakdown, fastest.step_s))
     if out is not None:
         console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))

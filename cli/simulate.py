@@ -19,6 +19,7 @@ from cli.common import (
     fail,
     parse_routing,
     progress_bar,
+    step_breakdown_table,
     user_errors,
 )
 
@@ -436,22 +437,6 @@ def simulate_command(
         console.print("wrote " + ", ".join(str(path) for path in written))
 
 
-def _breakdown_table(breakdown: dict[str, float], step_s: float) -> Any:
-    """Where the step goes, as a table (seconds and share of the step)."""
-    from rich.table import Table
-
-    from simulator.training.step import BREAKDOWN_PARTS
-
-    table = Table("where the step goes (busiest stage)", "ms", "share",
-                  title="step breakdown")
-    for name, label in BREAKDOWN_PARTS.items():
-        seconds = breakdown.get(name, 0.0)
-        if seconds > 0.0005 * step_s:
-            table.add_row(label, f"{seconds * 1e3:,.1f}", f"{seconds / step_s:.1%}")
-    table.add_row("step", f"{step_s * 1e3:,.1f}", "100.0%")
-    return table
-
-
 def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out: Path | None,
            trace: bool) -> None:
     """The training branch of ``simulate``: one step's time, MFU and memory."""
@@ -475,7 +460,7 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         f"HFU {result.hfu:.1%}; pipeline bubble {result.bubble_fraction:.1%}, "
         f"DP reduction {result.dp_comm_s * 1e3:.0f} ms, optimizer "
         f"{result.optimizer_s * 1e3:.0f} ms")
-    console.print(_breakdown_table(result.breakdown, result.step_s))
+    console.print(step_breakdown_table(result.breakdown, result.step_s))
     memory = result.memory.as_gib()
     console.print("memory per GPU (GiB): " + ", ".join(
         f"{name} {memory[name]:.1f}" for name in

@@ -3,7 +3,8 @@
     plan/
       candidates.csv   one row per candidate: knobs, status (evaluated, pruned,
                        infeasible and why), goodput, latency, cost, energy, bounds
-      pareto.json      the Pareto candidates and the best one per objective
+      pareto.json      the Pareto candidates and the best one per objective (training:
+                       with where each step goes, step_breakdown_s)
       inputs.json      model, SLOs, attainment, search space, workload summary, prices
       workload.json    the serving trace the plan replayed (for the report)
 
@@ -51,6 +52,9 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
     mappings = {c.index: (c.deployment if isinstance(plan, ServingPlan)
                           else {"plan": c.plan, "micro_batch": c.micro_batch})
                 for c in plan.candidates}
+    if not isinstance(plan, ServingPlan):  # where each training step goes
+        by_index = {c.index: by_index[c.index] | {"step_breakdown_s": c.breakdown}
+                    for c in plan.candidates}
     best: dict[str, dict[str, Any]] = {name: by_index[i] | {"deployment": mappings[i]}
                                        for name, i in plan.best.items()}
     if isinstance(plan, ServingPlan):  # how to run each best plan, engine by engine

@@ -59,6 +59,7 @@ class TrainingCandidate:
     cost_per_step_usd: float | None = None
     memory_headroom_gib: float = 0.0
     memory_gib: dict[str, float] = field(default_factory=dict)
+    breakdown: dict[str, float] = field(default_factory=dict)  # where the step goes (s)
 
     def row(self) -> dict[str, Any]:
         return {"index": self.index, "status": self.status, "reason": self.reason,
@@ -139,6 +140,7 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
         memory = result.memory.as_gib()
         candidate.memory_gib = memory
         candidate.memory_headroom_gib = memory["capacity"] - memory["total"]
+        candidate.breakdown = result.breakdown
         if price is not None:
             candidate.cost_per_step_usd = price * plan.num_gpus * result.step_s / 3600
     evaluated = [c for c in candidates if c.status == "evaluated"]

@@ -3,6 +3,8 @@ published plans that fit at their micro-batch, and the published-runs validation
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -306,3 +308,26 @@ def test_a_split_holds_every_layer_once_or_is_refused(
         assert stage[0] == first
     if last is not None:
         assert stage[-1] == last
+
+
+def test_a_training_plan_says_where_each_step_goes(tmp_path: Path) -> None:
+    """Every simulated candidate carries its step breakdown, adding up to its step, and
+    pareto.json writes it beside each Pareto and best plan."""
+    import json
+
+    from planners import write_plan
+    from planners.training import TrainingSpace, plan_training
+
+    job = build_training_job({"model": "llama-3-8b", "gpu": "h100", "seq_len": 4096,
+                              "global_batch": 32})
+    plan = plan_training(job, TrainingSpace(num_gpus=[8], tp=[1, 2], pp=[1, 2],
+                                            zero_stage=[1], micro_batch=[1],
+                                            recompute=["none"], schedules=["1f1b"]))
+    simulated = [c for c in plan.candidates if c.status == "evaluated"]
+    assert simulated
+    for candidate in simulated:
+        assert sum(candidate.breakdown.values()) == pytest.approx(candidate.step_s)
+    write_plan(plan, tmp_path / "plan")
+    pareto = json.loads((tmp_path / "plan" / "pareto.json").read_text())
+    assert all("step_breakdown_s" in entry for entry in pareto["pareto"])
+    assert pareto["best"]["step_s"]["step_breakdown_s"]["gemm"] > 0
