@@ -306,7 +306,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     # distributed optimizer) it is a reduce-scatter of the gradients during the last
     # backward pass and an all-gather of the updated weights, which overlapped runs
     # behind the next step's first forward passes (Megatron's --overlap-param-gather):
-    # only what outlasts them shows. The two halves move an all-reduce's volume.
+    # only what outlasts them shows. The two halves move an all-reduce's volume. Under
+    # ZeRO-3 the weights were gathered pass by pass, so only the reduce-scatter is left.
     # Each stage reduces its own parameters' gradients, updates its own shard and
     # gathers its own weights; the step waits for the slowest stage.
     grad_bytes = 4.0 if plan.gradient_dtype == "fp32" else 2.0
@@ -319,7 +320,10 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         reduction = all_reduce_s(per_stage[stage] * grad_bytes, dp * cp, dp_link)
         dp_comm = max(dp_comm, reduction)
         gather = reduction * 2.0 / grad_bytes / 2.0 if sharded else 0.0  # 16-bit weights
-        reduce = reduction - gather * grad_bytes / 2.0 if sharded else reduction
+        # ZeRO-3 gathers the weights per pass (above), so only the gradients'
+        # reduce-scatter is left here; ZeRO 1-2 gather after the update (``gather``).
+        reduce = reduction / 2.0 if sharded or (plan.zero_stage == 3 and dp * cp > 1) \
+            else reduction
         start = run.last_backward_start_s[stage] if plan.overlap_dp_comm \
             else run.stage_end_s[stage]
         stage_done.append(max(run.stage_end_s[stage], start + reduce))
