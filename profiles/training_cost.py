@@ -111,28 +111,25 @@ def expert_gemm_s(gpu: GPUSpec, model: ModelSpec, tokens: float, tp: int, ep: in
     return local * forward * share, local * backward * share
 
 
-def _layer_gemm_shapes(model: ModelSpec, tp: int) -> tuple[list[tuple[float, float]],
-                                                          list[tuple[float, float]]]:
-    """The (n, k) weight shapes of the average layer's GEMMs on one GPU of the TP group
-    (MLA's projections for DeepSeek). MoE: the top-k routed experts' and the shared
-    experts' GEMMs, as if each ran over all T rows (the FLOPs of T·k routed rows; the
-    tiling of the experts' smaller row counts is not modelled), weighted by the share of
-    MoE layers against dense ones (first-k-dense, interleaved). Returns (every GPU's
-    shapes, the routed experts' shapes: those wait for the busiest EP rank)."""
+def _layer_gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
+    """The (n, k) weight shapes of the average layer's GEMMs that every GPU of the TP
+    group runs over all T rows (MLA's projections for DeepSeek): attention, and the MLP
+    of dense layers or the shared experts of MoE ones, weighted by the share of MoE
+    layers against dense ones (first-k-dense, interleaved). The routed experts are
+    grouped GEMMs of their own rows (:func:`expert_gemm_s`)."""
     h = model.hidden_size
     gated = 2 if model.mlp_kind == "gated" else 1
     shapes = [*model.attention_shapes(tp), (h, model.o_size / tp)]
     if not model.is_moe:
         f = model.intermediate_size / tp
-        return [*shapes, (gated * f, h), (h, f)], []
+        return [*shapes, (gated * f, h), (h, f)]
     moe = model.num_moe_layers / model.num_layers
-    routed = model.num_experts_per_token * model.expert_width / tp * moe
     shared = model.shared_expert_intermediate_size / tp * moe
     dense = model.intermediate_size / tp * (1 - moe)
     for width in (shared, dense):
         if width:
             shapes += [(gated * width, h), (h, width)]
-    return shapes, [(gated * routed, h), (h, routed)]
+    return shapes
 
 
 # Bytes of HBM traffic to quantize one element for an FP8 GEMM: read it in 16 bits (2),
@@ -157,8 +154,9 @@ def fp8_cast_s(model: ModelSpec, tokens: float, tp: int, bandwidth: float
     return forward * per_element, backward * per_element
 
 
-def _attention_dtype(dtype: str) -> str:
-    """FP8 training runs its linear layers in FP8; attention stays in 16 bits
+def _unquantized_dtype(dtype: str) -> str:
+    """The dtype of the work FP8 training keeps out of FP8: it runs the transformer
+    layers' linear GEMMs in FP8, while attention and the output layer stay in 16 bits
     (Transformer Engine's default, and torchtitan's float8 linears)."""
     return "bf16" if dtype == "fp8" else dtype
 
@@ -186,7 +184,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     bandwidth = gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory
     params = model.attention_params_per_layer + model.active_mlp_params_per_layer
     weight_bytes = params / tp * DTYPE_BYTES[dtype]
-    everywhere, _ = _layer_gemm_shapes(model, tp)
+    everywhere = _layer_gemm_shapes(model, tp)
     moe_tokens = tokens / tp if folded_experts else tokens  # tokens a rank routes
     gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
     if model.is_moe:
@@ -203,11 +201,11 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
     if attention_kernel == "flash":
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp * 0.5
-        attention = flops / (gpu.peak_flops(_attention_dtype(dtype)) * gpu.efficiency.attention)
+        attention = flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * gpu.efficiency.attention)
         attention_bwd = 2.5 * attention
     else:
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp
-        attention = (flops / (gpu.peak_flops(_attention_dtype(dtype)) * gpu.efficiency.matmul)
+        attention = (flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * gpu.efficiency.matmul)
                      + 12.0 * scores / bandwidth)
         attention_bwd = 2.0 * attention
     attention, attention_bwd = attention / compute_fraction, attention_bwd / compute_fraction
@@ -243,14 +241,14 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                    * expert_imbalance)
 
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
-    backward = gemm_bwd + attention_bwd + 2.0 * (elementwise - cast) + cast_bwd + tp_comm \
-        + 2.0 * cp_comm + ep_comm
+    elementwise_bwd = 2.0 * (elementwise - cast) + cast_bwd
+    backward = gemm_bwd + attention_bwd + elementwise_bwd + tp_comm + 2.0 * cp_comm + ep_comm
     recomputed = forward if recompute == "full" else attention if recompute == "selective" \
         else 0.0
     backward += recomputed
     return LayerCost(forward, backward, gemm, attention, elementwise, tp_comm, cp_comm,
                      ep_comm, gemm_backward_s=gemm_bwd, attention_backward_s=attention_bwd,
-                     elementwise_backward_s=2.0 * (elementwise - cast) + cast_bwd,
+                     elementwise_backward_s=elementwise_bwd,
                      recompute_s=recomputed)
 
 
@@ -258,7 +256,7 @@ def lm_head_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: i
                  cp: int, dtype: str, compute_fraction: float = 1.0) -> tuple[float, float]:
     """(forward, backward) seconds of the output projection and loss on the last stage
     (in 16 bits under FP8 training: frameworks keep the output layer out of FP8)."""
-    dtype = _attention_dtype(dtype)
+    dtype = _unquantized_dtype(dtype)
     tokens = micro_batch * seq_len / cp
     weight_bytes = model.vocab_size * model.hidden_size / tp * DTYPE_BYTES[dtype]
     forward, backward = _gemm_s(gpu, tokens, [(model.vocab_size / tp, model.hidden_size)],

@@ -1,4 +1,4 @@
-"""The one parameter of the training step fitted to end-to-end runs, and its data.
+"""The two parameters of the training step fitted to end-to-end runs, and their data.
 
 Kernel tables are measured in short bursts at boost clocks; a training run keeps every
 tensor core busy for minutes, and a GPU at its power limit lowers its clocks (FP8 and

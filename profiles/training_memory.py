@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from profiles.hardware import GIB, GPUSpec
 from profiles.models import ModelSpec
 
-__all__ = ["TrainingMemory", "activation_bytes_per_layer", "model_state_bytes",
-           "stage_param_counts", "training_memory"]
+__all__ = ["TrainingMemory", "activation_bytes_per_layer", "experts_folded",
+           "model_state_bytes", "stage_param_counts", "training_memory"]
 
 ADAM_K = 12  # fp32 master weights, momentum, variance: 4 + 4 + 4 bytes
 
@@ -156,14 +156,20 @@ def _in_flight_layers(stage: int, stage_layers: list[int], pp: int, virtual_stag
     return float(min(m, p - stage) * layers)
 
 
+def experts_folded(ep: int, dp: int, cp: int) -> bool:
+    """EP is folded over TP (Megatron-Core's MoE parallel folding, expert tensor parallel
+    1): it does not lie within DP x CP, so its ranks take the TP ranks too and each holds
+    whole experts."""
+    return ep > 1 and (dp * cp) % ep != 0
+
+
 def _layer_mlp_params(model: ModelSpec, tp: int, dp: int, cp: int, ep: int) -> float:
     """MLP parameters of the average layer on one GPU, before the division by TP.
 
-    Experts are TP-sharded when EP lies within DP x CP; when EP is folded over TP too
-    (Megatron-Core's MoE parallel folding, expert tensor parallel 1) each rank holds
+    Experts are TP-sharded when EP lies within DP x CP; folded over TP each rank holds
     whole experts, 1/ep of them: routed / ep per GPU, not routed / (ep x tp)."""
     routed = model.expert_params / model.num_layers  # routed experts, average layer
-    folded = ep > 1 and (dp * cp) % ep != 0
+    folded = experts_folded(ep, dp, cp)
     return model.mlp_params_per_layer - routed + routed / ep * (tp if folded else 1)
 
 

@@ -68,7 +68,7 @@ from validation.operators import (
     fp8_gemm_rows,
 )
 from validation.serving_runs import serving_rows
-from validation.training_runs import _source, expressed_runs, predict_run
+from validation.training_runs import expressed_runs, predict_run, run_source
 
 __all__ = ["calibrate", "fit_all_reduce", "fit_attention", "fit_gemm", "fit_gemm_fp8",
            "fit_stream", "fit_training", "fit_training_step", "leave_one_model_out"]
@@ -331,13 +331,13 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
     table: list[dict[str, Any]] = []
     for die, names in TRAINING_DIES.items():
         points = _training_points(measured_dir, names)
-        fitting = [p for p in points if _source(p[0]) in FIT_SOURCES]
+        fitting = [p for p in points if run_source(p[0]) in FIT_SOURCES]
         if not fitting:
             continue
         fitted = fit_training_step(fitting)
-        for source in sorted({_source(row) for row, _ in points}):
-            held = [p for p in points if _source(p[0]) == source]
-            rest = [p for p in fitting if _source(p[0]) != source]
+        for source in sorted({run_source(row) for row, _ in points}):
+            held = [p for p in points if run_source(p[0]) == source]
+            rest = [p for p in fitting if run_source(p[0]) != source]
             without = fit_training_step(rest) if source in FIT_SOURCES else fitted
             for label, x in (("in_sample", fitted), ("held_out", without)):
                 table.append({"die": die, "source": source, "runs": len(held), "fit": label,

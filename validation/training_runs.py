@@ -40,7 +40,7 @@ from simulator.training import TrainingResult, simulate_training
 from workloads.training import ParallelPlan, TrainingJob
 
 __all__ = ["SOURCES", "ExpressedRun", "express_row", "expressed_runs", "predict_run",
-           "skipped_training_rows", "training_errors", "training_rows"]
+           "run_source", "skipped_training_rows", "training_errors", "training_rows"]
 
 # The pack's source repositories, by the short name the groups use.
 SOURCES = {"NVIDIA-NeMo/Megatron-Bridge": "megatron-bridge", "NVIDIA/NeMo": "nemo",
@@ -94,7 +94,8 @@ def _int(value: Any, default: int | None = None) -> int | None:
     return default if number is None else int(number)
 
 
-def _source(row: Any) -> str:
+def run_source(row: Any) -> str:
+    """The short name of a pack row's source repository (SOURCES), or "other"."""
     return SOURCES.get(str(row["source"]).split("@")[0].strip(), "other")
 
 
@@ -114,7 +115,7 @@ def _model(row: Any, seq: int) -> ModelSpec | str:
     if name in NEMO_GPT3:
         return _gpt(name, *NEMO_GPT3[name], vocab=50304, seq=seq)
     shape = [_int(row[c]) for c in ("layers", "hidden", "heads")]
-    if _source(row) == "megatron-lm" and None not in shape:
+    if run_source(row) == "megatron-lm" and None not in shape:
         layers, hidden, heads = (int(x) for x in shape)  # type: ignore[arg-type]
         return _gpt(name, layers, hidden, heads, vocab=131072, seq=seq)
     return f"model {name} is not in the catalog"
@@ -138,7 +139,7 @@ def _gpu(row: Any) -> GPUSpec | str:
 def express_row(row: Any) -> ExpressedRun | str:
     """The row as a job on its GPU, or the reason it cannot be expressed."""
     notes, precision = str(row["notes"]), str(row["precision"])
-    source = _source(row)
+    source = run_source(row)
     task = re.search(r"task=(\w+)", notes)
     if task and task.group(1).lower() == "lora":
         return "LoRA fine-tuning (frozen base weights, adapters) is not modelled"
@@ -276,7 +277,7 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
             continue
         measured = float(row["value"])
         peak = re.search(r"peak memory ([0-9.]+) GiB", str(row["notes"]))
-        rows.append({"id": row["id"], "source": _source(row), "gpu": run.gpu_label,
+        rows.append({"id": row["id"], "source": run_source(row), "gpu": run.gpu_label,
                      "model": str(row["model"]), "dtype": run.job.dtype,
                      "layout": _layout(run), "metric": row["metric"], "measured": measured,
                      "predicted": predicted, "mfu": result.mfu,

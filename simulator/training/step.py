@@ -29,7 +29,12 @@ from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost
 from profiles.training_fit import sustained_compute, tp_overlap_hidden
-from profiles.training_memory import TrainingMemory, stage_param_counts, training_memory
+from profiles.training_memory import (
+    TrainingMemory,
+    experts_folded,
+    stage_param_counts,
+    training_memory,
+)
 from simulator.training.pipeline import run_pipeline
 from workloads.training import ParallelPlan, TrainingJob
 
@@ -173,7 +178,7 @@ def _ep_link(inside: LinkCost, across: LinkCost, plan: ParallelPlan, gpus_per_no
     cp`` apart (tp when folded) spans ep x that many GPUs; each rank sends (ep-1)/ep of
     its tokens, the share bound for other nodes over the NIC and the rest over the
     scale-up link at the same time, so the slower of the two sets the time."""
-    stride = plan.tp * plan.cp if (plan.dp * plan.cp) % plan.ep == 0 else 1
+    stride = 1 if experts_folded(plan.ep, plan.dp, plan.cp) else plan.tp * plan.cp
     span = plan.ep * stride
     if span <= gpus_per_node:
         return inside
@@ -266,7 +271,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
         dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp),
         ep_link=_ep_link(inside, across, plan, gpus_per_node),
-        folded_experts=plan.ep > 1 and (dp * cp) % plan.ep != 0,
+        folded_experts=experts_folded(plan.ep, dp, cp),
         expert_imbalance=imbalance, compute_fraction=fraction,
         tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden())
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
