@@ -46,6 +46,7 @@ __all__ = ["RooflineCostModel", "split_layers"]
 
 _TABLE_CHUNK = 1024  # row counts per vectorized GEMM evaluation
 _TABLE_ROWS_MAX = 1 << 20  # beyond: one call per count
+SINGLE_COSTS_KEPT = 1 << 16  # one-request batch costs kept per model (a few MB at most)
 
 
 def split_layers(num_layers: int, pp: int) -> tuple[int, ...]:
@@ -161,6 +162,13 @@ class RooflineCostModel:
             if m.attention_kind == "mla" else self._flops_per_pair)
         self._num_local = m.num_local_layers
         self._window = m.sliding_window
+        # decode_step's fitted decode attention, launch and bandwidth taken once
+        # (decode_attention_s's floats: the same operations in the same order)
+        attention_fit = gpu.kernels.attention if gpu.kernels is not None else None
+        self._decode_launch_s = (attention_fit.decode_launch_us * 1e-6
+                                 if self._fitted and attention_fit is not None else None)
+        self._decode_bytes_per_s = (gpu.hbm_bandwidth_gbps * GB * attention_fit.decode_memory
+                                    if attention_fit is not None else 0.0)
         # Useful FLOPs per token for MFU: active matmul weights, LM head counted apart.
         self._layer_matmul_params = (
             m.attention_params_per_layer + m.active_mlp_params_per_layer
@@ -169,6 +177,7 @@ class RooflineCostModel:
         self._empty_operators = dict.fromkeys(OPERATORS, 0.0)
         self._token_cache: dict[int, tuple[dict[str, float], float, float, float]] = {}
         self._lm_head_cache: dict[int, tuple[float, bool]] = {}
+        self._single_costs: dict[tuple[int, int, int], StepCost] = {}
         self._activation_bytes_per_token = m.hidden_size * self._act_bytes
         self._embed_s_per_token = self._activation_bytes_per_token / self._bytes_per_s
         # Useful matmul parameters a token passes through, LM head apart (it runs only on
@@ -360,18 +369,39 @@ class RooflineCostModel:
                 + 2.0 * num_seqs * m.vocab_size * m.hidden_size)
         layer_compute_s, layer_memory_s, allreduce_s, embed_s, lm_head_s, flops = terms
         decode_kv_tokens = context_tokens + num_seqs
-        decode_s, decode_bound = self.attention_terms(0.0, 0, 0, decode_kv_tokens)[1]
-        if decode_bound:
-            layer_compute_s += decode_s
+        if self._decode_launch_s is not None:  # fitted: memory-bound, inlined
+            layer_memory_s += self._decode_launch_s + (
+                decode_kv_tokens * self._kv_bytes_per_token_layer) / self._decode_bytes_per_s
         else:
-            layer_memory_s += decode_s
+            decode_s, decode_bound = self.attention_terms(0.0, 0, 0, decode_kv_tokens)[1]
+            if decode_bound:
+                layer_compute_s += decode_s
+            else:
+                layer_memory_s += decode_s
         n = self.model.num_layers
         layer_s = layer_compute_s + layer_memory_s + allreduce_s
         return (n * layer_s + embed_s + lm_head_s,
                 flops + n * self._flops_per_pair * self.tp * float(decode_kv_tokens))
 
     def predict(self, batch: BatchShape) -> StepCost:
-        """Price ``batch`` through every stage; see the module docstring for the terms."""
+        """Price ``batch`` through every stage; see the module docstring for the terms.
+
+        A one-request batch (a lone prompt's prefill, most of them) is priced once per
+        (tokens, context, sampled) and its cost kept: the model is deterministic
+        without routed experts, whose loads are drawn per step.
+        """
+        if (len(batch.query_lens) == 1 and self.moe is None and not batch.swap_in_tokens
+                and not batch.swap_out_tokens and not batch.draft_steps):
+            key = (batch.query_lens[0], batch.context_lens[0], batch.num_sampled)
+            cost = self._single_costs.get(key)
+            if cost is None:
+                cost = self._predict(batch)
+                if len(self._single_costs) < SINGLE_COSTS_KEPT:
+                    self._single_costs[key] = cost
+            return cost
+        return self._predict(batch)
+
+    def _predict(self, batch: BatchShape) -> StepCost:
         # Σ q·(c + (q+1)/2) over prefill rows is the causal score count; prefill and decode
         # KV tokens are what their attention kernels read.
         (num_tokens, prefill_pairs, prefill_kv_tokens, prefill_query_tokens,

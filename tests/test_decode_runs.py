@@ -31,6 +31,15 @@ def _trace(seed: int, num_requests: int, rate: float) -> RequestTrace:
 CASES = {
     # the bare vLLM V0 policy, as the speed benchmark runs it
     "prefill-first": ({"scheduler.policy": "prefill-first"}, 0, 300, 8.0),
+    # one replica with prefill-first: runs take the arrivals and their prefill steps
+    # themselves, and go on through idle gaps at this low rate
+    "prefill-first-idle": ({"scheduler.policy": "prefill-first"}, 7, 200, 0.5),
+    # ... and through a pool small enough to preempt, where runs stop for the step loop
+    "prefill-first-preempting": ({"scheduler.policy": "prefill-first",
+                                  "scheduler.num_gpu_blocks_override": 300,
+                                  "scheduler.max_model_len": 1400}, 8, 300, 30.0),
+    # vLLM V0: prefill-first with its CPU overhead before every step
+    "vllm-v0": ({"engine": "vllm-v0"}, 9, 300, 8.0),
     # Sarathi-Serve: chunked prefills mixed with decodes, its CPU overhead per step
     "sarathi": ({"engine": "sarathi-serve"}, 1, 300, 12.0),
     # two replicas behind a router; a pool small enough to preempt (its queue never
@@ -78,7 +87,10 @@ def test_skipping_decode_runs_changes_no_result(name: str, monkeypatch: pytest.M
     pd.testing.assert_frame_equal(fast.requests, reference.requests, check_exact=True)
     assert {k: v for k, v in fast.summary.items() if k != "run"} == \
         {k: v for k, v in reference.summary.items() if k != "run"}
-    if name == "replicas-preempting":
+    if name in ("prefill-first", "prefill-first-idle", "vllm-v0"):
+        # arrivals and their prefills run inside the runs: few decisions are left
+        assert skipped < 0.25 * stepped, (skipped, stepped)
+    if name.endswith("preempting"):
         assert reference.summary["preemptions"] > 0 and skipped < stepped
     elif name == "prefix-caching":
         assert reference.summary["prefix_cache"]["hit_rate"] > 0.05

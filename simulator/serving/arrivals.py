@@ -18,7 +18,7 @@ from typing import Any
 import simpy
 from simpy.events import URGENT
 
-from simulator.serving.decode_runs import delay_to
+from simulator.serving.decode_runs import At, delay_to
 from simulator.serving.request import Request
 from workloads.schema import RequestTrace
 
@@ -60,6 +60,8 @@ class Arrivals:
         # open loop: when the next arrival lands (0 until the arrivals start: no request
         # can be running before then; inf after the last)
         self.next_arrival_s = 0.0
+        self._first: list[Request] = []  # the arrivals no earlier turn waits on, in order
+        self._cursor = 0  # the next of them to arrive
 
     def _send(self, request: Request) -> None:
         assert self.max_concurrency is not None
@@ -72,8 +74,47 @@ class Arrivals:
 
     def start(self) -> None:
         waiting_on = set(self.next_turn.values())
-        self.env.process(self._arrive([r for r in self.requests
-                                       if r.request_id not in waiting_on]))
+        self._first = [r for r in self.requests if r.request_id not in waiting_on]
+        self._cursor = 0
+        self._set_next(self.env.now)
+        self.env.process(self._arrive_first())
+
+    def _set_next(self, after_s: float) -> None:
+        """Where the clock lands for the next of the first arrivals, the one before it
+        having landed at ``after_s`` (its process's clock then): the request's time, or
+        at once when that has passed (inf after the last)."""
+        if self._cursor == len(self._first):
+            self.next_arrival_s = math.inf
+            return
+        arrival_s = self._first[self._cursor].arrival_s
+        self.next_arrival_s = (after_s + delay_to(after_s, arrival_s) if arrival_s > after_s
+                               else after_s)
+
+    def take(self, until_s: float) -> list[Request]:
+        """Open loop: submit now every arrival that lands at or before ``until_s``, in
+        order, and return them. A replica that nothing else observes (decode runs) takes
+        its arrivals inside a run this way; the arrival process then skips them, and each
+        lands where it would have (:meth:`_set_next` chains the same times)."""
+        taken = []
+        while self.next_arrival_s <= until_s:
+            request = self._first[self._cursor]
+            self._cursor += 1
+            self._set_next(self.next_arrival_s)
+            self.submit(request)
+            taken.append(request)
+        return taken
+
+    def _arrive_first(self) -> Generator[simpy.Event, Any, None]:
+        env = self.env
+        while self._cursor < len(self._first):
+            at_s = self.next_arrival_s
+            if at_s > env.now:
+                yield At(env, at_s, URGENT)
+                continue  # a replica may have taken it meanwhile
+            request = self._first[self._cursor]
+            self._cursor += 1
+            self._set_next(env.now)
+            self.submit(request)
 
     def on_finish(self, request: Request) -> None:
         if self.max_concurrency is not None:

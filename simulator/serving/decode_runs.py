@@ -21,7 +21,12 @@ step's end comes first), or takes that step as its last when nothing reads the
 replica's state at an arrival (one replica, or routing blind to load; the arrival
 waits in the queue for the decision after it, as always); it ends before a step whose
 KV blocks would not fit (the step loop preempts), and under prefix caching before it
-would take more blocks than were free. The step loop stays the reference
+would take more blocks than were free. On the one replica of an
+open-loop run with prefill-first scheduling (vLLM V0) a run goes on through arrivals:
+at the decision after one it takes the arrivals landed by then from the source
+(``Arrivals.take``), runs their prefill-only step with the scheduler's own calls, and
+the new requests join the group, so the Python loop runs per arrival and per finish,
+with no SimPy event or scheduler pass for either. The step loop stays the reference
 (``SKIP_STEPS = False``); results are the same to the last bit
 (tests/test_decode_runs.py).
 
@@ -38,8 +43,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+import simpy
+from simpy.events import NORMAL, EventPriority
 
 from profiles.cost_model import CostModel, StepCost
 from profiles.roofline import RooflineCostModel
@@ -49,7 +57,7 @@ from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.scheduler import Scheduler
 
-__all__ = ["SKIP_STEPS", "DecodeGroup", "DecodeRun", "can_skip", "decode_run", "delay_to",
+__all__ = ["SKIP_STEPS", "At", "DecodeGroup", "DecodeRun", "can_skip", "decode_run", "delay_to",
            "landing", "step_spans"]
 
 # False: every step goes through schedule() and update() (the reference path).
@@ -97,6 +105,24 @@ def landing(now_s: float, target_s: float) -> float:
     return now_s + delay_to(now_s, target_s)
 
 
+class At(simpy.Event):
+    """An event due at the clock time ``at_s`` itself (not ``now`` plus a delay, which
+    floating point may not land exactly), at SimPy's ``priority``: a time computed ahead
+    (a decode run's end, an arrival a run took) is kept to the bit.
+
+    NOTE: SimPy schedules by delay only; this pushes onto its queue as
+    ``Environment.schedule`` does, with the time given whole (and sets ``_ok``/``_value``
+    as ``Timeout`` does).
+    """
+
+    def __init__(self, env: simpy.Environment, at_s: float,
+                 priority: EventPriority = NORMAL) -> None:
+        super().__init__(env)
+        self._ok = True
+        self._value = None
+        heapq.heappush(env._queue, (at_s, priority, next(env._eid), self))
+
+
 def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,
              recorders: Sequence[object]) -> StepStats | None:
     """The run's statistics (its only step observer) when this replica's decode runs
@@ -114,13 +140,12 @@ def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead 
 
 @dataclass
 class DecodeRun:
-    """A run of decode steps, applied: where the clock lands at its end (``end_s``), each
-    step's end as the step loop times its event (``ends_s``), the last step's stage
-    spans, the requests that finished, and whether the next arrival ended it (then the
-    next step spans that arrival and must run in the step loop)."""
+    """A run of steps, applied: where the clock lands at its end (``end_s``), the last
+    step's stage spans, the requests that finished (in step order), and whether the
+    next arrival ended it (then the next step spans that arrival and must run in the
+    step loop)."""
 
     end_s: float
-    ends_s: list[float]
     spans: list[tuple[float, float]]
     finished: list[Request]
     before_event: bool
@@ -213,8 +238,9 @@ class DecodeGroup:
 
 def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                overhead: CpuOverhead | None, stats: StepStats, now_s: float,
-               next_event_s: float, stage_free_s: list[float], spanning: bool = False
-               ) -> DecodeRun | None:
+               next_event_s: float, stage_free_s: list[float], spanning: bool = False,
+               take: Callable[[float], list[Request]] | None = None,
+               next_event: Callable[[], float] | None = None) -> DecodeRun | None:
     """Apply the decode steps from ``now_s`` that nothing can interrupt before
     ``next_event_s`` (module docstring), or return ``None`` when none can run (the
     running requests may have joined the replica's group meanwhile). Requests that
@@ -225,16 +251,75 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     router blind to load), so the run also takes the step during which the next
     arrival comes; the arrival joins the queue meanwhile and the scheduler sees it at
     the decision after that step, as in the step loop.
+
+    ``take`` (spanning, one replica, prefill-first, plain block manager): the run goes
+    on through arrivals. At the decision after an arrival it takes the arrivals landed
+    by then from the open-loop source (``Arrivals.take``; ``next_event`` gives the next
+    one's time), runs their prefill-only step as the step loop would (the scheduler's
+    own :meth:`~Scheduler.schedule_prefills`, ``predict`` and ``update``), and the new
+    requests join the group; so does an idle replica at the next arrival. It stops
+    where the step loop must take over: blocks running out, or a prompt that does not
+    fit (that decision is the step loop's, at the run's end).
     """
+    if not _join(scheduler):
+        return None
+    group = scheduler.lazy
+    assert isinstance(group, DecodeGroup)
+    run, why = _advance(group, replica_id, cost_model, overhead, stats, now_s, next_event_s,
+                        stage_free_s, spanning)
+    if take is None or next_event is None:
+        return run
+    step_now = run.end_s if run is not None else now_s
+    spans = run.spans if run is not None else []
+    finished = run.finished if run is not None else []
+    while why != "blocks":
+        next_s = next_event()
+        if why == "drained" and next_s > step_now:
+            if next_s == math.inf:
+                break  # nothing more to run
+            step_now = next_s  # idle until it lands; the decision is then
+        take(step_now)
+        plan = scheduler.schedule_prefills(step_now)
+        if plan is None:
+            break  # the step loop decides at step_now (it preempts or decodes)
+        used = scheduler.kv_cache.num_used_blocks
+        cost = cost_model.predict(plan.batch_shape())
+        spans = step_spans(step_now, cost, overhead, len(plan.requests), plan.num_tokens,
+                           stage_free_s)
+        step_now = landing(step_now, spans[-1][1])
+        finished.extend(scheduler.update(plan, step_now))
+        stats.on_step(replica_id, spans, plan, cost, used)
+        if not _join(scheduler):
+            break  # a request the group cannot hold (the step loop runs on from here)
+        group = scheduler.lazy
+        assert isinstance(group, DecodeGroup)
+        why = "event"
+        next_s = next_event()
+        if step_now >= next_s:
+            continue  # another arrival came during the prefill: its decision is next
+        run, why = _advance(group, replica_id, cost_model, overhead, stats, step_now,
+                            next_s, stage_free_s, spanning)
+        if run is not None:
+            step_now, spans = run.end_s, run.spans
+            finished.extend(run.finished)
+    if not spans:
+        return None
+    return DecodeRun(step_now, spans, finished, True)
+
+
+def _join(scheduler: Scheduler) -> bool:
+    """Put the running requests that are not yet in the replica's decode group into it
+    (making the group if there is none); ``False``, changing nothing, when one of them
+    cannot join (module docstring)."""
     running = scheduler.running
     cfg = scheduler.config
     if (scheduler.waiting or scheduler.swapped or scheduler.num_receiving or not running
             or len(running) > cfg.max_num_batched_tokens or len(running) > cfg.max_num_seqs):
-        return None
+        return False
     kv = scheduler.kv_cache
     cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
     if cache is not None and scheduler._unregistered:
-        return None
+        return False
     group = scheduler.lazy
     if not isinstance(group, DecodeGroup):
         group = DecodeGroup(scheduler)
@@ -251,25 +336,27 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
         if (request.prompt_tokens + outputs - computed != 1 or not outputs
                 or request.in_flight
                 or (cache is not None and computed < request.num_shareable_tokens)):
-            return None
+            return False
         rid = request.request_id
         blocks = (len(cache.req_to_blocks.get(rid, ())) + cache.req_to_anonymous.get(rid, 0)
                   if cache is not None else kv.req_to_num_blocks.get(rid, 0))
         if blocks * block_size < computed:
-            return None  # fewer blocks than tokens: not the managers' invariant
+            return False  # fewer blocks than tokens: not the managers' invariant
         joining.append((request, blocks * block_size - computed, blocks))
     for request, first, blocks in joining:
         group.join(request, first, blocks)
     scheduler.lazy = group
-    return _advance(group, replica_id, cost_model, overhead, stats, now_s, next_event_s,
-                    stage_free_s, spanning)
+    return True
 
 
 def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
              overhead: CpuOverhead | None, stats: StepStats, now_s: float,
              next_event_s: float, stage_free_s: list[float], spanning: bool
-             ) -> DecodeRun | None:
-    """Run the group's steps from ``now_s`` while they fit (module docstring)."""
+             ) -> tuple[DecodeRun | None, str]:
+    """Run the group's steps from ``now_s`` while they fit (module docstring). Returns
+    the run (``None`` when no step fits) and why it stopped: ``"event"`` (the next
+    arrival), ``"blocks"`` (a block would run out) or ``"drained"`` (every request
+    finished)."""
     scheduler = group.scheduler
     kv = scheduler.kv_cache
     cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
@@ -288,20 +375,24 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     step_now = now_s
     assert isinstance(cost_model, RooflineCostModel)
     decode_step = cost_model.decode_step
-    ends: list[float] = []
     landings: list[float] = []
     gone: list[tuple[int, _Member]] = []  # (step taken, member) of who finished
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
     last_span = (now_s, now_s)
     taken = 0
-    before_event = False
+    why = "drained"
     # NOTE: the group changes only in steps that are taken (a late member's entry is a
     # function of the step alone), so stopping anywhere leaves it consistent.
     # The first step's gaps: the members that ran the group's last step share one; one
     # that joined since has its own (the step loop's run-length encoding, in order).
     gaps = scheduler.token_gaps
     add_run = gaps.add_run
-    add_step = stats.add_step
+    # StepStats.add_step and later steps' gap runs, inlined: the same sums in the same
+    # order, written back at the end
+    sums = stats.replica_sums(replica_id)
+    busy_s, block_s, total_flops = sums
+    batch_sizes: list[int] = []
+    gap_values: list[float] = []
     old = len(members) - len(group.fresh)
     last_land = group.last_land_s
     while active:
@@ -312,10 +403,11 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                 at_residue[(member.joined + member.first) % block_size] += 1
                 member.entered = True
         if step_now >= next_event_s:
-            before_event = True
+            why = "event"
             break  # the arrival comes first: this step's decision sees it
         taking = at_residue[step % block_size]
         if used + taking > capacity or taken + taking > take_limit:
+            why = "blocks"
             break  # a block would run out (the step loop preempts)
         seconds, flops = decode_step(active, context_sum)
         # step_spans for one stage, inlined
@@ -333,16 +425,20 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         if land < end:
             land = landing(step_now, end)
         if land >= next_event_s and not spanning:
-            before_event = True
+            why = "event"
             break  # the step would end at or after the next arrival
         # The step is taken: its statistics and gaps now, in the step loop's order.
         used += taking
         taken += taking
         if used > peak:
             peak = used
-        add_step(replica_id, active, end - begin, used, flops)
+        duration = end - begin
+        busy_s += duration
+        block_s += used * duration
+        total_flops += flops
+        batch_sizes.append(active)
         if landings:
-            add_run(land - step_now, active)
+            gap_values.append(land - step_now)
         else:
             run_gap, run_count = gaps.pending()
             if old:
@@ -355,7 +451,6 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     add_run(run_gap, run_count)
                     run_gap, run_count = gap, 1
             add_run(run_gap, run_count)
-        ends.append(end)
         landings.append(land)
         last_span = (begin, end)
         step_now = land
@@ -380,7 +475,12 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         step += 1
     k = len(landings)
     if not k:
-        return None
+        return None, why
+    sums[0], sums[1], sums[2] = busy_s, block_s, total_flops
+    stats.batch_sizes.extend(batch_sizes)
+    stats.num_steps += k
+    gaps.values.extend(gap_values)
+    gaps.counts.extend(batch_sizes[1:])  # every later step's one run: its batch
 
     group.fresh = []
     group.step, group.context_sum = step, context_sum
@@ -388,7 +488,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     step_id = scheduler._next_step_id
     scheduler._next_step_id += k
     group.last_step_id = step_id + k - 1
-    stage_free_s[0] = ends[-1]
+    stage_free_s[0] = last_span[1]
     kv.peak_used_blocks = peak
     if cache is None:
         kv.num_free_blocks -= taken
@@ -405,7 +505,10 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             kv.free(request)
     if cache is not None and taken:
         cache.take_anonymous(taken)
-    if finished:
+    if len(finished) > 4:
         scheduler.running = [r for r in scheduler.running
                              if r.status is not RequestStatus.FINISHED]
-    return DecodeRun(landings[-1], ends, [last_span], finished, before_event)
+    else:  # a few: list.remove's scan (identity) beats a Python pass
+        for request in finished:
+            scheduler.running.remove(request)
+    return DecodeRun(landings[-1], [last_span], finished, why == "event"), why

@@ -163,6 +163,8 @@ def simulate(
             replica.next_event_s = arrivals.next_arrival
             # and nothing looks at a replica in between unless the router does
             replica.observed_at_arrivals = len(replicas) > 1 and router.reads_load
+            if len(replicas) == 1:  # its runs may take the arrivals themselves
+                replica.take_arrivals = arrivals.take
     arrivals.start()
     try:
         env.run()
@@ -191,7 +193,7 @@ def simulate(
     # NOTE: the request objects are most of a long run's memory and everything after
     # reads the rows: let them go before the summary's arrays are made.
     for replica in replicas:
-        replica.on_finish = replica.next_event_s = None
+        replica.on_finish = replica.next_event_s = replica.take_arrivals = None
     del requests, arrivals, on_finish
     if deployment.engine is not None:
         rows = with_client_path(rows, ENGINE_PRESETS[deployment.engine].client_path_s)

@@ -81,6 +81,14 @@ class StepStats:
         self.add_step(replica_id, len(plan.requests),
                       stage_spans_s[-1][1] - stage_spans_s[0][0], kv_used_blocks, cost.flops)
 
+    def replica_sums(self, replica_id: int) -> list[float]:
+        """The replica's running [busy seconds, used blocks x step seconds, FLOPs]
+        (decode runs add to them in place)."""
+        sums = self._sums.get(replica_id)
+        if sums is None:
+            sums = self._sums[replica_id] = [0.0, 0.0, 0.0]
+        return sums
+
     def add_step(self, replica_id: int, batch_size: int, duration_s: float,
                  kv_used_blocks: int, flops: float) -> None:
         """One step's figures (decode runs add theirs here, step by step)."""

@@ -34,7 +34,8 @@ from typing import Any
 import simpy
 
 from profiles.cost_model import CostModel, StepCost
-from simulator.serving.decode_runs import DecodeRun, can_skip, decode_run, delay_to, step_spans
+from simulator.serving.decode_runs import At, DecodeRun, can_skip, decode_run, delay_to, step_spans
+from simulator.serving.kv_cache import KVCacheManager
 from simulator.serving.metrics import StepRecorder
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request
@@ -91,6 +92,12 @@ class Replica:
         self.next_event_s: Callable[[], float] | None = None
         self.observed_at_arrivals = True  # a router reads this replica's load at arrivals
         self._stats = can_skip(scheduler, cost_model, cpu_overhead, self.recorders)
+        # The one replica of an open-loop run: a decode run may take the arrivals itself
+        # (decode_runs.decode_run's ``take``) where their prefill-only steps are
+        # prefill-first's and the block manager is the plain one.
+        self.take_arrivals: Callable[[float], list[Request]] | None = None
+        self._takes = (self._stats is not None and scheduler.config.prefill_first
+                       and type(scheduler.kv_cache) is KVCacheManager)
         self.process = env.process(self.run())
 
     @property
@@ -160,9 +167,11 @@ class Replica:
                     and (spanning or not last or next_event_s - env.now
                          >= MIN_RUN_STEPS * (last[-1][1] - last[0][0]))):
                 assert self._stats is not None
+                take = self.take_arrivals if spanning and self._takes else None
                 run = decode_run(self.replica_id, scheduler, self.cost_model,
                                  self.cpu_overhead, self._stats, env.now, next_event_s,
-                                 stage_free_s, spanning=spanning)
+                                 stage_free_s, spanning=spanning, take=take,
+                                 next_event=self.next_event_s)
                 if run is not None:
                     yield from self._land(run)
                     # the step that spans the arrival: the step loop's, unless the run
@@ -230,16 +239,10 @@ class Replica:
                     self.on_finish(request)
 
     def _land(self, run: DecodeRun) -> Generator[simpy.Event, Any, None]:
-        """Let the clock reach the end of a decode run, where the step loop's would (one
-        event when floating point lands it there in one move, else one per step), then
-        report its finished requests."""
+        """Let the clock reach the end of a decode run, where the step loop's would (an
+        event at that very time), then report its finished requests."""
         env = self.env
-        if env.now + delay_to(env.now, run.end_s) == run.end_s:
-            yield env.timeout(delay_to(env.now, run.end_s))
-        else:
-            for end_s in run.ends_s:
-                yield env.timeout(delay_to(env.now, end_s))
-        assert env.now == run.end_s
+        yield At(env, run.end_s)
         self.last_spans = run.spans
         self.num_outstanding -= len(run.finished)
         if run.finished and self.on_finish is not None:

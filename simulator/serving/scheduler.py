@@ -193,14 +193,13 @@ class Scheduler:
     def schedule(self, now_s: float) -> StepPlan | None:
         """Build the next step starting at ``now_s``, or ``None`` when nothing can run."""
         cfg = self.config
+        if cfg.prefill_first and self.waiting and not self.swapped:
+            prefills = self.schedule_prefills(now_s)
+            if prefills is not None:
+                return prefills
         self._now_s = now_s
         plan = StepPlan(step_id=self._next_step_id)
         budget = cfg.max_num_batched_tokens
-
-        if cfg.prefill_first and self.waiting and not self.swapped:
-            budget = self._admit_waiting(plan, budget)
-            if plan.requests:
-                return self._finish_plan(plan, budget)
 
         if self.lazy is not None:  # decode runs left the running requests' fields behind
             self.lazy.materialize()
@@ -248,6 +247,15 @@ class Scheduler:
             budget = self._swap_in(plan, budget)
         if not self.swapped and (cfg.batching == "continuous" or not self.running):
             budget = self._admit_waiting(plan, budget)
+        return self._finish_plan(plan, budget) if plan.requests else None
+
+    def schedule_prefills(self, now_s: float) -> StepPlan | None:
+        """Prefill-first (vLLM V0): a step of only the waiting prompts that fit, whole, in
+        queue order, or ``None`` (nothing changed) when the first does not fit. Reads no
+        running request, so decode runs' groups stay as they are."""
+        self._now_s = now_s
+        plan = StepPlan(step_id=self._next_step_id)
+        budget = self._admit_waiting(plan, self.config.max_num_batched_tokens)
         return self._finish_plan(plan, budget) if plan.requests else None
 
     def _num_new_tokens(self, request: Request, budget: int, num_computed: int = -1) -> int:
