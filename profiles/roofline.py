@@ -99,6 +99,7 @@ class RooflineCostModel:
         self._fitted = gpu.kernels is not None and gpu.kernels.gemm is not None
         self._gemm_tables: dict[tuple[int, int, int], tuple[list[float], list[bool]]] = {}
         self._decode_terms: dict[int, tuple[float, float, float, float, float, float]] = {}
+        self._decode_pricing: dict[int, tuple[float, ...]] = {}
         self.layers_per_stage = split_layers(model.num_layers, pp)
         if model.is_moe and moe is None:
             moe = ExpertLayers(model, gpu, tp=tp, ep=1, tokens_spread=False,
@@ -350,6 +351,25 @@ class RooflineCostModel:
         """Whether :meth:`decode_step` can price a decode-only step: one stage, no DP
         attention, no sliding-window layers, no routed experts."""
         return self.dp == 1 and self.pp == 1 and not self._num_local and self.moe is None
+
+    def decode_pricing(self, num_seqs: int) -> tuple[float, ...] | None:
+        """:meth:`decode_step`'s terms for ``num_seqs`` decodes, for a caller that inlines
+        it over many steps (decode runs), or ``None`` where the decode attention is not
+        the fitted memory-bound kernel (then call :meth:`decode_step`). With (c, m, a, e,
+        h, f, launch, kv, bw, n, fk) and K = context tokens + ``num_seqs``, a step is
+        ``n * (c + (m + (launch + K * kv / bw)) + a) + e + h`` seconds and
+        ``f + fk * float(K)`` FLOPs: decode_step's operations in its order."""
+        if self._decode_launch_s is None:
+            return None
+        pricing = self._decode_pricing.get(num_seqs)
+        if pricing is None:
+            self.decode_step(num_seqs, 0)  # its per-size terms
+            pricing = self._decode_pricing[num_seqs] = (
+                *self._decode_terms[num_seqs], self._decode_launch_s,
+                self._kv_bytes_per_token_layer, self._decode_bytes_per_s,
+                self.model.num_layers,
+                self.model.num_layers * self._flops_per_pair * self.tp)
+        return pricing
 
     def decode_step(self, num_seqs: int, context_tokens: int) -> tuple[float, float]:
         """(seconds, FLOPs) of a step of ``num_seqs`` decodes over ``context_tokens``

@@ -375,8 +375,11 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     step_now = now_s
     assert isinstance(cost_model, RooflineCostModel)
     decode_step = cost_model.decode_step
-    landings: list[float] = []
-    gone: list[tuple[int, _Member]] = []  # (step taken, member) of who finished
+    decode_pricing = cost_model.decode_pricing
+    priced = -1  # the batch size the inlined terms below are for
+    c = m = a = e = h = f = launch = kv_bytes = bandwidth = n = fk = 0.0
+    k = 0  # steps taken
+    gone: list[tuple[int, float, _Member]] = []  # (step taken, its end, member) of finishes
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
     last_span = (now_s, now_s)
     taken = 0
@@ -409,7 +412,17 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         if used + taking > capacity or taken + taking > take_limit:
             why = "blocks"
             break  # a block would run out (the step loop preempts)
-        seconds, flops = decode_step(active, context_sum)
+        if active != priced:
+            terms = decode_pricing(active)
+            if terms is not None:
+                c, m, a, e, h, f, launch, kv_bytes, bandwidth, n, fk = terms
+            priced = active if terms is not None else -1
+        if priced == active:  # decode_step, inlined (RooflineCostModel.decode_pricing)
+            tokens = context_sum + active
+            seconds = n * (c + (m + (launch + tokens * kv_bytes / bandwidth)) + a) + e + h
+            flops = f + fk * float(tokens)
+        else:
+            seconds, flops = decode_step(active, context_sum)
         # step_spans for one stage, inlined
         ready = step_now
         if overhead is not None:
@@ -418,7 +431,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                 seconds = max(seconds, host_s)
             else:
                 ready += host_s
-        begin = max(ready, free_s[0])
+        begin = free_s[0]
+        if ready > begin:
+            begin = ready
         end = begin + seconds
         free_s[0] = end
         land = step_now + (end - step_now)  # landing(), inlined for its usual case
@@ -437,7 +452,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         block_s += used * duration
         total_flops += flops
         batch_sizes.append(active)
-        if landings:
+        if k:
             gap_values.append(land - step_now)
         else:
             run_gap, run_count = gaps.pending()
@@ -451,14 +466,14 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     add_run(run_gap, run_count)
                     run_gap, run_count = gap, 1
             add_run(run_gap, run_count)
-        landings.append(land)
+        k += 1
         last_span = (begin, end)
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
         while leaving and leaving[0][0] == step + 1:
             _, _, rid = heapq.heappop(leaving)
             member = members.pop(rid)
-            gone.append((len(landings) - 1, member))
+            gone.append((k - 1, land, member))
             if member.entered:
                 at_residue[(member.joined + member.first) % block_size] -= 1
             used -= member.blocks + group.taken(member, step + 1 - member.joined)
@@ -473,7 +488,6 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             active -= 1
         context_sum += active
         step += 1
-    k = len(landings)
     if not k:
         return None, why
     sums[0], sums[1], sums[2] = busy_s, block_s, total_flops
@@ -484,7 +498,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
 
     group.fresh = []
     group.step, group.context_sum = step, context_sum
-    group.last_land_s = landings[-1]
+    group.last_land_s = step_now  # the last step's landing
     step_id = scheduler._next_step_id
     scheduler._next_step_id += k
     group.last_step_id = step_id + k - 1
@@ -493,10 +507,10 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     if cache is None:
         kv.num_free_blocks -= taken
     finished = []
-    for j, member in gone:  # by step, then in running order (the heap's order)
+    for j, end_s, member in gone:  # by step, then in running order (the heap's order)
         request = member.request
         group.write(member, start + j + 1 - member.joined)
-        request.last_token_s = request.finish_s = landings[j]
+        request.last_token_s = request.finish_s = end_s
         request.scheduled_step = step_id + j
         request.status = RequestStatus.FINISHED
         finished.append(request)
@@ -511,4 +525,4 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     else:  # a few: list.remove's scan (identity) beats a Python pass
         for request in finished:
             scheduler.running.remove(request)
-    return DecodeRun(landings[-1], [last_span], finished, why == "event"), why
+    return DecodeRun(step_now, [last_span], finished, why == "event"), why

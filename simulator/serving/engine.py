@@ -148,9 +148,10 @@ def simulate(
     if resolved.scheduler.enable_prefix_caching:
         set_token_content(requests, workload)
     router = ROUTERS[deployment.router]()
-    arrivals = Arrivals(env, workload, requests,
-                        lambda request: replicas[router.choose(request, replicas)].submit(request),
-                        max_concurrency)
+    # one replica: every router chooses it (and none keeps state a run could see)
+    submit = (replicas[0].submit if len(replicas) == 1 else
+              lambda request: replicas[router.choose(request, replicas)].submit(request))
+    arrivals = Arrivals(env, workload, requests, submit, max_concurrency)
     on_finish = reporting(arrivals.on_finish, len(requests), progress)
     if stop_rule is not None:
         client_path_s = (ENGINE_PRESETS[deployment.engine].client_path_s

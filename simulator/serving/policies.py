@@ -84,29 +84,18 @@ class RequestQueue(Protocol):
     def __iter__(self) -> Iterator[Request]: ...
 
 
-class FCFSQueue:
-    """First come, first served; preempted requests go back to the front (as vLLM)."""
+class FCFSQueue(deque[Request]):
+    """First come, first served; preempted requests go back to the front (as vLLM).
 
-    def __init__(self) -> None:
-        self._queue: deque[Request] = deque()
+    A deque itself, so the scheduler's many ``len``/truth tests of the queue stay in C.
+    """
 
-    def add(self, request: Request) -> None:
-        self._queue.append(request)
-
-    def prepend(self, request: Request) -> None:
-        self._queue.appendleft(request)
+    add = deque.append
+    prepend = deque.appendleft
+    pop = deque.popleft  # the front, not the back
 
     def peek(self) -> Request:
-        return self._queue[0]
-
-    def pop(self) -> Request:
-        return self._queue.popleft()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def __iter__(self) -> Iterator[Request]:
-        return iter(self._queue)
+        return self[0]
 
 
 class PriorityQueue:
