@@ -181,3 +181,30 @@ def test_duplicate_request_ids_are_refused(tmp_path) -> None:
         {"arrival_s": 1.0, "prompt_tokens": 5, "output_tokens": 2, "request_id": "a"}]))
     with pytest.raises(ClusterSimError, match="request_id 'a' appears twice"):
         load_workload(path)
+
+
+def test_plain_records_read_as_columns_equal_the_schema_path(tmp_path: Path) -> None:
+    """A trace of only the four plain fields is read without a model per record (speed);
+    the trace is the one the schema's path reads, and anything else (an extra field, a
+    bool, a null id, a value out of range) goes through the schema and its error."""
+    from workloads.loaders import _RECORDS, _plain_trace
+    from workloads.schema import RequestTrace
+
+    records = [{"request_id": "a", "arrival_s": 0, "prompt_tokens": 5, "output_tokens": 2},
+               {"arrival_s": 1.5, "prompt_tokens": 7, "output_tokens": 1},
+               {"request_id": 7, "arrival_s": 0.25, "prompt_tokens": 1, "output_tokens": 9}]
+    fast = _plain_trace(records, {"source": "x"})
+    slow = RequestTrace.from_records(_RECORDS.validate_python(records), {"source": "x"})
+    assert fast is not None
+    for name in ("arrival_s", "prompt_tokens", "output_tokens", "priority"):
+        assert getattr(fast, name).tolist() == getattr(slow, name).tolist()
+        assert getattr(fast, name).dtype == getattr(slow, name).dtype
+    assert (fast.request_ids, fast.extras, fast.metadata) == (
+        slow.request_ids, slow.extras, slow.metadata)
+    for bad in ({"prefix_id": "p"}, {"prompt_tokens": True}, {"request_id": None},
+                {"output_tokens": 0}, {"arrival_s": "1"}):
+        assert _plain_trace([records[0] | bad], {}) is None, bad
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"requests": [records[0] | {"output_tokens": 0}]}))
+    with pytest.raises(ClusterSimError, match="output_tokens"):
+        load_workload(path)

@@ -39,6 +39,8 @@ __all__ = ["FORMATS", "load_azure", "load_burstgpt", "load_mooncake", "load_work
            "save_workload", "workload_text"]
 
 _RECORDS = TypeAdapter(list[RequestRecord])
+# a stand-in request list, to validate a trace file's metadata alone
+_RECORDS_HEAD = [{"arrival_s": 0.0, "prompt_tokens": 1, "output_tokens": 1}]
 
 
 def load_workload(path: str | Path, fmt: str | None = None) -> RequestTrace:
@@ -104,6 +106,37 @@ def _read_json(path: Path) -> Any:
     return read_json(path, "workload")
 
 
+_PLAIN_FIELDS = frozenset(("request_id", "arrival_s", "prompt_tokens", "output_tokens"))
+
+
+def _plain_trace(records: Any, metadata: dict[str, Any]) -> RequestTrace | None:
+    """The trace of records that hold only the four plain fields, each of the type the
+    schema keeps as it is (an int or float arrival, int token counts, an int or str id),
+    read as columns without a model per record; ``None`` (the schema's path then reads
+    them, and words any error) for anything else, a value out of range included."""
+    if not isinstance(records, list) or not records:
+        return None
+    arrivals, prompts, outputs, ids = [], [], [], []
+    for i, record in enumerate(records):
+        if type(record) is not dict or not record.keys() <= _PLAIN_FIELDS:
+            return None
+        arrival = record.get("arrival_s")
+        prompt, output = record.get("prompt_tokens"), record.get("output_tokens")
+        request_id = record.get("request_id", i)
+        if (type(arrival) not in (float, int) or type(prompt) is not int
+                or type(output) is not int or type(request_id) not in (int, str)):
+            return None
+        arrivals.append(arrival)
+        prompts.append(prompt)
+        outputs.append(output)
+        ids.append(request_id)
+    try:
+        return RequestTrace.from_columns(np.asarray(arrivals, dtype=np.float64), prompts,
+                                         outputs, request_ids=ids, metadata=metadata)
+    except (ClusterSimError, OverflowError):
+        return None
+
+
 def load_json(path: Path) -> RequestTrace:
     """clustersim's JSON: a list of requests or ``{"metadata": ..., "requests": [...]}``."""
     data = _read_json(path)
@@ -112,8 +145,17 @@ def load_json(path: Path) -> RequestTrace:
         if isinstance(data, list):
             if not data:
                 raise ClusterSimError(f"{source}: the trace has no requests")
+            plain = _plain_trace(data, {})
+            if plain is not None:
+                return plain
             return RequestTrace.from_records(_RECORDS.validate_python(data))
         if isinstance(data, dict):
+            if data.keys() <= {"metadata", "requests"}:
+                head = TraceFile.model_validate({"metadata": data.get("metadata", {}),
+                                                 "requests": _RECORDS_HEAD})
+                plain = _plain_trace(data.get("requests"), head.metadata)
+                if plain is not None:
+                    return plain
             parsed = TraceFile.model_validate(data)
             return RequestTrace.from_records(parsed.requests, parsed.metadata)
     except ValidationError as error:
