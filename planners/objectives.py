@@ -48,6 +48,12 @@ __all__ = ["STEADY", "GoodputResult", "MissBudget", "SteadyState", "default_pric
            "steady_attainment", "steady_trace"]
 
 IDLE_POWER_FRACTION = 0.3
+# After a hinted rate passes, the goodput search's first step up: the hint is 0.9 x a like
+# candidate's goodput scaled by replicas, so the goodput is likely within this factor.
+HINT_STEP = 1.25
+# find_goodput(bracket_only=True) bisects until the bracket is this narrow (a planner's
+# first pass over its candidates, to prune before bisecting the rest of the way).
+BRACKET_RATIO = 2.0
 
 
 @cache
@@ -242,14 +248,25 @@ class GoodputResult:
     attainment: float
     summary: dict[str, Any] | None
     num_simulations: int
+    # A bracket (``find_goodput(bracket_only=True)``): ``rate_per_s`` passes and
+    # ``high_rate_per_s`` fails or is the unprobed bound; ``complete`` once bisected.
+    high_rate_per_s: float = math.inf
+    complete: bool = True
 
 
 def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_s: float,
                  tpot_slo_s: float, attainment: float = 0.9, upper_rate: float,
                  lower_rate: float | None = None, tolerance: float = 0.05,
-                 rule: SteadyState = STEADY, early_stop: bool = True) -> GoodputResult:
+                 rule: SteadyState = STEADY, early_stop: bool = True,
+                 bracket_only: bool = False, bracket: GoodputResult | None = None
+                 ) -> GoodputResult:
     """Bisect (in log rate) for the highest rate meeting the SLO attainment at which the
     deployment is STABLE (an overloaded rate never counts, whatever its attainment).
+
+    The bracket starts at ``lower_rate`` (else an eighth of the bound): a failing start is
+    quartered until it passes, each failure becoming the bracket's top; a passing hint
+    takes one step up (x1.25), which becomes the top if it fails. The analytic bound is
+    probed only when nothing below it failed.
 
     Args:
         upper_rate: a rate known to be at or above goodput (an analytic bound).
@@ -259,6 +276,11 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
         rule: how long each probe is and which part of it is measured (module docstring).
         early_stop: stop a probe as soon as a measured window has failed
             (:class:`MissBudget`; colocated deployments): the same answer, sooner.
+        bracket_only: stop once the bracket is at most ``BRACKET_RATIO`` wide: the
+            result is incomplete (unless the search ended first), its
+            ``high_rate_per_s`` the bracket's top.
+        bracket: such a result, to go on from: the bisection then runs as it would
+            have in one call, so the two calls give that one call's answer.
 
     Raises:
         ClusterSimError: a rate bound that is not a positive finite number, or a
@@ -294,22 +316,48 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
     lifetime = request_lifetime_s(trace, tpot_slo_s)
     early_stop = early_stop and not deployment.is_disaggregated
 
-    low = min(lower_rate or upper_rate / 8, upper_rate)
-    low_attainment, low_summary = run(low)
-    while low_attainment < attainment:
-        low /= 4
-        if low < upper_rate * 1e-4:
-            return GoodputResult(0.0, low_attainment, low_summary, runs)
+    if bracket is not None:
+        if bracket.complete:
+            return bracket
+        low, low_attainment, low_summary = (bracket.rate_per_s, bracket.attainment,
+                                            bracket.summary)
+        high, runs = bracket.high_rate_per_s, bracket.num_simulations
+    else:
+        # The bracket [low, high]: low passes, high fails or is the bound (unprobed).
+        high = upper_rate
+        low = min(lower_rate or upper_rate / 8, upper_rate)
         low_attainment, low_summary = run(low)
-    high = upper_rate
-    high_attainment, high_summary = run(high)
-    if high_attainment >= attainment:
-        return GoodputResult(high, high_attainment, high_summary, runs)
+        while low_attainment < attainment:
+            high = low  # a failing rate bounds the goodput from above
+            low /= 4
+            if low < upper_rate * 1e-4:
+                return GoodputResult(0.0, low_attainment, low_summary, runs)
+            low_attainment, low_summary = run(low)
+        # After a hint (a like candidate's goodput, scaled) passes, one short step up:
+        # the goodput is likely within it, and the bisection then splits that step
+        # instead of the whole way to the bound.
+        if (lower_rate is not None and high == upper_rate
+                and low * HINT_STEP * (1 + tolerance) < upper_rate):
+            up = low * HINT_STEP
+            up_attainment, up_summary = run(up)
+            if up_attainment >= attainment:
+                low, low_attainment, low_summary = up, up_attainment, up_summary
+            else:
+                high = up
     while high / low > 1 + tolerance:
+        if bracket_only and high / low <= BRACKET_RATIO:
+            return GoodputResult(low, low_attainment, low_summary, runs, high, False)
         middle = math.sqrt(low * high)
         middle_attainment, middle_summary = run(middle)
         if middle_attainment >= attainment:
             low, low_attainment, low_summary = middle, middle_attainment, middle_summary
         else:
             high = middle
+    # NOTE: the bound itself is probed last, and only if no probe below it failed: it is
+    # optimistic, so it nearly always fails, and at that overload its probe is the
+    # dearest of the search.
+    if high == upper_rate and low < upper_rate:
+        high_attainment, high_summary = run(upper_rate)
+        if high_attainment >= attainment:
+            return GoodputResult(upper_rate, high_attainment, high_summary, runs)
     return GoodputResult(low, low_attainment, low_summary, runs)

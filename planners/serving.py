@@ -1,19 +1,26 @@
 """Planning a serving deployment: which GPUs, parallelism and scheduler, for goodput.
 
-    candidates ─► memory check (cannot fit: out) ─► optimistic bounds ─► waves of
-    goodput searches, best bound first; between waves, a candidate whose optimistic
-    bounds are dominated by an evaluated candidate is pruned ─► Pareto set, best plans
+    candidates ─► memory check (cannot fit: out) ─► optimistic bounds ─► each goodput
+    bracketed (coarse: a passing rate, a failing one above it) ─► waves of bisections,
+    best bracket top per GPU first; between waves, a candidate whose optimistic bounds
+    (its bracket's top as goodput) are dominated by a bisected candidate is pruned ─►
+    Pareto set, best plans
 
 Bounds (each is what the simulator's own models allow at best, so pruning by them never
 drops a candidate exhaustive search would put on the Pareto front):
 
 * goodput ≤ replicas x achieved FLOP/s of a replica / mean FLOPs of a request
-* TTFT p90 ≥ p90 of each request's prefill alone (0 with prefix caching)
+* TTFT p90 ≥ p90 of each request's prefill alone (0 with prefix caching where the
+  trace's requests may share content)
 * TPOT p90 ≥ p90 of one decode step of a lone request at its prompt length
 * cost per million tokens ≥ its value at the goodput bound
 
+* goodput ≤ the top of its bracket, once bracketed
+
 Waves have a fixed size, so the evaluated candidates, and every result, are the same for
-any number of worker processes.
+any number of worker processes. A bisection goes on from its candidate's bracket, whatever
+was pruned, so pruning changes no evaluated candidate's result and the pruned search's
+Pareto set is the exhaustive one's.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from planners.disaggregation import disaggregated_candidates
 from planners.objectives import (
     IDLE_POWER_FRACTION,
     STEADY,
+    GoodputResult,
     SteadyState,
     default_prices,
     find_goodput,
@@ -38,7 +46,7 @@ from planners.workers import LOST, WorkerPool, check_ray_address
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
-from simulator.serving.build import ResolvedDeployment, resolve, resolve_pools
+from simulator.serving.build import ResolvedDeployment, resolve, resolve_pools, shares_tokens
 from simulator.serving.config import DeploymentConfig, build_deployment
 from workloads.schema import RequestTrace
 
@@ -68,6 +76,7 @@ class Candidate:
     cost_per_mtok_usd: float | None = None
     energy_j_per_token: float | None = None
     num_simulations: int = 0
+    search: GoodputResult | None = field(default=None, repr=False)  # its goodput bracket
 
     def metrics(self) -> dict[str, float]:
         cost = self.cost_per_mtok_usd
@@ -237,7 +246,8 @@ def _bounds(pools: tuple[ResolvedDeployment, ResolvedDeployment], trace: Request
                for n in prompts}
     decode = {int(n): decode_model.predict(BatchShape([1], [int(n)], 1)).total_s
               for n in prompts}
-    caching = prefill_pool.scheduler.enable_prefix_caching
+    # a prefix cache can only shorten a prompt where requests share token content
+    caching = prefill_pool.scheduler.enable_prefix_caching and shares_tokens(trace)
     ttft = 0.0 if caching else float(np.percentile(
         [prefill[int(n)] for n in trace.prompt_tokens], 90))
     tpot = float(np.percentile([decode[int(n)] for n in trace.prompt_tokens], 90))
@@ -249,16 +259,19 @@ def _bounds(pools: tuple[ResolvedDeployment, ResolvedDeployment], trace: Request
 
 
 def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, float,
-                         float | None, dict[str, float], SteadyState]) -> dict[str, Any]:
-    """One goodput search (runs in a worker process)."""
-    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices, rule = job
+                         float | None, dict[str, float], SteadyState, GoodputResult | None]
+              ) -> dict[str, Any]:
+    """One goodput search, in a worker process: its bracket (``bracket`` None), or its
+    bisection from that bracket."""
+    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices, rule, bracket = job
     deployment = build_deployment(mapping)
     result = find_goodput(deployment, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
                           attainment=attainment, upper_rate=upper, lower_rate=lower,
-                          rule=rule)
-    out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations}
+                          rule=rule, bracket_only=bracket is None, bracket=bracket)
+    out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations,
+                           "search": result}
     summary = result.summary
-    if summary is not None and result.rate_per_s > 0:
+    if result.complete and summary is not None and result.rate_per_s > 0:
         pools = _pools(deployment)
         total_tokens = float((trace.prompt_tokens + trace.output_tokens).sum())
         tokens_per_s = result.rate_per_s * total_tokens / len(trace)
@@ -335,37 +348,67 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         progress(done, len(candidates))
     evaluated: list[Candidate] = []
     pool = WorkerPool(workers) if workers > 1 and not run_wave else None
+
+    def run_jobs(wave: list[Candidate], jobs: list[Any]) -> list[dict[str, Any] | None]:
+        """Each job's result, in order; ``None`` for a candidate whose worker died (it is
+        marked failed)."""
+        if run_wave is not None:
+            results = run_wave(jobs)
+        elif pool is not None:
+            results = pool.map(_evaluate, jobs)
+        else:
+            results = [_evaluate(job) for job in jobs]
+        kept: list[dict[str, Any] | None] = []
+        for candidate, result in zip(wave, results, strict=True):
+            if result is LOST:
+                candidate.status, candidate.reason = "failed", (
+                    f"its worker process died on {1 + pool.retries if pool else 1} "
+                    "attempts (killed, or out of memory)")
+                kept.append(None)
+            else:
+                kept.append(result)
+        return kept
+
+    def job(candidate: Candidate, hint: float | None, bracket: GoodputResult | None
+            ) -> tuple[Any, ...]:
+        return (candidate.deployment, workload, ttft_slo_s, tpot_slo_s, attainment,
+                candidate.bound["goodput_rate_per_s"], hint, price_table, steady, bracket)
+
     finished = False
     try:
-        queue = list(feasible)
-        while queue:
-            wave, queue = queue[:WAVE_SIZE], queue[WAVE_SIZE:]
-            jobs = []
-            for candidate in wave:
-                hint = _hint(candidate, evaluated)
-                jobs.append((candidate.deployment, workload, ttft_slo_s, tpot_slo_s,
-                             attainment, candidate.bound["goodput_rate_per_s"], hint,
-                             price_table, steady))
-            if run_wave is not None:
-                results = run_wave(jobs)
-            elif pool is not None:
-                results = pool.map(_evaluate, jobs)
-            else:
-                results = [_evaluate(job) for job in jobs]
+        # 1. Bracket every candidate's goodput (a passing rate, and a failing one or the
+        # bound above it), best bound first, each started from a like candidate's.
+        bracketed: list[Candidate] = []
+        for start in range(0, len(feasible), WAVE_SIZE):
+            wave = feasible[start:start + WAVE_SIZE]
+            results = run_jobs(wave, [job(c, _hint(c, bracketed), None) for c in wave])
             for candidate, result in zip(wave, results, strict=True):
-                if result is LOST:
-                    candidate.status, candidate.reason = "failed", (
-                        f"its worker process died on {1 + pool.retries if pool else 1} "
-                        "attempts (killed, or out of memory)")
+                if result is None:
+                    done += 1
                     continue
-                _record(candidate, result)
-                evaluated.append(candidate)
-            done += len(wave)
+                search = result["search"]
+                candidate.search = search
+                candidate.num_simulations = result["runs"]
+                if search.complete:  # no rate passes
+                    _record(candidate, result)
+                    evaluated.append(candidate)
+                    done += 1
+                else:
+                    bracketed.append(candidate)
+            if progress:
+                progress(done, len(candidates))
+        # 2. Bisect the brackets, the best optimistic goodput per GPU first. Pruning:
+        # a candidate whose optimistic metrics (its bracket's top for the goodput) are
+        # dominated by a bisected candidate cannot be on the Pareto front. Every
+        # bisection goes on from the bracket found in step 1, so a candidate's goodput
+        # does not depend on which others were pruned: the pruned plan's Pareto set is
+        # the exhaustive one's.
+        queue = sorted(bracketed, key=lambda c: (-_optimistic(c)["goodput_per_gpu"], c.index))
+        while queue:
             if prune:
                 kept = []
                 for candidate in queue:
-                    optimistic = {k: candidate.bound[k] for k in OBJECTIVES}
-                    if any(dominates(e.metrics(), optimistic) for e in evaluated
+                    if any(dominates(e.metrics(), _optimistic(candidate)) for e in evaluated
                            if e.goodput_per_gpu > 0):
                         candidate.status, candidate.reason = "pruned", \
                             "bounds dominated by an evaluated candidate"
@@ -373,12 +416,20 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                     else:
                         kept.append(candidate)
                 queue = kept
+            wave, queue = queue[:WAVE_SIZE], queue[WAVE_SIZE:]
+            results = run_jobs(wave, [job(c, None, c.search) for c in wave])
+            for candidate, result in zip(wave, results, strict=True):
+                done += 1
+                if result is not None:
+                    _record(candidate, result)
+                    evaluated.append(candidate)
             if progress:
                 progress(done, len(candidates))
         finished = True
     finally:
         if pool:
             pool.close(kill=not finished)  # Ctrl-C or an error: the workers go at once
+    evaluated.sort(key=lambda c: c.index)
     served = [c for c in evaluated if c.goodput_per_gpu > 0]
     pareto = pareto_front(served)
     best: dict[str, int] = {}
@@ -432,18 +483,29 @@ def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
     return run
 
 
-def _hint(candidate: Candidate, evaluated: list[Candidate]) -> float | None:
-    """The last like candidate's goodput, scaled by replicas: the bisection's lower guess."""
+def _hint(candidate: Candidate, bracketed: list[Candidate]) -> float | None:
+    """0.9 x the passing rate of the last like candidate's bracket, scaled by replicas:
+    where the search starts."""
     if candidate.mode != "colocated":
         return None
-    for other in reversed(evaluated):
+    for other in reversed(bracketed):
         same = (other.mode == "colocated" and other.gpu == candidate.gpu
-                and other.deployment["parallelism"] == candidate.deployment["parallelism"]
-                and other.goodput_rate_per_s > 0)
-        if same:
+                and other.deployment["parallelism"] == candidate.deployment["parallelism"])
+        if same and other.search is not None and other.search.rate_per_s > 0:
             scale = candidate.deployment["replicas"] / other.deployment["replicas"]
-            return 0.9 * other.goodput_rate_per_s * scale
+            return 0.9 * other.search.rate_per_s * scale
     return None
+
+
+def _optimistic(candidate: Candidate) -> dict[str, float]:
+    """The candidate's bounds with its bracket's top as the goodput (and the cost there)."""
+    assert candidate.search is not None
+    top = candidate.search.high_rate_per_s
+    share = top / candidate.bound["goodput_rate_per_s"]
+    return {"goodput_per_gpu": candidate.bound["goodput_per_gpu"] * share,
+            "cost_per_mtok_usd": candidate.bound["cost_per_mtok_usd"] / share,
+            "ttft_p90_s": candidate.bound["ttft_p90_s"],
+            "tpot_p90_s": candidate.bound["tpot_p90_s"]}
 
 
 def _record(candidate: Candidate, result: dict[str, Any]) -> None:

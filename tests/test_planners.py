@@ -351,3 +351,36 @@ def test_a_probe_stops_early_only_where_it_fails() -> None:
                            early_stop=False, **SLO)
     assert (with_stop.rate_per_s, with_stop.num_simulations) == (
         without.rate_per_s, without.num_simulations)
+
+
+def test_a_bracketed_search_resumed_gives_the_one_call_answer() -> None:
+    """find_goodput in two calls (the bracket, then the bisection from it) probes the
+    same rates as one call: the same goodput, attainment and number of probes. The
+    bracket's top fails (or is the unprobed bound) and its rate passes."""
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
+    whole = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                         **SLO)
+    bracket = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                           bracket_only=True, **SLO)
+    assert not bracket.complete
+    assert bracket.rate_per_s <= whole.rate_per_s < bracket.high_rate_per_s <= 200.0
+    assert bracket.high_rate_per_s / bracket.rate_per_s <= 2.0
+    resumed = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0, rule=QUICK,
+                           bracket=bracket, **SLO)
+    assert (resumed.rate_per_s, resumed.attainment, resumed.num_simulations) == (
+        whole.rate_per_s, whole.attainment, whole.num_simulations)
+
+
+def test_pruning_changes_no_evaluated_result() -> None:
+    """Every bisection goes on from its candidate's bracket, so a candidate evaluated in
+    both the pruned and the exhaustive search has the same goodput and probe count."""
+    space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 2}, {"name": "h100", "max_gpus": 2}],
+                         tp=[1, 2])
+    exhaustive = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES,
+                              prune=False, steady=QUICK, **SLO)
+    pruned = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, prune=True,
+                          steady=QUICK, **SLO)
+    for a, b in zip(pruned.candidates, exhaustive.candidates, strict=True):
+        if a.status == "evaluated":
+            assert (a.goodput_rate_per_s, a.num_simulations) == (
+                b.goodput_rate_per_s, b.num_simulations)

@@ -533,11 +533,17 @@ def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:
 _TOKEN_IDENTITY = ("prefix_id", "block_hashes", "prompt_id", "session_id")
 
 
+def shares_tokens(workload: RequestTrace) -> bool:
+    """Whether any request of ``workload`` may share token content with another (it has a
+    token identity field); without, a prefix cache cannot hit."""
+    return any(name in workload.extras for name in _TOKEN_IDENTITY)
+
+
 def set_token_content(requests: Sequence[Request], workload: RequestTrace) -> None:
     """Give each request its prompt's content and how much of its tokens other requests
     share (prefix caching). A trace with no token identity at all shares nothing: each
     prompt is its own content (the requests' default) and no token is shareable."""
-    if not any(name in workload.extras for name in _TOKEN_IDENTITY):
+    if not shares_tokens(workload):
         for request in requests:
             request.num_shareable_tokens = 0
         return
