@@ -64,6 +64,10 @@ class BatchShape:
         draft_steps: speculative decoding: proposer passes before the step (k drafts
             are proposed one after another); 0 without speculative decoding.
         draft_context_lens: context lengths of the requests that draft.
+        group_decodes: more decodes, given only as a count (a decode group's members,
+            one token each, not in the lists); only cost models whose
+            ``prices_decodes_alone`` holds are given them.
+        group_context_tokens: the tokens those decodes already hold, in all.
     """
 
     query_lens: Sequence[int]
@@ -73,19 +77,23 @@ class BatchShape:
     swap_out_tokens: int = 0
     draft_steps: int = 0
     draft_context_lens: Sequence[int] = ()
+    group_decodes: int = 0
+    group_context_tokens: int = 0
 
     @property
     def num_tokens(self) -> int:
-        return int(sum(self.query_lens))
+        return int(sum(self.query_lens)) + self.group_decodes
 
     def as_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(query_lens, context_lens) as int64 arrays, for vectorized cost models."""
+        if self.group_decodes:
+            raise ValueError("a batch with grouped decodes has no per-request arrays")
         return (np.asarray(self.query_lens, dtype=np.int64),
                 np.asarray(self.context_lens, dtype=np.int64))
 
     @property
     def num_reqs(self) -> int:
-        return len(self.query_lens)
+        return len(self.query_lens) + self.group_decodes
 
 
 @dataclass(slots=True)

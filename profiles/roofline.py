@@ -25,6 +25,7 @@ accounting (Dao 2023, Sec. 4); GEMM counts are 2 FLOPs per multiply-add.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +43,7 @@ from profiles.operator_times import (
     stream_s,
 )
 
-__all__ = ["RooflineCostModel", "split_layers"]
+__all__ = ["RooflineCostModel", "dense_roofline", "split_layers"]
 
 _TABLE_CHUNK = 1024  # row counts per vectorized GEMM evaluation
 _TABLE_ROWS_MAX = 1 << 20  # beyond: one call per count
@@ -316,11 +317,13 @@ class RooflineCostModel:
         """(tokens, Σ causal pairs, prefill KV tokens, prefill query tokens, decode KV
         tokens) of a batch: everything the attention and GEMM terms depend on."""
         query_lens, context_lens = batch.query_lens, batch.context_lens
-        num_tokens = sum(query_lens)
-        if num_tokens == len(query_lens):  # decodes only
-            return num_tokens, 0.0, 0, 0, sum(context_lens) + num_tokens
+        num_tokens = sum(query_lens) + batch.group_decodes
+        if num_tokens == len(query_lens) + batch.group_decodes:  # decodes only
+            return (num_tokens, 0.0, 0, 0,
+                    sum(context_lens) + batch.group_context_tokens + num_tokens)
         pairs = 0.0
-        prefill_kv = prefill_q = decode_kv = 0
+        prefill_kv = prefill_q = 0
+        decode_kv = batch.group_context_tokens + batch.group_decodes
         for q, c in zip(query_lens, context_lens, strict=True):
             if q == 1:
                 decode_kv += c + 1
@@ -411,7 +414,8 @@ class RooflineCostModel:
         without routed experts, whose loads are drawn per step.
         """
         if (len(batch.query_lens) == 1 and self.moe is None and not batch.swap_in_tokens
-                and not batch.swap_out_tokens and not batch.draft_steps):
+                and not batch.swap_out_tokens and not batch.draft_steps
+                and not batch.group_decodes):
             key = (batch.query_lens[0], batch.context_lens[0], batch.num_sampled)
             cost = self._single_costs.get(key)
             if cost is None:
@@ -530,3 +534,25 @@ class RooflineCostModel:
                 result = (compute_s, True) if compute_s >= memory_s else (memory_s, False)
         self._lm_head_cache[num_sampled] = result
         return result
+
+
+# Dense roofline models by everything they are built from: one kept model serves every
+# run with the same inputs (a planner's probes), its memoized per-step terms with it.
+_ROOFLINES: dict[tuple[Any, ...], RooflineCostModel] = {}
+_ROOFLINES_KEPT = 32
+
+
+def dense_roofline(model: ModelSpec, gpu: GPUSpec, tp: int, pp: int, tp_link: LinkCost,
+                    pp_link: LinkCost, inside_node: bool, dp: int) -> RooflineCostModel:
+    """A dense model's roofline, shared by runs built from equal inputs: it is a pure
+    function of them (its caches only remember what it computed), so results are the
+    same; routed experts draw per step and are never shared."""
+    key = (model.model_dump_json(), gpu.model_dump_json(), tp, pp, tp_link, pp_link,
+           inside_node, dp)
+    roofline = _ROOFLINES.get(key)
+    if roofline is None:
+        if len(_ROOFLINES) >= _ROOFLINES_KEPT:
+            del _ROOFLINES[next(iter(_ROOFLINES))]
+        roofline = _ROOFLINES[key] = RooflineCostModel(
+            model, gpu, tp, pp, tp_link, pp_link, tp_inside_node=inside_node, dp=dp)
+    return roofline

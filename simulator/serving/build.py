@@ -39,7 +39,7 @@ from profiles.models import ModelSpec, load_model
 from profiles.offload import AttentionPool, OffloadedAttention, StreamedWeights, WeightStream
 from profiles.profile_format import load_profile
 from profiles.profiled import ProfiledCostModel
-from profiles.roofline import RooflineCostModel
+from profiles.roofline import RooflineCostModel, dense_roofline
 from simulator.serving.config import (
     AttentionOffloadConfig,
     DeploymentConfig,
@@ -309,11 +309,12 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
                    else group_link(graph, ()))
         tp_group = stages[0][:tp]
         inside_node = len({graph.nodes[name]["node"] for name in tp_group}) == 1
-        roofline = RooflineCostModel(model, gpu, tp, pp, group_link(graph, tp_group), pp_link,
-                                     tp_inside_node=inside_node, dp=dp,
-                                     moe=expert_layers(deployment, model, gpu, graph,
-                                                       stages[0], placement.replica_id,
-                                                       experts))
+        moe = expert_layers(deployment, model, gpu, graph, stages[0], placement.replica_id,
+                            experts)
+        roofline = (dense_roofline(model, gpu, tp, pp, group_link(graph, tp_group), pp_link,
+                                    inside_node, dp) if moe is None and not model.is_moe else
+                    RooflineCostModel(model, gpu, tp, pp, group_link(graph, tp_group), pp_link,
+                                      tp_inside_node=inside_node, dp=dp, moe=moe))
         priced: CostModel = (ProfiledCostModel(profile, roofline) if profile is not None
                              else roofline)
         priced = with_drafts(priced, draft_model(deployment, model), deployment, gpu,

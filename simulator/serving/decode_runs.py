@@ -51,6 +51,7 @@ from simpy.events import NORMAL, EventPriority
 
 from profiles.cost_model import CostModel, StepCost
 from profiles.roofline import RooflineCostModel
+from simulator.serving.decode_group import DecodeGroup, _Member
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
 from simulator.serving.presets import CpuOverhead
@@ -151,91 +152,6 @@ class DecodeRun:
     before_event: bool
 
 
-@dataclass(slots=True)
-class _Member:
-    """A request in a decode group, as it was when it joined (group step ``joined``):
-    at group step g it has run g - joined more decodes, one token each."""
-
-    request: Request
-    joined: int
-    computed: int  # tokens computed when it joined
-    outputs: int  # output tokens then
-    first: int  # its first new block comes at its step ``first`` after joining
-    blocks: int  # blocks held then (prefix caching: named ones, then anonymous)
-    entered: bool  # its block boundaries are counted in ``at_residue``
-
-
-class DecodeGroup:
-    """The decoding requests of a replica whose fields decode runs leave behind: their
-    tokens, last token time and KV blocks are those of the group's step count, and
-    :meth:`materialize` writes them into the requests. A request joins at the first
-    run after its prefill and leaves when it finishes; the scheduler materializes the
-    group before any step that looks at the running requests (a prefill-only step does
-    not), so between arrivals a replica's Python work is per step and per joining or
-    finishing request, not per decode.
-
-    Invariant: the members are the first ``len(members)`` running requests, in order
-    (requests join in running order, and an admitted request is appended to it).
-    """
-
-    def __init__(self, scheduler: Scheduler) -> None:
-        self.scheduler = scheduler
-        self.members: dict[int, _Member] = {}
-        self.fresh: list[Request] = []  # joined since the last group step
-        self.step = 0  # group steps run
-        self.last_land_s = math.nan  # when the last one ended: its members' last token
-        self.last_step_id = -1
-        self.at_residue = [0] * scheduler.kv_cache.block_size  # take a block at steps r
-        self.late: list[tuple[int, int, int]] = []  # (step of first block, order, rid)
-        self.leaving: list[tuple[int, int, int]] = []  # (step after its last, order, rid)
-        self.order = 0
-        self.context_sum = 0  # the members' tokens computed, at the group's step
-
-    def taken(self, member: _Member, steps: int) -> int:
-        """Blocks ``member`` takes in its first ``steps`` steps in the group."""
-        return max(0, -(-(steps - member.first) // len(self.at_residue)))
-
-    def join(self, request: Request, first: int, blocks: int) -> None:
-        rid = request.request_id
-        member = _Member(request, self.step, request.num_computed_tokens,
-                         request.num_output_tokens, first, blocks, False)
-        self.members[rid] = member
-        self.fresh.append(request)
-        self.order += 1
-        heapq.heappush(self.leaving, (self.step + request.output_tokens
-                                      - request.num_output_tokens, self.order, rid))
-        if first < len(self.at_residue):
-            self.at_residue[(self.step + first) % len(self.at_residue)] += 1
-            member.entered = True
-        else:
-            heapq.heappush(self.late, (self.step + first, self.order, rid))
-        self.context_sum += member.computed
-
-    def write(self, member: _Member, steps: int) -> None:
-        """Give ``member``'s request its tokens and blocks after ``steps`` group steps."""
-        request = member.request
-        request.num_computed_tokens = member.computed + steps
-        request.num_output_tokens = member.outputs + steps
-        taken = self.taken(member, steps)
-        if taken:
-            kv = self.scheduler.kv_cache
-            rid = request.request_id
-            if isinstance(kv, PrefixCachingKVCacheManager):  # past its shared tokens
-                kv.req_to_anonymous[rid] = kv.req_to_anonymous.get(rid, 0) + taken
-            else:
-                kv.req_to_num_blocks[rid] += taken
-
-    def materialize(self) -> None:
-        """Write every member's state into its request and dissolve the group."""
-        for member in self.members.values():
-            steps = self.step - member.joined
-            if steps:
-                self.write(member, steps)
-                member.request.last_token_s = self.last_land_s
-                member.request.scheduled_step = self.last_step_id
-        self.scheduler.lazy = None
-
-
 def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                overhead: CpuOverhead | None, stats: StepStats, now_s: float,
                next_event_s: float, stage_free_s: list[float], spanning: bool = False,
@@ -284,7 +200,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             break  # the step loop decides at step_now (it preempts or decodes)
         used = scheduler.kv_cache.num_used_blocks
         cost = cost_model.predict(plan.batch_shape())
-        spans = step_spans(step_now, cost, overhead, len(plan.requests), plan.num_tokens,
+        spans = step_spans(step_now, cost, overhead, plan.num_seqs, plan.num_tokens,
                            stage_free_s)
         step_now = landing(step_now, spans[-1][1])
         finished.extend(scheduler.update(plan, step_now))

@@ -160,6 +160,7 @@ def simulate(
         on_finish = _stopping(on_finish, stop_rule)
     for replica in replicas:
         replica.on_finish = on_finish
+        replica.group_decodes()
         if arrivals.is_open_loop:  # nothing but an arrival can change a decode run
             replica.next_event_s = arrivals.next_arrival
             # and nothing looks at a replica in between unless the router does

@@ -78,7 +78,7 @@ class StepStats:
 
     def on_step(self, replica_id: int, stage_spans_s: Sequence[tuple[float, float]],
                 plan: StepPlan, cost: StepCost, kv_used_blocks: int) -> None:
-        self.add_step(replica_id, len(plan.requests),
+        self.add_step(replica_id, plan.num_seqs,
                       stage_spans_s[-1][1] - stage_spans_s[0][0], kv_used_blocks, cost.flops)
 
     def replica_sums(self, replica_id: int) -> list[float]:

@@ -34,7 +34,15 @@ from typing import Any
 import simpy
 
 from profiles.cost_model import CostModel, StepCost
-from simulator.serving.decode_runs import At, DecodeRun, can_skip, decode_run, delay_to, step_spans
+from simulator.serving.decode_group import DecodeGroup
+from simulator.serving.decode_runs import (
+    At,
+    DecodeRun,
+    can_skip,
+    decode_run,
+    delay_to,
+    step_spans,
+)
 from simulator.serving.kv_cache import KVCacheManager
 from simulator.serving.metrics import StepRecorder
 from simulator.serving.presets import CpuOverhead
@@ -99,6 +107,14 @@ class Replica:
         self._takes = (self._stats is not None and scheduler.config.prefill_first
                        and type(scheduler.kv_cache) is KVCacheManager)
         self.process = env.process(self.run())
+
+    def group_decodes(self) -> None:
+        """Let steps take the running decodes as one block (``Scheduler.make_group``)
+        where this replica's decode runs may be skipped: the same results, with Python
+        work per step that does not grow with the batch (a colocated run's replicas)."""
+        if self._stats is not None:
+            scheduler = self.scheduler
+            self.scheduler.make_group = lambda: DecodeGroup(scheduler)
 
     @property
     def kv_usage(self) -> float:
@@ -185,7 +201,7 @@ class Replica:
                 if plan is None:
                     break
                 cost = self.cost_model.predict(plan.batch_shape())
-                spans = step_spans(env.now, cost, self.cpu_overhead, len(plan.requests),
+                spans = step_spans(env.now, cost, self.cpu_overhead, plan.num_seqs,
                                    plan.num_tokens, stage_free_s)
                 in_flight.append((spans[-1][1], plan, cost, spans,
                                   scheduler.kv_cache.num_used_blocks))

@@ -29,8 +29,9 @@ requests never exceed ``max_num_seqs``, and the KV pool never goes negative.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -46,9 +47,20 @@ _RUNNING = RequestStatus.RUNNING
 
 
 class Lazy(Protocol):
-    """Running requests whose fields are held elsewhere until :meth:`materialize`."""
+    """Running requests whose fields are held elsewhere until :meth:`materialize`: the
+    first ``len(members)`` of ``running`` (decode runs' group).
+
+    A step may take them as one block of decodes (:meth:`schedule_step`, then
+    :meth:`finish_step` in ``update``) without their fields being written.
+    """
+
+    members: dict[int, Any]
 
     def materialize(self) -> None: ...
+
+    def schedule_step(self, plan: StepPlan, budget: int) -> int | None: ...
+
+    def finish_step(self, plan: StepPlan, now_s: float) -> tuple[float, int, list[Request]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,10 +115,20 @@ class StepPlan:
     swap_in_tokens: int = 0
     swap_out_tokens: int = 0
     num_drafts: list[int] = field(default_factory=list)
+    # A decode group's members, as one block of decodes (not in ``requests``): the group,
+    # how many, and their context tokens in all.
+    group: Lazy | None = None
+    group_seqs: int = 0
+    group_context: int = 0
 
     @property
     def num_tokens(self) -> int:
-        return sum(self.num_new_tokens)
+        return sum(self.num_new_tokens) + self.group_seqs
+
+    @property
+    def num_seqs(self) -> int:
+        """Requests in the step, a group's members included."""
+        return len(self.requests) + self.group_seqs
 
     @property
     def num_prefill_tokens(self) -> int:
@@ -123,7 +145,9 @@ class StepPlan:
                               draft_steps=max(drafts), draft_context_lens=drafting)
         if not pad:
             return BatchShape(self.num_new_tokens, self.context_lens, self.num_sampled,
-                              self.swap_in_tokens, self.swap_out_tokens)
+                              self.swap_in_tokens, self.swap_out_tokens,
+                              group_decodes=self.group_seqs,
+                              group_context_tokens=self.group_context)
         return BatchShape(self.num_new_tokens + [1] * len(pad), self.context_lens + pad,
                           self.num_sampled + len(pad), self.swap_in_tokens, self.swap_out_tokens)
 
@@ -154,6 +178,10 @@ class Scheduler:
         self._unregistered: set[int] = set()  # received requests whose blocks wait to register
         # decode runs (simulator.serving.decode_runs): the group whose fields they hold
         self.lazy: Lazy | None = None
+        # makes a group when none is held, so steps may take the decodes as one block
+        # (set by a replica whose decode runs may be skipped; None: steps never do)
+        self.make_group: Callable[[], Lazy] | None = None
+        self._members = 0  # of this step's plan: running requests the group holds
         self._speculative = config.num_speculative_tokens > 0
         self._acceptance = np.random.default_rng(config.seed)
 
@@ -201,9 +229,20 @@ class Scheduler:
         plan = StepPlan(step_id=self._next_step_id)
         budget = cfg.max_num_batched_tokens
 
-        if self.lazy is not None:  # decode runs left the running requests' fields behind
-            self.lazy.materialize()
-        running = self.running
+        # The group of decode runs holds the first running requests' fields: the step
+        # takes them as one block of decodes where it can (they come first in any order
+        # below), else their fields are written back for the pass over each request.
+        members = 0
+        if self.lazy is None and self.make_group is not None:
+            self.lazy = self.make_group()
+        if self.lazy is not None:
+            left = self.lazy.schedule_step(plan, budget)
+            if left is None:
+                self.lazy.materialize()
+            else:
+                budget, members = left, plan.group_seqs
+        self._members = members
+        running = self.running[members:] if members else self.running
         if cfg.decodes_first:
             order = [r for r in running if r.num_tokens - r.num_computed_tokens == 1]
             if len(order) < len(running):
@@ -247,7 +286,7 @@ class Scheduler:
             budget = self._swap_in(plan, budget)
         if not self.swapped and (cfg.batching == "continuous" or not self.running):
             budget = self._admit_waiting(plan, budget)
-        return self._finish_plan(plan, budget) if plan.requests else None
+        return self._finish_plan(plan, budget) if plan.requests or plan.group_seqs else None
 
     def schedule_prefills(self, now_s: float) -> StepPlan | None:
         """Prefill-first (vLLM V0): a step of only the waiting prompts that fit, whole, in
@@ -276,7 +315,7 @@ class Scheduler:
         if num_new == 0:
             return budget
         while self.kv_cache.allocate_slots(request, num_new) is None:
-            victim = self._choose_victim(self.running, plan.step_id)
+            victim = self._choose_victim(self.running[self._members:], plan.step_id)
             if victim is None or victim is request:
                 self._preempt(plan, request)
                 return budget
@@ -290,7 +329,7 @@ class Scheduler:
         drafts = min(self.config.num_speculative_tokens,
                      request.output_tokens - request.num_output_tokens - 1, budget - 1)
         while self.kv_cache.allocate_slots(request, 1 + drafts) is None:
-            victim = self._choose_victim(self.running, plan.step_id)
+            victim = self._choose_victim(self.running[self._members:], plan.step_id)
             if victim is None or victim is request:
                 self._preempt(plan, request)
                 return budget
@@ -425,11 +464,14 @@ class Scheduler:
 
     def update(self, plan: StepPlan, now_s: float) -> list[Request]:
         """Apply a finished step: advance tokens, sample, finish. Returns the finished."""
-        finished: list[Request] = []
         # Inter-token gaps, run-length encoded inline (most decodes of a step share one
         # gap): (gap, run) pairs go to self.token_gaps when the gap changes.
         gaps = self.token_gaps
-        run_gap, run_count = gaps.pending()
+        if plan.group is not None:  # the block of members' decodes, first in the step
+            run_gap, run_count, finished = plan.group.finish_step(plan, now_s)
+        else:
+            run_gap, run_count = gaps.pending()
+            finished = []
         block_size = self.kv_cache.block_size
         kv_cache = self.kv_cache
         cache_blocks = kv_cache.cache_blocks if kv_cache.enables_prefix_caching else None
