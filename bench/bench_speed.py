@@ -5,7 +5,9 @@
 * engine: the serving benchmark (Llama-3-8B, one A100, vLLM V0's prefill-first policy,
   6.45 req/s, Azure-like lengths: bench/bench_serving.py's setup) with decode runs
   skipped against the step loop (``decode_runs.SKIP_STEPS = False``) on the same trace:
-  CPU seconds of each, the ratio, and whether every request's row is identical.
+  CPU seconds of each, the ratio, and whether every request's row is identical; then
+  the whole ``simulate`` command on that trace in a fresh process (start-up, reading
+  the trace file, writing the outputs) against the run alone.
   ``--million`` also runs 1,000,000 requests skipped, in a fresh process, for its CPU
   seconds and peak memory (max RSS).
 * start-up: ``simulate --help`` and a 100-request ``simulate`` run, each in a fresh
@@ -72,6 +74,22 @@ def engine(num_requests: int) -> dict[str, Any]:
             "step_loop_cpu_s": stepped_s, "skipping_cpu_s": skipped_s,
             "speedup": stepped_s / skipped_s, "rows_identical": same,
             "summary_identical": same_summary}
+
+
+def end_to_end(num_requests: int, in_process_cpu_s: float) -> dict[str, Any]:
+    """The whole ``simulate`` command on the engine benchmark's trace, in a fresh process
+    (start-up, reading the trace file, the run, writing requests.csv and summary.json),
+    against the run alone in this process (``in_process_cpu_s``)."""
+    folder = Path(tempfile.mkdtemp())
+    trace, deployment = folder / "trace.json", folder / "deployment.json"
+    save_workload(generate(workload_spec(num_requests)), trace)
+    deployment.write_text(json.dumps(DEPLOYMENT))
+    out = folder / "out"
+    cpu = _child_cpu_s([sys.executable, "-c", "from cli.main import simulate_main; "
+                        "simulate_main()", "--workload", str(trace), "--deployment",
+                        str(deployment), "--out", str(out)], repeats=2)
+    return {"num_requests": num_requests, "simulate_command_cpu_s": cpu,
+            "run_alone_cpu_s": in_process_cpu_s, "command_vs_run": cpu / in_process_cpu_s}
 
 
 def million() -> dict[str, Any]:
@@ -154,6 +172,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/speed.md")
     args = parser.parse_args()
     results: dict[str, Any] = {"engine": engine(args.num_requests)}
+    results["engine, the whole simulate command"] = end_to_end(
+        args.num_requests, results["engine"]["skipping_cpu_s"])
     if args.million:
         results["engine, 1,000,000 requests (skipping)"] = million()
     results["start-up"] = startup()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -252,14 +253,15 @@ class GoodputResult:
     # ``high_rate_per_s`` fails or is the unprobed bound; ``complete`` once bisected.
     high_rate_per_s: float = math.inf
     complete: bool = True
+    gave_up: bool = False  # ``give_up`` ended it at ``high_rate_per_s``
 
 
 def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_s: float,
                  tpot_slo_s: float, attainment: float = 0.9, upper_rate: float,
                  lower_rate: float | None = None, tolerance: float = 0.05,
                  rule: SteadyState = STEADY, early_stop: bool = True,
-                 bracket_only: bool = False, bracket: GoodputResult | None = None
-                 ) -> GoodputResult:
+                 bracket_only: bool = False, bracket: GoodputResult | None = None,
+                 give_up: Callable[[float], bool] | None = None) -> GoodputResult:
     """Bisect (in log rate) for the highest rate meeting the SLO attainment at which the
     deployment is STABLE (an overloaded rate never counts, whatever its attainment).
 
@@ -281,6 +283,9 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             ``high_rate_per_s`` the bracket's top.
         bracket: such a result, to go on from: the bisection then runs as it would
             have in one call, so the two calls give that one call's answer.
+        give_up: told each failing rate (the goodput is below it); when it answers
+            True the search ends there, incomplete, that rate its ``high_rate_per_s``
+            (a planner's candidate that can no longer matter).
 
     Raises:
         ClusterSimError: a rate bound that is not a positive finite number, or a
@@ -329,6 +334,8 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
         low_attainment, low_summary = run(low)
         while low_attainment < attainment:
             high = low  # a failing rate bounds the goodput from above
+            if give_up is not None and give_up(high):
+                return GoodputResult(0.0, low_attainment, None, runs, high, False, True)
             low /= 4
             if low < upper_rate * 1e-4:
                 return GoodputResult(0.0, low_attainment, low_summary, runs)
@@ -344,6 +351,9 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
                 low, low_attainment, low_summary = up, up_attainment, up_summary
             else:
                 high = up
+                if give_up is not None and give_up(high):
+                    return GoodputResult(low, low_attainment, low_summary, runs, high, False,
+                                         True)
     while high / low > 1 + tolerance:
         if bracket_only and high / low <= BRACKET_RATIO:
             return GoodputResult(low, low_attainment, low_summary, runs, high, False)
@@ -353,6 +363,8 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             low, low_attainment, low_summary = middle, middle_attainment, middle_summary
         else:
             high = middle
+            if give_up is not None and give_up(high):
+                return GoodputResult(low, low_attainment, low_summary, runs, high, False, True)
     # NOTE: the bound itself is probed last, and only if no probe below it failed: it is
     # optimistic, so it nearly always fails, and at that overload its probe is the
     # dearest of the search.

@@ -25,6 +25,7 @@ Pareto set is the exhaustive one's.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -258,16 +259,24 @@ def _bounds(pools: tuple[ResolvedDeployment, ResolvedDeployment], trace: Request
             "cost_per_mtok_usd": cost, "goodput_rate_per_s": rate}
 
 
-def _evaluate(job: tuple[dict[str, Any], RequestTrace, float, float, float, float,
-                         float | None, dict[str, float], SteadyState, GoodputResult | None]
-              ) -> dict[str, Any]:
-    """One goodput search, in a worker process: its bracket (``bracket`` None), or its
-    bisection from that bracket."""
-    mapping, trace, ttft_slo, tpot_slo, attainment, upper, lower, prices, rule, bracket = job
+def _evaluate(job: tuple[Any, ...]) -> dict[str, Any]:
+    """One goodput search, in a worker process: its bracket (``bracket`` None; given up
+    where ``front`` plans dominate it even at a failing rate), or its bisection from that
+    bracket."""
+    (mapping, trace, ttft_slo, tpot_slo, attainment, bound, lower, prices, rule, bracket,
+     front) = job
     deployment = build_deployment(mapping)
+
+    def give_up(top: float) -> bool:
+        """The goodput is below ``top``: whether a front plan dominates it even so."""
+        assert front is not None
+        optimistic = _optimistic_at(bound, top)
+        return any(dominates(metrics, optimistic) for metrics in front)
+
     result = find_goodput(deployment, trace, ttft_slo_s=ttft_slo, tpot_slo_s=tpot_slo,
-                          attainment=attainment, upper_rate=upper, lower_rate=lower,
-                          rule=rule, bracket_only=bracket is None, bracket=bracket)
+                          attainment=attainment, upper_rate=bound["goodput_rate_per_s"],
+                          lower_rate=lower, rule=rule, bracket_only=bracket is None,
+                          bracket=bracket, give_up=give_up if front else None)
     out: dict[str, Any] = {"rate": result.rate_per_s, "runs": result.num_simulations,
                            "search": result}
     summary = result.summary
@@ -369,56 +378,72 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                 kept.append(result)
         return kept
 
-    def job(candidate: Candidate, hint: float | None, bracket: GoodputResult | None
-            ) -> tuple[Any, ...]:
+    def job(candidate: Candidate, hint: float | None, bracket: GoodputResult | None,
+            front: list[dict[str, float]] | None = None) -> tuple[Any, ...]:
         return (candidate.deployment, workload, ttft_slo_s, tpot_slo_s, attainment,
-                candidate.bound["goodput_rate_per_s"], hint, price_table, steady, bracket)
+                candidate.bound, hint, price_table, steady, bracket, front)
 
+    def dominated(metrics: dict[str, float]) -> bool:
+        return any(dominates(e.metrics(), metrics) for e in evaluated if e.goodput_per_gpu > 0)
+
+    def pruned(candidate: Candidate) -> None:
+        candidate.status, candidate.reason = "pruned", \
+            "bounds dominated by an evaluated candidate"
+
+    # Like candidates (same mode, GPU and parallelism) start from their group's first
+    # one's goodput, and that one is never pruned: so where a search starts never
+    # depends on what was pruned.
+    leaders: dict[tuple[str, str, str], Candidate] = {}
+    for candidate in feasible:
+        leaders.setdefault(_group(candidate), candidate)
     finished = False
     try:
-        # 1. Bracket every candidate's goodput (a passing rate, and a failing one or the
-        # bound above it), best bound first, each started from a like candidate's.
-        bracketed: list[Candidate] = []
         for start in range(0, len(feasible), WAVE_SIZE):
-            wave = feasible[start:start + WAVE_SIZE]
-            results = run_jobs(wave, [job(c, _hint(c, bracketed), None) for c in wave])
+            wave = []
+            for candidate in feasible[start:start + WAVE_SIZE]:
+                leader = leaders[_group(candidate)] is candidate
+                if prune and not leader and dominated(_optimistic(candidate)):
+                    pruned(candidate)  # its analytic bounds are already beaten
+                    done += 1
+                else:
+                    wave.append(candidate)
+            # 1. Bracket each goodput (a passing rate, and a failing one or the bound
+            # above it); a follower gives up once a failing rate leaves it dominated.
+            front = [e.metrics() for e in evaluated if e.goodput_per_gpu > 0] if prune else []
+            results = run_jobs(wave, [
+                job(c, _hint(c, leaders), None,
+                    front if front and leaders[_group(c)] is not c else None) for c in wave])
+            bracketed = []
             for candidate, result in zip(wave, results, strict=True):
                 if result is None:
                     done += 1
                     continue
-                search = result["search"]
-                candidate.search = search
+                candidate.search = result["search"]
                 candidate.num_simulations = result["runs"]
-                if search.complete:  # no rate passes
+                if candidate.search.complete:  # no rate passes
                     _record(candidate, result)
                     evaluated.append(candidate)
                     done += 1
+                elif candidate.search.gave_up:
+                    pruned(candidate)
+                    done += 1
                 else:
                     bracketed.append(candidate)
-            if progress:
-                progress(done, len(candidates))
-        # 2. Bisect the brackets, the best optimistic goodput per GPU first. Pruning:
-        # a candidate whose optimistic metrics (its bracket's top for the goodput) are
-        # dominated by a bisected candidate cannot be on the Pareto front. Every
-        # bisection goes on from the bracket found in step 1, so a candidate's goodput
-        # does not depend on which others were pruned: the pruned plan's Pareto set is
-        # the exhaustive one's.
-        queue = sorted(bracketed, key=lambda c: (-_optimistic(c)["goodput_per_gpu"], c.index))
-        while queue:
-            if prune:
-                kept = []
-                for candidate in queue:
-                    if any(dominates(e.metrics(), _optimistic(candidate)) for e in evaluated
-                           if e.goodput_per_gpu > 0):
-                        candidate.status, candidate.reason = "pruned", \
-                            "bounds dominated by an evaluated candidate"
-                        done += 1
-                    else:
-                        kept.append(candidate)
-                queue = kept
-            wave, queue = queue[:WAVE_SIZE], queue[WAVE_SIZE:]
-            results = run_jobs(wave, [job(c, None, c.search) for c in wave])
-            for candidate, result in zip(wave, results, strict=True):
+            # 2. Bisect the brackets, best top per GPU first, unless a bisected
+            # candidate already dominates the bracket's top. Every bisection goes on
+            # from its own bracket, so no goodput depends on what was pruned: the
+            # pruned plan's Pareto set is the exhaustive one's.
+            bracketed.sort(key=lambda c: (-_optimistic(c)["goodput_per_gpu"], c.index))
+            refine = []
+            for candidate in bracketed:
+                leader = leaders[_group(candidate)] is candidate
+                if prune and not leader and dominated(_optimistic(candidate)):
+                    pruned(candidate)
+                    done += 1
+                else:
+                    refine.append(candidate)
+            results = run_jobs(refine, [job(c, None, c.search) for c in refine])
+            for candidate, result in zip(refine, results, strict=True):
                 done += 1
                 if result is not None:
                     _record(candidate, result)
@@ -483,29 +508,41 @@ def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:
     return run
 
 
-def _hint(candidate: Candidate, bracketed: list[Candidate]) -> float | None:
-    """0.9 x the passing rate of the last like candidate's bracket, scaled by replicas:
-    where the search starts."""
-    if candidate.mode != "colocated":
+def _group(candidate: Candidate) -> tuple[str, str, str]:
+    """Like candidates: the same mode, GPU and parallelism (replicas may differ)."""
+    return (candidate.mode, candidate.gpu,
+            json.dumps(candidate.deployment.get("parallelism", {}), sort_keys=True))
+
+
+def _hint(candidate: Candidate, leaders: dict[tuple[str, str, str], Candidate]
+          ) -> float | None:
+    """0.9 x its group's first candidate's goodput (its bracket's passing rate until it
+    is bisected), scaled by replicas: where the search starts (none for the first, or
+    before that one is bracketed)."""
+    leader = leaders[_group(candidate)]
+    if candidate.mode != "colocated" or leader is candidate or leader.search is None:
         return None
-    for other in reversed(bracketed):
-        same = (other.mode == "colocated" and other.gpu == candidate.gpu
-                and other.deployment["parallelism"] == candidate.deployment["parallelism"])
-        if same and other.search is not None and other.search.rate_per_s > 0:
-            scale = candidate.deployment["replicas"] / other.deployment["replicas"]
-            return 0.9 * other.search.rate_per_s * scale
-    return None
+    rate = (leader.goodput_rate_per_s if leader.status == "evaluated"
+            else leader.search.rate_per_s)
+    if rate <= 0:
+        return None
+    scale = candidate.deployment["replicas"] / leader.deployment["replicas"]
+    return 0.9 * rate * scale
+
+
+def _optimistic_at(bound: dict[str, float], top: float) -> dict[str, float]:
+    """Bounds with a goodput below ``top`` req/s (the cost scaled to it)."""
+    share = min(1.0, top / bound["goodput_rate_per_s"])
+    return {"goodput_per_gpu": bound["goodput_per_gpu"] * share,
+            "cost_per_mtok_usd": bound["cost_per_mtok_usd"] / share,
+            "ttft_p90_s": bound["ttft_p90_s"], "tpot_p90_s": bound["tpot_p90_s"]}
 
 
 def _optimistic(candidate: Candidate) -> dict[str, float]:
-    """The candidate's bounds with its bracket's top as the goodput (and the cost there)."""
-    assert candidate.search is not None
-    top = candidate.search.high_rate_per_s
-    share = top / candidate.bound["goodput_rate_per_s"]
-    return {"goodput_per_gpu": candidate.bound["goodput_per_gpu"] * share,
-            "cost_per_mtok_usd": candidate.bound["cost_per_mtok_usd"] / share,
-            "ttft_p90_s": candidate.bound["ttft_p90_s"],
-            "tpot_p90_s": candidate.bound["tpot_p90_s"]}
+    """The candidate's bounds, with its bracket's top as the goodput once bracketed."""
+    top = (candidate.search.high_rate_per_s if candidate.search is not None
+           else candidate.bound["goodput_rate_per_s"])
+    return _optimistic_at(candidate.bound, top)
 
 
 def _record(candidate: Candidate, result: dict[str, Any]) -> None:

@@ -101,6 +101,7 @@ class RooflineCostModel:
         self._gemm_tables: dict[tuple[int, int, int], tuple[list[float], list[bool]]] = {}
         self._decode_terms: dict[int, tuple[float, float, float, float, float, float]] = {}
         self._decode_pricing: dict[int, tuple[float, ...]] = {}
+        self._send_s: dict[int, float] = {}  # decode_stages: a decode batch's stage send
         self.layers_per_stage = split_layers(model.num_layers, pp)
         if model.is_moe and moe is None:
             moe = ExpertLayers(model, gpu, tp=tp, ep=1, tokens_spread=False,
@@ -351,9 +352,10 @@ class RooflineCostModel:
 
     @property
     def prices_decodes_alone(self) -> bool:
-        """Whether :meth:`decode_step` can price a decode-only step: one stage, no DP
-        attention, no sliding-window layers, no routed experts."""
-        return self.dp == 1 and self.pp == 1 and not self._num_local and self.moe is None
+        """Whether :meth:`decode_stages` (and with one stage :meth:`decode_step`) can
+        price a decode-only step: no DP attention, no sliding-window layers, no routed
+        experts."""
+        return self.dp == 1 and not self._num_local and self.moe is None
 
     def decode_pricing(self, num_seqs: int) -> tuple[float, ...] | None:
         """:meth:`decode_step`'s terms for ``num_seqs`` decodes, for a caller that inlines
@@ -362,7 +364,7 @@ class RooflineCostModel:
         h, f, launch, kv, bw, n, fk) and K = context tokens + ``num_seqs``, a step is
         ``n * (c + (m + (launch + K * kv / bw)) + a) + e + h`` seconds and
         ``f + fk * float(K)`` FLOPs: decode_step's operations in its order."""
-        if self._decode_launch_s is None:
+        if self._decode_launch_s is None or self.pp > 1:
             return None
         pricing = self._decode_pricing.get(num_seqs)
         if pricing is None:
@@ -376,7 +378,8 @@ class RooflineCostModel:
 
     def decode_step(self, num_seqs: int, context_tokens: int) -> tuple[float, float]:
         """(seconds, FLOPs) of a step of ``num_seqs`` decodes over ``context_tokens``
-        cached tokens in all, where :attr:`prices_decodes_alone`: :meth:`predict`'s
+        cached tokens in all (with pipeline stages: the seconds of one layer), where
+        :attr:`prices_decodes_alone`: :meth:`predict`'s
         figures for such a batch, float for float (tested: the same operations in the
         same order, less additions of 0.0, which change no positive float), without
         building the batch or its cost (decode runs). The terms that follow the batch
@@ -403,8 +406,30 @@ class RooflineCostModel:
                 layer_memory_s += decode_s
         n = self.model.num_layers
         layer_s = layer_compute_s + layer_memory_s + allreduce_s
-        return (n * layer_s + embed_s + lm_head_s,
-                flops + n * self._flops_per_pair * self.tp * float(decode_kv_tokens))
+        flops += n * self._flops_per_pair * self.tp * float(decode_kv_tokens)
+        if self.pp > 1:
+            return layer_s, flops
+        return n * layer_s + embed_s + lm_head_s, flops
+
+    def decode_stages(self, num_seqs: int, context_tokens: int
+                      ) -> tuple[tuple[float, ...], float]:
+        """(seconds of each pipeline stage, FLOPs) of a step of ``num_seqs`` decodes over
+        ``context_tokens`` cached tokens, where :attr:`prices_decodes_alone`:
+        :meth:`predict`'s stage times float for float, from :meth:`decode_step`'s
+        per-layer time (a decode run of a pipelined replica)."""
+        if self.pp == 1:
+            seconds, flops = self.decode_step(num_seqs, context_tokens)
+            return (seconds,), flops
+        layer_s, flops = self.decode_step(num_seqs, context_tokens)
+        _, _, _, embed_s, lm_head_s, _ = self._decode_terms[num_seqs]
+        send_s = self._send_s.get(num_seqs)
+        if send_s is None:
+            send_s = self._send_s[num_seqs] = self.pp_link.transfer_s(
+                num_seqs * self._activation_bytes_per_token)
+        last = self.pp - 1
+        return tuple(num_layers * layer_s + (embed_s if stage == 0 else 0.0)
+                     + (lm_head_s if stage == last else send_s)
+                     for stage, num_layers in enumerate(self.layers_per_stage)), flops
 
     def predict(self, batch: BatchShape) -> StepCost:
         """Price ``batch`` through every stage; see the module docstring for the terms.

@@ -55,6 +55,11 @@ CASES = {
     "prefix-caching": ({"scheduler.enable_prefix_caching": True}, 5, 300, 8.0),
     # TP 2 on a fitted GPU
     "tp2": ({"parallelism.tp": 2, "gpu": "h100"}, 3, 200, 10.0),
+    # two pipeline stages, lightly loaded (runs of the one micro-batch) and loaded
+    "pp2-light": ({"parallelism.pp": 2}, 10, 150, 0.5),
+    "pp2-loaded": ({"parallelism.pp": 2, "replicas": 2}, 11, 300, 12.0),
+    # ... with vLLM V0's host overhead before each step
+    "pp2-vllm-v0": ({"parallelism.pp": 2, "engine": "vllm-v0"}, 12, 150, 1.0),
 }
 
 
@@ -90,7 +95,11 @@ def test_skipping_decode_runs_changes_no_result(name: str, monkeypatch: pytest.M
     if name in ("prefill-first", "prefill-first-idle", "vllm-v0"):
         # arrivals and their prefills run inside the runs: few decisions are left
         assert skipped < 0.25 * stepped, (skipped, stepped)
-    if name.endswith("preempting"):
+    if name == "pp2-loaded":
+        # micro-batches overlap in the stages under load: few runs (a run is the one
+        # micro-batch's), the same results
+        assert skipped <= stepped
+    elif name.endswith("preempting"):
         assert reference.summary["preemptions"] > 0 and skipped < stepped
     elif name == "prefix-caching":
         assert reference.summary["prefix_cache"]["hit_rate"] > 0.05
@@ -132,3 +141,19 @@ def test_a_decode_step_is_priced_as_predict_prices_it(model: str, gpu: str, tp: 
             predicted = cost.predict(BatchShape([1] * num_seqs, contexts, num_seqs))
             assert cost.decode_step(num_seqs, sum(contexts)) == (predicted.stage_s[0],
                                                                   predicted.flops)
+
+
+@pytest.mark.parametrize(("gpu", "pp"), [("a100", 2), ("h100", 4), ("l40s", 2)])
+def test_decode_stages_are_priced_as_predict_prices_them(gpu: str, pp: int) -> None:
+    """With pipeline stages, decode_stages gives predict's stage times and FLOPs for a
+    decode-only batch, exactly (a pipelined replica's decode runs)."""
+    cost = resolve(make_deployment("llama-3-8b", gpu, **{"parallelism.pp": pp})
+                   ).cost_models[0]
+    assert cost.prices_decodes_alone and cost.num_stages == pp
+    rng = np.random.default_rng(1)
+    for num_seqs in [1, 2, 5, 33, 128]:
+        for _ in range(10):
+            contexts = rng.integers(1, 32_000, num_seqs).tolist()
+            predicted = cost.predict(BatchShape([1] * num_seqs, contexts, num_seqs))
+            assert cost.decode_stages(num_seqs, sum(contexts)) == (predicted.stage_s,
+                                                                   predicted.flops)

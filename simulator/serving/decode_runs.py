@@ -129,7 +129,7 @@ def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead 
     """The run's statistics (its only step observer) when this replica's decode runs
     may be skipped (module docstring), else ``None``."""
     kv = scheduler.kv_cache
-    skips = (SKIP_STEPS and cost_model.num_stages == 1
+    skips = (SKIP_STEPS
             and type(cost_model) is RooflineCostModel and cost_model.prices_decodes_alone
             and ((type(kv) is KVCacheManager and kv.reserve_tokens is None and not kv.window)
                  or (type(kv) is PrefixCachingKVCacheManager and kv.skips_unshared))
@@ -297,7 +297,10 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     k = 0  # steps taken
     gone: list[tuple[int, float, _Member]] = []  # (step taken, its end, member) of finishes
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
-    last_span = (now_s, now_s)
+    last_spans = [(now_s, now_s)]
+    num_stages = len(stage_free_s)
+    decode_stages = cost_model.decode_stages
+    spans: list[tuple[float, float]] = []
     taken = 0
     why = "drained"
     # NOTE: the group changes only in steps that are taken (a late member's entry is a
@@ -328,30 +331,48 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         if used + taking > capacity or taken + taking > take_limit:
             why = "blocks"
             break  # a block would run out (the step loop preempts)
-        if active != priced:
-            terms = decode_pricing(active)
-            if terms is not None:
-                c, m, a, e, h, f, launch, kv_bytes, bandwidth, n, fk = terms
-            priced = active if terms is not None else -1
-        if priced == active:  # decode_step, inlined (RooflineCostModel.decode_pricing)
-            tokens = context_sum + active
-            seconds = n * (c + (m + (launch + tokens * kv_bytes / bandwidth)) + a) + e + h
-            flops = f + fk * float(tokens)
-        else:
-            seconds, flops = decode_step(active, context_sum)
-        # step_spans for one stage, inlined
         ready = step_now
-        if overhead is not None:
-            host_s = overhead.step_s(active, active)
-            if overhead.async_scheduling:  # the host's work hides under the step's
-                seconds = max(seconds, host_s)
+        if num_stages == 1:
+            if active != priced:
+                terms = decode_pricing(active)
+                if terms is not None:
+                    c, m, a, e, h, f, launch, kv_bytes, bandwidth, n, fk = terms
+                priced = active if terms is not None else -1
+            if priced == active:  # decode_step, inlined (RooflineCostModel.decode_pricing)
+                tokens = context_sum + active
+                seconds = n * (c + (m + (launch + tokens * kv_bytes / bandwidth)) + a) + e + h
+                flops = f + fk * float(tokens)
             else:
-                ready += host_s
-        begin = free_s[0]
-        if ready > begin:
-            begin = ready
-        end = begin + seconds
-        free_s[0] = end
+                seconds, flops = decode_step(active, context_sum)
+            # step_spans for one stage, inlined
+            if overhead is not None:
+                host_s = overhead.step_s(active, active)
+                if overhead.async_scheduling:  # the host's work hides under the step's
+                    seconds = max(seconds, host_s)
+                else:
+                    ready += host_s
+            begin = free_s[0]
+            if ready > begin:
+                begin = ready
+            end = begin + seconds
+            free_s[0] = end
+        else:  # the one micro-batch through every stage (step_spans)
+            stage_s, flops = decode_stages(active, context_sum)
+            if overhead is not None:
+                host_s = overhead.step_s(active, active)
+                if overhead.async_scheduling:
+                    stage_s = (max(stage_s[0], host_s), *stage_s[1:])
+                else:
+                    ready += host_s
+            spans = []
+            for stage in range(num_stages):
+                stage_start = free_s[stage]
+                if ready > stage_start:
+                    stage_start = ready
+                ready = stage_start + stage_s[stage]
+                free_s[stage] = ready
+                spans.append((stage_start, ready))
+            begin, end = spans[0][0], ready
         land = step_now + (end - step_now)  # landing(), inlined for its usual case
         if land < end:
             land = landing(step_now, end)
@@ -383,7 +404,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     run_gap, run_count = gap, 1
             add_run(run_gap, run_count)
         k += 1
-        last_span = (begin, end)
+        last_spans = spans if num_stages > 1 else [(begin, end)]
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
         while leaving and leaving[0][0] == step + 1:
@@ -418,7 +439,8 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     step_id = scheduler._next_step_id
     scheduler._next_step_id += k
     group.last_step_id = step_id + k - 1
-    stage_free_s[0] = last_span[1]
+    for stage, (_, stage_end) in enumerate(last_spans):
+        stage_free_s[stage] = stage_end
     kv.peak_used_blocks = peak
     if cache is None:
         kv.num_free_blocks -= taken
@@ -441,4 +463,4 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     else:  # a few: list.remove's scan (identity) beats a Python pass
         for request in finished:
             scheduler.running.remove(request)
-    return DecodeRun(step_now, [last_span], finished, why == "event"), why
+    return DecodeRun(step_now, last_spans, finished, why == "event"), why

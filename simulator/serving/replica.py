@@ -110,9 +110,11 @@ class Replica:
 
     def group_decodes(self) -> None:
         """Let steps take the running decodes as one block (``Scheduler.make_group``)
-        where this replica's decode runs may be skipped: the same results, with Python
-        work per step that does not grow with the batch (a colocated run's replicas)."""
-        if self._stats is not None:
+        where this replica's decode runs may be skipped and it has one stage (with
+        more, the members would be in several micro-batches): the same results, with
+        Python work per step that does not grow with the batch (a colocated run's
+        replicas)."""
+        if self._stats is not None and self.cost_model.num_stages == 1:
             scheduler = self.scheduler
             self.scheduler.make_group = lambda: DecodeGroup(scheduler)
 
@@ -176,7 +178,10 @@ class Replica:
                             and self.next_event_s is not None else -math.inf)
             # NOTE: with the admission lag, an arrival during the step a run would span
             # is held for a decision the run does not make: no spanning then
-            spanning = not (self.observed_at_arrivals or self._admission_lag)
+            # NOTE: with pipeline stages a free stage starts an arrival's micro-batch
+            # during a step at once: no spanning either
+            spanning = not (self.observed_at_arrivals or self._admission_lag
+                            or num_stages > 1)
             last = self.last_spans
             if (next_event_s > env.now and not in_flight and not spans_event
                     and not self._held

@@ -233,14 +233,16 @@ class Scheduler:
         # takes them as one block of decodes where it can (they come first in any order
         # below), else their fields are written back for the pass over each request.
         members = 0
-        if self.lazy is None and self.make_group is not None:
-            self.lazy = self.make_group()
-        if self.lazy is not None:
+        if self.make_group is not None:
+            if self.lazy is None:
+                self.lazy = self.make_group()
             left = self.lazy.schedule_step(plan, budget)
             if left is None:
                 self.lazy.materialize()
             else:
                 budget, members = left, plan.group_seqs
+        elif self.lazy is not None:
+            self.lazy.materialize()
         self._members = members
         running = self.running[members:] if members else self.running
         if cfg.decodes_first:
