@@ -266,9 +266,9 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
     deployment is STABLE (an overloaded rate never counts, whatever its attainment).
 
     The bracket starts at ``lower_rate`` (else an eighth of the bound): a failing start is
-    quartered until it passes, each failure becoming the bracket's top; a passing hint
-    takes one step up (x1.25), which becomes the top if it fails. The analytic bound is
-    probed only when nothing below it failed.
+    quartered until it passes, each failure becoming the bracket's top; from a passing
+    hint it steps up x1.25 until a step fails, which becomes the top. The analytic bound
+    is probed only when nothing below it failed.
 
     Args:
         upper_rate: a rate known to be at or above goodput (an analytic bound).
@@ -340,11 +340,11 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             if low < upper_rate * 1e-4:
                 return GoodputResult(0.0, low_attainment, low_summary, runs)
             low_attainment, low_summary = run(low)
-        # After a hint (a like candidate's goodput, scaled) passes, one short step up:
-        # the goodput is likely within it, and the bisection then splits that step
-        # instead of the whole way to the bound.
-        if (lower_rate is not None and high == upper_rate
-                and low * HINT_STEP * (1 + tolerance) < upper_rate):
+        # After a hint (a like candidate's goodput, scaled) passes, short steps up until
+        # one fails: the goodput is likely within a step or two, and the bisection then
+        # splits that step instead of the whole way to the bound.
+        while (lower_rate is not None and high == upper_rate
+               and low * HINT_STEP * (1 + tolerance) < upper_rate):
             up = low * HINT_STEP
             up_attainment, up_summary = run(up)
             if up_attainment >= attainment:

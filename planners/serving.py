@@ -55,6 +55,7 @@ __all__ = ["Candidate", "ServingPlan", "dominates", "pareto_front", "plan_rows",
            "plan_serving", "recommend"]
 
 WAVE_SIZE = 4
+WEAK_GROUP = 0.1  # a group whose first plan has under this share of the best goodput/GPU
 OBJECTIVES = {  # name: +1 to maximize, -1 to minimize
     "goodput_per_gpu": +1, "cost_per_mtok_usd": -1, "ttft_p90_s": -1, "tpot_p90_s": -1}
 
@@ -396,6 +397,10 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     leaders: dict[tuple[str, str, str], Candidate] = {}
     for candidate in feasible:
         leaders.setdefault(_group(candidate), candidate)
+    # the groups' first ones go first, so the others start from their goodputs
+    first = set(map(id, leaders.values()))
+    feasible = ([c for c in feasible if id(c) in first]
+                + [c for c in feasible if id(c) not in first])
     finished = False
     try:
         for start in range(0, len(feasible), WAVE_SIZE):
@@ -517,14 +522,19 @@ def _group(candidate: Candidate) -> tuple[str, str, str]:
 def _hint(candidate: Candidate, leaders: dict[tuple[str, str, str], Candidate]
           ) -> float | None:
     """0.9 x its group's first candidate's goodput (its bracket's passing rate until it
-    is bisected), scaled by replicas: where the search starts (none for the first, or
-    before that one is bracketed)."""
+    is bisected), scaled by replicas: where the search starts (none for the first,
+    before that one is bracketed, or in a group far behind the best). Read from the
+    groups' first ones only, which every search evaluates alike."""
     leader = leaders[_group(candidate)]
     if candidate.mode != "colocated" or leader is candidate or leader.search is None:
         return None
     rate = (leader.goodput_rate_per_s if leader.status == "evaluated"
             else leader.search.rate_per_s)
-    if rate <= 0:
+    best = max(c.goodput_per_gpu for c in leaders.values())
+    if rate <= 0 or leader.goodput_per_gpu < WEAK_GROUP * best:
+        # a group far behind the best starts at the bound's eighth: its plans are
+        # likely dominated, and that rate failing shows it at once (a hint would pass,
+        # at a rate so low that each probe is long)
         return None
     scale = candidate.deployment["replicas"] / leader.deployment["replicas"]
     return 0.9 * rate * scale
