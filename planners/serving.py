@@ -1,10 +1,10 @@
 """Planning a serving deployment: which GPUs, parallelism and scheduler, for goodput.
 
-    candidates ─► memory check (cannot fit: out) ─► optimistic bounds ─► each goodput
-    bracketed (coarse: a passing rate, a failing one above it) ─► waves of bisections,
-    best bracket top per GPU first; between waves, a candidate whose optimistic bounds
-    (its bracket's top as goodput) are dominated by a bisected candidate is pruned ─►
-    Pareto set, best plans
+    candidates ─► memory check (cannot fit: out) ─► optimistic bounds ─► waves of four,
+    each group's first plan first: every goodput bracketed (a passing rate, a failing
+    one at most twice it), then bisected; a candidate whose optimistic bounds (its
+    bracket's top as goodput) a bisected one dominates is pruned, before or during its
+    bracket or before its bisection ─► Pareto set, best plans
 
 Bounds (each is what the simulator's own models allow at best, so pruning by them never
 drops a candidate exhaustive search would put on the Pareto front):
@@ -14,12 +14,12 @@ drops a candidate exhaustive search would put on the Pareto front):
   trace's requests may share content)
 * TPOT p90 ≥ p90 of one decode step of a lone request at its prompt length
 * cost per million tokens ≥ its value at the goodput bound
-
-* goodput ≤ the top of its bracket, once bracketed
+* goodput below a rate that failed (the bracket's top, once bracketed)
 
 Waves have a fixed size, so the evaluated candidates, and every result, are the same for
-any number of worker processes. A bisection goes on from its candidate's bracket, whatever
-was pruned, so pruning changes no evaluated candidate's result and the pruned search's
+any number of worker processes. A search starts from its group's first plan's goodput
+(read from first plans only, which are never pruned) and a bisection goes on from its
+own bracket, so pruning changes no evaluated candidate's result and the pruned search's
 Pareto set is the exhaustive one's.
 """
 
