@@ -38,6 +38,9 @@ CASES = {
     "prefill-first-preempting": ({"scheduler.policy": "prefill-first",
                                   "scheduler.num_gpu_blocks_override": 300,
                                   "scheduler.max_model_len": 1400}, 8, 300, 30.0),
+    # ... and with prefix caching over shared system prompts
+    "prefill-first-caching": ({"scheduler.policy": "prefill-first",
+                               "scheduler.enable_prefix_caching": True}, 13, 300, 8.0),
     # vLLM V0: prefill-first with its CPU overhead before every step
     "vllm-v0": ({"engine": "vllm-v0"}, 9, 300, 8.0),
     # Sarathi-Serve: chunked prefills mixed with decodes, its CPU overhead per step

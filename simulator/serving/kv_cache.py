@@ -33,6 +33,8 @@ from simulator.serving.token_content import BlockHasher
 
 __all__ = ["SKIP_UNSHARED", "KVCacheManager", "PrefixCachingKVCacheManager"]
 
+_NO_HITS: list[int] = []  # an unshared admission's lookup: never changed, only read
+
 # False: the prefix cache hashes and registers every full block, as the reference that
 # the skipping of unshared blocks is tested against (same results, more work).
 SKIP_UNSHARED = True
@@ -253,12 +255,12 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         """Count the leading full blocks of ``request`` already cached; remember them for
         the allocation that follows. At least one token is always left to compute, so the
         step can sample."""
-        hits: list[int] = []
         if self.skips_unshared and request.num_shareable_tokens < self.block_size:
             # nothing it could find (an unshared prompt): no hashing, and no host hits
             # either (allocate_slots reads them only after a hit)
-            self._pending_hits[request.request_id] = hits
+            self._pending_hits[request.request_id] = _NO_HITS
             return 0
+        hits: list[int] = []
         num_tokens = request.num_tokens
         num_blocks = self._cacheable(request, (num_tokens - 1) // self.block_size)
         if not num_blocks:
@@ -318,20 +320,22 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         if not looked_up and not num_hit_tokens:  # an admission with nothing cached
             held = self.req_to_blocks.get(rid)
             anonymous = self.req_to_anonymous.get(rid, 0)
-            needed = (self.blocks_for(request.num_computed_tokens + num_new_tokens)
+            tokens = request.num_computed_tokens + num_new_tokens
+            needed = ((-(-tokens // self.block_size) if not self.window
+                       else self.blocks_for(tokens))
                       - (len(held) if held is not None else 0) - anonymous)
             if needed > self.num_free_blocks:
                 return None
             self.num_query_tokens += request.num_tokens
             self.loaded_tokens = 0
-            if held is None:
-                held = self.req_to_blocks[rid] = []
             if needed > 0 and not held and (
                     self.skips_unshared and request.num_shareable_tokens < self.block_size):
                 # all its blocks anonymous (_grow's case, the way every unshared prompt
-                # comes)
+                # comes; it holds no named block, so no list of them either)
                 self._grow_anonymous(rid, anonymous, needed)
                 return needed
+            if held is None:
+                held = self.req_to_blocks[rid] = []
             self._grow(request, held, anonymous, max(needed, 0))
             return max(needed, 0)
         on_host = self._pending_host.pop(rid, 0) if num_hit_tokens else 0
@@ -473,7 +477,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
 
     def cache_blocks(self, request: Request) -> None:
         rid = request.request_id
-        held = self.req_to_blocks[rid]
+        held = self.req_to_blocks.setdefault(rid, [])  # an unshared admission has none
         # NOTE: past a sliding window a request holds fewer blocks than its full token
         # blocks; only the (named) blocks it holds can be registered.
         num_full = self._cacheable(
@@ -493,13 +497,16 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         """Return ``request``'s blocks to the back of the pool, tail first."""
         rid = request.request_id
         anonymous = self.req_to_anonymous.pop(rid, 0)
-        held = self.req_to_blocks.pop(rid, [])
+        held = self.req_to_blocks.pop(rid, None)
         finished = request.status is RequestStatus.FINISHED
         if finished and not held:  # an unshared request's end: one anonymous run
             self._push_anonymous(anonymous)
-            self.req_to_num_registered.pop(rid, None)
-            self.req_to_identities.pop(rid, None)
+            if held is not None:  # it held no named block, but may have been looked up
+                self.req_to_num_registered.pop(rid, None)
+                self.req_to_identities.pop(rid, None)
             return
+        if held is None:
+            held = []
         if not finished and request.num_shareable_tokens < ALL_SHAREABLE:
             # Preempted: it will look its own blocks up when it comes back, so they are
             # named and registered now, as they would have been all along.

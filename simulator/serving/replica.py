@@ -43,7 +43,6 @@ from simulator.serving.decode_runs import (
     delay_to,
     step_spans,
 )
-from simulator.serving.kv_cache import KVCacheManager
 from simulator.serving.metrics import StepRecorder
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request
@@ -102,10 +101,9 @@ class Replica:
         self._stats = can_skip(scheduler, cost_model, cpu_overhead, self.recorders)
         # The one replica of an open-loop run: a decode run may take the arrivals itself
         # (decode_runs.decode_run's ``take``) where their prefill-only steps are
-        # prefill-first's and the block manager is the plain one.
+        # prefill-first's.
         self.take_arrivals: Callable[[float], list[Request]] | None = None
-        self._takes = (self._stats is not None and scheduler.config.prefill_first
-                       and type(scheduler.kv_cache) is KVCacheManager)
+        self._takes = self._stats is not None and scheduler.config.prefill_first
         self.process = env.process(self.run())
 
     def group_decodes(self) -> None:
@@ -188,10 +186,12 @@ class Replica:
                     and (spanning or not last or next_event_s - env.now
                          >= MIN_RUN_STEPS * (last[-1][1] - last[0][0]))):
                 assert self._stats is not None
-                take = self.take_arrivals if spanning and self._takes else None
+                # NOTE: no local keeps the arrival source's method: the run's frame
+                # outlives the run, and the source holds every request
                 run = decode_run(self.replica_id, scheduler, self.cost_model,
                                  self.cpu_overhead, self._stats, env.now, next_event_s,
-                                 stage_free_s, spanning=spanning, take=take,
+                                 stage_free_s, spanning=spanning,
+                                 take=self.take_arrivals if spanning and self._takes else None,
                                  next_event=self.next_event_s)
                 if run is not None:
                     yield from self._land(run)
@@ -269,3 +269,4 @@ class Replica:
         if run.finished and self.on_finish is not None:
             for request in run.finished:
                 self.on_finish(request)
+        run.finished = []  # a run through many arrivals: let its requests go
