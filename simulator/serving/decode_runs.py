@@ -202,9 +202,11 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
         cost = cost_model.predict(plan.batch_shape())
         spans = step_spans(step_now, cost, overhead, plan.num_seqs, plan.num_tokens,
                            stage_free_s)
-        step_now = landing(step_now, spans[-1][1])
+        end = spans[-1][1]
+        land = step_now + (end - step_now)  # landing(), inlined for its usual case
+        step_now = land if land >= end else landing(step_now, end)
         finished.extend(scheduler.update(plan, step_now))
-        stats.on_step(replica_id, spans, plan, cost, used)
+        stats.add_step(replica_id, plan.num_seqs, end - spans[0][0], used, cost.flops)
         if not _join(scheduler):
             break  # a request the group cannot hold (the step loop runs on from here)
         group = scheduler.lazy
@@ -297,8 +299,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     k = 0  # steps taken
     gone: list[tuple[int, float, _Member]] = []  # (step taken, its end, member) of finishes
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
-    last_spans = [(now_s, now_s)]
+    last_begin = last_end = now_s
     num_stages = len(stage_free_s)
+    last_stages: list[tuple[float, float]] = []
     decode_stages = cost_model.decode_stages
     spans: list[tuple[float, float]] = []
     taken = 0
@@ -404,7 +407,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     run_gap, run_count = gap, 1
             add_run(run_gap, run_count)
         k += 1
-        last_spans = spans if num_stages > 1 else [(begin, end)]
+        last_begin, last_end, last_stages = begin, end, spans
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
         while leaving and leaving[0][0] == step + 1:
@@ -427,6 +430,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         step += 1
     if not k:
         return None, why
+    last_spans = last_stages if num_stages > 1 else [(last_begin, last_end)]
     sums[0], sums[1], sums[2] = busy_s, block_s, total_flops
     stats.batch_sizes.extend(batch_sizes)
     stats.num_steps += k
