@@ -332,7 +332,17 @@ class PrefixCachingKVCacheManager(KVCacheManager):
                     self.skips_unshared and request.num_shareable_tokens < self.block_size):
                 # all its blocks anonymous (_grow's case, the way every unshared prompt
                 # comes; it holds no named block, so no list of them either)
-                self._grow_anonymous(rid, anonymous, needed)
+                pool = self.free_pool
+                front = next(iter(pool))
+                if front < 0 and pool[front] > needed:  # _grow_anonymous, inlined
+                    pool[front] -= needed
+                    self.num_free_blocks -= needed
+                    self.req_to_anonymous[rid] = anonymous + needed
+                    used = self.num_gpu_blocks - self.num_free_blocks
+                    if used > self.peak_used_blocks:
+                        self.peak_used_blocks = used
+                else:
+                    self._grow_anonymous(rid, anonymous, needed)
                 return needed
             if held is None:
                 held = self.req_to_blocks[rid] = []
@@ -500,7 +510,14 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         held = self.req_to_blocks.pop(rid, None)
         finished = request.status is RequestStatus.FINISHED
         if finished and not held:  # an unshared request's end: one anonymous run
-            self._push_anonymous(anonymous)
+            if anonymous > 0:  # _push_anonymous, inlined for its usual case
+                pool = self.free_pool
+                last = next(reversed(pool)) if pool else 0
+                if last < 0:
+                    pool[last] += anonymous
+                    self.num_free_blocks += anonymous
+                else:
+                    self._push_anonymous(anonymous)
             if held is not None:  # it held no named block, but may have been looked up
                 self.req_to_num_registered.pop(rid, None)
                 self.req_to_identities.pop(rid, None)
