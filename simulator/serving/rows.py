@@ -105,6 +105,9 @@ def _column(values: Any) -> np.ndarray:
 
 def _formatted(values: np.ndarray, float_format: str) -> list[str]:
     if values.dtype.kind == "f":
+        if not np.isnan(values).any():  # one format per value, no test
+            return (((float_format + "\n") * len(values)) % tuple(values.tolist())
+                    ).split("\n")[:-1]
         return ["" if math.isnan(value) else float_format % value for value in values.tolist()]
     if values.dtype.kind in "iub":
         return [str(value) for value in values.tolist()]
