@@ -340,29 +340,24 @@ def find_goodput(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_slo_
             if low < upper_rate * 1e-4:
                 return GoodputResult(0.0, low_attainment, low_summary, runs)
             low_attainment, low_summary = run(low)
-        # After a hint (a like candidate's goodput, scaled) passes, short steps up until
-        # one fails: the goodput is likely within a step or two, and the bisection then
-        # splits that step instead of the whole way to the bound.
-        while (lower_rate is not None and high == upper_rate
-               and low * HINT_STEP * (1 + tolerance) < upper_rate):
-            up = low * HINT_STEP
-            up_attainment, up_summary = run(up)
-            if up_attainment >= attainment:
-                low, low_attainment, low_summary = up, up_attainment, up_summary
-            else:
-                high = up
-                if give_up is not None and give_up(high):
-                    return GoodputResult(low, low_attainment, low_summary, runs, high, False,
-                                         True)
-    while high / low > 1 + tolerance:
-        if bracket_only and high / low <= BRACKET_RATIO:
-            return GoodputResult(low, low_attainment, low_summary, runs, high, False)
-        middle = math.sqrt(low * high)
-        middle_attainment, middle_summary = run(middle)
-        if middle_attainment >= attainment:
-            low, low_attainment, low_summary = middle, middle_attainment, middle_summary
+    # After a hint (a like candidate's goodput, scaled) passes, short steps up until one
+    # fails: the goodput is likely within a step or two, and the bisection then splits
+    # that step instead of the whole way to the bound.
+    stepping = bracket is None and lower_rate is not None
+    while True:
+        if stepping and high == upper_rate and low * HINT_STEP * (1 + tolerance) < upper_rate:
+            rate = low * HINT_STEP
+        elif high / low > 1 + tolerance:
+            if bracket_only and high / low <= BRACKET_RATIO:
+                return GoodputResult(low, low_attainment, low_summary, runs, high, False)
+            rate = math.sqrt(low * high)
         else:
-            high = middle
+            break
+        rate_attainment, rate_summary = run(rate)
+        if rate_attainment >= attainment:
+            low, low_attainment, low_summary = rate, rate_attainment, rate_summary
+        else:
+            high = rate
             if give_up is not None and give_up(high):
                 return GoodputResult(low, low_attainment, low_summary, runs, high, False, True)
     # NOTE: the bound itself is probed last, and only if no probe below it failed: it is

@@ -98,6 +98,36 @@ class DecodeGroup:
             else:
                 kv.req_to_num_blocks[rid] += taken
 
+    def enter_late(self, step: int) -> None:
+        """Count the block boundaries of the members whose first new block comes by
+        group step ``step`` (those joined more than a block's tokens before one)."""
+        at_residue, late, members = self.at_residue, self.late, self.members
+        while late and late[0][0] <= step:
+            _, _, rid = heapq.heappop(late)
+            member = members.get(rid)
+            if member is not None and not member.entered:
+                at_residue[(member.joined + member.first) % len(at_residue)] += 1
+                member.entered = True
+
+    def member_gaps(self, now_s: float) -> tuple[float, int]:
+        """The members' token gaps for a step landing at ``now_s``, run-length encoded
+        into the scheduler's gaps as the step loop would (the members that ran the last
+        group step share one gap, each one joined since has its own), less the last run,
+        returned for the caller to go on from."""
+        gaps = self.scheduler.token_gaps
+        run_gap, run_count = gaps.pending()
+        old = len(self.members) - len(self.fresh)
+        if old:
+            run_gap, run_count = now_s - self.last_land_s, old
+        for request in self.fresh:
+            gap = now_s - request.last_token_s
+            if gap == run_gap:
+                run_count += 1
+            else:
+                gaps.add_run(run_gap, run_count)
+                run_gap, run_count = gap, 1
+        return run_gap, run_count
+
     def schedule_step(self, plan: StepPlan, budget: int) -> int | None:
         """Put the members in ``plan`` as one block of decodes, first in the step, where
         the step loop would schedule each of them as a decode: the decoding requests
@@ -133,14 +163,9 @@ class DecodeGroup:
         if active > budget:
             return None  # the budget ends inside the block
         step = self.step
-        at_residue, late = self.at_residue, self.late
-        while late and late[0][0] <= step:
-            _, _, rid = heapq.heappop(late)
-            member = members.get(rid)
-            if member is not None and not member.entered:
-                at_residue[(member.joined + member.first) % block_size] += 1
-                member.entered = True
-        taking = at_residue[step % block_size]
+        if self.late and self.late[0][0] <= step:
+            self.enter_late(step)
+        taking = self.at_residue[step % block_size]
         if taking > kv.num_free_blocks:
             return None  # a member's block would not fit (the step loop preempts)
         if taking:
@@ -161,18 +186,7 @@ class DecodeGroup:
         it would be after their entries) and those that finished, written back and freed,
         in running order."""
         scheduler = self.scheduler
-        gaps = scheduler.token_gaps
-        run_gap, run_count = gaps.pending()
-        old = len(self.members) - len(self.fresh)
-        if old:
-            run_gap, run_count = now_s - self.last_land_s, old
-        for request in self.fresh:
-            gap = now_s - request.last_token_s
-            if gap == run_gap:
-                run_count += 1
-            else:
-                gaps.add_run(run_gap, run_count)
-                run_gap, run_count = gap, 1
+        run_gap, run_count = self.member_gaps(now_s)
         step = self.step
         members, leaving = self.members, self.leaving
         block_size = len(self.at_residue)

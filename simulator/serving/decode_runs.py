@@ -318,15 +318,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     busy_s, block_s, total_flops = sums
     batch_sizes: list[int] = []
     gap_values: list[float] = []
-    old = len(members) - len(group.fresh)
-    last_land = group.last_land_s
     while active:
-        while late and late[0][0] <= step:
-            _, _, rid = heapq.heappop(late)
-            member = members.get(rid)
-            if member is not None and not member.entered:
-                at_residue[(member.joined + member.first) % block_size] += 1
-                member.entered = True
+        if late and late[0][0] <= step:
+            group.enter_late(step)
         if step_now >= next_event_s:
             why = "event"
             break  # the arrival comes first: this step's decision sees it
@@ -395,17 +389,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         if k:
             gap_values.append(land - step_now)
         else:
-            run_gap, run_count = gaps.pending()
-            if old:
-                run_gap, run_count = land - last_land, old
-            for request in group.fresh:
-                gap = land - request.last_token_s
-                if gap == run_gap:
-                    run_count += 1
-                else:
-                    add_run(run_gap, run_count)
-                    run_gap, run_count = gap, 1
-            add_run(run_gap, run_count)
+            add_run(*group.member_gaps(land))
         k += 1
         last_begin, last_end, last_stages = begin, end, spans
         step_now = land
