@@ -82,6 +82,11 @@ def test_pruning_never_removes_a_pareto_candidate() -> None:
     assert pruned.pareto == exhaustive.pareto
     assert pruned.num_simulations <= exhaustive.num_simulations
     assert all(c.status in ("evaluated", "pruned") for c in pruned.candidates)
+    # every search starts and bisects alike in both: pruning changes no evaluated result
+    for a, b in zip(pruned.candidates, exhaustive.candidates, strict=True):
+        if a.status == "evaluated":
+            assert (a.goodput_rate_per_s, a.num_simulations) == (
+                b.goodput_rate_per_s, b.num_simulations)
 
 
 def test_worker_processes_give_identical_results() -> None:
@@ -370,17 +375,3 @@ def test_a_bracketed_search_resumed_gives_the_one_call_answer() -> None:
     assert (resumed.rate_per_s, resumed.attainment, resumed.num_simulations) == (
         whole.rate_per_s, whole.attainment, whole.num_simulations)
 
-
-def test_pruning_changes_no_evaluated_result() -> None:
-    """Every bisection goes on from its candidate's bracket, so a candidate evaluated in
-    both the pruned and the exhaustive search has the same goodput and probe count."""
-    space = ServingSpace(gpus=[{"name": "a100", "max_gpus": 2}, {"name": "h100", "max_gpus": 2}],
-                         tp=[1, 2])
-    exhaustive = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES,
-                              prune=False, steady=QUICK, **SLO)
-    pruned = plan_serving("llama-3-8b", TRACE, space=space, prices=EQUAL_PRICES, prune=True,
-                          steady=QUICK, **SLO)
-    for a, b in zip(pruned.candidates, exhaustive.candidates, strict=True):
-        if a.status == "evaluated":
-            assert (a.goodput_rate_per_s, a.num_simulations) == (
-                b.goodput_rate_per_s, b.num_simulations)
