@@ -30,7 +30,12 @@ with no SimPy event or scheduler pass for either. The step loop stays the refere
 (``SKIP_STEPS = False``); results are the same to the last bit
 (tests/test_decode_runs.py).
 
-Only where that holds by construction: one pipeline stage, a deterministic cost model
+With pipeline stages a run is the one micro-batch of a lightly loaded replica (all its
+running requests, each step through every stage, ``RooflineCostModel.decode_stages``),
+and it never takes the step an arrival comes during (a free stage would start the
+arrival's micro-batch at once).
+
+Only where that holds by construction: a deterministic cost model
 (the dense roofline: MoE loads are drawn per step), the plain block manager or prefix
 caching without host tier or sliding window (and every request past its shareable
 tokens, so no block needs registering), no speculative decoding, continuous batching,
