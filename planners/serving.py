@@ -397,10 +397,9 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
     leaders: dict[tuple[str, str, str], Candidate] = {}
     for candidate in feasible:
         leaders.setdefault(_group(candidate), candidate)
-    # the groups' first ones go first, so the others start from their goodputs
-    first = set(map(id, leaders.values()))
-    feasible = ([c for c in feasible if id(c) in first]
-                + [c for c in feasible if id(c) not in first])
+    # the groups' first ones go first (a stable sort), so the others start from their
+    # goodputs
+    feasible.sort(key=lambda c: leaders[_group(c)] is not c)
     finished = False
     try:
         for start in range(0, len(feasible), WAVE_SIZE):

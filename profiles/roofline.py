@@ -368,7 +368,7 @@ class RooflineCostModel:
             return None
         pricing = self._decode_pricing.get(num_seqs)
         if pricing is None:
-            self.decode_step(num_seqs, 0)  # its per-size terms
+            self._decode_layer(num_seqs, 0)  # its per-size terms
             pricing = self._decode_pricing[num_seqs] = (
                 *self._decode_terms[num_seqs], self._decode_launch_s,
                 self._kv_bytes_per_token_layer, self._decode_bytes_per_s,
@@ -377,13 +377,19 @@ class RooflineCostModel:
         return pricing
 
     def decode_step(self, num_seqs: int, context_tokens: int) -> tuple[float, float]:
-        """(seconds, FLOPs) of a step of ``num_seqs`` decodes over ``context_tokens``
-        cached tokens in all (with pipeline stages: the seconds of one layer), where
-        :attr:`prices_decodes_alone`: :meth:`predict`'s
-        figures for such a batch, float for float (tested: the same operations in the
-        same order, less additions of 0.0, which change no positive float), without
-        building the batch or its cost (decode runs). The terms that follow the batch
-        size alone are kept per size."""
+        """(seconds, FLOPs) of a one-stage step of ``num_seqs`` decodes over
+        ``context_tokens`` cached tokens in all, where :attr:`prices_decodes_alone`:
+        :meth:`predict`'s figures for such a batch, float for float (tested: the same
+        operations in the same order, less additions of 0.0, which change no positive
+        float), without building the batch or its cost (decode runs)."""
+        layer_s, flops, embed_s, lm_head_s = self._decode_layer(num_seqs, context_tokens)
+        return self.model.num_layers * layer_s + embed_s + lm_head_s, flops
+
+    def _decode_layer(self, num_seqs: int, context_tokens: int
+                      ) -> tuple[float, float, float, float]:
+        """(one layer's seconds, the step's FLOPs, embedding seconds, LM head seconds) of
+        a decode-only step, as :meth:`predict` computes them. The terms that follow the
+        batch size alone are kept per size."""
         terms = self._decode_terms.get(num_seqs)
         if terms is None:
             _, layer_compute_s, layer_memory_s, allreduce_s = self.token_terms(num_seqs)
@@ -407,21 +413,18 @@ class RooflineCostModel:
         n = self.model.num_layers
         layer_s = layer_compute_s + layer_memory_s + allreduce_s
         flops += n * self._flops_per_pair * self.tp * float(decode_kv_tokens)
-        if self.pp > 1:
-            return layer_s, flops
-        return n * layer_s + embed_s + lm_head_s, flops
+        return layer_s, flops, embed_s, lm_head_s
 
     def decode_stages(self, num_seqs: int, context_tokens: int
                       ) -> tuple[tuple[float, ...], float]:
         """(seconds of each pipeline stage, FLOPs) of a step of ``num_seqs`` decodes over
         ``context_tokens`` cached tokens, where :attr:`prices_decodes_alone`:
-        :meth:`predict`'s stage times float for float, from :meth:`decode_step`'s
-        per-layer time (a decode run of a pipelined replica)."""
+        :meth:`predict`'s stage times float for float, from the per-layer time
+        :meth:`decode_step` uses (a decode run of a pipelined replica)."""
         if self.pp == 1:
             seconds, flops = self.decode_step(num_seqs, context_tokens)
             return (seconds,), flops
-        layer_s, flops = self.decode_step(num_seqs, context_tokens)
-        _, _, _, embed_s, lm_head_s, _ = self._decode_terms[num_seqs]
+        layer_s, flops, embed_s, lm_head_s = self._decode_layer(num_seqs, context_tokens)
         send_s = self._send_s.get(num_seqs)
         if send_s is None:
             send_s = self._send_s[num_seqs] = self.pp_link.transfer_s(

@@ -21,11 +21,11 @@ from simulator.serving.kv_cache import PrefixCachingKVCacheManager
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.scheduler import Scheduler, StepPlan
 
-__all__ = ["DecodeGroup"]
+__all__ = ["DecodeGroup", "Member"]
 
 
 @dataclass(slots=True)
-class _Member:
+class Member:
     """A request in a decode group, as it was when it joined (group step ``joined``):
     at group step g it has run g - joined more decodes, one token each."""
 
@@ -53,7 +53,7 @@ class DecodeGroup:
 
     def __init__(self, scheduler: Scheduler) -> None:
         self.scheduler = scheduler
-        self.members: dict[int, _Member] = {}
+        self.members: dict[int, Member] = {}
         self.fresh: list[Request] = []  # joined since the last group step
         self.step = 0  # group steps run
         self.last_land_s = math.nan  # when the last one ended: its members' last token
@@ -64,13 +64,13 @@ class DecodeGroup:
         self.order = 0
         self.context_sum = 0  # the members' tokens computed, at the group's step
 
-    def taken(self, member: _Member, steps: int) -> int:
+    def taken(self, member: Member, steps: int) -> int:
         """Blocks ``member`` takes in its first ``steps`` steps in the group."""
         return max(0, -(-(steps - member.first) // len(self.at_residue)))
 
     def join(self, request: Request, first: int, blocks: int) -> None:
         rid = request.request_id
-        member = _Member(request, self.step, request.num_computed_tokens,
+        member = Member(request, self.step, request.num_computed_tokens,
                          request.num_output_tokens, first, blocks, False)
         self.members[rid] = member
         self.fresh.append(request)
@@ -84,7 +84,7 @@ class DecodeGroup:
             heapq.heappush(self.late, (self.step + first, self.order, rid))
         self.context_sum += member.computed
 
-    def write(self, member: _Member, steps: int) -> None:
+    def write(self, member: Member, steps: int) -> None:
         """Give ``member``'s request its tokens and blocks after ``steps`` group steps."""
         request = member.request
         request.num_computed_tokens = member.computed + steps

@@ -54,9 +54,9 @@ from dataclasses import dataclass
 import simpy
 from simpy.events import NORMAL, EventPriority
 
-from profiles.cost_model import CostModel, StepCost
+from profiles.cost_model import CostModel
 from profiles.roofline import RooflineCostModel
-from simulator.serving.decode_group import DecodeGroup, _Member
+from simulator.serving.decode_group import DecodeGroup, Member
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
 from simulator.serving.presets import CpuOverhead
@@ -70,13 +70,14 @@ __all__ = ["SKIP_STEPS", "At", "DecodeGroup", "DecodeRun", "can_skip", "decode_r
 SKIP_STEPS = True
 
 
-def step_spans(now_s: float, cost: StepCost, overhead: CpuOverhead | None, num_seqs: int,
-               num_tokens: int, stage_free_s: list[float]) -> list[tuple[float, float]]:
-    """Each pipeline stage's (start, end) for a micro-batch entering at ``now_s``; moves
-    ``stage_free_s`` on (stages are FIFO servers; module docstring of replica)."""
+def step_spans(now_s: float, stage_s: Sequence[float], overhead: CpuOverhead | None,
+               num_seqs: int, num_tokens: int, stage_free_s: list[float]
+               ) -> list[tuple[float, float]]:
+    """Each pipeline stage's (start, end) for a micro-batch of stage times ``stage_s``
+    entering at ``now_s``; moves ``stage_free_s`` on (stages are FIFO servers; module
+    docstring of replica)."""
     spans = []
     ready_s = now_s
-    stage_s = cost.stage_s
     if overhead is not None:
         host_s = overhead.step_s(num_seqs, num_tokens)
         if overhead.async_scheduling:
@@ -173,7 +174,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     arrival comes; the arrival joins the queue meanwhile and the scheduler sees it at
     the decision after that step, as in the step loop.
 
-    ``take`` (spanning, one replica, prefill-first, plain block manager): the run goes
+    ``take`` (spanning, one replica, prefill-first): the run goes
     on through arrivals. At the decision after an arrival it takes the arrivals landed
     by then from the open-loop source (``Arrivals.take``; ``next_event`` gives the next
     one's time), runs their prefill-only step as the step loop would (the scheduler's
@@ -205,7 +206,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             break  # the step loop decides at step_now (it preempts or decodes)
         used = scheduler.kv_cache.num_used_blocks
         cost = cost_model.predict(plan.batch_shape())
-        spans = step_spans(step_now, cost, overhead, plan.num_seqs, plan.num_tokens,
+        spans = step_spans(step_now, cost.stage_s, overhead, plan.num_seqs, plan.num_tokens,
                            stage_free_s)
         end = spans[-1][1]
         land = step_now + (end - step_now)  # landing(), inlined for its usual case
@@ -302,7 +303,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     priced = -1  # the batch size the inlined terms below are for
     c = m = a = e = h = f = launch = kv_bytes = bandwidth = n = fk = 0.0
     k = 0  # steps taken
-    gone: list[tuple[int, float, _Member]] = []  # (step taken, its end, member) of finishes
+    gone: list[tuple[int, float, Member]] = []  # (step taken, its end, member) of finishes
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
     last_begin = last_end = now_s
     num_stages = len(stage_free_s)
@@ -358,23 +359,10 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                 begin = ready
             end = begin + seconds
             free_s[0] = end
-        else:  # the one micro-batch through every stage (step_spans)
+        else:  # the one micro-batch through every stage
             stage_s, flops = decode_stages(active, context_sum)
-            if overhead is not None:
-                host_s = overhead.step_s(active, active)
-                if overhead.async_scheduling:
-                    stage_s = (max(stage_s[0], host_s), *stage_s[1:])
-                else:
-                    ready += host_s
-            spans = []
-            for stage in range(num_stages):
-                stage_start = free_s[stage]
-                if ready > stage_start:
-                    stage_start = ready
-                ready = stage_start + stage_s[stage]
-                free_s[stage] = ready
-                spans.append((stage_start, ready))
-            begin, end = spans[0][0], ready
+            spans = step_spans(step_now, stage_s, overhead, active, active, free_s)
+            begin, end = spans[0][0], spans[-1][1]
         land = step_now + (end - step_now)  # landing(), inlined for its usual case
         if land < end:
             land = landing(step_now, end)

@@ -206,7 +206,7 @@ class Replica:
                 if plan is None:
                     break
                 cost = self.cost_model.predict(plan.batch_shape())
-                spans = step_spans(env.now, cost, self.cpu_overhead, plan.num_seqs,
+                spans = step_spans(env.now, cost.stage_s, self.cpu_overhead, plan.num_seqs,
                                    plan.num_tokens, stage_free_s)
                 in_flight.append((spans[-1][1], plan, cost, spans,
                                   scheduler.kv_cache.num_used_blocks))
