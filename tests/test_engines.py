@@ -64,6 +64,33 @@ def test_async_scheduling_hides_cpu_time_under_the_gpu_step() -> None:
     assert simulate(large, workload).requests.iloc[0]["e2e_s"] == pytest.approx(3.0)
 
 
+def test_device_time_per_step_is_never_hidden_by_asynchronous_scheduling() -> None:
+    """A lone request's every step takes its kernels' time plus ``device_step_s``, serial
+    or overlapped: 2 ms over 5 steps puts 10 ms on its E2E either way (the 1 µs of host
+    time hides under an overlapped step)."""
+    workload = make_trace([0.0], [300], [5])
+    plain = simulate(make_deployment("llama-3-8b", "a100"), workload).requests.iloc[0]
+    for async_on in (False, True):
+        deployment = make_deployment("llama-3-8b", "a100", async_scheduling=async_on,
+                                     cpu_overhead={"step_base_s": 1e-6, "device_step_s": 2e-3})
+        row = simulate(deployment, workload).requests.iloc[0]
+        host = 0.0 if async_on else 1e-6
+        assert row["ttft_s"] == pytest.approx(plain["ttft_s"] + 2e-3 + host, rel=1e-12)
+        assert row["e2e_s"] == pytest.approx(plain["e2e_s"] + 5 * (2e-3 + host), rel=1e-12)
+
+
+def test_the_vllm_015_preset_carries_its_fitted_device_time() -> None:
+    """The fits file's device time reaches the preset with its source, and the summary."""
+    overhead = ENGINE_PRESETS["vllm-v1-0.15"].overhead
+    assert 0 < overhead.device_step_s < 5e-3
+    assert ENGINE_PRESETS["vllm-v1"].overhead.device_step_s == 0.0  # not fitted: none
+    result = simulate(make_deployment("llama-3-8b", "h100", engine="vllm-v1-0.15"),
+                      make_trace([0.0], [64], [4]))
+    engine = result.summary["run"]["engine"]
+    assert engine["cpu_overhead"]["device_step_s"] == overhead.device_step_s
+    assert "device time per step fitted" in engine["overhead_source"]
+
+
 def test_summary_records_the_preset_and_every_knob() -> None:
     result = simulate(make_deployment("llama-3-8b", "h100", engine="vllm-v1"),
                       make_trace([0.0], [100], [2]))

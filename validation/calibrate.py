@@ -15,11 +15,11 @@ stores the parameters in ``profiles/data/kernel_fits.json`` with the data that f
 and the in-sample error. ``--leave-one-model-out`` refits the GEMM parameters without
 each Vidur model in turn and reports the held-out model's error next to the in-sample.
 
-``--serving`` fits the one engine-path parameter of the vLLM 0.15 preset instead: the
-client path per request (the request's way in and the first chunk's way out, which the
-engine's step loop does not see), as the median of the runs' TTFT residuals over the
-serving group; every model's runs are also predicted with the value fitted without them.
-``--write`` stores it in ``simulator/serving/data/engine_fits.json``.
+``--serving`` fits the two engine-path parameters of the vLLM 0.15 preset instead (the
+device time per step outside the model's kernels, and the client path per request) to
+the serving group's real runs, with leave-one-model-out errors
+(``validation.calibrate_serving`` says how); ``--write`` stores them in
+``simulator/serving/data/engine_fits.json``.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ from profiles.operator_times import (
     prefill_attention_s,
 )
 from profiles.training_fit import TRAINING_FITS_PATH
-from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
+from simulator.serving.presets import ENGINE_FITS_PATH
+from validation.calibrate_serving import fit_engine_path, fits_document
 from validation.operators import (
     FP8_GEMM_GPUS,
     KERNELS_SOURCE,
@@ -67,7 +68,6 @@ from validation.operators import (
     attention_rows,
     fp8_gemm_rows,
 )
-from validation.serving_runs import serving_rows
 from validation.training_runs import expressed_runs, predict_run, run_source
 
 __all__ = ["calibrate", "fit_all_reduce", "fit_attention", "fit_gemm", "fit_gemm_fp8",
@@ -360,28 +360,6 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
     return document, pd.DataFrame(table)
 
 
-SERVING_PRESET = "vllm-v1-0.15"
-
-
-def fit_client_path(measured_dir: str | Path) -> tuple[float, pd.DataFrame]:
-    """(client path seconds, per-model table of in-sample and held-out TTFT errors)."""
-    current = ENGINE_PRESETS[SERVING_PRESET].client_path_s * 1e3
-    rows = serving_rows(measured_dir)
-    ttft = rows[(rows["stage"] == -1) & (rows["metric"] == "ttft_mean")].copy()
-    ttft["engine_ms"] = ttft["predicted_ms"] - current  # the server's TTFT alone
-    ttft["residual_ms"] = ttft["measured_ms"] - ttft["engine_ms"]
-    fitted = float(np.median(ttft["residual_ms"]))
-    table = []
-    for model, part in ttft.groupby("model"):
-        without = float(np.median(ttft[ttft["model"] != model]["residual_ms"]))
-        for label, value in (("in_sample", fitted), ("held_out", without)):
-            errors = (part["engine_ms"] + value - part["measured_ms"]).abs() \
-                / part["measured_ms"] * 100
-            table.append({"model": model, "runs": len(part), "fit": label,
-                          "client_path_ms": value, "ttft_error_pct": float(errors.median())})
-    return fitted / 1e3, pd.DataFrame(table)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m validation.calibrate",
                                      description=__doc__.splitlines()[0])
@@ -392,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="fit the training step's sustained-compute fraction to the "
                              "published training runs")
     parser.add_argument("--serving", action="store_true",
-                        help="fit the vLLM 0.15 preset's client path to the vLLM runs")
+                        help="fit the vLLM 0.15 preset's engine path to the vLLM runs")
     args = parser.parse_args(argv)
     if not (args.measured_dir / "vidur").is_dir():
         print(f"error: {args.measured_dir}: no vidur/ folder; give the measured pack",
@@ -410,23 +388,18 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {TRAINING_FITS_PATH}")
         return 0
     if args.serving:
-        seconds, table = fit_client_path(args.measured_dir)
-        wide = table.pivot_table(index="model", columns="fit", values="ttft_error_pct")
-        print(table.round(2).to_string(index=False))
-        in_sample, held_out = float(wide["in_sample"].median()), float(wide["held_out"].median())
-        print(f"client path {seconds * 1e3:.2f} ms; TTFT median error over models: "
-              f"in-sample {in_sample:.1f}%, leave-one-model-out {held_out:.1f}%")
+        fit = fit_engine_path(args.measured_dir)
+        print(fit.per_model().pivot_table(index=["model", "metric"], columns="fit",
+                                          values="error_pct").round(2).to_string())
+        for device_s, residual_s in fit.rounds:
+            print(f"device time {device_s * 1e3:.3f} ms: median TPOT residual of the fitting "
+                  f"runs {residual_s * 1e3:+.3f} ms")
+        print(f"device time per step {fit.device_step_s * 1e3:.3f} ms (runs {fit.fit_runs}); "
+              f"client path {fit.client_path_s * 1e3:.2f} ms")
+        for metric, entry in fit.medians().items():
+            print(f"{metric}: " + ", ".join(f"{k} {v:.1f}%" for k, v in entry.items()))
         if args.write:
-            document = {"_comment": "Written by `python -m validation.calibrate MEASURED "
-                                    "--serving --write`.", "presets": {SERVING_PRESET: {
-                "client_path_s": round(seconds, 6),
-                "source": f"fitted: the median TTFT residual of {int(table['runs'].sum() / 2)} "
-                          "vLLM 0.15 runs of the measured pack (vllm_runs.csv, inference-perf "
-                          "clients) replayed by the serving group; it absorbs whatever else "
-                          "the replay misses before the first token",
-                "in_sample_ttft_median_error_pct": round(in_sample, 3),
-                "leave_one_model_out_ttft_median_error_pct": round(held_out, 3)}}}
-            ENGINE_FITS_PATH.write_text(json.dumps(document, indent=1) + "\n")
+            ENGINE_FITS_PATH.write_text(json.dumps(fits_document(fit), indent=1) + "\n")
             print(f"wrote {ENGINE_FITS_PATH}")
         return 0
     if args.leave_one_model_out:

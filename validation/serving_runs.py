@@ -16,13 +16,14 @@ server was configured::
 
 Runs the catalog cannot express (models it lacks, data parallelism, CPU KV offload) are
 listed with the reason, never dropped silently. Nothing here is fitted: the errors are
-the simulator's as it stands. A run takes a few seconds to simulate, so the group's rows
-are computed once per process.
+the simulator's as it stands (the preset's engine-path parameters are fitted to these
+runs by ``validation.calibrate_serving``, which says how). A run takes a few seconds to
+simulate, so the group's rows are computed once per process.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +38,15 @@ from validation.comparison import GROUP_MEDIAN_TOLERANCE_PTS, RECORD_TOLERANCE_P
 from validation.error_bars import GPU_NAMES
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
-__all__ = ["GPU_NAMES", "compare_serving_runs", "inference_perf_config", "run_errors",
-           "serving_errors", "serving_rows", "skipped_runs"]
+__all__ = ["GPU_NAMES", "catalog_model_name", "compare_serving_runs", "inference_perf_config",
+           "replay_runs", "run_errors", "serving_errors", "serving_rows", "skipped_runs"]
 
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
            ("tpot_mean", "tpot_mean_ms"))
 
 
-def _model_name(hf_id: str) -> str | None:
+def catalog_model_name(hf_id: str) -> str | None:
+    """The catalog's name of a measured run's model (its Hugging Face id), or ``None``."""
     for candidate in (hf_id, hf_id.removesuffix("-Instruct")):
         try:
             return load_model(candidate).name
@@ -120,15 +122,26 @@ def _simulated(measured_dir: str, progress: Callable[[int, int], None] | None = 
     return _SIMULATED[measured_dir]
 
 
-def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | None
+def replay_runs(measured_dir: str | Path, models: Collection[str] | None = None
+                ) -> pd.DataFrame:
+    """The runs' rows (as :func:`serving_rows`) simulated afresh with the engine presets as
+    they are now, not cached; only the runs of ``models`` (the pack's model ids) if given.
+    For fitting the presets' engine-path parameters."""
+    return _simulate_runs(str(Path(measured_dir).resolve()), None, models)[0]
+
+
+def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | None,
+                   models: Collection[str] | None = None
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = pd.read_csv(Path(measured_dir) / "vllm_runs.csv")
+    if models is not None:
+        runs = runs[runs["model"].isin(list(models))]
     rows, skipped = [], []
     groups = runs.groupby("run_id", sort=True)
     for done, (run_id, run) in enumerate(groups):
         if progress is not None:
             progress(done, groups.ngroups)
-        model = _model_name(str(run.iloc[0]["model"]))
+        model = catalog_model_name(str(run.iloc[0]["model"]))
         reason = _why_not(run, model)
         if reason is not None or model is None:
             skipped.append({"run_id": run_id, "model": run.iloc[0]["model"],

@@ -80,6 +80,8 @@ def step_spans(now_s: float, stage_s: Sequence[float], overhead: CpuOverhead | N
     ready_s = now_s
     if overhead is not None:
         host_s = overhead.step_s(num_seqs, num_tokens)
+        if overhead.device_step_s:  # the first stage's device work before its layers
+            stage_s = (stage_s[0] + overhead.device_step_s, *stage_s[1:])
         if overhead.async_scheduling:
             stage_s = (max(stage_s[0], host_s), *stage_s[1:])
         else:
@@ -350,6 +352,8 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             # step_spans for one stage, inlined
             if overhead is not None:
                 host_s = overhead.step_s(active, active)
+                if overhead.device_step_s:
+                    seconds += overhead.device_step_s
                 if overhead.async_scheduling:  # the host's work hides under the step's
                     seconds = max(seconds, host_s)
                 else:

@@ -9,12 +9,18 @@ summary records the preset, the engine version it models and every resolved knob
 CPU overhead per step (scheduling, input preparation, sampling, output processing)::
 
     overhead_s = step_base_s + per_seq_s · num_seqs + per_token_s · num_tokens
+    GPU time   = the model's kernels (the cost model) + device_step_s
     serial engines:           step time = overhead + GPU time
     asynchronous scheduling:  step time = max(overhead, GPU time)   (CPU work of step k+1
                                                                      hides under step k)
 
-The overhead figures are documented estimates (see each preset's ``overhead_source``)
-until the real-runs issue measures them on our GPU; they are data, kept here in one place.
+``device_step_s`` is the device's time per step outside the model's kernels (input
+preparation, attention metadata, sampling: small launch-bound kernels the operator tables
+do not hold); with pipeline stages it falls on the first stage. The host figures are
+documented estimates (see each preset's ``overhead_source``). The vLLM 0.15 preset's
+``device_step_s`` and its client path per request are fitted to real runs
+(``python -m validation.calibrate MEASURED --serving --write``, stored with their data in
+``data/engine_fits.json``); they are data, kept here in one place.
 """
 
 from __future__ import annotations
@@ -37,7 +43,8 @@ ENGINE_FITS_PATH = Path(__file__).parent / "data" / "engine_fits.json"
 
 
 class CpuOverhead(BaseModel):
-    """Host time per engine step, as a linear function of the batch."""
+    """Engine time per step beyond the model's kernels: host time as a linear function of
+    the batch, and device time outside the model's kernels."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -48,6 +55,10 @@ class CpuOverhead(BaseModel):
                                "scheduled in the step")
     async_scheduling: bool = Field(default=False, description="the step's CPU work hides "
                                    "under the previous GPU step: step = max(CPU, GPU)")
+    device_step_s: float = Field(default=0.0, ge=0, le=10, description="GPU seconds per "
+                                 "step outside the model's kernels (input preparation, "
+                                 "attention metadata, sampling), serial with them: never "
+                                 "hidden by asynchronous scheduling")
 
     def step_s(self, num_seqs: int, num_tokens: int) -> float:
         return self.step_base_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
@@ -129,9 +140,17 @@ def _with_fits(presets: dict[str, EnginePreset]) -> dict[str, EnginePreset]:
     if not ENGINE_FITS_PATH.is_file():
         return presets
     fits = json.loads(ENGINE_FITS_PATH.read_text())["presets"]
-    return {name: replace(preset, client_path_s=fits[name]["client_path_s"],
-                          client_path_source=fits[name]["source"])
-            if name in fits else preset for name, preset in presets.items()}
+    return {name: _fitted(preset, fits[name]) if name in fits else preset
+            for name, preset in presets.items()}
+
+
+def _fitted(preset: EnginePreset, fit: dict[str, Any]) -> EnginePreset:
+    device_s = float(fit.get("device_step_s", preset.overhead.device_step_s))
+    return replace(preset, client_path_s=fit["client_path_s"], client_path_source=fit["source"],
+                   overhead=preset.overhead.model_copy(update={"device_step_s": device_s}),
+                   overhead_source=(preset.overhead_source + "; device time per step "
+                                    + fit["device_step_source"]
+                                    if "device_step_source" in fit else preset.overhead_source))
 
 
 ENGINE_PRESETS = _with_fits(ENGINE_PRESETS)

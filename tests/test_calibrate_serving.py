@@ -1,0 +1,84 @@
+"""The vLLM 0.15 engine-path fit: which runs fit it, and how a client path moves the rows.
+
+The fit itself replays every measured run (minutes), so it runs from the command line
+(``python -m validation.calibrate MEASURED --serving``), not here; its result is data
+(``simulator/serving/data/engine_fits.json``) that ``tests/test_engines.py`` reads.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from simulator.serving.presets import ENGINE_FITS_PATH, ENGINE_PRESETS
+from validation.calibrate_serving import (
+    SERVING_PRESET,
+    _client_view,
+    _fitting,
+    _tpot_residual_s,
+    preset_values,
+)
+
+
+def test_only_dense_models_on_gpus_with_measured_kernel_tables_fit() -> None:
+    models = pd.Series(["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-8B-Instruct",
+                        "mistralai/Mixtral-8x22B-v0.1", "meta-llama/Llama-3.1-8B-Instruct"])
+    gpus = pd.Series(["H100", "A100-80GB", "H100", "L40S"])
+    assert _fitting(models, gpus).tolist() == [True, True, False, False]
+
+
+def _rows(metric: str, measured: list[float], predicted: list[float],
+          models: list[str] | None = None) -> pd.DataFrame:
+    n = len(measured)
+    return pd.DataFrame({
+        "run_id": range(n), "model": models or ["meta-llama/Llama-3.1-8B-Instruct"] * n,
+        "gpu": ["H100"] * n, "tp": 1, "workload": "w", "stage": -1, "metric": metric,
+        "measured_ms": measured, "predicted_ms": predicted})
+
+
+def test_the_tpot_residual_is_the_median_over_the_fitting_runs_in_seconds() -> None:
+    """Residuals 1, 2 and 4 ms on fitting runs: 2 ms; a MoE run's 100 ms does not count.
+    Without the 8B model, the 4 ms of the 70B model's run is left."""
+    models = ["meta-llama/Llama-3.1-8B-Instruct"] * 2 + ["meta-llama/Llama-3.1-70B-Instruct",
+                                                         "mistralai/Mixtral-8x22B-v0.1"]
+    rows = _rows("tpot_mean", [11.0, 12.0, 14.0, 110.0], [10.0, 10.0, 10.0, 10.0], models)
+    assert _tpot_residual_s(rows) == pytest.approx(2e-3)
+    assert _tpot_residual_s(rows, exclude="meta-llama/Llama-3.1-8B-Instruct") == \
+        pytest.approx(4e-3)
+    with pytest.raises(ValueError, match="no fitting run left"):
+        _tpot_residual_s(rows[rows["model"].str.contains("Mixtral")])
+
+
+def test_a_client_path_moves_ttft_and_e2e_not_tpot() -> None:
+    rows = pd.concat([_rows("ttft_mean", [50.0], [40.0]), _rows("e2e_mean", [1000.0], [990.0]),
+                      _rows("tpot_mean", [8.0], [8.0])], ignore_index=True)
+    seen = _client_view(rows, 10e-3).set_index("metric")
+    assert seen.loc["ttft_mean", "predicted_ms"] == pytest.approx(50.0)
+    assert seen.loc["e2e_mean", "predicted_ms"] == pytest.approx(1000.0)
+    assert seen.loc["tpot_mean", "predicted_ms"] == 8.0
+    assert seen["error_pct"].tolist() == pytest.approx([0.0, 0.0, 0.0])
+
+
+def test_preset_values_are_restored_after_the_block() -> None:
+    before = ENGINE_PRESETS[SERVING_PRESET]
+    with preset_values(1e-3, 0.0):
+        inside = ENGINE_PRESETS[SERVING_PRESET]
+        assert (inside.overhead.device_step_s, inside.client_path_s) == (1e-3, 0.0)
+        assert inside.overhead.async_scheduling and inside.scheduler == before.scheduler
+    assert ENGINE_PRESETS[SERVING_PRESET] is before
+
+
+def test_the_fits_file_names_its_runs_and_reaches_the_preset() -> None:
+    """The committed fit: both values, the runs that fit them, the rounds of the fixed
+    point (the last within tolerance) and its held-out errors; the preset carries them."""
+    fit = json.loads(ENGINE_FITS_PATH.read_text())["presets"][SERVING_PRESET]
+    preset = ENGINE_PRESETS[SERVING_PRESET]
+    assert preset.overhead.device_step_s == fit["device_step_s"] > 0
+    assert preset.client_path_s == fit["client_path_s"] > 0
+    assert "runs [" in fit["device_step_source"]
+    assert abs(fit["device_step_rounds"][-1][1]) < 1e-5
+    assert fit["device_step_rounds"][-1][0] == pytest.approx(fit["device_step_s"], abs=1e-6)
+    for errors in fit["errors_pct"].values():
+        assert errors["held_out_over_models_pct"] <= 1.5 * errors["in_sample_over_models_pct"]
