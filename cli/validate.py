@@ -70,6 +70,13 @@ def validate_command(
                           "its reason in --out's validation.json): " + "; ".join(
                               f"{reason} ({n})" for reason, n in counts.items()),
                           soft_wrap=True)
+        states = report.overload
+        if not states.empty:
+            wrong = states[states["measured_state"] != states["predicted_state"]]
+            console.print(f"overload: {len(states)} vLLM runs, "
+                          f"{int((states['measured_state'] == 'OVERLOADED').sum())} overloaded "
+                          f"as measured, {int((states['predicted_state'] == 'OVERLOADED').sum())}"
+                          f" predicted overloaded, {len(wrong)} disagreeing", soft_wrap=True)
         for run in report.runs_not_expressed.itertuples():
             console.print(f"vLLM run {run.run_id} ({run.model}, {run.hardware}) not expressed: "
                           f"{run.reason}", soft_wrap=True)

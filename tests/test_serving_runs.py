@@ -8,13 +8,22 @@ import pandas as pd
 import pytest
 
 from validation.operators import compare_operators, default_measured_dir
-from validation.serving_runs import serving_errors, serving_rows, skipped_runs
+from validation.serving_runs import (
+    compare_serving_runs,
+    measured_state,
+    overload_states,
+    run_errors,
+    serving_errors,
+    serving_rows,
+    skipped_runs,
+)
 
 COLUMNS = ["run_id", "model", "hardware", "tp", "dp", "cpu_kv_offload", "workload_label",
            "system_prompt_len", "question_len", "output_len", "num_unique_system_prompts",
            "num_users_per_system_prompt", "max_num_batched_tokens", "max_num_seqs",
            "gpu_memory_utilization", "total_kv_blocks", "block_size_tokens", "stage_index",
-           "stage_rate_rps", "stage_duration_s", "e2e_mean_ms", "ttft_mean_ms", "tpot_mean_ms"]
+           "stage_rate_rps", "stage_duration_s", "e2e_mean_ms", "ttft_mean_ms", "ttft_p90_ms",
+           "tpot_mean_ms"]
 
 
 def pack(tmp_path: Path) -> Path:
@@ -24,7 +33,8 @@ def pack(tmp_path: Path) -> Path:
               "output_len": 9, "num_unique_system_prompts": 2, "num_users_per_system_prompt": 2,
               "max_num_batched_tokens": 2048, "max_num_seqs": 128,
               "gpu_memory_utilization": 0.9, "total_kv_blocks": None, "block_size_tokens": 16,
-              "e2e_mean_ms": 100.0, "ttft_mean_ms": 20.0, "tpot_mean_ms": 10.0}
+              "e2e_mean_ms": 100.0, "ttft_mean_ms": 20.0, "ttft_p90_ms": 25.0,
+              "tpot_mean_ms": 10.0}
     rows = [common | {"run_id": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
                       "stage_index": stage, "stage_rate_rps": rate, "stage_duration_s": length}
             for stage, rate, length in ((0, 1.0, 5.0), (1, 2.0, 5.0), (-1, None, 10.0))]
@@ -63,6 +73,27 @@ def test_a_serving_group_one_point_worse_fails_the_gate(tmp_path: Path) -> None:
                            "(more than 1 point worse)"]
 
 
+def test_a_measured_run_is_overloaded_when_a_stage_s_ttft_p90_passes_10_s() -> None:
+    stages = pd.DataFrame({"stage_index": [0, 1, -1], "ttft_p90_ms": [80.0, 9_000.0, 12_000.0]})
+    assert measured_state(stages) == "STABLE"  # the whole-run row (-1) is not a stage
+    stages.loc[1, "ttft_p90_ms"] = 10_500.0
+    assert measured_state(stages) == "OVERLOADED"
+
+
+def test_an_overload_the_real_server_did_not_have_fails_the_gate(tmp_path: Path) -> None:
+    """At 1-2 req/s the replay is STABLE: against a measured stable run the gate holds;
+    against the same run measured overloaded (TTFT p90 20 s), it fails with the run named."""
+    stable = serving_rows(pack(tmp_path))
+    states = overload_states(stable)
+    assert states[["run_id", "measured_state", "predicted_state"]].values.tolist() == [
+        [1, "STABLE", "STABLE"]]
+    assert compare_serving_runs(stable, run_errors(stable))[0] == []
+    overloaded = stable.assign(measured_state="OVERLOADED")
+    regressions, _ = compare_serving_runs(overloaded, run_errors(overloaded))
+    assert regressions == ["run 1 (meta-llama/Llama-3.1-8B-Instruct, H100): predicted STABLE, "
+                           "measured OVERLOADED (overloaded: a stage's TTFT p90 above 10 s)"]
+
+
 @pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
 def test_the_pack_s_catalog_runs_are_all_replayed() -> None:
     """Every run of the pack is either replayed (its three metrics on each stage and the
@@ -72,3 +103,6 @@ def test_the_pack_s_catalog_runs_are_all_replayed() -> None:
     runs = pd.read_csv(measured / "vllm_runs.csv")
     assert set(rows["run_id"]) | set(skipped["run_id"]) == set(runs["run_id"])
     assert len(rows) == 3 * len(runs[runs["run_id"].isin(rows["run_id"])])
+    # no run the real server sustained is predicted overloaded, nor the other way round
+    assert (overload_states(rows)["measured_state"]
+            == overload_states(rows)["predicted_state"]).all()

@@ -32,6 +32,7 @@ from validation.records import default_records_dir, load_records, pending_record
 from validation.render import accuracy_markdown, replace_accuracy_block, scatter_html
 from validation.serving_runs import (
     compare_serving_runs,
+    overload_states,
     run_errors,
     serving_errors,
     serving_rows,
@@ -66,6 +67,7 @@ class ValidationReport:
             the reason.
         training: one row per published training run compared (validation.training_runs).
         training_not_expressed: training rows of the pack not compared, with the reason.
+        overload: per replayed vLLM run, its measured and predicted state.
     """
 
     rows: pd.DataFrame
@@ -81,6 +83,7 @@ class ValidationReport:
     runs_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
     training: pd.DataFrame = field(default_factory=pd.DataFrame)
     training_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    overload: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:
@@ -91,7 +94,8 @@ class ValidationReport:
 def accuracy_block(report: ValidationReport) -> str:
     """The README's generated accuracy block for this report."""
     return accuracy_markdown(report.rows, report.pending, report.operators,
-                             report.runs_not_expressed, report.training_not_expressed)
+                             report.runs_not_expressed, report.training_not_expressed,
+                             report.overload)
 
 
 def default_baseline_path() -> Path:
@@ -167,6 +171,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
                                       serving_errors(runs), training_errors(report.training)],
                                      ignore_index=True)
         report.runs_not_expressed = skipped_runs(measured_dir)
+        report.overload = overload_states(runs)
     if out is not None:
         folder = Path(out)
         document = {"records": rows.to_dict(orient="records"),

@@ -8,6 +8,7 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from profiles.training_fit import training_fits
 from validation.comparison import group_errors
+from validation.serving_runs import OVERLOAD_TTFT_P90_S
 
 __all__ = ["ACCURACY_END", "ACCURACY_START", "accuracy_markdown", "reason_kind",
            "replace_accuracy_block", "scatter_html"]
@@ -20,7 +21,8 @@ ACCURACY_END = "<!-- accuracy:end -->"
 def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                       operators: pd.DataFrame | None = None,
                       not_expressed: pd.DataFrame | None = None,
-                      training_not_expressed: pd.DataFrame | None = None) -> str:
+                      training_not_expressed: pd.DataFrame | None = None,
+                      states: pd.DataFrame | None = None) -> str:
     """The README's "How accurate is it?" block: error per group and per record, the
     records still awaiting a predictor, and the operators against measured tables."""
     groups = group_errors(rows)
@@ -47,6 +49,15 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
             lines.append(f"| {o.gpu} | {o.operator} | {o.num_points:,} | "
                          f"{o.median_error_pct:.1f}% | {o.p90_error_pct:.1f}% | "
                          f"{o.signed_median_pct:+.1f}% | {o.source} |")
+    if states is not None and not states.empty:
+        measured = int((states["measured_state"] == "OVERLOADED").sum())
+        predicted = int((states["predicted_state"] == "OVERLOADED").sum())
+        wrong = ", ".join(str(r) for r in states[
+            states["measured_state"] != states["predicted_state"]]["run_id"])
+        lines += ["", f"Overload, over the {len(states)} vLLM runs: {measured} overloaded as "
+                  f"measured (a load stage's TTFT p90 above {OVERLOAD_TTFT_P90_S:g} s), "
+                  f"{predicted} predicted overloaded (the summary's stability); "
+                  + (f"they disagree on runs {wrong}." if wrong else "they agree on every run.")]
     if not_expressed is not None and not not_expressed.empty:
         reasons = sorted(set(not_expressed["reason"]))
         lines += ["", f"{len(not_expressed)} vLLM runs of the pack are not expressed yet: "

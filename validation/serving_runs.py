@@ -12,7 +12,9 @@ server was configured::
            where the run's log gave them (and a context no longer than they hold),
            max_num_seqs where known (else the preset's)
         ─► per stage (requests sent in it; -1 = the whole run): E2E mean, TTFT mean and
-           TPOT = (E2E mean - TTFT mean) / (output tokens - 1), as the source computes it
+           TPOT = (E2E mean - TTFT mean) / (output tokens - 1), as the source computes it;
+           and the run's state, predicted (the summary's stability) and measured (a stage
+           whose TTFT p90 passed ``OVERLOAD_TTFT_P90_S`` was overloaded)
 
 Runs the catalog cannot express (models it lacks, data parallelism, CPU KV offload) are
 listed with the reason, never dropped silently. Nothing here is fitted: the errors are
@@ -38,11 +40,22 @@ from validation.comparison import GROUP_MEDIAN_TOLERANCE_PTS, RECORD_TOLERANCE_P
 from validation.error_bars import GPU_NAMES
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
-__all__ = ["GPU_NAMES", "catalog_model_name", "compare_serving_runs", "inference_perf_config",
+__all__ = ["GPU_NAMES", "OVERLOAD_TTFT_P90_S", "catalog_model_name", "compare_serving_runs",
+           "inference_perf_config", "measured_state", "overload_mismatches", "overload_states",
            "replay_runs", "run_errors", "serving_errors", "serving_rows", "skipped_runs"]
 
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
            ("tpot_mean", "tpot_mean_ms"))
+# A measured run was overloaded when a load stage's client TTFT p90 passed this: a queue
+# that grew without bound for minutes. A server that keeps up holds TTFT to a few steps.
+OVERLOAD_TTFT_P90_S = 10.0
+
+
+def measured_state(run: pd.DataFrame) -> str:
+    """OVERLOADED or STABLE, for one measured run's rows (``OVERLOAD_TTFT_P90_S``)."""
+    stages = run[run["stage_index"] >= 0]
+    return ("OVERLOADED" if (stages["ttft_p90_ms"] > OVERLOAD_TTFT_P90_S * 1e3).any()
+            else "STABLE")
 
 
 def catalog_model_name(hf_id: str) -> str | None:
@@ -161,6 +174,8 @@ def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | Non
                             "reason": f"simulation failed: {result.error}"})
             continue
         requests = result.requests
+        states = {"predicted_state": (result.summary or {})["stability"]["state"],
+                  "measured_state": measured_state(run)}
         output_len = config.data.shared_prefix.output_len
         starts = trace.metadata["stage_start_s"]
         for measured in run.itertuples():
@@ -179,9 +194,10 @@ def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | Non
                     "gpu": measured.hardware, "tp": int(measured.tp),
                     "workload": measured.workload_label, "stage": int(measured.stage_index),
                     "metric": metric, "measured_ms": float(getattr(measured, column)),
-                    "predicted_ms": predicted[metric]})
+                    "predicted_ms": predicted[metric]} | states)
     table = pd.DataFrame(rows, columns=["run_id", "model", "gpu", "tp", "workload", "stage",
-                                        "metric", "measured_ms", "predicted_ms"])
+                                        "metric", "measured_ms", "predicted_ms",
+                                        "predicted_state", "measured_state"])
     table["error_pct"] = (table["predicted_ms"] - table["measured_ms"]).abs() \
         / table["measured_ms"] * 100.0
     return table, pd.DataFrame(skipped, columns=["run_id", "model", "hardware", "reason"])
@@ -227,6 +243,25 @@ def run_errors(rows: pd.DataFrame) -> dict[str, float]:
             for r in whole.itertuples()}
 
 
+def overload_states(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per replayed run: its measured and predicted state (STABLE/OVERLOADED)."""
+    if "predicted_state" not in rows:
+        return pd.DataFrame(columns=["run_id", "model", "gpu", "measured_state",
+                                     "predicted_state"])
+    return (rows[["run_id", "model", "gpu", "measured_state", "predicted_state"]]
+            .drop_duplicates("run_id").sort_values("run_id").reset_index(drop=True))
+
+
+def overload_mismatches(rows: pd.DataFrame) -> list[str]:
+    """A line per run whose predicted state is not its measured one (both are failures:
+    an overload the real server sustained, or one the simulator did not see)."""
+    states = overload_states(rows)
+    return [f"run {r.run_id} ({r.model}, {r.gpu}): predicted {r.predicted_state}, measured "
+            f"{r.measured_state} (overloaded: a stage's TTFT p90 above "
+            f"{OVERLOAD_TTFT_P90_S:g} s)"
+            for r in states.itertuples() if r.predicted_state != r.measured_state]
+
+
 def compare_serving_runs(rows: pd.DataFrame, baseline: dict[str, float],
                          run_tolerance_pts: float = RECORD_TOLERANCE_PTS,
                          median_tolerance_pts: float = GROUP_MEDIAN_TOLERANCE_PTS
@@ -236,7 +271,8 @@ def compare_serving_runs(rows: pd.DataFrame, baseline: dict[str, float],
     Only runs the baseline knows are gated, so a run newly expressed (a model added to
     the catalog) is reported, never counted against the runs it joins: a run more than
     ``run_tolerance_pts`` worse fails, and so does a (GPU, metric) whose median over the
-    baseline's runs is more than ``median_tolerance_pts`` worse.
+    baseline's runs is more than ``median_tolerance_pts`` worse, and so does a run whose
+    predicted state (STABLE/OVERLOADED) is not its measured one.
     """
     regressions: list[str] = []
     movements: list[str] = []
@@ -263,4 +299,5 @@ def compare_serving_runs(rows: pd.DataFrame, baseline: dict[str, float],
                                f"{median_tolerance_pts:g} point worse)")
     for key in sorted(set(baseline) - set(current)):
         movements.append(f"{key}: in the baseline but no longer expressed")
+    regressions += overload_mismatches(rows)
     return regressions, movements
