@@ -114,6 +114,9 @@ def plan_command(
     steady_lifetimes: Annotated[float, typer.Option(
         min=0.0, help="... and this many lifetimes of the longest requests at the TPOT "
                       "SLO (the first is warm-up)")] = 3.0,
+    error_bars: Annotated[bool, typer.Option(
+        help="search the recommended plan's goodput range under the validated error bars "
+             "(two more goodput searches)")] = True,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
     top: Annotated[int, typer.Option(help="plans to print")] = 10,
 ) -> None:
@@ -167,7 +170,8 @@ def plan_command(
                             progress=progress,
                             steady=SteadyState(min_requests=steady_requests,
                                                min_span_s=steady_seconds,
-                                               lifetimes=steady_lifetimes))
+                                               lifetimes=steady_lifetimes),
+                            error_bars=error_bars)
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
     table = Table("#", "gpu", "GPUs", "layout", "policy", "goodput req/s",
                   "per GPU", "TTFT p90 ms", "TPOT p90 ms", "$/Mtok", "Pareto")
@@ -190,6 +194,13 @@ def plan_command(
         console.print(f"recommended #{plan.best['goodput_per_gpu']}: "
                       f"{plan.reasons['goodput_per_gpu']}", soft_wrap=True)
         best = by_index[plan.best["goodput_per_gpu"]]
+        bars = plan.goodput_interval
+        if bars:
+            console.print(f"  goodput {bars['rate_per_s']:.3g} req/s; validated range "
+                          f"{bars['low_rate_per_s']:.3g}-{bars['high_rate_per_s']:.3g} req/s "
+                          f"({bars['group']}, {bars['runs']} real runs; the SLOs scaled by "
+                          "the 10th-90th percentile errors of mean TTFT and TPOT)",
+                          soft_wrap=True)
         for engine, command in launch_commands(build_deployment(best.deployment)).items():
             console.print(f"  {engine}: {command}", soft_wrap=True, markup=False)
     both = [plan.best.get(f"{mode}_goodput_per_gpu") for mode in ("colocated", "disaggregated")]

@@ -1,5 +1,6 @@
 """Planners: search deployments for goodput, latency and cost over the simulator."""
 
+from planners.goodput_bars import goodput_interval
 from planners.objectives import find_goodput, scaled_trace
 from planners.output import write_plan
 from planners.serving import Candidate, ServingPlan, plan_serving
@@ -14,6 +15,7 @@ __all__ = [
     "TrainingPlan",
     "TrainingSpace",
     "find_goodput",
+    "goodput_interval",
     "plan_serving",
     "plan_training",
     "scaled_trace",

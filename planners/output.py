@@ -62,6 +62,8 @@ def write_plan(plan: ServingPlan | TrainingPlan, folder: str | Path,
             entry["launch"] = launch_commands(build_deployment(entry["deployment"]))
     pareto = {"kind": "serving" if isinstance(plan, ServingPlan) else "training",
               "reasons": plan.reasons if isinstance(plan, ServingPlan) else {},
+              "goodput_interval": (plan.goodput_interval if isinstance(plan, ServingPlan)
+                                   else {}),
               "pareto": [by_index[i] | {"deployment": mappings[i]} for i in plan.pareto],
               "best": best}
 

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from planners.disaggregation import disaggregated_candidates
+from planners.goodput_bars import goodput_interval
 from planners.objectives import (
     IDLE_POWER_FRACTION,
     STEADY,
@@ -129,10 +130,13 @@ class ServingPlan:
     inputs: dict[str, Any]
     phase_simulations: int = 0  # the disaggregation dimension's phase searches
     reasons: dict[str, str] = field(default_factory=dict)  # why each best plan was picked
+    # the recommended plan's validated goodput range (planners.goodput_bars), when asked
+    goodput_interval: dict[str, Any] = field(default_factory=dict)
 
     @property
     def num_simulations(self) -> int:
-        return self.phase_simulations + sum(c.num_simulations for c in self.candidates)
+        return (self.phase_simulations + sum(c.num_simulations for c in self.candidates)
+                + self.goodput_interval.get("num_simulations", 0))
 
 
 TOLERANCE = 0.01  # objectives within 1% of each other (relative) count as equal
@@ -307,7 +311,7 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
                  prices: dict[str, float] | None = None, workers: int = 1,
                  prune: bool = True, ray_address: str | None = None,
                  progress: Callable[[int, int], None] | None = None,
-                 steady: SteadyState = STEADY) -> ServingPlan:
+                 steady: SteadyState = STEADY, error_bars: bool = False) -> ServingPlan:
     """Search ``space`` for deployments of ``model`` serving ``workload`` under the SLOs.
 
     Args:
@@ -323,6 +327,8 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
         progress: called with (done, total) as candidates are settled.
         steady: how long each goodput probe is and what part of it is measured
             (``planners.objectives.SteadyState``; the default is the stated rule).
+        error_bars: also search the recommended plan's goodput range under the serving
+            group's error bars (``planners.goodput_bars``; two more goodput searches).
 
     Raises:
         ClusterSimError: an SLO or attainment out of range, or a Ray address where
@@ -487,8 +493,15 @@ def plan_serving(model: str, workload: RequestTrace, *, ttft_slo_s: float, tpot_
               "workload": workload.stats(), "prices_usd_per_gpu_hour": price_table}
     if phases is not None:
         inputs["disaggregation_phases"] = phases.rows()
+    bars: dict[str, Any] = {}
+    if error_bars and "goodput_per_gpu" in best:
+        pick = next(c for c in served if c.index == best["goodput_per_gpu"])
+        bars = goodput_interval(build_deployment(pick.deployment), workload,
+                                ttft_slo_s=ttft_slo_s, tpot_slo_s=tpot_slo_s,
+                                attainment=attainment, rate_per_s=pick.goodput_rate_per_s,
+                                upper_rate=pick.bound["goodput_rate_per_s"], rule=steady)
     return ServingPlan(candidates, pareto, best, inputs,
-                       phases.num_simulations if phases is not None else 0, reasons)
+                       phases.num_simulations if phases is not None else 0, reasons, bars)
 
 
 def _ray_runner(address: str) -> Callable[[list[Any]], list[dict[str, Any]]]:

@@ -416,6 +416,7 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
         + (f"<p>Recommended #{best}: "
            f"{html.escape(pareto.get('reasons', {}).get('goodput_per_gpu', ''))}.</p>"
            if best is not None else "")
+        + _interval_note(pareto.get("goodput_interval") or {})
         + _table(pareto["pareto"], best),
         _mode_section(served, front, inputs),
     ]
@@ -458,6 +459,16 @@ def _serving_report(folder: Path, frame: pd.DataFrame, pareto: dict[str, Any],
     gpus = {str(g) for g in served["gpu"].unique()}
     sections.append(_accuracy_section(gpus))
     return _page(f"clustersim plan: {inputs['model']}", sections)
+
+
+def _interval_note(bars: dict[str, Any]) -> str:
+    """The recommended plan's validated goodput range (``planners.goodput_bars``)."""
+    if not bars:
+        return ""
+    return (f"<p>Its goodput, {bars['rate_per_s']:.3g} req/s, has a validated range of "
+            f"{bars['low_rate_per_s']:.3g} to {bars['high_rate_per_s']:.3g} req/s: "
+            f"{html.escape(bars['method'])} ({html.escape(bars['group'])}, {bars['runs']} real "
+            "vLLM runs).</p>")
 
 
 def _training_report(frame: pd.DataFrame, pareto: dict[str, Any], inputs: dict[str, Any]

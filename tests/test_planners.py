@@ -124,6 +124,11 @@ def test_plan_command_prints_and_writes(tmp_path: Path) -> None:
     assert launch["sglang"].startswith("python -m sglang.launch_server")
     assert f"vllm: {launch['vllm']}" in result.output.replace("\n", "")
     assert (tmp_path / "p" / "candidates.csv").read_text().startswith("index,status")
+    # the recommended goodput with its validated range (the H100 runs' error bars)
+    bars = pareto["goodput_interval"]
+    assert bars["rate_per_s"] == pareto["best"]["goodput_per_gpu"]["goodput_rate_per_s"]
+    assert bars["group"] == "H100-SXM5-80GB" and bars["low_rate_per_s"] > 0
+    assert "validated range" in result.output
     bad = CliRunner().invoke(app, ["plan", "--model", "llama-3-8b", "--workload",
                                    str(trace_path), "--ttft-slo", "0.3", "--tpot-slo", "0.03",
                                    "--gpu", "h100"])

@@ -63,7 +63,7 @@ def serving_plan_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
                                                     "prefill_tp": [1], "decode_tp": [1]})
     plan = plan_serving("llama-3-8b", TRACE, ttft_slo_s=0.25, tpot_slo_s=0.04, space=space,
                         steady=SteadyState(min_requests=200, min_span_s=5.0),
-                        prices={"A100-SXM4-80GB": 5.0})
+                        prices={"A100-SXM4-80GB": 5.0}, error_bars=True)
     folder = tmp_path_factory.mktemp("plan")
     write_plan(plan, folder, TRACE)
     return folder
@@ -92,6 +92,11 @@ def test_plan_report_is_well_formed_self_contained_and_complete(serving_plan_dir
     # the recommended plan at its goodput, said plainly, and its latency against load
     assert "Offered " in text and "steady windows" in text
     assert "Latency against load (recommended plan)" in text
+    # its goodput's validated range (the serving group's error bars on its GPU)
+    bars = json.loads((serving_plan_dir / "pareto.json").read_text())["goodput_interval"]
+    assert bars["low_rate_per_s"] <= bars["high_rate_per_s"]
+    assert (f"has a validated range of {bars['low_rate_per_s']:.3g} to "
+            f"{bars['high_rate_per_s']:.3g} req/s") in text
     # disaggregated and colocated plans side by side, with the winner per objective
     assert "Disaggregated or colocated?" in text
     section = text[text.index("Disaggregated or colocated?"):]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["ERROR_BARS_PATH", "GPU_NAMES", "MIN_RUNS", "build_error_bars", "interval",
-           "load_error_bars", "write_error_bars"]
+           "load_error_bars", "nearest_group", "write_error_bars"]
 
 ERROR_BARS_PATH = Path(__file__).resolve().parent / "serving_error_bars.json"
 MIN_RUNS = 3
@@ -75,16 +75,22 @@ def load_error_bars(path: Path = ERROR_BARS_PATH) -> dict[str, Any]:
     return bars
 
 
+def nearest_group(bars: dict[str, Any], gpu: str) -> tuple[dict[str, Any], str]:
+    """The error bars of ``gpu`` (catalog name) when it has ``MIN_RUNS`` runs, else every
+    GPU's pooled; with the group's label ({} when there are none)."""
+    group, label = bars.get(gpu), gpu
+    if group is None or min((g["runs"] for g in group.values()), default=0) < MIN_RUNS:
+        group, label = bars.get("all"), "all GPUs"
+    return group or {}, label
+
+
 def interval(summary: dict[str, Any], bars: dict[str, Any] | None = None) -> dict[str, Any]:
     """The validated range of a run's checked metrics (module docstring), or an empty
     mapping when there are no error bars."""
     if "disaggregation" in summary:
         return {}  # the serving group holds no disaggregated runs: nothing validates one
     bars = load_error_bars() if bars is None else bars
-    gpu = summary["run"]["gpu"]
-    group, label = bars.get(gpu), gpu
-    if group is None or min((g["runs"] for g in group.values()), default=0) < MIN_RUNS:
-        group, label = bars.get("all"), "all GPUs"
+    group, label = nearest_group(bars, summary["run"]["gpu"])
     if not group:
         return {}
     out: dict[str, Any] = {"group": label, "method": "predicted / (1 + e) for e between the "
