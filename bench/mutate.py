@@ -93,14 +93,17 @@ def gpu_bandwidth(factor: float, only: str | None = None) -> Iterator[None]:
 
 
 @contextmanager
-def engine_costs(overhead: float = 1.0, client_path: float = 1.0) -> Iterator[None]:
-    """Every engine preset's per-step CPU overhead and API-path cost scaled."""
+def engine_costs(overhead: float = 1.0, client_path: float = 1.0,
+                 device: float = 1.0) -> Iterator[None]:
+    """Every engine preset's per-step CPU overhead, device time outside the model's
+    kernels and API-path cost scaled."""
     saved = dict(presets.ENGINE_PRESETS)
     for name, preset in saved.items():
         cpu = preset.overhead
         scaled_cpu = cpu.model_copy(update={
             "step_base_s": cpu.step_base_s * overhead, "per_seq_s": cpu.per_seq_s * overhead,
-            "per_token_s": cpu.per_token_s * overhead})
+            "per_token_s": cpu.per_token_s * overhead,
+            "device_step_s": cpu.device_step_s * device})
         presets.ENGINE_PRESETS[name] = dataclasses.replace(
             preset, overhead=scaled_cpu, client_path_s=preset.client_path_s * client_path)
     try:
@@ -164,6 +167,8 @@ MUTATIONS: dict[str, tuple[str, Callable[[], Any]]] = {
          collectives.custom_all_reduce_s, operator_times.all_reduce_fitted_s], 1.1)),
     "cpu_overhead": ("per-step CPU overhead 10% dearer", lambda: engine_costs(overhead=1.1)),
     "api_path": ("API-path cost 10% dearer", lambda: engine_costs(client_path=1.1)),
+    "device_step": ("device time per step outside the kernels x2",
+                    lambda: engine_costs(device=2.0)),
     "backward": ("training backward pass 5% slower", lambda: backward_slower(1.05)),
     "serving_step": ("every serving step 10% slower", lambda: serving_steps_slower(1.1)),
 }

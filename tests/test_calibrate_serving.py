@@ -17,7 +17,7 @@ from validation.calibrate_serving import (
     SERVING_PRESET,
     _client_view,
     _fitting,
-    _tpot_residual_s,
+    _residual_s,
     preset_values,
 )
 
@@ -44,11 +44,11 @@ def test_the_tpot_residual_is_the_median_over_the_fitting_runs_in_seconds() -> N
     models = ["meta-llama/Llama-3.1-8B-Instruct"] * 2 + ["meta-llama/Llama-3.1-70B-Instruct",
                                                          "mistralai/Mixtral-8x22B-v0.1"]
     rows = _rows("tpot_mean", [11.0, 12.0, 14.0, 110.0], [10.0, 10.0, 10.0, 10.0], models)
-    assert _tpot_residual_s(rows) == pytest.approx(2e-3)
-    assert _tpot_residual_s(rows, exclude="meta-llama/Llama-3.1-8B-Instruct") == \
+    assert _residual_s(rows, "tpot_mean") == pytest.approx(2e-3)
+    assert _residual_s(rows, "tpot_mean", exclude="meta-llama/Llama-3.1-8B-Instruct") == \
         pytest.approx(4e-3)
     with pytest.raises(ValueError, match="no fitting run left"):
-        _tpot_residual_s(rows[rows["model"].str.contains("Mixtral")])
+        _residual_s(rows[rows["model"].str.contains("Mixtral")], "tpot_mean")
 
 
 def test_a_client_path_moves_ttft_and_e2e_not_tpot() -> None:

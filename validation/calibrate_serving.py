@@ -85,23 +85,14 @@ def _whole(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return rows[(rows["stage"] == -1) & (rows["metric"] == metric)].reset_index(drop=True)
 
 
-def _tpot_residual_s(rows: pd.DataFrame, exclude: str | None = None) -> float:
-    tpot = _whole(rows, "tpot_mean")
-    keep = _fitting(tpot["model"], tpot["gpu"])
+def _residual_s(rows: pd.DataFrame, metric: str, exclude: str | None = None) -> float:
+    """The median residual (measured - predicted) of ``metric`` over the fitting runs,
+    in seconds; without the runs of model ``exclude`` if given."""
+    whole = _whole(rows, metric)
+    keep = _fitting(whole["model"], whole["gpu"])
     if exclude is not None:
-        keep &= (tpot["model"] != exclude).to_numpy()
-    return _median_residual_s(tpot[keep])
-
-
-def _ttft_residual_s(rows: pd.DataFrame, exclude: str | None = None) -> float:
-    ttft = _whole(rows, "ttft_mean")
-    keep = _fitting(ttft["model"], ttft["gpu"])
-    if exclude is not None:
-        keep &= (ttft["model"] != exclude).to_numpy()
-    return _median_residual_s(ttft[keep])
-
-
-def _median_residual_s(part: pd.DataFrame) -> float:
+        keep &= (whole["model"] != exclude).to_numpy()
+    part = whole[keep]
     if part.empty:
         raise ValueError("no fitting run left (dense models on GPUs with kernel tables)")
     return float(np.median(part["measured_ms"] - part["predicted_ms"])) / 1e3
@@ -166,22 +157,22 @@ def fit_engine_path(measured_dir: str | Path) -> EngineFit:
     for round_ in range(ROUNDS):
         with preset_values(device_s, 0.0):
             rows = replay_runs(measured_dir)
-        residual = _tpot_residual_s(rows)
+        residual = _residual_s(rows, "tpot_mean")
         rounds.append((device_s, residual))
         if abs(residual) < TOLERANCE_S or round_ == ROUNDS - 1:
             break
         device_s = max(0.0, device_s + residual)
-    client_s = _ttft_residual_s(rows)
+    client_s = _residual_s(rows, "ttft_mean")
     tpot = _whole(rows, "tpot_mean")
     fit_runs = sorted(int(r) for r in tpot[_fitting(tpot["model"], tpot["gpu"])]["run_id"])
     held: list[pd.DataFrame] = []
     for model in sorted(set(rows["model"])):
         # NOTE: a model none of whose runs fit the device time leaves it as fitted.
-        device_without = (max(0.0, device_s + _tpot_residual_s(rows, exclude=model))
+        device_without = (max(0.0, device_s + _residual_s(rows, "tpot_mean", exclude=model))
                           if _fits_any(rows, model) else device_s)
         with preset_values(device_without, 0.0):
             replayed = replay_runs(measured_dir, models=[model])
-        held.append(_client_view(replayed, _ttft_residual_s(rows, exclude=model)))
+        held.append(_client_view(replayed, _residual_s(rows, "ttft_mean", exclude=model)))
     return EngineFit(device_s, client_s, rounds, fit_runs, _client_view(rows, client_s),
                      pd.concat(held, ignore_index=True))
 
