@@ -13,6 +13,7 @@ from cli.common import console, progress_bar, user_errors
 from simulator import check_output_folder
 from validation import validate
 from validation.render import reason_kind
+from validation.serving_runs import serving_group_table
 
 __all__ = ["validate_command"]
 
@@ -70,6 +71,14 @@ def validate_command(
                           "its reason in --out's validation.json): " + "; ".join(
                               f"{reason} ({n})" for reason, n in counts.items()),
                           soft_wrap=True)
+        groups = report.serving_groups
+        if not groups.empty:
+            by_family = Table("GPU", "family", "TP", "runs", "E2E", "TPOT", "TTFT",
+                              title="vLLM runs per GPU, model family and TP: median error "
+                                    "(p90) [signed median]")
+            for row in serving_group_table(groups):
+                by_family.add_row(*row)
+            console.print(by_family)
         states = report.overload
         if not states.empty:
             wrong = states[states["measured_state"] != states["predicted_state"]]

@@ -11,9 +11,12 @@ from validation.operators import compare_operators, default_measured_dir
 from validation.serving_runs import (
     compare_serving_runs,
     measured_state,
+    model_family,
     overload_states,
     run_errors,
     serving_errors,
+    serving_group_table,
+    serving_groups,
     serving_rows,
     skipped_runs,
 )
@@ -71,6 +74,30 @@ def test_a_serving_group_one_point_worse_fails_the_gate(tmp_path: Path) -> None:
                            f"{errors.iloc[0].median_error_pct:.2f}% -> "
                            f"{errors.iloc[0].median_error_pct + 1.5:.2f}% "
                            "(more than 1 point worse)"]
+
+
+def test_runs_group_by_gpu_model_family_and_tp() -> None:
+    """Llama-3.1 8B and 70B are one family; TP 1 and 4 are two groups; the p90 of two runs'
+    errors 2% and 12% is 11% (linear interpolation), the signed median of -2% and +12% 5%."""
+    assert [model_family(m) for m in ("meta-llama/Llama-3.1-8B-Instruct",
+                                      "meta-llama/Llama-3.1-70B-Instruct",
+                                      "mistralai/Mixtral-8x22B-v0.1",
+                                      "RedHatAI/Llama-4-Scout-17B-16E-Instruct-FP8-dynamic")] \
+        == ["llama-3.1", "llama-3.1", "mixtral", "llama-4-scout"]
+    rows = pd.DataFrame({
+        "run_id": [1, 2, 3, 4], "stage": [-1, -1, -1, 0], "metric": "e2e_mean", "gpu": "H100",
+        "model": ["meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct",
+                  "meta-llama/Llama-3.1-70B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"],
+        "tp": [1, 4, 4, 4], "measured_ms": [100.0, 100.0, 100.0, 100.0],
+        "predicted_ms": [95.0, 98.0, 112.0, 50.0], "error_pct": [5.0, 2.0, 12.0, 50.0]})
+    groups = serving_groups(rows).set_index("tp")
+    assert groups.loc[1, "runs"] == 1 and groups.loc[1, "median_error_pct"] == 5.0
+    assert groups.loc[4, "runs"] == 2  # the stage row is not a whole run
+    assert groups.loc[4, "p90_error_pct"] == pytest.approx(11.0)
+    assert groups.loc[4, "signed_median_pct"] == pytest.approx(5.0)
+    assert set(groups["family"]) == {"llama-3.1"}
+    assert serving_group_table(serving_groups(rows))[1] == [
+        "H100-SXM5-80GB", "llama-3.1", "4", "2", "7.0% (11.0%) [+5.0%]", "-", "-"]
 
 
 def test_a_measured_run_is_overloaded_when_a_stage_s_ttft_p90_passes_10_s() -> None:

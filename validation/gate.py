@@ -35,6 +35,7 @@ from validation.serving_runs import (
     overload_states,
     run_errors,
     serving_errors,
+    serving_groups,
     serving_rows,
     skipped_runs,
 )
@@ -68,6 +69,7 @@ class ValidationReport:
         training: one row per published training run compared (validation.training_runs).
         training_not_expressed: training rows of the pack not compared, with the reason.
         overload: per replayed vLLM run, its measured and predicted state.
+        serving_groups: the vLLM runs' errors per GPU, model family, TP and metric.
     """
 
     rows: pd.DataFrame
@@ -84,6 +86,7 @@ class ValidationReport:
     training: pd.DataFrame = field(default_factory=pd.DataFrame)
     training_not_expressed: pd.DataFrame = field(default_factory=pd.DataFrame)
     overload: pd.DataFrame = field(default_factory=pd.DataFrame)
+    serving_groups: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def passed(self) -> bool:
@@ -95,7 +98,7 @@ def accuracy_block(report: ValidationReport) -> str:
     """The README's generated accuracy block for this report."""
     return accuracy_markdown(report.rows, report.pending, report.operators,
                              report.runs_not_expressed, report.training_not_expressed,
-                             report.overload)
+                             report.overload, report.serving_groups)
 
 
 def default_baseline_path() -> Path:
@@ -172,6 +175,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
                                      ignore_index=True)
         report.runs_not_expressed = skipped_runs(measured_dir)
         report.overload = overload_states(runs)
+        report.serving_groups = serving_groups(runs)
     if out is not None:
         folder = Path(out)
         document = {"records": rows.to_dict(orient="records"),

@@ -8,7 +8,7 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from profiles.training_fit import training_fits
 from validation.comparison import group_errors
-from validation.serving_runs import OVERLOAD_TTFT_P90_S
+from validation.serving_runs import OVERLOAD_TTFT_P90_S, serving_group_table
 
 __all__ = ["ACCURACY_END", "ACCURACY_START", "accuracy_markdown", "reason_kind",
            "replace_accuracy_block", "scatter_html"]
@@ -22,7 +22,8 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                       operators: pd.DataFrame | None = None,
                       not_expressed: pd.DataFrame | None = None,
                       training_not_expressed: pd.DataFrame | None = None,
-                      states: pd.DataFrame | None = None) -> str:
+                      states: pd.DataFrame | None = None,
+                      serving: pd.DataFrame | None = None) -> str:
     """The README's "How accurate is it?" block: error per group and per record, the
     records still awaiting a predictor, and the operators against measured tables."""
     groups = group_errors(rows)
@@ -49,6 +50,12 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
             lines.append(f"| {o.gpu} | {o.operator} | {o.num_points:,} | "
                          f"{o.median_error_pct:.1f}% | {o.p90_error_pct:.1f}% | "
                          f"{o.signed_median_pct:+.1f}% | {o.source} |")
+    if serving is not None and not serving.empty:
+        lines += ["", "vLLM runs per GPU, model family and TP: median error (p90) [signed "
+                  "median; negative is predicted too fast], over whole-run means:", "",
+                  "| GPU | family | TP | runs | E2E | TPOT | TTFT |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += ["| " + " | ".join(row) + " |" for row in serving_group_table(serving)]
     if states is not None and not states.empty:
         measured = int((states["measured_state"] == "OVERLOADED").sum())
         predicted = int((states["predicted_state"] == "OVERLOADED").sum())

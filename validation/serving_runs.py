@@ -25,6 +25,7 @@ simulate, so the group's rows are computed once per process.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,9 @@ from validation.error_bars import GPU_NAMES
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
 __all__ = ["GPU_NAMES", "OVERLOAD_TTFT_P90_S", "catalog_model_name", "compare_serving_runs",
-           "inference_perf_config", "measured_state", "overload_mismatches", "overload_states",
-           "replay_runs", "run_errors", "serving_errors", "serving_rows", "skipped_runs"]
+           "inference_perf_config", "measured_state", "model_family", "overload_mismatches",
+           "overload_states", "replay_runs", "run_errors", "serving_errors",
+           "serving_group_table", "serving_groups", "serving_rows", "skipped_runs"]
 
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
            ("tpot_mean", "tpot_mean_ms"))
@@ -213,6 +215,53 @@ def serving_rows(measured_dir: str | Path,
 def skipped_runs(measured_dir: str | Path) -> pd.DataFrame:
     """The runs the simulator cannot express yet, with the reason."""
     return _simulated(str(Path(measured_dir).resolve()))[1].copy()
+
+
+def model_family(hf_id: str) -> str:
+    """A run's model family: its catalog name without the size and the quantization
+    (``llama-3.1-8b`` -> ``llama-3.1``, ``mixtral-8x22b`` -> ``mixtral``)."""
+    name = catalog_model_name(hf_id) or hf_id.rsplit("/", 1)[-1].lower()
+    name = re.sub(r"-(fp8|int8|int4|awq|gptq)$", "", name)
+    return re.sub(r"-\d+(\.\d+)?b$|-\d+x\d+b$", "", name)
+
+
+def serving_groups(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per (GPU, model family, TP, metric) over the whole-run rows: runs, median and p90
+    error, and the signed median (negative: predicted too fast)."""
+    whole = rows[rows["stage"] == -1]
+    families = {m: model_family(str(m)) for m in set(whole["model"])}
+    out = []
+    for (gpu, family, tp, metric), part in whole.assign(
+            family=whole["model"].map(families)).groupby(
+                ["gpu", "family", "tp", "metric"], sort=True):
+        errors = part["error_pct"].to_numpy()
+        signed = (part["predicted_ms"] - part["measured_ms"]) / part["measured_ms"] * 100.0
+        out.append({"gpu": load_gpu(GPU_NAMES[str(gpu)]).name, "family": family,
+                    "tp": int(tp), "metric": metric,
+                    "runs": len(part), "median_error_pct": float(np.median(errors)),
+                    "p90_error_pct": float(np.percentile(errors, 90)),
+                    "signed_median_pct": float(np.median(signed))})
+    return pd.DataFrame(out, columns=["gpu", "family", "tp", "metric", "runs",
+                                      "median_error_pct", "p90_error_pct",
+                                      "signed_median_pct"])
+
+
+def serving_group_table(groups: pd.DataFrame) -> list[list[str]]:
+    """:func:`serving_groups` as printed rows: GPU, family, TP, runs, then per metric
+    (E2E, TPOT, TTFT) "median% (p90%)", signed median in brackets after."""
+    out = []
+    for (gpu, family, tp), part in groups.groupby(["gpu", "family", "tp"], sort=True):
+        cells = []
+        by_metric = part.set_index("metric")
+        for metric in ("e2e_mean", "tpot_mean", "ttft_mean"):
+            if metric not in by_metric.index:
+                cells.append("-")
+                continue
+            g = by_metric.loc[metric]
+            cells.append(f"{g['median_error_pct']:.1f}% ({g['p90_error_pct']:.1f}%) "
+                         f"[{g['signed_median_pct']:+.1f}%]")
+        out.append([str(gpu), str(family), str(tp), str(int(part["runs"].max())), *cells])
+    return out
 
 
 def serving_errors(rows: pd.DataFrame) -> pd.DataFrame:
