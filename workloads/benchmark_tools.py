@@ -19,7 +19,12 @@ seconds; ``load.type: constant`` spaces them evenly, ``poisson`` draws exponenti
 repeated prompt (``prompt_id``), which is what a prefix cache sees. Two things of the
 real client are not in a trace and are said in its metadata: inference-perf waits for a
 stage to drain before the next starts (here stages start on time), and its multi-turn
-chat option, which this converter does not model.
+chat option, which this converter does not model. (In inference-perf's code a session's
+context grows by each round's prompt and answer, one round per user per cycle; over the
+measured runs' 10-20 minutes that would put contexts at tens of thousands of tokens, and
+the attention reads alone would raise an 8B model's TPOT on H100 well above the 7.6-8.1 ms
+measured. The measured runs do not show that growth, so the replay keeps single-turn
+prompts.)
 
 vLLM's ``benchmark_serving.py --dataset-name random`` draws prompt and output lengths
 uniformly in ``[L (1 - r), L (1 + r)]`` for ``--random-range-ratio r`` (vLLM 0.8 and
