@@ -76,18 +76,28 @@ def step_spans(now_s: float, stage_s: Sequence[float], overhead: CpuOverhead | N
     """Each pipeline stage's (start, end) for a micro-batch of stage times ``stage_s``
     entering at ``now_s``; moves ``stage_free_s`` on (stages are FIFO servers; module
     docstring of replica)."""
-    spans = []
     ready_s = now_s
+    first_s = stage_s[0]
     if overhead is not None:
-        host_s = overhead.step_s(num_seqs, num_tokens)
-        if overhead.device_step_s:  # the first stage's device work before its layers
-            stage_s = (stage_s[0] + overhead.device_step_s, *stage_s[1:])
+        # CpuOverhead.step_s, inlined (the same sum in the same order)
+        host_s = (overhead.step_base_s + overhead.per_seq_s * num_seqs
+                  + overhead.per_token_s * num_tokens)
+        first_s += overhead.device_step_s  # the first stage's device work (+ 0.0: no change)
         if overhead.async_scheduling:
-            stage_s = (max(stage_s[0], host_s), *stage_s[1:])
+            if host_s > first_s:
+                first_s = host_s
         else:
             ready_s += host_s
-    for stage in range(len(stage_s)):
-        start_s = max(ready_s, stage_free_s[stage])
+    start_s = stage_free_s[0]
+    if ready_s > start_s:
+        start_s = ready_s
+    ready_s = start_s + first_s
+    stage_free_s[0] = ready_s
+    spans = [(start_s, ready_s)]
+    for stage in range(1, len(stage_s)):
+        start_s = stage_free_s[stage]
+        if ready_s > start_s:
+            start_s = ready_s
         ready_s = start_s + stage_s[stage]
         stage_free_s[stage] = ready_s
         spans.append((start_s, ready_s))

@@ -246,7 +246,7 @@ class Replica:
                 yield head_timeout
             head_timeout = None
             _, plan, cost, spans, used = in_flight.popleft()
-            if self._admission_lag:
+            if self._admission_lag and self._held:
                 # The next step was decided when this one started: only arrivals before
                 # then are in it; the rest wait for the decision after it.
                 self._admit_held(spans[0][0])
