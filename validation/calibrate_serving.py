@@ -47,6 +47,7 @@ __all__ = ["ROUNDS", "SERVING_PRESET", "TOLERANCE_S", "EngineFit", "fit_engine_p
 SERVING_PRESET = "vllm-v1-0.15"
 ROUNDS = 4  # replays of the device-time fixed point, at most
 TOLERANCE_S = 10e-6  # the fixed point is reached when the median residual is below this
+DEVICE_DIGITS, CLIENT_DIGITS = 7, 6  # decimals of seconds the fits file keeps
 _METRIC_NAMES = ("tpot_mean", "ttft_mean", "e2e_mean")
 
 
@@ -161,15 +162,18 @@ def fit_engine_path(measured_dir: str | Path) -> EngineFit:
         rounds.append((device_s, residual))
         if abs(residual) < TOLERANCE_S or round_ == ROUNDS - 1:
             break
-        device_s = max(0.0, device_s + residual)
-    client_s = _residual_s(rows, "ttft_mean")
+        # NOTE: rounded as the fits file stores it, so the rows replayed are the stored
+        # value's (a run near a routing or batching tipping point moves with the last digit)
+        device_s = round(max(0.0, device_s + residual), DEVICE_DIGITS)
+    client_s = round(_residual_s(rows, "ttft_mean"), CLIENT_DIGITS)
     tpot = _whole(rows, "tpot_mean")
     fit_runs = sorted(int(r) for r in tpot[_fitting(tpot["model"], tpot["gpu"])]["run_id"])
     held: list[pd.DataFrame] = []
     for model in sorted(set(rows["model"])):
         # NOTE: a model none of whose runs fit the device time leaves it as fitted.
-        device_without = (max(0.0, device_s + _residual_s(rows, "tpot_mean", exclude=model))
-                          if _fits_any(rows, model) else device_s)
+        device_without = (round(max(0.0, device_s + _residual_s(
+            rows, "tpot_mean", exclude=model)), DEVICE_DIGITS)
+            if _fits_any(rows, model) else device_s)
         with preset_values(device_without, 0.0):
             replayed = replay_runs(measured_dir, models=[model])
         held.append(_client_view(replayed, _residual_s(rows, "ttft_mean", exclude=model)))
@@ -190,14 +194,16 @@ def fits_document(fit: EngineFit) -> dict[str, Any]:
     return {"_comment": "Written by `python -m validation.calibrate MEASURED --serving "
                         "--write` (validation/calibrate_serving.py says how).",
             "presets": {SERVING_PRESET: {
-                "device_step_s": round(fit.device_step_s, 7),
+                "device_step_s": round(fit.device_step_s, DEVICE_DIGITS),
                 "device_step_source": (
                     "fitted: the median TPOT residual of the vLLM 0.15 runs of the measured "
                     "pack (vllm_runs.csv) whose every kernel has a measured table on its GPU "
                     f"(dense models on H100 and A100: runs {fit.fit_runs}), a fixed point "
-                    f"over {len(fit.rounds)} replays"),
-                "device_step_rounds": [[round(d, 7), round(r, 7)] for d, r in fit.rounds],
-                "client_path_s": round(fit.client_path_s, 6),
+                    f"reached in {len(fit.rounds)} replay{'s' if len(fit.rounds) > 1 else ''} "
+                    f"from {fit.rounds[0][0] * 1e3:.4g} ms"),
+                "device_step_rounds": [[round(d, DEVICE_DIGITS), round(r, DEVICE_DIGITS)]
+                                       for d, r in fit.rounds],
+                "client_path_s": round(fit.client_path_s, CLIENT_DIGITS),
                 "source": (f"fitted: the median TTFT residual of the same {len(fit.fit_runs)} "
                            f"of the {runs} vLLM 0.15 runs of the measured pack (vllm_runs.csv, "
                            "inference-perf clients) replayed by the serving group at the "
