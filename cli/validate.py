@@ -13,7 +13,7 @@ from cli.common import console, progress_bar, user_errors
 from simulator import check_output_folder
 from validation import validate
 from validation.render import reason_kind
-from validation.serving_runs import serving_group_table
+from validation.serving_runs import overload_counts, serving_group_table
 
 __all__ = ["validate_command"]
 
@@ -79,13 +79,11 @@ def validate_command(
             for row in serving_group_table(groups):
                 by_family.add_row(*row)
             console.print(by_family)
-        states = report.overload
-        if not states.empty:
-            wrong = states[states["measured_state"] != states["predicted_state"]]
-            console.print(f"overload: {len(states)} vLLM runs, "
-                          f"{int((states['measured_state'] == 'OVERLOADED').sum())} overloaded "
-                          f"as measured, {int((states['predicted_state'] == 'OVERLOADED').sum())}"
-                          f" predicted overloaded, {len(wrong)} disagreeing", soft_wrap=True)
+        if not report.overload.empty:
+            measured, predicted, disagree = overload_counts(report.overload)
+            console.print(f"overload: {len(report.overload)} vLLM runs, {measured} overloaded "
+                          f"as measured, {predicted} predicted overloaded, {len(disagree)} "
+                          "disagreeing", soft_wrap=True)
         for run in report.runs_not_expressed.itertuples():
             console.print(f"vLLM run {run.run_id} ({run.model}, {run.hardware}) not expressed: "
                           f"{run.reason}", soft_wrap=True)

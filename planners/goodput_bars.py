@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from planners.objectives import STEADY, SteadyState, find_goodput
-from simulator.serving.build import resolve
+from profiles.hardware import load_gpu
 from simulator.serving.config import DeploymentConfig
 from validation.error_bars import load_error_bars, nearest_group
 from workloads.schema import RequestTrace
@@ -38,7 +38,7 @@ def goodput_interval(deployment: DeploymentConfig, trace: RequestTrace, *, ttft_
     if deployment.is_disaggregated or rate_per_s <= 0:
         return {}
     bars = load_error_bars() if bars is None else bars
-    group, label = nearest_group(bars, resolve(deployment).gpu.name)
+    group, label = nearest_group(bars, load_gpu(deployment.gpu).name)
     if "ttft_mean" not in group or "tpot_mean" not in group:
         return {}
     ttft, tpot = group["ttft_mean"], group["tpot_mean"]

@@ -8,7 +8,7 @@ import pandas as pd
 from profiles.errors import ClusterSimError
 from profiles.training_fit import training_fits
 from validation.comparison import group_errors
-from validation.serving_runs import OVERLOAD_TTFT_P90_S, serving_group_table
+from validation.serving_runs import OVERLOAD_TTFT_P90_S, overload_counts, serving_group_table
 
 __all__ = ["ACCURACY_END", "ACCURACY_START", "accuracy_markdown", "reason_kind",
            "replace_accuracy_block", "scatter_html"]
@@ -57,10 +57,8 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += ["| " + " | ".join(row) + " |" for row in serving_group_table(serving)]
     if states is not None and not states.empty:
-        measured = int((states["measured_state"] == "OVERLOADED").sum())
-        predicted = int((states["predicted_state"] == "OVERLOADED").sum())
-        wrong = ", ".join(str(r) for r in states[
-            states["measured_state"] != states["predicted_state"]]["run_id"])
+        measured, predicted, disagree = overload_counts(states)
+        wrong = ", ".join(str(r) for r in disagree)
         lines += ["", f"Overload, over the {len(states)} vLLM runs: {measured} overloaded as "
                   f"measured (a load stage's TTFT p90 above {OVERLOAD_TTFT_P90_S:g} s), "
                   f"{predicted} predicted overloaded (the summary's stability); "

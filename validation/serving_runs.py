@@ -42,8 +42,8 @@ from validation.error_bars import GPU_NAMES
 from workloads.benchmark_tools import InferencePerfConfig, from_inference_perf
 
 __all__ = ["GPU_NAMES", "OVERLOAD_TTFT_P90_S", "catalog_model_name", "compare_serving_runs",
-           "inference_perf_config", "measured_state", "model_family", "overload_mismatches",
-           "overload_states", "replay_runs", "run_errors", "serving_errors",
+           "inference_perf_config", "measured_state", "model_family", "overload_counts",
+           "overload_mismatches", "overload_states", "replay_runs", "run_errors", "serving_errors",
            "serving_group_table", "serving_groups", "serving_rows", "skipped_runs"]
 
 METRICS = (("e2e_mean", "e2e_mean_ms"), ("ttft_mean", "ttft_mean_ms"),
@@ -299,6 +299,15 @@ def overload_states(rows: pd.DataFrame) -> pd.DataFrame:
                                      "predicted_state"])
     return (rows[["run_id", "model", "gpu", "measured_state", "predicted_state"]]
             .drop_duplicates("run_id").sort_values("run_id").reset_index(drop=True))
+
+
+def overload_counts(states: pd.DataFrame) -> tuple[int, int, list[int]]:
+    """Of :func:`overload_states`: runs overloaded as measured, runs predicted
+    overloaded, and the runs where the two disagree."""
+    return (int((states["measured_state"] == "OVERLOADED").sum()),
+            int((states["predicted_state"] == "OVERLOADED").sum()),
+            [int(r) for r in states[states["measured_state"]
+                                    != states["predicted_state"]]["run_id"]])
 
 
 def overload_mismatches(rows: pd.DataFrame) -> list[str]:

@@ -324,6 +324,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     spans: list[tuple[float, float]] = []
     taken = 0
     why = "drained"
+    # the run's engine costs, fixed over it (step_spans' terms for one stage)
+    device_s = overhead.device_step_s if overhead is not None else 0.0
+    overlapped = overhead is not None and overhead.async_scheduling
     # NOTE: the group changes only in steps that are taken (a late member's entry is a
     # function of the step alone), so stopping anywhere leaves it consistent.
     # The first step's gaps: the members that ran the group's last step share one; one
@@ -362,9 +365,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             # step_spans for one stage, inlined
             if overhead is not None:
                 host_s = overhead.step_s(active, active)
-                if overhead.device_step_s:
-                    seconds += overhead.device_step_s
-                if overhead.async_scheduling:  # the host's work hides under the step's
+                if device_s:
+                    seconds += device_s
+                if overlapped:  # the host's work hides under the step's
                     seconds = max(seconds, host_s)
                 else:
                     ready += host_s
