@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from profiles.cost_model import BatchShape
-from simulator.serving import decode_runs
+from simulator.serving import arrival_prefills, decode_runs
 from simulator.serving.build import resolve
 from simulator.serving.engine import simulate
 from simulator.serving.scheduler import Scheduler
@@ -64,6 +64,40 @@ CASES = {
     # ... with vLLM V0's host overhead before each step
     "pp2-vllm-v0": ({"parallelism.pp": 2, "engine": "vllm-v0"}, 12, 150, 1.0),
 }
+
+
+@pytest.mark.parametrize("name", sorted(name for name in CASES
+                                         if name.startswith(("prefill-first", "vllm-v0"))))
+def test_a_fused_prefill_step_is_the_schedulers(name: str, monkeypatch: pytest.MonkeyPatch
+                                                ) -> None:
+    """With decode runs taking the arrivals, the fused prefill-only step
+    (arrival_prefills) gives what the scheduler's own calls give, exactly, and runs."""
+    fields, seed, num_requests, rate = CASES[name]
+    deployment = make_deployment("llama-3-8b", "a100", **fields)
+    workload = _trace(seed, num_requests, rate)
+    calls = {"n": 0}
+    fused_step = arrival_prefills.prefill_step
+
+    def counted(*args):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        return fused_step(*args)
+
+    monkeypatch.setattr(decode_runs, "prefill_step", counted)
+    results = {}
+    for fused in (False, True):
+        monkeypatch.setattr(arrival_prefills, "FUSED", fused)
+        results[fused] = simulate(deployment, workload)
+    assert results[True].ok and results[False].ok
+    pd.testing.assert_frame_equal(results[True].requests, results[False].requests,
+                                  check_exact=True)
+    assert {k: v for k, v in results[True].summary.items() if k != "run"} == \
+        {k: v for k, v in results[False].summary.items() if k != "run"}
+    if name == "prefill-first-caching":  # prefix caching keeps the scheduler's calls
+        assert calls["n"] == 0
+    elif name.endswith("preempting"):  # the queue rarely empties: few runs take arrivals
+        assert calls["n"] > 0
+    else:
+        assert calls["n"] > num_requests // 4, calls["n"]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

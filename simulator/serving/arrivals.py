@@ -18,7 +18,7 @@ from typing import Any
 import simpy
 from simpy.events import URGENT
 
-from simulator.serving.decode_runs import At, delay_to
+from simulator.serving.clock import At, delay_to
 from simulator.serving.request import Request
 from workloads.schema import RequestTrace
 

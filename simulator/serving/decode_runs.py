@@ -51,11 +51,10 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import simpy
-from simpy.events import NORMAL, EventPriority
-
 from profiles.cost_model import CostModel
 from profiles.roofline import RooflineCostModel
+from simulator.serving.arrival_prefills import fuses, prefill_step
+from simulator.serving.clock import At, delay_to, landing, step_spans
 from simulator.serving.decode_group import DecodeGroup, Member
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
@@ -68,78 +67,6 @@ __all__ = ["SKIP_STEPS", "At", "DecodeGroup", "DecodeRun", "can_skip", "decode_r
 
 # False: every step goes through schedule() and update() (the reference path).
 SKIP_STEPS = True
-
-
-def step_spans(now_s: float, stage_s: Sequence[float], overhead: CpuOverhead | None,
-               num_seqs: int, num_tokens: int, stage_free_s: list[float]
-               ) -> list[tuple[float, float]]:
-    """Each pipeline stage's (start, end) for a micro-batch of stage times ``stage_s``
-    entering at ``now_s``; moves ``stage_free_s`` on (stages are FIFO servers; module
-    docstring of replica)."""
-    ready_s = now_s
-    first_s = stage_s[0]
-    if overhead is not None:
-        # CpuOverhead.step_s, inlined (the same sum in the same order)
-        host_s = (overhead.step_base_s + overhead.per_seq_s * num_seqs
-                  + overhead.per_token_s * num_tokens)
-        first_s += overhead.device_step_s  # the first stage's device work (+ 0.0: no change)
-        if overhead.async_scheduling:
-            if host_s > first_s:
-                first_s = host_s
-        else:
-            ready_s += host_s
-    start_s = stage_free_s[0]
-    if ready_s > start_s:
-        start_s = ready_s
-    ready_s = start_s + first_s
-    stage_free_s[0] = ready_s
-    spans = [(start_s, ready_s)]
-    for stage in range(1, len(stage_s)):
-        start_s = stage_free_s[stage]
-        if ready_s > start_s:
-            start_s = ready_s
-        ready_s = start_s + stage_s[stage]
-        stage_free_s[stage] = ready_s
-        spans.append((start_s, ready_s))
-    return spans
-
-
-def delay_to(now_s: float, target_s: float) -> float:
-    """A delay that makes SimPy's clock (``now + delay``) reach ``target_s``, never less.
-
-    ``target - now`` can fall one ulp short when the two differ by more than a factor of 2,
-    and some targets are not reachable as ``now + delay`` at all; the clock then lands an
-    ulp above. So an event never happens before its time, and lands exactly on it
-    whenever floating point allows (tests rely on both). Each retry moves the sum by about
-    one ulp of ``target_s``, so the loop runs at most a couple of times.
-    """
-    delay = target_s - now_s
-    while now_s + delay < target_s:
-        delay += math.ulp(target_s)
-    return delay
-
-
-def landing(now_s: float, target_s: float) -> float:
-    """Where SimPy's clock lands for an event at ``target_s`` scheduled at ``now_s``."""
-    return now_s + delay_to(now_s, target_s)
-
-
-class At(simpy.Event):
-    """An event due at the clock time ``at_s`` itself (not ``now`` plus a delay, which
-    floating point may not land exactly), at SimPy's ``priority``: a time computed ahead
-    (a decode run's end, an arrival a run took) is kept to the bit.
-
-    NOTE: SimPy schedules by delay only; this pushes onto its queue as
-    ``Environment.schedule`` does, with the time given whole (and sets ``_ok``/``_value``
-    as ``Timeout`` does).
-    """
-
-    def __init__(self, env: simpy.Environment, at_s: float,
-                 priority: EventPriority = NORMAL) -> None:
-        super().__init__(env)
-        self._ok = True
-        self._value = None
-        heapq.heappush(env._queue, (at_s, priority, next(env._eid), self))
 
 
 def can_skip(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,
@@ -203,6 +130,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                         stage_free_s, spanning)
     if take is None or next_event is None:
         return run
+    fused = fuses(scheduler)
     step_now = run.end_s if run is not None else now_s
     spans = run.spans if run is not None else []
     finished = run.finished if run is not None else []
@@ -213,18 +141,26 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                 break  # nothing more to run
             step_now = next_s  # idle until it lands; the decision is then
         take(step_now)
-        plan = scheduler.schedule_prefills(step_now)
-        if plan is None:
-            break  # the step loop decides at step_now (it preempts or decodes)
-        used = scheduler.kv_cache.num_used_blocks
-        cost = cost_model.predict(plan.batch_shape())
-        spans = step_spans(step_now, cost.stage_s, overhead, plan.num_seqs, plan.num_tokens,
-                           stage_free_s)
-        end = spans[-1][1]
-        land = step_now + (end - step_now)  # landing(), inlined for its usual case
-        step_now = land if land >= end else landing(step_now, end)
-        finished.extend(scheduler.update(plan, step_now))
-        stats.add_step(replica_id, plan.num_seqs, end - spans[0][0], used, cost.flops)
+        if fused:  # the same calls, in one pass (arrival_prefills)
+            step = prefill_step(scheduler, cost_model, overhead, stats, replica_id,
+                                step_now, stage_free_s)
+            if step is None:
+                break  # the step loop decides at step_now (it preempts or decodes)
+            spans, step_now, done = step
+            finished.extend(done)
+        else:
+            plan = scheduler.schedule_prefills(step_now)
+            if plan is None:
+                break  # the step loop decides at step_now (it preempts or decodes)
+            used = scheduler.kv_cache.num_used_blocks
+            cost = cost_model.predict(plan.batch_shape())
+            spans = step_spans(step_now, cost.stage_s, overhead, plan.num_seqs,
+                               plan.num_tokens, stage_free_s)
+            end = spans[-1][1]
+            land = step_now + (end - step_now)  # landing(), inlined for its usual case
+            step_now = land if land >= end else landing(step_now, end)
+            finished.extend(scheduler.update(plan, step_now))
+            stats.add_step(replica_id, plan.num_seqs, end - spans[0][0], used, cost.flops)
         if not _join(scheduler):
             break  # a request the group cannot hold (the step loop runs on from here)
         group = scheduler.lazy

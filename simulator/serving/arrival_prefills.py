@@ -1,0 +1,151 @@
+"""An arrival's prefill-only step inside a decode run, in one function.
+
+A decode run on the one replica of an open-loop, prefill-first run goes on through
+arrivals (``decode_runs``): at the decision after one, the scheduler admits the
+prompts that landed (``Scheduler.schedule_prefills``), the cost model prices the
+prefill-only step, ``Scheduler.update`` samples their first tokens, and the new
+requests join the decode group. That is eight calls and a ``StepPlan`` per arrival,
+about half of a long run's time. :func:`prefill_step` does the same work in one pass
+for the case that holds there almost always: a FCFS queue and the plain block manager
+(no prefix caching, so nothing is looked up or registered). Each line mirrors the
+scheduler's, in its order; the scheduler's methods stay the reference
+(``FUSED = False``), and tests/test_decode_runs.py checks both paths against the step
+loop, to the last bit.
+"""
+
+from __future__ import annotations
+
+import math
+
+from profiles.cost_model import BatchShape, CostModel
+from simulator.serving.clock import landing, step_spans
+from simulator.serving.kv_cache import KVCacheManager
+from simulator.serving.metrics import StepStats
+from simulator.serving.policies import FCFSQueue
+from simulator.serving.presets import CpuOverhead
+from simulator.serving.request import Request, RequestStatus
+from simulator.serving.scheduler import Scheduler
+
+__all__ = ["FUSED", "fuses", "prefill_step"]
+
+# False: the scheduler's own calls (schedule_prefills, update) run every such step.
+FUSED = True
+
+_RUNNING = RequestStatus.RUNNING
+_FINISHED = RequestStatus.FINISHED
+
+
+def fuses(scheduler: Scheduler) -> bool:
+    """Whether :func:`prefill_step` may stand in for ``scheduler``'s prefill-only steps:
+    a FCFS queue, the plain block manager and whole prompts (prefill-first has chunked
+    prefill off), continuous batching, no speculative decoding."""
+    kv = scheduler.kv_cache
+    cfg = scheduler.config
+    return (FUSED and type(kv) is KVCacheManager and kv.reserve_tokens is None
+            and not kv.window and type(scheduler.waiting) is FCFSQueue
+            and cfg.batching == "continuous" and not cfg.enable_chunked_prefill
+            and not scheduler._speculative)
+
+
+def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,
+                 stats: StepStats, replica_id: int, now_s: float, stage_free_s: list[float]
+                 ) -> tuple[list[tuple[float, float]], float, list[Request]] | None:
+    """``schedule_prefills(now_s)``, ``predict``, ``step_spans``, ``update`` and
+    ``StepStats.add_step`` of one prefill-only step, where :func:`fuses` holds.
+
+    Returns:
+        (the step's stage spans, where the clock lands at its end, the requests it
+        finished), or ``None`` (nothing changed) when no waiting prompt fits now.
+    """
+    # ---- Scheduler.schedule_prefills: _admit_waiting, for the plain block manager
+    cfg = scheduler.config
+    waiting = scheduler.waiting
+    assert isinstance(waiting, FCFSQueue)  # fuses()
+    running = scheduler.running
+    kv = scheduler.kv_cache
+    block_size = kv.block_size
+    req_blocks = kv.req_to_num_blocks
+    chunk_cap = scheduler._chunk_cap
+    seats = cfg.max_num_seqs - scheduler.num_receiving
+    budget = cfg.max_num_batched_tokens
+    step_id = scheduler._next_step_id
+    scheduler._now_s = now_s
+    admitted: list[Request] = []
+    new_tokens: list[int] = []
+    num_sampled = 0
+    while waiting and budget > 0 and len(running) < seats:
+        request = waiting[0]
+        # _num_new_tokens with no prefix hit and chunked prefill off: all or nothing
+        num_new = request.prompt_tokens + request.num_output_tokens
+        if num_new > budget or num_new > chunk_cap:
+            break  # head-of-line: the next prompt waits for a step with room
+        # KVCacheManager.allocate_slots
+        rid = request.request_id
+        held = req_blocks.get(rid, 0)
+        needed = -(-(request.num_computed_tokens + num_new) // block_size) - held
+        if needed > 0:
+            if needed > kv.num_free_blocks:
+                break
+            kv.num_free_blocks -= needed  # _take
+            req_blocks[rid] = held + needed
+            used = kv.num_gpu_blocks - kv.num_free_blocks
+            if used > kv.peak_used_blocks:
+                kv.peak_used_blocks = used
+        request.num_computed_tokens = 0
+        request.num_cached_tokens = 0
+        waiting.popleft()
+        request.status = _RUNNING
+        if request.first_scheduled_s != request.first_scheduled_s:  # nan: first time
+            request.first_scheduled_s = now_s
+        running.append(request)
+        # _add_to_plan (its in_flight is set and cleared within the step)
+        admitted.append(request)
+        new_tokens.append(num_new)
+        num_sampled += 1  # the whole sequence: it samples
+        request.scheduled_step = step_id
+        budget -= num_new
+    if not admitted:
+        return None
+    scheduler._next_step_id = step_id + 1  # _finish_plan
+
+    # ---- the step: predict, step_spans, landing
+    used = kv.num_gpu_blocks - kv.num_free_blocks
+    cost = cost_model.predict(BatchShape(new_tokens, [0] * len(admitted), num_sampled))
+    spans = step_spans(now_s, cost.stage_s, overhead, len(admitted), sum(new_tokens),
+                       stage_free_s)
+    end = spans[-1][1]
+    land = now_s + (end - now_s)  # landing(), inlined for its usual case
+    if land < end:
+        land = landing(now_s, end)
+
+    # ---- Scheduler.update, for a plan of admissions (no group, nothing to register)
+    gaps = scheduler.token_gaps
+    run_gap, run_count = math.nan, 0
+    finished: list[Request] = []
+    for request, num_new in zip(admitted, new_tokens, strict=True):
+        request.in_flight = False
+        request.num_computed_tokens += num_new  # all its tokens: it samples one
+        num_output = request.num_output_tokens + 1
+        request.num_output_tokens = num_output
+        if num_output == 1:
+            request.first_token_s = land
+        else:  # a preempted request's outputs, computed again: the next one's gap
+            gap = land - request.last_token_s
+            if gap == run_gap:
+                run_count += 1
+            else:
+                gaps.add_run(run_gap, run_count)
+                run_gap, run_count = gap, 1
+        request.last_token_s = land
+        if num_output == request.output_tokens:
+            request.status = _FINISHED
+            request.finish_s = land
+            if not request.keep_kv:
+                kv.free(request)
+            finished.append(request)
+    if run_count:
+        gaps.add_run(run_gap, run_count)
+    if finished:
+        scheduler.running = [r for r in scheduler.running if r.status is not _FINISHED]
+    stats.add_step(replica_id, len(admitted), end - spans[0][0], used, cost.flops)
+    return spans, land, finished
