@@ -15,6 +15,7 @@ anywhere on the line) or ``CLUSTERSIM_DEBUG=1``.
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import signal
@@ -200,8 +201,14 @@ def run_command(command: Callable[..., object], argv: list[str] | None = None) -
 
 def _one_blas_thread() -> None:
     """One OpenBLAS thread unless the user chose otherwise: the simulator's arrays are
-    small, and starting the thread pool cost a fifth of a small run's CPU time."""
+    small, and starting the thread pool cost a fifth of a small run's CPU time. And the
+    garbage collector at a simulation's pace for the whole command (reading a trace and
+    writing its rows allocate as a run does: ``simulator.collection``)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    thresholds = gc.get_threshold()
+    # NOTE: simulator.collection.YOUNG_THRESHOLD's value; importing it here would load
+    # the simulator for --help
+    gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ accounting (Dao 2023, Sec. 4); GEMM counts are 2 FLOPs per multiply-add.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -64,10 +64,11 @@ class _Linear:
     shapes: tuple[tuple[float, float], ...]
     in_width: float
     out_width: float
+    weight_params: float = field(init=False)  # Σ n·k: the weights the group reads
 
-    @property
-    def weight_params(self) -> float:
-        return sum(n * k for n, k in self.shapes)
+    def __post_init__(self) -> None:
+        # NOTE: kept, not a property: token_terms reads it for every new token count
+        object.__setattr__(self, "weight_params", sum(n * k for n, k in self.shapes))
 
 
 class RooflineCostModel:

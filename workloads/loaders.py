@@ -63,13 +63,15 @@ def load_workload(path: str | Path, fmt: str | None = None) -> RequestTrace:
         raise ClusterSimError(f"workload format {fmt!r} is unknown; use one of: "
                               f"{', '.join(FORMATS)}")
     trace = FORMATS[fmt](path)
-    seen: dict[int | str, int] = {}
-    for position, request_id in enumerate(trace.request_ids):
-        if request_id in seen:
-            raise ClusterSimError(
-                f"workload {path}: request_id {request_id!r} appears twice (requests "
-                f"{seen[request_id]} and {position} in arrival order); ids must be unique")
-        seen[request_id] = position
+    if len(set(trace.request_ids)) < len(trace.request_ids):  # find the first repeat
+        seen: dict[int | str, int] = {}
+        for position, request_id in enumerate(trace.request_ids):
+            if request_id in seen:
+                raise ClusterSimError(
+                    f"workload {path}: request_id {request_id!r} appears twice (requests "
+                    f"{seen[request_id]} and {position} in arrival order); ids must be "
+                    f"unique")
+            seen[request_id] = position
     trace.metadata.setdefault("source", path.name)
     trace.metadata.setdefault("format", fmt)
     return trace
@@ -116,20 +118,20 @@ def _plain_trace(records: Any, metadata: dict[str, Any]) -> RequestTrace | None:
     them, and words any error) for anything else, a value out of range included."""
     if not isinstance(records, list) or not records:
         return None
-    arrivals, prompts, outputs, ids = [], [], [], []
-    for i, record in enumerate(records):
-        if type(record) is not dict or not record.keys() <= _PLAIN_FIELDS:
-            return None
-        arrival = record.get("arrival_s")
-        prompt, output = record.get("prompt_tokens"), record.get("output_tokens")
-        request_id = record.get("request_id", i)
-        if (type(arrival) not in (float, int) or type(prompt) is not int
-                or type(output) is not int or type(request_id) not in (int, str)):
-            return None
-        arrivals.append(arrival)
-        prompts.append(prompt)
-        outputs.append(output)
-        ids.append(request_id)
+    # column by column, the type tests over each whole column (in C), not per record
+    if set(map(type, records)) != {dict} or not all(
+            record.keys() <= _PLAIN_FIELDS for record in records):
+        return None
+    try:
+        arrivals = [record["arrival_s"] for record in records]
+        prompts = [record["prompt_tokens"] for record in records]
+        outputs = [record["output_tokens"] for record in records]
+    except KeyError:
+        return None
+    ids = [record.get("request_id", i) for i, record in enumerate(records)]
+    if (not set(map(type, arrivals)) <= {float, int} or set(map(type, prompts)) != {int}
+            or set(map(type, outputs)) != {int} or not set(map(type, ids)) <= {int, str}):
+        return None
     try:
         return RequestTrace.from_columns(np.asarray(arrivals, dtype=np.float64), prompts,
                                          outputs, request_ids=ids, metadata=metadata)

@@ -346,7 +346,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             gone.append((k - 1, land, member))
             if member.entered:
                 at_residue[(member.joined + member.first) % block_size] -= 1
-            used -= member.blocks + group.taken(member, step + 1 - member.joined)
+            # DecodeGroup.taken, inlined: blocks it took in the group
+            after_first = step + 1 - member.joined - member.first
+            used -= member.blocks + (-(-after_first // block_size) if after_first > 0 else 0)
             named = cache.req_to_blocks.get(rid) if cache is not None else None
             if named:  # prefix caching: a named block shared with a running request stays
                 assert cache is not None
@@ -379,16 +381,35 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     if cache is None:
         kv.num_free_blocks -= taken
     finished = []
-    for j, end_s, member in gone:  # by step, then in running order (the heap's order)
-        request = member.request
-        group.write(member, start + j + 1 - member.joined)
-        request.last_token_s = request.finish_s = end_s
-        request.scheduled_step = step_id + j
-        request.status = RequestStatus.FINISHED
-        finished.append(request)
-    for request in finished:
-        if not request.keep_kv:
-            kv.free(request)
+    if cache is None:  # the plain manager: write() and free() inlined, per request
+        req_blocks = kv.req_to_num_blocks
+        for j, end_s, member in gone:  # by step, then in running order (the heap's order)
+            request = member.request
+            steps = start + j + 1 - member.joined
+            request.num_computed_tokens = member.computed + steps
+            request.num_output_tokens = member.outputs + steps
+            after_first = steps - member.first
+            grown = -(-after_first // block_size) if after_first > 0 else 0
+            request.last_token_s = request.finish_s = end_s
+            request.scheduled_step = step_id + j
+            request.status = RequestStatus.FINISHED
+            if request.keep_kv:
+                if grown:
+                    req_blocks[request.request_id] += grown
+            else:
+                kv.num_free_blocks += req_blocks.pop(request.request_id, 0) + grown
+            finished.append(request)
+    else:
+        for j, end_s, member in gone:
+            request = member.request
+            group.write(member, start + j + 1 - member.joined)
+            request.last_token_s = request.finish_s = end_s
+            request.scheduled_step = step_id + j
+            request.status = RequestStatus.FINISHED
+            finished.append(request)
+        for request in finished:
+            if not request.keep_kv:
+                kv.free(request)
     if cache is not None and taken:
         cache.take_anonymous(taken)
     if len(finished) > 4:

@@ -21,6 +21,7 @@ from dataclasses import asdict
 from typing import Protocol
 
 from profiles.errors import ClusterSimError
+from simulator.collection import fewer_collections
 from simulator.serving.arrivals import Arrivals
 from simulator.serving.build import (
     ResolvedDeployment,
@@ -119,6 +120,16 @@ def simulate(
     Returns:
         The result; ``result.error`` holds a one-line message if the input was at fault.
     """
+    with fewer_collections():
+        return _simulate(deployment, workload, record_trace=record_trace, recorders=recorders,
+                         trace_requests=trace_requests, progress=progress,
+                         max_concurrency=max_concurrency, stop_rule=stop_rule)
+
+
+def _simulate(deployment: DeploymentConfig, workload: RequestTrace, *, record_trace: bool,
+              recorders: Sequence[StepRecorder], trace_requests: int,
+              progress: Progress | None, max_concurrency: int | None,
+              stop_rule: StopRule | None) -> SimulationResult:
     if deployment.is_disaggregated:
         return simulate_disaggregated(deployment, workload, record_trace=record_trace,
                                       recorders=recorders, trace_requests=trace_requests,
