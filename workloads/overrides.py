@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from profiles.errors import ClusterSimError
-from profiles.reading import read_yaml
+from profiles.reading import read_json, read_yaml
 
 __all__ = ["apply_overrides", "read_mapping"]
 
@@ -38,7 +38,8 @@ def read_mapping(path: str | Path, what: str) -> dict[str, Any]:
         ClusterSimError: missing file, invalid YAML, or not a mapping; ``what`` names it.
     """
     path = Path(path)
-    data = read_yaml(path, what)
+    # a .json file read as JSON: the same data, without importing or running YAML
+    data = read_json(path, what) if path.suffix.lower() == ".json" else read_yaml(path, what)
     if not isinstance(data, dict):
         raise ClusterSimError(f"{what} {path}: expected a mapping of fields")
     return data

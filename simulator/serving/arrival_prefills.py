@@ -49,13 +49,15 @@ def fuses(scheduler: Scheduler) -> bool:
 
 def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,
                  stats: StepStats, replica_id: int, now_s: float, stage_free_s: list[float]
-                 ) -> tuple[list[tuple[float, float]], float, list[Request]] | None:
+                 ) -> tuple[list[tuple[float, float]], float, list[Request], list[Request]
+                            ] | None:
     """``schedule_prefills(now_s)``, ``predict``, ``step_spans``, ``update`` and
     ``StepStats.add_step`` of one prefill-only step, where :func:`fuses` holds.
 
     Returns:
         (the step's stage spans, where the clock lands at its end, the requests it
-        finished), or ``None`` (nothing changed) when no waiting prompt fits now.
+        finished, the ones it admitted that did not finish, in order), or ``None``
+        (nothing changed) when no waiting prompt fits now.
     """
     # ---- Scheduler.schedule_prefills: _admit_waiting, for the plain block manager
     cfg = scheduler.config
@@ -147,5 +149,6 @@ def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverh
         gaps.add_run(run_gap, run_count)
     if finished:
         scheduler.running = [r for r in scheduler.running if r.status is not _FINISHED]
-    stats.add_step(replica_id, len(admitted), end - spans[0][0], used, cost.flops)
-    return spans, land, finished
+        admitted = [r for r in admitted if r.status is not _FINISHED]
+    stats.add_step(replica_id, len(new_tokens), end - spans[0][0], used, cost.flops)
+    return spans, land, finished, admitted

@@ -96,12 +96,26 @@ class Arrivals:
         its arrivals inside a run this way; the arrival process then skips them, and each
         lands where it would have (:meth:`_set_next` chains the same times)."""
         taken = []
-        while self.next_arrival_s <= until_s:
-            request = self._first[self._cursor]
-            self._cursor += 1
-            self._set_next(self.next_arrival_s)
-            self.submit(request)
+        first, submit = self._first, self.submit
+        at_s = self.next_arrival_s
+        while at_s <= until_s:
+            cursor = self._cursor
+            request = first[cursor]
+            self._cursor = cursor = cursor + 1
+            # _set_next(at_s), inlined with delay_to's usual case
+            if cursor == len(first):
+                next_s = math.inf
+            else:
+                next_s = first[cursor].arrival_s
+                if next_s > at_s:
+                    landed = at_s + (next_s - at_s)
+                    next_s = landed if landed >= next_s else at_s + delay_to(at_s, next_s)
+                else:
+                    next_s = at_s
+            self.next_arrival_s = next_s
+            submit(request)
             taken.append(request)
+            at_s = next_s
         return taken
 
     def _arrive_first(self) -> Generator[simpy.Event, Any, None]:

@@ -141,12 +141,13 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
                 break  # nothing more to run
             step_now = next_s  # idle until it lands; the decision is then
         take(step_now)
+        admitted = None
         if fused:  # the same calls, in one pass (arrival_prefills)
             step = prefill_step(scheduler, cost_model, overhead, stats, replica_id,
                                 step_now, stage_free_s)
             if step is None:
                 break  # the step loop decides at step_now (it preempts or decodes)
-            spans, step_now, done = step
+            spans, step_now, done, admitted = step
             finished.extend(done)
         else:
             plan = scheduler.schedule_prefills(step_now)
@@ -161,7 +162,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             step_now = land if land >= end else landing(step_now, end)
             finished.extend(scheduler.update(plan, step_now))
             stats.add_step(replica_id, plan.num_seqs, end - spans[0][0], used, cost.flops)
-        if not _join(scheduler):
+        if not _join(scheduler, admitted):
             break  # a request the group cannot hold (the step loop runs on from here)
         group = scheduler.lazy
         assert isinstance(group, DecodeGroup)
@@ -179,20 +180,33 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     return DecodeRun(step_now, spans, finished, True)
 
 
-def _join(scheduler: Scheduler) -> bool:
+def _join(scheduler: Scheduler, admitted: list[Request] | None = None) -> bool:
     """Put the running requests that are not yet in the replica's decode group into it
     (making the group if there is none); ``False``, changing nothing, when one of them
-    cannot join (module docstring)."""
+    cannot join (module docstring). ``admitted``: a fused prefill step's requests that
+    did not finish (arrival_prefills), each decoding with its whole sequence computed and
+    its blocks taken; when they are the running requests after the members, they join
+    without the tests."""
     running = scheduler.running
     cfg = scheduler.config
     if (scheduler.waiting or scheduler.swapped or scheduler.num_receiving or not running
             or len(running) > cfg.max_num_batched_tokens or len(running) > cfg.max_num_seqs):
         return False
     kv = scheduler.kv_cache
+    group = scheduler.lazy
+    if (admitted is not None and isinstance(group, DecodeGroup)
+            and len(group.members) + len(admitted) == len(running)
+            and type(kv) is KVCacheManager):
+        block_size = kv.block_size
+        req_blocks = kv.req_to_num_blocks
+        join = group.join
+        for request in admitted:
+            blocks = req_blocks[request.request_id]
+            join(request, blocks * block_size - request.num_computed_tokens, blocks)
+        return True
     cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
     if cache is not None and scheduler._unregistered:
         return False
-    group = scheduler.lazy
     if not isinstance(group, DecodeGroup):
         group = DecodeGroup(scheduler)
     block_size = kv.block_size
@@ -275,9 +289,14 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     busy_s, block_s, total_flops = sums
     batch_sizes: list[int] = []
     gap_values: list[float] = []
+    # the heaps' next steps (only this loop pops them while it runs)
+    next_late = late[0][0] if late else math.inf
+    next_leave = leaving[0][0] if leaving else math.inf
+    free_first = free_s[0]  # one stage: its free time, kept here
     while active:
-        if late and late[0][0] <= step:
+        if next_late <= step:
             group.enter_late(step)
+            next_late = late[0][0] if late else math.inf
         if step_now >= next_event_s:
             why = "event"
             break  # the arrival comes first: this step's decision sees it
@@ -295,7 +314,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             if priced == active:  # decode_step, inlined (RooflineCostModel.decode_pricing)
                 tokens = context_sum + active
                 seconds = n * (c + (m + (launch + tokens * kv_bytes / bandwidth)) + a) + e + h
-                flops = f + fk * float(tokens)
+                flops = f + fk * tokens  # an int below 2**53 multiplies as its float
             else:
                 seconds, flops = decode_step(active, context_sum)
             # step_spans for one stage, inlined
@@ -307,11 +326,11 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                     seconds = max(seconds, host_s)
                 else:
                     ready += host_s
-            begin = free_s[0]
+            begin = free_first
             if ready > begin:
                 begin = ready
             end = begin + seconds
-            free_s[0] = end
+            free_first = end
         else:  # the one micro-batch through every stage
             stage_s, flops = decode_stages(active, context_sum)
             spans = step_spans(step_now, stage_s, overhead, active, active, free_s)
@@ -340,8 +359,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         last_begin, last_end, last_stages = begin, end, spans
         step_now = land
         # this step's finishers leave (their blocks come free), the rest grow a token
-        while leaving and leaving[0][0] == step + 1:
+        while next_leave == step + 1:
             _, _, rid = heapq.heappop(leaving)
+            next_leave = leaving[0][0] if leaving else math.inf
             member = members.pop(rid)
             gone.append((k - 1, land, member))
             if member.entered:

@@ -129,6 +129,11 @@ class StepStats:
         return self._total(2)
 
 
+def _ints(values: list[int]) -> np.ndarray:
+    """An int column as RequestRows would make it of the list (without testing each)."""
+    return np.array(values, dtype=np.int64)
+
+
 def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> RequestRows:
     """One row per request (columns ``REQUEST_COLUMNS``), in trace order."""
     arrival = np.array([r.arrival_s for r in requests], dtype=np.float64)
@@ -140,20 +145,20 @@ def request_rows(requests: Sequence[Request], request_ids: Sequence[Any]) -> Req
         tpot = np.where(outputs > 1, (finish - first_token) / (outputs - 1), np.nan)
     return RequestRows({
         "request_id": list(request_ids),
-        "replica_id": [r.replica_id for r in requests],
+        "replica_id": _ints([r.replica_id for r in requests]),
         "arrival_s": arrival,
         "first_scheduled_s": first_scheduled,
         "first_token_s": first_token,
         "finish_s": finish,
-        "prompt_tokens": [r.prompt_tokens for r in requests],
+        "prompt_tokens": _ints([r.prompt_tokens for r in requests]),
         "output_tokens": outputs,
         "ttft_s": first_token - arrival,
         "tpot_s": tpot,
         "ntpot_s": (finish - arrival) / outputs,
         "e2e_s": finish - arrival,
         "queueing_delay_s": first_scheduled - arrival,
-        "num_preemptions": [r.num_preemptions for r in requests],
-        "num_cached_tokens": [r.num_cached_tokens for r in requests],
+        "num_preemptions": _ints([r.num_preemptions for r in requests]),
+        "num_cached_tokens": _ints([r.num_cached_tokens for r in requests]),
     })
 
 
