@@ -19,7 +19,7 @@ from typing import Any
 from profiles.errors import ClusterSimError
 
 __all__ = ["MAX_INPUT_BYTES", "MAX_NESTING", "checked_file", "parse_json", "read_json",
-           "read_text", "read_yaml"]
+           "read_text", "read_yaml", "refuse_constant"]
 
 MAX_INPUT_BYTES = 8 * 2**30  # the largest file read; public traces are a few GB at most
 MAX_NESTING = 64  # YAML files: no input of clustersim nests deeper than a dozen levels
@@ -67,7 +67,8 @@ def _depth(value: Any, limit: int) -> int:
     return depth - 1 if not level else depth
 
 
-def _refuse_constant(name: str) -> Any:
+def refuse_constant(name: str) -> Any:
+    """``json.loads``' ``parse_constant``: NaN and Infinity are not JSON numbers."""
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -88,7 +89,7 @@ def _number_error(error: ValueError) -> str:
 def parse_json(text: str, where: str) -> Any:
     """JSON text as Python data: strict numbers, nesting within the parser's depth."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(text, parse_constant=refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise ClusterSimError(f"{where}: nested thousands of levels deep; no clustersim "
                               "input nests more than a few levels") from None

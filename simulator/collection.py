@@ -1,11 +1,14 @@
-"""The garbage collector's pace during a simulation.
+"""The garbage collector during a simulation.
 
-A run allocates millions of short-lived objects (steps' tuples, requests, rows) that
-form no reference cycles, while everything it keeps alive (the requests, the trace)
-sits in the older generations. At CPython's default young-generation threshold of 700
-allocations, the collector runs thousands of times per 100,000 requests and now and
-then walks every live request: about 5% of a run's CPU time, for no garbage. A run
-raises the threshold while it lasts; cycles are still collected, only less often.
+A run allocates millions of short-lived objects (steps' tuples, requests, rows) and
+makes almost no reference cycles (31 unreachable objects after a 100,000-request run),
+while everything it keeps alive (the requests, the trace) sits in the older
+generations. With the collector on, CPython runs it thousands of times per 100,000
+requests and now and then walks every live request: about 5% of a run's CPU time, for
+no garbage. A run therefore pauses the collector while it lasts (reference counting
+frees everything else as before) and restores it after, when any cycles are collected.
+The command line, which also reads a trace and writes its rows, raises the young
+generation's threshold for the whole process (``YOUNG_THRESHOLD``).
 """
 
 from __future__ import annotations
@@ -14,19 +17,18 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["YOUNG_THRESHOLD", "fewer_collections"]
+__all__ = ["YOUNG_THRESHOLD", "collector_paused"]
 
 YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections
 
 
 @contextmanager
-def fewer_collections(young: int = YOUNG_THRESHOLD) -> Iterator[None]:
-    """Raise the young-generation threshold to ``young`` (never lower it) for the block,
-    then restore the thresholds as they were."""
-    thresholds = gc.get_threshold()
-    if thresholds[0] < young:
-        gc.set_threshold(young, *thresholds[1:])
+def collector_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for the block (if it runs), then resume it."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
-        gc.set_threshold(*thresholds)
+        if enabled:
+            gc.enable()

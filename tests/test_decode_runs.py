@@ -194,3 +194,27 @@ def test_decode_stages_are_priced_as_predict_prices_them(gpu: str, pp: int) -> N
             predicted = cost.predict(BatchShape([1] * num_seqs, contexts, num_seqs))
             assert cost.decode_stages(num_seqs, sum(contexts)) == (predicted.stage_s,
                                                                    predicted.flops)
+
+
+def test_a_run_pauses_the_collector_and_leaves_it_as_it_was() -> None:
+    """simulate() pauses the cyclic collector while it runs (simulator.collection) and
+    restores its state after, on success and on error."""
+    import gc
+
+    from simulator.collection import collector_paused
+
+    deployment = make_deployment("llama-3-8b", "a100")
+    workload = _trace(0, 20, 5.0)
+    assert gc.isenabled()
+    assert simulate(deployment, workload).ok
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        assert simulate(deployment, workload).ok
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+    with pytest.raises(ZeroDivisionError), collector_paused():
+        assert not gc.isenabled()
+        _ = 1 / 0
+    assert gc.isenabled()

@@ -208,3 +208,23 @@ def test_plain_records_read_as_columns_equal_the_schema_path(tmp_path: Path) -> 
     path.write_text(json.dumps({"requests": [records[0] | {"output_tokens": 0}]}))
     with pytest.raises(ClusterSimError, match="output_tokens"):
         load_workload(path)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('[{"arrival_s": 1e999, "prompt_tokens": 3, "output_tokens": 2}]',
+     "1e999 overflows a 64-bit float"),
+    ('{"metadata": {"rate": -1e999}, "requests": '
+     '[{"arrival_s": 1, "prompt_tokens": 3, "output_tokens": 2}]}',
+     "-1e999 overflows a 64-bit float"),
+    ('[{"arrival_s": NaN, "prompt_tokens": 3, "output_tokens": 2}]',
+     "NaN is not a JSON number"),
+    ('[{"arrival_s": 1, "prompt_tokens": 3, "output_tokens": 2},]', "not valid JSON"),
+])
+def test_a_plain_trace_read_at_c_speed_still_refuses_what_the_strict_parse_does(
+        tmp_path: Path, text: str, message: str) -> None:
+    """The plain trace's fast parse (floats as float reads them) turns away what the
+    strict one refuses, and the strict one words the error."""
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    with pytest.raises(ClusterSimError, match=message):
+        load_workload(path)

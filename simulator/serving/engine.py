@@ -21,7 +21,7 @@ from dataclasses import asdict
 from typing import Protocol
 
 from profiles.errors import ClusterSimError
-from simulator.collection import fewer_collections
+from simulator.collection import collector_paused
 from simulator.serving.arrivals import Arrivals
 from simulator.serving.build import (
     ResolvedDeployment,
@@ -120,7 +120,7 @@ def simulate(
     Returns:
         The result; ``result.error`` holds a one-line message if the input was at fault.
     """
-    with fewer_collections():
+    with collector_paused():
         return _simulate(deployment, workload, record_trace=record_trace, recorders=recorders,
                          trace_requests=trace_requests, progress=progress,
                          max_concurrency=max_concurrency, stop_rule=stop_rule)
