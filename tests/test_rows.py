@@ -32,6 +32,23 @@ def test_csv_and_dataframe_are_what_pandas_makes(rows: list[tuple[object, int, f
     pd.testing.assert_frame_equal(table.to_pandas(), frame, check_exact=True)
 
 
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(st.lists(st.tuples(st.integers(-2**40, 2**40), floats, floats, st.booleans()),
+                max_size=20))
+def test_a_table_of_numbers_is_written_as_pandas_writes_it(
+        rows: list[tuple[int, float, float, bool]]) -> None:
+    """Numbers only (the one-format path): ints, floats with and without NaN, bools and
+    no rows at all give ``to_csv``'s bytes."""
+    ints, values, more, flags = ([list(column) for column in zip(*rows, strict=True)]
+                                 if rows else ([], [], [], []))
+    columns = {"count": np.array(ints, dtype=np.int64), "value": np.array(values, dtype=float),
+               "finite": np.nan_to_num(np.array(more, dtype=float)),
+               "flag": np.array(flags, dtype=bool)}
+    frame = pd.DataFrame(columns)
+    assert RequestRows(columns).csv_text("%.9g") == frame.to_csv(index=False,
+                                                                float_format="%.9g")
+
+
 def test_columns_must_be_as_long_as_each_other() -> None:
     rows = RequestRows({"a": [1, 2, 3]})
     with pytest.raises(ValueError, match="column 'b' has 2 values, not 3"):

@@ -15,6 +15,7 @@ import csv
 import io
 import math
 from collections.abc import Iterator, Mapping
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -80,13 +81,22 @@ class RequestRows:
     def csv_text(self, float_format: str = "%.9g") -> str:
         """The rows as CSV: a header, then one line per row; floats through
         ``float_format``, NaN as an empty field, as pandas writes them."""
+        if len(self._columns) > 1 and all(values.dtype.kind in "iubf"
+                                          for values in self._columns.values()):
+            # Numbers only: no field needs quoting, so the text is csv.writer's without
+            # it, made by one format of the whole table over its values in row order.
+            fields, formats = [], []
+            for values in self._columns.values():
+                if values.dtype.kind == "f" and np.isnan(values).any():
+                    fields.append(_formatted(values, float_format))  # NaN: empty
+                    formats.append("%s")
+                else:
+                    fields.append(values.tolist())
+                    formats.append(float_format if values.dtype.kind == "f" else "%s")
+            row = ",".join(formats) + "\n"
+            return (",".join(self._columns) + "\n"
+                    + (row * len(self)) % tuple(chain.from_iterable(zip(*fields, strict=True))))
         columns = [_formatted(values, float_format) for values in self._columns.values()]
-        if len(columns) > 1 and all(values.dtype.kind in "iubf"
-                                    for values in self._columns.values()):
-            # numbers only: no field needs quoting, so the lines are joined as they are
-            # (csv.writer's own text for them, faster)
-            lines = [",".join(self._columns), *map(",".join, zip(*columns, strict=True))]
-            return "\n".join(lines) + "\n"
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(self._columns)
