@@ -454,6 +454,16 @@ class RooflineCostModel:
             return cost
         return self._predict(batch)
 
+    def prefill_cost(self, query_lens: list[int]) -> StepCost:
+        """:meth:`predict` of a step of whole prompts with nothing cached (each row
+        ``q`` tokens at context 0, each sampling), without building its
+        :class:`BatchShape` for a lone prompt's kept cost (decode runs' arrivals)."""
+        if len(query_lens) == 1 and self.moe is None:
+            cost = self._single_costs.get((query_lens[0], 0, 1))
+            if cost is not None:
+                return cost
+        return self.predict(BatchShape(query_lens, [0] * len(query_lens), len(query_lens)))
+
     def _predict(self, batch: BatchShape) -> StepCost:
         # Σ q·(c + (q+1)/2) over prefill rows is the causal score count; prefill and decode
         # KV tokens are what their attention kernels read.

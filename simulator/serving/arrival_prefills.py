@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 
-from profiles.cost_model import BatchShape, CostModel
+from profiles.roofline import RooflineCostModel
 from simulator.serving.clock import landing, step_spans
 from simulator.serving.kv_cache import KVCacheManager
 from simulator.serving.metrics import StepStats
@@ -47,7 +47,7 @@ def fuses(scheduler: Scheduler) -> bool:
             and not scheduler._speculative)
 
 
-def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverhead | None,
+def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: CpuOverhead | None,
                  stats: StepStats, replica_id: int, now_s: float, stage_free_s: list[float]
                  ) -> tuple[list[tuple[float, float]], float, list[Request], list[Request]
                             ] | None:
@@ -74,7 +74,6 @@ def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverh
     scheduler._now_s = now_s
     admitted: list[Request] = []
     new_tokens: list[int] = []
-    num_sampled = 0
     while waiting and budget > 0 and len(running) < seats:
         request = waiting[0]
         # _num_new_tokens with no prefix hit and chunked prefill off: all or nothing
@@ -103,7 +102,6 @@ def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverh
         # _add_to_plan (its in_flight is set and cleared within the step)
         admitted.append(request)
         new_tokens.append(num_new)
-        num_sampled += 1  # the whole sequence: it samples
         request.scheduled_step = step_id
         budget -= num_new
     if not admitted:
@@ -112,10 +110,19 @@ def prefill_step(scheduler: Scheduler, cost_model: CostModel, overhead: CpuOverh
 
     # ---- the step: predict, step_spans, landing
     used = kv.num_gpu_blocks - kv.num_free_blocks
-    cost = cost_model.predict(BatchShape(new_tokens, [0] * len(admitted), num_sampled))
-    spans = step_spans(now_s, cost.stage_s, overhead, len(admitted), sum(new_tokens),
-                       stage_free_s)
-    end = spans[-1][1]
+    cost = cost_model.prefill_cost(new_tokens)  # every row samples: num_sampled rows
+    stage_s = cost.stage_s
+    if overhead is None and len(stage_s) == 1:  # step_spans, inlined for its usual case
+        begin = stage_free_s[0]
+        if now_s > begin:
+            begin = now_s
+        end = begin + stage_s[0]
+        stage_free_s[0] = end
+        spans = [(begin, end)]
+    else:
+        spans = step_spans(now_s, stage_s, overhead, len(admitted), sum(new_tokens),
+                           stage_free_s)
+        end = spans[-1][1]
     land = now_s + (end - now_s)  # landing(), inlined for its usual case
     if land < end:
         land = landing(now_s, end)

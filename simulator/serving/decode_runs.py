@@ -131,6 +131,7 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     if take is None or next_event is None:
         return run
     fused = fuses(scheduler)
+    assert isinstance(cost_model, RooflineCostModel)  # can_skip
     step_now = run.end_s if run is not None else now_s
     spans = run.spans if run is not None else []
     finished = run.finished if run is not None else []
