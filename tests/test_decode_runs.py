@@ -92,9 +92,9 @@ def test_a_fused_prefill_step_is_the_schedulers(name: str, monkeypatch: pytest.M
                                   check_exact=True)
     assert {k: v for k, v in results[True].summary.items() if k != "run"} == \
         {k: v for k, v in results[False].summary.items() if k != "run"}
-    if name == "prefill-first-caching":  # prefix caching keeps the scheduler's calls
-        assert calls["n"] == 0
-    elif name.endswith("preempting"):  # the queue rarely empties: few runs take arrivals
+    if name.endswith(("preempting", "caching")):
+        # the queue rarely empties, or a third of the prompts share a system prompt (those
+        # steps stay the scheduler's): fewer fused steps
         assert calls["n"] > 0
     else:
         assert calls["n"] > num_requests // 4, calls["n"]

@@ -16,17 +16,18 @@ loop, to the last bit.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 from profiles.roofline import RooflineCostModel
 from simulator.serving.clock import landing, step_spans
-from simulator.serving.kv_cache import KVCacheManager
+from simulator.serving.kv_cache import NO_HITS, KVCacheManager, PrefixCachingKVCacheManager
 from simulator.serving.metrics import StepStats
 from simulator.serving.policies import FCFSQueue
 from simulator.serving.presets import CpuOverhead
 from simulator.serving.request import Request, RequestStatus
 from simulator.serving.scheduler import Scheduler
 
-__all__ = ["FUSED", "fuses", "prefill_step"]
+__all__ = ["FUSED", "fuses", "prefill_step", "unshared"]
 
 # False: the scheduler's own calls (schedule_prefills, update) run every such step.
 FUSED = True
@@ -37,14 +38,27 @@ _FINISHED = RequestStatus.FINISHED
 
 def fuses(scheduler: Scheduler) -> bool:
     """Whether :func:`prefill_step` may stand in for ``scheduler``'s prefill-only steps:
-    a FCFS queue, the plain block manager and whole prompts (prefill-first has chunked
-    prefill off), continuous batching, no speculative decoding."""
+    a FCFS queue, the plain block manager or prefix caching that skips unshared blocks
+    (then for steps of :func:`unshared` prompts only), whole prompts (prefill-first has
+    chunked prefill off), continuous batching, no speculative decoding."""
     kv = scheduler.kv_cache
     cfg = scheduler.config
-    return (FUSED and type(kv) is KVCacheManager and kv.reserve_tokens is None
-            and not kv.window and type(scheduler.waiting) is FCFSQueue
+    blocks = ((type(kv) is KVCacheManager and kv.reserve_tokens is None and not kv.window)
+              or (type(kv) is PrefixCachingKVCacheManager and kv.skips_unshared
+                  and not scheduler._unregistered))
+    return (FUSED and blocks and type(scheduler.waiting) is FCFSQueue
             and cfg.batching == "continuous" and not cfg.enable_chunked_prefill
             and not scheduler._speculative)
+
+
+def unshared(waiting: Iterable[Request]) -> bool:
+    """Whether no waiting prompt shares a token with another request: under prefix
+    caching, :func:`prefill_step` admits only such prompts (nothing to look up, nothing
+    to register; any other step is the scheduler's)."""
+    for request in waiting:  # noqa: SIM110 (a loop beats all() over one or two)
+        if request.num_shareable_tokens:
+            return False
+    return True
 
 
 def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: CpuOverhead | None,
@@ -59,12 +73,14 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
         finished, the ones it admitted that did not finish, in order), or ``None``
         (nothing changed) when no waiting prompt fits now.
     """
-    # ---- Scheduler.schedule_prefills: _admit_waiting, for the plain block manager
+    # ---- Scheduler.schedule_prefills: _admit_waiting
     cfg = scheduler.config
     waiting = scheduler.waiting
     assert isinstance(waiting, FCFSQueue)  # fuses()
     running = scheduler.running
     kv = scheduler.kv_cache
+    cache = kv if type(kv) is PrefixCachingKVCacheManager else None
+    pending = cache._pending_hits if cache is not None else {}
     block_size = kv.block_size
     req_blocks = kv.req_to_num_blocks
     chunk_cap = scheduler._chunk_cap
@@ -76,22 +92,57 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
     new_tokens: list[int] = []
     while waiting and budget > 0 and len(running) < seats:
         request = waiting[0]
+        # lookup_prefix of an unshared prompt, inlined: nothing found (its note of that,
+        # which the allocation that follows takes back, is made only where none follows)
+        looked_up = cache is not None and request.num_computed_tokens == 0
         # _num_new_tokens with no prefix hit and chunked prefill off: all or nothing
         num_new = request.prompt_tokens + request.num_output_tokens
         if num_new > budget or num_new > chunk_cap:
+            if looked_up:
+                pending[request.request_id] = NO_HITS
             break  # head-of-line: the next prompt waits for a step with room
-        # KVCacheManager.allocate_slots
-        rid = request.request_id
-        held = req_blocks.get(rid, 0)
-        needed = -(-(request.num_computed_tokens + num_new) // block_size) - held
-        if needed > 0:
-            if needed > kv.num_free_blocks:
-                break
-            kv.num_free_blocks -= needed  # _take
-            req_blocks[rid] = held + needed
-            used = kv.num_gpu_blocks - kv.num_free_blocks
-            if used > kv.peak_used_blocks:
-                kv.peak_used_blocks = used
+        if cache is not None:
+            if not looked_up:
+                if cache.allocate_slots(request, num_new, 0) is None:
+                    break
+            else:  # allocate_slots' admission with nothing cached, inlined
+                rid = request.request_id
+                named = cache.req_to_blocks.get(rid)
+                anonymous = cache.req_to_anonymous.get(rid, 0)
+                needed = (-(-(request.num_computed_tokens + num_new) // block_size)
+                          - (len(named) if named is not None else 0) - anonymous)
+                if needed > cache.num_free_blocks:
+                    break  # (allocate_slots took its lookup's note back first)
+                cache.num_query_tokens += num_new  # its num_tokens
+                cache.loaded_tokens = 0
+                if needed > 0 and not named:  # every block anonymous (unshared)
+                    pool = cache.free_pool
+                    front = next(iter(pool))
+                    if front < 0 and pool[front] > needed:  # _grow_anonymous, inlined
+                        pool[front] -= needed
+                        cache.num_free_blocks -= needed
+                        cache.req_to_anonymous[rid] = anonymous + needed
+                        used = cache.num_gpu_blocks - cache.num_free_blocks
+                        if used > cache.peak_used_blocks:
+                            cache.peak_used_blocks = used
+                    else:
+                        cache._grow_anonymous(rid, anonymous, needed)
+                else:
+                    if named is None:
+                        named = cache.req_to_blocks[rid] = []
+                    cache._grow(request, named, anonymous, max(needed, 0))
+        else:  # KVCacheManager.allocate_slots, inlined
+            rid = request.request_id
+            held = req_blocks.get(rid, 0)
+            needed = -(-(request.num_computed_tokens + num_new) // block_size) - held
+            if needed > 0:
+                if needed > kv.num_free_blocks:
+                    break
+                kv.num_free_blocks -= needed  # _take
+                req_blocks[rid] = held + needed
+                used = kv.num_gpu_blocks - kv.num_free_blocks
+                if used > kv.peak_used_blocks:
+                    kv.peak_used_blocks = used
         request.num_computed_tokens = 0
         request.num_cached_tokens = 0
         waiting.popleft()
@@ -127,7 +178,8 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
     if land < end:
         land = landing(now_s, end)
 
-    # ---- Scheduler.update, for a plan of admissions (no group, nothing to register)
+    # ---- Scheduler.update, for a plan of admissions (no group; under prefix caching no
+    # block of an unshared prompt is registered)
     gaps = scheduler.token_gaps
     run_gap, run_count = math.nan, 0
     finished: list[Request] = []

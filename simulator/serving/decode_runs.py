@@ -53,7 +53,7 @@ from dataclasses import dataclass
 
 from profiles.cost_model import CostModel
 from profiles.roofline import RooflineCostModel
-from simulator.serving.arrival_prefills import fuses, prefill_step
+from simulator.serving.arrival_prefills import fuses, prefill_step, unshared
 from simulator.serving.clock import At, delay_to, landing, step_spans
 from simulator.serving.decode_group import DecodeGroup, Member
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
@@ -131,6 +131,8 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     if take is None or next_event is None:
         return run
     fused = fuses(scheduler)
+    kv = scheduler.kv_cache
+    cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
     assert isinstance(cost_model, RooflineCostModel)  # can_skip
     step_now = run.end_s if run is not None else now_s
     spans = run.spans if run is not None else []
@@ -143,7 +145,8 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
             step_now = next_s  # idle until it lands; the decision is then
         take(step_now)
         admitted = None
-        if fused:  # the same calls, in one pass (arrival_prefills)
+        if fused and (cache is None or unshared(scheduler.waiting)):
+            # the same calls, in one pass (arrival_prefills)
             step = prefill_step(scheduler, cost_model, overhead, stats, replica_id,
                                 step_now, stage_free_s)
             if step is None:
@@ -194,23 +197,22 @@ def _join(scheduler: Scheduler, admitted: list[Request] | None = None) -> bool:
             or len(running) > cfg.max_num_batched_tokens or len(running) > cfg.max_num_seqs):
         return False
     kv = scheduler.kv_cache
-    group = scheduler.lazy
-    if (admitted is not None and isinstance(group, DecodeGroup)
-            and len(group.members) + len(admitted) == len(running)
-            and type(kv) is KVCacheManager):
-        block_size = kv.block_size
-        req_blocks = kv.req_to_num_blocks
-        join = group.join
-        for request in admitted:
-            blocks = req_blocks[request.request_id]
-            join(request, blocks * block_size - request.num_computed_tokens, blocks)
-        return True
     cache = kv if isinstance(kv, PrefixCachingKVCacheManager) else None
     if cache is not None and scheduler._unregistered:
         return False
+    group = scheduler.lazy
+    block_size = kv.block_size
+    if (admitted is not None and isinstance(group, DecodeGroup)
+            and len(group.members) + len(admitted) == len(running)):
+        join = group.join
+        for request in admitted:
+            rid = request.request_id
+            blocks = (len(cache.req_to_blocks.get(rid, ())) + cache.req_to_anonymous.get(rid, 0)
+                      if cache is not None else kv.req_to_num_blocks[rid])
+            join(request, blocks * block_size - request.num_computed_tokens, blocks)
+        return True
     if not isinstance(group, DecodeGroup):
         group = DecodeGroup(scheduler)
-    block_size = kv.block_size
     # Joiners: the running requests after the members, each decoding (a last prefill
     # chunk samples its first token: not yet) and, under prefix caching, past its
     # shareable tokens (then no block of it is registered and every block it takes is
@@ -420,19 +422,45 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             else:
                 kv.num_free_blocks += req_blocks.pop(request.request_id, 0) + grown
             finished.append(request)
-    else:
+    else:  # prefix caching: an unshared request's write() and free() inlined, others'
+        # the manager's own (each free reads only its request's entries, so freeing each
+        # after its write is freeing them all after all the writes, in the same order)
+        anonymous_of, named_of = cache.req_to_anonymous, cache.req_to_blocks
+        pool = cache.free_pool
         for j, end_s, member in gone:
             request = member.request
-            group.write(member, start + j + 1 - member.joined)
+            steps = start + j + 1 - member.joined
             request.last_token_s = request.finish_s = end_s
             request.scheduled_step = step_id + j
             request.status = RequestStatus.FINISHED
+            rid = request.request_id
+            if request.keep_kv or named_of.get(rid):
+                group.write(member, steps)
+                if not request.keep_kv:
+                    kv.free(request)
+            else:  # its blocks all anonymous: one run back to the pool
+                request.num_computed_tokens = member.computed + steps
+                request.num_output_tokens = member.outputs + steps
+                after_first = steps - member.first
+                anonymous = anonymous_of.pop(rid, 0) + (
+                    -(-after_first // block_size) if after_first > 0 else 0)
+                if named_of.pop(rid, None) is not None:  # looked up, never named
+                    cache.req_to_num_registered.pop(rid, None)
+                    cache.req_to_identities.pop(rid, None)
+                if anonymous > 0:  # _push_anonymous, inlined for its usual case
+                    if pool and (last := next(reversed(pool))) < 0:
+                        pool[last] += anonymous
+                        cache.num_free_blocks += anonymous
+                    else:
+                        cache._push_anonymous(anonymous)
             finished.append(request)
-        for request in finished:
-            if not request.keep_kv:
-                kv.free(request)
-    if cache is not None and taken:
-        cache.take_anonymous(taken)
+    if cache is not None and taken:  # take_anonymous, inlined for its usual case
+        front = next(iter(cache.free_pool))
+        if front < 0 and cache.free_pool[front] > taken:
+            cache.free_pool[front] -= taken
+            cache.num_free_blocks -= taken
+        else:
+            cache.take_anonymous(taken)
     if len(finished) > 4:
         scheduler.running = [r for r in scheduler.running
                              if r.status is not RequestStatus.FINISHED]

@@ -31,9 +31,9 @@ from collections import OrderedDict
 from simulator.serving.request import ALL_SHAREABLE, Request, RequestStatus
 from simulator.serving.token_content import BlockHasher
 
-__all__ = ["SKIP_UNSHARED", "KVCacheManager", "PrefixCachingKVCacheManager"]
+__all__ = ["NO_HITS", "SKIP_UNSHARED", "KVCacheManager", "PrefixCachingKVCacheManager"]
 
-_NO_HITS: list[int] = []  # an unshared admission's lookup: never changed, only read
+NO_HITS: list[int] = []  # an unshared admission's lookup: never changed, only read
 
 # False: the prefix cache hashes and registers every full block, as the reference that
 # the skipping of unshared blocks is tested against (same results, more work).
@@ -258,7 +258,7 @@ class PrefixCachingKVCacheManager(KVCacheManager):
         if self.skips_unshared and request.num_shareable_tokens < self.block_size:
             # nothing it could find (an unshared prompt): no hashing, and no host hits
             # either (allocate_slots reads them only after a hit)
-            self._pending_hits[request.request_id] = _NO_HITS
+            self._pending_hits[request.request_id] = NO_HITS
             return 0
         hits: list[int] = []
         num_tokens = request.num_tokens
