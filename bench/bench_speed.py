@@ -87,7 +87,7 @@ def end_to_end(num_requests: int, in_process_cpu_s: float) -> dict[str, Any]:
     out = folder / "out"
     cpu = _child_cpu_s([sys.executable, "-c", "from cli.main import simulate_main; "
                         "simulate_main()", "--workload", str(trace), "--deployment",
-                        str(deployment), "--out", str(out)], repeats=2)
+                        str(deployment), "--out", str(out)], repeats=3)
     return {"num_requests": num_requests, "simulate_command_cpu_s": cpu,
             "run_alone_cpu_s": in_process_cpu_s, "command_vs_run": cpu / in_process_cpu_s}
 

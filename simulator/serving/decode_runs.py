@@ -24,9 +24,10 @@ KV blocks would not fit (the step loop preempts), and under prefix caching befor
 would take more blocks than were free. On the one replica of an
 open-loop run with prefill-first scheduling (vLLM V0) a run goes on through arrivals:
 at the decision after one it takes the arrivals landed by then from the source
-(``Arrivals.take``), runs their prefill-only step with the scheduler's own calls, and
-the new requests join the group, so the Python loop runs per arrival and per finish,
-with no SimPy event or scheduler pass for either. The step loop stays the reference
+(``Arrivals.take``), runs their prefill-only step (the scheduler's own calls, or the
+same in one pass: ``arrival_prefills``), and the new requests join the group, so the
+Python loop runs per arrival and per finish, with no SimPy event or scheduler pass for
+either. The step loop stays the reference
 (``SKIP_STEPS = False``); results are the same to the last bit
 (tests/test_decode_runs.py).
 
@@ -117,10 +118,11 @@ def decode_run(replica_id: int, scheduler: Scheduler, cost_model: CostModel,
     on through arrivals. At the decision after an arrival it takes the arrivals landed
     by then from the open-loop source (``Arrivals.take``; ``next_event`` gives the next
     one's time), runs their prefill-only step as the step loop would (the scheduler's
-    own :meth:`~Scheduler.schedule_prefills`, ``predict`` and ``update``), and the new
-    requests join the group; so does an idle replica at the next arrival. It stops
-    where the step loop must take over: blocks running out, or a prompt that does not
-    fit (that decision is the step loop's, at the run's end).
+    own :meth:`~Scheduler.schedule_prefills`, ``predict`` and ``update``, or
+    :func:`~simulator.serving.arrival_prefills.prefill_step`, the same in one pass, where
+    it applies), and the new requests join the group; so does an idle replica at the
+    next arrival. It stops where the step loop must take over: blocks running out, or a
+    prompt that does not fit (that decision is the step loop's, at the run's end).
     """
     if not _join(scheduler):
         return None
