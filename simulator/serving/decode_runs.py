@@ -257,12 +257,15 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     start = step = group.step
     context_sum = group.context_sum
     active = len(members)
-    used = kv.num_used_blocks
+    used = kv.num_gpu_blocks - kv.num_free_blocks  # num_used_blocks
     capacity = kv.num_gpu_blocks
     # prefix caching takes a run's blocks after its frees: no more than were free
     take_limit = kv.num_free_blocks if cache is not None else math.inf
     peak = kv.peak_used_blocks
-    free_s = list(stage_free_s)
+    num_stages = len(stage_free_s)
+    # stages' free times as the run goes (a copy: a step not taken must not move them;
+    # with one stage, free_first below)
+    free_s = list(stage_free_s) if num_stages > 1 else stage_free_s
     step_now = now_s
     assert isinstance(cost_model, RooflineCostModel)
     decode_step = cost_model.decode_step
@@ -273,7 +276,6 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     gone: list[tuple[int, float, Member]] = []  # (step taken, its end, member) of finishes
     shared_refs: dict[int, int] = {}  # prefix caching: named blocks' counts after frees
     last_begin = last_end = now_s
-    num_stages = len(stage_free_s)
     last_stages: list[tuple[float, float]] = []
     decode_stages = cost_model.decode_stages
     spans: list[tuple[float, float]] = []
@@ -358,8 +360,19 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
         batch_sizes.append(active)
         if k:
             gap_values.append(land - step_now)
-        else:
-            add_run(*group.member_gaps(land))
+        else:  # DecodeGroup.member_gaps, inlined (no member has left yet)
+            fresh = group.fresh
+            run_gap, run_count = math.nan, 0
+            if active > len(fresh):  # the members that ran the group's last step
+                run_gap, run_count = land - group.last_land_s, active - len(fresh)
+            for request in fresh:
+                gap = land - request.last_token_s
+                if gap == run_gap:
+                    run_count += 1
+                else:
+                    add_run(run_gap, run_count)
+                    run_gap, run_count = gap, 1
+            add_run(run_gap, run_count)
         k += 1
         last_begin, last_end, last_stages = begin, end, spans
         step_now = land
