@@ -82,13 +82,19 @@ class ExpertLayers:
         dispatch: ``home`` (two all-to-alls a layer) or ``coherent`` (ExFlow, one).
         cache: (resident experts per layer per GPU, policy) when the experts live in
             host memory behind a GPU cache (``profiles.expert_cache``); None: all on GPU.
+        gemm_factor: the serving engine's fused MoE kernel's time over this grouped-GEMM
+            model's, which runs the experts' tiles at the dense GEMM fit's speed (an
+            engine preset's fitted ``moe_gemm_factor``; 1.0: no engine kernel's own).
     """
 
     def __init__(self, model: ModelSpec, gpu: GPUSpec, *, tp: int, ep: int,
                  tokens_spread: bool, stats: RoutingStats,
                  placement: ExpertPlacement | None = None, links: EPLinks | None = None,
                  seed: int = 0, dispatch: Literal["home", "coherent"] = "home",
-                 cache: tuple[int, Policy] | None = None) -> None:
+                 cache: tuple[int, Policy] | None = None, gemm_factor: float = 1.0) -> None:
+        if not gemm_factor > 0:
+            raise ValueError(f"gemm_factor must be positive, got {gemm_factor}")
+        self.gemm_factor = gemm_factor
         if placement is None:
             placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, ep)
         if placement.num_ranks != ep:
@@ -212,7 +218,7 @@ class ExpertLayers:
         else:
             p = self._blend
             seconds = (compute**p + traffic**p) ** (1.0 / p)
-        return np.where(compute > 0, seconds + self._launch_s, 0.0)
+        return np.where(compute > 0, seconds * self.gemm_factor + self._launch_s, 0.0)
 
     def dispatch_bytes(self, loads: np.ndarray, layers: np.ndarray | None = None
                        ) -> np.ndarray:

@@ -15,7 +15,7 @@ stores the parameters in ``profiles/data/kernel_fits.json`` with the data that f
 and the in-sample error. ``--leave-one-model-out`` refits the GEMM parameters without
 each Vidur model in turn and reports the held-out model's error next to the in-sample.
 
-``--serving`` fits the two engine-path parameters of the vLLM 0.15 preset instead (the
+``--serving`` fits the engine-path parameters of the vLLM 0.15 preset instead (the
 device time per step outside the model's kernels, and the client path per request) to
 the serving group's real runs, with leave-one-model-out errors
 (``validation.calibrate_serving`` says how); ``--write`` stores them in
@@ -396,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"runs {residual_s * 1e3:+.3f} ms")
         print(f"device time per step {fit.device_step_s * 1e3:.3f} ms (runs {fit.fit_runs}); "
               f"client path {fit.client_path_s * 1e3:.2f} ms")
+        for factor, residual in fit.moe_rounds:
+            print(f"MoE GEMM factor {factor:.3f}: median relative TPOT residual of the MoE "
+                  f"runs {residual * 100:+.2f}%")
+        print(f"MoE GEMM factor {fit.moe_gemm_factor:.3f} (runs {fit.moe_runs})")
         for metric, entry in fit.medians().items():
             print(f"{metric}: " + ", ".join(f"{k} {v:.1f}%" for k, v in entry.items()))
         if args.write:

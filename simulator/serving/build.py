@@ -512,7 +512,9 @@ def engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
         record.update(version=preset.version, knobs_source=preset.knobs_source,
                       overhead_source=preset.overhead_source,
                       client_path_s=preset.client_path_s,
-                      client_path_source=preset.client_path_source)
+                      client_path_source=preset.client_path_source,
+                      moe_gemm_factor=preset.moe_gemm_factor,
+                      moe_gemm_source=preset.moe_gemm_source)
     if deployment.cpu_overhead is not None:
         record["overhead_source"] = "given in the deployment"
     record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None

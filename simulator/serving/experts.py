@@ -23,6 +23,7 @@ from profiles.moe import (
     routing_stats,
 )
 from simulator.serving.config import DeploymentConfig, MoEConfig
+from simulator.serving.presets import ENGINE_PRESETS
 
 __all__ = ["check_experts", "expert_layers", "expert_placement", "moe_record",
            "routing_and_placement"]
@@ -107,9 +108,12 @@ def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
     seed = deployment.seed * 1009 + replica
     cache = (None if moe.offload is None
              else (moe.offload.gpu_experts, moe.offload.policy))
+    # the engine's fused MoE kernel, where its preset has a fit
+    factor = (ENGINE_PRESETS[deployment.engine].moe_gemm_factor
+              if deployment.engine is not None else 1.0)
     if parallel.ep == 1:
         return ExpertLayers(model, gpu, tp=parallel.tp, ep=1, tokens_spread=False,
-                            stats=stats, seed=seed, cache=cache)
+                            stats=stats, seed=seed, cache=cache, gemm_factor=factor)
     nodes = [graph.nodes[name]["node"] for name in stage]
     first = stage[0]
     switch = f"n{nodes[0]}.switch"
@@ -123,7 +127,7 @@ def expert_layers(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec,
     return ExpertLayers(model, gpu, tp=parallel.tp, ep=parallel.ep,
                         tokens_spread=parallel.dp > 1, stats=stats,
                         placement=placement, links=links, seed=seed,
-                        dispatch=moe.dispatch, cache=cache)
+                        dispatch=moe.dispatch, cache=cache, gemm_factor=factor)
 
 
 def _pricer(cost_model: Any) -> ExpertLayers | None:

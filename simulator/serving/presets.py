@@ -17,10 +17,13 @@ CPU overhead per step (scheduling, input preparation, sampling, output processin
 ``device_step_s`` is the device's time per step outside the model's kernels (input
 preparation, attention metadata, sampling: small launch-bound kernels the operator tables
 do not hold); with pipeline stages it falls on the first stage. The host figures are
-documented estimates (see each preset's ``overhead_source``). The vLLM 0.15 preset's
-``device_step_s`` and its client path per request are fitted to real runs
-(``python -m validation.calibrate MEASURED --serving --write``, stored with their data in
-``data/engine_fits.json``); they are data, kept here in one place.
+documented estimates (see each preset's ``overhead_source``). ``moe_gemm_factor`` is the
+engine's fused MoE kernel's time over the grouped-GEMM model's expert time
+(``profiles.moe.ExpertLayers``, which runs the experts' tiles at the dense GEMM fit's
+speed). The vLLM 0.15 preset's ``device_step_s``, its client path per request and its MoE
+factor are fitted to real runs (``python -m validation.calibrate MEASURED --serving
+--write``, stored with their data in ``data/engine_fits.json``); they are data, kept here
+in one place.
 """
 
 from __future__ import annotations
@@ -76,6 +79,10 @@ class EnginePreset:
     large_gpu_scheduler: dict[str, Any] = field(default_factory=dict)
     client_path_s: float = 0.0  # request in (HTTP, tokenization) + first chunk out, per request
     client_path_source: str = "not modelled"
+    # the engine's fused MoE kernel: its expert GEMMs' time over the grouped-GEMM model's
+    # (which prices them as the dense GEMM fit would), 1.0 where not fitted
+    moe_gemm_factor: float = 1.0
+    moe_gemm_source: str = "not fitted: the dense GEMM fit's speed"
 
 
 _VLLM_V1_OVERHEAD = (
@@ -146,6 +153,9 @@ def _with_fits(presets: dict[str, EnginePreset]) -> dict[str, EnginePreset]:
 
 def _fitted(preset: EnginePreset, fit: dict[str, Any]) -> EnginePreset:
     device_s = float(fit.get("device_step_s", preset.overhead.device_step_s))
+    if "moe_gemm_factor" in fit:
+        preset = replace(preset, moe_gemm_factor=float(fit["moe_gemm_factor"]),
+                         moe_gemm_source=fit["moe_gemm_source"])
     return replace(preset, client_path_s=fit["client_path_s"], client_path_source=fit["source"],
                    overhead=preset.overhead.model_copy(update={"device_step_s": device_s}),
                    overhead_source=(preset.overhead_source + "; device time per step "
