@@ -94,9 +94,9 @@ def gpu_bandwidth(factor: float, only: str | None = None) -> Iterator[None]:
 
 @contextmanager
 def engine_costs(overhead: float = 1.0, client_path: float = 1.0,
-                 device: float = 1.0) -> Iterator[None]:
+                 device: float = 1.0, moe: float = 1.0) -> Iterator[None]:
     """Every engine preset's per-step CPU overhead, device time outside the model's
-    kernels and API-path cost scaled."""
+    kernels, API-path cost and fused-MoE kernel factor scaled."""
     saved = dict(presets.ENGINE_PRESETS)
     for name, preset in saved.items():
         cpu = preset.overhead
@@ -105,7 +105,8 @@ def engine_costs(overhead: float = 1.0, client_path: float = 1.0,
             "per_token_s": cpu.per_token_s * overhead,
             "device_step_s": cpu.device_step_s * device})
         presets.ENGINE_PRESETS[name] = dataclasses.replace(
-            preset, overhead=scaled_cpu, client_path_s=preset.client_path_s * client_path)
+            preset, overhead=scaled_cpu, client_path_s=preset.client_path_s * client_path,
+            moe_gemm_factor=preset.moe_gemm_factor * moe)
     try:
         yield
     finally:
@@ -169,6 +170,7 @@ MUTATIONS: dict[str, tuple[str, Callable[[], Any]]] = {
     "api_path": ("API-path cost 10% dearer", lambda: engine_costs(client_path=1.1)),
     "device_step": ("device time per step outside the kernels x2",
                     lambda: engine_costs(device=2.0)),
+    "moe_kernel": ("fused-MoE kernel 10% slower", lambda: engine_costs(moe=1.1)),
     "backward": ("training backward pass 5% slower", lambda: backward_slower(1.05)),
     "serving_step": ("every serving step 10% slower", lambda: serving_steps_slower(1.1)),
 }
