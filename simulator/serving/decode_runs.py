@@ -209,7 +209,8 @@ def _join(scheduler: Scheduler, admitted: list[Request] | None = None) -> bool:
         join = group.join
         for request in admitted:
             rid = request.request_id
-            blocks = (len(cache.req_to_blocks.get(rid, ())) + cache.req_to_anonymous.get(rid, 0)
+            blocks = (((len(cache.req_to_blocks.get(rid, ())) if cache.req_to_blocks else 0)
+                       + cache.req_to_anonymous.get(rid, 0))
                       if cache is not None else kv.req_to_num_blocks[rid])
             join(request, blocks * block_size - request.num_computed_tokens, blocks)
         return True
@@ -261,6 +262,9 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     capacity = kv.num_gpu_blocks
     # prefix caching takes a run's blocks after its frees: no more than were free
     take_limit = kv.num_free_blocks if cache is not None else math.inf
+    # prefix caching: the requests' named blocks (none while nothing is shared, and this
+    # loop names none, so the lookups below are skipped while it is empty)
+    named_of: dict[int, list[int]] = cache.req_to_blocks if cache is not None else {}
     peak = kv.peak_used_blocks
     num_stages = len(stage_free_s)
     # stages' free times as the run goes (a copy: a step not taken must not move them;
@@ -387,7 +391,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             # DecodeGroup.taken, inlined: blocks it took in the group
             after_first = step + 1 - member.joined - member.first
             used -= member.blocks + (-(-after_first // block_size) if after_first > 0 else 0)
-            named = cache.req_to_blocks.get(rid) if cache is not None else None
+            named = named_of.get(rid) if named_of else None
             if named:  # prefix caching: a named block shared with a running request stays
                 assert cache is not None
                 for block in named:
@@ -440,7 +444,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     else:  # prefix caching: an unshared request's write() and free() inlined, others'
         # the manager's own (each free reads only its request's entries, so freeing each
         # after its write is freeing them all after all the writes, in the same order)
-        anonymous_of, named_of = cache.req_to_anonymous, cache.req_to_blocks
+        anonymous_of = cache.req_to_anonymous
         pool = cache.free_pool
         for j, end_s, member in gone:
             request = member.request
@@ -449,7 +453,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             request.scheduled_step = step_id + j
             request.status = RequestStatus.FINISHED
             rid = request.request_id
-            if request.keep_kv or named_of.get(rid):
+            if request.keep_kv or (named_of and named_of.get(rid)):
                 group.write(member, steps)
                 if not request.keep_kv:
                     kv.free(request)
@@ -459,7 +463,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
                 after_first = steps - member.first
                 anonymous = anonymous_of.pop(rid, 0) + (
                     -(-after_first // block_size) if after_first > 0 else 0)
-                if named_of.pop(rid, None) is not None:  # looked up, never named
+                if named_of and named_of.pop(rid, None) is not None:  # looked up, unnamed
                     cache.req_to_num_registered.pop(rid, None)
                     cache.req_to_identities.pop(rid, None)
                 if anonymous > 0:  # _push_anonymous, inlined for its usual case
