@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # parsed, so `--help` and start-up need typer alone (tests/test_startup.py).
 
 __all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
-           "step_breakdown_table", "user_errors"]
+           "silent_progress", "step_breakdown_table", "user_errors"]
 
 console = Console()
 _stderr = Console(stderr=True)
@@ -33,12 +33,17 @@ def fail(message: str) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def silent_progress(done: int, total: int) -> None:
+    """The progress callback where no bar is shown (a caller may pass ``None`` instead,
+    which spares the simulator a call per finished request)."""
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Callable[[int, int], None]]:
     """A ``(done, total)`` callback that drives a progress bar on stderr while the block
-    runs, when stderr is a terminal; a silent callback otherwise (pipes, CI, files)."""
+    runs, when stderr is a terminal; :func:`silent_progress` otherwise (pipes, CI, files)."""
     if not _stderr.is_terminal:
-        yield lambda done, total: None
+        yield silent_progress
         return
     from rich.progress import (
         BarColumn,

@@ -19,6 +19,7 @@ from cli.common import (
     fail,
     parse_routing,
     progress_bar,
+    silent_progress,
     step_breakdown_table,
     user_errors,
 )
@@ -417,7 +418,8 @@ def simulate_command(
                       f"({trace_data.stats()['rate_per_s']:g} req/s)")
     with progress_bar("simulating requests") as progress:
         result = simulate(config, trace_data, record_trace=trace or report is not None,
-                          trace_requests=trace_requests, progress=progress)
+                          trace_requests=trace_requests,
+                          progress=None if progress is silent_progress else progress)
     if not result.ok:
         fail(str(result.error))
     assert result.summary is not None
