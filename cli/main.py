@@ -199,25 +199,25 @@ def run_command(command: Callable[..., object], argv: list[str] | None = None) -
     return code if isinstance(code, int) else 0
 
 
-def _one_blas_thread() -> None:
+def _process_settings() -> None:
     """One OpenBLAS thread unless the user chose otherwise: the simulator's arrays are
     small, and starting the thread pool cost a fifth of a small run's CPU time. And the
     garbage collector at a simulation's pace for the whole command (reading a trace and
     writing its rows allocate as a run does: ``simulator.collection``)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     thresholds = gc.get_threshold()
-    # NOTE: simulator.collection.YOUNG_THRESHOLD's value; importing it here would load
-    # the simulator for --help
+    # NOTE: 50,000 allocations between young-generation collections (a run pauses the
+    # collector itself: simulator.collection)
     gc.set_threshold(max(thresholds[0], 50_000), *thresholds[1:])
 
 
 def main() -> None:
     """Entry point of the ``clustersim`` command."""
-    _one_blas_thread()
+    _process_settings()
     sys.exit(run_command(app))
 
 
 def simulate_main() -> None:
     """Entry point of the ``simulate`` command (same options as ``clustersim simulate``)."""
-    _one_blas_thread()
+    _process_settings()
     sys.exit(run_command(simulate_app))

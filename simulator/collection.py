@@ -8,7 +8,7 @@ requests and now and then walks every live request: about 5% of a run's CPU time
 no garbage. A run therefore pauses the collector while it lasts (reference counting
 frees everything else as before) and restores it after, when any cycles are collected.
 The command line, which also reads a trace and writes its rows, raises the young
-generation's threshold for the whole process (``YOUNG_THRESHOLD``).
+generation's threshold to 50,000 for the whole process (``cli.main``).
 """
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["YOUNG_THRESHOLD", "collector_paused"]
-
-YOUNG_THRESHOLD = 50_000  # allocations between young-generation collections
+__all__ = ["collector_paused"]
 
 
 @contextmanager

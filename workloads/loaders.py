@@ -175,8 +175,8 @@ def load_json(path: Path) -> RequestTrace:
     fast = _fast_plain_json(text)
     if fast is not None:
         return fast
-    data = parse_json(text, f"workload {path}")
     source = f"workload {path}"
+    data = parse_json(text, source)
     try:
         if isinstance(data, list):
             if not data:

@@ -15,7 +15,6 @@ loop, to the last bit.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 from profiles.roofline import RooflineCostModel
@@ -92,6 +91,9 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
     new_tokens: list[int] = []
     while waiting and budget > 0 and len(running) < seats:
         request = waiting[0]
+        # NOTE: a decode run takes arrivals into an empty queue, so every waiting request
+        # is fresh: no output yet (a preempted one waits only where runs do not go)
+        assert not request.num_output_tokens
         # lookup_prefix of an unshared prompt, inlined: nothing found (its note of that,
         # which the allocation that follows takes back, is made only where none follows)
         looked_up = cache is not None and request.num_computed_tokens == 0
@@ -116,17 +118,7 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
                 cache.num_query_tokens += num_new  # its num_tokens
                 cache.loaded_tokens = 0
                 if needed > 0 and not named:  # every block anonymous (unshared)
-                    pool = cache.free_pool
-                    front = next(iter(pool))
-                    if front < 0 and pool[front] > needed:  # _grow_anonymous, inlined
-                        pool[front] -= needed
-                        cache.num_free_blocks -= needed
-                        cache.req_to_anonymous[rid] = anonymous + needed
-                        used = cache.num_gpu_blocks - cache.num_free_blocks
-                        if used > cache.peak_used_blocks:
-                            cache.peak_used_blocks = used
-                    else:
-                        cache._grow_anonymous(rid, anonymous, needed)
+                    cache._grow_anonymous(rid, anonymous, needed)
                 else:
                     if named is None:
                         named = cache.req_to_blocks[rid] = []
@@ -178,34 +170,21 @@ def prefill_step(scheduler: Scheduler, cost_model: RooflineCostModel, overhead: 
     if land < end:
         land = landing(now_s, end)
 
-    # ---- Scheduler.update, for a plan of admissions (no group; under prefix caching no
-    # block of an unshared prompt is registered)
-    gaps = scheduler.token_gaps
-    run_gap, run_count = math.nan, 0
+    # ---- Scheduler.update, for a plan of fresh admissions: each samples its first token
+    # (no gap to record), no group, and under prefix caching no block of an unshared
+    # prompt is registered
     finished: list[Request] = []
     for request, num_new in zip(admitted, new_tokens, strict=True):
         request.in_flight = False
         request.num_computed_tokens += num_new  # all its tokens: it samples one
-        num_output = request.num_output_tokens + 1
-        request.num_output_tokens = num_output
-        if num_output == 1:
-            request.first_token_s = land
-        else:  # a preempted request's outputs, computed again: the next one's gap
-            gap = land - request.last_token_s
-            if gap == run_gap:
-                run_count += 1
-            else:
-                gaps.add_run(run_gap, run_count)
-                run_gap, run_count = gap, 1
-        request.last_token_s = land
-        if num_output == request.output_tokens:
+        request.num_output_tokens = 1
+        request.first_token_s = request.last_token_s = land
+        if request.output_tokens == 1:
             request.status = _FINISHED
             request.finish_s = land
             if not request.keep_kv:
                 kv.free(request)
             finished.append(request)
-    if run_count:
-        gaps.add_run(run_gap, run_count)
     if finished:
         scheduler.running = [r for r in scheduler.running if r.status is not _FINISHED]
         admitted = [r for r in admitted if r.status is not _FINISHED]

@@ -163,16 +163,16 @@ def _simulate(deployment: DeploymentConfig, workload: RequestTrace, *, record_tr
     submit = (replicas[0].submit if len(replicas) == 1 else
               lambda request: replicas[router.choose(request, replicas)].submit(request))
     arrivals = Arrivals(env, workload, requests, submit, max_concurrency)
-    on_finish: Callable[[Request], None] | None = reporting(arrivals.on_finish, len(requests),
-                                                            progress)
+    on_finish: Callable[[Request], None] | None = None
+    if stop_rule is not None or progress is not None or not arrivals.is_open_loop:
+        # (an open-loop source hears nothing of a finish: otherwise no call per request)
+        on_finish = reporting(arrivals.on_finish, len(requests), progress)
     if stop_rule is not None:
         client_path_s = (ENGINE_PRESETS[deployment.engine].client_path_s
                          if deployment.engine is not None else 0.0)
         stop_rule.start(workload, client_path_s)
-        on_finish = _stopping(reporting(arrivals.on_finish, len(requests), progress),
-                              stop_rule)
-    elif arrivals.is_open_loop and progress is None:
-        on_finish = None  # an open-loop source hears nothing of a finish: no call per request
+        assert on_finish is not None
+        on_finish = _stopping(on_finish, stop_rule)
     for replica in replicas:
         replica.on_finish = on_finish
         replica.group_decodes()
