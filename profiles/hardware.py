@@ -64,6 +64,10 @@ class Efficiency(_Frozen):
     memory: float = Field(gt=0, le=1)
     scale_up: float = Field(gt=0, le=1)
     network: float = Field(gt=0, le=1)
+    attention_fa2: float | None = Field(
+        default=None, gt=0, le=1, description="FlashAttention-2's achieved fraction of "
+        "peak, where it differs from ``attention`` (Hopper: FA2 does not use its "
+        "asynchronous warpgroup tensor-core instructions)")
     nvls: float | None = Field(default=None, gt=0, le=1,
                                description="NVLink SHARP all-reduce: fraction of the link; "
                                            "None where the switch has no in-network reduce")

@@ -18,6 +18,11 @@ without fits keeps the datasheet roofline with its ``efficiency`` fractions.
                  decode_memory (fraction of HBM bandwidth reading KV), launch_us
     all_reduce   latency_us (per ring step), bandwidth (fraction of the scale-up link),
                  by group size
+
+A GPU built on a die whose kernels were measured on another part (``SAME_DIE``) takes
+that part's fits: the same chip at the same clocks has the same tiles, launch times and
+tensor-core rate, while each fit's memory and link terms scale with the GPU's own HBM
+and NVLink figures.
 """
 
 from __future__ import annotations
@@ -29,9 +34,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["AllReduceFit", "AttentionFit", "GemmFit", "KernelFit", "StreamFit", "kernel_fits"]
+__all__ = ["SAME_DIE", "AllReduceFit", "AttentionFit", "GemmFit", "KernelFit", "StreamFit",
+           "kernel_fits"]
 
 FITS_PATH = Path(__file__).parent / "data" / "kernel_fits.json"
+
+# Parts of one die, by the part whose tables were measured: H200 is the H100 SXM5's
+# GH100 at the same clocks with HBM3e, H800 the same with a narrower NVLink (their
+# datasheets; see profiles/data/gpus.json).
+SAME_DIE = {"H200-SXM-141GB": "H100-SXM5-80GB", "H800-SXM5-80GB": "H100-SXM5-80GB"}
 
 
 class _Frozen(BaseModel):
@@ -99,4 +110,7 @@ def kernel_fits() -> dict[str, dict[str, Any]]:
     if not FITS_PATH.is_file():
         return {}
     fits: dict[str, dict[str, Any]] = json.loads(FITS_PATH.read_text())["gpus"]
+    for part, measured in SAME_DIE.items():
+        if part not in fits and measured in fits:
+            fits[part] = fits[measured]
     return fits

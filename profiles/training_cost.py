@@ -5,15 +5,20 @@ the weights, CP the sequence), roofline time of::
 
     GEMMs         2·T·(layer matmul params)/tp FLOPs forward, twice that backward; MoE
                   routed experts as grouped GEMMs of their own row counts
-    attention     flash: 4·b·(s/cp)·s·q/tp · 1/2 (causal) FLOPs at attention efficiency,
+    attention     flash: 4·b·(s/cp)·s·q/tp · 1/2 (causal) FLOPs at attention efficiency
+                  (flash2, FlashAttention-2: at its own where the GPU states one),
                   backward 2.5x; unfused (Megatron before FlashAttention): the full score
                   matrix as batched GEMMs plus ~12 bytes of softmax/dropout traffic per
                   score, backward 2x
-    elementwise   norms, bias-dropout-add, activation: bytes only, backward 2x; MoE
-                  token dispatch (permute and unpermute)
+    elementwise   norms, bias-dropout-add, activation: bytes only, backward 2x; fused
+                  kernels, or PyTorch's op-by-op ones (``pointwise="eager"``, counted
+                  in :func:`pointwise_bytes_per_token`); MoE token dispatch (permute
+                  and unpermute)
     FP8 casts     under FP8: each GEMM operand quantized (read 16 bits, write FP8 and
                   its transpose), inputs forward and output gradients backward
-    recompute     full: one more forward; selective: one more attention core
+    recompute     full: one more forward; selective: one more attention core; op
+                  (torchtitan's per-op policy): every second dense matmul of the
+                  forward, the routed experts and every pointwise op, attention kept
 
 plus communication per layer: TP 2 all-reduces forward and 2 backward (reduce-scatter +
 all-gather with sequence parallelism: the same volume), CP ring exchange of K and V
@@ -31,7 +36,8 @@ from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
-__all__ = ["LayerCost", "layer_cost", "lm_head_cost"]
+__all__ = ["LayerCost", "layer_cost", "linear_sequence", "lm_head_cost",
+           "pointwise_bytes_per_token"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +138,62 @@ def _layer_gemm_shapes(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
     return shapes
 
 
+def linear_sequence(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
+    """The (n, k) weight shapes of the average layer's dense linear layers on one GPU,
+    one per matmul in forward order: q, k and v (GQA; MLA's projections as they come),
+    the output projection, then each MLP's gate, up and down (the dense MLP, or the
+    shared experts of MoE layers, weighted as in :func:`_layer_gemm_shapes`). This is
+    the order torchtitan's per-op recomputation policy counts matmuls in."""
+    h = model.hidden_size
+    if model.attention_kind == "gqa":
+        kv = max(1.0, model.num_kv_heads / tp) * model.head_dim
+        shapes: list[tuple[float, float]] = [
+            (model.num_attention_heads / tp * model.head_dim, h), (kv, h), (kv, h)]
+    else:
+        shapes = list(model.attention_shapes(tp))
+    shapes.append((h, model.o_size / tp))
+    if model.is_moe:
+        moe = model.num_moe_layers / model.num_layers
+        widths = [model.shared_expert_intermediate_size / tp * moe,
+                  model.intermediate_size / tp * (1 - moe)]
+    else:
+        widths = [model.intermediate_size / tp]
+    for width in (w for w in widths if w):
+        shapes += [(width, h)] * (2 if model.mlp_kind == "gated" else 1) + [(h, width)]
+    return shapes
+
+
+def pointwise_bytes_per_token(model: ModelSpec, tp: int, sequence_parallel: bool,
+                              kernels: str = "fused") -> float:
+    """HBM bytes per token of one layer's forward pointwise work on one GPU.
+
+    fused (Megatron-Core, Transformer Engine, torch.compile's per-block kernels): 24
+    16-bit passes over the hidden width (norms, residual adds, dropout) and 4 over the
+    MLP's width. eager (PyTorch op by op, as torchtitan's Llama block is written),
+    counted per op in bytes per element:
+
+        RMSNorm   upcast 6, square 8, mean 4, scale 8, downcast 6, weight 4 = 32 (x2)
+                  (LayerNorm is one kernel: 4)
+        residual  2 adds of 6
+        rotary    q and k: upcast 6, complex multiply 8, downcast 6 = 20
+        GQA       k and v repeated to every head: read kv, write q (4 each)
+        output    attention output made contiguous: 4 over q
+        MLP       SiLU 4 and the gate's product 6 (GeLU: 4), over the MLP's width
+
+    The hidden-width terms shard over TP with sequence parallelism."""
+    h, q, kv = model.hidden_size, model.q_size, model.kv_size
+    f = model.active_ffn_width
+    split = tp if sequence_parallel else 1
+    if kernels == "fused":
+        return 2.0 * 24.0 * h / split + 8.0 * f / tp
+    norm = 32.0 if model.norm_kind == "rmsnorm" else 4.0
+    replicated = (2.0 * norm + 12.0) * h
+    repeat = 4.0 * (q + kv) if kv < q else 0.0
+    mlp = 10.0 * f if model.mlp_kind == "gated" else 4.0 * f
+    sharded = 20.0 * (q + kv) + repeat + 4.0 * q + mlp
+    return replicated / split + sharded / tp
+
+
 # Bytes of HBM traffic to quantize one element for an FP8 GEMM: read it in 16 bits (2),
 # write it as FP8 (1) and, fused in the same pass, its FP8 transpose for the other
 # GEMM that reads it (1) (Transformer Engine's cast-transpose).
@@ -166,7 +228,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                attention_kernel: str, overlap_tp_comm: bool, dtype: str,
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
                expert_imbalance: float = 1.0, compute_fraction: float = 1.0,
-               tp_overlap_hidden: float = 1.0, folded_experts: bool = False) -> LayerCost:
+               tp_overlap_hidden: float = 1.0, folded_experts: bool = False,
+               pointwise: str = "fused") -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
@@ -176,6 +239,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     and attention times are divided by it. ``tp_overlap_hidden`` is the share of the TP
     communication an overlapped plan hides behind its GEMMs (1: all of it).
     ``folded_experts``: EP is folded over TP (each rank holds whole experts).
+    ``pointwise``: "fused" or "eager" kernels (:func:`pointwise_bytes_per_token`).
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -187,6 +251,11 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     everywhere = _layer_gemm_shapes(model, tp)
     moe_tokens = tokens / tp if folded_experts else tokens  # tokens a rank routes
     gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
+    again = 0.0  # GEMMs recomputed under the per-op policy
+    if recompute == "op":
+        shapes = linear_sequence(model, tp)[1::2]
+        again = _gemm_s(gpu, tokens, shapes, sum(n * k for n, k in shapes)
+                        * DTYPE_BYTES[dtype], dtype)[0]
     if model.is_moe:
         # The routed experts wait for the busiest rank's rows.
         # Folded over TP, each rank routes the T/tp tokens its sequence-parallel shard
@@ -196,12 +265,18 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                                              folded=folded_experts)
         gemm += experts * expert_imbalance
         gemm_bwd += experts_bwd * expert_imbalance
+        if recompute == "op":  # grouped GEMMs are not among the policy's saved ops
+            again += experts * expert_imbalance
 
     gemm, gemm_bwd = gemm / compute_fraction, gemm_bwd / compute_fraction
+    again /= compute_fraction
     scores = b * s_local * s / tp * model.num_attention_heads  # score entries per GPU
-    if attention_kernel == "flash":
+    if attention_kernel in ("flash", "flash2"):
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp * 0.5
-        attention = flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * gpu.efficiency.attention)
+        share = gpu.efficiency.attention
+        if attention_kernel == "flash2" and gpu.efficiency.attention_fa2 is not None:
+            share = gpu.efficiency.attention_fa2
+        attention = flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * share)
         attention_bwd = 2.5 * attention
     else:
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp
@@ -210,9 +285,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         attention_bwd = 2.0 * attention
     attention, attention_bwd = attention / compute_fraction, attention_bwd / compute_fraction
 
-    f_active = model.active_ffn_width
-    replicated = 24.0 * h / (tp if sequence_parallel else 1)
-    elementwise = tokens * 2.0 * (replicated + 4.0 * f_active / tp) / bandwidth
+    elementwise = tokens * pointwise_bytes_per_token(model, tp, sequence_parallel,
+                                                     pointwise) / bandwidth
     cast, cast_bwd = (fp8_cast_s(model, tokens, tp, bandwidth) if dtype == "fp8"
                       else (0.0, 0.0))
     elementwise += cast
@@ -243,8 +317,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
     elementwise_bwd = 2.0 * (elementwise - cast) + cast_bwd
     backward = gemm_bwd + attention_bwd + elementwise_bwd + tp_comm + 2.0 * cp_comm + ep_comm
-    recomputed = forward if recompute == "full" else attention if recompute == "selective" \
-        else 0.0
+    recomputed = {"full": forward, "selective": attention,
+                  "op": again + elementwise}.get(recompute, 0.0)
     backward += recomputed
     return LayerCost(forward, backward, gemm, attention, elementwise, tp_comm, cp_comm,
                      ep_comm, gemm_backward_s=gemm_bwd, attention_backward_s=attention_bwd,

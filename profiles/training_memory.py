@@ -18,6 +18,8 @@ sequence length, b micro-batch, h hidden, a heads, t TP degree, in bytes::
     TP + sequence parallel    s·b·h·(34/t + 5·a·s/(h·t))
     selective recompute       drops the 5·a·s/h attention-core term
     full recompute            2·s·b·h (only each layer's input), /t with SP
+    per-op recompute (op)     torchtitan's policy: the layer's input, the outputs of
+                              the odd matmuls and the attention output (see below)
 
 Offloading (``offload``): ZeRO-Offload (Ren et al. 2021, Sec. 4) keeps the 16-bit
 weights on the GPU and moves the gradients, as they are produced, and the optimizer
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 
 from profiles.hardware import GIB, GPUSpec
 from profiles.models import ModelSpec
+from profiles.training_cost import linear_sequence
 
 __all__ = ["TrainingMemory", "activation_bytes_per_layer", "experts_folded",
            "model_state_bytes", "stage_param_counts", "training_memory"]
@@ -71,8 +74,20 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
     s = seq_len / cp
     b, h = micro_batch, model.hidden_size
     q, kv, f = model.q_size, model.kv_size, model.active_ffn_width
+    split = tp if sequence_parallel else 1
     if recompute == "full":
-        return 2.0 * s * b * h / (tp if sequence_parallel else 1)
+        return 2.0 * s * b * h / split
+    if recompute == "op":
+        # torchtitan's per-op policy saves the outputs of the matmuls it does not
+        # recompute (the first, third, ... in forward order: q, v, the MLP's gate and
+        # its down projection for a Llama block, before TP's reduction), the attention
+        # output with its log-sum-exp, and the layer's input; under SP with TP, also the
+        # reduce-scatters' outputs. Pointwise results are recomputed, so none is kept.
+        kept = sum(n for n, _ in linear_sequence(model, tp)[0::2])
+        per_token = (2.0 * kept + 2.0 * h / split + 2.0 * q / tp
+                     + 4.0 * model.num_attention_heads / tp
+                     + (4.0 * h / tp if sequence_parallel else 0.0))
+        return s * b * per_token
     # Per-token terms (16-bit values are 2 bytes, dropout masks 1 byte):
     # replicated: QKV input 2h, attention dropout mask h, MLP input 2h, MLP dropout mask
     # h, two norm inputs 4h = 10h; sharded by TP: Q, K for the scores (2q + 2kv), V (2kv),
@@ -83,13 +98,13 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
     first_mlp_output = (4.0 if model.mlp_kind == "gated" else 2.0) * f
     mlp = first_mlp_output + gemm_input * f
     sharded = 2.0 * q + 4.0 * kv + gemm_input * q + mlp
-    if attention_kernel == "flash":
+    if attention_kernel in ("flash", "flash2"):
         # One fp32 log-sum-exp per head; the output O is the projection's input, kept
         # once in 16 bits, and beside its FP8 copy under fp8.
         sharded += 4.0 * model.num_attention_heads + (2.0 * q if fp8 else 0.0)
-    per_token = (replicated / tp if sequence_parallel else replicated) + sharded / tp
+    per_token = replicated / split + sharded / tp
     total = s * b * per_token
-    if recompute == "none" and attention_kernel != "flash":
+    if recompute == "none" and attention_kernel == "unfused":
         # Softmax output (2), its dropout mask (1), dropout output (2) per score: 5·a·s²·b.
         total += 5.0 * model.num_attention_heads * s * s * b / tp
     return total
@@ -237,7 +252,7 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
             weights, grads, optimizer = 2.0 * gathered, 0.0, 0.0
         activations = per_layer * _in_flight_layers(stage, stage_layers, p, v,
                                                     num_micro_batches, schedule)
-        if recompute == "full" and layers:
+        if recompute in ("full", "op") and layers:
             # Recomputing a layer materializes its full activations once, for one layer.
             activations += activation_bytes_per_layer(
                 model, seq_len, micro_batch, tp, sequence_parallel, "selective", cp,

@@ -145,6 +145,10 @@ def express_row(row: Any) -> ExpressedRun | str:
         return "LoRA fine-tuning (frozen base weights, adapters) is not modelled"
     if "NVFP4" in precision:
         return "NVFP4 GEMMs are not in the cost model"
+    if "rowwise" in precision:
+        return ("rowwise-scaled FP8 (torchao's rowwise recipe): its GEMM kernels and casts "
+                "have no rate in the cost model (its FP8 rate is for per-tensor and block "
+                "scales)")
     num_gpus = _int(row["n_gpu"])
     if num_gpus is None or _number(row["TP"]) is None:
         return "parallel layout not printed"
@@ -186,19 +190,28 @@ def express_row(row: Any) -> ExpressedRun | str:
         fp8 = any(word in precision for word in ("FP8", "float8"))
     megatron = source != "torchtitan"
     recompute = str(row["recompute"]).lower()
+    if not megatron:
+        # torchtitan's "selective" is its per-op policy (selective_ac_option "op"); the
+        # H200 runs' default llama3_8b.toml sets the same.
+        if recompute in ("", "nan"):
+            recompute = "op"
+            assumed.append("per-op selective recomputation (the default config's)")
+        recompute = "op" if "selective" in recompute else recompute
+    compiled = megatron or "compile" in notes
     plan = ParallelPlan(
         tp=tp, pp=pp, dp=dp, cp=cp, ep=ep if model.is_moe else 1,
         virtual_stages=vp if vp > 1 and pp > 1 else 1,
         schedule="interleaved" if vp > 1 and pp > 1 else "1f1b",
         sequence_parallel=tp > 1,
-        recompute="full" if "full" in recompute else
+        recompute="full" if "full" in recompute else "op" if recompute == "op" else
         "selective" if "selective" in recompute else "none",
+        pointwise_kernels="fused" if compiled else "eager",
         zero_stage=3 if fsdp else 1 if dp * cp > 1 and megatron else 0,
         # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-
         # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off).
         gradient_dtype="fp32" if source == "megatron-lm" else "bf16",
         overlap_tp_comm=megatron or "AsyncTP" in notes or "async TP" in notes,
-        attention_kernel="flash",
+        attention_kernel="flash" if megatron else "flash2",
         embedding_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0,
         loss_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0)
     if gbs % (dp * micro_batch):

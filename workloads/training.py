@@ -51,14 +51,24 @@ class ParallelPlan(BaseModel):
                                 description="interleaved model chunks/stage")
     schedule: Literal["gpipe", "1f1b", "interleaved"] = "1f1b"
     sequence_parallel: bool = False
-    recompute: Literal["none", "selective", "full"] = "none"
+    recompute: Literal["none", "selective", "full", "op"] = Field(
+        default="none", description="selective: Megatron-Core's attention core; full: each "
+        "layer's forward; op: torchtitan's per-op policy (every second matmul and every "
+        "pointwise op of the forward, attention kept)")
     zero_stage: Literal[0, 1, 2, 3] = 0
     offload: Literal["none", "cpu", "nvme"] = Field(
         default="none", description="cpu: ZeRO-Offload (gradients and optimizer on the host); "
                                     "nvme: ZeRO-Infinity (all model states on NVMe, stage 3)")
     overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
     overlap_tp_comm: bool = False
-    attention_kernel: Literal["flash", "unfused"] = "flash"  # unfused: Megatron before 2023
+    attention_kernel: Literal["flash", "flash2", "unfused"] = Field(
+        default="flash", description="flash: FlashAttention-3 or cuDNN's fused attention "
+        "(Megatron-Core, Transformer Engine); flash2: FlashAttention-2 (PyTorch SDPA's "
+        "default backend, as torchtitan calls it); unfused: Megatron before 2023")
+    pointwise_kernels: Literal["fused", "eager"] = Field(
+        default="fused", description="fused: norms, rotary embeddings and activations as "
+        "fused kernels (Megatron-Core, Transformer Engine, torch.compile); eager: PyTorch's "
+        "op-by-op kernels (torchtitan without torch.compile)")
     gradient_dtype: Literal["bf16", "fp32"] = Field(
         default="bf16", description="gradients as kept for the reduction: fp32 is "
         "Megatron's default for bf16 training (--accumulate-allreduce-grads-in-fp32)")

@@ -27,7 +27,7 @@ from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
-from profiles.training_cost import layer_cost, lm_head_cost
+from profiles.training_cost import layer_cost, linear_sequence, lm_head_cost
 from profiles.training_fit import sustained_compute, tp_overlap_hidden
 from profiles.training_memory import (
     TrainingMemory,
@@ -271,7 +271,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         attention_kernel=plan.attention_kernel, overlap_tp_comm=plan.overlap_tp_comm,
         dtype=dtype, tp_link=link(tp), cp_link=link(tp * cp),
         ep_link=_ep_link(inside, across, plan, gpus_per_node),
-        folded_experts=experts_folded(plan.ep, dp, cp),
+        folded_experts=experts_folded(plan.ep, dp, cp), pointwise=plan.pointwise_kernels,
         expert_imbalance=imbalance, compute_fraction=fraction,
         tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden())
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
@@ -353,6 +353,11 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         recompute_flops = forward_flops - 2.0 * tokens * h * model.vocab_size
     elif plan.recompute == "selective":
         recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * width * layers
+    elif plan.recompute == "op":
+        linears = linear_sequence(model, 1)
+        routed = max(0.0, layer_params - sum(n * k for n, k in linears))
+        again = sum(n * k for n, k in linears[1::2]) + routed
+        recompute_flops = 2.0 * tokens * layers * again
     ideal = m * (sum(forward) + sum(backward)) / p
     breakdown = _breakdown(run, cost, layers_of, p, v, m, (head_fwd, head_bwd), step,
                            optimizer)

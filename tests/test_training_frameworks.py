@@ -1,0 +1,153 @@
+"""Training as torchtitan runs it: its per-op recomputation policy, PyTorch's eager
+pointwise kernels, SDPA's FlashAttention-2 on Hopper, and the pack's torchtitan rows as
+the validation expresses them; and parts of one die sharing its measured kernels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from profiles.cluster import LinkCost
+from profiles.gemm import gemm_time_terms
+from profiles.hardware import load_gpu
+from profiles.models import load_model
+from profiles.training_cost import layer_cost, linear_sequence, pointwise_bytes_per_token
+from profiles.training_memory import activation_bytes_per_layer
+from simulator.training import simulate_training
+from validation.training_runs import express_row
+from workloads.training import build_training_job
+
+LLAMA_8B = load_model("llama-3.1-8b")
+H, Q, KV, F, HEADS = 4096, 4096, 1024, 14336, 32
+LINK = LinkCost(bandwidth_bytes_per_s=400e9, latency_s=5e-6)
+
+
+def _layer(recompute: str, *, gpu: str = "h100", pointwise: str = "fused",
+           attention_kernel: str = "flash", tp: int = 1) -> Any:
+    return layer_cost(LLAMA_8B, load_gpu(gpu), seq_len=8192, micro_batch=2, tp=tp, cp=1,
+                      ep=1, sequence_parallel=tp > 1, recompute=recompute,
+                      attention_kernel=attention_kernel, overlap_tp_comm=False,
+                      dtype="bf16", tp_link=LINK, cp_link=LINK, ep_link=LINK,
+                      pointwise=pointwise)
+
+
+def test_the_linear_layers_come_in_the_order_the_policy_counts_them() -> None:
+    """Llama's block runs wq, wk, wv, wo, w1, w3, w2; under TP 2 the column-parallel
+    ones are halved and the two row-parallel ones keep their full output width."""
+    assert linear_sequence(LLAMA_8B, 1) == [(Q, H), (KV, H), (KV, H), (H, Q), (F, H),
+                                            (F, H), (H, F)]
+    assert linear_sequence(LLAMA_8B, 2) == [(Q / 2, H), (KV / 2, H), (KV / 2, H),
+                                            (H, Q / 2), (F / 2, H), (F / 2, H), (H, F / 2)]
+
+
+def test_the_per_op_policy_recomputes_every_second_matmul_and_the_pointwise_work() -> None:
+    """torchtitan's "op" policy saves every matmul's output but the second, fourth and
+    sixth (wk, wo, w3), and saves the attention output: the backward pays those three
+    GEMMs' forward time and the forward's pointwise work, and nothing of attention."""
+    gpu = load_gpu("h100")
+    tokens = 2 * 8192
+    op, none = _layer("op"), _layer("none")
+    again = sum(gemm_time_terms(gpu, tokens, n, k, "bf16")[0]
+                for n, k in [(KV, H), (H, Q), (F, H)])
+    # layer_cost divides tensor-core time by the sustained share it is given (1 here)
+    assert op.recompute_s == pytest.approx(again + op.elementwise_s)
+    assert op.backward_s - none.backward_s == pytest.approx(op.recompute_s)
+    assert op.attention_s == none.attention_s and op.gemm_s == none.gemm_s
+
+
+def test_the_per_op_policy_counts_its_recomputed_flops() -> None:
+    """Hardware FLOPs exceed model FLOPs by the three recomputed matmuls per layer."""
+    job = build_training_job({"model": "llama-3.1-8b", "gpu": "h100", "seq_len": 8192,
+                              "global_batch": 16, "micro_batch": 2,
+                              "plan": {"dp": 8, "zero_stage": 3, "recompute": "op"}})
+    result = simulate_training(job)
+    tokens = 16 * 8192
+    assert result.hardware_flops - result.model_flops == pytest.approx(
+        2 * tokens * 32 * (KV * H + H * Q + F * H))
+
+
+def test_the_per_op_policy_keeps_the_hand_counted_activations() -> None:
+    """Per token and layer: the saved matmuls' outputs (q, v, the gate's f and the down
+    projection's h), the layer's input (h), the attention output (q) in 16 bits, and a
+    4-byte log-sum-exp per head."""
+    per_token = 2 * (Q + KV + F + H) + 2 * H + 2 * Q + 4 * HEADS
+    got = activation_bytes_per_layer(LLAMA_8B, 8192, 2, 1, False, "op",
+                                     attention_kernel="flash2")
+    assert got == pytest.approx(2 * 8192 * per_token)
+    # the policy keeps less than no recomputation and more than full recomputation
+    assert activation_bytes_per_layer(LLAMA_8B, 8192, 2, 1, False, "full") < got < \
+        activation_bytes_per_layer(LLAMA_8B, 8192, 2, 1, False, "none",
+                                   attention_kernel="flash")
+
+
+def test_eager_pointwise_traffic_equals_the_op_count() -> None:
+    """Fused: 24 16-bit passes over h and 4 over f. Eager, op by op: two RMSNorms of 32
+    bytes per element, two residual adds of 6, rotary embeddings of 20 over q and k,
+    GQA's repeated k and v (4 each over q + kv), the contiguous attention output (4 q),
+    SiLU and the gate's product (10 f)."""
+    assert pointwise_bytes_per_token(LLAMA_8B, 1, False) == 48 * H + 8 * F
+    eager = 76 * H + 20 * (Q + KV) + 4 * (Q + KV) + 4 * Q + 10 * F
+    assert pointwise_bytes_per_token(LLAMA_8B, 1, False, "eager") == eager
+    # under TP with SP the hidden-width terms shard too
+    assert pointwise_bytes_per_token(LLAMA_8B, 4, True, "eager") == pytest.approx(eager / 4)
+    fused, slow = _layer("none"), _layer("none", pointwise="eager")
+    assert slow.elementwise_s / fused.elementwise_s == pytest.approx(eager / (48 * H + 8 * F))
+
+
+def test_flash_attention_2_runs_at_its_hopper_share_and_as_flash_elsewhere() -> None:
+    """On H100 FlashAttention-2 keeps 35% of peak against the fused kernels' 55%; the
+    A100 states no FA2 figure of its own, so FA2 is its attention kernel."""
+    flash, fa2 = _layer("none"), _layer("none", attention_kernel="flash2")
+    assert fa2.attention_s / flash.attention_s == pytest.approx(0.55 / 0.35)
+    assert fa2.attention_backward_s / flash.attention_backward_s == pytest.approx(0.55 / 0.35)
+    a100 = _layer("none", gpu="a100"), _layer("none", gpu="a100", attention_kernel="flash2")
+    assert a100[0].attention_s == a100[1].attention_s
+
+
+def test_parts_of_one_die_share_its_measured_kernels() -> None:
+    """H200 and H800 are the H100 SXM5's GH100: they take its fitted kernels, and each
+    fit's memory terms scale with the part's own HBM (H200: 4.8 against 3.35 TB/s)."""
+    h100, h200, h800 = load_gpu("h100"), load_gpu("h200"), load_gpu("h800")
+    assert h100.kernels is not None
+    assert h200.kernels == h100.kernels == h800.kernels
+    assert load_gpu("a100").kernels != h100.kernels
+    compute_bound = gemm_time_terms(h100, 8192, 8192, 8192, "bf16")[0]
+    assert gemm_time_terms(h200, 8192, 8192, 8192, "bf16")[0] == pytest.approx(
+        compute_bound, rel=0.01)
+    # one token through a weight matrix streams it from HBM: faster on HBM3e
+    assert gemm_time_terms(h200, 1, 8192, 8192, "bf16")[0] < \
+        gemm_time_terms(h100, 1, 8192, 8192, "bf16")[0]
+
+
+def _row(**update: str) -> dict[str, str]:
+    row = {"id": "t0", "source": "pytorch/torchtitan@b5bcd76c benchmarks/x.md",
+           "model": "Llama 3.1 8B", "layers": "", "hidden": "", "heads": "", "seq": "",
+           "gpu": "H100-SXM 96GB HBM2e, 500W", "n_gpu": "8", "TP": "1", "PP": "1",
+           "DP": "8", "CP": "1", "EP": "", "VP": "", "gbs": "", "mbs": "2",
+           "recompute": "selective", "precision": "BF16",
+           "metric": "tokens_per_s_per_gpu", "value": "5762", "notes": "FSDP"}
+    return {**row, **update}
+
+
+def test_torchtitan_rows_run_as_torchtitan_runs_them() -> None:
+    """Its "selective" is the per-op policy; without torch.compile the pointwise ops
+    are eager; attention is SDPA's FlashAttention-2; its local batch is the micro-batch."""
+    run = express_row(_row())
+    assert not isinstance(run, str)
+    plan = run.job.plan
+    assert (plan.recompute, plan.pointwise_kernels, plan.attention_kernel) == \
+        ("op", "eager", "flash2")
+    assert (plan.zero_stage, run.job.micro_batch, run.job.global_batch) == (3, 2, 16)
+    compiled = express_row(_row(notes="FSDP + torch.compile"))
+    assert not isinstance(compiled, str) and compiled.job.plan.pointwise_kernels == "fused"
+    default = express_row(_row(recompute=""))
+    assert not isinstance(default, str) and default.job.plan.recompute == "op"
+    assert "per-op selective recomputation" in default.assumed
+    full = express_row(_row(recompute="full"))
+    assert not isinstance(full, str) and full.job.plan.recompute == "full"
+
+
+def test_rowwise_fp8_rows_are_listed_with_the_missing_feature() -> None:
+    reason = express_row(_row(precision="FP8 float8 rowwise"))
+    assert isinstance(reason, str) and "rowwise-scaled FP8" in reason
