@@ -235,7 +235,8 @@ def plan_training_command(
     offload: Annotated[str, typer.Option(
         help="offload choices: none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")] = "none",
     micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
-    recompute: Annotated[str, typer.Option(help="none, selective, full")] = "none,selective,full",
+    recompute: Annotated[str, typer.Option(
+        help="none, selective, full, op")] = "none,selective,full",
     schedules: Annotated[str, typer.Option(help="gpipe, 1f1b, interleaved")] = "1f1b,interleaved",
     price: Annotated[float | None, typer.Option(help="USD per GPU-hour")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,

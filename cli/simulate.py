@@ -324,7 +324,14 @@ def simulate_command(
         "--sequence-parallel/--no-sequence-parallel",
         help="training: shard norms and dropout over the TP group")] = None,
     recompute: Annotated[str | None, typer.Option(
-        help="training: none, selective or full")] = None,
+        help="training: none, selective (Megatron's attention core), full, or op "
+             "(torchtitan's per-op policy)")] = None,
+    attention_kernel: Annotated[str | None, typer.Option(
+        help="training: flash (FlashAttention-3 / cuDNN), flash2 (PyTorch SDPA's "
+             "FlashAttention-2) or unfused")] = None,
+    pointwise_kernels: Annotated[str | None, typer.Option(
+        help="training: fused (Megatron-Core, torch.compile) or eager (PyTorch op by "
+             "op)")] = None,
     zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
     offload: Annotated[str | None, typer.Option(
         help="training: none, cpu (ZeRO-Offload) or nvme (ZeRO-Infinity)")] = None,
@@ -344,6 +351,8 @@ def simulate_command(
     from workloads.training import is_training_file
     training_only = {"--cp": cp, "--virtual-stages": virtual_stages, "--schedule": schedule,
                      "--sequence-parallel": sequence_parallel, "--recompute": recompute,
+                     "--attention-kernel": attention_kernel,
+                     "--pointwise-kernels": pointwise_kernels,
                      "--zero-stage": zero_stage, "--offload": offload,
                      "--micro-batch": micro_batch, "--global-batch": global_batch,
                      "--num-gpus": num_gpus}
@@ -385,6 +394,8 @@ def simulate_command(
             "plan.tp": tp, "plan.pp": pp, "plan.dp": dp, "plan.cp": cp, "plan.ep": ep,
             "plan.virtual_stages": virtual_stages, "plan.schedule": schedule,
             "plan.sequence_parallel": sequence_parallel, "plan.recompute": recompute,
+            "plan.attention_kernel": attention_kernel,
+            "plan.pointwise_kernels": pointwise_kernels,
             "plan.zero_stage": zero_stage, "plan.offload": offload, "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
@@ -454,8 +465,11 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         f"pp={plan.pp} dp={plan.dp} cp={plan.cp} ep={plan.ep}, {plan.schedule}"
         + (f" (v={plan.virtual_stages})" if plan.virtual_stages > 1 else "")
         + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}"
+        + (f", attention {plan.attention_kernel}" if plan.attention_kernel != "flash" else "")
+        + (", eager pointwise ops" if plan.pointwise_kernels == "eager" else "")
         + (f" + offload to {plan.offload}" if plan.offload != "none" else "") + ", "
-        f"{result.num_micro_batches} micro-batches of {job.micro_batch}")
+        f"{result.num_micro_batches} micro-batch{'es' if result.num_micro_batches != 1 else ''}"
+        f" of {job.micro_batch}")
     console.print(
         f"step {result.step_s:.3f} s, {result.tokens_per_s:,.0f} tokens/s, "
         f"{result.tflops_per_gpu:.1f} model TFLOP/s per GPU, MFU {result.mfu:.1%}, "

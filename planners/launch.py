@@ -73,12 +73,18 @@ def megatron_args(job: TrainingJob) -> str:
 
     Raises:
         ClusterSimError: a plan Megatron-LM does not run (ZeRO-3 or NVMe offload: those
-            are DeepSpeed's).
+            are DeepSpeed's; the per-op recomputation policy, eager pointwise kernels and
+            FlashAttention-2: torchtitan's).
     """
     plan = job.plan
     if plan.zero_stage == 3 or plan.offload == "nvme":
         raise ClusterSimError("ZeRO-3 and ZeRO-Infinity are DeepSpeed's; Megatron-LM has no "
                               "arguments for them")
+    if plan.recompute == "op" or plan.pointwise_kernels == "eager" \
+            or plan.attention_kernel == "flash2":
+        raise ClusterSimError("recompute=op, eager pointwise kernels and FlashAttention-2 "
+                              "are how torchtitan runs; Megatron-LM has no arguments for "
+                              "them (use recompute none, selective or full)")
     words = ["--tensor-model-parallel-size", str(plan.tp),
              "--pipeline-model-parallel-size", str(plan.pp),
              "--context-parallel-size", str(plan.cp),

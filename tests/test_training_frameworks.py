@@ -151,3 +151,41 @@ def test_torchtitan_rows_run_as_torchtitan_runs_them() -> None:
 def test_rowwise_fp8_rows_are_listed_with_the_missing_feature() -> None:
     reason = express_row(_row(precision="FP8 float8 rowwise"))
     assert isinstance(reason, str) and "rowwise-scaled FP8" in reason
+
+
+def test_the_cli_runs_the_torchtitan_example_and_its_kernel_flags() -> None:
+    """The bundled torchtitan job runs; eager pointwise kernels make its step longer; a
+    kernel name the plan does not know is a one-line error naming the field."""
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    example = str(Path(__file__).parent.parent / "workloads" / "examples"
+                  / "train_llama3_8b_torchtitan.json")
+    runner = CliRunner()
+    steps = []
+    for flags in ([], ["--pointwise-kernels", "eager"]):
+        result = runner.invoke(app, ["simulate", "--workload", example, *flags])
+        assert result.exit_code == 0, result.output
+        assert "recompute op" in result.output and "attention flash2" in result.output
+        found = re.search(r"step ([0-9.]+) s", result.output)
+        assert found is not None
+        steps.append(float(found.group(1)))
+    assert "eager pointwise ops" in result.output and steps[1] > steps[0]
+    bad = runner.invoke(app, ["simulate", "--workload", example, "--attention-kernel", "fa9"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
+    assert "plan.attention_kernel" in bad.output
+
+
+def test_megatron_arguments_refuse_what_only_torchtitan_runs() -> None:
+    from planners.launch import megatron_args
+    from profiles.errors import ClusterSimError
+
+    job = build_training_job({"model": "llama-3.1-8b", "gpu": "h100", "seq_len": 8192,
+                              "global_batch": 16, "micro_batch": 2,
+                              "plan": {"dp": 8, "zero_stage": 1, "recompute": "op"}})
+    with pytest.raises(ClusterSimError, match="recompute=op"):
+        megatron_args(job)
