@@ -110,9 +110,18 @@ def uneven_split(plan: ParallelPlan, num_layers: int) -> ParallelPlan:
     return plan
 
 
+# What a job's plan says about how its framework runs a layer, rather than how the job
+# is spread: every candidate keeps these from the job (a torchtitan job's plans run
+# SDPA's FlashAttention-2 and its pointwise kernels, a Megatron job its TP overlap).
+FRAMEWORK_FIELDS = ("attention_kernel", "pointwise_kernels", "gradient_dtype",
+                    "overlap_tp_comm", "overlap_dp_comm")
+
+
 def plan_training(job: TrainingJob, space: TrainingSpace, *,
                   price_usd_per_gpu_hour: float | None = None) -> TrainingPlan:
-    """Simulate every plan of ``space`` for ``job``; the job's own plan is ignored.
+    """Simulate every plan of ``space`` for ``job``. The job's own degrees, ZeRO stage,
+    recomputation and schedule are ignored; its framework's fields (FRAMEWORK_FIELDS)
+    are kept in every plan.
 
     Raises:
         ClusterSimError: unknown model or GPU, or a job without a GPU.
@@ -125,7 +134,8 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
         else default_prices().get(gpu.name)
     candidates = []
     for index, (even_plan, micro_batch) in enumerate(_plans(space)):
-        plan = uneven_split(even_plan, model.num_layers)
+        plan = uneven_split(even_plan, model.num_layers).model_copy(
+            update={name: getattr(job.plan, name) for name in FRAMEWORK_FIELDS})
         candidate = TrainingCandidate(index, plan.model_dump(), micro_batch)
         candidates.append(candidate)
         trial = job.model_copy(update={"plan": plan, "micro_batch": micro_batch})

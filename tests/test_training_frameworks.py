@@ -189,3 +189,25 @@ def test_megatron_arguments_refuse_what_only_torchtitan_runs() -> None:
                               "plan": {"dp": 8, "zero_stage": 1, "recompute": "op"}})
     with pytest.raises(ClusterSimError, match="recompute=op"):
         megatron_args(job)
+
+
+def test_the_training_planner_keeps_how_the_job_s_framework_runs_a_layer() -> None:
+    """A torchtitan job's candidates all run FlashAttention-2 and eager pointwise ops,
+    and the same plan is slower than under Megatron-Core's kernels; the degrees still
+    come from the space."""
+    from planners.training import TrainingSpace, plan_training
+
+    fields = {"model": "llama-3.1-8b", "gpu": "h100", "seq_len": 8192, "global_batch": 16,
+              "micro_batch": 2, "plan": {"dp": 8}}
+    space = TrainingSpace(num_gpus=[8], tp=[1, 2], pp=[1], zero_stage=[3], micro_batch=[2],
+                          recompute=["op"], schedules=["1f1b"])
+    torchtitan = build_training_job({**fields, "plan": {
+        "dp": 8, "attention_kernel": "flash2", "pointwise_kernels": "eager"}})
+    titan = plan_training(torchtitan, space)
+    megatron = plan_training(build_training_job(fields), space)
+    assert [c.plan["tp"] for c in titan.candidates] == [1, 2]
+    for ours, theirs in zip(titan.candidates, megatron.candidates, strict=True):
+        assert (ours.plan["attention_kernel"], ours.plan["pointwise_kernels"]) == \
+            ("flash2", "eager")
+        assert theirs.plan["attention_kernel"] == "flash"
+        assert ours.status == theirs.status == "evaluated" and ours.step_s > theirs.step_s
