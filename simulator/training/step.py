@@ -354,9 +354,10 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     elif plan.recompute == "selective":
         recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * width * layers
     elif plan.recompute == "op":
+        # every second dense matmul, and the routed experts (grouped GEMMs, not saved)
         linears = linear_sequence(model, 1)
-        routed = max(0.0, layer_params - sum(n * k for n, k in linears))
-        again = sum(n * k for n, k in linears[1::2]) + routed
+        routed = layer_params - sum(n * k for n, k in linears) if model.is_moe else 0.0
+        again = sum(n * k for n, k in linears[1::2]) + max(0.0, routed)
         recompute_flops = 2.0 * tokens * layers * again
     ideal = m * (sum(forward) + sum(backward)) / p
     breakdown = _breakdown(run, cost, layers_of, p, v, m, (head_fwd, head_bwd), step,
