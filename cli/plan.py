@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cli.common import console, fail, progress_bar, step_breakdown_table, user_errors
 from planners.disaggregation import DisaggregationSpace
-from planners.launch import launch_commands, megatron_args
+from planners.launch import launch_commands, training_launch
 from planners.objectives import SteadyState
 from planners.output import write_plan
 from planners.serving import plan_serving
@@ -19,6 +19,7 @@ from planners.space import GPUChoice, ServingSpace
 from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
+from profiles.models import load_model
 from simulator import build_deployment, check_output_folder
 from workloads.loaders import load_workload
 from workloads.training import load_training_job
@@ -276,10 +277,11 @@ def plan_training_command(
             "plan": training_job.plan.model_copy(update=fastest.plan),
             "micro_batch": fastest.micro_batch})
         try:
-            console.print(f"fastest #{fastest.index} as Megatron-LM arguments: "
-                          f"{megatron_args(job)}", soft_wrap=True, markup=False)
+            framework, arguments = training_launch(job, load_model(job.model).num_layers)
+            console.print(f"fastest #{fastest.index} as {framework} arguments: {arguments}",
+                          soft_wrap=True, markup=False)
         except ClusterSimError as error:
-            console.print(f"fastest #{fastest.index}: {error}", soft_wrap=True)
+            console.print(f"fastest #{fastest.index}: {error}", soft_wrap=True, markup=False)
         console.print(step_breakdown_table(fastest.breakdown, fastest.step_s))
     if out is not None:
         console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))

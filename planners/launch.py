@@ -2,7 +2,9 @@
 
 * serving: ``vllm serve`` (``simulator.serving.vllm_args``, the one table of vLLM flags,
   which also reads such a command back) and SGLang's ``launch_server``;
-* training: Megatron-LM's ``pretrain_gpt.py`` arguments.
+* training: Megatron-LM's ``pretrain_gpt.py`` arguments, or torchtitan's ``train.py``
+  overrides (its JobConfig sections as of 2025: ``--parallelism.*``, ``--training.*``,
+  ``--activation_checkpoint.*``) for a plan run the way torchtitan runs.
 
 Each command carries every knob the plan sets that the engine has a flag for; what a
 command cannot say (replica count, the router, the GPU type) is printed beside it by the
@@ -23,7 +25,8 @@ from simulator.serving.config import DeploymentConfig
 from simulator.serving.vllm_args import field_value, vllm_command
 from workloads.training import TrainingJob
 
-__all__ = ["SGLANG_FLAGS", "launch_commands", "megatron_args", "sglang_command"]
+__all__ = ["SGLANG_FLAGS", "launch_commands", "megatron_args", "sglang_command",
+           "torchtitan_args", "training_launch"]
 
 # deployment field -> SGLang launch_server flag
 SGLANG_FLAGS = {
@@ -116,6 +119,84 @@ def megatron_args(job: TrainingJob) -> str:
     words += {"bf16": ["--bf16"], "fp16": ["--fp16"],
               "fp8": ["--bf16", "--fp8-format", "hybrid"]}[job.dtype]
     return shlex.join(words)
+
+
+# ParallelPlan.schedule -> torchtitan's pipeline_parallel_schedule
+TORCHTITAN_SCHEDULES = {"gpipe": "GPipe", "1f1b": "1F1B", "interleaved": "Interleaved1F1B"}
+
+
+def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
+    """torchtitan ``train.py`` overrides for ``job``'s plan (``--job.config_file`` names
+    the model's own TOML; these set the layout and the training knobs).
+
+    torchtitan shards with FSDP (ZeRO-3) or replicates (DDP, ZeRO-0); its "selective"
+    recomputation is the per-op policy (``op``) or every n-th layer; a plan of
+    torch.compile's fused kernels compiles. The local batch is one micro-batch without
+    PP (more are accumulated to the global batch), the pipeline's micro-batches with it.
+
+    Raises:
+        ClusterSimError: a plan torchtitan does not run (ZeRO-1/2, Megatron's
+            attention-core recomputation, the ZeRO-Offload/Infinity split).
+    """
+    plan = job.plan
+    if plan.zero_stage in (1, 2):
+        raise ClusterSimError(f"zero_stage={plan.zero_stage}: torchtitan shards with FSDP "
+                              f"(zero_stage 3) or replicates (zero_stage 0)")
+    if plan.recompute == "selective":
+        raise ClusterSimError("recompute=selective is Megatron's attention-core policy; "
+                              "torchtitan's selective recomputation is recompute=op")
+    if plan.offload != "none":
+        raise ClusterSimError(f"offload={plan.offload}: torchtitan's CPU offload moves the "
+                              f"weights too, which is not the plan simulated")
+    sharded = plan.zero_stage == 3
+    words = ["--parallelism.data_parallel_shard_degree", str(plan.dp if sharded else 1),
+             "--parallelism.data_parallel_replicate_degree", str(1 if sharded else plan.dp),
+             "--parallelism.tensor_parallel_degree", str(plan.tp),
+             "--parallelism.pipeline_parallel_degree", str(plan.pp),
+             "--parallelism.context_parallel_degree", str(plan.cp),
+             "--training.seq_len", str(job.seq_len),
+             "--training.global_batch_size", str(job.global_batch)]
+    if plan.ep > 1:
+        words += ["--parallelism.expert_parallel_degree", str(plan.ep)]
+    if plan.pp > 1:
+        words += ["--training.local_batch_size", str(job.global_batch // plan.dp),
+                  "--parallelism.pipeline_parallel_microbatch_size", str(job.micro_batch),
+                  "--parallelism.pipeline_parallel_schedule",
+                  TORCHTITAN_SCHEDULES[plan.schedule]]
+        chunks = plan.pp * plan.virtual_stages
+        if num_layers % chunks == 0:
+            words += ["--parallelism.pipeline_parallel_layers_per_stage",
+                      str(num_layers // chunks)]
+    else:
+        words += ["--training.local_batch_size", str(job.micro_batch)]
+    words += ["--activation_checkpoint.mode",
+              {"none": "none", "full": "full", "op": "selective"}[plan.recompute]]
+    if plan.recompute == "op":
+        words += ["--activation_checkpoint.selective_ac_option", "op"]
+    if plan.pointwise_kernels == "fused":
+        words.append("--training.compile")
+        if plan.overlap_tp_comm and plan.tp > 1:
+            words.append("--parallelism.enable_async_tensor_parallel")
+    if job.dtype == "fp8":
+        words += ["--model.converters", "float8", "--float8.recipe_name", "tensorwise"]
+    return shlex.join(words)
+
+
+def training_launch(job: TrainingJob, num_layers: int) -> tuple[str, str]:
+    """(framework, arguments) for the first framework that runs ``job``'s plan as it was
+    simulated: Megatron-LM, else torchtitan.
+
+    Raises:
+        ClusterSimError: neither runs it; the message gives each one's reason.
+    """
+    reasons = []
+    for name, arguments in (("Megatron-LM", lambda: megatron_args(job)),
+                            ("torchtitan", lambda: torchtitan_args(job, num_layers))):
+        try:
+            return name, arguments()
+        except ClusterSimError as error:
+            reasons.append(f"{name}: {error}")
+    raise ClusterSimError("no launch arguments; " + "; ".join(reasons))
 
 
 def launch_commands(deployment: DeploymentConfig) -> dict[str, str]:

@@ -211,3 +211,66 @@ def test_the_training_planner_keeps_how_the_job_s_framework_runs_a_layer() -> No
             ("flash2", "eager")
         assert theirs.plan["attention_kernel"] == "flash"
         assert ours.status == theirs.status == "evaluated" and ours.step_s > theirs.step_s
+
+
+def _job(**plan: Any) -> Any:
+    fields = {"model": "llama-3.1-70b", "gpu": "h100", "seq_len": 8192, "global_batch": 512,
+              "micro_batch": 1, "dtype": "fp8", "plan": plan}
+    return build_training_job(fields)
+
+
+def test_torchtitan_arguments_carry_the_plan_as_torchtitan_names_it() -> None:
+    """FSDP 32 x TP 8 with full recomputation, compiled, FP8, async TP: the layout, the
+    batch, the recomputation mode and the knobs, in torchtitan's JobConfig names."""
+    from planners.launch import torchtitan_args
+
+    args = torchtitan_args(_job(tp=8, dp=32, zero_stage=3, recompute="full",
+                                sequence_parallel=True, overlap_tp_comm=True,
+                                attention_kernel="flash2"), 80).split()
+    pairs = dict(zip(args[::2], args[1::2], strict=False))
+    assert pairs["--parallelism.data_parallel_shard_degree"] == "32"
+    assert pairs["--parallelism.data_parallel_replicate_degree"] == "1"
+    assert pairs["--parallelism.tensor_parallel_degree"] == "8"
+    assert pairs["--training.local_batch_size"] == "1"
+    assert pairs["--training.global_batch_size"] == "512"
+    assert pairs["--activation_checkpoint.mode"] == "full"
+    assert {"--training.compile", "--parallelism.enable_async_tensor_parallel"} <= set(args)
+    assert args[-4:] == ["--model.converters", "float8", "--float8.recipe_name", "tensorwise"]
+    # a pipeline: the local batch is the replica's share, split into micro-batches
+    piped = torchtitan_args(_job(tp=8, pp=4, dp=8, zero_stage=3, recompute="op",
+                                 schedule="interleaved", virtual_stages=2,
+                                 sequence_parallel=True, pointwise_kernels="eager"),
+                            80).split()
+    pairs = dict(zip(piped[::2], piped[1::2], strict=False))
+    assert pairs["--training.local_batch_size"] == "64"
+    assert pairs["--parallelism.pipeline_parallel_schedule"] == "Interleaved1F1B"
+    assert pairs["--parallelism.pipeline_parallel_layers_per_stage"] == "10"
+    assert pairs["--activation_checkpoint.selective_ac_option"] == "op"
+    assert "--training.compile" not in piped
+
+
+@pytest.mark.parametrize("plan, reason", [
+    ({"dp": 8, "zero_stage": 1}, "zero_stage=1: torchtitan shards with FSDP"),
+    ({"dp": 8, "zero_stage": 3, "recompute": "selective"}, "recompute=op"),
+    ({"dp": 8, "zero_stage": 3, "offload": "cpu"}, "offload=cpu"),
+])
+def test_torchtitan_arguments_refuse_what_torchtitan_does_not_run(
+        plan: dict[str, Any], reason: str) -> None:
+    from planners.launch import torchtitan_args
+    from profiles.errors import ClusterSimError
+
+    with pytest.raises(ClusterSimError, match=reason):
+        torchtitan_args(_job(**plan), 80)
+
+
+def test_the_launch_goes_to_the_framework_that_runs_the_plan() -> None:
+    """A Megatron plan gets Megatron-LM's arguments; an FSDP plan with the per-op policy
+    torchtitan's; one neither runs is refused with both reasons."""
+    from planners.launch import training_launch
+    from profiles.errors import ClusterSimError
+
+    assert training_launch(_job(tp=8, dp=32, zero_stage=1, sequence_parallel=True,
+                                recompute="selective"), 80)[0] == "Megatron-LM"
+    assert training_launch(_job(dp=256, zero_stage=3, recompute="op"), 80)[0] == "torchtitan"
+    with pytest.raises(ClusterSimError, match="Megatron-LM: .*; torchtitan: "):
+        training_launch(_job(dp=256, zero_stage=1, recompute="op"), 80)
