@@ -175,23 +175,28 @@ def pointwise_bytes_per_token(model: ModelSpec, tp: int, sequence_parallel: bool
         RMSNorm   upcast 6, square 8, mean 4, scale 8, downcast 6, weight 4 = 32 (x2)
                   (LayerNorm is one kernel: 4)
         residual  2 adds of 6
-        rotary    q and k: upcast 6, complex multiply 8, downcast 6 = 20
+        rotary    q and k: upcast 6, complex multiply 8, downcast 6 = 20 (none with
+                  learned positions)
         GQA       k and v repeated to every head: read kv, write q (4 each)
         output    attention output made contiguous: 4 over q
         MLP       SiLU 4 and the gate's product 6 (GeLU: 4), over the MLP's width
 
-    The hidden-width terms shard over TP with sequence parallelism."""
+    The hidden-width terms shard over TP with sequence parallelism. Unfused ops never
+    move fewer bytes than the fused kernels of the same block, so eager is at least
+    fused (the fused count's dropout and bias terms are not in the eager count)."""
     h, q, kv = model.hidden_size, model.q_size, model.kv_size
     f = model.active_ffn_width
     split = tp if sequence_parallel else 1
+    fused = 2.0 * 24.0 * h / split + 8.0 * f / tp
     if kernels == "fused":
-        return 2.0 * 24.0 * h / split + 8.0 * f / tp
+        return fused
     norm = 32.0 if model.norm_kind == "rmsnorm" else 4.0
     replicated = (2.0 * norm + 12.0) * h
+    rotary = 0.0 if model.learned_position_embeddings else 20.0 * (q + kv)
     repeat = 4.0 * (q + kv) if kv < q else 0.0
     mlp = 10.0 * f if model.mlp_kind == "gated" else 4.0 * f
-    sharded = 20.0 * (q + kv) + repeat + 4.0 * q + mlp
-    return replicated / split + sharded / tp
+    sharded = rotary + repeat + 4.0 * q + mlp
+    return max(fused, replicated / split + sharded / tp)
 
 
 # Bytes of HBM traffic to quantize one element for an FP8 GEMM: read it in 16 bits (2),
