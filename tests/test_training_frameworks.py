@@ -279,3 +279,21 @@ def test_the_launch_goes_to_the_framework_that_runs_the_plan() -> None:
     assert training_launch(_job(dp=256, zero_stage=3, recompute="op"), 80)[0] == "torchtitan"
     with pytest.raises(ClusterSimError, match="Megatron-LM: .*; torchtitan: "):
         training_launch(_job(dp=256, zero_stage=1, recompute="op"), 80)
+
+
+def test_torchtitan_pipelines_run_as_pytorch_pipelining_runs_fsdp() -> None:
+    """With PP, an FSDP stage keeps its weights gathered and its gradients unreduced
+    until the last backward (ZeRO-1's traffic and memory), and an Interleaved 1F1B run
+    without printed split points has torchtitan's default two stages per rank."""
+    row = _row(model="Llama 3.1 405B", n_gpu="512", TP="8", PP="8", DP="8", mbs="32",
+               gbs="256", recompute="full", precision="FP8 (float8 linears)",
+               notes="3D, Interleaved 1F1B schedule + torch.compile + Float8 + AsyncTP; "
+                     "DP column = FSDP degree")
+    run = express_row(row)
+    assert not isinstance(run, str)
+    plan = run.job.plan
+    assert (plan.zero_stage, plan.schedule, plan.virtual_stages) == (1, "interleaved", 2)
+    assert run.job.micro_batch == 1 and run.job.global_batch == 256
+    assert "FSDP under PP as ZeRO-1" in run.assumed and "2 stages per rank" in run.assumed
+    one = express_row({**row, "notes": "3D, 1F1B schedule; DP column = FSDP degree"})
+    assert not isinstance(one, str) and one.job.plan.schedule == "1f1b"

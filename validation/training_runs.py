@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -191,6 +191,17 @@ def express_row(row: Any) -> ExpressedRun | str:
     else:
         fp8 = any(word in precision for word in ("FP8", "float8"))
     megatron = source != "torchtitan"
+    if not megatron and pp > 1 and vp == 1 and "Interleaved" in notes:
+        # torchtitan's looped schedules run two stages per rank where no split is given
+        # (its generate_split_points)
+        vp = 2
+        assumed.append("2 stages per rank (torchtitan's default for Interleaved 1F1B)")
+    zero_stage: Literal[0, 1, 2, 3] = 3 if fsdp else 1 if dp * cp > 1 and megatron else 0
+    if fsdp and not megatron and pp > 1:
+        # PyTorch's pipelining keeps an FSDP stage's weights gathered and its gradients
+        # unreduced until the last backward: ZeRO-1's traffic and memory
+        zero_stage = 1
+        assumed.append("FSDP under PP as ZeRO-1 (weights gathered once per step)")
     recompute = str(row["recompute"]).lower()
     if not megatron:
         # torchtitan's "selective" is its per-op policy (selective_ac_option "op"); the
@@ -208,7 +219,7 @@ def express_row(row: Any) -> ExpressedRun | str:
         recompute="full" if "full" in recompute else "op" if recompute == "op" else
         "selective" if "selective" in recompute else "none",
         pointwise_kernels="fused" if compiled else "eager",
-        zero_stage=3 if fsdp else 1 if dp * cp > 1 and megatron else 0,
+        zero_stage=zero_stage,
         # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-
         # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off).
         gradient_dtype="fp32" if source == "megatron-lm" else "bf16",
