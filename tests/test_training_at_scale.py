@@ -112,7 +112,16 @@ PUBLISHED_PLANS = [
       "zero_stage": 1, "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
     ("torchtitan Llama 3.1 70B, 256 H100, FSDP 32 x TP 8, Float8", "llama-3.1-70b", "h100",
      8192, 512, 16, "fp8", {"tp": 8, "pp": 1, "dp": 32, "zero_stage": 3,
-                            "recompute": "full"}),
+                            "recompute": "full", "attention_kernel": "flash2"}),
+    ("torchtitan Llama 3.1 8B, 8 H100, FSDP 8, per-op recomputation, eager", "llama-3.1-8b",
+     "h100", 8192, 16, 2, "bf16", {"tp": 1, "pp": 1, "dp": 8, "zero_stage": 3,
+                                   "recompute": "op", "attention_kernel": "flash2",
+                                   "pointwise_kernels": "eager"}),
+    ("torchtitan Llama 3.1 405B, 512 H100, FSDP 8 x TP 8 x PP 8 (as ZeRO-1), Float8",
+     "llama-3.1-405b", "h100", 8192, 256, 1, "fp8",
+     {"tp": 8, "pp": 8, "dp": 8, "zero_stage": 1, "recompute": "full",
+      "schedule": "interleaved", "virtual_stages": 2, "attention_kernel": "flash2",
+      "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
 ]
 
 
