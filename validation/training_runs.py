@@ -14,7 +14,9 @@ simulator's; NeMo's long-context table counts causal attention as half, see
            FSDP (Megatron's or torchtitan's): ZeRO-3; torchtitan's local batch is one
            micro-batch without PP, micro-batches of 1 with PP; torchtitan's "selective"
            is its per-op policy (recompute "op"), its attention SDPA's FlashAttention-2,
-           its pointwise ops eager unless the row says torch.compile; uneven layer counts split
+           its pointwise ops eager unless the row says torch.compile, its FSDP under PP
+           ZeRO-1 (pipelining keeps a stage's weights gathered through the step), its
+           Interleaved 1F1B two stages per rank; uneven layer counts split
            with the embedding and the loss counted as layers (Megatron's
            --account-for-embedding/loss-in-pipeline-split)
         ─► simulate_training ─► predicted metric, and the memory the plan needs
