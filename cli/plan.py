@@ -232,12 +232,14 @@ def plan_training_command(
     tp: Annotated[str, typer.Option(help="TP degrees")] = "1,2,4,8",
     pp: Annotated[str, typer.Option(help="PP degrees")] = "1,2,4,8",
     cp: Annotated[str, typer.Option(help="CP degrees")] = "1",
-    zero_stage: Annotated[str, typer.Option(help="ZeRO stages")] = "0,1",
+    zero_stage: Annotated[str | None, typer.Option(
+        help="ZeRO stages (default 0,1; 0,3 for a job run as torchtitan runs)")] = None,
     offload: Annotated[str, typer.Option(
         help="offload choices: none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")] = "none",
     micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
-    recompute: Annotated[str, typer.Option(
-        help="none, selective, full, op")] = "none,selective,full",
+    recompute: Annotated[str | None, typer.Option(
+        help="none, selective, full, op (default none,selective,full; none,op,full for a "
+             "job run as torchtitan runs)")] = None,
     schedules: Annotated[str, typer.Option(help="gpipe, 1f1b, interleaved")] = "1f1b,interleaved",
     price: Annotated[float | None, typer.Option(help="USD per GPU-hour")] = None,
     out: Annotated[Path | None, typer.Option(help="output folder")] = None,
@@ -245,13 +247,22 @@ def plan_training_command(
 ) -> None:
     """Simulate every training plan of a space; print the fastest and the Pareto set."""
     training_job = load_training_job(job)
+    # A job whose plan names torchtitan's kernels or recomputation policy is planned with
+    # what torchtitan runs: DDP or FSDP, and its per-op policy instead of Megatron's.
+    titan = training_job.plan
+    torchtitan = (titan.attention_kernel == "flash2" or titan.pointwise_kernels == "eager"
+                  or titan.recompute == "op")
+    if zero_stage is None:
+        zero_stage = "0,3" if torchtitan else "0,1"
+    if recompute is None:
+        recompute = "none,op,full" if torchtitan else "none,selective,full"
     space = TrainingSpace(
         num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
         offload=_choices(offload, "--offload", ("none", "cpu", "nvme")),
         micro_batch=_ints(micro_batch, "--micro-batch"),
-        recompute=[r for r in recompute.split(",") if r],
-        schedules=[s for s in schedules.split(",") if s])
+        recompute=_choices(recompute, "--recompute", ("none", "selective", "full", "op")),
+        schedules=_choices(schedules, "--schedules", ("gpipe", "1f1b", "interleaved")))
     if out is not None:
         check_output_folder(out)
     plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)

@@ -297,3 +297,33 @@ def test_torchtitan_pipelines_run_as_pytorch_pipelining_runs_fsdp() -> None:
     assert "FSDP under PP as ZeRO-1" in run.assumed and "2 stages per rank" in run.assumed
     one = express_row({**row, "notes": "3D, 1F1B schedule; DP column = FSDP degree"})
     assert not isinstance(one, str) and one.job.plan.schedule == "1f1b"
+
+
+def test_plan_training_plans_a_torchtitan_job_with_what_torchtitan_runs(tmp_path: Any) -> None:
+    """The bundled torchtitan job is searched over DDP/FSDP and none/op/full by default
+    (a Megatron job keeps ZeRO 0/1 and Megatron's policies); a misspelt choice is a
+    one-line error, not an empty plan."""
+    import csv
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    example = str(Path(__file__).parent.parent / "workloads" / "examples"
+                  / "train_llama3_8b_torchtitan.json")
+    runner = CliRunner()
+    result = runner.invoke(app, ["plan-training", "--job", example, "--num-gpus", "8",
+                                 "--tp", "1", "--pp", "1", "--micro-batch", "1",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "as torchtitan arguments" in result.output
+    with open(tmp_path / "candidates.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {r["plan.zero_stage"] for r in rows} == {"0", "3"}
+    assert {r["plan.recompute"] for r in rows} == {"none", "op", "full"}
+    assert {r["plan.attention_kernel"] for r in rows} == {"flash2"}
+    bad = runner.invoke(app, ["plan-training", "--job", example, "--num-gpus", "8",
+                              "--recompute", "fulll"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
+    assert "--recompute 'fulll'" in bad.output
