@@ -3,6 +3,7 @@ with a progress bar, a table of the best plans and the plan folder."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -44,8 +45,28 @@ def _parsed(text: str, option: str, kind: type, what: str) -> list[Any]:
             from None
 
 
-def _ints(text: str, option: str) -> list[int]:
-    return _parsed(text, option, int, "integers")
+def _ints(text: str, option: str, minimum: int = 1, maximum: int | None = None) -> list[int]:
+    """Comma-separated integers, each in [minimum, maximum] (degrees, counts and sizes
+    start at 1)."""
+    values = _parsed(text, option, int, "integers")
+    bad = [v for v in values if v < minimum or (maximum is not None and v > maximum)]
+    if bad or not values:
+        bounds = f"{minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise ClusterSimError(f"{option} {text!r}: expected comma-separated integers, "
+                              f"each {bounds}")
+    return values
+
+
+def _price(text: str, shown: str) -> float:
+    """A price in USD per GPU-hour: a finite number, 0 or more (``shown``: the option as
+    the user gave it, for the error)."""
+    try:
+        usd = float(text)
+    except ValueError:
+        usd = -1.0
+    if not (math.isfinite(usd) and usd >= 0):
+        raise ClusterSimError(f"{shown}: expected USD per GPU-hour, 0 or more")
+    return usd
 
 
 def _switch(text: str | None) -> list[bool] | None:
@@ -131,10 +152,9 @@ def plan_command(
     prices = {}
     for entry in price or []:
         name, _, usd = entry.partition("=")
-        try:
-            prices[load_gpu(name).name] = float(usd)
-        except ValueError:
+        if not usd:
             fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
+        prices[load_gpu(name).name] = _price(usd, f"--price {entry!r}")
     names = [choice.name for choice in choices]
     disaggregation = None
     if disaggregate:
@@ -258,14 +278,18 @@ def plan_training_command(
         recompute = "none,op,full" if torchtitan else "none,selective,full"
     space = TrainingSpace(
         num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
-        cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage"),
+        cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage", 0, 3),
         offload=_choices(offload, "--offload", ("none", "cpu", "nvme")),
         micro_batch=_ints(micro_batch, "--micro-batch"),
         recompute=_choices(recompute, "--recompute", ("none", "selective", "full", "op")),
         schedules=_choices(schedules, "--schedules", ("gpipe", "1f1b", "interleaved")))
     if out is not None:
         check_output_folder(out)
-    plan = plan_training(training_job, space, price_usd_per_gpu_hour=price)
+    plan = plan_training(training_job, space, price_usd_per_gpu_hour=(
+        None if price is None else _price(str(price), f"--price {price}")))
+    if not plan.candidates:
+        fail(f"no plan of the space uses {num_gpus} GPUs: tp x pp x cp must divide the GPU "
+             f"count; change --num-gpus, --tp, --pp or --cp")
     evaluated = sorted((c for c in plan.candidates if c.status == "evaluated"),
                        key=lambda c: c.step_s)
     table = Table("#", "GPUs", "tp", "pp", "dp", "cp", "ZeRO", "offload", "mbs", "recompute",

@@ -13,9 +13,9 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from planners.objectives import default_prices
 from profiles.errors import ClusterSimError
@@ -33,17 +33,17 @@ class TrainingSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    num_gpus: list[int] = Field(min_length=1)
-    tp: list[int] = [1, 2, 4, 8]
-    pp: list[int] = [1, 2, 4, 8]
-    cp: list[int] = [1]
-    ep: list[int] = [1]
-    zero_stage: list[int] = [0, 1]
-    offload: list[str] = Field(default=["none"], description="none, cpu (ZeRO-Offload), "
-                                                          "nvme (ZeRO-Infinity)")
-    micro_batch: list[int] = [1, 2]
-    recompute: list[str] = ["none", "selective", "full"]
-    schedules: list[str] = ["1f1b", "interleaved"]
+    num_gpus: list[PositiveInt] = Field(min_length=1)
+    tp: list[PositiveInt] = [1, 2, 4, 8]
+    pp: list[PositiveInt] = [1, 2, 4, 8]
+    cp: list[PositiveInt] = [1]
+    ep: list[PositiveInt] = [1]
+    zero_stage: list[Literal[0, 1, 2, 3]] = [0, 1]
+    offload: list[Literal["none", "cpu", "nvme"]] = Field(
+        default=["none"], description="none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")
+    micro_batch: list[PositiveInt] = [1, 2]
+    recompute: list[Literal["none", "selective", "full", "op"]] = ["none", "selective", "full"]
+    schedules: list[Literal["gpipe", "1f1b", "interleaved"]] = ["1f1b", "interleaved"]
     virtual_stages: int = Field(default=2, ge=2, description="for the interleaved schedule")
 
 
@@ -124,8 +124,13 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
     are kept in every plan.
 
     Raises:
-        ClusterSimError: unknown model or GPU, or a job without a GPU.
+        ClusterSimError: unknown model or GPU, a job without a GPU, or a price that is
+            not a number of USD, 0 or more.
     """
+    if price_usd_per_gpu_hour is not None and not (
+            math.isfinite(price_usd_per_gpu_hour) and price_usd_per_gpu_hour >= 0):
+        raise ClusterSimError(f"price {price_usd_per_gpu_hour!r}: expected USD per GPU-hour, "
+                              f"0 or more")
     if job.gpu is None:
         raise ClusterSimError("training job: no GPU given; set 'gpu' in the job or pass --gpu")
     model = load_model(job.model)

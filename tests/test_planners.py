@@ -380,3 +380,20 @@ def test_a_bracketed_search_resumed_gives_the_one_call_answer() -> None:
     assert (resumed.rate_per_s, resumed.attainment, resumed.num_simulations) == (
         whole.rate_per_s, whole.attainment, whole.num_simulations)
 
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tp", "0"], "error: --tp '0': expected comma-separated integers, each at least 1"),
+    (["--max-num-seqs", "0,64"], "error: --max-num-seqs '0,64'"),
+    (["--price", "h100=-3"], "error: --price 'h100=-3': expected USD per GPU-hour, 0 or more"),
+    (["--price", "h100=inf"], "error: --price 'h100=inf'"),
+])
+def test_plan_refuses_zero_degrees_and_negative_prices(flags: list[str], message: str) -> None:
+    """A zero degree or count crashed the search and a negative or infinite price was
+    taken as given; each is now a one-line error naming the option."""
+    chat = str(Path(__file__).parent.parent / "workloads" / "examples" / "chat.json")
+    result = CliRunner().invoke(app, ["plan", "--model", "llama-3-8b", "--workload", chat,
+                                      "--ttft-slo", "0.5", "--tpot-slo", "0.05",
+                                      "--gpu", "h100:4", *flags])
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert result.output.startswith(message)

@@ -327,3 +327,30 @@ def test_plan_training_plans_a_torchtitan_job_with_what_torchtitan_runs(tmp_path
                               "--recompute", "fulll"])
     assert bad.exit_code == 2 and bad.output.count("\n") == 1
     assert "--recompute 'fulll'" in bad.output
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tp", "0"], "--tp '0': expected comma-separated integers, each at least 1"),
+    (["--num-gpus", "-8"], "--num-gpus '-8'"),
+    (["--micro-batch", "0"], "--micro-batch '0'"),
+    (["--zero-stage", "4"], "each 0 to 3"),
+    (["--price", "-1"], "expected USD per GPU-hour, 0 or more"),
+    (["--tp", "1", "--pp", "3"], "no plan of the space uses 64 GPUs"),
+])
+def test_plan_training_refuses_a_space_it_cannot_search(flags: list[str], message: str) -> None:
+    """Zero or negative degrees, counts and sizes, a ZeRO stage past 3, a negative price
+    and a space with no plan for the GPU count are one-line errors (they crashed or gave
+    an empty plan)."""
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    job = str(Path(__file__).parent.parent / "workloads" / "examples" / "train_llama3_70b.json")
+    args = ["plan-training", "--job", job, "--num-gpus", "64", *flags]
+    if "--num-gpus" in flags:
+        args = ["plan-training", "--job", job, *flags]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
+    assert message in result.output
