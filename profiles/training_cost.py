@@ -18,7 +18,8 @@ the weights, CP the sequence), roofline time of::
                   its transpose), inputs forward and output gradients backward
     recompute     full: one more forward; selective: one more attention core; op
                   (torchtitan's per-op policy): every second dense matmul of the
-                  forward, the routed experts and every pointwise op, attention kept
+                  forward, the routed experts, every pointwise op and the TP gathers,
+                  attention kept
 
 plus communication per layer: TP 2 all-reduces forward and 2 backward (reduce-scatter +
 all-gather with sequence parallelism: the same volume), CP ring exchange of K and V
@@ -322,8 +323,12 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     forward = gemm + attention + elementwise + tp_comm + cp_comm + ep_comm
     elementwise_bwd = 2.0 * (elementwise - cast) + cast_bwd
     backward = gemm_bwd + attention_bwd + elementwise_bwd + tp_comm + 2.0 * cp_comm + ep_comm
+    # The per-op policy saves reduce-scatters' outputs but not all-gathers': with
+    # sequence parallelism it gathers again (half the TP traffic), without it the
+    # all-reduces run again.
+    regathered = tp_comm / 2.0 if sequence_parallel else tp_comm
     recomputed = {"full": forward, "selective": attention,
-                  "op": again + elementwise}.get(recompute, 0.0)
+                  "op": again + elementwise + regathered}.get(recompute, 0.0)
     backward += recomputed
     return LayerCost(forward, backward, gemm, attention, elementwise, tp_comm, cp_comm,
                      ep_comm, gemm_backward_s=gemm_bwd, attention_backward_s=attention_bwd,

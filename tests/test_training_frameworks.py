@@ -354,3 +354,22 @@ def test_plan_training_refuses_a_space_it_cannot_search(flags: list[str], messag
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and result.output.count("\n") == 1, result.output
     assert message in result.output
+
+
+@pytest.mark.parametrize("sequence_parallel, share", [(True, 0.5), (False, 1.0)])
+def test_the_per_op_policy_gathers_again_under_tensor_parallelism(
+        sequence_parallel: bool, share: float) -> None:
+    """The policy saves reduce-scatters' outputs but not all-gathers': with sequence
+    parallelism the backward gathers again (half of a pass's TP traffic: one gather per
+    reduce-scatter); without it each all-reduce runs again."""
+    gpu = load_gpu("h100")
+    cost = layer_cost(LLAMA_8B, gpu, seq_len=8192, micro_batch=2, tp=2, cp=1, ep=1,
+                      sequence_parallel=sequence_parallel, recompute="op",
+                      attention_kernel="flash2", overlap_tp_comm=False, dtype="bf16",
+                      tp_link=LINK, cp_link=LINK, ep_link=LINK)
+    tokens = 2 * 8192
+    again = sum(gemm_time_terms(gpu, tokens, n, k, "bf16")[0]
+                for n, k in linear_sequence(LLAMA_8B, 2)[1::2])
+    assert cost.tp_comm_s > 0
+    assert cost.recompute_s == pytest.approx(again + cost.elementwise_s
+                                             + share * cost.tp_comm_s)
