@@ -223,8 +223,9 @@ def express_row(row: Any) -> ExpressedRun | str:
         pointwise_kernels="fused" if compiled else "eager",
         zero_stage=zero_stage,
         # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-
-        # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off).
-        gradient_dtype="fp32" if source == "megatron-lm" else "bf16",
+        # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off);
+        # torchtitan's FSDP reduces in fp32 (training.mixed_precision_reduce's default).
+        gradient_dtype="fp32" if source in ("megatron-lm", "torchtitan") else "bf16",
         overlap_tp_comm=megatron or "AsyncTP" in notes or "async TP" in notes,
         attention_kernel="flash" if megatron else "flash2",
         embedding_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0,
