@@ -57,13 +57,9 @@ def _ints(text: str, option: str, minimum: int = 1, maximum: int | None = None) 
     return values
 
 
-def _price(text: str, shown: str) -> float:
-    """A price in USD per GPU-hour: a finite number, 0 or more (``shown``: the option as
-    the user gave it, for the error)."""
-    try:
-        usd = float(text)
-    except ValueError:
-        usd = -1.0
+def _price(usd: float, shown: str) -> float:
+    """``usd`` if it is a price in USD per GPU-hour: a finite number, 0 or more
+    (``shown``: the option as the user gave it, for the error)."""
     if not (math.isfinite(usd) and usd >= 0):
         raise ClusterSimError(f"{shown}: expected USD per GPU-hour, 0 or more")
     return usd
@@ -152,9 +148,11 @@ def plan_command(
     prices = {}
     for entry in price or []:
         name, _, usd = entry.partition("=")
-        if not usd:
+        try:
+            value = float(usd)
+        except ValueError:
             fail(f"--price {entry!r}: expected NAME=USD per GPU-hour, e.g. a100=5.0")
-        prices[load_gpu(name).name] = _price(usd, f"--price {entry!r}")
+        prices[load_gpu(name).name] = _price(value, f"--price {entry!r}")
     names = [choice.name for choice in choices]
     disaggregation = None
     if disaggregate:
@@ -269,9 +267,7 @@ def plan_training_command(
     training_job = load_training_job(job)
     # A job whose plan names torchtitan's kernels or recomputation policy is planned with
     # what torchtitan runs: DDP or FSDP, and its per-op policy instead of Megatron's.
-    titan = training_job.plan
-    torchtitan = (titan.attention_kernel == "flash2" or titan.pointwise_kernels == "eager"
-                  or titan.recompute == "op")
+    torchtitan = training_job.plan.torchtitan_only
     if zero_stage is None:
         zero_stage = "0,3" if torchtitan else "0,1"
     if recompute is None:
@@ -286,7 +282,7 @@ def plan_training_command(
     if out is not None:
         check_output_folder(out)
     plan = plan_training(training_job, space, price_usd_per_gpu_hour=(
-        None if price is None else _price(str(price), f"--price {price}")))
+        None if price is None else _price(price, f"--price {price}")))
     if not plan.candidates:
         fail(f"no plan of the space uses {num_gpus} GPUs: tp x pp x cp must divide the GPU "
              f"count; change --num-gpus, --tp, --pp or --cp")

@@ -76,16 +76,14 @@ def megatron_args(job: TrainingJob) -> str:
 
     Raises:
         ClusterSimError: a plan Megatron-LM does not run (ZeRO-3 or NVMe offload: those
-            are DeepSpeed's and FSDP's; the per-op recomputation policy, eager pointwise kernels and
-            FlashAttention-2: torchtitan's).
+            are DeepSpeed's and FSDP's; ``ParallelPlan.torchtitan_only`` plans).
     """
     plan = job.plan
     if plan.zero_stage == 3 or plan.offload == "nvme":
         raise ClusterSimError("ZeRO-3 (DeepSpeed's stage 3, PyTorch FSDP) and ZeRO-Infinity "
                               "have no Megatron-LM arguments here; its distributed "
                               "optimizer is ZeRO-1")
-    if plan.recompute == "op" or plan.pointwise_kernels == "eager" \
-            or plan.attention_kernel == "flash2":
+    if plan.torchtitan_only:
         raise ClusterSimError("recompute=op, eager pointwise kernels and FlashAttention-2 "
                               "are how torchtitan runs; Megatron-LM has no arguments for "
                               "them (use recompute none, selective or full)")

@@ -37,7 +37,7 @@ from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
 
-__all__ = ["LayerCost", "layer_cost", "linear_sequence", "lm_head_cost",
+__all__ = ["LayerCost", "layer_cost", "linear_sequence", "lm_head_cost", "per_op_matmuls",
            "pointwise_bytes_per_token"]
 
 
@@ -164,6 +164,15 @@ def linear_sequence(model: ModelSpec, tp: int) -> list[tuple[float, float]]:
     return shapes
 
 
+def per_op_matmuls(model: ModelSpec, tp: int
+                   ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
+    """(saved, recomputed) shapes of :func:`linear_sequence` under torchtitan's per-op
+    policy: it saves every matmul's output but the second, fourth, ... in forward order
+    (for a Llama block wq, wv, w1, w2 saved; wk, wo, w3 recomputed)."""
+    shapes = linear_sequence(model, tp)
+    return shapes[0::2], shapes[1::2]
+
+
 def pointwise_bytes_per_token(model: ModelSpec, tp: int, sequence_parallel: bool,
                               kernels: str = "fused") -> float:
     """HBM bytes per token of one layer's forward pointwise work on one GPU.
@@ -259,7 +268,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     gemm, gemm_bwd = _gemm_s(gpu, tokens, everywhere, weight_bytes, dtype)
     again = 0.0  # GEMMs recomputed under the per-op policy
     if recompute == "op":
-        shapes = linear_sequence(model, tp)[1::2]
+        shapes = per_op_matmuls(model, tp)[1]
         again = _gemm_s(gpu, tokens, shapes, sum(n * k for n, k in shapes)
                         * DTYPE_BYTES[dtype], dtype)[0]
     if model.is_moe:

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 
 from profiles.hardware import GIB, GPUSpec
 from profiles.models import ModelSpec
-from profiles.training_cost import linear_sequence
+from profiles.training_cost import per_op_matmuls
 
 __all__ = ["TrainingMemory", "activation_bytes_per_layer", "experts_folded",
            "model_state_bytes", "stage_param_counts", "training_memory"]
@@ -83,7 +83,7 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
         # its down projection for a Llama block, before TP's reduction), the attention
         # output with its log-sum-exp, and the layer's input; under SP with TP, also the
         # reduce-scatters' outputs. Pointwise results are recomputed, so none is kept.
-        kept = sum(n for n, _ in linear_sequence(model, tp)[0::2])
+        kept = sum(n for n, _ in per_op_matmuls(model, tp)[0])
         per_token = (2.0 * kept + 2.0 * h / split + 2.0 * q / tp
                      + 4.0 * model.num_attention_heads / tp
                      + (4.0 * h / tp if sequence_parallel else 0.0))

@@ -205,21 +205,19 @@ def express_row(row: Any) -> ExpressedRun | str:
         zero_stage = 1
         assumed.append("FSDP under PP as ZeRO-1 (weights gathered once per step)")
     recompute = str(row["recompute"]).lower()
-    if not megatron:
-        # torchtitan's "selective" is its per-op policy (selective_ac_option "op"); the
-        # H200 runs' default llama3_8b.toml sets the same.
-        if recompute in ("", "nan"):
-            recompute = "op"
-            assumed.append("per-op selective recomputation (the default config's)")
-        recompute = "op" if "selective" in recompute else recompute
+    if not megatron and recompute in ("", "nan"):
+        recompute = "selective"  # the H200 runs' default llama3_8b.toml
+        assumed.append("per-op selective recomputation (the default config's)")
+    # torchtitan's "selective" is its per-op policy (selective_ac_option "op")
+    selective: Literal["selective", "op"] = "selective" if megatron else "op"
     compiled = megatron or "compile" in notes
     plan = ParallelPlan(
         tp=tp, pp=pp, dp=dp, cp=cp, ep=ep if model.is_moe else 1,
         virtual_stages=vp if vp > 1 and pp > 1 else 1,
         schedule="interleaved" if vp > 1 and pp > 1 else "1f1b",
         sequence_parallel=tp > 1,
-        recompute="full" if "full" in recompute else "op" if recompute == "op" else
-        "selective" if "selective" in recompute else "none",
+        recompute="full" if "full" in recompute else
+        selective if "selective" in recompute else "none",
         pointwise_kernels="fused" if compiled else "eager",
         zero_stage=zero_stage,
         # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-

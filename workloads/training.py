@@ -111,6 +111,14 @@ class ParallelPlan(BaseModel):
     def num_gpus(self) -> int:
         return self.tp * self.pp * self.dp * self.cp
 
+    @property
+    def torchtitan_only(self) -> bool:
+        """The plan names how torchtitan runs a layer (its per-op recomputation policy,
+        PyTorch's eager pointwise ops or SDPA's FlashAttention-2), which Megatron-Core
+        does not."""
+        return (self.recompute == "op" or self.pointwise_kernels == "eager"
+                or self.attention_kernel == "flash2")
+
 
 class TrainingJob(BaseModel):
     """One training step's work: model, sequence length, batch, precision."""

@@ -27,7 +27,7 @@ from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
-from profiles.training_cost import layer_cost, linear_sequence, lm_head_cost
+from profiles.training_cost import layer_cost, lm_head_cost, per_op_matmuls
 from profiles.training_fit import sustained_compute, tp_overlap_hidden
 from profiles.training_memory import (
     TrainingMemory,
@@ -355,9 +355,10 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         recompute_flops = 4.0 * job.global_batch * job.seq_len**2 * width * layers
     elif plan.recompute == "op":
         # every second dense matmul, and the routed experts (grouped GEMMs, not saved)
-        linears = linear_sequence(model, 1)
-        routed = layer_params - sum(n * k for n, k in linears) if model.is_moe else 0.0
-        again = sum(n * k for n, k in linears[1::2]) + max(0.0, routed)
+        saved, recomputed = per_op_matmuls(model, 1)
+        dense = sum(n * k for n, k in saved + recomputed)
+        routed = max(0.0, layer_params - dense) if model.is_moe else 0.0
+        again = sum(n * k for n, k in recomputed) + routed
         recompute_flops = 2.0 * tokens * layers * again
     ideal = m * (sum(forward) + sum(backward)) / p
     breakdown = _breakdown(run, cost, layers_of, p, v, m, (head_fwd, head_bwd), step,
