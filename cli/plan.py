@@ -251,7 +251,8 @@ def plan_training_command(
     pp: Annotated[str, typer.Option(help="PP degrees")] = "1,2,4,8",
     cp: Annotated[str, typer.Option(help="CP degrees")] = "1",
     zero_stage: Annotated[str | None, typer.Option(
-        help="ZeRO stages (default 0,1; 0,3 for a job run as torchtitan runs)")] = None,
+        help="ZeRO stages (default 0,1; 0,1,3 for a job run as torchtitan runs: FSDP is 3 "
+             "without PP, 1 with it)")] = None,
     offload: Annotated[str, typer.Option(
         help="offload choices: none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")] = "none",
     micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
@@ -269,7 +270,7 @@ def plan_training_command(
     # what torchtitan runs: DDP or FSDP, and its per-op policy instead of Megatron's.
     torchtitan = training_job.plan.torchtitan_only
     if zero_stage is None:
-        zero_stage = "0,3" if torchtitan else "0,1"
+        zero_stage = "0,1,3" if torchtitan else "0,1"
     if recompute is None:
         recompute = "none,op,full" if torchtitan else "none,selective,full"
     space = TrainingSpace(

@@ -127,26 +127,38 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     """torchtitan ``train.py`` overrides for ``job``'s plan (``--job.config_file`` names
     the model's own TOML; these set the layout and the training knobs).
 
-    torchtitan shards with FSDP (ZeRO-3) or replicates (DDP, ZeRO-0); its "selective"
-    recomputation is the per-op policy (``op``) or every n-th layer; a plan of
-    torch.compile's fused kernels compiles. The local batch is one micro-batch without
-    PP (more are accumulated to the global batch), the pipeline's micro-batches with it.
+    torchtitan shards with FSDP or replicates (DDP, ZeRO-0). Without PP its FSDP is
+    ZeRO-3 (weights gathered for every pass). Under a pipeline it is ZeRO-1: PyTorch's
+    pipelining keeps an FSDP stage's weights gathered through the step and reduces its
+    gradients once, at the last micro-batch's backward. Its "selective" recomputation is
+    the per-op policy (``op``) or every n-th layer; a plan of torch.compile's fused
+    kernels compiles. The local batch is one micro-batch without PP (more are
+    accumulated to the global batch), the pipeline's micro-batches with it.
 
     Raises:
-        ClusterSimError: a plan torchtitan does not run (ZeRO-1/2, Megatron's
-            attention-core recomputation, the ZeRO-Offload/Infinity split).
+        ClusterSimError: a plan torchtitan does not run (ZeRO-2, ZeRO-1 without PP,
+            ZeRO-3 with PP, Megatron's attention-core recomputation, the
+            ZeRO-Offload/Infinity split).
     """
     plan = job.plan
-    if plan.zero_stage in (1, 2):
-        raise ClusterSimError(f"zero_stage={plan.zero_stage}: torchtitan shards with FSDP "
-                              f"(zero_stage 3) or replicates (zero_stage 0)")
+    if plan.zero_stage == 2:
+        raise ClusterSimError("zero_stage=2: torchtitan shards with FSDP (zero_stage 3, or 1 "
+                              "under a pipeline) or replicates (zero_stage 0)")
+    if plan.zero_stage == 1 and plan.pp == 1:
+        raise ClusterSimError("zero_stage=1 without PP: torchtitan shards with FSDP "
+                              "(zero_stage 3) or replicates (zero_stage 0); zero_stage 1 is "
+                              "its FSDP under a pipeline")
+    if plan.zero_stage == 3 and plan.pp > 1:
+        raise ClusterSimError(f"zero_stage=3 with pp={plan.pp}: under a pipeline torchtitan's "
+                              f"FSDP keeps each stage's weights gathered and reduces its "
+                              f"gradients at the last micro-batch, which is zero_stage 1")
     if plan.recompute == "selective":
         raise ClusterSimError("recompute=selective is Megatron's attention-core policy; "
                               "torchtitan's selective recomputation is recompute=op")
     if plan.offload != "none":
         raise ClusterSimError(f"offload={plan.offload}: torchtitan's CPU offload moves the "
                               f"weights too, which is not the plan simulated")
-    sharded = plan.zero_stage == 3
+    sharded = plan.zero_stage in (1, 3)
     words = ["--parallelism.data_parallel_shard_degree", str(plan.dp if sharded else 1),
              "--parallelism.data_parallel_replicate_degree", str(1 if sharded else plan.dp),
              "--parallelism.tensor_parallel_degree", str(plan.tp),

@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
+from planners.launch import torchtitan_args
 from planners.objectives import default_prices
 from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
@@ -121,7 +122,9 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
                   price_usd_per_gpu_hour: float | None = None) -> TrainingPlan:
     """Simulate every plan of ``space`` for ``job``. The job's own degrees, ZeRO stage,
     recomputation and schedule are ignored; its framework's fields (FRAMEWORK_FIELDS)
-    are kept in every plan.
+    are kept in every plan. A job only torchtitan runs (``ParallelPlan.torchtitan_only``)
+    gets only plans torchtitan runs: the others are infeasible, with its reason (FSDP is
+    ZeRO-3 without a pipeline and ZeRO-1 with one; no ZeRO-2, no Megatron policy).
 
     Raises:
         ClusterSimError: unknown model or GPU, a job without a GPU, or a price that is
@@ -144,6 +147,12 @@ def plan_training(job: TrainingJob, space: TrainingSpace, *,
         candidate = TrainingCandidate(index, plan.model_dump(), micro_batch)
         candidates.append(candidate)
         trial = job.model_copy(update={"plan": plan, "micro_batch": micro_batch})
+        if job.plan.torchtitan_only:
+            try:
+                torchtitan_args(trial, model.num_layers)
+            except ClusterSimError as error:
+                candidate.status, candidate.reason = "infeasible", f"torchtitan: {error}"
+                continue
         try:
             result = simulate_training(trial, model=model)
         except ClusterSimError as error:

@@ -218,6 +218,28 @@ def test_the_training_planner_keeps_how_the_job_s_framework_runs_a_layer() -> No
         assert ours.status == theirs.status == "evaluated" and ours.step_s > theirs.step_s
 
 
+def test_the_training_planner_offers_a_torchtitan_job_only_what_torchtitan_runs() -> None:
+    """FSDP is ZeRO-3 without a pipeline and ZeRO-1 with one: of ZeRO {1, 3} x PP {1, 2}
+    exactly those two plans are simulated, the other two are infeasible with torchtitan's
+    reason; a Megatron job's space is not filtered so."""
+    from planners.training import TrainingSpace, plan_training
+
+    fields = {"model": "llama-3.1-8b", "gpu": "h100", "seq_len": 8192, "global_batch": 16,
+              "micro_batch": 1}
+    space = TrainingSpace(num_gpus=[8], tp=[1], pp=[1, 2], zero_stage=[1, 3],
+                          micro_batch=[1], recompute=["op"], schedules=["1f1b"])
+    titan = plan_training(build_training_job({**fields, "plan": {
+        "dp": 8, "attention_kernel": "flash2", "pointwise_kernels": "eager"}}), space)
+    status = {(c.plan["pp"], c.plan["zero_stage"]): c.status for c in titan.candidates}
+    assert status == {(1, 1): "infeasible", (1, 3): "evaluated",
+                      (2, 1): "evaluated", (2, 3): "infeasible"}
+    reasons = {(c.plan["pp"], c.plan["zero_stage"]): c.reason for c in titan.candidates}
+    assert reasons[(2, 3)].startswith("torchtitan: zero_stage=3 with pp=2")
+    full = space.model_copy(update={"recompute": ["full"]})
+    megatron = plan_training(build_training_job({**fields, "plan": {"dp": 8}}), full)
+    assert {c.status for c in megatron.candidates} == {"evaluated"}
+
+
 def _job(**plan: Any) -> Any:
     fields = {"model": "llama-3.1-70b", "gpu": "h100", "seq_len": 8192, "global_batch": 512,
               "micro_batch": 1, "dtype": "fp8", "plan": plan}
@@ -242,12 +264,13 @@ def test_torchtitan_arguments_carry_the_plan_as_torchtitan_names_it() -> None:
     assert {"--training.compile", "--parallelism.enable_async_tensor_parallel"} <= set(args)
     assert args[-4:] == ["--model.converters", "float8", "--float8.recipe_name", "tensorwise"]
     # a pipeline: the local batch is the replica's share, split into micro-batches
-    piped = torchtitan_args(_job(tp=8, pp=4, dp=8, zero_stage=3, recompute="op",
+    piped = torchtitan_args(_job(tp=8, pp=4, dp=8, zero_stage=1, recompute="op",
                                  schedule="interleaved", virtual_stages=2,
                                  sequence_parallel=True, pointwise_kernels="eager"),
                             80).split()
     pairs = dict(zip(piped[::2], piped[1::2], strict=False))
     assert pairs["--training.local_batch_size"] == "64"
+    assert pairs["--parallelism.data_parallel_shard_degree"] == "8"  # FSDP under PP: ZeRO-1
     assert pairs["--parallelism.pipeline_parallel_schedule"] == "Interleaved1F1B"
     assert pairs["--parallelism.pipeline_parallel_layers_per_stage"] == "10"
     assert pairs["--activation_checkpoint.selective_ac_option"] == "op"
@@ -255,7 +278,9 @@ def test_torchtitan_arguments_carry_the_plan_as_torchtitan_names_it() -> None:
 
 
 @pytest.mark.parametrize("plan, reason", [
-    ({"dp": 8, "zero_stage": 1}, "zero_stage=1: torchtitan shards with FSDP"),
+    ({"dp": 8, "zero_stage": 1}, "zero_stage=1 without PP: torchtitan shards with FSDP"),
+    ({"dp": 8, "zero_stage": 2}, "zero_stage=2: torchtitan shards with FSDP"),
+    ({"dp": 2, "pp": 4, "zero_stage": 3}, "zero_stage=3 with pp=4: .* which is zero_stage 1"),
     ({"dp": 8, "zero_stage": 3, "recompute": "selective"}, "recompute=op"),
     ({"dp": 8, "zero_stage": 3, "offload": "cpu"}, "offload=cpu"),
 ])
@@ -320,7 +345,11 @@ def test_plan_training_plans_a_torchtitan_job_with_what_torchtitan_runs(tmp_path
     assert "as torchtitan arguments" in result.output
     with open(tmp_path / "candidates.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert {r["plan.zero_stage"] for r in rows} == {"0", "3"}
+    assert {r["plan.zero_stage"] for r in rows} == {"0", "1", "3"}
+    # without a pipeline torchtitan's FSDP is ZeRO-3: the ZeRO-1 plans are not its
+    assert {r["status"] for r in rows if r["plan.zero_stage"] == "1"} == {"infeasible"}
+    assert all(r["reason"].startswith("torchtitan: zero_stage=1 without PP")
+               for r in rows if r["plan.zero_stage"] == "1")
     assert {r["plan.recompute"] for r in rows} == {"none", "op", "full"}
     assert {r["plan.attention_kernel"] for r in rows} == {"flash2"}
     bad = runner.invoke(app, ["plan-training", "--job", example, "--num-gpus", "8",
