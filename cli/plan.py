@@ -255,6 +255,9 @@ def plan_training_command(
              "without PP, 1 with it)")] = None,
     offload: Annotated[str, typer.Option(
         help="offload choices: none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")] = "none",
+    activation_offload: Annotated[str, typer.Option(
+        help="layers whose activations go to the host (Megatron-Core's CPU offloading, "
+             "without PP or recomputation), e.g. 0,20,40")] = "0",
     micro_batch: Annotated[str, typer.Option(help="micro-batch sizes")] = "1,2",
     recompute: Annotated[str | None, typer.Option(
         help="none, selective, full, op (default none,selective,full; none,op,full for a "
@@ -277,6 +280,7 @@ def plan_training_command(
         num_gpus=_ints(num_gpus, "--num-gpus"), tp=_ints(tp, "--tp"), pp=_ints(pp, "--pp"),
         cp=_ints(cp, "--cp"), zero_stage=_ints(zero_stage, "--zero-stage", 0, 3),
         offload=_choices(offload, "--offload", ("none", "cpu", "nvme")),
+        activation_offload_layers=_ints(activation_offload, "--activation-offload", 0),
         micro_batch=_ints(micro_batch, "--micro-batch"),
         recompute=_choices(recompute, "--recompute", ("none", "selective", "full", "op")),
         schedules=_choices(schedules, "--schedules", ("gpipe", "1f1b", "interleaved")))

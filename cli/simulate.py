@@ -335,6 +335,9 @@ def simulate_command(
     zero_stage: Annotated[int | None, typer.Option(help="training: ZeRO stage 0-3")] = None,
     offload: Annotated[str | None, typer.Option(
         help="training: none, cpu (ZeRO-Offload) or nvme (ZeRO-Infinity)")] = None,
+    activation_offload_layers: Annotated[int | None, typer.Option(
+        help="training: layers whose activations go to the host (Megatron-Core's CPU "
+             "offloading)")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     num_gpus: Annotated[int | None, typer.Option(
@@ -354,6 +357,7 @@ def simulate_command(
                      "--attention-kernel": attention_kernel,
                      "--pointwise-kernels": pointwise_kernels,
                      "--zero-stage": zero_stage, "--offload": offload,
+                     "--activation-offload-layers": activation_offload_layers,
                      "--micro-batch": micro_batch, "--global-batch": global_batch,
                      "--num-gpus": num_gpus}
     serving_only = {"--replicas": replicas, "--engine": engine,
@@ -396,7 +400,9 @@ def simulate_command(
             "plan.sequence_parallel": sequence_parallel, "plan.recompute": recompute,
             "plan.attention_kernel": attention_kernel,
             "plan.pointwise_kernels": pointwise_kernels,
-            "plan.zero_stage": zero_stage, "plan.offload": offload, "micro_batch": micro_batch,
+            "plan.zero_stage": zero_stage, "plan.offload": offload,
+            "plan.activation_offload_layers": activation_offload_layers,
+            "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
         if deployment is not None:  # a plan file: its fields, then the flags, win
@@ -467,7 +473,9 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         + f", recompute {plan.recompute}, ZeRO {plan.zero_stage}"
         + (f", attention {plan.attention_kernel}" if plan.attention_kernel != "flash" else "")
         + (", eager pointwise ops" if plan.pointwise_kernels == "eager" else "")
-        + (f" + offload to {plan.offload}" if plan.offload != "none" else "") + ", "
+        + (f" + offload to {plan.offload}" if plan.offload != "none" else "")
+        + (f", {plan.activation_offload_layers} layers' activations on the host"
+           if plan.activation_offload_layers else "") + ", "
         f"{result.num_micro_batches} micro-batch{'es' if result.num_micro_batches != 1 else ''}"
         f" of {job.micro_batch}")
     console.print(
@@ -481,7 +489,8 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
     console.print("memory per GPU (GiB): " + ", ".join(
         f"{name} {memory[name]:.1f}" for name in
         ("weights", "gradients", "optimizer", "activations", "buffers", "total", "capacity"))
-        + "".join(f"; on {name} {memory[name]:.1f}" for name in ("host", "nvme")
+        + "".join(f"; on {label} {memory[name]:.1f}" for name, label in (
+            ("host", "host"), ("host_activations", "host (activations)"), ("nvme", "nvme"))
                   if memory[name]))
     if out is not None:
         written = write_training_outputs(result, job, out)

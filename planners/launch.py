@@ -114,6 +114,9 @@ def megatron_args(job: TrainingJob) -> str:
         words.append("--use-distributed-optimizer")
     if plan.offload == "cpu":
         words += ["--optimizer-cpu-offload", "--overlap-cpu-optimizer-d2h-h2d"]
+    if plan.activation_offload_layers:
+        words += ["--cpu-offloading", "--cpu-offloading-num-layers",
+                  str(plan.activation_offload_layers)]
     words += {"bf16": ["--bf16"], "fp16": ["--fp16"],
               "fp8": ["--bf16", "--fp8-format", "hybrid"]}[job.dtype]
     return shlex.join(words)
@@ -138,7 +141,7 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     Raises:
         ClusterSimError: a plan torchtitan does not run (ZeRO-2, ZeRO-1 without PP,
             ZeRO-3 with PP, Megatron's attention-core recomputation, the
-            ZeRO-Offload/Infinity split).
+            ZeRO-Offload/Infinity split, activation offloading).
     """
     plan = job.plan
     if plan.zero_stage == 2:
@@ -158,6 +161,9 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     if plan.offload != "none":
         raise ClusterSimError(f"offload={plan.offload}: torchtitan's CPU offload moves the "
                               f"weights too, which is not the plan simulated")
+    if plan.activation_offload_layers:
+        raise ClusterSimError("activation_offload_layers: torchtitan has no option that "
+                              "offloads activations to the host (Megatron-Core's does)")
     sharded = plan.zero_stage in (1, 3)
     words = ["--parallelism.data_parallel_shard_degree", str(plan.dp if sharded else 1),
              "--parallelism.data_parallel_replicate_degree", str(1 if sharded else plan.dp),

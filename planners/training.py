@@ -15,7 +15,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt
 
 from planners.launch import torchtitan_args
 from planners.objectives import default_prices
@@ -42,6 +42,9 @@ class TrainingSpace(BaseModel):
     zero_stage: list[Literal[0, 1, 2, 3]] = [0, 1]
     offload: list[Literal["none", "cpu", "nvme"]] = Field(
         default=["none"], description="none, cpu (ZeRO-Offload), nvme (ZeRO-Infinity)")
+    activation_offload_layers: list[NonNegativeInt] = Field(
+        default=[0], min_length=1, description="layers whose activations go to the host "
+        "(Megatron-Core's CPU offloading; plans with PP or recomputation keep 0)")
     micro_batch: list[PositiveInt] = [1, 2]
     recompute: list[Literal["none", "selective", "full", "op"]] = ["none", "selective", "full"]
     schedules: list[Literal["gpipe", "1f1b", "interleaved"]] = ["1f1b", "interleaved"]
@@ -80,15 +83,17 @@ class TrainingPlan:
 
 def _plans(space: TrainingSpace) -> list[tuple[ParallelPlan, int]]:
     plans = []
-    for gpus, tp, pp, cp, ep, zero, offload, mbs, recompute, schedule in itertools.product(
-            space.num_gpus, space.tp, space.pp, space.cp, space.ep, space.zero_stage,
-            space.offload, space.micro_batch, space.recompute, space.schedules):
+    for gpus, tp, pp, cp, ep, zero, offload, layers, mbs, recompute, schedule in \
+            itertools.product(space.num_gpus, space.tp, space.pp, space.cp, space.ep,
+                              space.zero_stage, space.offload, space.activation_offload_layers,
+                              space.micro_batch, space.recompute, space.schedules):
         if gpus % (tp * pp * cp):
             continue
         try:
             plan = ParallelPlan(
                 tp=tp, pp=pp, dp=gpus // (tp * pp * cp), cp=cp, ep=ep, zero_stage=zero,
-                offload=offload, recompute=recompute, schedule=schedule, sequence_parallel=tp > 1,
+                offload=offload, activation_offload_layers=layers, recompute=recompute,
+                schedule=schedule, sequence_parallel=tp > 1,
                 virtual_stages=space.virtual_stages if schedule == "interleaved" else 1)
         except ValueError:
             continue

@@ -121,6 +121,7 @@ class TrainingMemory:
     buffers: float
     capacity: float
     host: float = 0.0  # offloaded to host DRAM (ZeRO-Offload), per GPU
+    host_activations: float = 0.0  # activations offloaded to host DRAM, per GPU
     nvme: float = 0.0  # offloaded to NVMe (ZeRO-Infinity), per GPU
     params: float = 0.0  # parameters whose optimizer update this GPU owns (Ψ/N or Ψ)
 
@@ -131,14 +132,18 @@ class TrainingMemory:
     def as_gib(self) -> dict[str, float]:
         return {name: getattr(self, name) / GIB for name in
                 ("weights", "gradients", "optimizer", "activations", "buffers", "total",
-                 "capacity", "host", "nvme")}
+                 "capacity", "host", "host_activations", "nvme")}
 
     def overflow(self, host_capacity: float | None = None,
                  nvme_capacity: float | None = None) -> str | None:
         """None when it fits; else which term overflows, by how much."""
-        if self.host and host_capacity is not None and self.host > host_capacity:
-            return (f"ZeRO-Offload puts {self.host / GIB:.1f} GiB per GPU on the host, which "
-                    f"has {host_capacity / GIB:.1f} GiB per GPU")
+        on_host = self.host + self.host_activations
+        if on_host and host_capacity is not None and on_host > host_capacity:
+            what = " and ".join(name for name, size in (
+                ("ZeRO-Offload's states", self.host),
+                ("offloaded activations", self.host_activations)) if size)
+            return (f"{what} put {on_host / GIB:.1f} GiB per GPU on the host, which has "
+                    f"{host_capacity / GIB:.1f} GiB per GPU")
         if self.nvme and nvme_capacity is not None and self.nvme > nvme_capacity:
             return (f"ZeRO-Infinity puts {self.nvme / GIB:.1f} GiB per GPU on NVMe, which "
                     f"has {nvme_capacity / GIB:.1f} GiB per GPU")
@@ -214,7 +219,8 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
                     virtual_stages: int, schedule: str, sequence_parallel: bool,
                     recompute: str, zero_stage: int, offload: str = "none",
                     stage_layers: list[int] | None = None, attention_kernel: str = "unfused",
-                    fp8: bool = False, gradient_bytes: float = 2.0) -> TrainingMemory:
+                    fp8: bool = False, gradient_bytes: float = 2.0,
+                    activation_offload_layers: int = 0) -> TrainingMemory:
     """Memory of the heaviest pipeline stage, by term.
 
     Each stage holds its layers' model states (the first also the embedding, the last
@@ -224,7 +230,9 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     are further divided by ``ep`` (shared experts, the router and dense layers' MLPs are
     not). ``gradient_bytes``: 4 where the framework keeps fp32 gradients (Megatron's
     default for bf16). ``fp8``: Transformer Engine caches each weight's FP8 copy and its
-    transpose for the step (2 bytes per parameter).
+    transpose for the step (2 bytes per parameter). ``activation_offload_layers`` (one
+    stage, one micro-batch in flight): those layers' activations live in host memory and
+    the GPU keeps the other layers' plus one layer's copy in flight.
     """
     p, v = pp, virtual_stages
     if stage_layers is None:
@@ -252,6 +260,11 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
             weights, grads, optimizer = 2.0 * gathered, 0.0, 0.0
         activations = per_layer * _in_flight_layers(stage, stage_layers, p, v,
                                                     num_micro_batches, schedule)
+        host_activations = 0.0
+        if activation_offload_layers and layers:
+            offloaded = min(activation_offload_layers, layers)
+            host_activations = per_layer * offloaded
+            activations -= per_layer * (offloaded - 1)
         if recompute in ("full", "op") and layers:
             # Recomputing a layer materializes its full activations once, for one layer.
             activations += activation_bytes_per_layer(
@@ -265,8 +278,8 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
         bucket = 2.0 * params / 8 if offload != "none" else weights / 8
         fp8_weights = 2.0 * params / (dp * cp if zero_stage >= 3 else 1) if fp8 else 0.0
         memory = TrainingMemory(weights, grads, optimizer, activations,
-                                logits + bucket + fp8_weights, gpu.hbm_bytes, host, nvme,
-                                owned)
+                                logits + bucket + fp8_weights, gpu.hbm_bytes, host,
+                                host_activations, nvme, owned)
         if heaviest is None or memory.total > heaviest.total:
             heaviest = memory
     assert heaviest is not None

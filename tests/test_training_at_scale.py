@@ -110,6 +110,9 @@ PUBLISHED_PLANS = [
      "h100", 4096, 8192, 1, "fp8",
      {"tp": 2, "pp": 8, "dp": 16, "ep": 32, "schedule": "interleaved", "virtual_stages": 4,
       "zero_stage": 1, "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
+    ("Megatron-Bridge 26.04 Llama3-70B, 64 GB200, FP8, Megatron FSDP, 40 layers' "
+     "activations on the host", "llama-3-70b", "gb200", 8192, 256, 2, "fp8",
+     {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "activation_offload_layers": 40}),
     ("torchtitan Llama 3.1 70B, 256 H100, FSDP 32 x TP 8, Float8", "llama-3.1-70b", "h100",
      8192, 512, 16, "fp8", {"tp": 8, "pp": 1, "dp": 32, "zero_stage": 3,
                             "recompute": "full", "attention_kernel": "flash2"}),

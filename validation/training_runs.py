@@ -71,6 +71,15 @@ NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48),
 GPU_KINDS = (("H100-SXM 96GB", "h100"), ("H100", "h100"), ("H200", "h200"),
              ("GB200", "gb200"), ("B200", "b200"))
 TORCHTITAN_SEQ = 8192  # torchtitan's Llama 3 training configs' seq_len, where not printed
+# Megatron-Bridge's performance recipes that run Megatron FSDP with CPU activation
+# offloading (cpu_offloading_num_layers), by (model, GPU, precision): the tables do not
+# print it. Sources: NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/llama/
+# llama3_workload_base_configs.py @ 00919dcf1fe1 (LLAMA3_70B_PRETRAIN_CONFIG_GB200_BF16,
+# _GB200_FP8_CS and _B200_FP8_CS) and llama31_workload_base_configs.py @ 0013c9a8ed4d
+# (LLAMA31_405B_PRETRAIN_CONFIG_GB200_FP8_CS_V1).
+RECIPE_ACTIVATION_OFFLOAD = {
+    ("LLAMA3_70B", "GB200-NVL72", "bf16"): 20, ("LLAMA3_70B", "GB200-NVL72", "fp8"): 40,
+    ("LLAMA3_70B", "B200-SXM-180GB", "fp8"): 5, ("LLAMA3.1_405B", "GB200-NVL72", "fp8"): 92}
 
 
 @dataclass(frozen=True)
@@ -208,6 +217,13 @@ def express_row(row: Any) -> ExpressedRun | str:
     if not megatron and recompute in ("", "nan"):
         recompute = "selective"  # the H200 runs' default llama3_8b.toml
         assumed.append("per-op selective recomputation (the default config's)")
+    offloaded = 0
+    if source == "megatron-bridge" and fsdp and pp == 1 and recompute in ("", "nan"):
+        offloaded = RECIPE_ACTIVATION_OFFLOAD.get(
+            (str(row["model"]), gpu.name, "fp8" if fp8 else "bf16"), 0)
+        if offloaded:
+            assumed.append(f"activations of {offloaded} layers offloaded to the host (the "
+                           f"Megatron-Bridge recipe's cpu_offloading_num_layers)")
     # torchtitan's "selective" is its per-op policy (selective_ac_option "op")
     selective: Literal["selective", "op"] = "selective" if megatron else "op"
     compiled = megatron or "compile" in notes
@@ -219,7 +235,7 @@ def express_row(row: Any) -> ExpressedRun | str:
         recompute="full" if "full" in recompute else
         selective if "selective" in recompute else "none",
         pointwise_kernels="fused" if compiled else "eager",
-        zero_stage=zero_stage,
+        zero_stage=zero_stage, activation_offload_layers=offloaded,
         # Megatron-LM keeps fp32 gradients for bf16 by default; NeMo's and Megatron-
         # Bridge's performance recipes reduce them in bf16 (grad_reduce_in_fp32 off);
         # torchtitan's FSDP reduces in fp32 (training.mixed_precision_reduce's default).

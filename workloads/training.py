@@ -59,6 +59,11 @@ class ParallelPlan(BaseModel):
     offload: Literal["none", "cpu", "nvme"] = Field(
         default="none", description="cpu: ZeRO-Offload (gradients and optimizer on the host); "
                                     "nvme: ZeRO-Infinity (all model states on NVMe, stage 3)")
+    activation_offload_layers: int = Field(
+        default=0, ge=0, le=2**20, description="transformer layers whose activations go to "
+        "host memory after their forward pass and come back for their backward, behind the "
+        "neighbouring layers' compute (Megatron-Core's --cpu-offloading-num-layers; it needs "
+        "pp=1 and no recomputation)")
     overlap_dp_comm: bool = True  # gradient reduction overlaps the last backward pass
     overlap_tp_comm: bool = False
     attention_kernel: Literal["flash", "flash2", "unfused"] = Field(
@@ -100,6 +105,12 @@ class ParallelPlan(BaseModel):
                              "zero_stage 1, 2 or 3")
         if self.offload == "nvme" and self.zero_stage != 3:
             raise ValueError("offload=nvme (ZeRO-Infinity) needs zero_stage 3")
+        if self.activation_offload_layers and self.pp > 1:
+            raise ValueError("activation_offload_layers needs pp=1: Megatron-Core offloads "
+                             "activations only without pipeline parallelism")
+        if self.activation_offload_layers and self.recompute != "none":
+            raise ValueError("activation_offload_layers needs recompute=none: Megatron-Core "
+                             "does not offload activations of recomputed layers")
         uneven = (self.first_stage_layers is not None or self.last_stage_layers is not None
                   or self.embedding_in_pipeline_split or self.loss_in_pipeline_split)
         if uneven and self.pp == 1:

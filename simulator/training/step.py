@@ -112,6 +112,10 @@ def check_plan(job: TrainingJob, model: ModelSpec, num_gpus: int | None = None) 
         raise ClusterSimError(f"plan.ep={plan.ep} needs a MoE model whose expert count it "
                               f"divides, and must divide tp x dp x cp = "
                               f"{plan.tp * plan.dp * plan.cp}")
+    if plan.activation_offload_layers >= model.num_layers:
+        raise ClusterSimError(f"plan.activation_offload_layers={plan.activation_offload_layers}"
+                              f" must be below {model.name}'s {model.num_layers} layers (the "
+                              f"last layer's backward starts at once)")
     if num_gpus is not None and num_gpus != plan.num_gpus:
         raise ClusterSimError(f"num_gpus={num_gpus} but tp x pp x dp x cp = "
                               f"{plan.tp}x{plan.pp}x{plan.dp}x{plan.cp} = {plan.num_gpus}; "
@@ -234,17 +238,21 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         schedule=plan.schedule, sequence_parallel=plan.sequence_parallel,
         recompute=plan.recompute, zero_stage=plan.zero_stage, offload=plan.offload,
         stage_layers=layers_of, attention_kernel=plan.attention_kernel,
-        fp8=job.dtype == "fp8", gradient_bytes=4.0 if plan.gradient_dtype == "fp32" else 2.0)
+        fp8=job.dtype == "fp8", gradient_bytes=4.0 if plan.gradient_dtype == "fp32" else 2.0,
+        activation_offload_layers=plan.activation_offload_layers)
     host = gpu_spec.host
     if plan.offload != "none" and host is None:
         raise ClusterSimError(f"plan.offload={plan.offload}: {gpu_spec.name} has no host "
+                              f"memory figures; add a 'host' block to its GPU spec")
+    if plan.activation_offload_layers and host is None:
+        raise ClusterSimError(f"plan.activation_offload_layers: {gpu_spec.name} has no host "
                               f"memory figures; add a 'host' block to its GPU spec")
     overflow = memory.overflow(host.dram_gib * GIB if host else None,
                                host.nvme_gib * GIB if host else None)
     if overflow is not None:
         raise ClusterSimError(f"plan does not fit: {overflow}; raise tp/pp, use ZeRO, "
-                              f"recomputation, offload (plan.offload: cpu or nvme) or a "
-                              f"smaller micro_batch")
+                              f"recomputation, offload (plan.offload: cpu or nvme; "
+                              f"plan.activation_offload_layers) or a smaller micro_batch")
 
     gpus_per_node = gpus_per_node or gpu_spec.scale_up_gpus
     inside, across = _links(gpu_spec, gpus_per_node)
@@ -279,6 +287,9 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
                                       compute_fraction=fraction)
     forward = [n * cost.forward_s for n in layers_of]
     backward = [n * cost.backward_s for n in layers_of]
+    offload_s = _activation_offload_s(plan.activation_offload_layers, memory, cost, gpu_spec)
+    forward[0] += offload_s[0]
+    backward[0] += offload_s[1]
     forward[-1] += head_fwd
     backward[-1] += head_bwd
 
@@ -362,7 +373,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         recompute_flops = 2.0 * tokens * layers * again
     ideal = m * (sum(forward) + sum(backward)) / p
     breakdown = _breakdown(run, cost, layers_of, p, v, m, (head_fwd, head_bwd), step,
-                           optimizer)
+                           optimizer, sum(offload_s))
     result = TrainingResult(
         step_s=step, tokens_per_s=tokens / step, model_flops=model_flops,
         hardware_flops=model_flops + recompute_flops, num_gpus=plan.num_gpus,
@@ -385,13 +396,16 @@ BREAKDOWN_PARTS = {
     "elementwise": "norms, activations, residuals (and FP8 casts)",
     "lm_head": "LM head and loss", "recompute": "recomputation",
     "tp_comm": "TP communication, exposed", "cp_comm": "CP communication, exposed",
-    "ep_comm": "EP all-to-all, exposed", "weight_gathers": "ZeRO-3 / NVMe weight reads, "
-    "exposed", "pipeline_bubble": "pipeline bubble and sends", "dp_comm": "DP gradient "
-    "and weight communication, exposed", "optimizer": "optimizer step"}
+    "ep_comm": "EP all-to-all, exposed",
+    "activation_offload": "activation offload copies, exposed",
+    "weight_gathers": "ZeRO-3 / NVMe weight reads, exposed",
+    "pipeline_bubble": "pipeline bubble and sends",
+    "dp_comm": "DP gradient and weight communication, exposed", "optimizer": "optimizer step"}
 
 
 def _breakdown(run: Any, cost: Any, layers_of: list[int], p: int, v: int, m: int,
-               head: tuple[float, float], step: float, optimizer: float) -> dict[str, float]:
+               head: tuple[float, float], step: float, optimizer: float,
+               offload_s: float = 0.0) -> dict[str, float]:
     """Seconds of the step by part, on the busiest pipeline stage; they add up to the
     step. The stage's busy time splits by the layer's parts times its layer passes (and
     the LM head on the last stage; what a pass waits for ZeRO-3 or NVMe weight reads is
@@ -401,12 +415,26 @@ def _breakdown(run: Any, cost: Any, layers_of: list[int], p: int, v: int, m: int
     layers = sum(layers_of[chunk * p + busiest] for chunk in range(v))
     parts = {name: m * layers * seconds for name, seconds in cost.parts().items()}
     parts["lm_head"] = m * sum(head) if busiest == p - 1 else 0.0
+    parts["activation_offload"] = m * offload_s if busiest == 0 else 0.0
     busy = run.busy_s[busiest]
     parts["weight_gathers"] = max(0.0, busy - sum(parts.values()))
     parts["pipeline_bubble"] = run.makespan_s - busy
     parts["dp_comm"] = max(0.0, step - optimizer - run.makespan_s)
     parts["optimizer"] = optimizer
     return {name: parts[name] for name in BREAKDOWN_PARTS}
+
+
+def _activation_offload_s(layers: int, memory: TrainingMemory, cost: Any, gpu: GPUSpec
+                          ) -> tuple[float, float]:
+    """(forward, backward) seconds per micro-batch that activation offloading adds: each
+    offloaded layer's activations cross the host link after its forward pass and come
+    back before its backward, on a side stream behind the next layer's compute; only
+    what outlasts a layer's pass shows."""
+    if not layers:
+        return 0.0, 0.0
+    copy_s = memory.host_activations / layers / (gpu.host_link.bandwidth_gbps * GB)
+    return (layers * max(0.0, copy_s - cost.forward_s),
+            layers * max(0.0, copy_s - cost.backward_s))
 
 
 # Bytes of memory traffic per parameter of an Adam update: read 16-bit gradient (2), fp32
