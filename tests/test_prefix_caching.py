@@ -134,6 +134,21 @@ def test_closed_loop_turn_is_sent_after_the_previous_response_and_think_time() -
     assert rows.loc[1, "num_cached_tokens"] == 240
 
 
+def test_first_turns_arrive_on_time_after_another_session_s_next_turn() -> None:
+    """Session a's second turn is sent (after its think time) before session b's first
+    turn is due: b's first turn still arrives at 5 s, and every request finishes at a
+    finite time (the next turn once took over the first arrivals' clock, which then
+    waited for ever and ran the simulation to an infinite time)."""
+    deployment = make_deployment("llama-3-8b", "a100", **CACHING)
+    workload = trace([0.0, 0.0, 5.0, 5.0], [200, 300, 250, 300], [20, 20, 20, 20],
+                     session_id=["a", "a", "b", "b"], think_time_s=[None, 0.1, None, 0.1])
+    rows = simulate(deployment, workload).requests
+    assert np.isfinite(rows[["first_token_s", "finish_s", "ttft_s"]].to_numpy()).all()
+    assert rows.loc[1, "arrival_s"] < 5.0
+    assert rows.loc[2, "arrival_s"] == 5.0 and rows.loc[2, "first_scheduled_s"] >= 5.0
+    assert rows.loc[3, "arrival_s"] == pytest.approx(rows.loc[2, "finish_s"] + 0.1)
+
+
 def test_prefix_aware_router_sends_a_shared_prefix_where_it_is_cached() -> None:
     """Two replicas; request 0 (prefix A) lands on replica 0 and finishes. Then a second
     A request and a B request arrive together: the prefix-aware router sends A to

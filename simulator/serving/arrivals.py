@@ -122,6 +122,7 @@ class Arrivals:
         env = self.env
         while self._cursor < len(self._first):
             at_s = self.next_arrival_s
+            assert math.isfinite(at_s), "the first arrivals' clock was lost"
             if at_s > env.now:
                 yield At(env, at_s, URGENT)
                 continue  # a replica may have taken it meanwhile
@@ -142,14 +143,15 @@ class Arrivals:
             self.env.process(self._arrive([turn]))
 
     def _arrive(self, batch: Sequence[Request]) -> Generator[simpy.Event, Any, None]:
+        """A closed-loop session's next turn, after its think time. It leaves
+        :attr:`next_arrival_s` alone: that is the first arrivals' clock, which
+        :meth:`_arrive_first` waits on (only an open-loop run reads it elsewhere, and an
+        open-loop run has no next turns)."""
         env = self.env
         for request in batch:
             if request.arrival_s > env.now:
-                delay = delay_to(env.now, request.arrival_s)
-                self.next_arrival_s = env.now + delay  # where the clock will land
-                yield ArrivalTimeout(env, delay)
+                yield ArrivalTimeout(env, delay_to(env.now, request.arrival_s))
             self.submit(request)
-        self.next_arrival_s = math.inf
 
     def next_arrival(self) -> float:
         """When the next arrival lands (open loop; inf after the last)."""

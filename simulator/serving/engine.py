@@ -15,6 +15,7 @@ decision at time t, and arrivals at equal times keep trace order.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
@@ -194,6 +195,9 @@ def _simulate(deployment: DeploymentConfig, workload: RequestTrace, *, record_tr
     unfinished = sum(1 for r in requests if not r.is_finished)
     if unfinished:
         raise RuntimeError(f"simulation ended with {unfinished} unfinished requests")
+    if not math.isfinite(env.now):
+        raise RuntimeError("simulation clock ran to infinity: an event was scheduled "
+                           "for a time that never comes")
     for replica in replicas:
         replica.scheduler.kv_cache.check()
         kv_cache = replica.scheduler.kv_cache
