@@ -10,6 +10,10 @@
    whose sessions outgrow the GPU's KV cache.
 4. The planner's pick for Llama-3-70B on at most 2, then 1 H100 (tight budgets) with
    and without weight offloading among its choices.
+6. Activation offloading against recomputation (Megatron-Core's CPU offloading): Llama 3
+   70B, sequence 8,192, FP8, Megatron FSDP over 64 GB200 (NVLink-C2C to the host) and 64
+   H100 (PCIe): full and selective recomputation, and the fewest offloaded layers that
+   fit without recomputation, at micro-batches 1 and 2.
 5. The measured CPU-KV-offload pair of the measured pack (``vllm_runs_label_only.csv``:
    Llama-3.1-8B on one H100, runs 16 off and 24 on, same knobs): the predicted on/off
    difference against the measured one and against the spread of the off-runs whose other
@@ -256,18 +260,71 @@ def measured_offload_pair(measured: Path) -> list[str]:
     return lines
 
 
+def _activation_plan(gpu: str, micro_batch: int, **plan: Any) -> Any:
+    job = TrainingJob(model="llama-3-70b", gpu=gpu, seq_len=8192, global_batch=256,
+                      micro_batch=micro_batch, dtype="fp8",
+                      plan={"dp": 64, "zero_stage": 3} | plan)
+    try:
+        return simulate_training(job)
+    except ClusterSimError:
+        return None
+
+
+def activation_offload() -> list[str]:
+    lines = ["## 6. Activation offloading against recomputation (Llama 3 70B, 64 GPUs, "
+             "FSDP, FP8)", "",
+             "| GPU | micro-batch | plan | step s | MFU | GPU GiB | host GiB | copies exposed s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for gpu in ("gb200", "h100"):
+        for micro_batch in (1, 2):
+            low, high = 0, 80  # offloaded layers: high fits (or none does), low does not
+            if _activation_plan(gpu, micro_batch) is not None:
+                high = 0
+            while high - low > 1:
+                middle = (low + high) // 2
+                if _activation_plan(gpu, micro_batch, activation_offload_layers=middle):
+                    high = middle
+                else:
+                    low = middle
+            choices = [("full recomputation", {"recompute": "full"}),
+                       ("selective recomputation", {"recompute": "selective"})]
+            if high == 0:
+                choices.append(("neither (it fits as it is)", {}))
+            elif high < 80:
+                choices.append((f"{high} layers offloaded",
+                                {"activation_offload_layers": high}))
+            else:
+                choices.append(("no offload fits (the host's share is too small)",
+                                {"activation_offload_layers": 79}))
+            for label, plan in choices:
+                result = _activation_plan(gpu, micro_batch, **plan)
+                if result is None:
+                    lines.append(f"| {gpu} | {micro_batch} | {label} | does not fit | | | | |")
+                    continue
+                memory = result.memory.as_gib()
+                lines.append(
+                    f"| {gpu} | {micro_batch} | {label} | {result.step_s:.2f} | "
+                    f"{result.mfu:.1%} | {memory['total']:.1f} | "
+                    f"{memory['host_activations']:.0f} | "
+                    f"{result.breakdown['activation_offload']:.2f} |")
+                print(lines[-1], flush=True)
+    lines += ["", "Offloading costs what the host link cannot hide behind a layer's pass: "
+              "little over GB200's NVLink-C2C, a lot over an H100's PCIe.", ""]
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("bench/results"))
     parser.add_argument("--measured", type=Path, default=Path("../shared/measured"),
                         help="the measured pack (section 5 is skipped without it)")
-    parser.add_argument("--only", type=int, choices=range(1, 6), help="run one section")
+    parser.add_argument("--only", type=int, choices=range(1, 7), help="run one section")
     args = parser.parse_args()
     started = time.perf_counter()
     lines = ["# Offloading study (simulated predictions, not measurements)", "",
              "`python bench/study_offload.py`", ""]
     parts = (largest_trainable, largest_servable, host_prefix_tier, planner_pick,
-             partial(measured_offload_pair, args.measured))
+             partial(measured_offload_pair, args.measured), activation_offload)
     for number, part in enumerate(parts, start=1):
         if args.only is None or args.only == number:
             lines += part()
