@@ -299,7 +299,8 @@ def plan_training_command(
         p = c.plan
         table.add_row(str(c.index), str(p["tp"] * p["pp"] * p["dp"] * p["cp"]), str(p["tp"]),
                       str(p["pp"]), str(p["dp"]), str(p["cp"]), str(p["zero_stage"]),
-                      p["offload"],
+                      p["offload"] + (f", {p['activation_offload_layers']} layers' "
+                                      f"activations" if p["activation_offload_layers"] else ""),
                       str(c.micro_batch), p["recompute"], p["schedule"], f"{c.step_s:.3f}",
                       f"{c.mfu:.1%}",
                       "-" if c.cost_per_step_usd is None else f"{c.cost_per_step_usd:.3f}",

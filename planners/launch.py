@@ -74,15 +74,22 @@ def sglang_command(deployment: DeploymentConfig) -> str:
 def megatron_args(job: TrainingJob) -> str:
     """Megatron-LM arguments for ``job``'s plan (``torchrun ... pretrain_gpt.py ARGS``).
 
+    ZeRO-1 (and 2) is the distributed optimizer; ZeRO-3 is Megatron-FSDP with every state
+    sharded (``--data-parallel-sharding-strategy optim_grads_params`` and the flags its
+    README requires), launched here without PP.
+
     Raises:
-        ClusterSimError: a plan Megatron-LM does not run (ZeRO-3 or NVMe offload: those
-            are DeepSpeed's and FSDP's; ``ParallelPlan.torchtitan_only`` plans).
+        ClusterSimError: a plan Megatron-LM does not run (ZeRO-3 with PP, NVMe offload:
+            DeepSpeed's ZeRO-Infinity; ``ParallelPlan.torchtitan_only`` plans).
     """
     plan = job.plan
-    if plan.zero_stage == 3 or plan.offload == "nvme":
-        raise ClusterSimError("ZeRO-3 (DeepSpeed's stage 3, PyTorch FSDP) and ZeRO-Infinity "
-                              "have no Megatron-LM arguments here; its distributed "
-                              "optimizer is ZeRO-1")
+    if plan.offload == "nvme":
+        raise ClusterSimError("offload=nvme: ZeRO-Infinity is DeepSpeed's and has no "
+                              "Megatron-LM arguments")
+    if plan.zero_stage == 3 and plan.pp > 1:
+        raise ClusterSimError(f"zero_stage=3 with pp={plan.pp}: Megatron-LM's ZeRO-3 is "
+                              f"Megatron-FSDP, launched here without PP (DeepSpeed's stage 3 "
+                              f"has no Megatron-LM arguments); use zero_stage 1")
     if plan.torchtitan_only:
         raise ClusterSimError("recompute=op, eager pointwise kernels and FlashAttention-2 "
                               "are how torchtitan runs; Megatron-LM has no arguments for "
@@ -112,6 +119,10 @@ def megatron_args(job: TrainingJob) -> str:
                   "--recompute-num-layers", "1"]
     if plan.zero_stage >= 1:
         words.append("--use-distributed-optimizer")
+    if plan.zero_stage == 3:
+        words += ["--use-megatron-fsdp", "--data-parallel-sharding-strategy",
+                  "optim_grads_params", "--no-gradient-accumulation-fusion", "--ckpt-format",
+                  "fsdp_dtensor"]
     if plan.offload == "cpu":
         words += ["--optimizer-cpu-offload", "--overlap-cpu-optimizer-d2h-h2d"]
     if plan.activation_offload_layers:

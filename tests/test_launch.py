@@ -113,8 +113,13 @@ def test_a_training_plan_as_megatron_arguments() -> None:
                  "--bf16"):
         assert part in args
     zero3 = job.model_copy(update={"plan": job.plan.model_copy(update={"zero_stage": 3})})
-    with pytest.raises(ClusterSimError, match="DeepSpeed"):
+    with pytest.raises(ClusterSimError, match="zero_stage=3 with pp=4: .*Megatron-FSDP"):
         megatron_args(zero3)
+    # without PP, ZeRO-3 is Megatron-FSDP with every state sharded
+    fsdp = job.model_copy(update={"plan": job.plan.model_copy(update={
+        "zero_stage": 3, "pp": 1, "dp": 16, "virtual_stages": 1, "schedule": "1f1b"})})
+    assert ("--use-distributed-optimizer --use-megatron-fsdp --data-parallel-sharding-"
+            "strategy optim_grads_params") in megatron_args(fsdp)
     assert "pipeline-split" not in args and "decoder-first" not in args
 
 
