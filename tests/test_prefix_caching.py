@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
@@ -230,3 +232,32 @@ def test_unshared_blocks_are_registered_only_when_their_request_is_preempted() -
     assert len(manager.identity_to_block) == 10 and manager.num_free_blocks == 16
     request.num_computed_tokens = 0
     assert manager.lookup_prefix(request) == 36
+
+
+@settings(max_examples=12, deadline=None)
+@given(rate=st.floats(0.5, 40.0), users=st.integers(1, 6), turns=st.integers(1, 4),
+       think=st.floats(0.0, 3.0), blocks=st.sampled_from([None, 300]),
+       seed=st.integers(0, 2**16))
+def test_every_chat_request_finishes_at_finite_causal_times(
+        rate: float, users: int, turns: int, think: float, blocks: int | None,
+        seed: int) -> None:
+    """Closed-loop multi-turn sessions, with and without a KV cache small enough to
+    preempt: every request comes back once, finished, with finite times in causal order
+    and the tokens it asked for."""
+    from workloads.generators import ChatSpec, generate_chat
+
+    workload = generate_chat(ChatSpec(
+        num_requests=40, arrival={"kind": "poisson", "rate_per_s": rate},
+        num_system_prompts=2, users_per_prompt=users, system_prompt_tokens=300,
+        question={"kind": "lognormal", "mean": 120, "sigma": 0.3, "max": 400},
+        output={"kind": "lognormal", "mean": 40, "sigma": 0.3, "max": 120},
+        turns_per_session=turns, think_time_s=think, seed=seed))
+    overrides = {} if blocks is None else {"scheduler.num_gpu_blocks_override": blocks,
+                                           "scheduler.max_model_len": 4096}
+    rows = simulate(make_deployment("llama-3-8b", "h100", **CACHING, **overrides),
+                    workload).requests
+    assert sorted(rows["request_id"]) == list(range(40))
+    times = rows[["arrival_s", "first_scheduled_s", "first_token_s", "finish_s"]].to_numpy()
+    assert np.isfinite(times).all()
+    assert (np.diff(times, axis=1) >= 0).all()
+    assert (rows["output_tokens"].to_numpy() == workload.output_tokens).all()
