@@ -302,7 +302,10 @@ def _evaluate(job: tuple[Any, ...]) -> dict[str, Any]:
         watts = sum(pool.gpu.tdp_w * pool.num_gpus
                     * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * share)
                     for pool, share in busy)
-        out["energy"] = watts * summary["makespan_s"] / total_tokens
+        # power over the tokens served per second at the goodput rate: the probe that
+        # measured the power replays a trace of its own length (SteadyState), so its
+        # makespan goes with its tokens, not with the user's trace's
+        out["energy"] = watts / tokens_per_s
     return out
 
 
