@@ -30,6 +30,7 @@ from profiles.hardware import load_gpu
 from simulator import simulate
 from simulator.serving.config import build_deployment
 from workloads.generators import GeneratorSpec, generate
+from workloads.schema import RequestTrace
 
 TRACE = generate(GeneratorSpec(
     num_requests=80, arrival={"kind": "poisson", "rate_per_s": 4},
@@ -417,3 +418,25 @@ def test_energy_per_token_is_the_power_over_the_tokens_served_at_goodput() -> No
         tokens_per_s = c.goodput_rate_per_s * tokens
         assert c.energy_j_per_token is not None
         assert 0.3 * watts / tokens_per_s <= c.energy_j_per_token <= watts / tokens_per_s
+
+
+def test_a_rate_passes_only_if_every_resampled_probe_passes() -> None:
+    """Two draws of the extension can only lower the goodput one draw finds (the worst
+    draw's attainment counts); a trace long enough, or repeated whole, has one probe."""
+    from dataclasses import replace
+
+    from planners.objectives import probe_draws
+
+    deployment = build_deployment({"model": "llama-3-8b", "gpu": "a100"})
+    one = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0,
+                       rule=replace(QUICK, seeds=1), **SLO)
+    two = find_goodput(deployment, TRACE, attainment=0.9, upper_rate=200.0,
+                       rule=replace(QUICK, seeds=2), **SLO)
+    assert 0 < two.rate_per_s <= one.rate_per_s
+    assert two.attainment >= 0.9 and two.num_simulations > one.num_simulations
+    assert probe_draws(TRACE, 8.0, replace(QUICK, seeds=2)) == 2
+    assert probe_draws(TRACE, 8.0, replace(QUICK, seeds=2, min_requests=len(TRACE),
+                                           min_span_s=0.0)) == 1
+    sessions = RequestTrace.from_columns([0.0, 1.0, 2.0], [100, 100, 100], [10, 10, 10],
+                                         extras={"session_id": ["a", "a", "b"]})
+    assert probe_draws(sessions, 8.0, replace(QUICK, seeds=2)) == 1
