@@ -7,7 +7,6 @@ or a training job's step, printed and optionally written.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -64,11 +63,13 @@ SERVING_FIELDS: dict[str, str] = {
 
 def _json_object(text: str, flag: str) -> dict[str, Any]:
     """A flag's JSON object (vLLM's ``--speculative-config '{...}'``)."""
+    from profiles.errors import ClusterSimError
+    from profiles.reading import parse_json
+
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        fail(f"{flag}: not valid JSON ({error.msg} at character {error.pos}); e.g. "
-             f"'{{\"method\": \"ngram\", \"num_speculative_tokens\": 4, "
+        value = parse_json(text, flag)
+    except ClusterSimError as error:
+        fail(f"{error}; e.g. '{{\"method\": \"ngram\", \"num_speculative_tokens\": 4, "
              f"\"acceptance_rate\": 0.6}}'")
     if not isinstance(value, dict):
         fail(f"{flag}: expected a JSON object, got {type(value).__name__}")

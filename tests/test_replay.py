@@ -50,10 +50,14 @@ def test_the_input_trace_is_left_as_it_was() -> None:
     ({"time_scale": 0.0}, "field 'time_scale'"),
     ({"max_requests": 0}, "field 'max_requests'"),
     ({"duration_s": float("nan")}, "field 'duration_s'"),
+    ({"rate_per_s": 1e-320}, "--rate .* the rescaled arrivals run past 1e\\+09 s"),
 ])
 def test_bad_windows_are_one_line_errors(fields: dict, message: str) -> None:
     with pytest.raises(ClusterSimError, match=message):
         replay(trace(), replay_window(**fields))
+    long = RequestTrace.from_columns([0.0, 2000.0], [10, 10], [2, 2])
+    with pytest.raises(ClusterSimError, match="--time-scale 1e\\+06: the rescaled arrivals"):
+        replay(long, replay_window(time_scale=1e6))
     one = RequestTrace.from_columns([2.0], [10], [2])
     with pytest.raises(ClusterSimError, match="all arrive at once"):
         replay(one, replay_window(rate_per_s=1.0))

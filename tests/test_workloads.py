@@ -169,6 +169,25 @@ def test_chat_generator_shares_prefixes_and_builds_sessions() -> None:
     assert set(trace.extras["prefix_id"]) == {"system-0", "system-1"}
 
 
+def test_a_request_id_past_64_bits_is_a_one_line_error(tmp_path) -> None:
+    """A numeric id must fit in 64 bits (as the rows store it); a string may be longer."""
+    from workloads.loaders import load_workload
+
+    path = tmp_path / "trace.jsonl"
+    path.write_text('{"request_id": 18446744073709551616, "arrival_s": 0, '
+                    '"prompt_tokens": 10, "output_tokens": 2}\n')
+    with pytest.raises(ClusterSimError, match="line 1: field 'request_id"):
+        load_workload(path)
+    path.write_text('{"request_id": "18446744073709551616", "arrival_s": 0, '
+                    '"prompt_tokens": 10, "output_tokens": 2}\n')
+    assert load_workload(path).request_ids == ["18446744073709551616"]
+    whole = tmp_path / "trace.json"  # the plain columns' fast path, too
+    whole.write_text('{"requests": [{"request_id": 18446744073709551616, "arrival_s": 0, '
+                     '"prompt_tokens": 10, "output_tokens": 2}]}')
+    with pytest.raises(ClusterSimError, match="field 'requests.0.request_id"):
+        load_workload(whole)
+
+
 def test_duplicate_request_ids_are_refused(tmp_path) -> None:
     import json
 

@@ -129,6 +129,9 @@ def _plain_trace(records: Any, metadata: dict[str, Any]) -> RequestTrace | None:
     if (not set(map(type, arrivals)) <= {float, int} or set(map(type, prompts)) != {int}
             or set(map(type, outputs)) != {int} or not set(map(type, ids)) <= {int, str}):
         return None
+    numbers = [i for i in ids if type(i) is int]
+    if numbers and not (min(numbers) >= -(2**63) and max(numbers) < 2**63):
+        return None  # an id past 64 bits: the schema's path words the error
     try:
         return RequestTrace.from_columns(np.asarray(arrivals, dtype=np.float64), prompts,
                                          outputs, request_ids=ids, metadata=metadata)

@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from profiles.errors import ClusterSimError, format_validation_error
-from workloads.schema import RequestTrace
+from workloads.schema import MAX_ARRIVAL_S, RequestTrace
 
 __all__ = ["ReplayWindow", "replay", "replay_window"]
 
@@ -86,14 +86,26 @@ def replay(trace: RequestTrace, window: ReplayWindow) -> RequestTrace:
         out = out.take(np.arange(len(out)) < window.max_requests)
     if window.time_scale is not None:
         out.arrival_s = out.arrival_s * window.time_scale
+        _check_finite(out.arrival_s, f"--time-scale {window.time_scale:g}")
     if window.rate_per_s is not None:
         span = float(out.arrival_s[-1] - out.arrival_s[0]) if len(out) > 1 else 0.0
         if span <= 0:
             raise ClusterSimError(
                 f"--rate {window.rate_per_s:g}: the replayed requests all arrive at once "
                 f"({len(out)} of them), so they have no rate to rescale; use --time-scale")
-        factor = (len(out) - 1) / span / window.rate_per_s
-        out.arrival_s = out.arrival_s[0] + (out.arrival_s - out.arrival_s[0]) * factor
+        with np.errstate(over="ignore", invalid="ignore"):
+            factor = (len(out) - 1) / span / window.rate_per_s
+            out.arrival_s = out.arrival_s[0] + (out.arrival_s - out.arrival_s[0]) * factor
+        _check_finite(out.arrival_s, f"--rate {window.rate_per_s:g}")
     out.metadata["replay"] = {key: value for key, value in window.model_dump().items()
                               if value is not None} | {"num_requests_in": len(trace)}
     return out
+
+
+def _check_finite(arrival_s: np.ndarray, option: str) -> None:
+    """Rescaled arrivals must stay finite times (a rate near zero sends them past any
+    clock)."""
+    if not (np.isfinite(arrival_s).all() and arrival_s.max() <= MAX_ARRIVAL_S):
+        raise ClusterSimError(f"{option}: the rescaled arrivals run past {MAX_ARRIVAL_S:g} s "
+                              f"(a trace's limit); use a rate or time scale that keeps them "
+                              f"within it")

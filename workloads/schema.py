@@ -45,7 +45,8 @@ class RequestRecord(BaseModel):
     prompt_tokens: int = Field(ge=1, le=MAX_TOKENS)
     output_tokens: int = Field(ge=1, le=MAX_TOKENS,
                                description="tokens to generate (ignore_eos style)")
-    request_id: int | str | None = None
+    request_id: Annotated[int, Field(ge=-(2**63), lt=2**63)] | str | None = Field(
+        default=None, union_mode="left_to_right")
     prefix_id: str | None = None
     prefix_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     prompt_id: str | None = Field(
