@@ -47,7 +47,8 @@ class RoutingConfig(BaseModel):
                             "share of a token's pairs that follow its previous layer's "
                             "expert to a fixed partner expert (ExFlow's affinity)")
     trace: str | None = Field(default=None, description="routing-trace JSON (kind: trace)")
-    seed: int = Field(default=0, description="seed of the per-step expert draws")
+    seed: int = Field(default=0, ge=0, lt=2**64,
+                      description="seed of the per-step expert draws")
 
 
 @dataclass(frozen=True)

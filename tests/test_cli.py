@@ -92,6 +92,11 @@ def test_user_errors_are_one_line_with_exit_status_2(tmp_path: Path) -> None:
                           "rate_per_s", "greater than 0")
     assert_one_line_error(run("simulate", "--workload", trace), "--model and --gpu")
     assert not (tmp_path / "x.json").exists()
+    # a negative seed in a deployment file (random draws take none; it crashed them)
+    (tmp_path / "d.yaml").write_text("model: llama-3-8b\ngpu: h100\nreplicas: 2\n"
+                                     "router: least_outstanding\nseed: -1\n")
+    assert_one_line_error(run("simulate", "--workload", trace, "--deployment",
+                              str(tmp_path / "d.yaml")), "field 'seed'", "greater than or equal")
 
 
 def test_catalog_listings() -> None:

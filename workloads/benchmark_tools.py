@@ -154,7 +154,7 @@ class VllmBenchSpec(_Strict):
     random_output_len: int = Field(ge=1, le=10_000_000)
     random_range_ratio: float = Field(default=0.0, ge=0, lt=1)
     random_prefix_len: int = Field(default=0, ge=0, le=10_000_000)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**64)
 
 
 def from_vllm_bench(spec: VllmBenchSpec) -> RequestTrace:

@@ -131,7 +131,7 @@ class GeneratorSpec(_Spec):
     arrival: ArrivalSpec
     prompt: LengthSpec
     output: LengthSpec
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**64)
 
 
 def lognormal_mu_for_mean(mean: float, sigma: float, low: float, high: float) -> float:
@@ -273,7 +273,7 @@ class ChatSpec(_Spec):
     output: LengthSpec
     turns_per_session: int = Field(default=1, gt=0)
     think_time_s: float = Field(default=0.0, ge=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, lt=2**64)
 
 
 def generate_chat(spec: ChatSpec) -> RequestTrace:

@@ -388,7 +388,8 @@ class DeploymentConfig(_Frozen):
     runtime_overhead_gib: float = Field(
         default=DEFAULT_RUNTIME_OVERHEAD_GIB, ge=0, le=1024, description="GiB per GPU the "
         "runtime holds outside weights and KV (CUDA context, graphs, NCCL buffers)")
-    seed: int = Field(default=0, description="seed of every random draw of the run")
+    seed: int = Field(default=0, ge=0, lt=2**64,
+                      description="seed of every random draw of the run")
 
     @field_validator("engine", mode="before")
     @classmethod
