@@ -45,8 +45,7 @@ class RequestRecord(BaseModel):
     prompt_tokens: int = Field(ge=1, le=MAX_TOKENS)
     output_tokens: int = Field(ge=1, le=MAX_TOKENS,
                                description="tokens to generate (ignore_eos style)")
-    request_id: Annotated[int, Field(ge=-(2**63), lt=2**63)] | str | None = Field(
-        default=None, union_mode="left_to_right")
+    request_id: int | str | None = None
     prefix_id: str | None = None
     prefix_tokens: int | None = Field(default=None, ge=0, le=MAX_TOKENS)
     prompt_id: str | None = Field(
@@ -61,6 +60,14 @@ class RequestRecord(BaseModel):
     acceptance_rate: float | None = Field(
         default=None, ge=0, le=1, allow_inf_nan=False, description="speculative decoding: "
         "this request's draft acceptance rate (None: the deployment's)")
+
+    @field_validator("request_id")
+    @classmethod
+    def _id_in_64_bits(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise ValueError("a numeric id must fit in 64 bits; write a longer one as a "
+                             "string")
+        return value
 
     @field_validator("arrival_s")
     @classmethod
