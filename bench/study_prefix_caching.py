@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from profiles.files import write_text
 from simulator.serving.config import build_deployment
 from simulator.serving.engine import simulate
 from workloads.generators import ChatSpec, generate_chat
@@ -39,8 +40,8 @@ def workload(rate_per_s: float, num_requests: int):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-requests", type=int, default=3000)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results"
-                        / "prefix_caching_study.md")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results",
+                        help="folder for prefix_caching_study.md (as the other studies)")
     args = parser.parse_args()
     lines = [
         "# Prefix caching and CPU overhead: shared-prefix chat, Llama-2-7B, one H100",
@@ -73,8 +74,9 @@ def main() -> None:
                 + " | ".join(f"{mean:,.1f} | {p90:,.1f}" for mean, p90 in ms.values()) + " |")
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    path = args.out / "prefix_caching_study.md"
+    write_text(path, text)  # whole or not at all, as every output
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
