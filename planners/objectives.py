@@ -131,6 +131,12 @@ def request_lifetime_s(trace: RequestTrace, tpot_slo_s: float | None) -> float:
 STEADY = SteadyState()
 
 
+def _resampled(trace: RequestTrace, num_requests: int) -> bool:
+    """Whether :func:`extended_trace` grows ``trace`` by drawing from it (seeded), rather
+    than leaving it as it is or repeating it whole."""
+    return len(trace) < num_requests and "session_id" not in trace.extras and len(trace) > 1
+
+
 def extended_trace(trace: RequestTrace, num_requests: int, seed: int = 0) -> RequestTrace:
     """``trace`` grown to at least ``num_requests`` requests after its own ones.
 
@@ -144,7 +150,7 @@ def extended_trace(trace: RequestTrace, num_requests: int, seed: int = 0) -> Req
     if n >= num_requests:
         return trace
     metadata = trace.metadata | {"extended_from_requests": n}
-    if "session_id" not in trace.extras and n > 1:
+    if _resampled(trace, num_requests):
         rng = np.random.default_rng(seed)
         extra = num_requests - n
         picks = rng.integers(0, n, size=extra)
@@ -190,8 +196,7 @@ def probe_draws(trace: RequestTrace, rate_per_s: float, rule: SteadyState = STEA
     """How many probes a rate takes: ``rule.seeds`` when the probe resamples the trace,
     one when the trace is long enough or is repeated whole (it has sessions)."""
     needed = rule.needed(rate_per_s, request_lifetime_s(trace, tpot_slo_s))
-    resampled = len(trace) < needed and "session_id" not in trace.extras and len(trace) > 1
-    return max(1, rule.seeds) if resampled else 1
+    return max(1, rule.seeds) if _resampled(trace, needed) else 1
 
 
 def _windows(arrival: np.ndarray, rule: SteadyState, lifetime_s: float) -> list[np.ndarray]:
