@@ -210,7 +210,8 @@ def simulate_command(
     deployment: Annotated[Path | None, typer.Option(
         help="deployment file (YAML or JSON); flags override its fields")] = None,
     model: Annotated[str | None, typer.Option(help="catalog name or config.json path")] = None,
-    gpu: Annotated[str | None, typer.Option(help="catalog name or GPU JSON file")] = None,
+    gpu: Annotated[str | None, typer.Option(
+        help="catalog name or GPU JSON file; @<watts>W sets a power limit (h100@500W)")] = None,
     tp: Annotated[int | None, typer.Option(
         "--tp", "--tensor-parallel-size", "-tp", help="tensor-parallel degree")] = None,
     pp: Annotated[int | None, typer.Option(

@@ -299,9 +299,11 @@ def _evaluate(job: tuple[Any, ...]) -> dict[str, Any]:
             records = summary["disaggregation"]["pools"]
             busy = [(pools[0], records["prefill"]["busy_fraction"]),
                     (pools[1], records["decode"]["busy_fraction"])]
-        watts = sum(pool.gpu.tdp_w * pool.num_gpus
-                    * (IDLE_POWER_FRACTION + (1 - IDLE_POWER_FRACTION) * share)
-                    for pool, share in busy)
+        # idle at a fraction of the TDP, busy at the board's limit (its TDP unless capped)
+        watts = 0.0
+        for pool, share in busy:
+            idle_w = IDLE_POWER_FRACTION * pool.gpu.tdp_w
+            watts += pool.num_gpus * (idle_w + share * max(0.0, pool.gpu.power_w - idle_w))
         # power over the tokens served per second at the goodput rate: the probe that
         # measured the power replays a trace of its own length (SteadyState), so its
         # makespan goes with its tokens, not with the user's trace's

@@ -107,7 +107,7 @@ def dequant_s(gpu: GPUSpec, m: Any, n: Any, k: Any, dtype: str) -> Any:
     ops = DEQUANT_OPS.get(dtype)
     if ops is None:
         return 0.0
-    rate = gpu.peak_tflops.fp32 * 1e12
+    rate = gpu.peak_tflops.fp32 * 1e12 * gpu.clock_fraction
     if np.ndim(m) == 0:
         return k * n * ceil(m / _DEQUANT_TILE_M) * ops / rate
     return k * n * np.ceil(np.asarray(m, dtype=np.float64) / _DEQUANT_TILE_M) * ops / rate
@@ -124,7 +124,7 @@ def gemm_bytes(m: Any, n: Any, k: Any, dtype: str) -> Any:
 def gemm_compute_s(gpu: GPUSpec, m: float, n: float, k: float, dtype: str = "bf16") -> float:
     """Arithmetic time of one GEMM at the GPU's achieved ceiling, tiling losses included
     (and dequantization, for weight-only formats)."""
-    rate = gpu.peak_flops(dtype) * gpu.efficiency.matmul
+    rate = gpu.compute_flops(dtype) * gpu.efficiency.matmul
     return float(2.0 * m * n * k / (rate * tiling_utilization(gpu.gemm_tiling, m, n, k))
                  + dequant_s(gpu, m, n, k, dtype))
 
@@ -146,7 +146,7 @@ def fitted_gemm_times(gpu: GPUSpec, fit: GemmFit, m: np.ndarray, n: np.ndarray,
     units = tiling.compute_units if tiling is not None else 1
     min_split_k = tiling.min_split_k if tiling is not None else 256
     matmul = fit.matmul_fp8 if dtype == "fp8" and fit.matmul_fp8 is not None else fit.matmul
-    rate = gpu.peak_flops(dtype) * matmul / units
+    rate = gpu.compute_flops(dtype) * matmul / units
     narrow = np.maximum(_SMALLEST_TILE_ROWS, 2.0 ** np.ceil(np.log2(m)))
     compute = np.full(m.shape, np.inf)
     for tile_m, tile_n, halvings in TILE_CONFIGS:

@@ -11,14 +11,16 @@ as ``kernels``. A user adds a GPU by giving a JSON file of the same shape.
 from __future__ import annotations
 
 import json
+import re
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from profiles.errors import ClusterSimError, format_validation_error
 from profiles.kernel_fit import KernelFit, kernel_fits
+from profiles.power import clock_fraction
 from profiles.reading import read_json
 
 __all__ = ["Efficiency", "GPUSpec", "GemmTiling", "HostTier", "Link", "list_gpus", "load_gpu"]
@@ -38,6 +40,9 @@ class _Frozen(BaseModel):
 MAX_TFLOPS = 1e6
 MAX_GBPS = 1e6
 MIN_RATE = 1e-3
+# The lowest power limit GPU firmware accepts, as a fraction of the TDP (nvidia-smi -q -d
+# POWER: Min Power Limit 100 W of A100 SXM's 400 W, 200 W of H100 SXM's 700 W).
+MIN_POWER_LIMIT = 0.25
 
 
 class Link(_Frozen):
@@ -112,6 +117,9 @@ class GPUSpec(_Frozen):
     host: HostTier | None = Field(
         default=None, description="host DRAM and NVMe per GPU (offloading); None: unknown")
     tdp_w: float = Field(gt=0, le=1e5)
+    power_limit_w: float | None = Field(
+        default=None, gt=0, le=1e5, description="board power limit below the TDP "
+        "(nvidia-smi -pl); compute slows with it (profiles/power.py); None: the TDP")
     scale_up_gpus: int = Field(
         default=8, ge=1, le=100_000, description="GPUs one scale-up fabric joins: a node's "
         "NVSwitch (8), or a rack's NVLink domain (72 for GB200 NVL72)")
@@ -122,9 +130,36 @@ class GPUSpec(_Frozen):
         "(profiles/data/kernel_fits.json); None keeps the datasheet roofline")
     sources: dict[str, str]
 
+    @model_validator(mode="after")
+    def _limit_within_tdp(self) -> GPUSpec:
+        limit = self.power_limit_w
+        if limit is not None and limit > self.tdp_w:
+            raise ValueError(f"power_limit_w={limit:g} W is above the TDP ({self.tdp_w:g} W); "
+                             "a limit can only lower the power")
+        if limit is not None and limit < MIN_POWER_LIMIT * self.tdp_w:
+            raise ValueError(f"power_limit_w={limit:g} W is below {MIN_POWER_LIMIT:.0%} of the "
+                             f"TDP ({self.tdp_w:g} W), which GPU firmware does not allow; "
+                             "raise it")
+        return self
+
     @property
     def hbm_bytes(self) -> float:
         return self.hbm_gib * GIB
+
+    @property
+    def clock_fraction(self) -> float:
+        """The fraction of its compute rate the GPU keeps under its power limit."""
+        return clock_fraction(self.tdp_w, self.power_limit_w)
+
+    @property
+    def power_w(self) -> float:
+        """The board power the GPU may draw: its limit, else its TDP."""
+        return self.tdp_w if self.power_limit_w is None else self.power_limit_w
+
+    def compute_flops(self, dtype: str) -> float:
+        """The FLOP/s kernels see: :meth:`peak_flops` at the clock the power limit leaves
+        (MFU stays relative to the datasheet peak)."""
+        return self.peak_flops(dtype) * self.clock_fraction
 
     def peak_flops(self, dtype: str) -> float:
         """Dense peak FLOP/s for ``dtype`` (fp8 falls back to fp16 where unsupported)."""
@@ -156,11 +191,31 @@ def list_gpus() -> list[GPUSpec]:
 
 
 def load_gpu(name_or_path: str) -> GPUSpec:
-    """A catalog GPU by name or alias (case-insensitive), or a JSON file of one GPU.
+    """A catalog GPU by name or alias (case-insensitive), or a JSON file of one GPU; either
+    may end in ``@<watts>W``, a board power limit below its TDP (``h100@500W``: an H100
+    run at ``nvidia-smi -pl 500``; see ``profiles/power.py``).
 
     Raises:
-        ClusterSimError: unknown name, unreadable file, or a field out of range.
+        ClusterSimError: unknown name, unreadable file, a field out of range, or a power
+            limit above the TDP.
     """
+    limit = _POWER_SUFFIX.search(name_or_path)
+    if limit is not None:
+        name_or_path = name_or_path[:limit.start()].strip()
+    spec = _load(name_or_path)
+    if limit is None:
+        return spec
+    watts = float(limit.group(1))
+    try:
+        return GPUSpec(**{**spec.model_dump(), "power_limit_w": watts})
+    except ValidationError as error:
+        raise ClusterSimError(format_validation_error(error, f"gpu {name_or_path}")) from None
+
+
+_POWER_SUFFIX = re.compile(r"@\s*(\d+(?:\.\d+)?)\s*[wW]\s*$")
+
+
+def _load(name_or_path: str) -> GPUSpec:
     entry = _catalog().get(name_or_path.lower())
     source = f"gpu {name_or_path}"
     if entry is None:

@@ -120,7 +120,7 @@ class ExpertLayers:
         self._units = tiling.compute_units if tiling is not None else 1
         matmul = fit.matmul if fit is not None else gpu.efficiency.matmul
         memory = fit.memory if fit is not None else gpu.efficiency.memory
-        self._unit_rate = gpu.peak_flops(model.dtype) * matmul / self._units
+        self._unit_rate = gpu.compute_flops(model.dtype) * matmul / self._units
         self._small_tile = fit.small_tile if fit is not None else 1.0
         self._bytes_per_s = gpu.hbm_bandwidth_gbps * GB * memory
         self._blend = fit.blend if fit is not None else None

@@ -47,7 +47,7 @@ def prefill_attention_s(gpu: GPUSpec, flops: T, num_bytes: T, dtype: str = "bf16
     """Causal prefill attention of ``flops`` (4 x heads x head_dim x score pairs) reading
     ``num_bytes`` (keys, values, queries and outputs)."""
     fit = gpu.kernels.attention if gpu.kernels is not None else None
-    peak, bandwidth = gpu.peak_flops(dtype), gpu.hbm_bandwidth_gbps * GB
+    peak, bandwidth = gpu.compute_flops(dtype), gpu.hbm_bandwidth_gbps * GB
     if fit is None:
         compute = flops / (peak * gpu.efficiency.attention)
         memory = num_bytes / (bandwidth * gpu.efficiency.memory)
@@ -65,7 +65,7 @@ def decode_attention_s(gpu: GPUSpec, kv_bytes: T, flops: T, dtype: str = "bf16")
     fit = gpu.kernels.attention if gpu.kernels is not None else None
     bandwidth = gpu.hbm_bandwidth_gbps * GB
     if fit is None:
-        compute = flops / (gpu.peak_flops(dtype) * gpu.efficiency.attention)
+        compute = flops / (gpu.compute_flops(dtype) * gpu.efficiency.attention)
         memory = kv_bytes / (bandwidth * gpu.efficiency.memory)
         return np.maximum(compute, memory) if isinstance(compute, np.ndarray) \
             else max(compute, memory)

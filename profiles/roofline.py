@@ -110,7 +110,7 @@ class RooflineCostModel:
         self.moe = moe
 
         eff = gpu.efficiency
-        self._attention_flops_per_s = gpu.peak_flops(model.kv_cache_dtype) * eff.attention
+        self._attention_flops_per_s = gpu.compute_flops(model.kv_cache_dtype) * eff.attention
         self._bytes_per_s = gpu.hbm_bandwidth_gbps * GB * eff.memory
         self._host_bytes_per_s = gpu.host_link.bandwidth_gbps * GB
         self._weight_bytes = DTYPE_BYTES[model.dtype]

@@ -291,11 +291,11 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
         share = gpu.efficiency.attention
         if attention_kernel == "flash2" and gpu.efficiency.attention_fa2 is not None:
             share = gpu.efficiency.attention_fa2
-        attention = flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * share)
+        attention = flops / (gpu.compute_flops(_unquantized_dtype(dtype)) * share)
         attention_bwd = 2.5 * attention
     else:
         flops = 2.0 * b * s_local * s * (q + model.o_size) / tp
-        attention = (flops / (gpu.peak_flops(_unquantized_dtype(dtype)) * gpu.efficiency.matmul)
+        attention = (flops / (gpu.compute_flops(_unquantized_dtype(dtype)) * gpu.efficiency.matmul)
                      + 12.0 * scores / bandwidth)
         attention_bwd = 2.0 * attention
     attention, attention_bwd = attention / compute_fraction, attention_bwd / compute_fraction

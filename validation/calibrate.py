@@ -20,6 +20,9 @@ device time per step outside the model's kernels, and the client path per reques
 the serving group's real runs, with leave-one-model-out errors
 (``validation.calibrate_serving`` says how); ``--write`` stores them in
 ``simulator/serving/data/engine_fits.json``.
+
+``--power`` fits the power-cap exponent (``profiles.power``) to Splitwise's capped and
+uncapped H100 prefill times; ``--write`` stores it in ``profiles/data/power_cap.json``.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ from profiles.operator_times import (
     decode_attention_s,
     prefill_attention_s,
 )
+from profiles.power import POWER_CAP_PATH
 from profiles.training_fit import TRAINING_FITS_PATH
 from simulator.serving.presets import ENGINE_FITS_PATH
+from validation.calibrate_power import fit_power_cap
 from validation.calibrate_serving import fit_engine_path, fits_document
 from validation.operators import (
     FP8_GEMM_GPUS,
@@ -371,11 +376,22 @@ def main(argv: list[str] | None = None) -> int:
                              "published training runs")
     parser.add_argument("--serving", action="store_true",
                         help="fit the vLLM 0.15 preset's engine path to the vLLM runs")
+    parser.add_argument("--power", action="store_true",
+                        help="fit the power-cap exponent to Splitwise's capped H100 profile")
     args = parser.parse_args(argv)
     if not (args.measured_dir / "vidur").is_dir():
         print(f"error: {args.measured_dir}: no vidur/ folder; give the measured pack",
               file=sys.stderr)
         return 2
+    if args.power:
+        power = fit_power_cap(args.measured_dir)
+        print(f"power cap {power['cap_fraction']}: prefill x{power['prefill_slowdown']}, "
+              f"decode x{power['decode_slowdown']} over {power['num_points']} "
+              f"configurations; exponent {power['exponent']}")
+        if args.write:
+            POWER_CAP_PATH.write_text(json.dumps(power, indent=1) + "\n")
+            print(f"wrote {POWER_CAP_PATH}")
+        return 0
     if args.training:
         document, table = fit_training(args.measured_dir)
         print(table.round(3).to_string(index=False))

@@ -66,10 +66,11 @@ CATALOG_NAMES = {
 NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48),
              "GPT3-175B": (96, 12288, 96)}
 # GPU names of the pack, as the catalog names them; the torchtitan H100s are 96 GB HBM2e
-# parts at 2.4 TB/s and a 500 W limit (torchtitan's docs/performance.md; their lower
-# clocks are not modelled: stated per row).
+# parts at 2.4 TB/s and a 500 W limit (torchtitan's docs/performance.md), run as the
+# catalog's H100 with that memory and power limit (profiles/power.py; stated per row).
 GPU_KINDS = (("H100-SXM 96GB", "h100"), ("H100", "h100"), ("H200", "h200"),
              ("GB200", "gb200"), ("B200", "b200"))
+TORCHTITAN_POWER_W = 500.0  # torchtitan's H100s' power limit (docs/performance.md)
 TORCHTITAN_SEQ = 8192  # torchtitan's Llama 3 training configs' seq_len, where not printed
 # Megatron-Bridge's performance recipes that run Megatron FSDP with CPU activation
 # offloading (cpu_offloading_num_layers), by (model, GPU, precision): the tables do not
@@ -144,7 +145,8 @@ def _gpu(row: Any) -> GPUSpec | str:
                 return f"GPU {text} is not in the catalog"
             if pattern == "H100-SXM 96GB":
                 # torchtitan's docs/performance.md: 96 GB HBM2e at 2.4 TB/s, 500 W limit
-                gpu = gpu.model_copy(update={"hbm_gib": 96.0, "hbm_bandwidth_gbps": 2400.0})
+                gpu = gpu.model_copy(update={"hbm_gib": 96.0, "hbm_bandwidth_gbps": 2400.0,
+                                             "power_limit_w": TORCHTITAN_POWER_W})
             return gpu
     return f"GPU {text} is not in the catalog"
 
@@ -251,8 +253,9 @@ def express_row(row: Any) -> ExpressedRun | str:
     label = gpu.name
     if "96GB" in str(row["gpu"]):
         label = "H100-SXM-96GB-500W (as H100-SXM5-80GB)"
-        assumed.append("H100-SXM5-80GB's kernels with 96 GB of HBM2e at 2.4 TB/s (its 500 W "
-                       "limit not modelled)")
+        assumed.append(f"H100-SXM5-80GB's kernels with 96 GB of HBM2e at 2.4 TB/s, compute "
+                       f"at {gpu.clock_fraction:.3f} of its rate under the 500 W limit "
+                       "(profiles/power.py)")
     return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed), label)
 
 

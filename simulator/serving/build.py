@@ -299,6 +299,10 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
     """One cost model per placed replica, its links read from the graph."""
     model, gpu, _, scheduler, memory = parts
     tp, pp, dp = deployment.parallelism.tp, deployment.parallelism.pp, deployment.parallelism.dp
+    if deployment.profile is not None and gpu.power_limit_w is not None:
+        raise ClusterSimError(f"profile {deployment.profile}: measured kernel tables hold no "
+                              f"power limit, and gpu runs at {gpu.power_limit_w:g} W; drop "
+                              "the @...W limit or --profile")
     profile = (load_profile(deployment.profile, expected_gpu=gpu.name)
                if deployment.profile is not None else None)
     cost_models: list[CostModel] = []

@@ -343,7 +343,9 @@ class DeploymentConfig(_Frozen):
 
     model: str = Field(description="catalog name (clustersim models), Hugging Face id in the "
                        "catalog, or a config.json path")
-    gpu: str | None = Field(default=None, description="catalog name or GPU JSON file")
+    gpu: str | None = Field(default=None, description="catalog name or GPU JSON file; a "
+                                "trailing @<watts>W sets a board power limit below the TDP "
+                                "(h100@500W)")
     replicas: int = Field(default=1, ge=1, le=100_000, description="model replicas, each "
                           "with its own scheduler and KV cache (data parallel)")
     parallelism: ParallelismConfig = Field(default=ParallelismConfig(),

@@ -243,6 +243,7 @@ def _simulate(deployment: DeploymentConfig, workload: RequestTrace, *, record_tr
         "deployment": deployment.model_dump(mode="json"),
         "model": resolved.model.name,
         "gpu": resolved.gpu.name,
+        "gpu_power_limit_w": resolved.gpu.power_limit_w,
         "num_gpus": resolved.num_gpus,
         "scheduler": asdict(resolved.scheduler),
         "engine": engine_record(deployment, resolved.cpu_overhead),
