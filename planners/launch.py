@@ -20,6 +20,7 @@ import json
 import shlex
 
 from profiles.errors import ClusterSimError
+from profiles.hardware import load_gpu
 from profiles.models import catalog_entry
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.vllm_args import field_value, vllm_command
@@ -242,4 +243,7 @@ def launch_commands(deployment: DeploymentConfig) -> dict[str, str]:
         out["layout" + suffix] = json.dumps({
             "replicas": pool.replicas, "gpu": pool.gpu_name,
             "gpus_per_replica": pool.parallelism.gpus, "router": pool.router})
+        limit = load_gpu(pool.gpu_name).power_limit_w
+        if limit is not None:  # the plan was simulated at this limit: set it first
+            out["power" + suffix] = f"nvidia-smi -pl {limit:g}"
     return out

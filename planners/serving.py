@@ -205,8 +205,8 @@ def _pools(deployment: DeploymentConfig) -> tuple[ResolvedDeployment, ResolvedDe
 def _gpu_label(pools: tuple[ResolvedDeployment, ResolvedDeployment]) -> tuple[str, int]:
     prefill, decode = pools
     if prefill is decode:
-        return prefill.gpu.name, prefill.num_gpus
-    return " + ".join(dict.fromkeys((prefill.gpu.name, decode.gpu.name))), \
+        return prefill.gpu.label, prefill.num_gpus
+    return " + ".join(dict.fromkeys((prefill.gpu.label, decode.gpu.label))), \
         prefill.num_gpus + decode.num_gpus
 
 

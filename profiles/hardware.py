@@ -152,6 +152,11 @@ class GPUSpec(_Frozen):
         return clock_fraction(self.tdp_w, self.power_limit_w)
 
     @property
+    def label(self) -> str:
+        """The name, with its power limit where it has one (``H100-SXM5-80GB@500W``)."""
+        return self.name if self.power_limit_w is None else f"{self.name}@{self.power_limit_w:g}W"
+
+    @property
     def power_w(self) -> float:
         """The board power the GPU may draw: its limit, else its TDP."""
         return self.tdp_w if self.power_limit_w is None else self.power_limit_w

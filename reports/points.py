@@ -59,8 +59,11 @@ def column_name(column: str) -> str:
 
 
 def short_gpu(name: str) -> str:
-    """``H100-SXM5-80GB + A100-SXM4-80GB`` -> ``H100 + A100`` (legends)."""
-    return " + ".join(part.strip().split("-")[0] for part in name.split("+"))
+    """``H100-SXM5-80GB + A100-SXM4-80GB@300W`` -> ``H100 + A100@300W`` (legends)."""
+    def short(part: str) -> str:
+        gpu, at, limit = part.strip().partition("@")
+        return gpu.split("-")[0] + at + limit
+    return " + ".join(short(part) for part in name.split("+"))
 
 
 def gpu_styles(gpus: list[str]) -> dict[str, tuple[str, str]]:

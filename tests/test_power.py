@@ -111,3 +111,15 @@ def test_the_committed_fit_reproduces_from_the_pack() -> None:
     assert fresh == committed
     assert fresh["decode_slowdown"] == pytest.approx(1.0, abs=0.01)
     assert math.isclose(fresh["prefill_slowdown"], 1.3, rel_tol=0.01)
+
+
+def test_a_capped_plan_says_its_limit_where_users_read_it() -> None:
+    from planners.launch import launch_commands
+    from reports.points import short_gpu
+
+    assert load_gpu("h100@450W").label == "H100-SXM5-80GB@450W"
+    assert load_gpu("h100").label == "H100-SXM5-80GB"
+    assert short_gpu("H100-SXM5-80GB + A100-SXM4-80GB@300W") == "H100 + A100@300W"
+    commands = launch_commands(make_deployment(gpu="h100@450W"))
+    assert commands["power"] == "nvidia-smi -pl 450"
+    assert "power" not in launch_commands(make_deployment(gpu="h100"))
