@@ -308,8 +308,10 @@ def test_the_launch_goes_to_the_framework_that_runs_the_plan() -> None:
 
 def test_torchtitan_pipelines_run_as_pytorch_pipelining_runs_fsdp() -> None:
     """With PP, an FSDP stage keeps its weights gathered and its gradients unreduced
-    until the last backward (ZeRO-1's traffic and memory), and an Interleaved 1F1B run
-    without printed split points has torchtitan's default two stages per rank."""
+    until the last backward (ZeRO-1's traffic and memory), an Interleaved 1F1B run
+    without printed split points has torchtitan's default two stages per rank, and the
+    local batch (32) goes through in torchtitan's default one micro-batch per stage:
+    16 of 2 interleaved, 8 of 4 with 1F1B."""
     row = _row(model="Llama 3.1 405B", n_gpu="512", TP="8", PP="8", DP="8", mbs="32",
                gbs="256", recompute="full", precision="FP8 (float8 linears)",
                notes="3D, Interleaved 1F1B schedule + torch.compile + Float8 + AsyncTP; "
@@ -318,10 +320,14 @@ def test_torchtitan_pipelines_run_as_pytorch_pipelining_runs_fsdp() -> None:
     assert not isinstance(run, str)
     plan = run.job.plan
     assert (plan.zero_stage, plan.schedule, plan.virtual_stages) == (1, "interleaved", 2)
-    assert run.job.micro_batch == 1 and run.job.global_batch == 256
+    assert run.job.micro_batch == 2 and run.job.global_batch == 256
     assert "FSDP under PP as ZeRO-1" in run.assumed and "2 stages per rank" in run.assumed
+    assert "16 pipeline micro-batches of 2" in run.assumed
     one = express_row({**row, "notes": "3D, 1F1B schedule; DP column = FSDP degree"})
     assert not isinstance(one, str) and one.job.plan.schedule == "1f1b"
+    assert one.job.micro_batch == 4 and one.job.global_batch == 256
+    odd = express_row({**row, "mbs": "12", "gbs": "96"})
+    assert odd == "torchtitan's local batch 12 does not split into its 16 pipeline micro-batches"
 
 
 def test_plan_training_plans_a_torchtitan_job_with_what_torchtitan_runs(tmp_path: Any) -> None:

@@ -12,7 +12,8 @@ simulator's; NeMo's long-context table counts causal attention as half, see
            the recipes keep them (fp32 in Megatron-LM, bf16 in NeMo's performance recipes),
            sequence parallelism with TP, TP communication overlapped, FlashAttention;
            FSDP (Megatron's or torchtitan's): ZeRO-3; torchtitan's local batch is one
-           micro-batch without PP, micro-batches of 1 with PP; torchtitan's "selective"
+           micro-batch without PP, and with PP split into one micro-batch per stage
+           (pp x stages per rank, its default); torchtitan's "selective"
            is its per-op policy (recompute "op"), its attention SDPA's FlashAttention-2,
            its pointwise ops eager unless the row says torch.compile, its FSDP under PP
            ZeRO-1 (pipelining keeps a stage's weights gathered through the step), its
@@ -191,10 +192,7 @@ def express_row(row: Any) -> ExpressedRun | str:
     gbs = _int(row["gbs"])
     micro_batch = mbs
     if source == "torchtitan":
-        # mbs is the local batch per data-parallel rank: one micro-batch without PP,
-        # micro-batches of one sequence through the pipeline with it.
-        gbs = gbs or mbs * dp
-        micro_batch = 1 if pp > 1 else mbs
+        gbs = gbs or mbs * dp  # mbs is the local batch per data-parallel rank
     if gbs is None:
         return "global batch not printed"
     if "not printed" in precision:
@@ -209,6 +207,17 @@ def express_row(row: Any) -> ExpressedRun | str:
         # (its generate_split_points)
         vp = 2
         assumed.append("2 stages per rank (torchtitan's default for Interleaved 1F1B)")
+    if not megatron and pp > 1:
+        # the local batch goes through the pipeline in pp x stages-per-rank micro-batches
+        # (torchtitan's default pipeline_parallel_microbatches: build_pipeline_schedule
+        # takes the total number of stages); without PP it is one micro-batch
+        chunks = pp * max(vp, 1)
+        if mbs % chunks:
+            return (f"torchtitan's local batch {mbs} does not split into its {chunks} "
+                    "pipeline micro-batches")
+        micro_batch = mbs // chunks
+        assumed.append(f"{chunks} pipeline micro-batches of {micro_batch} (torchtitan's "
+                       "default: one per stage)")
     zero_stage: Literal[0, 1, 2, 3] = 3 if fsdp else 1 if dp * cp > 1 and megatron else 0
     if fsdp and not megatron and pp > 1:
         # PyTorch's pipelining keeps an FSDP stage's weights gathered and its gradients
