@@ -26,8 +26,9 @@ Cost per million tokens = price per GPU-hour x GPUs / (tokens per second at good
 3600) x 1e6, from ``planners/data/prices.json`` (sourced) or the user's prices.
 
 Energy per token (a stated model, not a measurement): each GPU draws 30% of its TDP idle
-and its TDP while busy, so energy = TDP x (0.3 + 0.7 x busy fraction) x GPUs x makespan /
-tokens.
+and its board power while busy (its TDP, or its power limit: ``h100@450W``), so power =
+GPUs x (0.3 x TDP + busy fraction x (board power - 0.3 x TDP)), and energy per token is
+that power over the tokens per second served at the goodput rate.
 """
 
 from __future__ import annotations
