@@ -13,25 +13,26 @@ The exponent comes from the one published figure for a capped part we have: Spli
 performance model (``splitwise_perf_model.csv``) prices prefill on DGX-H100 at 70% of
 its power (its ``dgx-h100-pcap`` machine: 7,140 W against DGX-H100's 10,200 W) at 1.3x
 the uncapped time, and decode at the uncapped time, which is this model's split between
-compute- and memory-bound work. One fraction and one ratio give the exponent (``python
--m validation.calibrate MEASURED --power --write`` derives it from the pack and stores
-it, with its data, in ``data/power_cap.json``). That is Splitwise's own model of its
-capped machine, not a second measurement (the measured pack's README says so);
-torchtitan's published runs on 500 W H100s are the independent check (``clustersim
-validate``, training group). It comes from H100 and is applied to every GPU: a stated
-extrapolation, as is any limit far below 70%.
+compute- and memory-bound work. A prefill step is only partly compute-bound here (its
+all-reduces and memory traffic are not), so the clock at the cap is the one that makes
+the cost model's own prefill steps at Splitwise's shapes 1.3x slower (median), found by
+``python -m validation.calibrate MEASURED --power --write`` and stored, with its data,
+in ``data/power_cap.json``: 0.67 of the clock at 70% of the power. That is Splitwise's
+own model of its capped machine, not a second measurement (the measured pack's README
+says so); torchtitan's published runs on 500 W H100s are the independent check
+(``clustersim validate``, training group). It comes from H100 and is applied to every
+GPU: a stated extrapolation, as is any limit far below 70%.
 """
 
 from __future__ import annotations
 
-import math
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 from profiles.reading import read_json
 
-__all__ = ["POWER_CAP_PATH", "clock_fraction", "exponent_from", "power_cap_fit"]
+__all__ = ["POWER_CAP_PATH", "clock_fraction", "power_cap_fit"]
 
 POWER_CAP_PATH = Path(__file__).parent / "data" / "power_cap.json"
 
@@ -40,14 +41,6 @@ POWER_CAP_PATH = Path(__file__).parent / "data" / "power_cap.json"
 def power_cap_fit() -> dict[str, Any]:
     """The committed fit (exponent and the data that fit it)."""
     return dict(read_json(POWER_CAP_PATH, "power cap fit"))
-
-
-def exponent_from(cap_fraction: float, compute_slowdown: float) -> float:
-    """The exponent under which a part at ``cap_fraction`` of its TDP runs compute-bound
-    work ``compute_slowdown`` times slower."""
-    if not 0 < cap_fraction < 1 or compute_slowdown < 1:
-        raise ValueError("a cap below the TDP that slows compute, or the fit is undefined")
-    return math.log(compute_slowdown) / math.log(1.0 / cap_fraction)
 
 
 def clock_fraction(tdp_w: float, limit_w: float | None) -> float:

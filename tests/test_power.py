@@ -6,37 +6,42 @@ from __future__ import annotations
 import json
 import math
 
+import pandas as pd
 import pytest
 
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
 from profiles.gemm import gemm_time_terms
 from profiles.hardware import load_gpu
-from profiles.power import POWER_CAP_PATH, clock_fraction, exponent_from, power_cap_fit
+from profiles.power import POWER_CAP_PATH, clock_fraction, power_cap_fit
 from simulator.serving.build import resolve
 from tests.conftest import make_deployment
-from validation.calibrate_power import SPLITWISE_CAP_FRACTION, fit_power_cap
+from validation.calibrate_power import SPLITWISE_CAP_FRACTION, fit_power_cap, prefill_slowdowns
 from validation.operators import default_measured_dir
 from workloads.training import build_training_job
 
 MEASURED = default_measured_dir()
 
 
-def test_the_exponent_by_hand() -> None:
-    # half the power, twice the time: clock = cap ** 1
-    assert exponent_from(0.5, 2.0) == pytest.approx(1.0)
-    # a quarter of the power, twice the time: clock = cap ** 0.5
-    assert exponent_from(0.25, 2.0) == pytest.approx(0.5)
-    with pytest.raises(ValueError):
-        exponent_from(1.0, 1.3)
-
-
-def test_at_splitwise_s_cap_compute_runs_at_its_published_slowdown() -> None:
+def test_the_committed_clock_is_the_exponent_s_value_at_splitwise_s_cap() -> None:
     fit = power_cap_fit()
     assert fit["cap_fraction"] == pytest.approx(SPLITWISE_CAP_FRACTION, abs=1e-4)
     kept = clock_fraction(700.0, 700.0 * SPLITWISE_CAP_FRACTION)
-    assert 1.0 / kept == pytest.approx(fit["prefill_slowdown"], rel=1e-3)
+    assert kept == pytest.approx(fit["compute_clock_at_cap"], abs=1e-3)
     assert clock_fraction(700.0, None) == clock_fraction(700.0, 700.0) == 1.0
+    assert clock_fraction(700.0, 350.0) < clock_fraction(700.0, 500.0) < 1.0
+
+
+def test_a_prefill_step_slows_by_less_than_the_clock_as_the_fit_counts_it() -> None:
+    """The fit's own measure on hand-picked Splitwise shapes: no change at full clock, and
+    at a lower clock each prefill slows by more than nothing and at most 1 / clock (its
+    all-reduces and memory traffic do not slow)."""
+    shapes = pd.DataFrame({"model": ["llama2-70b", "llama2-70b", "bloom-176b"],
+                           "tp": [2, 8, 8], "batch": [1, 16, 4],
+                           "prompt_tokens": [2048, 512, 1024]})
+    assert prefill_slowdowns(shapes, 1.0) == pytest.approx(1.0)
+    slower = prefill_slowdowns(shapes, 0.7)
+    assert (slower > 1.05).all() and (slower <= 1 / 0.7 + 1e-9).all()
 
 
 def test_a_limit_is_a_name_suffix_and_leaves_the_datasheet_peak() -> None:

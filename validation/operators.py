@@ -66,6 +66,7 @@ __all__ = [
     "fp8_gemm_rows",
     "operator_errors",
     "operator_rows",
+    "splitwise_model",
 ]
 
 VIDUR_SOURCE = "microsoft/vidur @ 7d475133 (data/profiling), MIT"
@@ -246,7 +247,8 @@ def _collectives(root: Path, gpu: GPUSpec, sku: str) -> list[pd.DataFrame]:
     return out
 
 
-def _splitwise_model(name: str) -> ModelSpec:
+def splitwise_model(name: str) -> ModelSpec:
+    """The model of Splitwise's profile by its name there (fp16 weights and KV)."""
     if name == "bloom-176b":
         return bloom_176b()
     return load_model("llama-2-70b").model_copy(update={"dtype": "fp16",
@@ -262,7 +264,7 @@ def _steps(root: Path) -> list[pd.DataFrame]:
         gpu = load_gpu(SPLITWISE_HARDWARE[str(hardware)])
         graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
         link = group_link(graph, tuple(f"n0.g{i}" for i in range(int(tp))))
-        cost = RooflineCostModel(_splitwise_model(str(model_name)), gpu, int(tp), 1, link, link)
+        cost = RooflineCostModel(splitwise_model(str(model_name)), gpu, int(tp), 1, link, link)
         source = "splitwise_perf_model.csv"
         prefill = part.drop_duplicates(["batch", "prompt_tokens"])
         predicted = [cost.predict(BatchShape([p] * b, [0] * b, num_sampled=b)).total_s
