@@ -229,7 +229,8 @@ def _load(name_or_path: str) -> GPUSpec:
             names = ", ".join(gpu.name for gpu in list_gpus())
             raise ClusterSimError(
                 f"gpu {name_or_path!r}: not in the catalog and not a JSON file; use one of: "
-                f"{names} (or their short names a100, h100, h200, mi250x, mi300x, l40s)"
+                f"{names} (or their short names a100, h100, h200, mi250x, mi300x, l40s; "
+                f"a power limit is a suffix: h100@500W)"
             )
         entry = read_json(path, "gpu file")
         source = f"gpu file {path}"

@@ -263,7 +263,8 @@ def _pool_record(pool: ResolvedDeployment, replicas: Sequence[Replica], stats: S
     caches = [replica.scheduler.kv_cache for replica in replicas]
     sizes = np.frombuffer(stats.batch_sizes, dtype=np.int64)
     return {
-        "gpu": pool.gpu.name, "replicas": len(replicas), "tp": p.tp, "pp": p.pp,
+        "gpu": pool.gpu.name, "gpu_power_limit_w": pool.gpu.power_limit_w,
+        "replicas": len(replicas), "tp": p.tp, "pp": p.pp,
         "dp": p.dp, "ep": p.ep,
         "num_gpus": pool.num_gpus,
         "busy_fraction": stats.busy_s / (makespan_s * len(replicas)) if makespan_s > 0
