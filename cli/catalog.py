@@ -27,11 +27,14 @@ def models_command() -> None:
 def gpus_command() -> None:
     """List the GPU catalog."""
     table = Table("name", "short", "BF16 TFLOP/s", "FP8 TFLOP/s", "HBM GiB", "HBM GB/s",
-                  "scale-up GB/s", "NIC GB/s")
+                  "scale-up GB/s", "NIC GB/s", "TDP W")
     for gpu in list_gpus():
         table.add_row(gpu.name, gpu.aliases[0] if gpu.aliases else "",
                       f"{gpu.peak_tflops.bf16:g}",
                       "-" if gpu.peak_tflops.fp8 is None else f"{gpu.peak_tflops.fp8:g}",
                       f"{gpu.hbm_gib:g}", f"{gpu.hbm_bandwidth_gbps:g}",
-                      f"{gpu.scale_up.bandwidth_gbps:g}", f"{gpu.nic_bandwidth_gbps:g}")
+                      f"{gpu.scale_up.bandwidth_gbps:g}", f"{gpu.nic_bandwidth_gbps:g}",
+                      f"{gpu.tdp_w:g}")
     console.print(table)
+    console.print("A GPU name may end in @<watts>W, a power limit below its TDP (h100@500W): "
+                  "compute-bound kernels slow with it, memory-bound ones do not.")
