@@ -21,8 +21,10 @@ the serving group's real runs, with leave-one-model-out errors
 (``validation.calibrate_serving`` says how); ``--write`` stores them in
 ``simulator/serving/data/engine_fits.json``.
 
-``--power`` fits the power-cap exponent (``profiles.power``) to Splitwise's capped and
-uncapped H100 prefill times; ``--write`` stores it in ``profiles/data/power_cap.json``.
+``--power`` fits the power-cap exponent (``profiles.power``): the compute clock under
+which the cost model's own prefill steps at Splitwise's H100 shapes slow as Splitwise's
+capped machine's do (``validation.calibrate_power`` says how); ``--write`` stores it in
+``profiles/data/power_cap.json``.
 """
 
 from __future__ import annotations
