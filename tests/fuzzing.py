@@ -117,7 +117,7 @@ def _gpu_doc() -> dict[str, Any]:
     gpus = json.loads((ROOT / "profiles" / "data" / "gpus.json").read_text())
     entries = gpus["gpus"] if isinstance(gpus, dict) and "gpus" in gpus else gpus
     entry = next(iter(entries.values())) if isinstance(entries, dict) else entries[0]
-    return copy.deepcopy(entry)
+    return copy.deepcopy(entry) | {"power_limit_w": 0.8 * entry["tdp_w"]}
 
 
 def _record_doc() -> dict[str, Any]:
@@ -259,7 +259,8 @@ def _flag_case() -> st.SearchStrategy[Case]:
              "--vllm-args", "--format", "--routing", "--steady-lifetimes"]
     values = ["0", "-1", "1", "nan", "inf", "-inf", "1e400", HUGE, "", "abc", "2", "0.5",
               "9223372036854775808", "1e-320", "{}", "{\"num_speculative_tokens\": -1}",
-              "fp8", "zipf:nan", "--tp 0", "none", "sarathi"]
+              "fp8", "zipf:nan", "--tp 0", "none", "sarathi", "h100@500W", "h100@0W",
+              "h100@1e400W", "a100@401W", "h100@W", "@500W"]
     trace = _json_text(_trace_doc())
 
     @st.composite
