@@ -153,6 +153,17 @@ def test_torchtitan_rows_run_as_torchtitan_runs_them() -> None:
     assert not isinstance(full, str) and full.job.plan.recompute == "full"
 
 
+def test_torchtitan_s_96_gb_h100s_run_at_their_500_w_limit() -> None:
+    """The rows' parts: 96 GB of HBM2e at 2.4 TB/s, held at 500 W (said per row)."""
+    run = express_row(_row())
+    assert not isinstance(run, str)
+    assert (run.gpu.hbm_gib, run.gpu.hbm_bandwidth_gbps, run.gpu.power_limit_w) == \
+        (96.0, 2400.0, 500.0)
+    assert 0 < run.gpu.clock_fraction < 1
+    assert f"compute at {run.gpu.clock_fraction:.3f} of its rate under the 500 W limit" \
+        in run.assumed
+
+
 def test_rowwise_fp8_rows_are_listed_with_the_missing_feature() -> None:
     reason = express_row(_row(precision="FP8 float8 rowwise"))
     assert isinstance(reason, str) and "rowwise-scaled FP8" in reason
