@@ -401,23 +401,25 @@ def test_plan_refuses_zero_degrees_and_negative_prices(flags: list[str], message
 
 
 def test_energy_per_token_is_the_power_over_the_tokens_served_at_goodput() -> None:
-    """Each GPU draws between 30% of its TDP (idle) and its TDP: energy per token lies
-    between those powers over the tokens per second served at the goodput rate, however
-    much longer than the user's trace the goodput probes run (80 requests here, probes of
-    200 and more)."""
+    """Each GPU draws between 30% of its TDP (idle) and its TDP, or its power limit
+    (h100@400W): energy per token lies between those powers over the tokens per second
+    served at the goodput rate, however much longer than the user's trace the goodput
+    probes run (80 requests here, probes of 200 and more)."""
     from profiles.hardware import load_gpu
 
-    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2}], tp=[1, 2])
+    space = ServingSpace(gpus=[{"name": "h100", "max_gpus": 2},
+                               {"name": "h100@400W", "max_gpus": 1}], tp=[1, 2])
     plan = plan_serving("llama-3-8b", TRACE, space=space, steady=QUICK, **SLO)
     tokens = float((TRACE.prompt_tokens + TRACE.output_tokens).mean())
     tdp = load_gpu("h100").tdp_w
     evaluated = [c for c in plan.candidates if c.status == "evaluated"]
-    assert evaluated
+    assert any("@400W" in c.gpu for c in evaluated)
     for c in evaluated:
-        watts = tdp * c.num_gpus
+        busy = 400.0 if "@400W" in c.gpu else tdp  # a capped GPU draws its limit busy
         tokens_per_s = c.goodput_rate_per_s * tokens
         assert c.energy_j_per_token is not None
-        assert 0.3 * watts / tokens_per_s <= c.energy_j_per_token <= watts / tokens_per_s
+        assert 0.3 * tdp * c.num_gpus / tokens_per_s <= c.energy_j_per_token \
+            <= busy * c.num_gpus / tokens_per_s
 
 
 def test_a_rate_passes_only_if_every_resampled_probe_passes() -> None:
