@@ -26,14 +26,12 @@ from pathlib import Path
 
 from planners.serving import plan_serving
 from planners.space import GPUChoice, ServingSpace
-from profiles.cluster import LinkCost
 from profiles.cost_model import BatchShape
 from profiles.files import write_text
 from profiles.hardware import load_gpu
-from profiles.models import load_model
 from profiles.power import power_cap_fit
-from profiles.roofline import RooflineCostModel
 from simulator.training.step import simulate_training
+from validation.operators import splitwise_cost_model
 from workloads.loaders import load_workload
 from workloads.training import build_training_job
 
@@ -47,12 +45,10 @@ def _gpu(watts: int) -> str:
 
 
 def steps() -> list[str]:
-    model = load_model("llama-2-70b")
-    link = LinkCost(bandwidth_bytes_per_s=450e9 * 0.8, latency_s=4e-6)
     rows, base = [], None
     for watts in LIMITS_W:
         gpu = load_gpu(_gpu(watts))
-        cost = RooflineCostModel(model, gpu, 8, 1, link, link)
+        cost = splitwise_cost_model("llama2-70b", 8, gpu)  # Splitwise's shape, one DGX
         prefill = cost.predict(BatchShape([2048], [0], 1)).total_s
         decode = cost.predict(BatchShape([1] * 32, [1024] * 32, 32)).total_s
         base = base or (prefill, decode)

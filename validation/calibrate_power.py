@@ -23,13 +23,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profiles.cluster import ClusterSpec, build_cluster_graph, group_link
 from profiles.cost_model import BatchShape
 from profiles.errors import ClusterSimError
 from profiles.hardware import GPUSpec, load_gpu
 from profiles.importers import read_splitwise
-from profiles.roofline import RooflineCostModel
-from validation.operators import splitwise_model
+from validation.operators import splitwise_cost_model
 
 __all__ = ["SPLITWISE_CAP_FRACTION", "fit_power_cap", "prefill_slowdowns"]
 
@@ -55,13 +53,10 @@ def prefill_slowdowns(shapes: pd.DataFrame, clock: float) -> np.ndarray:
     each Splitwise shape (rows with model, tp, batch and prompt_tokens), on H100."""
     gpu = load_gpu("h100")
     slow = _at_clock(gpu, clock)
-    graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
     out = []
     for (name, tp), part in shapes.groupby(["model", "tp"]):
-        link = group_link(graph, tuple(f"n0.g{i}" for i in range(int(tp))))
-        model = splitwise_model(str(name))
-        full = RooflineCostModel(model, gpu, int(tp), 1, link, link)
-        capped = RooflineCostModel(model, slow, int(tp), 1, link, link)
+        full = splitwise_cost_model(str(name), int(tp), gpu)
+        capped = splitwise_cost_model(str(name), int(tp), slow)
         for batch, prompt in zip(part["batch"], part["prompt_tokens"], strict=True):
             shape = BatchShape([int(prompt)] * int(batch), [0] * int(batch), int(batch))
             out.append(capped.predict(shape).total_s / full.predict(shape).total_s)

@@ -66,6 +66,7 @@ __all__ = [
     "fp8_gemm_rows",
     "operator_errors",
     "operator_rows",
+    "splitwise_cost_model",
     "splitwise_model",
 ]
 
@@ -255,6 +256,14 @@ def splitwise_model(name: str) -> ModelSpec:
                                                         "kv_cache_dtype": "fp16"})
 
 
+def splitwise_cost_model(name: str, tp: int, gpu: GPUSpec) -> RooflineCostModel:
+    """The cost model of Splitwise's ``name`` at ``tp`` on one node of 8 ``gpu``s (the
+    DGX machines of its profile), its TP group's link read from the node's graph."""
+    graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
+    link = group_link(graph, tuple(f"n0.g{i}" for i in range(tp)))
+    return RooflineCostModel(splitwise_model(name), gpu, tp, 1, link, link)
+
+
 def _steps(root: Path) -> list[pd.DataFrame]:
     rows = read_splitwise(root / "splitwise_perf_model.csv")
     out = []
@@ -262,9 +271,7 @@ def _steps(root: Path) -> list[pd.DataFrame]:
         if hardware not in SPLITWISE_HARDWARE:
             continue  # the power-capped rows are derived, not measured (see the pack)
         gpu = load_gpu(SPLITWISE_HARDWARE[str(hardware)])
-        graph = build_cluster_graph(ClusterSpec(num_nodes=1, gpus_per_node=8), gpu)
-        link = group_link(graph, tuple(f"n0.g{i}" for i in range(int(tp))))
-        cost = RooflineCostModel(splitwise_model(str(model_name)), gpu, int(tp), 1, link, link)
+        cost = splitwise_cost_model(str(model_name), int(tp), gpu)
         source = "splitwise_perf_model.csv"
         prefill = part.drop_duplicates(["batch", "prompt_tokens"])
         predicted = [cost.predict(BatchShape([p] * b, [0] * b, num_sampled=b)).total_s

@@ -140,14 +140,14 @@ def _gpu(row: Any) -> GPUSpec | str:
     text = str(row["gpu"])
     for pattern, name in GPU_KINDS:
         if pattern in text:
+            # torchtitan's docs/performance.md: 96 GB HBM2e at 2.4 TB/s, a 500 W limit
+            torchtitan = pattern == "H100-SXM 96GB"
             try:
-                gpu = load_gpu(name)
+                gpu = load_gpu(f"{name}@{TORCHTITAN_POWER_W:g}W" if torchtitan else name)
             except ClusterSimError:
                 return f"GPU {text} is not in the catalog"
-            if pattern == "H100-SXM 96GB":
-                # torchtitan's docs/performance.md: 96 GB HBM2e at 2.4 TB/s, 500 W limit
-                gpu = gpu.model_copy(update={"hbm_gib": 96.0, "hbm_bandwidth_gbps": 2400.0,
-                                             "power_limit_w": TORCHTITAN_POWER_W})
+            if torchtitan:
+                gpu = gpu.model_copy(update={"hbm_gib": 96.0, "hbm_bandwidth_gbps": 2400.0})
             return gpu
     return f"GPU {text} is not in the catalog"
 
@@ -263,8 +263,8 @@ def express_row(row: Any) -> ExpressedRun | str:
     if "96GB" in str(row["gpu"]):
         label = "H100-SXM-96GB-500W (as H100-SXM5-80GB)"
         assumed.append(f"H100-SXM5-80GB's kernels with 96 GB of HBM2e at 2.4 TB/s, compute "
-                       f"at {gpu.clock_fraction:.3f} of its rate under the 500 W limit "
-                       "(profiles/power.py)")
+                       f"at {gpu.clock_fraction:.3f} of its rate under the "
+                       f"{TORCHTITAN_POWER_W:g} W limit (profiles/power.py)")
     return ExpressedRun(job, gpu, model, num_gpus, "; ".join(assumed), label)
 
 

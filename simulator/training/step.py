@@ -241,12 +241,11 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         fp8=job.dtype == "fp8", gradient_bytes=4.0 if plan.gradient_dtype == "fp32" else 2.0,
         activation_offload_layers=plan.activation_offload_layers)
     host = gpu_spec.host
-    if plan.offload != "none" and host is None:
-        raise ClusterSimError(f"plan.offload={plan.offload}: {gpu_spec.name} has no host "
-                              f"memory figures; add a 'host' block to its GPU spec")
-    if plan.activation_offload_layers and host is None:
-        raise ClusterSimError(f"plan.activation_offload_layers: {gpu_spec.name} has no host "
-                              f"memory figures; add a 'host' block to its GPU spec")
+    uses_host = (f"plan.offload={plan.offload}" if plan.offload != "none" else
+                 "plan.activation_offload_layers" if plan.activation_offload_layers else None)
+    if uses_host is not None and host is None:
+        raise ClusterSimError(f"{uses_host}: {gpu_spec.name} has no host memory figures; "
+                              f"add a 'host' block to its GPU spec")
     overflow = memory.overflow(host.dram_gib * GIB if host else None,
                                host.nvme_gib * GIB if host else None)
     if overflow is not None:
