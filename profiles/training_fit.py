@@ -16,8 +16,15 @@ Both are fitted, with nothing else, to the published training runs of the measur
 (``python -m validation.calibrate MEASURED --training --write``: the median absolute
 log error over the runs the simulator expresses), stored in
 ``profiles/data/training_fits.json`` with the runs that fit it, its in-sample error and
-the leave-one-source-out errors. A GPU without an entry keeps 1 (the older A100 records
-are predicted with the kernel fits alone).
+the leave-one-source-out errors. The share is fitted once, on the GH100 (H100, H200,
+H800), and held for the other dies: it belongs to the frameworks, not to a chip.
+
+Blackwell (B200, GB200) has no measured kernel tables in the pack: its GEMM and attention
+rates are the catalog's documented efficiencies, so its fitted fraction carries their
+error as well as the sustained clocks. One fraction cannot carry both for every run:
+NeMo's long-context B200 runs, where BF16 attention takes most of the step, come out
+slower than measured under it (see the note in validation/calibrate.py). A GPU without
+an entry keeps 1 (the older A100 records are predicted with the kernel fits alone).
 """
 
 from __future__ import annotations
