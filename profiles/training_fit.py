@@ -21,10 +21,9 @@ H800), and held for the other dies: it belongs to the frameworks, not to a chip.
 
 Blackwell (B200, GB200) has no measured kernel tables in the pack: its GEMM and attention
 rates are the catalog's documented efficiencies, so its fitted fraction carries their
-error as well as the sustained clocks. One fraction cannot carry both for every run:
-NeMo's long-context B200 runs, where BF16 attention takes most of the step, come out
-slower than measured under it (see the note in validation/calibrate.py). A GPU without
-an entry keeps 1 (the older A100 records are predicted with the kernel fits alone).
+error as well as the sustained clocks. Its runs come from one source (Megatron-Bridge),
+so no leave-one-source-out error can be stated for it. A GPU without an entry keeps 1
+(the older A100 records are predicted with the kernel fits alone).
 """
 
 from __future__ import annotations

@@ -228,10 +228,10 @@ def test_each_stage_holds_its_layers_and_its_end_of_the_model() -> None:
 
 @pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
 def test_the_stored_training_fit_is_what_the_validation_measures_now() -> None:
-    """training_fits.json's in-sample median is the median error of the Megatron-family
-    GH100 runs as `clustersim validate` predicts them now: a change to the step model
-    that is not refitted (python -m validation.calibrate MEASURED --training --write)
-    fails here."""
+    """training_fits.json's in-sample median is, per fitted die, the median error of its
+    Megatron-family runs as `clustersim validate` predicts them now: a change to the
+    step model that is not refitted (python -m validation.calibrate MEASURED --training
+    --write) fails here."""
     import numpy as np
 
     from profiles.training_fit import training_fits
@@ -241,13 +241,13 @@ def test_the_stored_training_fit_is_what_the_validation_measures_now() -> None:
     measured = default_measured_dir()
     assert measured is not None
     rows = training_rows(measured)
-    gpus = TRAINING_DIES["GH100"]
-    fitting = rows[rows["gpu"].isin(gpus) & rows["source"].isin(FIT_SOURCES)]
-    stored = training_fits()["gpus"][gpus[0]]["fitted"]
-    assert stored["num_points"] == len(fitting)
-    # the fit's errors are |exp(log error) - 1|: the same figures as error_pct
-    assert float(np.median(fitting["error_pct"])) == pytest.approx(
-        stored["median_error_pct"], abs=0.01)
+    for gpus in TRAINING_DIES.values():
+        fitting = rows[rows["gpu"].isin(gpus) & rows["source"].isin(FIT_SOURCES)]
+        stored = training_fits()["gpus"][gpus[0]]["fitted"]
+        assert stored["num_points"] == len(fitting)
+        # the fit's errors are |exp(log error) - 1|: the same figures as error_pct
+        assert float(np.median(fitting["error_pct"])) == pytest.approx(
+            stored["median_error_pct"], abs=0.01)
 
 
 def test_the_planner_splits_layers_that_do_not_divide_its_stages() -> None:

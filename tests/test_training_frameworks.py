@@ -169,6 +169,18 @@ def test_rowwise_fp8_rows_are_listed_with_the_missing_feature() -> None:
     assert isinstance(reason, str) and "rowwise-scaled FP8" in reason
 
 
+def test_a_row_whose_printed_layout_is_not_its_gpu_count_is_listed_not_guessed() -> None:
+    """TP x PP x DP x CP must be the row's GPUs: when the table's columns disagree, which
+    is wrong is not said, so the row is not compared (a printed DP that agrees, or none,
+    is expressed as before)."""
+    reason = express_row(_row(DP="2"))
+    assert reason == "printed layout TP 1 x PP 1 x DP 2 x CP 1 is not its 8 GPUs"
+    agreeing = express_row(_row(DP="4", CP="2"))
+    assert not isinstance(agreeing, str) and agreeing.job.plan.dp == 4
+    unprinted = express_row(_row(DP=""))
+    assert not isinstance(unprinted, str) and unprinted.job.plan.dp == 8
+
+
 def test_the_cli_runs_the_torchtitan_example_and_its_kernel_flags() -> None:
     """The bundled torchtitan job runs; eager pointwise kernels make its step longer; a
     kernel name the plan does not know is a one-line error naming the field."""

@@ -71,15 +71,17 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
     dies: dict[str, list[str]] = {}
     for gpu, entry in fits.get("gpus", {}).items():
         dies.setdefault(entry["die"], []).append(gpu)
-    for die, gpus in dies.items():
+    for index, (die, gpus) in enumerate(dies.items()):
         entry = fits["gpus"][gpus[0]]
         fitted = entry["fitted"]
+        share = f"{fits.get('tp_overlap_hidden', 1.0):g}" + (" (held)" if index else "")
         held_out = ", ".join(f"{source} {error:.1f}%" for source, error in
-                             fitted["leave_one_source_out_median_error_pct"].items())
+                             fitted["leave_one_source_out_median_error_pct"].items()) \
+            or "none (one source only)"
         lines += ["", f"Training step fitted to {fitted['num_points']} published runs on "
                   f"the {die} ({', '.join(gpus)}): sustained compute "
                   f"{entry['sustained_compute']:g}, hidden share of overlapped TP "
-                  f"communication {fits.get('tp_overlap_hidden', 1.0):g}; median error "
+                  f"communication {share}; median error "
                   f"{fitted['median_error_pct']:.1f}% in-sample; each source's median with "
                   f"the source left out of the fit: {held_out}."]
     if training_not_expressed is not None and not training_not_expressed.empty:
@@ -93,11 +95,13 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
 
 def reason_kind(reason: str) -> str:
     """A skipped training row's reason without its row-specific figures."""
-    for prefix in ("same run as", "model ", "GPU ", "the simulator refuses"):
+    kinds = {"same run as": "the same run's other metric",
+             "model ": "model not in the catalog", "GPU ": "GPU not in the catalog",
+             "the simulator refuses": "plan refused (does not fit)",
+             "printed layout": "printed TP x PP x DP x CP is not the GPU count"}
+    for prefix, kind in kinds.items():
         if reason.startswith(prefix):
-            return {"same run as": "the same run's other metric", "model ": "model not in "
-                    "the catalog", "GPU ": "GPU not in the catalog",
-                    "the simulator refuses": "plan refused (does not fit)"}[prefix]
+            return kind
     return reason
 
 

@@ -187,6 +187,11 @@ def express_row(row: Any) -> ExpressedRun | str:
     if num_gpus % (tp * pp * cp):
         return f"n_gpu={num_gpus} is not a multiple of TP x PP x CP"
     dp = num_gpus // (tp * pp * cp)
+    printed_dp = _int(row["DP"])
+    if printed_dp is not None and printed_dp != dp:
+        # the table's own columns disagree: which of them is wrong is not said
+        return (f"printed layout TP {tp} x PP {pp} x DP {printed_dp} x CP {cp} is not its "
+                f"{num_gpus} GPUs")
     fsdp = "FSDP" in notes and "FSDP=0" not in notes
     mbs = _int(row["mbs"], 1) or 1
     gbs = _int(row["gbs"])
