@@ -25,6 +25,15 @@ plus communication per layer: TP 2 all-reduces forward and 2 backward (reduce-sc
 all-gather with sequence parallelism: the same volume), CP ring exchange of K and V
 (overlapped with the attention core), EP 2 all-to-alls forward and 2 backward for MoE.
 Everything is per GPU; links come from the cluster graph.
+
+A dropless MoE layer cannot run ahead of the host: its token counts per expert go to the
+CPU (a device-to-host copy the all-to-all and the grouped GEMM are sized from) before
+the rest of the layer is launched, so the GPU waits while the host catches up. Where
+the layer's GPU work is short (small micro-batches of small experts, fast GPUs) a pass
+of an MoE layer, forward and backward, takes at least ``moe_host_floor_s`` (fitted,
+``profiles.training_fit``); the wait is its own part of the step (``host_wait``).
+Megatron's later containers capture the router and the dispatch preprocessing in CUDA
+graphs, which lowers this floor; one value stands for the tables' containers.
 """
 
 from __future__ import annotations
@@ -59,6 +68,7 @@ class LayerCost:
     attention_backward_s: float = 0.0
     elementwise_backward_s: float = 0.0
     recompute_s: float = 0.0
+    host_wait_s: float = 0.0  # forward plus backward: MoE layers waiting on the host
 
     def parts(self) -> dict[str, float]:
         """Forward plus backward seconds of one layer by class (they add up to
@@ -67,7 +77,8 @@ class LayerCost:
                 "attention": self.attention_s + self.attention_backward_s,
                 "elementwise": self.elementwise_s + self.elementwise_backward_s,
                 "recompute": self.recompute_s, "tp_comm": 2.0 * self.tp_comm_s,
-                "cp_comm": 3.0 * self.cp_comm_s, "ep_comm": 2.0 * self.ep_comm_s}
+                "cp_comm": 3.0 * self.cp_comm_s, "ep_comm": 2.0 * self.ep_comm_s,
+                "host_wait": self.host_wait_s}
 
 
 def _gemm_s(gpu: GPUSpec, tokens: float, shapes: list[tuple[float, float]],
@@ -244,7 +255,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
                expert_imbalance: float = 1.0, compute_fraction: float = 1.0,
                tp_overlap_hidden: float = 1.0, folded_experts: bool = False,
-               pointwise: str = "fused") -> LayerCost:
+               pointwise: str = "fused", moe_host_floor_s: float = 0.0) -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
@@ -255,6 +266,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     communication an overlapped plan hides behind its GEMMs (1: all of it).
     ``folded_experts``: EP is folded over TP (each rank holds whole experts).
     ``pointwise``: "fused" or "eager" kernels (:func:`pointwise_bytes_per_token`).
+    ``moe_host_floor_s``: the shortest forward plus backward pass of an MoE layer (module
+    docstring); the average layer holds it in the share of MoE layers.
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -339,10 +352,17 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     recomputed = {"full": forward, "selective": attention,
                   "op": again + elementwise + regathered}.get(recompute, 0.0)
     backward += recomputed
+    wait = 0.0
+    if model.is_moe and moe_host_floor_s > 0:
+        floor = moe_host_floor_s * model.num_moe_layers / model.num_layers
+        wait = max(0.0, floor - forward - backward)
+        # the wait falls in both passes, as their work does
+        share = forward / (forward + backward) if forward + backward > 0 else 0.5
+        forward, backward = forward + wait * share, backward + wait * (1.0 - share)
     return LayerCost(forward, backward, gemm, attention, elementwise, tp_comm, cp_comm,
                      ep_comm, gemm_backward_s=gemm_bwd, attention_backward_s=attention_bwd,
                      elementwise_backward_s=elementwise_bwd,
-                     recompute_s=recomputed)
+                     recompute_s=recomputed, host_wait_s=wait)
 
 
 def lm_head_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int, tp: int,

@@ -1,4 +1,4 @@
-"""The two parameters of the training step fitted to end-to-end runs, and their data.
+"""The parameters of the training step fitted to end-to-end runs, and their data.
 
 Kernel tables are measured in short bursts at boost clocks; a training run keeps every
 tensor core busy for minutes, and a GPU at its power limit lowers its clocks (FP8 and
@@ -12,7 +12,12 @@ an overlapped plan (Megatron's TP comm overlap, torchtitan's async TP) hides beh
 GEMMs it is split with; the rest of the communication shows, and so does the GEMMs' loss
 of the SMs the communication kernels take.
 
-Both are fitted, with nothing else, to the published training runs of the measured pack
+Beside them, ``moe_host_floor_s``: the shortest forward plus backward pass of a dropless
+MoE layer, which waits on the host for its token counts (``profiles.training_cost``).
+It is fitted to the MoE runs alone (no dense run carries it), on every GPU at once,
+since the host, not the GPU, sets it; its leave-one-GPU-out errors are stored with it.
+
+All are fitted, with nothing else, to the published training runs of the measured pack
 (``python -m validation.calibrate MEASURED --training --write``: the median absolute
 log error over the runs the simulator expresses), stored in
 ``profiles/data/training_fits.json`` with the runs that fit it, its in-sample error and
@@ -33,7 +38,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAINING_FITS_PATH", "sustained_compute", "tp_overlap_hidden", "training_fits"]
+__all__ = ["TRAINING_FITS_PATH", "moe_host_floor_s", "sustained_compute",
+           "tp_overlap_hidden", "training_fits"]
 
 TRAINING_FITS_PATH = Path(__file__).parent / "data" / "training_fits.json"
 
@@ -56,3 +62,10 @@ def tp_overlap_hidden() -> float:
     """The share of TP communication an overlapped plan hides (1.0 where none is
     fitted: all of it, up to the GEMM time it overlaps)."""
     return float(training_fits().get("tp_overlap_hidden", 1.0))
+
+
+def moe_host_floor_s() -> float:
+    """The shortest forward plus backward pass of a dropless MoE layer, host-bound
+    (``profiles.training_cost``; 0 where none is fitted)."""
+    entry = training_fits().get("moe_host_floor", {})
+    return float(entry.get("seconds", 0.0))

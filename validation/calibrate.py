@@ -304,21 +304,23 @@ def _training_points(measured_dir: str | Path, gpus: tuple[str, ...]) -> list[Tr
     return [(row, run) for row, run in runs if run.gpu.name in gpus]
 
 
-def _training_errors(points: list[TrainingPoint], x: tuple[float, float]) -> np.ndarray:
+def _training_errors(points: list[TrainingPoint], x: tuple[float, float],
+                     floor: float = 0.0) -> np.ndarray:
     """Signed log errors (log predicted / measured) of the runs whose plans fit, under
-    x = (sustained compute, hidden share of overlapped TP communication)."""
+    x = (sustained compute, hidden share of overlapped TP communication) and the MoE
+    layers' host floor."""
     errors = []
     for row, run in points:
         try:
-            predicted, _ = predict_run(row, run, x[0], x[1])
+            predicted, _ = predict_run(row, run, x[0], x[1], floor)
         except ClusterSimError:
             continue
         errors.append(np.log(predicted / float(row["value"])))
     return np.array(errors)
 
 
-def fit_training_step(points: list[TrainingPoint], tp_overlap: float | None = None
-                      ) -> tuple[float, float]:
+def fit_training_step(points: list[TrainingPoint], tp_overlap: float | None = None,
+                      floor: float = 0.0) -> tuple[float, float]:
     """(sustained compute, TP overlap hidden share) minimizing the median absolute log
     error over ``points``, from a fixed start (deterministic); with ``tp_overlap`` given,
     only the sustained fraction is fitted and the share is held."""
@@ -326,7 +328,7 @@ def fit_training_step(points: list[TrainingPoint], tp_overlap: float | None = No
         share = float(x[1]) if tp_overlap is None else tp_overlap
         if not (0.3 <= x[0] <= 1.2 and 0.0 <= share <= 1.0):
             return 1e9
-        return float(np.median(np.abs(_training_errors(points, (x[0], share)))))
+        return float(np.median(np.abs(_training_errors(points, (x[0], share), floor))))
 
     if tp_overlap is not None:
         held = minimize_scalar(lambda s: loss(np.array([s])), bounds=(0.3, 1.2),
@@ -337,16 +339,75 @@ def fit_training_step(points: list[TrainingPoint], tp_overlap: float | None = No
     return round(float(result.x[0]), 4), round(float(result.x[1]), 4)
 
 
-def _source_errors(points: list[TrainingPoint], x: tuple[float, float]) -> dict[str, float]:
-    errors = np.abs(np.expm1(_training_errors(points, x))) * 100
+def _source_errors(points: list[TrainingPoint], x: tuple[float, float],
+                   floor: float = 0.0) -> dict[str, float]:
+    errors = np.abs(np.expm1(_training_errors(points, x, floor))) * 100
     return {"num_points": float(len(errors)), "median_error_pct": float(np.median(errors)),
             "p90_error_pct": float(np.percentile(errors, 90))}
 
 
+# The MoE host floor's search grid (seconds per forward plus backward layer pass).
+MOE_FLOOR_GRID = np.round(np.arange(0.0, 0.0201, 0.00025), 5)
+
+
+def fit_moe_floor(points: list[tuple[TrainingPoint, tuple[float, float]]]) -> float:
+    """The MoE layers' host floor minimizing the median absolute log error over the MoE
+    ``points`` (each with its die's (sustained, share)): a grid search, deterministic."""
+    def loss(floor: float) -> float:
+        errors = np.concatenate([_training_errors([p], x, floor) for p, x in points])
+        return float(np.median(np.abs(errors)))
+    losses = [loss(float(floor)) for floor in MOE_FLOOR_GRID]
+    return float(MOE_FLOOR_GRID[int(np.argmin(losses))])
+
+
+def _moe_points(measured_dir: str | Path, document: dict[str, Any]
+                ) -> dict[str, list[tuple[TrainingPoint, tuple[float, float]]]]:
+    """The Megatron-family MoE runs by die, each with its die's fitted (sustained,
+    share)."""
+    share = float(document.get("tp_overlap_hidden", 1.0))
+    out: dict[str, list[tuple[TrainingPoint, tuple[float, float]]]] = {}
+    for die, names in TRAINING_DIES.items():
+        for row, run in _training_points(measured_dir, names):
+            entry = document["gpus"].get(run.gpu.name)
+            if entry and run.model.is_moe and run_source(row) in FIT_SOURCES:
+                out.setdefault(die, []).append(
+                    ((row, run), (float(entry["sustained_compute"]), share)))
+    return out
+
+
 def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame]:
-    """(training_fits.json's document, the leave-one-source-out table): the two
-    parameters fitted on the Megatron-family runs of the GH100, and per source its runs'
-    median error under that fit and under a fit made without the source."""
+    """(training_fits.json's document, the leave-one-source-out table). The dies'
+    parameters are fitted without the MoE host floor, the floor on the MoE runs of every
+    die under them, then the dies again under the floor; the floor's record holds its
+    in-sample error and, per die, the error of a floor fitted without that die."""
+    document, _ = _fit_dies(measured_dir, 0.0)
+    floor = fit_moe_floor([p for group in _moe_points(measured_dir, document).values()
+                           for p in group])
+    document, table = _fit_dies(measured_dir, floor)
+    groups = _moe_points(measured_dir, document)
+    everything = [p for group in groups.values() for p in group]
+
+    def median(points: list[tuple[TrainingPoint, tuple[float, float]]], f: float) -> float:
+        errors = np.concatenate([_training_errors([p], x, f) for p, x in points])
+        return round(float(np.median(np.abs(np.expm1(errors))) * 100), 3)
+
+    document["moe_host_floor"] = {
+        "seconds": floor,
+        "fitted": {"data": "training_runs.csv, the Megatron-Core family's MoE runs on the "
+                           "fitted dies (see the pack's README)",
+                   "num_points": len(everything), "median_error_pct": median(everything, floor),
+                   "median_error_pct_without_floor": median(everything, 0.0),
+                   "leave_one_die_out_median_error_pct": {
+                       die: median(held, fit_moe_floor(
+                           [p for other, group in groups.items() if other != die
+                            for p in group]))
+                       for die, held in groups.items() if len(groups) > 1}}}
+    return document, table
+
+
+def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], pd.DataFrame]:
+    """The dies' sustained fractions and the TP share under the MoE host ``floor``, with
+    the leave-one-source-out table."""
     document: dict[str, Any] = {
         "_comment": "Written by `python -m validation.calibrate MEASURED --training "
                     "--write`; see profiles/training_fit.py.", "gpus": {}}
@@ -357,7 +418,7 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
         fitting = [p for p in points if run_source(p[0]) in FIT_SOURCES]
         if not fitting:
             continue
-        fitted = fit_training_step(fitting, share)
+        fitted = fit_training_step(fitting, share, floor)
         for source in sorted({run_source(row) for row, _ in points}):
             held = [p for p in points if run_source(p[0]) == source]
             rest = [p for p in fitting if run_source(p[0]) != source]
@@ -365,13 +426,13 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
             if source not in FIT_SOURCES:
                 fits.append(("held_out", fitted))  # never fitted to: it is held out
             elif rest:
-                fits.append(("held_out", fit_training_step(rest, share)))
+                fits.append(("held_out", fit_training_step(rest, share, floor)))
             # (a die with one fitting source has no fit without it: no held-out row)
             for label, x in fits:
                 table.append({"die": die, "source": source, "runs": len(held), "fit": label,
                               "sustained_compute": x[0], "tp_overlap_hidden": x[1],
-                              **_source_errors(held, x)})
-        in_sample = _source_errors(fitting, fitted)
+                              **_source_errors(held, x, floor)})
+        in_sample = _source_errors(fitting, fitted, floor)
         entry = {"sustained_compute": fitted[0], "die": die, "fitted": {
             "data": "training_runs.csv, the Megatron-Core family's runs on this die "
                     "(Megatron-Bridge, NeMo and Megatron-LM published tables; see the "
@@ -424,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: sustained_compute {entry['sustained_compute']}, "
                   f"median {entry['fitted']['median_error_pct']}%")
         print(f"tp_overlap_hidden {document.get('tp_overlap_hidden')}")
+        print(f"moe_host_floor {json.dumps(document.get('moe_host_floor'))}")
         if args.write:
             TRAINING_FITS_PATH.write_text(json.dumps(document, indent=1) + "\n")
             print(f"wrote {TRAINING_FITS_PATH}")

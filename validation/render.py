@@ -84,6 +84,17 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                   f"communication {share}; median error "
                   f"{fitted['median_error_pct']:.1f}% in-sample; each source's median with "
                   f"the source left out of the fit: {held_out}."]
+    floor = fits.get("moe_host_floor")
+    if floor:
+        record = floor["fitted"]
+        held = ", ".join(f"{die} {error:.1f}%" for die, error in
+                         record["leave_one_die_out_median_error_pct"].items())
+        lines += ["", f"Host floor of a dropless MoE layer's forward and backward pass "
+                  f"fitted to {record['num_points']} MoE runs of those dies: "
+                  f"{floor['seconds'] * 1e3:g} ms; their median error "
+                  f"{record['median_error_pct']:.1f}% "
+                  f"({record['median_error_pct_without_floor']:.1f}% without it); each "
+                  f"die's median with the die left out of the fit: {held}."]
     if training_not_expressed is not None and not training_not_expressed.empty:
         counts = training_not_expressed["reason"].map(reason_kind).value_counts()
         lines += ["", f"{len(training_not_expressed)} rows of the pack's training runs are "

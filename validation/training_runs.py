@@ -309,14 +309,16 @@ def expressed_runs(measured_dir: str | Path) -> tuple[list[tuple[dict[str, Any],
 
 
 def predict_run(row: dict[str, Any], run: ExpressedRun, sustained: float | None = None,
-                tp_overlap: float | None = None) -> tuple[float, TrainingResult]:
+                tp_overlap: float | None = None, moe_host_floor: float | None = None
+                ) -> tuple[float, TrainingResult]:
     """The row's metric as the simulator predicts it, and the step it simulated.
 
     Raises:
         ClusterSimError: the simulator refuses the plan (it does not fit, say).
     """
     result = simulate_training(run.job, gpu=run.gpu.name, model=run.model, gpu_spec=run.gpu,
-                               sustained=sustained, tp_overlap=tp_overlap)
+                               sustained=sustained, tp_overlap=tp_overlap,
+                               moe_host_floor=moe_host_floor)
     if row["metric"] == "tokens_per_s_per_gpu":
         return result.tokens_per_s / run.num_gpus, result
     flops = result.model_flops - (_causal_discount(run) if "long_sequence" in

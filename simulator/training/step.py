@@ -28,7 +28,7 @@ from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
 from profiles.training_cost import layer_cost, lm_head_cost, per_op_matmuls
-from profiles.training_fit import sustained_compute, tp_overlap_hidden
+from profiles.training_fit import moe_host_floor_s, sustained_compute, tp_overlap_hidden
 from profiles.training_memory import (
     TrainingMemory,
     experts_folded,
@@ -198,7 +198,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
                       model: ModelSpec | None = None,
                       gpu_spec: GPUSpec | None = None,
                       sustained: float | None = None,
-                      tp_overlap: float | None = None) -> TrainingResult:
+                      tp_overlap: float | None = None,
+                      moe_host_floor: float | None = None) -> TrainingResult:
     """Predict one optimizer step of ``job`` under its plan.
 
     Args:
@@ -215,6 +216,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         sustained: the sustained-compute fraction to use instead of the fitted one
             (``profiles.training_fit``; the calibration varies it).
         tp_overlap: the hidden share of overlapped TP communication, likewise.
+        moe_host_floor: the shortest pass of a dropless MoE layer, likewise.
 
     Raises:
         ClusterSimError: unknown model or GPU, an impossible plan, or one that does not fit.
@@ -280,7 +282,9 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         ep_link=_ep_link(inside, across, plan, gpus_per_node),
         folded_experts=experts_folded(plan.ep, dp, cp), pointwise=plan.pointwise_kernels,
         expert_imbalance=imbalance, compute_fraction=fraction,
-        tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden())
+        tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden(),
+        moe_host_floor_s=moe_host_floor if moe_host_floor is not None
+        else moe_host_floor_s())
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
                                       micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype,
                                       compute_fraction=fraction)
@@ -396,6 +400,7 @@ BREAKDOWN_PARTS = {
     "lm_head": "LM head and loss", "recompute": "recomputation",
     "tp_comm": "TP communication, exposed", "cp_comm": "CP communication, exposed",
     "ep_comm": "EP all-to-all, exposed",
+    "host_wait": "MoE layers waiting on the host (dropless dispatch)",
     "activation_offload": "activation offload copies, exposed",
     "weight_gathers": "ZeRO-3 / NVMe weight reads, exposed",
     "pipeline_bubble": "pipeline bubble and sends",
