@@ -86,8 +86,8 @@ def test_the_stored_floor_s_error_is_what_the_validation_measures_now() -> None:
     record = training_fits()["moe_host_floor"]
     rows = training_rows(measured)
     fitted_gpus = set(training_fits()["gpus"])
-    moe = rows[rows["model"].str.contains("_a3B|_a22B|A3B|A22B")
-               & rows["source"].isin(FIT_SOURCES) & rows["gpu"].isin(fitted_gpus)]
+    moe = rows[rows["moe"] & rows["source"].isin(FIT_SOURCES)
+               & rows["gpu"].isin(fitted_gpus)]
     assert len(moe) == record["fitted"]["num_points"]
     assert float(np.median(moe["error_pct"])) == pytest.approx(
         record["fitted"]["median_error_pct"], abs=0.01)
