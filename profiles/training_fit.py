@@ -15,7 +15,7 @@ of the SMs the communication kernels take.
 Beside them, ``moe_host_floor_s``: the shortest forward plus backward pass of a dropless
 MoE layer, which waits on the host for its token counts (``profiles.training_cost``).
 It is fitted to the MoE runs alone (no dense run carries it), on every GPU at once,
-since the host, not the GPU, sets it; its leave-one-GPU-out errors are stored with it.
+since the host, not the GPU, sets it; its leave-one-die-out errors are stored with it.
 
 All are fitted, with nothing else, to the published training runs of the measured pack
 (``python -m validation.calibrate MEASURED --training --write``: the median absolute
