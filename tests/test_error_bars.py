@@ -52,3 +52,42 @@ def test_simulate_reports_the_range_and_writes_it(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     ttft = summary["error_bars"]["ttft_mean"]
     assert ttft["low_s"] <= ttft["high_s"] and ttft["runs"] >= 3
+
+
+def test_a_training_step_gets_its_die_s_range_or_the_pooled_one() -> None:
+    """Throughput 1000 tokens/s in a group whose runs were predicted 20% fast to 25% slow
+    (e in [-0.2, 0.25]): measured between 1000/1.25 = 800 and 1000/0.8 = 1250 tokens/s,
+    the 2 s step between 1.6 and 2.5 s. A die with too few runs, or a GPU with no fitted
+    die (a user's file), takes the pooled runs' range."""
+    from validation.error_bars import training_interval
+
+    die = {"runs": 5, "p10": -0.2, "p50": 0.0, "p90": 0.25}
+    pooled = {"runs": 50, "p10": -0.1, "p50": 0.0, "p90": 0.1}
+    out = training_interval("H100-SXM5-80GB", 2.0, 1000.0, {"GH100": die, "all": pooled})
+    assert out["group"] == "GH100 runs" and out["runs"] == 5
+    assert (out["tokens_per_s"]["low"], out["tokens_per_s"]["high"]) == \
+        pytest.approx((800.0, 1250.0))
+    assert (out["step_s"]["low"], out["step_s"]["high"]) == pytest.approx((1.6, 2.5))
+    few = training_interval("H100-SXM5-80GB", 2.0, 1000.0,
+                            {"GH100": {**die, "runs": 2}, "all": pooled})
+    assert few["group"] == "all runs" and few["step_s"]["high"] == pytest.approx(2.2)
+    assert training_interval("MI300X", 2.0, 1000.0, {"all": pooled})["group"] == "all runs"
+    assert training_interval("H100-SXM5-80GB", 2.0, 1000.0, {}) == {}
+
+
+def test_simulate_shows_and_writes_a_training_step_s_range(tmp_path: Path) -> None:
+    """The committed training error bars reach `simulate`'s output and its summary file;
+    the range holds the prediction."""
+    from validation.error_bars import TRAINING_BARS_PATH
+
+    assert TRAINING_BARS_PATH.is_file()
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, [
+        "simulate", "--workload", str(ROOT / "workloads/examples/train_llama3_70b.json"),
+        "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "validated range (GH100 runs" in result.output
+    bars = json.loads((out / "training_summary.json").read_text())["error_bars"]
+    assert bars["tokens_per_s"]["low"] <= bars["tokens_per_s"]["predicted"] <= \
+        bars["tokens_per_s"]["high"]
+    assert bars["step_s"]["low"] <= bars["step_s"]["predicted"] <= bars["step_s"]["high"]

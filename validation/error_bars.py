@@ -13,6 +13,14 @@ in ``validation/serving_error_bars.json``, written with the baseline
 (``clustersim validate --update-baseline``): derived figures, so predictions carry them
 where the measured pack is not. A small group gives a narrow band that is not a
 confidence interval; the run count is shown beside it.
+
+Training steps get the same treatment from the published training runs: the signed
+errors of the predicted throughput (tokens/s or model TFLOP/s per GPU, one run per row)
+per GPU die of the fitted step (``profiles.training_fit``), or every run pooled where the
+die has fewer than ``MIN_RUNS``; in ``validation/training_error_bars.json``::
+
+    tokens/s in [predicted / (1 + e_p90), predicted / (1 + e_p10)]
+    step     in [predicted x (1 + e_p10), predicted x (1 + e_p90)]
 """
 
 from __future__ import annotations
@@ -24,15 +32,18 @@ import numpy as np
 
 from profiles.hardware import load_gpu
 from profiles.reading import read_json
+from profiles.training_fit import training_fits
 from simulator import to_json_text, write_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ERROR_BARS_PATH", "GPU_NAMES", "MIN_RUNS", "build_error_bars", "interval",
-           "load_error_bars", "nearest_group", "write_error_bars"]
+__all__ = ["ERROR_BARS_PATH", "GPU_NAMES", "MIN_RUNS", "TRAINING_BARS_PATH",
+           "build_error_bars", "build_training_error_bars", "interval", "load_error_bars",
+           "nearest_group", "training_interval", "write_error_bars"]
 
 ERROR_BARS_PATH = Path(__file__).resolve().parent / "serving_error_bars.json"
+TRAINING_BARS_PATH = Path(__file__).resolve().parent / "training_error_bars.json"
 MIN_RUNS = 3
 # the hardware names of the measured serving runs, as the catalog names the GPUs
 GPU_NAMES = {"H100": "h100", "A100-80GB": "a100", "L40S": "l40s"}
@@ -104,3 +115,47 @@ def interval(summary: dict[str, Any], bars: dict[str, Any] | None = None) -> dic
         out[metric] = {"predicted_s": float(value), "low_s": float(value) / (1 + e["p90"]),
                        "high_s": float(value) / (1 + e["p10"]), "runs": e["runs"]}
     return out
+
+
+def _percentiles(values: np.ndarray) -> dict[str, Any]:
+    return {"runs": len(values), "p10": float(np.percentile(values, 10)),
+            "p50": float(np.percentile(values, 50)), "p90": float(np.percentile(values, 90))}
+
+
+def build_training_error_bars(rows: pd.DataFrame) -> dict[str, Any]:
+    """Signed-error percentiles of the training runs' throughput per fitted GPU die, and
+    pooled ("all"), from :func:`validation.training_runs.training_rows`."""
+    dies = {name: entry["die"] for name, entry in training_fits().get("gpus", {}).items()}
+    signed = ((rows["predicted"] - rows["measured"]) / rows["measured"]).to_numpy()
+    die_of_row = rows["gpu_name"].map(dies).to_numpy()
+    groups = {"all": _percentiles(signed)}
+    for die in sorted({d for d in die_of_row if isinstance(d, str)}):
+        groups[die] = _percentiles(signed[die_of_row == die])
+    return {"_comment": "Signed relative errors (predicted - measured) / measured of the "
+                        "throughput of the published training runs the validation expresses, "
+                        "per GPU die of the fitted step; written by `clustersim validate "
+                        "--update-baseline`.", "groups": groups}
+
+
+def training_interval(gpu: str, step_s: float, tokens_per_s: float,
+                      bars: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The validated range of a training step's throughput and time on ``gpu`` (catalog
+    name), from its die's error bars (module docstring); {} when there are none."""
+    if bars is None:
+        bars = (read_json(TRAINING_BARS_PATH, "training error bars").get("groups", {})
+                if TRAINING_BARS_PATH.is_file() else {})
+    entry = training_fits().get("gpus", {}).get(gpu)
+    die = entry["die"] if entry else None
+    group, label = (bars.get(die), f"{die} runs") if die else (None, "")
+    if group is None or group["runs"] < MIN_RUNS:
+        group, label = bars.get("all"), "all runs"
+    if not group:
+        return {}
+    low, high = group["p10"], group["p90"]
+    return {"group": label, "runs": group["runs"],
+            "method": "predicted / (1 + e) for e between the 10th and 90th percentiles of "
+                      "the group's signed throughput errors",
+            "tokens_per_s": {"predicted": tokens_per_s, "low": tokens_per_s / (1 + high),
+                             "high": tokens_per_s / (1 + low)},
+            "step_s": {"predicted": step_s, "low": step_s * (1 + low),
+                       "high": step_s * (1 + high)}}

@@ -20,7 +20,12 @@ from profiles.errors import ClusterSimError
 from profiles.files import to_json_text, write_folder, write_text
 from profiles.reading import read_json
 from validation.comparison import compare_to_baseline, group_errors, predict_records
-from validation.error_bars import build_error_bars, write_error_bars
+from validation.error_bars import (
+    TRAINING_BARS_PATH,
+    build_error_bars,
+    build_training_error_bars,
+    write_error_bars,
+)
 from validation.operators import (
     compare_drift,
     compare_operators,
@@ -226,4 +231,7 @@ def validate(records: str | Path | None = None, baseline: str | Path | None = No
         report.written.append(baseline_path)
         if measured_dir is not None and not report.operators.empty:
             report.written.append(write_error_bars(build_error_bars(runs)))
+        if measured_dir is not None and not report.training.empty:
+            report.written.append(write_error_bars(
+                build_training_error_bars(report.training), TRAINING_BARS_PATH))
     return report

@@ -340,6 +340,7 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
         measured = float(row["value"])
         peak = re.search(r"peak memory ([0-9.]+) GiB", str(row["notes"]))
         rows.append({"id": row["id"], "source": run_source(row), "gpu": run.gpu_label,
+                     "gpu_name": run.gpu.name,
                      "model": str(row["model"]), "moe": run.model.is_moe,
                      "dtype": run.job.dtype,
                      "layout": _layout(run), "metric": row["metric"], "measured": measured,
@@ -347,7 +348,8 @@ def _simulated(measured_dir: str) -> tuple[pd.DataFrame, pd.DataFrame]:
                      "memory_gib": result.memory.total / 2**30,
                      "measured_memory_gib": float(peak.group(1)) if peak else np.nan,
                      "assumed": run.assumed})
-    out = pd.DataFrame(rows, columns=["id", "source", "gpu", "model", "moe", "dtype", "layout",
+    out = pd.DataFrame(rows, columns=["id", "source", "gpu", "gpu_name", "model", "moe",
+                                      "dtype", "layout",
                                       "metric", "measured", "predicted", "mfu", "memory_gib",
                                       "measured_memory_gib", "assumed"])
     out["signed_pct"] = (out["predicted"] - out["measured"]) / out["measured"] * 100.0

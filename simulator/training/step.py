@@ -60,6 +60,8 @@ class TrainingResult:
     layer: dict[str, float]
     breakdown: dict[str, float] = field(default_factory=dict)
     trace: dict[str, Any] | None = field(default=None, repr=False)
+    # the validated range of the throughput (validation.error_bars), set by its callers
+    error_bars: dict[str, Any] | None = None
 
     @property
     def tflops_per_gpu(self) -> float:
@@ -91,7 +93,7 @@ class TrainingResult:
             "layer_s": self.layer, "step_breakdown_s": self.breakdown,
             "flops_convention": "Megatron (Narayanan et al. 2021, App. A): 2 per MAC, "
                                 "attention 4bs^2h per layer without causal discount",
-        }
+        } | ({"error_bars": self.error_bars} if self.error_bars else {})
 
 
 def check_plan(job: TrainingJob, model: ModelSpec, num_gpus: int | None = None) -> int:
