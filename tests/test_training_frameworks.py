@@ -372,6 +372,7 @@ def test_plan_training_plans_a_torchtitan_job_with_what_torchtitan_runs(tmp_path
                                  "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "as torchtitan arguments" in result.output
+    assert "validated range (GH100 runs" in result.output  # the fastest plan's range
     with open(tmp_path / "candidates.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert {r["plan.zero_stage"] for r in rows} == {"0", "1", "3"}
