@@ -21,6 +21,12 @@ the serving group's real runs, with leave-one-model-out errors
 (``validation.calibrate_serving`` says how); ``--write`` stores them in
 ``simulator/serving/data/engine_fits.json``.
 
+``--training`` fits the training step's parameters to the published training runs
+(``profiles.training_fit`` says which and why): each fitted die's sustained-compute
+fraction and the TP-overlap share on the Megatron-family runs, then the MoE layers' host
+floor on their MoE runs, with leave-one-source-out and leave-one-die-out errors;
+``--write`` stores them in ``profiles/data/training_fits.json``.
+
 ``--power`` fits the power-cap exponent (``profiles.power``): the compute clock under
 which the cost model's own prefill steps at Splitwise's H100 shapes slow as Splitwise's
 capped machine's do (``validation.calibrate_power`` says how); ``--write`` stores it in
@@ -280,11 +286,10 @@ def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-# The GPUs of one die share the sustained-compute fraction (H200 is H100's GH100 with
-# more HBM, at the same power limit).
 # The dies whose sustained-compute fraction is fitted, each with the catalog GPUs that
-# carry it. GH100 comes first: it also fits the TP-overlap share, which is a property of
-# the framework, and the later dies hold it. Blackwell has no measured kernel tables in
+# carry it (H200 is H100's GH100 with more HBM, at the same power limit). GH100 comes
+# first: it also fits the TP-overlap share, which is a property of the framework, and the
+# later dies hold it. Blackwell has no measured kernel tables in
 # the pack, so its fraction carries the documented kernel efficiencies' error as well
 # as the sustained clocks (see profiles/training_fit.py). Its runs are Megatron-Bridge's
 # alone (NeMo's long-context B200 table prints layouts that are not its GPU counts, so
@@ -458,8 +463,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--write", action="store_true", help=f"write {FITS_PATH.name}")
     parser.add_argument("--leave-one-model-out", action="store_true")
     parser.add_argument("--training", action="store_true",
-                        help="fit the training step's sustained-compute fraction to the "
-                             "published training runs")
+                        help="fit the training step's sustained-compute fractions, TP "
+                             "overlap share and MoE host floor to the published training "
+                             "runs")
     parser.add_argument("--serving", action="store_true",
                         help="fit the vLLM 0.15 preset's engine path to the vLLM runs")
     parser.add_argument("--power", action="store_true",
