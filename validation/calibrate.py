@@ -355,13 +355,17 @@ def _source_errors(points: list[TrainingPoint], x: tuple[float, float],
 MOE_FLOOR_GRID = np.round(np.arange(0.0, 0.0201, 0.00025), 5)
 
 
+def _moe_errors(points: list[tuple[TrainingPoint, tuple[float, float]]],
+                floor: float) -> np.ndarray:
+    """Signed log errors of MoE ``points``, each under its die's (sustained, share)."""
+    return np.concatenate([_training_errors([p], x, floor) for p, x in points])
+
+
 def fit_moe_floor(points: list[tuple[TrainingPoint, tuple[float, float]]]) -> float:
     """The MoE layers' host floor minimizing the median absolute log error over the MoE
     ``points`` (each with its die's (sustained, share)): a grid search, deterministic."""
-    def loss(floor: float) -> float:
-        errors = np.concatenate([_training_errors([p], x, floor) for p, x in points])
-        return float(np.median(np.abs(errors)))
-    losses = [loss(float(floor)) for floor in MOE_FLOOR_GRID]
+    losses = [float(np.median(np.abs(_moe_errors(points, float(floor)))))
+              for floor in MOE_FLOOR_GRID]
     return float(MOE_FLOOR_GRID[int(np.argmin(losses))])
 
 
@@ -393,8 +397,7 @@ def fit_training(measured_dir: str | Path) -> tuple[dict[str, Any], pd.DataFrame
     everything = [p for group in groups.values() for p in group]
 
     def median(points: list[tuple[TrainingPoint, tuple[float, float]]], f: float) -> float:
-        errors = np.concatenate([_training_errors([p], x, f) for p, x in points])
-        return round(float(np.median(np.abs(np.expm1(errors))) * 100), 3)
+        return round(float(np.median(np.abs(np.expm1(_moe_errors(points, f)))) * 100), 3)
 
     document["moe_host_floor"] = {
         "seconds": floor,

@@ -62,10 +62,7 @@ def build_error_bars(rows: pd.DataFrame) -> dict[str, Any]:
                         *((load_gpu(GPU_NAMES[str(gpu)]).name, p)
                           for gpu, p in whole.groupby("gpu"))]:
         groups[label] = {
-            metric: {"runs": len(values),
-                     "p10": float(np.percentile(values, 10)),
-                     "p50": float(np.percentile(values, 50)),
-                     "p90": float(np.percentile(values, 90))}
+            metric: _percentiles(values)
             for metric, values in ((m, part[part["metric"] == m]["signed"].to_numpy())
                                    for m in _METRICS) if len(values)}
     return {"_comment": "Signed relative errors (predicted - measured) / measured of the "
@@ -142,8 +139,7 @@ def training_interval(gpu: str, step_s: float, tokens_per_s: float,
     """The validated range of a training step's throughput and time on ``gpu`` (catalog
     name), from its die's error bars (module docstring); {} when there are none."""
     if bars is None:
-        bars = (read_json(TRAINING_BARS_PATH, "training error bars").get("groups", {})
-                if TRAINING_BARS_PATH.is_file() else {})
+        bars = load_error_bars(TRAINING_BARS_PATH)
     entry = training_fits().get("gpus", {}).get(gpu)
     die = entry["die"] if entry else None
     group, label = (bars.get(die), f"{die} runs") if die else (None, "")
