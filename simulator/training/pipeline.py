@@ -24,28 +24,29 @@ Op = tuple[str, int, int]  # ("F" | "B", chunk, micro-batch)
 
 def stage_order(schedule: str, p: int, m: int, v: int, stage: int) -> list[Op]:
     """The passes physical ``stage`` runs, in order."""
+    return _stage_orders(schedule, p, m, v)[stage]
+
+
+def _stage_orders(schedule: str, p: int, m: int, v: int) -> list[list[Op]]:
+    """Every physical stage's passes, in order. The k-th forward of a stage is chunk
+    (k // p) % v of micro-batch (k // pv)·p + k % p; backwards take the chunks in reverse.
+    Only the warm-up length differs between stages."""
     if schedule == "gpipe":
-        return [("F", 0, i) for i in range(m)] + [("B", 0, i) for i in range(m)]
+        order = [("F", 0, i) for i in range(m)] + [("B", 0, i) for i in range(m)]
+        return [order] * p
     total = m * v
-
-    def forward(k: int) -> Op:
-        chunk = (k // p) % v
-        return ("F", chunk, (k // (p * v)) * p + k % p)
-
-    def backward(k: int) -> Op:
-        chunk = v - 1 - (k // p) % v
-        return ("B", chunk, (k // (p * v)) * p + k % p)
-
-    # Megatron's warm-up: p-s-1 forwards (1F1B); 2(p-s-1) + (v-1)p chunks (interleaved).
-    warmup = min(p - stage - 1, m) if v == 1 else min((p - stage - 1) * 2 + (v - 1) * p, total)
-    order = [forward(k) for k in range(warmup)]
-    f, b = warmup, 0
-    while f < total:
-        order.append(forward(f))
-        order.append(backward(b))
-        f, b = f + 1, b + 1
-    order += [backward(k) for k in range(b, total)]
-    return order
+    batches = [(k // (p * v)) * p + k % p for k in range(total)]
+    forwards: list[Op] = [("F", (k // p) % v, i) for k, i in enumerate(batches)]
+    backwards: list[Op] = [("B", v - 1 - (k // p) % v, i) for k, i in enumerate(batches)]
+    orders = []
+    for stage in range(p):
+        # Megatron's warm-up: p-s-1 forwards (1F1B); 2(p-s-1) + (v-1)p chunks (interleaved).
+        warmup = (min(p - stage - 1, m) if v == 1
+                  else min((p - stage - 1) * 2 + (v - 1) * p, total))
+        steady = [op for pair in zip(forwards[warmup:], backwards, strict=False)
+                  for op in pair]
+        orders.append(forwards[:warmup] + steady + backwards[total - warmup:])
+    return orders
 
 
 @dataclass
@@ -63,15 +64,17 @@ class PipelineRun:
 
 
 def run_pipeline(schedule: str, p: int, m: int, v: int, forward_s: Sequence[float],
-                 backward_s: Sequence[float], send_s: float) -> PipelineRun:
+                 backward_s: Sequence[float], send_s: float,
+                 record_spans: bool = True) -> PipelineRun:
     """Execute the schedule. ``forward_s[u]`` / ``backward_s[u]``: one pass of virtual
-    stage ``u = chunk·p + stage`` (p·v entries).
+    stage ``u = chunk·p + stage`` (p·v entries). ``record_spans``: keep every pass's
+    (start, end) in ``spans`` (a timeline needs them; a step time does not).
 
     NOTE: pass end times live in lists indexed [virtual stage][micro-batch] (-1 until the
     pass has run): planners execute thousands of schedules, and tuple-keyed dicts cost
     3x more.
     """
-    orders = [stage_order(schedule, p, m, v, s) for s in range(p)]
+    orders = _stage_orders(schedule, p, m, v)
     num_virtual = v * p
     f_end = [[-1.0] * m for _ in range(num_virtual)]
     b_end = [[-1.0] * m for _ in range(num_virtual)]
@@ -86,9 +89,9 @@ def run_pipeline(schedule: str, p: int, m: int, v: int, forward_s: Sequence[floa
         progressed = False
         for s in range(p):
             order = orders[s]
-            position = cursor[s]
-            stage_free = free[s]
-            while position < len(order):
+            position, length = cursor[s], len(order)
+            stage_free, stage_busy = free[s], busy[s]
+            while position < length:
                 op = order[position]
                 kind, chunk, i = op
                 virtual = chunk * p + s
@@ -100,33 +103,33 @@ def run_pipeline(schedule: str, p: int, m: int, v: int, forward_s: Sequence[floa
                         if prev < 0:
                             break
                         ready = prev + send_s
+                    start = stage_free if stage_free > ready else ready
                     duration = forward_s[virtual]
+                    stage_free = start + duration
+                    f_end[virtual][i] = stage_free
                 else:
-                    own = f_end[virtual][i]
-                    if own < 0:
+                    ready = f_end[virtual][i]
+                    if ready < 0:
                         break
-                    if virtual == last_virtual:
-                        ready = own
-                    else:
+                    if virtual != last_virtual:
                         nxt = b_end[virtual + 1][i]
                         if nxt < 0:
                             break
-                        ready = max(own, nxt + send_s)
+                        if nxt + send_s > ready:
+                            ready = nxt + send_s
+                    start = stage_free if stage_free > ready else ready
                     duration = backward_s[virtual]
-                start = stage_free if stage_free > ready else ready
-                stage_free = start + duration
-                if kind == "F":
-                    f_end[virtual][i] = stage_free
-                else:
+                    stage_free = start + duration
                     b_end[virtual][i] = stage_free
                     last_b[s] = start
-                busy[s] += duration
-                spans[(op, s)] = (start, stage_free)
+                stage_busy += duration
+                if record_spans:
+                    spans[(op, s)] = (start, stage_free)
                 position += 1
-                remaining -= 1
+            if position != cursor[s]:
+                remaining -= position - cursor[s]
                 progressed = True
-            cursor[s] = position
-            free[s] = stage_free
+            cursor[s], free[s], busy[s] = position, stage_free, stage_busy
         if not progressed:
             raise RuntimeError(f"pipeline schedule {schedule} deadlocked (p={p}, m={m}, v={v})")
     return PipelineRun(spans, free, last_b, busy)

@@ -18,6 +18,7 @@ discount), and the logits; MFU counts the model's FLOPs, HFU adds recomputation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from profiles.cluster import ClusterSpec, LinkCost, build_cluster_graph, link_between
@@ -27,6 +28,7 @@ from profiles.hardware import GB, GIB, GPUSpec, load_gpu
 from profiles.models import ModelSpec, load_model
 from profiles.moe import ExpertPlacement, routing_stats
 from profiles.pipeline_split import stage_layer_counts
+from profiles.routing import RoutingConfig
 from profiles.training_cost import layer_cost, lm_head_cost, per_op_matmuls
 from profiles.training_fit import moe_host_floor_s, sustained_compute, tp_overlap_hidden
 from profiles.training_memory import (
@@ -270,11 +272,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     dp_link = _group_link(inside, across, dp * cp, tp, gpus_per_node)
 
     dtype = "fp8" if job.dtype == "fp8" else "bf16"
-    imbalance = 1.0
-    if model.is_moe and plan.ep > 1:
-        shares = routing_stats(job.routing, model).shares
-        placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, plan.ep)
-        imbalance = float(placement.rank_loads(shares).max(axis=1).mean() * plan.ep)
+    imbalance = (_expert_imbalance(job.routing, model, plan.ep)
+                 if model.is_moe and plan.ep > 1 else 1.0)
     fraction = sustained if sustained is not None else sustained_compute(gpu_spec.name)
     cost = layer_cost(
         model, gpu_spec, seq_len=job.seq_len, micro_batch=job.micro_batch, tp=tp, cp=cp,
@@ -320,7 +319,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     if plan.sequence_parallel:
         activation_bytes /= tp
     send_s = link(tp * cp * dp + 1).transfer_s(activation_bytes) if p > 1 else 0.0
-    run = run_pipeline(plan.schedule, p, m, v, forward, backward, send_s)
+    run = run_pipeline(plan.schedule, p, m, v, forward, backward, send_s,
+                       record_spans=record_trace)
 
     # Gradient reduction: the stage's gradients (bf16, or fp32 where the framework keeps
     # them so), ring over dp x cp. With a sharded optimizer (ZeRO 1-2, Megatron's
@@ -393,6 +393,15 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
     if record_trace:
         result.trace = _trace(run, stage_done, dp_comm, step, optimizer)
     return result
+
+
+@lru_cache(maxsize=256)
+def _expert_imbalance(routing: RoutingConfig, model: ModelSpec, ep: int) -> float:
+    """The busiest EP rank's routed load over the mean, averaged over the MoE layers,
+    with the experts placed linearly (cached: planners ask it for every plan)."""
+    shares = routing_stats(routing, model).shares
+    placement = ExpertPlacement.linear(model.num_moe_layers, model.num_experts, ep)
+    return float(placement.rank_loads(shares).max(axis=1).mean() * ep)
 
 
 # Where a step goes, in the order `simulate` prints it (see _breakdown).
