@@ -47,3 +47,17 @@ def test_one_f_one_b_keeps_at_most_p_micro_batches_in_flight_on_stage_0() -> Non
         in_flight += 1 if kind == "F" else -1
         peak = max(peak, in_flight)
     assert peak == 4
+
+
+@pytest.mark.parametrize("schedule, v", [("gpipe", 1), ("1f1b", 1), ("interleaved", 2)])
+def test_a_run_without_spans_times_the_step_the_same(schedule: str, v: int) -> None:
+    """Planners skip the per-pass spans; the step's times are the ones a timeline has."""
+    p, m = 4, 8
+    forward = [0.5 + 0.1 * u for u in range(p * v)]
+    backward = [1.0 + 0.2 * u for u in range(p * v)]
+    full = run_pipeline(schedule, p, m, v, forward, backward, send_s=0.05)
+    lean = run_pipeline(schedule, p, m, v, forward, backward, send_s=0.05,
+                        record_spans=False)
+    assert lean.spans == {} and len(full.spans) == 2 * p * m * v
+    assert (lean.stage_end_s, lean.last_backward_start_s, lean.busy_s) == \
+        (full.stage_end_s, full.last_backward_start_s, full.busy_s)
