@@ -22,7 +22,7 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from profiles.models import load_model
 from simulator import build_deployment, check_output_folder
-from validation.error_bars import training_interval
+from validation.error_bars import training_interval, training_range_text
 from workloads.loaders import load_workload
 from workloads.training import load_training_job
 
@@ -324,10 +324,8 @@ def plan_training_command(
                                  job.global_batch * job.seq_len / fastest.step_s
                                  ) if training_job.gpu else {}
         if bars:
-            console.print(f"fastest #{fastest.index} validated range ({bars['group']}, "
-                          f"{bars['runs']} published runs): step {bars['step_s']['low']:.3f}-"
-                          f"{bars['step_s']['high']:.3f} s (10th-90th percentile of the "
-                          "validation errors)")
+            console.print(f"fastest #{fastest.index} "
+                          + training_range_text(bars, with_tokens=False))
         console.print(step_breakdown_table(fastest.breakdown, fastest.step_s))
     if out is not None:
         console.print("wrote " + ", ".join(str(p) for p in write_plan(plan, out)))

@@ -463,7 +463,7 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
     """The training branch of ``simulate``: one step's time, MFU and memory."""
     from profiles.hardware import load_gpu
     from simulator import simulate_training, write_training_outputs
-    from validation.error_bars import training_interval
+    from validation.error_bars import training_interval, training_range_text
     from workloads.training import load_training_job
 
     job = load_training_job(path, overrides)
@@ -490,13 +490,8 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         f"HFU {result.hfu:.1%}; pipeline bubble {result.bubble_fraction:.1%}, "
         f"DP reduction {result.dp_comm_s * 1e3:.0f} ms, optimizer "
         f"{result.optimizer_s * 1e3:.0f} ms")
-    bars = result.error_bars
-    if bars:
-        console.print(
-            f"validated range ({bars['group']}, {bars['runs']} published runs): "
-            f"{bars['tokens_per_s']['low']:,.0f}-{bars['tokens_per_s']['high']:,.0f} "
-            f"tokens/s, step {bars['step_s']['low']:.3f}-{bars['step_s']['high']:.3f} s "
-            "(10th-90th percentile of the validation errors)")
+    if result.error_bars:
+        console.print(training_range_text(result.error_bars))
     console.print(step_breakdown_table(result.breakdown, result.step_s))
     memory = result.memory.as_gib()
     console.print("memory per GPU (GiB): " + ", ".join(

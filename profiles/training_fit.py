@@ -38,7 +38,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["TRAINING_FITS_PATH", "moe_host_floor_s", "sustained_compute",
+__all__ = ["TRAINING_FITS_PATH", "die_of", "moe_host_floor_s", "sustained_compute",
            "tp_overlap_hidden", "training_fits"]
 
 TRAINING_FITS_PATH = Path(__file__).parent / "data" / "training_fits.json"
@@ -56,6 +56,12 @@ def sustained_compute(gpu_name: str) -> float:
     """The fitted fraction for a catalog GPU (1.0 where none is fitted)."""
     entry = training_fits().get("gpus", {}).get(gpu_name)
     return float(entry["sustained_compute"]) if entry else 1.0
+
+
+def die_of(gpu_name: str) -> str | None:
+    """The fitted die a catalog GPU belongs to (None where none is fitted)."""
+    entry = training_fits().get("gpus", {}).get(gpu_name)
+    return str(entry["die"]) if entry else None
 
 
 def tp_overlap_hidden() -> float:

@@ -32,7 +32,7 @@ import numpy as np
 
 from profiles.hardware import load_gpu
 from profiles.reading import read_json
-from profiles.training_fit import training_fits
+from profiles.training_fit import die_of
 from simulator import to_json_text, write_text
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ERROR_BARS_PATH", "GPU_NAMES", "MIN_RUNS", "TRAINING_BARS_PATH",
            "build_error_bars", "build_training_error_bars", "interval", "load_error_bars",
-           "nearest_group", "training_interval", "write_error_bars"]
+           "nearest_group", "training_interval", "training_range_text", "write_error_bars"]
 
 ERROR_BARS_PATH = Path(__file__).resolve().parent / "serving_error_bars.json"
 TRAINING_BARS_PATH = Path(__file__).resolve().parent / "training_error_bars.json"
@@ -122,9 +122,8 @@ def _percentiles(values: np.ndarray) -> dict[str, Any]:
 def build_training_error_bars(rows: pd.DataFrame) -> dict[str, Any]:
     """Signed-error percentiles of the training runs' throughput per fitted GPU die, and
     pooled ("all"), from :func:`validation.training_runs.training_rows`."""
-    dies = {name: entry["die"] for name, entry in training_fits().get("gpus", {}).items()}
     signed = ((rows["predicted"] - rows["measured"]) / rows["measured"]).to_numpy()
-    die_of_row = rows["gpu_name"].map(dies).to_numpy()
+    die_of_row = rows["gpu_name"].map(die_of).to_numpy()
     groups = {"all": _percentiles(signed)}
     for die in sorted({d for d in die_of_row if isinstance(d, str)}):
         groups[die] = _percentiles(signed[die_of_row == die])
@@ -140,8 +139,7 @@ def training_interval(gpu: str, step_s: float, tokens_per_s: float,
     name), from its die's error bars (module docstring); {} when there are none."""
     if bars is None:
         bars = load_error_bars(TRAINING_BARS_PATH)
-    entry = training_fits().get("gpus", {}).get(gpu)
-    die = entry["die"] if entry else None
+    die = die_of(gpu)
     group, label = (bars.get(die), f"{die} runs") if die else (None, "")
     if group is None or group["runs"] < MIN_RUNS:
         group, label = bars.get("all"), "all runs"
@@ -155,3 +153,12 @@ def training_interval(gpu: str, step_s: float, tokens_per_s: float,
                              "high": tokens_per_s / (1 + low)},
             "step_s": {"predicted": step_s, "low": step_s * (1 + low),
                        "high": step_s * (1 + high)}}
+
+
+def training_range_text(bars: dict[str, Any], with_tokens: bool = True) -> str:
+    """One line for a :func:`training_interval` range, as the CLI prints it."""
+    parts = ([f"{bars['tokens_per_s']['low']:,.0f}-{bars['tokens_per_s']['high']:,.0f} "
+              "tokens/s"] if with_tokens else [])
+    parts.append(f"step {bars['step_s']['low']:.3f}-{bars['step_s']['high']:.3f} s")
+    return (f"validated range ({bars['group']}, {bars['runs']} published runs): "
+            + ", ".join(parts) + " (10th-90th percentile of the validation errors)")
