@@ -109,13 +109,21 @@ def build_curves(keys: Sequence[Hashable], sizes: Sequence[float], times: Sequen
 
 
 def leave_one_out_errors(curves: dict[Hashable, Curve]) -> list[float]:
-    """Relative errors of predicting each interior point from its family without it."""
+    """Relative errors of predicting each interior point from its family without it.
+
+    Dropping point i changes the interpolant only between its neighbours i-1 and i+1,
+    and PCHIP's slope at a point depends on that point's own neighbours alone; so the
+    family without i, evaluated at i, equals the curve through the two points on each
+    side of i (float for float: the same slopes from the same operands), and each point
+    costs a five-point curve rather than a rebuild of its whole family."""
     errors: list[float] = []
     for curve in curves.values():
-        for i in range(1, len(curve.sizes) - 1):
-            rest = Curve(curve.sizes[:i] + curve.sizes[i + 1:],
-                         curve.times[:i] + curve.times[i + 1:])
-            predicted = rest(curve.sizes[i])
+        sizes, times = curve.sizes, curve.times
+        n = len(sizes)
+        for i in range(1, n - 1):
+            low, high = max(0, i - 2), min(n, i + 3)
+            rest = Curve(sizes[low:i] + sizes[i + 1:high], times[low:i] + times[i + 1:high])
+            predicted = rest(sizes[i])
             assert predicted is not None
-            errors.append(abs(predicted - curve.times[i]) / curve.times[i])
+            errors.append(abs(predicted - times[i]) / times[i])
     return errors
