@@ -115,7 +115,7 @@ def leave_one_out_errors(curves: dict[Hashable, Curve]) -> list[float]:
     and PCHIP's slope at a point depends on that point's own neighbours alone; so the
     family without i, evaluated at i, equals the curve through the two points on each
     side of i (float for float: the same slopes from the same operands), and each point
-    costs a five-point curve rather than a rebuild of its whole family."""
+    costs a curve of at most four points rather than a rebuild of its whole family."""
     errors: list[float] = []
     for curve in curves.values():
         sizes, times = curve.sizes, curve.times
