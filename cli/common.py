@@ -4,6 +4,7 @@ and the deployment a command's flags describe."""
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,21 @@ if TYPE_CHECKING:
 __all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
            "silent_progress", "step_breakdown_table", "user_errors"]
 
-console = Console()
-_stderr = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Rich's console, at full width where the output is not a terminal: a file, a pipe
+    or a CI log has no width to fit, and at rich's default 80 columns a wide table (the
+    training planner's sixteen) squeezes its cells to ellipses. ``COLUMNS`` still wins."""
+    fitted = Console(stderr=stderr)
+    if fitted.is_terminal or "COLUMNS" in os.environ:
+        return fitted
+    return Console(stderr=stderr, width=UNFITTED_WIDTH)
+
+
+UNFITTED_WIDTH = 240  # columns of output that is not a terminal (wider than any table)
+console = _console()
+_stderr = _console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,26 @@ def test_simulate_console_script_runs_the_bundled_example(tmp_path: Path) -> Non
         capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "results" / "summary.json").exists()
+
+
+def test_a_table_sent_to_a_pipe_is_printed_whole() -> None:
+    """Output that is not a terminal has no width to fit: the training planner's
+    sixteen-column table reaches a pipe (a file, a CI log) whole, not squeezed to
+    ellipses at 80 columns; ``COLUMNS`` still sets the width where it is given."""
+    command = [sys.executable, "-c", "from cli import main; main()", "plan-training",
+               "--job", str(EXAMPLES / "train_llama3_70b.json"), "--num-gpus", "64",
+               "--top", "3"]
+    environment = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                           check=False, env=environment)
+    assert piped.returncode == 0, piped.stderr
+    plans = piped.stdout.split(" plans: ")[0]  # the plan table, before its summary line
+    table = [line for line in plans.splitlines() if line.startswith("│")]
+    assert len(table) == 3 and "…" not in "".join(table)
+    assert "headroom GiB" in piped.stdout
+    narrow = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                            check=False, env={**environment, "COLUMNS": "80"})
+    assert narrow.returncode == 0 and "…" in narrow.stdout
 
 
 def test_simulate_a_disaggregated_deployment_with_its_timeline(tmp_path: Path) -> None:
