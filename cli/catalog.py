@@ -13,14 +13,16 @@ __all__ = ["gpus_command", "models_command"]
 
 def models_command() -> None:
     """List the model catalog with derived parameter counts (sources: models.json)."""
-    table = Table("params (B)", "active (B)", "layers", "hidden", "heads/kv", "KV KiB/token")
-    table.add_column("name", no_wrap=True)
+    table = Table()
+    table.add_column("name", no_wrap=True)  # whole on any width: it is what --model takes
+    for header in ("params (B)", "active (B)", "layers", "hidden", "heads/kv", "KV KiB/token"):
+        table.add_column(header)
     for entry in list_models():
         spec = load_model(entry["name"])
-        table.add_row(f"{spec.num_params / 1e9:.2f}", f"{spec.num_active_params / 1e9:.2f}",
-                      str(spec.num_layers), str(spec.hidden_size),
-                      f"{spec.num_attention_heads}/{spec.num_kv_heads}",
-                      f"{spec.kv_bytes_per_token / 1024:.0f}", spec.name)
+        table.add_row(spec.name, f"{spec.num_params / 1e9:.2f}",
+                      f"{spec.num_active_params / 1e9:.2f}", str(spec.num_layers),
+                      str(spec.hidden_size), f"{spec.num_attention_heads}/{spec.num_kv_heads}",
+                      f"{spec.kv_bytes_per_token / 1024:.0f}")
     console.print(table)
 
 
