@@ -5,11 +5,13 @@
         --rates 2,4,8,16 --ttft-slo 0.5 --tpot-slo 0.05 --out compare/
 
 Each writes ``sweep.csv`` (one row per deployment and rate) and ``sweep.svg`` (the
-curves), whole or not at all, and prints the table.
+curves), whole or not at all, and prints the table. The SLOs the points are held to are
+the flags' where given, else the deployment files' own (``slo:``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +25,7 @@ from planners.objectives import SteadyState
 from planners.sweep import compare, concurrency_sweep, rates_between, sweep
 from profiles.errors import ClusterSimError
 from reports.curves import curves_svg
-from simulator import check_output_folder, load_deployment, write_folder
+from simulator import DeploymentConfig, check_output_folder, load_deployment, write_folder
 from workloads.loaders import load_workload
 
 __all__ = ["compare_command", "sweep_command"]
@@ -56,6 +58,30 @@ def parse_concurrency(text: str) -> list[int]:
     return values
 
 
+def resolved_slos(deployments: dict[str, DeploymentConfig], ttft_slo: float | None,
+                  tpot_slo: float | None) -> tuple[float | None, float | None]:
+    """The SLOs a sweep checks: each flag where given (a positive number of seconds),
+    else what the deployment files state (``slo:``). Files that state none leave it
+    open; files that state different values are an error, since every point is held to
+    one pair."""
+    resolved = []
+    for flag, option, field in ((ttft_slo, "--ttft-slo", "ttft_s"),
+                                (tpot_slo, "--tpot-slo", "tpot_s")):
+        if flag is not None:
+            if not 0 < flag < math.inf:
+                fail(f"{option} {flag:g}: an SLO is a positive number of seconds")
+            resolved.append(flag)
+            continue
+        stated = {name: getattr(d.slo, field) for name, d in deployments.items()
+                  if getattr(d.slo, field) is not None}
+        if len(set(stated.values())) > 1:
+            fail(f"the deployments state different slo.{field} "
+                 f"({', '.join(f'{n}: {v:g} s' for n, v in stated.items())}); give "
+                 f"{option} to hold them to one")
+        resolved.append(next(iter(stated.values()), None))
+    return resolved[0], resolved[1]
+
+
 def _show_and_write(rows: pd.DataFrame, out: Path | None, ttft_slo: float | None,
                     tpot_slo: float | None) -> None:
     closed = bool(rows["concurrency"].notna().all()) and len(rows) > 0
@@ -82,8 +108,10 @@ def _show_and_write(rows: pd.DataFrame, out: Path | None, ttft_slo: float | None
 
 
 Rates = Annotated[str, typer.Option(help="rates, e.g. 1,2,4, or LOW:HIGH:COUNT (log-spaced)")]
-TtftSlo = Annotated[float | None, typer.Option(help="TTFT SLO, seconds")]
-TpotSlo = Annotated[float | None, typer.Option(help="TPOT SLO, seconds")]
+TtftSlo = Annotated[float | None, typer.Option(
+    help="TTFT SLO, seconds (unset: the deployment file's slo.ttft_s)")]
+TpotSlo = Annotated[float | None, typer.Option(
+    help="TPOT SLO, seconds (unset: the deployment file's slo.tpot_s)")]
 Out = Annotated[Path | None, typer.Option(help="folder for sweep.csv and sweep.svg")]
 SteadyRequests = Annotated[int, typer.Option(
     min=50, help="each point replays at least this many requests")]
@@ -114,15 +142,17 @@ def sweep_command(
                        lifetimes=steady_lifetimes)
     if out is not None:
         check_output_folder(out)
+    config = load_deployment(deployment)
+    ttft_slo, tpot_slo = resolved_slos({deployment.stem: config}, ttft_slo, tpot_slo)
     with progress_bar("sweep: points done") as progress:
         if concurrency is not None:
             rows = concurrency_sweep(
-                load_deployment(deployment), load_workload(workload),
+                config, load_workload(workload),
                 parse_concurrency(concurrency), name=deployment.stem, ttft_slo_s=ttft_slo,
                 tpot_slo_s=tpot_slo, rule=rule, progress=progress)
         else:
             assert rates is not None
-            rows = sweep(load_deployment(deployment), load_workload(workload),
+            rows = sweep(config, load_workload(workload),
                          parse_rates(rates), name=deployment.stem, ttft_slo_s=ttft_slo,
                          tpot_slo_s=tpot_slo, rule=rule, progress=progress)
     _show_and_write(rows, out, ttft_slo, tpot_slo)
@@ -145,9 +175,10 @@ def compare_command(
         names = [str(path) for path in deployment]
     if out is not None:
         check_output_folder(out)
+    configs = {name: load_deployment(path) for name, path in zip(names, deployment,
+                                                                  strict=True)}
+    ttft_slo, tpot_slo = resolved_slos(configs, ttft_slo, tpot_slo)
     with progress_bar("compare: points done") as progress:
-        rows = compare({name: load_deployment(path)
-                        for name, path in zip(names, deployment, strict=True)},
-                       load_workload(workload), parse_rates(rates), ttft_slo_s=ttft_slo,
+        rows = compare(configs, load_workload(workload), parse_rates(rates), ttft_slo_s=ttft_slo,
                        tpot_slo_s=tpot_slo, rule=rule, progress=progress)
     _show_and_write(rows, out, ttft_slo, tpot_slo)

@@ -78,6 +78,40 @@ def test_sweep_and_compare_from_the_command_line(tmp_path: Path) -> None:
         assert bad.exit_code == 2 and bad.output.startswith("error:") and expected in bad.output
 
 
+def test_the_points_are_held_to_the_deployment_files_slos_unless_flags_say(
+        tmp_path: Path) -> None:
+    """The example deployment states slo: {ttft_s: 0.5, tpot_s: 0.05}: a sweep without
+    SLO flags is held to it; a flag overrides its own SLO; deployments that state
+    different SLOs are compared only under a flag; an SLO flag must be positive."""
+    trace = tmp_path / "t.json"
+    save_workload(TRACE, trace)
+    example = Path(__file__).parent.parent / "workloads" / "examples" / "deployment.yaml"
+    other = tmp_path / "a100.yaml"
+    other.write_text("model: llama-3-8b\ngpu: a100\nreplicas: 4\nslo: {ttft_s: 1.0}\n")
+    runner = CliRunner()
+    stated = runner.invoke(app, ["sweep", "--workload", str(trace), "--deployment",
+                                 str(example), "--rates", "4", "--out", str(tmp_path / "s"),
+                                 *QUICK_FLAGS])
+    assert stated.exit_code == 0, stated.output
+    held = pd.read_csv(tmp_path / "s" / "sweep.csv")["slo_attainment"]
+    assert held.notna().all()
+    # a TTFT SLO no request can meet, from the flag: attainment 0 at the same rate
+    strict = runner.invoke(app, ["sweep", "--workload", str(trace), "--deployment",
+                                 str(example), "--rates", "4", "--ttft-slo", "1e-6",
+                                 "--out", str(tmp_path / "t"), *QUICK_FLAGS])
+    assert strict.exit_code == 0, strict.output
+    assert pd.read_csv(tmp_path / "t" / "sweep.csv")["slo_attainment"].tolist() == [0.0]
+    assert held.tolist() != [0.0]
+    for args, expected in (
+            (["compare", "--deployment", str(example), "--deployment", str(other)],
+             "different slo.ttft_s (deployment: 0.5 s, a100: 1 s); give --ttft-slo"),
+            (["sweep", "--deployment", str(example), "--tpot-slo", "-0.05"],
+             "--tpot-slo -0.05: an SLO is a positive number of seconds")):
+        bad = runner.invoke(app, [args[0], "--workload", str(trace), *args[1:], "--rates",
+                                  "4", *QUICK_FLAGS])
+        assert bad.exit_code == 2 and bad.output.count("\n") == 1 and expected in bad.output
+
+
 def test_a_concurrency_limit_keeps_that_many_requests_in_flight() -> None:
     """Three equal requests ready at 0 with one in flight run back to back: each is sent
     when the previous finishes, so its client-side arrival is that finish, and its own
