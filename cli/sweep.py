@@ -41,8 +41,9 @@ def parse_rates(text: str) -> list[float]:
     except ValueError:
         raise ClusterSimError(f"--rates {text!r}: expected rates like 1,2,4 or a range "
                               f"LOW:HIGH:COUNT like 1:32:6") from None
-    if not rates or any(not rate > 0 for rate in rates):
-        raise ClusterSimError(f"--rates {text!r}: every rate must be a positive number")
+    if not rates or any(not 0 < rate < math.inf for rate in rates):
+        raise ClusterSimError(f"--rates {text!r}: every rate must be a positive, finite "
+                              f"number of requests per second")
     return rates
 
 

@@ -73,7 +73,8 @@ def sweep(deployment: DeploymentConfig, workload: RequestTrace, rates: Sequence[
         if progress is not None:
             progress(done, len(rates))
         if not rate > 0 or not math.isfinite(rate):
-            raise ClusterSimError(f"rate {rate}: request rates must be positive numbers")
+            raise ClusterSimError(f"rate {rate}: request rates must be positive, finite "
+                                  f"numbers")
         probe = steady_trace(workload, rate, rule, tpot_slo_s)
         rows.append(_point(deployment, probe, name, rate, None, ttft_slo_s, tpot_slo_s,
                            attainment, rule, request_lifetime_s(workload, tpot_slo_s)))

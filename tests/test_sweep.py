@@ -71,6 +71,7 @@ def test_sweep_and_compare_from_the_command_line(tmp_path: Path) -> None:
     svg = (tmp_path / "cmp" / "sweep.svg").read_text()
     assert "a100x4" in svg and "deployment" in svg
     for args, expected in ((["sweep", "--rates", "0,3"], "--rates '0,3'"),
+                           (["sweep", "--rates", "2,inf"], "positive, finite number"),
                            (["sweep", "--rates", "a:b"], "--rates 'a:b'"),
                            (["compare", "--rates", "3"], "two or more deployments")):
         bad = runner.invoke(app, [args[0], "--workload", str(trace), "--deployment",
