@@ -185,7 +185,8 @@ def _settle(deployment: DeploymentConfig, where: str = ""
         settings = with_engine_defaults(
             settings, engine_scheduler_defaults(deployment.engine, gpu.hbm_gib, gpu.name))
     try:
-        scheduler = resolve_scheduler(settings, model)
+        scheduler = resolve_scheduler(settings, model, deployment.engine,
+                                      "max_num_seqs" in deployment.scheduler.model_fields_set)
         memory = plan_memory(
             model, gpu, tp=tp, pp=pp, block_size=scheduler.block_size,
             gpu_memory_utilization=settings.gpu_memory_utilization,

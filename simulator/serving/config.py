@@ -55,7 +55,12 @@ from profiles.memory import DEFAULT_RUNTIME_OVERHEAD_GIB
 from profiles.models import ModelSpec
 from profiles.moe import RoutingConfig
 from simulator.serving.policies import POLICY_PRESETS, RENAMED_POLICIES
-from simulator.serving.presets import DEFAULT_ENGINE, ENGINE_PRESETS, CpuOverhead
+from simulator.serving.presets import (
+    DEFAULT_ENGINE,
+    ENGINE_PRESETS,
+    CpuOverhead,
+    engine_max_num_seqs,
+)
 from simulator.serving.scheduler import SchedulerConfig
 from workloads.overrides import apply_overrides, read_mapping
 
@@ -523,8 +528,11 @@ def resolve_cpu_overhead(deployment: DeploymentConfig) -> CpuOverhead | None:
     return overhead
 
 
-def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> SchedulerConfig:
-    """The policy preset with the user's overrides, checked against the model.
+def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec, engine: str | None = None,
+                      seqs_given: bool = True) -> SchedulerConfig:
+    """The policy preset with the user's overrides, checked against the model and, where
+    the deployment runs an ``engine`` preset, against that engine's own rules
+    (``seqs_given``: the user set max_num_seqs, rather than the preset).
 
     Raises:
         ClusterSimError: a combination no engine runs (e.g. a budget below the longest
@@ -563,7 +571,8 @@ def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec) -> Schedule
         )
     return SchedulerConfig(
         policy=settings.policy,
-        max_num_seqs=settings.max_num_seqs or preset["max_num_seqs"],
+        max_num_seqs=engine_max_num_seqs(
+            engine, settings.max_num_seqs or preset["max_num_seqs"], budget, seqs_given),
         max_num_batched_tokens=budget,
         block_size=settings.block_size,
         enable_chunked_prefill=chunked,

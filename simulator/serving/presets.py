@@ -35,8 +35,10 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiles.errors import ClusterSimError
+
 __all__ = ["DEFAULT_ENGINE", "ENGINE_FITS_PATH", "ENGINE_PRESETS", "CpuOverhead", "EnginePreset",
-           "engine_scheduler_defaults"]
+           "engine_max_num_seqs", "engine_scheduler_defaults"]
 
 # Engine-path parameters fitted to real runs (``python -m validation.calibrate MEASURED
 # --serving --write``), by preset name, each with the runs that fit it.
@@ -173,3 +175,24 @@ def engine_scheduler_defaults(engine: str, hbm_gib: float, gpu_name: str) -> dic
     if hbm_gib >= 70 and "A100" not in gpu_name.upper():
         knobs.update(preset.large_gpu_scheduler)
     return knobs
+
+
+# Engines whose EngineArgs set an unset max_num_seqs no higher than max_num_batched_tokens
+# (vLLM's V1 arguments: min(the usage default, the budget)).
+_SEQS_WITHIN_BUDGET_ENGINES = ("vllm-v1", "vllm-v1-0.15")
+
+
+def engine_max_num_seqs(engine: str | None, max_num_seqs: int, budget: int,
+                        seqs_given: bool) -> int:
+    """max_num_seqs as a vLLM-based engine starts with it: its scheduler refuses a token
+    budget below max_num_seqs (each running sequence needs a token of a step's budget),
+    and vLLM's V1 arguments lower their own default to the budget instead. Without an
+    engine (the bare policy) nothing is refused."""
+    if engine is None or max_num_seqs <= budget:
+        return max_num_seqs
+    if not seqs_given and engine in _SEQS_WITHIN_BUDGET_ENGINES:
+        return budget
+    raise ClusterSimError(
+        f"scheduler.max_num_batched_tokens={budget} is below max_num_seqs={max_num_seqs}: "
+        f"engine {engine} refuses it at start (each running sequence needs a token of a "
+        f"step's budget); raise max_num_batched_tokens or lower max_num_seqs")
