@@ -63,7 +63,7 @@ def test_budget_below_max_model_len_without_chunking_is_refused() -> None:
 def test_a_budget_below_max_num_seqs_follows_the_engine() -> None:
     """vLLM refuses max_num_batched_tokens below max_num_seqs given together; its V1
     arguments lower their own max_num_seqs default to the budget instead; V0 keeps its
-    default and refuses; the bare policy (no engine) takes the knobs as they are."""
+    default and refuses; other engines and the bare policy take the knobs as they are."""
     knobs = SchedulerSettings(policy="running-first", max_num_batched_tokens=100,
                               max_num_seqs=1024)
     v1 = resolve_scheduler(knobs, LLAMA3, "vllm-v1-0.15", seqs_given=False)
@@ -74,6 +74,7 @@ def test_a_budget_below_max_num_seqs_follows_the_engine() -> None:
     with pytest.raises(ClusterSimError, match="engine vllm-v0 refuses it"):
         resolve_scheduler(knobs, LLAMA3, "vllm-v0", seqs_given=False)
     assert resolve_scheduler(knobs, LLAMA3).max_num_seqs == 1024
+    assert resolve_scheduler(knobs, LLAMA3, "sarathi-serve", seqs_given=True).max_num_seqs == 1024
     assert resolve_scheduler(knobs.model_copy(update={"max_num_batched_tokens": 1024}),
                              LLAMA3, "vllm-v0", seqs_given=True).max_num_seqs == 1024
 

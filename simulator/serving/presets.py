@@ -177,18 +177,20 @@ def engine_scheduler_defaults(engine: str, hbm_gib: float, gpu_name: str) -> dic
     return knobs
 
 
-# Engines whose EngineArgs set an unset max_num_seqs no higher than max_num_batched_tokens
-# (vLLM's V1 arguments: min(the usage default, the budget)).
+# vLLM's scheduler configuration refuses a token budget below max_num_seqs (each running
+# sequence needs a token of a step's budget); its V1 arguments set an unset max_num_seqs no
+# higher than the budget (min(the usage default, the budget)).
+_VLLM_ENGINES = ("vllm-v0", "vllm-v1", "vllm-v1-0.15")
 _SEQS_WITHIN_BUDGET_ENGINES = ("vllm-v1", "vllm-v1-0.15")
 
 
 def engine_max_num_seqs(engine: str | None, max_num_seqs: int, budget: int,
                         seqs_given: bool) -> int:
-    """max_num_seqs as a vLLM-based engine starts with it: its scheduler refuses a token
-    budget below max_num_seqs (each running sequence needs a token of a step's budget),
-    and vLLM's V1 arguments lower their own default to the budget instead. Without an
-    engine (the bare policy) nothing is refused."""
-    if engine is None or max_num_seqs <= budget:
+    """max_num_seqs as a vLLM engine starts with it (the comment above): vLLM's V1
+    lowers its own default to the budget, and any vLLM refuses a budget below a
+    max_num_seqs it was given. Other engines (Sarathi-Serve's artifact, the bare policy)
+    take the knobs as they are."""
+    if engine not in _VLLM_ENGINES or max_num_seqs <= budget:
         return max_num_seqs
     if not seqs_given and engine in _SEQS_WITHIN_BUDGET_ENGINES:
         return budget
