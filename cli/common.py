@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 __all__ = ["console", "deployment_from_flags", "fail", "parse_routing", "progress_bar",
            "silent_progress", "step_breakdown_table", "user_errors"]
 
+UNFITTED_WIDTH = 240  # columns of output that is not a terminal (wider than any table)
 
 
 def _console(stderr: bool = False) -> Console:
@@ -34,7 +35,6 @@ def _console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=UNFITTED_WIDTH)
 
 
-UNFITTED_WIDTH = 240  # columns of output that is not a terminal (wider than any table)
 console = _console()
 _stderr = _console(stderr=True)
 

@@ -9,7 +9,6 @@ check one's interpolation error.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 from typing import Annotated
 
@@ -89,7 +88,7 @@ def profile_check_command(
         status = profile.status(op)
         if values:
             table.add_row(op, status, str(len(profile.tables[op])), str(families),
-                          str(points), f"{statistics.median(values):.2%}",
+                          str(points), f"{float(np.median(values)):.2%}",
                           f"{float(np.percentile(values, 90)):.2%}", f"{max(values):.2%}")
         else:
             table.add_row(op, status, str(len(profile.tables[op])), str(families), "0",
