@@ -37,7 +37,7 @@ def pack(tmp_path: Path) -> Path:
               "max_num_batched_tokens": 2048, "max_num_seqs": 128,
               "gpu_memory_utilization": 0.9, "total_kv_blocks": None, "block_size_tokens": 16,
               "e2e_mean_ms": 100.0, "ttft_mean_ms": 20.0, "ttft_p90_ms": 25.0,
-              "tpot_mean_ms": 10.0}
+              "tpot_mean_ms": 11.0}
     rows = [common | {"run_id": 1, "model": "meta-llama/Llama-3.1-8B-Instruct",
                       "stage_index": stage, "stage_rate_rps": rate, "stage_duration_s": length}
             for stage, rate, length in ((0, 1.0, 5.0), (1, 2.0, 5.0), (-1, None, 10.0))]
@@ -47,16 +47,21 @@ def pack(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_runs_are_replayed_per_stage_with_the_source_s_tpot(tmp_path: Path) -> None:
+def test_runs_are_replayed_per_stage_with_the_per_token_tpot(tmp_path: Path) -> None:
     """Stage 0 holds the 5 requests sent in its 5 s, stage 1 the 10 of the next 5 s; TPOT
-    is (E2E mean - TTFT mean) / (9 - 1), as the source computes it; the unknown model is
-    listed with its reason."""
+    is (E2E mean - TTFT mean) / (9 - 1) per token the server generated, on both sides:
+    the source's 11 ms divided the same 80 ms by the 8.27 tokens its client counted; the
+    unknown model is listed with its reason."""
     rows = serving_rows(pack(tmp_path)).set_index(["stage", "metric"])
     for stage in (0, 1, -1):
         e2e = rows.loc[(stage, "e2e_mean"), "predicted_ms"]
         ttft = rows.loc[(stage, "ttft_mean"), "predicted_ms"]
         assert rows.loc[(stage, "tpot_mean"), "predicted_ms"] == pytest.approx((e2e - ttft) / 8)
         assert 0 < ttft < e2e
+        tpot = rows.loc[(stage, "tpot_mean")]
+        assert tpot["measured_ms"] == pytest.approx((100.0 - 20.0) / 8)
+        assert tpot["source_tpot_ms"] == 11.0
+        assert tpot["client_tokens"] == pytest.approx(1 + 80.0 / 11.0)
     skipped = skipped_runs(tmp_path)
     assert skipped["run_id"].tolist() == [2]
     assert "not in the catalog" in skipped["reason"].iloc[0]

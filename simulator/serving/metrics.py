@@ -5,7 +5,8 @@ Definitions (the same as vLLM's benchmark client with fixed output lengths):
 * TTFT  = first token time - arrival (queueing included)
 * TPOT  = (finish - first token) / (output tokens - 1), per request with >= 2 outputs
 * TPOT of means = (mean E2E - mean TTFT) / (mean output tokens - 1), over the run (as the
-          inference-perf records of real vLLM runs compute their per-token figure)
+          inference-perf records of real vLLM runs compute their ``itl_mean``, whose
+          client counts the tokens in the streamed text, not the tokens generated)
 * TBT   = every gap between consecutive tokens of a request (the inter-token latency),
           pooled over all tokens of the run
 * NTPOT = E2E / output tokens, per request (inference-perf's normalized TPOT)
@@ -247,7 +248,8 @@ def stability(rows: Any) -> dict[str, Any]:
 
 def _tpot_of_means(rows: RequestRows) -> float:
     """(mean E2E - mean TTFT) / (mean output tokens - 1): the per-token figure the
-    inference-perf records of real vLLM runs report as their TPOT (``itl_mean``)."""
+    inference-perf records of real vLLM runs report as their TPOT (``itl_mean``), here per
+    token generated."""
     outputs = float(np.mean(rows["output_tokens"]))
     if outputs <= 1:
         return math.nan
