@@ -24,7 +24,7 @@ generated ``output_len`` tokens a request (``ignore_eos``, as the pack's README 
 the client; the counts the source's means imply are within 5% of it in every run, where
 an instruct model would stop long before on random prompts otherwise), so the client's
 count is short by what does not survive the round trip through text: ``client_tokens``
-(implied by the three means) is 4.1-4.3% short for Llama-3.1-8B-Instruct and within 2%
+(implied by the three means) is 4.0-4.4% short for Llama-3.1-8B-Instruct and within 2%
 for every other run. The replay compares the per-token figure per token the server
 generated (``output_len``): the measured one is the source's means divided by it, so a
 run's TPOT error is its decode span's error whatever its tokenizer does. The source's own
