@@ -52,7 +52,8 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                          f"{o.signed_median_pct:+.1f}% | {o.source} |")
     if serving is not None and not serving.empty:
         lines += ["", "vLLM runs per GPU, model family and TP: median error (p90) [signed "
-                  "median; negative is predicted too fast], over whole-run means:", "",
+                  "median; negative is predicted too fast], over whole-run means (TPOT per "
+                  "token the server generated, not per token the client counted):", "",
                   "| GPU | family | TP | runs | E2E | TPOT | TTFT |",
                   "| --- | --- | --- | --- | --- | --- | --- |"]
         lines += ["| " + " | ".join(row) + " |" for row in serving_group_table(serving)]
