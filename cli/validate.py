@@ -75,7 +75,7 @@ def validate_command(
         if not groups.empty:
             by_family = Table("GPU", "family", "TP", "runs", "E2E", "TPOT", "TTFT",
                               title="vLLM runs per GPU, model family and TP: median error "
-                                    "(p90) [signed median]; TPOT per token generated, not "
+                                    "(p90) \\[signed median]; TPOT per token generated, not "
                                     "per token the client counted")
             for row in serving_group_table(groups):
                 by_family.add_row(*row)

@@ -111,6 +111,8 @@ def test_validate_command_prints_and_writes(tmp_path: Path) -> None:
                                       "--html", str(tmp_path / "v.html")])
     assert result.exit_code == 0, result.output
     assert "collectives" in result.output and "median error" in result.output
+    if "vLLM runs per GPU" in result.output:  # with the measured pack: the serving table
+        assert "(p90) [signed median]; TPOT per token generated" in result.output
     document = json.loads((tmp_path / "v" / "validation.json").read_text())
     assert {row["id"] for row in document["records"]} >= {"g01", "c01"}
     assert (tmp_path / "v" / "validation.csv").read_text().startswith("id,group")
