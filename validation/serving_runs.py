@@ -74,13 +74,19 @@ def measured_state(run: pd.DataFrame) -> str:
             else "STABLE")
 
 
+def _means(e2e_ms: float, ttft_ms: float, output_len: int) -> dict[str, float]:
+    """E2E and TTFT means and the per-token TPOT, per token the server generated."""
+    return {"e2e_mean": e2e_ms, "ttft_mean": ttft_ms,
+            "tpot_mean": (e2e_ms - ttft_ms) / (output_len - 1)}
+
+
 def measured_means(measured: Any, output_len: int) -> dict[str, float]:
     """One measured row's E2E and TTFT means, its per-token TPOT (per token the server
     generated: ``output_len``) and the output tokens its client counted, implied by the
     source's TPOT (module docstring)."""
     e2e, ttft = float(measured.e2e_mean_ms), float(measured.ttft_mean_ms)
-    return {"e2e_mean": e2e, "ttft_mean": ttft, "tpot_mean": (e2e - ttft) / (output_len - 1),
-            "client_tokens": 1.0 + (e2e - ttft) / float(measured.tpot_mean_ms)}
+    return _means(e2e, ttft, output_len) | {
+        "client_tokens": 1.0 + (e2e - ttft) / float(measured.tpot_mean_ms)}
 
 
 def catalog_model_name(hf_id: str) -> str | None:
@@ -211,9 +217,8 @@ def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | Non
                 part = requests[(requests["arrival_s"] >= low) & (requests["arrival_s"] < high)]
             else:
                 part = requests
-            e2e, ttft = float(part["e2e_s"].mean()) * 1e3, float(part["ttft_s"].mean()) * 1e3
-            predicted = {"e2e_mean": e2e, "ttft_mean": ttft,
-                         "tpot_mean": (e2e - ttft) / (output_len - 1)}
+            predicted = _means(float(part["e2e_s"].mean()) * 1e3,
+                               float(part["ttft_s"].mean()) * 1e3, output_len)
             for metric in METRICS:
                 rows.append({
                     "run_id": int(str(run_id)), "model": measured.model,
