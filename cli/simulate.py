@@ -57,7 +57,8 @@ SERVING_FIELDS: dict[str, str] = {
     "expert_placement": "moe.placement",
     "num_nodes": "cluster.num_nodes", "gpus_per_node": "cluster.gpus_per_node",
     "ttft_slo": "slo.ttft_s", "tpot_slo": "slo.tpot_s",
-    "speculative_config": "speculative",
+    "speculative_config": "speculative", "generation_config": "generation_config",
+    "override_generation_config": "sampling",
 }
 
 
@@ -261,6 +262,12 @@ def simulate_command(
         help="speculative decoding as JSON: {\"method\": ngram|eagle|eagle3|mtp|draft_model, "
              "\"num_speculative_tokens\": k, \"acceptance_rate\": alpha, \"model\": draft}")
     ] = None,
+    generation_config: Annotated[str | None, typer.Option(
+        help="sampling defaults: auto (the model's generation_config.json, vLLM's default) "
+             "or vllm (vLLM's own: no top-k/top-p)")] = None,
+    override_generation_config: Annotated[str | None, typer.Option(
+        help="server-wide sampling parameters as JSON: {\"temperature\": t, \"top_p\": p, "
+             "\"top_k\": k, \"min_p\": m}")] = None,
     dtype: Annotated[str | None, typer.Option(
         help="weights' and activations' format: auto, bfloat16, float16 (half) or "
              "float32")] = None,
@@ -386,7 +393,9 @@ def simulate_command(
                     "--enable-expert-parallel": enable_expert_parallel,
                     "--start": start, "--duration": duration, "--max-requests": max_requests,
                     "--time-scale": time_scale, "--rate": rate,
-                    "--speculative-config": speculative_config, "--vllm-args": vllm_args}
+                    "--speculative-config": speculative_config, "--vllm-args": vllm_args,
+                    "--generation-config": generation_config,
+                    "--override-generation-config": override_generation_config}
     training = is_training_file(workload)
     unused = [flag for flag, value in (serving_only if training else training_only).items()
               if value is not None]
@@ -416,6 +425,9 @@ def simulate_command(
         return
     if speculative_config is not None:
         flags["speculative_config"] = _json_object(speculative_config, "--speculative-config")
+    if override_generation_config is not None:
+        flags["override_generation_config"] = _json_object(override_generation_config,
+                                                           "--override-generation-config")
     overrides: dict[str, Any] = {field: flags[param] for param, field in SERVING_FIELDS.items()}
     overrides |= routing_overrides(routing)
     if vllm_args is not None:

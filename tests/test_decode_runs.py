@@ -52,6 +52,10 @@ CASES = {
                              "scheduler.max_model_len": 1400}, 2, 400, 40.0),
     # today's vLLM (the default engine): asynchronous scheduling's admission lag
     "vllm-v1-0.15": ({"engine": "vllm-v1-0.15", "replicas": 2}, 6, 300, 15.0),
+    # ... with device time per sequence of a step (a filtering sampler)
+    "device-per-seq": ({"engine": "vllm-v1-0.15", "cpu_overhead.device_step_s": 5e-4,
+                        "cpu_overhead.device_per_seq_s": 3e-5,
+                        "cpu_overhead.async_scheduling": True}, 14, 300, 12.0),
     # three replicas, routed blind to load: runs take the steps arrivals come during
     "round-robin": ({"replicas": 3, "router": "round_robin"}, 4, 400, 25.0),
     # prefix caching with shared system prompts: runs once requests are past them

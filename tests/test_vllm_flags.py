@@ -49,6 +49,8 @@ SPELLINGS: list[tuple[list[str], dict[str, Any]]] = [
     (["--kv-offloading-size", "16"], {"offload": {"kv_offloading_size": 16.0}}),
     (["--cpu-offload-gb", "4"], {"offload": {"cpu_offload_gb": 4.0}}),
     (["--async-scheduling", "--seed", "3"], {"async_scheduling": True, "seed": 3}),
+    (["--generation-config", "vllm", "--override-generation-config", '{"top_p": 0.9}'],
+     {"generation_config": "vllm", "sampling": {"top_p": 0.9}}),
 ]
 
 

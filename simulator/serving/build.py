@@ -45,13 +45,13 @@ from simulator.serving.config import (
     DeploymentConfig,
     SchedulerSettings,
     apply_formats,
-    resolve_cpu_overhead,
     resolve_scheduler,
     with_engine_defaults,
 )
+from simulator.serving.engine_costs import engine_overhead
 from simulator.serving.experts import check_experts, expert_layers, routing_and_placement
 from simulator.serving.kv_cache import KVCacheManager, PrefixCachingKVCacheManager
-from simulator.serving.presets import ENGINE_PRESETS, CpuOverhead, engine_scheduler_defaults
+from simulator.serving.presets import CpuOverhead, engine_scheduler_defaults
 from simulator.serving.request import Request
 from simulator.serving.rows import RequestRows
 from simulator.serving.scheduler import SchedulerConfig
@@ -70,7 +70,6 @@ __all__ = [
     "admission_record",
     "check_workload",
     "cost_model_record",
-    "engine_record",
     "make_kv_cache",
     "make_requests",
     "offload_record",
@@ -330,7 +329,7 @@ def _wire(deployment: DeploymentConfig, parts: tuple[ModelSpec, GPUSpec, Schedul
         stream = _weight_stream(deployment, gpu)
         cost_models.append(StreamedWeights(priced, stream) if stream is not None else priced)
     return ResolvedDeployment(deployment, model, gpu, scheduler, memory, tuple(cost_models),
-                              resolve_cpu_overhead(deployment), tuple(placements))
+                              engine_overhead(deployment, model, gpu), tuple(placements))
 
 
 def resolve(deployment: DeploymentConfig) -> ResolvedDeployment:
@@ -506,24 +505,6 @@ def cost_model_record(cost_models: Sequence[CostModel]) -> dict[str, Any]:
             "profile_gpu": meta.gpu, "profile_date": meta.date,
             "measured_share": measured / total if total else 0.0,
             "steps_with_fallback": sum(model.num_fallbacks for model in profiled)}
-
-
-def engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
-                  ) -> dict[str, Any]:
-    """What the summary says about the modelled engine and its CPU overhead."""
-    record: dict[str, Any] = {"preset": deployment.engine}
-    if deployment.engine is not None:
-        preset = ENGINE_PRESETS[deployment.engine]
-        record.update(version=preset.version, knobs_source=preset.knobs_source,
-                      overhead_source=preset.overhead_source,
-                      client_path_s=preset.client_path_s,
-                      client_path_source=preset.client_path_source,
-                      moe_gemm_factor=preset.moe_gemm_factor,
-                      moe_gemm_source=preset.moe_gemm_source)
-    if deployment.cpu_overhead is not None:
-        record["overhead_source"] = "given in the deployment"
-    record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None
-    return record
 
 
 def offload_record(resolved: ResolvedDeployment) -> dict[str, Any]:

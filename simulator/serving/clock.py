@@ -27,7 +27,8 @@ def step_spans(now_s: float, stage_s: Sequence[float], overhead: CpuOverhead | N
         # CpuOverhead.step_s, inlined (the same sum in the same order)
         host_s = (overhead.step_base_s + overhead.per_seq_s * num_seqs
                   + overhead.per_token_s * num_tokens)
-        first_s += overhead.device_step_s  # the first stage's device work (+ 0.0: no change)
+        # the first stage's device work (+ 0.0: no change)
+        first_s += overhead.device_step_s + overhead.device_per_seq_s * num_seqs
         if overhead.async_scheduling:
             if host_s > first_s:
                 first_s = host_s

@@ -57,10 +57,10 @@ from profiles.moe import RoutingConfig
 from simulator.serving.policies import POLICY_PRESETS, RENAMED_POLICIES
 from simulator.serving.presets import (
     DEFAULT_ENGINE,
-    ENGINE_PRESETS,
     CpuOverhead,
     engine_max_num_seqs,
 )
+from simulator.serving.sampling import SamplingOverride
 from simulator.serving.scheduler import SchedulerConfig
 from workloads.overrides import apply_overrides, read_mapping
 
@@ -81,7 +81,6 @@ __all__ = [
     "build_deployment",
     "load_deployment",
     "read_mapping",
-    "resolve_cpu_overhead",
     "resolve_scheduler",
     "with_engine_defaults",
 ]
@@ -385,6 +384,12 @@ class DeploymentConfig(_Frozen):
         default=DEFAULT_ENGINE, description="engine preset: its defaults for unset scheduler "
         "knobs and its CPU costs; vllm-v1-0.15 (today's vLLM) unless set; none: the bare "
         "scheduler policy, no preset and no CPU overhead")
+    generation_config: Literal["auto", "vllm"] = Field(
+        default="auto", description="sampling defaults, as vLLM's --generation-config: "
+        "auto, the model's generation_config.json; vllm, vLLM's own (no top-k/top-p)")
+    sampling: SamplingOverride | None = Field(
+        default=None, description="server-wide sampling parameters, as vLLM's "
+        "--override-generation-config (top-k/top-p/min-p make the sampler sort the logits)")
     cpu_overhead: CpuOverhead | None = Field(
         default=None, description="CPU overhead per step; overrides the engine preset's")
     async_scheduling: bool | None = Field(
@@ -510,22 +515,6 @@ def with_engine_defaults(settings: SchedulerSettings, defaults: dict[str, Any]
     unset = {key: value for key, value in defaults.items()
              if key not in settings.model_fields_set}
     return settings.model_copy(update=unset)
-
-
-def resolve_cpu_overhead(deployment: DeploymentConfig) -> CpuOverhead | None:
-    """The explicit CPU overhead, else the engine preset's, else none; ``async_scheduling``
-    switches its overlap with the GPU step."""
-    overhead = deployment.cpu_overhead
-    if overhead is None and deployment.engine is not None:
-        overhead = ENGINE_PRESETS[deployment.engine].overhead
-    if overhead is None:
-        if deployment.async_scheduling:
-            raise ClusterSimError("async_scheduling needs a CPU overhead to overlap: pass "
-                                  "--engine or a cpu_overhead block in the deployment")
-        return None
-    if deployment.async_scheduling is not None:
-        overhead = overhead.model_copy(update={"async_scheduling": deployment.async_scheduling})
-    return overhead
 
 
 def resolve_scheduler(settings: SchedulerSettings, model: ModelSpec, engine: str | None = None,

@@ -287,6 +287,7 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
     why = "drained"
     # the run's engine costs, fixed over it (step_spans' terms for one stage)
     device_s = overhead.device_step_s if overhead is not None else 0.0
+    device_seq_s = overhead.device_per_seq_s if overhead is not None else 0.0
     overlapped = overhead is not None and overhead.async_scheduling
     # NOTE: the group changes only in steps that are taken (a late member's entry is a
     # function of the step alone), so stopping anywhere leaves it consistent.
@@ -331,8 +332,8 @@ def _advance(group: DecodeGroup, replica_id: int, cost_model: CostModel,
             # step_spans for one stage, inlined
             if overhead is not None:
                 host_s = overhead.step_s(active, active)
-                if device_s:
-                    seconds += device_s
+                if device_s or device_seq_s:
+                    seconds += device_s + device_seq_s * active
                 if overlapped:  # the host's work hides under the step's
                     seconds = max(seconds, host_s)
                 else:

@@ -51,13 +51,13 @@ from simulator.serving.build import (
     admission_record,
     check_workload,
     cost_model_record,
-    engine_record,
     make_kv_cache,
     make_requests,
     resolve_pools,
     set_token_content,
 )
 from simulator.serving.config import DeploymentConfig
+from simulator.serving.engine_costs import engine_record
 from simulator.serving.metrics import (
     Progress,
     StepRecorder,

@@ -31,7 +31,6 @@ from simulator.serving.build import (
     admission_record,
     check_workload,
     cost_model_record,
-    engine_record,
     make_kv_cache,
     make_requests,
     offload_record,
@@ -40,6 +39,7 @@ from simulator.serving.build import (
 )
 from simulator.serving.config import DeploymentConfig
 from simulator.serving.disagg import simulate_disaggregated
+from simulator.serving.engine_costs import engine_record
 from simulator.serving.experts import moe_record
 from simulator.serving.metrics import (
     Progress,

@@ -10,18 +10,22 @@ CPU overhead per step (scheduling, input preparation, sampling, output processin
 
     overhead_s = step_base_s + per_seq_s · num_seqs + per_token_s · num_tokens
     GPU time   = the model's kernels (the cost model) + device_step_s
+                 + device_per_seq_s · num_seqs
     serial engines:           step time = overhead + GPU time
     asynchronous scheduling:  step time = max(overhead, GPU time)   (CPU work of step k+1
                                                                      hides under step k)
 
 ``device_step_s`` is the device's time per step outside the model's kernels (input
 preparation, attention metadata, sampling: small launch-bound kernels the operator tables
-do not hold); with pipeline stages it falls on the first stage. The host figures are
-documented estimates (see each preset's ``overhead_source``). ``moe_gemm_factor`` is the
-engine's fused MoE kernel's time over the grouped-GEMM model's expert time
-(``profiles.moe.ExpertLayers``, which runs the experts' tiles at the dense GEMM fit's
-speed). The vLLM 0.15 preset's ``device_step_s``, its client path per request and its MoE
-factor are fitted to real runs (``python -m validation.calibrate MEASURED --serving
+do not hold); with pipeline stages it falls on the first stage. ``device_per_seq_s`` is
+device time per sequence of the step: the sampler's top-k/top-p pass over the vocabulary
+where the sampling parameters filter (``simulator.serving.engine_costs`` adds it from the
+preset's ``sampling_bytes_per_entry``). The host figures are documented estimates (see
+each preset's ``overhead_source``). ``moe_gemm_factor`` is the engine's fused MoE kernel's
+time over the grouped-GEMM model's expert time (``profiles.moe.ExpertLayers``, which runs
+the experts' tiles at the dense GEMM fit's speed). The vLLM 0.15 preset's
+``device_step_s``, its sampler's traffic per logit, its client path per request and its
+MoE factor are fitted to real runs (``python -m validation.calibrate MEASURED --serving
 --write``, stored with their data in ``data/engine_fits.json``); they are data, kept here
 in one place.
 """
@@ -64,6 +68,9 @@ class CpuOverhead(BaseModel):
                                  "step outside the model's kernels (input preparation, "
                                  "attention metadata, sampling), serial with them: never "
                                  "hidden by asynchronous scheduling")
+    device_per_seq_s: float = Field(default=0.0, ge=0, le=1, description="GPU seconds per "
+                                    "sequence in the step outside the model's kernels "
+                                    "(sampling over the vocabulary), serial with them")
 
     def step_s(self, num_seqs: int, num_tokens: int) -> float:
         return self.step_base_s + self.per_seq_s * num_seqs + self.per_token_s * num_tokens
@@ -85,6 +92,10 @@ class EnginePreset:
     # (which prices them as the dense GEMM fit would), 1.0 where not fitted
     moe_gemm_factor: float = 1.0
     moe_gemm_source: str = "not fitted: the dense GEMM fit's speed"
+    # the sampler's top-k/top-p pass: memory traffic per logit at the datasheet bandwidth
+    # (simulator.serving.engine_costs); 0: not priced (its time is in device_step_s)
+    sampling_bytes_per_entry: float = 0.0
+    sampling_source: str = "not fitted: the sampler's time is in the device time per step"
 
 
 _VLLM_V1_OVERHEAD = (
@@ -155,6 +166,9 @@ def _with_fits(presets: dict[str, EnginePreset]) -> dict[str, EnginePreset]:
 
 def _fitted(preset: EnginePreset, fit: dict[str, Any]) -> EnginePreset:
     device_s = float(fit.get("device_step_s", preset.overhead.device_step_s))
+    if "sampling_bytes_per_entry" in fit:
+        preset = replace(preset, sampling_bytes_per_entry=float(fit["sampling_bytes_per_entry"]),
+                         sampling_source=fit["sampling_source"])
     if "moe_gemm_factor" in fit:
         preset = replace(preset, moe_gemm_factor=float(fit["moe_gemm_factor"]),
                          moe_gemm_source=fit["moe_gemm_source"])

@@ -51,6 +51,8 @@ VLLM_FLAGS: dict[str, tuple[str, str]] = {
     "--cpu-offload-gb": ("offload.cpu_offload_gb", "float"),
     "--kv-offloading-size": ("offload.kv_offloading_size", "float"),
     "--speculative-config": ("speculative", "json"),
+    "--generation-config": ("generation_config", "str"),
+    "--override-generation-config": ("sampling", "json"),
     "--async-scheduling": ("async_scheduling", "bool"),
     "--seed": ("seed", "int"),
 }
