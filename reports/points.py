@@ -97,18 +97,35 @@ def plan_title(row: Any) -> str:
 
 
 def with_titles(svg: str, titles: dict[str, list[str]]) -> str:
-    """``svg`` with a ``<title>`` in each marker of the collections named in ``titles``."""
+    """``svg`` with a ``<title>`` in each marker of the collections named in ``titles``.
+
+    A collection's markers are ``<use>`` elements of one marker ``<defs>``, or, for a
+    collection of one point, a single ``<path>`` that matplotlib draws in place."""
     for gid, names in titles.items():
         start = svg.find(f'<g id="{gid}">')
         if start < 0:
             continue
-        end = svg.find("</g>", svg.find("<use", start))  # the markers' clip group closes
-        parts = re.split(r"(<use [^>]*?)/>", svg[start:end])
-        # parts: text, use, text, use, ..., text; the i-th use gets the i-th name
+        end = _group_end(svg, start)
+        group = svg[start:end]
+        marker = r"(<use [^>]*?)/>" if "<use " in group else r"(<path [^>]*?)/>"
+        parts = re.split(marker, group)
+        # parts: text, marker, text, marker, ..., text; the i-th marker gets the i-th name
         out = [parts[0]]
-        for i, (use, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
-            out.append(f"{use}><title>{html.escape(names[i])}</title></use>"
-                       if i < len(names) else f"{use}/>")
+        for i, (element, text) in enumerate(zip(parts[1::2], parts[2::2], strict=True)):
+            tag = "use" if element.startswith("<use") else "path"
+            out.append(f"{element}><title>{html.escape(names[i])}</title></{tag}>"
+                       if i < len(names) else f"{element}/>")
             out.append(text)
         svg = svg[:start] + "".join(out) + svg[end:]
     return svg
+
+
+def _group_end(svg: str, start: int) -> int:
+    """Where the ``<g>`` element opening at ``start`` closes (its ``</g>``'s start)."""
+    depth, at = 0, start
+    for match in re.finditer(r"<g[ >]|</g>", svg[start:]):
+        at = start + match.start()
+        depth += -1 if match.group(0) == "</g>" else 1
+        if depth == 0:
+            return at
+    return len(svg)

@@ -215,3 +215,26 @@ def test_report_layout_at_1400_and_2200_pixels(serving_plan_dir: Path, tmp_path:
         assert match, dom[:500]
         found[width] = (int(match.group(1)), match.group(2))
     assert found == {1400: (2, "false"), 2200: (1, "false")}, found
+
+
+def test_every_marker_gets_its_title_even_a_collection_of_one() -> None:
+    """matplotlib draws a collection of one point as a lone path, not a marker ``use``:
+    it gets its title, and the next collection's markers keep theirs."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import io
+    from xml.etree import ElementTree
+
+    import matplotlib.pyplot as plt
+
+    from reports.points import with_titles
+
+    figure, axis = plt.subplots()
+    axis.scatter([1.0], [1.0], marker="s", alpha=0.5).set_gid("pts-0")
+    axis.scatter([2.0, 3.0], [2.0, 3.0], marker="o", edgecolors="black").set_gid("pts-1")
+    buffer = io.StringIO()
+    figure.savefig(buffer, format="svg")
+    plt.close(figure)
+    svg = with_titles(buffer.getvalue(), {"pts-0": ["#0 alone"], "pts-1": ["#1", "#2"]})
+    assert re.findall(r"<title>(#[^<]*)</title>", svg) == ["#0 alone", "#1", "#2"]
+    ElementTree.fromstring(svg.encode())  # still well-formed
