@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from profiles.errors import ClusterSimError
@@ -22,7 +20,7 @@ from simulator.serving.engine_costs import engine_overhead
 from simulator.serving.presets import ENGINE_PRESETS
 from simulator.serving.sampling import SamplingOverride, model_sampling_defaults, resolve_sampling
 from simulator.serving.vllm_args import parse_vllm_args, vllm_command
-from validation.calibrate_serving import _lad_line, _path_step, _sampling_load, preset_values
+from validation.calibrate_serving import preset_values
 from workloads.schema import RequestTrace
 
 
@@ -64,16 +62,17 @@ def _deployment(**fields: object) -> dict:
 
 
 def test_a_filtering_sampler_costs_vocab_times_its_traffic_per_sequence() -> None:
-    """Qwen3-14B on an H100 at 300 bytes per logit: 151,936 x 300 / 3.35 TB/s = 13.6 us per
-    sequence of a step, added to what the deployment's overhead gives; no cost under
-    vLLM's defaults or without an engine preset."""
+    """Qwen3-14B on an H100 at vLLM's 240 bytes per logit: 151,936 x 240 / (3.35 TB/s x
+    0.85) = 12.8 us per sequence of a step, added to what the deployment's overhead gives;
+    no cost under vLLM's defaults or without an engine preset."""
     gpu, model = load_gpu("h100"), load_model("qwen3-14b")
-    expected = model.vocab_size * 300.0 / (gpu.hbm_bandwidth_gbps * GB)
-    with preset_values(1e-3, 0.0, sampling_bytes=300.0):
+    assert ENGINE_PRESETS["vllm-v1-0.15"].sampling_bytes_per_entry == 240.0
+    expected = model.vocab_size * 240.0 / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
+    assert expected == pytest.approx(12.8e-6, rel=0.01)
+    with preset_values(1e-3, 0.0):
         overhead = engine_overhead(build_deployment(_deployment()), model, gpu)
         assert overhead is not None
         assert overhead.device_per_seq_s == pytest.approx(expected)
-        assert expected == pytest.approx(13.6e-6, rel=0.01)
         given = build_deployment(_deployment(cpu_overhead={"device_per_seq_s": 1e-5}))
         overhead = engine_overhead(given, model, gpu)
         assert overhead is not None
@@ -95,10 +94,11 @@ def test_a_lone_request_s_steps_take_the_sampler_s_time_too() -> None:
         assert result.ok and result.summary is not None
         return result.summary["tpot_s"]["mean"], result.summary["run"]["engine"]["sampling"]
 
-    with preset_values(1e-3, 0.0, sampling_bytes=300.0):
+    with preset_values(1e-3, 0.0):
         sorted_, record = tpot()
         plain, plain_record = tpot(generation_config="vllm")
-    per_seq = 151_936 * 300.0 / (load_gpu("h100").hbm_bandwidth_gbps * GB)
+    gpu = load_gpu("h100")
+    per_seq = 151_936 * 240.0 / (gpu.hbm_bandwidth_gbps * GB * gpu.efficiency.memory)
     assert sorted_ - plain == pytest.approx(per_seq, rel=1e-6)
     assert record["filters"] and not plain_record["filters"]
 
@@ -112,30 +112,5 @@ def test_the_sampling_flags_round_trip_through_vllm_serve() -> None:
     assert again.overrides == args.overrides
     with pytest.raises(ClusterSimError, match="sampling.top_q"):
         resolve(build_deployment(_deployment(sampling={"top_q": 0.9})))
-
-
-def test_the_lad_line_passes_through_the_points_it_fits() -> None:
-    """Four points on y = 1 + 2x and one outlier: the least-absolute-deviation line is the
-    four points' (a median line is not pulled by the outlier); a slope floor holds."""
-    x = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
-    y = np.array([1.0, 3.0, 5.0, 7.0, 100.0])
-    assert _lad_line(x, y, -10.0) == pytest.approx((1.0, 2.0))
-    _, b = _lad_line(x, y, 5.0)
-    assert b >= 5.0
-
-
-def test_the_path_step_reads_each_run_s_sampler_load() -> None:
-    """Runs of a filtering model (Llama 3.1 8B: top-p 0.9) at two batch sizes and one of a
-    model that does not filter (Mistral-Nemo), their TPOT residuals 1 ms plus 200 bytes
-    per logit of sampler traffic: the step adds 1 ms of device time and 200 bytes."""
-    models = ["mistralai/Mistral-Nemo-Instruct-2407", "meta-llama/Llama-3.1-8B-Instruct",
-              "meta-llama/Llama-3.1-8B-Instruct"]
-    rows = pd.DataFrame({"run_id": [1, 2, 3], "model": models, "gpu": "H100", "tp": 1,
-                         "workload": "w", "stage": -1, "metric": "tpot_mean",
-                         "mean_batch": [10.0, 10.0, 20.0], "predicted_ms": 10.0})
-    load = _sampling_load(rows)
-    per_entry = 128_256 / (load_gpu("h100").hbm_bandwidth_gbps * GB)
-    assert load.tolist() == pytest.approx([0.0, 10 * per_entry, 20 * per_entry])
-    rows["measured_ms"] = 10.0 + (1e-3 + 200.0 * load) * 1e3
-    assert _path_step(rows, 0.0) == pytest.approx((1e-3, 200.0))
-    assert ENGINE_PRESETS["vllm-v1"].sampling_bytes_per_entry == 0.0  # not fitted: none
+    assert ENGINE_PRESETS["vllm-v1"].sampling_bytes_per_entry == 240.0
+    assert "Qrita" in ENGINE_PRESETS["vllm-v0"].sampling_source

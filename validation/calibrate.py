@@ -513,12 +513,9 @@ def main(argv: list[str] | None = None) -> int:
         fit = fit_engine_path(args.measured_dir)
         print(fit.per_model().pivot_table(index=["model", "metric"], columns="fit",
                                           values="error_pct").round(2).to_string())
-        for (device_s, residual_s), (beta, slope) in zip(fit.rounds, fit.sampling_rounds,
-                                                         strict=True):
-            print(f"device time {device_s * 1e3:.3f} ms, sampler {beta:.1f} B/logit: the "
-                  f"fitting runs' TPOT residual line has intercept {residual_s * 1e3:+.3f} ms, "
-                  f"slope {slope:+.1f} B/logit")
-        print(f"sampler traffic {fit.sampling_bytes:.1f} bytes per logit")
+        for device_s, residual_s in fit.rounds:
+            print(f"device time {device_s * 1e3:.3f} ms: median TPOT residual of the fitting "
+                  f"runs {residual_s * 1e3:+.3f} ms")
         print(f"device time per step {fit.device_step_s * 1e3:.3f} ms (runs {fit.fit_runs}); "
               f"client path {fit.client_path_s * 1e3:.2f} ms")
         for factor, residual in fit.moe_rounds:

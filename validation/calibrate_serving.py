@@ -2,33 +2,29 @@
 
     python -m validation.calibrate MEASURED --serving [--write]
 
-Four named numbers, global to the engine version (never one per run, model or GPU), fitted
+Three named numbers, global to the engine version (never one per run, model or GPU), fitted
 in this order over the serving group's replays (``validation.serving_runs``):
 
-- ``device_step_s`` and ``sampling_bytes_per_entry``, together: the GPU's time per step
-  outside the model's kernels (input preparation, attention metadata, plain sampling:
-  small launch-bound kernels that the operator tables do not hold), and the memory traffic
-  per logit of the sampler's top-k/top-p pass, which every sequence of a step pays where
-  the model's ``generation_config.json`` sets top-k or top-p
-  (``simulator.serving.engine_costs``). They are fitted on the runs whose every kernel is
-  priced from a table measured on their GPU, so that no kernel's own error folds into
-  them: dense models on a GPU with fitted kernel tables (H100, A100). MoE runs (their
-  grouped expert GEMMs have no measured table) and GPUs without tables (L40S) are
-  predicted, not fitted. A request decodes one token a step, so a TPOT residual
-  (measured - predicted) is a per-step residual; the values make the least-absolute-
-  deviation line of those runs' residuals against their sampler load (mean batch x
-  vocabulary / HBM bandwidth, 0 for a model whose defaults do not filter) zero in
-  intercept and slope. A longer step also batches more, so the values are a fixed point,
-  found in rounds that each replay the runs.
+- ``device_step_s``: the GPU's time per step outside the model's kernels (input
+  preparation, attention metadata and sampling: small launch-bound kernels that the
+  operator tables do not hold). It is fitted on the runs whose every kernel is priced from
+  a table measured on their GPU, so that no kernel's own error folds into it: dense models
+  on a GPU with fitted kernel tables (H100, A100). MoE runs (their grouped expert GEMMs
+  have no measured table) and GPUs without tables (L40S) are predicted, not fitted. The
+  value makes the median TPOT residual of those runs (measured - predicted, ms per output
+  token) zero. A request decodes one token a step, so a TPOT residual is a per-step
+  residual; a longer step also batches more, so the value is a fixed point, found in
+  rounds that each replay the runs.
 - ``client_path_s``: the request's way in (HTTP, tokenization, IPC) and the first chunk's
   way out, which the engine's step loop does not see: the median TTFT residual of the same
-  runs at the fitted device time and sampler (a prefill's kernels are in TTFT too). It
-  absorbs whatever else the replay misses before the first token.
+  runs at the fitted device time (a prefill's kernels are in TTFT too). It absorbs
+  whatever else the replay misses before the first token.
+
 - ``moe_gemm_factor``: vLLM's fused MoE kernel's time over the grouped-GEMM model's,
   which prices the experts' tiles at the dense GEMM fit's speed (no fused-MoE kernel table
   has been measured). Fitted on the MoE runs on GPUs with kernel tables (H100: Mixtral and
-  Llama-4-Scout) after the three above, which it does not touch (they are fitted on
-  dense runs): the factor that makes their median relative TPOT residual zero, found by the
+  Llama-4-Scout) after the two above, which it does not touch (they are fitted on dense
+  runs): the factor that makes their median relative TPOT residual zero, found by the
   secant method over replays of those runs.
 
 Leave-one-model-out: each model's runs are predicted with the parameters fitted without
@@ -49,10 +45,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from profiles.hardware import GB, load_gpu
+from profiles.hardware import load_gpu
 from profiles.models import load_model
 from simulator.serving.presets import ENGINE_PRESETS
-from simulator.serving.sampling import resolve_sampling
 from validation.error_bars import GPU_NAMES
 from validation.serving_runs import catalog_model_name, replay_runs
 
@@ -65,24 +60,19 @@ TOLERANCE_S = 10e-6  # the fixed point is reached when the median residual is be
 DEVICE_DIGITS, CLIENT_DIGITS = 7, 6  # decimals of seconds the fits file keeps
 MOE_DIGITS = 3  # decimals of the MoE factor the fits file keeps
 MOE_TOLERANCE = 0.003  # the MoE factor is fitted when the median residual is below 0.3%
-SAMPLING_DIGITS = 1  # decimals of the sampler's bytes per logit the fits file keeps
-SAMPLING_TOLERANCE = 2.0  # bytes per logit: the slope left at the fixed point
 _METRIC_NAMES = ("tpot_mean", "ttft_mean", "e2e_mean")
 
 
 @contextmanager
 def preset_values(device_step_s: float, client_path_s: float,
-                  moe_gemm_factor: float | None = None,
-                  sampling_bytes: float | None = None) -> Iterator[None]:
-    """The serving preset with these values (the MoE factor and the sampler's traffic as
-    they are unless given), for the duration of the block."""
+                  moe_gemm_factor: float | None = None) -> Iterator[None]:
+    """The serving preset with these values (the MoE factor as it is unless given), for
+    the duration of the block."""
     preset = ENGINE_PRESETS[SERVING_PRESET]
     ENGINE_PRESETS[SERVING_PRESET] = replace(
         preset, client_path_s=client_path_s,
         moe_gemm_factor=(preset.moe_gemm_factor if moe_gemm_factor is None
                          else moe_gemm_factor),
-        sampling_bytes_per_entry=(preset.sampling_bytes_per_entry if sampling_bytes is None
-                                  else sampling_bytes),
         overhead=preset.overhead.model_copy(update={"device_step_s": device_step_s}))
     try:
         yield
@@ -157,55 +147,6 @@ def _residual_s(rows: pd.DataFrame, metric: str, exclude: str | None = None) -> 
     return float(np.median(part["measured_ms"] - part["predicted_ms"])) / 1e3
 
 
-def _sampling_load(whole: pd.DataFrame) -> np.ndarray:
-    """Per run: the seconds per step its sampler's filtering pass takes per byte of
-    traffic per logit (mean batch x vocabulary / HBM bandwidth; 0 where the model's
-    sampling defaults do not filter)."""
-    load = []
-    for model, gpu, batch in zip(whole["model"], whole["gpu"], whole["mean_batch"],
-                                 strict=True):
-        name = catalog_model_name(model)
-        if name is None or not resolve_sampling(name, "auto", None).filters:
-            load.append(0.0)
-            continue
-        bandwidth = load_gpu(GPU_NAMES[gpu]).hbm_bandwidth_gbps * GB
-        load.append(float(batch) * load_model(name).vocab_size / bandwidth)
-    return np.array(load)
-
-
-def _lad_line(x: np.ndarray, y: np.ndarray, min_slope: float) -> tuple[float, float]:
-    """The least-absolute-deviation line y = a + b x (b >= ``min_slope``): the best of
-    the lines through two of the points, which is where the optimum lies."""
-    def cost(a: float, b: float) -> float:
-        return float(np.abs(y - a - b * x).sum())
-
-    best = (float(np.median(y - min_slope * x)), min_slope)
-    for i in range(len(x)):
-        for j in range(i + 1, len(x)):
-            if x[i] == x[j]:
-                continue
-            b = (y[j] - y[i]) / (x[j] - x[i])
-            if b >= min_slope and cost(y[i] - b * x[i], b) < cost(*best):
-                best = (float(y[i] - b * x[i]), float(b))
-    return best
-
-
-def _path_step(rows: pd.DataFrame, sampling_bytes: float, exclude: str | None = None
-               ) -> tuple[float, float]:
-    """(device time, sampler traffic) to add so that the least-absolute-deviation line of
-    the fitting runs' TPOT residuals against their sampling load is zero; without the runs
-    of model ``exclude`` if given."""
-    whole = _whole(rows, "tpot_mean")
-    keep = _fitting(whole["model"], whole["gpu"])
-    if exclude is not None:
-        keep &= (whole["model"] != exclude).to_numpy()
-    part = whole[keep]
-    if part.empty:
-        raise ValueError("no fitting run left (dense models on GPUs with kernel tables)")
-    residual = (part["measured_ms"] - part["predicted_ms"]).to_numpy() / 1e3
-    return _lad_line(_sampling_load(part), residual, -sampling_bytes)
-
-
 def _client_view(rows: pd.DataFrame, client_path_s: float) -> pd.DataFrame:
     """Rows replayed with no client path, as the client sees them with ``client_path_s``
     (every token reaches it that much later: TTFT and E2E move, TPOT does not)."""
@@ -225,12 +166,8 @@ class EngineFit:
                  in_sample: pd.DataFrame, held_out: pd.DataFrame,
                  moe_gemm_factor: float = 1.0,
                  moe_rounds: list[tuple[float, float]] | None = None,
-                 moe_runs: list[int] | None = None, sampling_bytes: float = 0.0,
-                 sampling_rounds: list[tuple[float, float]] | None = None) -> None:
+                 moe_runs: list[int] | None = None) -> None:
         self.device_step_s = device_step_s
-        self.sampling_bytes = sampling_bytes
-        # (traffic replayed, the slope the runs' residuals still had there), bytes per logit
-        self.sampling_rounds = sampling_rounds or []
         self.client_path_s = client_path_s
         self.moe_gemm_factor = moe_gemm_factor
         self.moe_rounds = moe_rounds or []  # (factor replayed, median relative residual)
@@ -271,22 +208,17 @@ class EngineFit:
 def fit_engine_path(measured_dir: str | Path) -> EngineFit:
     """Both parameters, their rounds and the in-sample and held-out errors (docstring)."""
     device_s = ENGINE_PRESETS[SERVING_PRESET].overhead.device_step_s
-    beta = ENGINE_PRESETS[SERVING_PRESET].sampling_bytes_per_entry
     rounds: list[tuple[float, float]] = []
-    sampling_rounds: list[tuple[float, float]] = []
     for round_ in range(ROUNDS):
-        with preset_values(device_s, 0.0, sampling_bytes=beta):
+        with preset_values(device_s, 0.0):
             rows = replay_runs(measured_dir)
-        residual, slope = _path_step(rows, beta)
+        residual = _residual_s(rows, "tpot_mean")
         rounds.append((device_s, residual))
-        sampling_rounds.append((beta, slope))
-        if (abs(residual) < TOLERANCE_S and abs(slope) < SAMPLING_TOLERANCE) \
-                or round_ == ROUNDS - 1:
+        if abs(residual) < TOLERANCE_S or round_ == ROUNDS - 1:
             break
         # NOTE: rounded as the fits file stores it, so the rows replayed are the stored
         # value's (a run near a routing or batching tipping point moves with the last digit)
         device_s = round(max(0.0, device_s + residual), DEVICE_DIGITS)
-        beta = round(max(0.0, beta + slope), SAMPLING_DIGITS)
     client_s = round(_residual_s(rows, "ttft_mean"), CLIENT_DIGITS)
     tpot = _whole(rows, "tpot_mean")
     fit_runs = sorted(int(r) for r in tpot[_fitting(tpot["model"], tpot["gpu"])]["run_id"])
@@ -298,7 +230,7 @@ def fit_engine_path(measured_dir: str | Path) -> EngineFit:
     replays = {factor: rows}
     while moe_models and abs(moe_rounds[-1][1]) >= MOE_TOLERANCE and len(moe_rounds) < ROUNDS:
         factor = round(max(0.5, _secant(moe_rounds)), MOE_DIGITS)
-        with preset_values(device_s, 0.0, factor, beta):
+        with preset_values(device_s, 0.0, factor):
             replays[factor] = replay_runs(measured_dir, models=moe_models)
         moe_rounds.append((factor, _moe_residual(replays[factor])))
     if moe_models:
@@ -307,18 +239,16 @@ def fit_engine_path(measured_dir: str | Path) -> EngineFit:
     held: list[pd.DataFrame] = []
     for model in sorted(set(rows["model"])):
         # NOTE: a model none of whose runs fit the device time leaves it as fitted.
-        residual, slope = (_path_step(rows, beta, exclude=model) if _fits_any(rows, model)
-                           else (0.0, 0.0))
-        device_without = round(max(0.0, device_s + residual), DEVICE_DIGITS)
-        beta_without = round(max(0.0, beta + slope), SAMPLING_DIGITS)
+        device_without = (round(max(0.0, device_s + _residual_s(
+            rows, "tpot_mean", exclude=model)), DEVICE_DIGITS)
+            if _fits_any(rows, model) else device_s)
         factor_without = (_factor_without(replays, moe_rounds, model)
                           if model in moe_models else factor)
-        with preset_values(device_without, 0.0, factor_without, beta_without):
+        with preset_values(device_without, 0.0, factor_without):
             replayed = replay_runs(measured_dir, models=[model])
         held.append(_client_view(replayed, _residual_s(rows, "ttft_mean", exclude=model)))
     return EngineFit(device_s, client_s, rounds, fit_runs, _client_view(rows, client_s),
-                     pd.concat(held, ignore_index=True), factor, moe_rounds, moe_runs,
-                     beta, sampling_rounds)
+                     pd.concat(held, ignore_index=True), factor, moe_rounds, moe_runs)
 
 
 def _factor_without(replays: dict[float, pd.DataFrame], rounds: list[tuple[float, float]],
@@ -347,12 +277,11 @@ def fits_document(fit: EngineFit) -> dict[str, Any]:
             "presets": {SERVING_PRESET: {
                 "device_step_s": round(fit.device_step_s, DEVICE_DIGITS),
                 "device_step_source": (
-                    "fitted: the intercept of the least-absolute-deviation line of the TPOT "
-                    "residuals against the sampler load over the vLLM 0.15 runs of the "
-                    "measured pack (vllm_runs.csv) whose every kernel has a measured table on "
-                    f"its GPU (dense models on H100 and A100: runs {fit.fit_runs}), a fixed "
-                    f"point reached in {len(fit.rounds)} replay"
-                    f"{'s' if len(fit.rounds) > 1 else ''} from {fit.rounds[0][0] * 1e3:.4g} ms"),
+                    "fitted: the median TPOT residual of the vLLM 0.15 runs of the measured "
+                    "pack (vllm_runs.csv) whose every kernel has a measured table on its GPU "
+                    f"(dense models on H100 and A100: runs {fit.fit_runs}), a fixed point "
+                    f"reached in {len(fit.rounds)} replay{'s' if len(fit.rounds) > 1 else ''} "
+                    f"from {fit.rounds[0][0] * 1e3:.4g} ms"),
                 "device_step_rounds": [[round(d, DEVICE_DIGITS), round(r, DEVICE_DIGITS)]
                                        for d, r in fit.rounds],
                 "client_path_s": round(fit.client_path_s, CLIENT_DIGITS),
@@ -361,16 +290,6 @@ def fits_document(fit: EngineFit) -> dict[str, Any]:
                            "inference-perf clients) replayed by the serving group at the "
                            "fitted device time; it absorbs whatever else the replay misses "
                            "before the first token"),
-                "sampling_bytes_per_entry": round(fit.sampling_bytes, SAMPLING_DIGITS),
-                "sampling_source": (
-                    "fitted with the device time per step: the least-absolute-deviation line "
-                    "of the same runs' TPOT residuals against their sampler load (mean batch "
-                    "x vocabulary / HBM bandwidth where the model's generation_config.json "
-                    "sets top-k or top-p; 0 for the others) has zero intercept and slope, a "
-                    f"fixed point reached in {len(fit.sampling_rounds)} replay"
-                    f"{'s' if len(fit.sampling_rounds) > 1 else ''}"),
-                "sampling_rounds": [[round(b, SAMPLING_DIGITS), round(s, SAMPLING_DIGITS)]
-                                    for b, s in fit.sampling_rounds],
                 "moe_gemm_factor": round(fit.moe_gemm_factor, MOE_DIGITS),
                 "moe_gemm_source": (
                     "fitted: the factor on the grouped-GEMM model's expert time that makes "

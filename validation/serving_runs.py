@@ -206,8 +206,7 @@ def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | Non
             continue
         requests = result.requests
         states = {"predicted_state": (result.summary or {})["stability"]["state"],
-                  "measured_state": measured_state(run),
-                  "mean_batch": float((result.summary or {})["batches"]["mean_batch_size"])}
+                  "measured_state": measured_state(run)}
         output_len = config.data.shared_prefix.output_len
         starts = trace.metadata["stage_start_s"]
         for measured in run.itertuples():
@@ -232,7 +231,7 @@ def _simulate_runs(measured_dir: str, progress: Callable[[int, int], None] | Non
     table = pd.DataFrame(rows, columns=["run_id", "model", "gpu", "tp", "workload", "stage",
                                         "metric", "measured_ms", "predicted_ms",
                                         "source_tpot_ms", "client_tokens",
-                                        "predicted_state", "measured_state", "mean_batch"])
+                                        "predicted_state", "measured_state"])
     table["error_pct"] = (table["predicted_ms"] - table["measured_ms"]).abs() \
         / table["measured_ms"] * 100.0
     return table, pd.DataFrame(skipped, columns=["run_id", "model", "hardware", "reason"])

@@ -15,17 +15,19 @@ Mistral's and Mixtral's checkpoints with no filter at all. Per step, over the
                                    the sorted row, masked and scattered back (vLLM's
                                    PyTorch sampler): for every sequence of the step
 
-The filtering pass streams the logits a few times, so it is priced as memory traffic::
+The filtering pass streams the logits several times, so it is priced as memory traffic::
 
-    seconds per sequence = vocab x bytes_per_entry / HBM bandwidth
+    seconds per sequence = vocab x bytes_per_entry / (HBM bandwidth x efficiency.memory)
 
-``bytes_per_entry`` is the engine preset's fitted traffic per logit
-(``EnginePreset.sampling_bytes_per_entry``, counted at the datasheet bandwidth, so it holds
-the kernels' shortfall from it; a radix sort of fp32 keys with int64 indices alone moves
-about 100 bytes per entry). Every TP rank samples the whole vocabulary. The cost is device
-time per sequence of the step (``CpuOverhead.device_per_seq_s``), serial with the kernels
-and never hidden by asynchronous scheduling. Repetition, presence and frequency penalties
-are recorded but not priced.
+``bytes_per_entry`` is the engine preset's count of what its sampler moves per logit
+(``EnginePreset.sampling_bytes_per_entry``: 240 for vLLM's PyTorch sort, its source in
+``simulator/serving/presets.py``); it is an estimate, not fitted, because the measured runs
+cannot separate it from the device time per step (the runs of the models whose defaults do
+not filter are too few, and Mistral-Nemo's are fast by more than a sampler explains). Every
+TP rank samples the whole vocabulary. The cost is device time per sequence of the step
+(``CpuOverhead.device_per_seq_s``, added by ``simulator.serving.engine_costs``), serial with
+the kernels and never hidden by asynchronous scheduling. Repetition, presence and frequency
+penalties are recorded but not priced.
 """
 
 from __future__ import annotations
@@ -133,6 +135,7 @@ def sampling_s_per_seq(sampling: ResolvedSampling, model: ModelSpec, gpu: GPUSpe
     """Device seconds per sequence of a step that the sampler's filtering pass takes."""
     if not sampling.filters or bytes_per_entry <= 0:
         return 0.0
-    return model.vocab_size * bytes_per_entry / (gpu.hbm_bandwidth_gbps * GB)
+    return model.vocab_size * bytes_per_entry / (gpu.hbm_bandwidth_gbps * GB
+                                                 * gpu.efficiency.memory)
 
 
