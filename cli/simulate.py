@@ -101,6 +101,20 @@ def _print_header(summary: dict[str, Any]) -> None:
             f"[bold]{run['model']}[/] on {run['num_gpus']} x {run['gpu']} "
             f"({run['deployment']['replicas']} replica(s), {layout}), "
             f"policy {run['scheduler']['policy']}" + tail)
+        sampling = run.get("engine", {}).get("sampling")
+        overhead = run.get("engine", {}).get("cpu_overhead") or {}
+        if sampling and sampling["filters"] and overhead.get("device_per_seq_s"):
+            v = sampling["values"]
+            shown = ", ".join(text for text, on in (
+                (f"temperature {v['temperature']:g}", True),
+                (f"top-k {v['top_k']:g}", v["top_k"] > 0),
+                (f"top-p {v['top_p']:g}", v["top_p"] < 1),
+                (f"min-p {v['min_p']:g}", v["min_p"] > 0)) if on)
+            origin = ("the deployment's override" if "override" in sampling["source"]
+                      else "the model's generation_config.json")
+            console.print(f"sampling {shown} ({origin}): the sampler sorts each sequence's "
+                          f"logits, {overhead['device_per_seq_s'] * 1e6:.1f} us per sequence "
+                          f"per step")
         moe = run.get("moe")
         if moe:
             console.print(

@@ -114,3 +114,20 @@ def test_the_sampling_flags_round_trip_through_vllm_serve() -> None:
         resolve(build_deployment(_deployment(sampling={"top_q": 0.9})))
     assert ENGINE_PRESETS["vllm-v1"].sampling_bytes_per_entry == 240.0
     assert "Qrita" in ENGINE_PRESETS["vllm-v0"].sampling_source
+
+
+def test_simulate_says_when_the_sampler_sorts() -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    chat = str(Path(__file__).parent.parent / "workloads" / "examples" / "chat.json")
+    args = ["simulate", "--workload", chat, "--gpu", "h100", "--max-model-len", "32768"]
+    qwen = CliRunner().invoke(app, [*args, "--model", "qwen3-14b"])
+    assert qwen.exit_code == 0, qwen.output
+    assert "top-k 20, top-p 0.95 (the model's generation_config.json)" in qwen.output
+    nemo = CliRunner().invoke(app, [*args, "--model", "mistral-nemo-12b"])
+    assert nemo.exit_code == 0 and "sampler sorts" not in nemo.output
+    override = CliRunner().invoke(app, [*args, "--model", "mistral-nemo-12b",
+                                        "--override-generation-config", '{"top_p": 0.8}'])
+    assert "top-p 0.8 (the deployment's override)" in override.output
