@@ -50,6 +50,7 @@ def test_every_catalog_sampling_default_names_its_file() -> None:
 def test_a_generation_config_beside_a_config_json_is_read(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     assert model_sampling_defaults(str(tmp_path / "config.json")) is None
+    assert model_sampling_defaults("not-a-model-or-a-path") is None
     (tmp_path / "generation_config.json").write_text(json.dumps(
         {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "eos_token_id": [1, 2]}))
     values, source = model_sampling_defaults(str(tmp_path / "config.json")) or ({}, "")

@@ -35,7 +35,8 @@ def resolve_cpu_overhead(deployment: DeploymentConfig) -> CpuOverhead | None:
 def engine_overhead(deployment: DeploymentConfig, model: ModelSpec, gpu: GPUSpec
                     ) -> CpuOverhead | None:
     """:func:`resolve_cpu_overhead` with the engine's sampler priced into the device time
-    per sequence (module docstring); none without an engine preset's fit."""
+    per sequence (``simulator.serving.sampling``); unchanged without an engine preset
+    (the bare policy has no sampler costs) or where the sampling does not filter."""
     overhead = resolve_cpu_overhead(deployment)
     if overhead is None or deployment.engine is None:
         return overhead

@@ -94,6 +94,8 @@ def model_sampling_defaults(model: str) -> tuple[dict[str, float], str] | None:
             return None
         return dict(entry["generation_config"]), entry["generation_source"]
     path = Path(model)
+    if not path.exists():
+        return None  # not a path: nothing beside it to read
     folder = path if path.is_dir() else path.parent
     candidate = folder / "generation_config.json"
     if not candidate.is_file():
