@@ -24,10 +24,10 @@ preset's ``sampling_bytes_per_entry``). The host figures are documented estimate
 each preset's ``overhead_source``). ``moe_gemm_factor`` is the engine's fused MoE kernel's
 time over the grouped-GEMM model's expert time (``profiles.moe.ExpertLayers``, which runs
 the experts' tiles at the dense GEMM fit's speed). The vLLM 0.15 preset's
-``device_step_s``, its sampler's traffic per logit, its client path per request and its
-MoE factor are fitted to real runs (``python -m validation.calibrate MEASURED --serving
---write``, stored with their data in ``data/engine_fits.json``); they are data, kept here
-in one place.
+``device_step_s``, its client path per request and its MoE factor are fitted to real runs
+(``python -m validation.calibrate MEASURED --serving --write``, stored with their data in
+``data/engine_fits.json``); they are data, kept here in one place. The sampler's traffic
+per logit is a counted estimate (``_SORT_SAMPLER``), not a fit.
 """
 
 from __future__ import annotations
@@ -117,8 +117,9 @@ _SORT_SAMPLER = (
     "with int64 indices (a segmented radix sort: six 6-bit passes reading and writing both, "
     "with the index fill and key copies, ~170 bytes per logit), then masks, takes the softmax "
     "and its cumulative sum along the sorted row and scatters back (~70 bytes), at the "
-    "catalog's achieved fraction of HBM bandwidth; the Qrita paper (arXiv 2602.01518) finds "
-    "sort-based top-k/top-p costing up to 1.4x of vLLM's serving throughput"
+    "catalog's achieved fraction of HBM bandwidth; the Qrita paper (arXiv 2602.01518) reports "
+    "a faster top-k/top-p kernel raising end-to-end serving throughput by up to 1.4x, so the "
+    "sampler is a sizable share of a serving step"
 )
 
 _VLLM_V1 = EnginePreset(
