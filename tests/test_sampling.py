@@ -34,6 +34,7 @@ def test_auto_takes_the_model_s_generation_config_and_vllm_its_own() -> None:
     assert not resolve_sampling("qwen3-14b", "vllm", None).filters
     assert not resolve_sampling("mistral-nemo-12b", "auto", None).filters
     assert resolve_sampling("mistral-nemo-12b", "auto", SamplingOverride(top_p=0.9)).filters
+    assert not resolve_sampling("mistral-nemo-12b", "auto", SamplingOverride(min_p=0.1)).filters
     greedy = resolve_sampling("qwen3-14b", "auto", SamplingOverride(temperature=0.0))
     assert not greedy.filters and "override" in greedy.source
     assert not resolve_sampling("yi-34b", "auto", None).filters  # unknown: vLLM's defaults

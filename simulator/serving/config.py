@@ -389,7 +389,7 @@ class DeploymentConfig(_Frozen):
         "auto, the model's generation_config.json; vllm, vLLM's own (no top-k/top-p)")
     sampling: SamplingOverride | None = Field(
         default=None, description="server-wide sampling parameters, as vLLM's "
-        "--override-generation-config (top-k/top-p/min-p make the sampler sort the logits)")
+        "--override-generation-config (top-k or top-p makes the sampler sort the logits)")
     cpu_overhead: CpuOverhead | None = Field(
         default=None, description="CPU overhead per step; overrides the engine preset's")
     async_scheduling: bool | None = Field(

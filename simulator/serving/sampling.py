@@ -10,8 +10,9 @@ Mistral's and Mixtral's checkpoints with no filter at all. Per step, over the
 [sequences x vocabulary] logits::
 
     temperature 0 for all          an argmax                              (device_step_s)
-    no top-k, top-p or min-p       a softmax and an exponential draw      (device_step_s)
-    top-k, top-p or min-p          every sequence's logits sorted, the softmax summed along
+    no top-k or top-p              a softmax and an exponential draw, and
+                                   min-p's mask where set (no sort)       (device_step_s)
+    top-k or top-p                 every sequence's logits sorted, the softmax summed along
                                    the sorted row, masked and scattered back (vLLM's
                                    PyTorch sampler): for every sequence of the step
 
@@ -77,11 +78,11 @@ class ResolvedSampling:
 
     @property
     def filters(self) -> bool:
-        """Whether the sampler sorts the logits (top-k, top-p or min-p on, not greedy)."""
+        """Whether the sampler sorts the logits (top-k or top-p on, not greedy; min-p masks
+        the softmax against its largest probability without a sort)."""
         v = self.values
         greedy = v.get("temperature", 1.0) == 0.0
-        return not greedy and (v.get("top_p", 1.0) < 1.0 or v.get("top_k", 0) > 0
-                               or v.get("min_p", 0.0) > 0.0)
+        return not greedy and (v.get("top_p", 1.0) < 1.0 or v.get("top_k", 0) > 0)
 
 
 def model_sampling_defaults(model: str) -> tuple[dict[str, float], str] | None:
