@@ -57,6 +57,12 @@ def test_a_generation_config_beside_a_config_json_is_read(tmp_path: Path) -> Non
     values, source = model_sampling_defaults(str(tmp_path / "config.json")) or ({}, "")
     assert values == {"temperature": 0.7, "top_p": 0.8} and source.endswith(
         "generation_config.json")
+    (tmp_path / "generation_config.json").write_text("{not json")
+    with pytest.raises(ClusterSimError, match="generation_config.json"):
+        model_sampling_defaults(str(tmp_path / "config.json"))
+    (tmp_path / "generation_config.json").write_text("[0.7]")
+    with pytest.raises(ClusterSimError, match="expected a JSON object"):
+        model_sampling_defaults(str(tmp_path / "config.json"))
 
 
 def _deployment(**fields: object) -> dict:

@@ -33,14 +33,15 @@ penalties are recorded but not priced.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from profiles.errors import ClusterSimError
 from profiles.hardware import GB, GPUSpec
 from profiles.models import ModelSpec, catalog_entry
+from profiles.reading import read_json
 
 __all__ = ["VLLM_SAMPLING", "ResolvedSampling", "SamplingOverride", "model_sampling_defaults",
            "resolve_sampling", "sampling_s_per_seq"]
@@ -101,12 +102,10 @@ def model_sampling_defaults(model: str) -> tuple[dict[str, float], str] | None:
     candidate = folder / "generation_config.json"
     if not candidate.is_file():
         return None
-    try:
-        data = json.loads(candidate.read_text())
-    except (OSError, ValueError):
-        return None
+    data = read_json(candidate, "model generation config")
     if not isinstance(data, dict):
-        return None
+        raise ClusterSimError(f"model generation config {candidate}: expected a JSON object; "
+                              f"fix the file or pass --generation-config vllm")
     values = {key: float(data[key]) for key in _SAMPLING_KEYS
               if isinstance(data.get(key), (int, float)) and not isinstance(data[key], bool)}
     return values, str(candidate)
