@@ -110,7 +110,7 @@ def _print_header(summary: dict[str, Any]) -> None:
                 (f"top-k {v['top_k']:g}", v["top_k"] > 0),
                 (f"top-p {v['top_p']:g}", v["top_p"] < 1),
                 (f"min-p {v['min_p']:g}", v["min_p"] > 0)) if on)
-            origin = ("the deployment's override" if "override" in sampling["source"]
+            origin = ("the deployment's override" if sampling["overridden"]
                       else "the model's generation_config.json")
             console.print(f"sampling {shown} ({origin}): the sampler sorts each sequence's "
                           f"logits, {overhead['device_per_seq_s'] * 1e6:.1f} us per sequence "

@@ -70,7 +70,7 @@ def engine_record(deployment: DeploymentConfig, overhead: CpuOverhead | None
                       sampling_source=preset.sampling_source)
     sampling = deployment_sampling(deployment)
     record["sampling"] = {"values": sampling.values, "source": sampling.source,
-                          "filters": sampling.filters}
+                          "filters": sampling.filters, "overridden": sampling.overridden}
     if deployment.cpu_overhead is not None:
         record["overhead_source"] = "given in the deployment"
     record["cpu_overhead"] = overhead.model_dump() if overhead is not None else None

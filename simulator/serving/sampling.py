@@ -76,6 +76,7 @@ class ResolvedSampling:
 
     values: dict[str, float]
     source: str
+    overridden: bool = False  # the deployment's override set at least one of them
 
     @property
     def filters(self) -> bool:
@@ -124,12 +125,11 @@ def resolve_sampling(model: str, generation_config: str,
             sources.append(f"the model's generation_config.json ({found[1]})")
         else:
             sources.append("no generation_config.json known for the model")
-    if override is not None:
-        given = override.model_dump(exclude_none=True)
-        values.update({key: float(value) for key, value in given.items()})
-        if given:
-            sources.append("the deployment's override")
-    return ResolvedSampling(values, ", then ".join(sources))
+    given = override.model_dump(exclude_none=True) if override is not None else {}
+    values.update({key: float(value) for key, value in given.items()})
+    if given:
+        sources.append("the deployment's override")
+    return ResolvedSampling(values, ", then ".join(sources), overridden=bool(given))
 
 
 def sampling_s_per_seq(sampling: ResolvedSampling, model: ModelSpec, gpu: GPUSpec,
