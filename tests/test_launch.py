@@ -68,6 +68,9 @@ def test_the_vllm_args_flag_simulates_the_command_as_the_flags_would(monkeypatch
     ("serve llama-3-8b --tensor-parallel-size", "needs a value"),
     ("serve llama-3-8b -tp two", "'two'"),
     ("serve llama-3-8b --speculative-config '[1]'", "expected a JSON object"),
+    # a flag that changes the timing in a way not modelled is refused, never read as
+    # changing nothing
+    ("serve llama-3-8b --port 8000 --enforce-eager", "--enforce-eager: eager execution"),
 ])
 def test_bad_vllm_command_lines_are_one_line_errors(args: str, message: str) -> None:
     with pytest.raises(ClusterSimError, match=message):
