@@ -42,12 +42,18 @@ from profiles.errors import ClusterSimError
 from profiles.hardware import load_gpu
 from profiles.profile_format import KernelProfile, ProfileMetadata, TableInfo, write_profile
 
-__all__ = ["VIDUR_SKUS", "describe", "import_splitwise", "import_vidur", "read_splitwise",
-           "read_vidur_attention", "read_vidur_collectives", "read_vidur_compute"]
+__all__ = ["SPLITWISE_QUEUED_RATIO", "VIDUR_SKUS", "describe", "import_splitwise",
+           "import_vidur", "read_splitwise", "read_vidur_attention", "read_vidur_collectives",
+           "read_vidur_compute"]
 
 # Vidur's SKU folders and the catalog GPUs they were measured on (Vidur docs/profiling.md).
 VIDUR_SKUS = {"a100": "A100-SXM4-80GB", "h100": "H100-SXM5-80GB"}
 SPLITWISE_HARDWARE = {"a100-80gb": "A100-SXM4-80GB", "h100-80gb": "H100-SXM5-80GB"}
+# A Splitwise row whose end-to-end time exceeds this many times its prefill plus decode
+# steps did not run as one batch (see read_splitwise). The file's consistent rows sit
+# within 0.1% of 1; rows stopped early by an end-of-sequence token fall below 1 and are
+# kept (their per-token time is still a step's).
+SPLITWISE_QUEUED_RATIO = 1.5
 
 _MS = 1e-3
 _GEMMS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
@@ -173,18 +179,35 @@ def read_vidur_collectives(folder: str | Path) -> pd.DataFrame:
 
 def read_splitwise(path: str | Path) -> pd.DataFrame:
     """Splitwise's measured rows with the median of repeated configurations: model,
-    hardware, tp, batch, prompt_tokens, output_tokens, prefill_s, decode_step_s."""
+    hardware, tp, batch, prompt_tokens, output_tokens, prefill_s, decode_step_s.
+
+    A row whose end-to-end time is over :data:`SPLITWISE_QUEUED_RATIO` times its prefill
+    plus its decode steps did not run as one batch (Llama-2-70B at TP2 with 64 prompts of
+    512 tokens: 160 s end to end against 0.8 s + 127 x 67 ms, its requests queued or
+    preempted for KV space), so its times are not a step's; it is left out, and the
+    frame's ``attrs["left_out"]`` names each such configuration. A zero or missing
+    ``e2e_time`` is not checked."""
     frame = _read_csv(Path(path), ["model", "hardware", "prompt_size", "batch_size",
                                    "token_size", "prompt_time", "token_time",
                                    "tensor_parallel"])
     keys = ["model", "hardware", "tensor_parallel", "batch_size", "prompt_size", "token_size"]
+    left_out: list[str] = []
+    if "e2e_time" in frame.columns:
+        steps = frame["prompt_time"] + (frame["token_size"] - 1) * frame["token_time"]
+        queued = pd.to_numeric(frame["e2e_time"], errors="coerce") > (
+            SPLITWISE_QUEUED_RATIO * steps)
+        left_out = sorted({f"{m} {h} tp={t} batch={b} prompt={p} out={o}" for m, h, t, b, p, o
+                           in frame.loc[queued, keys].itertuples(index=False)})
+        frame = frame[~queued]
     grouped = frame.groupby(keys, as_index=False)[["prompt_time", "token_time"]].median()
-    return pd.DataFrame({
+    out = pd.DataFrame({
         "model": grouped["model"], "hardware": grouped["hardware"],
         "tp": grouped["tensor_parallel"].astype(int), "batch": grouped["batch_size"].astype(int),
         "prompt_tokens": grouped["prompt_size"].astype(int),
         "output_tokens": grouped["token_size"].astype(int),
         "prefill_s": grouped["prompt_time"] * _MS, "decode_step_s": grouped["token_time"] * _MS})
+    out.attrs["left_out"] = left_out
+    return out
 
 
 def _metadata(gpu: str, tables: dict[str, str], source: str, models: list[str], *,
@@ -272,6 +295,7 @@ def import_splitwise(path: str | Path, gpu: str, out: str | Path, *,
         raise ClusterSimError(f"--gpu {gpu}: the Splitwise file measures "
                               f"{', '.join(SPLITWISE_HARDWARE)}; pick one of those GPUs")
     rows = read_splitwise(path)
+    left_out = [shape for shape in rows.attrs["left_out"] if f" {hardware} " in shape]
     rows = rows[rows["hardware"] == hardware]
     if rows.empty:
         raise ClusterSimError(f"{path}: no rows for hardware {hardware}")
@@ -284,6 +308,10 @@ def import_splitwise(path: str | Path, gpu: str, out: str | Path, *,
     }
     notes = {"step_prefill": "prompt phase of `batch` identical prompts (Splitwise)",
              "step_decode": "mean decode iteration while generating output_tokens"}
+    if left_out:
+        skipped = (f"; left out, as not one batch (end-to-end time over "
+                   f"{SPLITWISE_QUEUED_RATIO:g}x prefill + decode steps): " + ", ".join(left_out))
+        notes = {op: note + skipped for op, note in notes.items()}
     metadata = _metadata(spec.name, notes, f"Splitwise perf model ({Path(path).name})",
                          sorted(rows["model"].unique()), num_gpus=int(rows["tp"].max()),
                          interconnect="DGX (NVSwitch), as the source's machines",

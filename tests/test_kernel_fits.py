@@ -17,7 +17,7 @@ from profiles.collectives import custom_all_reduce_s, engine_all_reduce_s
 from profiles.errors import ClusterSimError
 from profiles.gemm import fitted_gemm_times
 from profiles.hardware import GPUSpec, load_gpu
-from profiles.importers import import_splitwise, import_vidur
+from profiles.importers import import_splitwise, import_vidur, read_splitwise
 from profiles.kernel_fit import FitRecord, GemmFit, KernelFit
 from profiles.profile_format import load_profile
 from validation.operators import (
@@ -152,6 +152,27 @@ def test_splitwise_import_keeps_the_median_of_repeats(tmp_path: Path) -> None:
     profile = load_profile(tmp_path / "sw")
     assert profile.tables["step_prefill"]["time_s"].tolist() == pytest.approx([0.110])
     assert profile.tables["step_decode"]["time_s"].tolist() == pytest.approx([0.041])
+
+
+def test_splitwise_rows_that_did_not_run_as_one_batch_are_left_out(tmp_path: Path) -> None:
+    """A configuration whose end-to-end time is far over its prefill plus decode steps
+    (queued or preempted) is not a step's measurement: it is left out and named; a row
+    stopped early (end-to-end under the sum) and one without an end-to-end time stay."""
+    csv = tmp_path / "perf.csv"
+    header = ("model,hardware,prompt_size,batch_size,token_size,peak_power,average_power,"
+              "prompt_time,token_time,e2e_time,tensor_parallel\n")
+    # 100 ms + 127 x 40 ms = 5,180 ms of steps
+    rows = ("llama2-70b,a100-80gb,512,1,128,0,0,100,40,5180,8\n"
+            "llama2-70b,a100-80gb,512,2,128,0,0,100,40,9000,8\n"     # 1.74x: queued
+            "llama2-70b,a100-80gb,512,4,128,0,0,100,40,1000,8\n"     # stopped early
+            "llama2-70b,a100-80gb,512,8,128,0,0,100,40,,8\n")        # not recorded
+    csv.write_text(header + rows)
+    frame = read_splitwise(csv)
+    assert sorted(frame["batch"]) == [1, 4, 8]
+    assert frame.attrs["left_out"] == ["llama2-70b a100-80gb tp=8 batch=2 prompt=512 out=128"]
+    profile = import_splitwise(csv, "a100", tmp_path / "sw")
+    assert "batch=2" in profile.metadata.tables["step_decode"].note
+    assert sorted(profile.tables["step_prefill"]["batch"]) == [1, 4, 8]
 
 
 @needs_pack
