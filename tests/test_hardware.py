@@ -37,6 +37,19 @@ def test_l40s_is_in_the_catalog_as_its_datasheet_says() -> None:
     assert not gpu.scale_up.kind.startswith("nvlink")
 
 
+def test_blackwell_ultra_is_in_the_catalog_as_its_specifications_say() -> None:
+    """B300 (HGX/DGX) and GB300 NVL72: Blackwell's dense BF16 and FP8 rates (2,250/4,500
+    and 2,500/5,000 TFLOP/s), 288 GB of HBM3e at 8 TB/s, one 800 Gb/s NIC per GPU, an
+    8-GPU NVLink domain for B300 and the 72-GPU rack for GB300, and their board power."""
+    b300, gb300 = load_gpu("b300"), load_gpu("gb300")
+    assert b300.peak_flops("bf16") == load_gpu("b200").peak_flops("bf16") == 2250e12
+    assert gb300.peak_flops("fp8") == load_gpu("gb200").peak_flops("fp8") == 5000e12
+    assert b300.hbm_gib == gb300.hbm_gib == 288.0
+    assert b300.nic_bandwidth_gbps == gb300.nic_bandwidth_gbps == 100.0
+    assert (b300.scale_up_gpus, gb300.scale_up_gpus) == (8, 72)
+    assert (b300.tdp_w, gb300.tdp_w) == (1100, 1400)
+
+
 def test_unknown_gpu_is_a_clear_error() -> None:
     with pytest.raises(ClusterSimError, match="not in the catalog.*a100"):
         load_gpu("v100")

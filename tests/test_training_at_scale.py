@@ -250,6 +250,34 @@ def test_the_stored_training_fit_is_what_the_validation_measures_now() -> None:
             stored["median_error_pct"], abs=0.01)
 
 
+@pytest.mark.skipif(default_measured_dir() is None, reason="no shared measured pack")
+def test_held_out_gpus_take_their_die_s_fit_and_store_its_error_on_their_runs() -> None:
+    """Blackwell Ultra (B300, GB300) takes the Blackwell B200 entry without being fitted
+    to: its sustained fraction is the B200's, its runs are not among the fit's points,
+    and the stored held-out median is what the validation measures on them now."""
+    import numpy as np
+
+    from profiles.training_fit import sustained_compute, training_fits
+    from validation.calibrate import FIT_SOURCES, TRAINING_DIES, TRAINING_HELD_OUT
+    from validation.training_runs import training_rows
+
+    fits = training_fits()["gpus"]
+    measured = default_measured_dir()
+    assert measured is not None
+    rows = training_rows(measured)
+    for die, held in TRAINING_HELD_OUT.items():
+        fitted_gpu = TRAINING_DIES[die][0]
+        record = fits[fitted_gpu]["fitted"]["held_out_gpus"]
+        assert record["gpus"] == list(held)
+        for name in held:
+            assert fits[name]["held_out"] and fits[name]["die"] == die
+            assert sustained_compute(name) == sustained_compute(fitted_gpu)
+        unseen = rows[rows["gpu"].isin(held) & rows["source"].isin(FIT_SOURCES)]
+        assert record["num_points"] == len(unseen) > 0
+        assert float(np.median(unseen["error_pct"])) == pytest.approx(
+            record["median_error_pct"], abs=0.01)
+
+
 def test_the_planner_splits_layers_that_do_not_divide_its_stages() -> None:
     """Llama 3.1 405B (126 layers) on PP 8 x 8 chunks: the planner counts the embedding
     and loss as layers (128 units, 2 per chunk) instead of refusing the plan; a plan

@@ -296,6 +296,11 @@ def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
 # those rows are not compared): one source, so no leave-one-source-out error exists.
 TRAINING_DIES = {"GH100": ("H100-SXM5-80GB", "H200-SXM-141GB", "H800-SXM5-80GB"),
                  "Blackwell B200": ("B200-SXM-180GB", "GB200-NVL72")}
+# GPUs predicted with a die's fit and never fitted to (nor the MoE floor): Blackwell
+# Ultra keeps Blackwell's BF16 and FP8 rates and HBM bandwidth in the catalog (it raises
+# FP4, the attention exponent rate, the memory and the board power), so its runs, with
+# their error stored beside the fit, say how far the fit carries to parts it has not seen.
+TRAINING_HELD_OUT = {"Blackwell B200": ("B300-SXM-288GB", "GB300-NVL72")}
 # The sources the training step is fitted to: the Megatron-Core family, whose step the
 # simulator describes (fused Transformer Engine kernels, TP communication overlap, the
 # distributed optimizer). torchtitan's runs are always predicted, never fitted.
@@ -451,7 +456,7 @@ def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], p
                               "sustained_compute": x[0], "tp_overlap_hidden": x[1],
                               **_source_errors(held, x, floor)})
         in_sample = _source_errors(fitting, fitted, floor)
-        entry = {"sustained_compute": fitted[0], "die": die, "fitted": {
+        entry: dict[str, Any] = {"sustained_compute": fitted[0], "die": die, "fitted": {
             "data": "training_runs.csv, the Megatron-Core family's runs on this die "
                     "(Megatron-Bridge, NeMo and Megatron-LM published tables; see the "
                     "pack's README)",
@@ -463,6 +468,17 @@ def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], p
                 if r["die"] == die and r["fit"] == "held_out"}}}
         for name in names:
             document["gpus"][name] = entry
+        held_names = TRAINING_HELD_OUT.get(die, ())
+        unseen = [p for p in _training_points(measured_dir, held_names)
+                  if run_source(p[0]) in FIT_SOURCES]
+        if unseen:
+            errors = _source_errors(unseen, fitted, floor)
+            entry["fitted"]["held_out_gpus"] = {
+                "gpus": list(held_names), "num_points": int(errors["num_points"]),
+                "median_error_pct": round(errors["median_error_pct"], 3),
+                "p90_error_pct": round(errors["p90_error_pct"], 3)}
+            for name in held_names:
+                document["gpus"][name] = {**entry, "held_out": True}
         if share is None:
             share = fitted[1]
             document["tp_overlap_hidden"] = share

@@ -71,7 +71,8 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
     fits = training_fits()
     dies: dict[str, list[str]] = {}
     for gpu, entry in fits.get("gpus", {}).items():
-        dies.setdefault(entry["die"], []).append(gpu)
+        if not entry.get("held_out"):
+            dies.setdefault(entry["die"], []).append(gpu)
     for index, (die, gpus) in enumerate(dies.items()):
         entry = fits["gpus"][gpus[0]]
         fitted = entry["fitted"]
@@ -85,6 +86,12 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                   f"communication {share}; median error "
                   f"{fitted['median_error_pct']:.1f}% in-sample; each source's median with "
                   f"the source left out of the fit: {held_out}."]
+        held = fitted.get("held_out_gpus")
+        if held:
+            lines[-1] += (f" Predicted with this fit and never fitted to: "
+                          f"{', '.join(held['gpus'])} ({held['num_points']} runs), median "
+                          f"error {held['median_error_pct']:.1f}% (p90 "
+                          f"{held['p90_error_pct']:.1f}%).")
     floor = fits.get("moe_host_floor")
     if floor:
         record = floor["fitted"]

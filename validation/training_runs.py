@@ -70,18 +70,21 @@ NEMO_GPT3 = {"GPT3-5B": (24, 4096, 32), "GPT3-20B": (44, 6144, 48),
 # parts at 2.4 TB/s and a 500 W limit (torchtitan's docs/performance.md), run as the
 # catalog's H100 with that memory and power limit (profiles/power.py; stated per row).
 GPU_KINDS = (("H100-SXM 96GB", "h100"), ("H100", "h100"), ("H200", "h200"),
-             ("GB200", "gb200"), ("B200", "b200"))
+             ("GB300", "gb300"), ("B300", "b300"), ("GB200", "gb200"), ("B200", "b200"))
 TORCHTITAN_POWER_W = 500.0  # torchtitan's H100s' power limit (docs/performance.md)
 TORCHTITAN_SEQ = 8192  # torchtitan's Llama 3 training configs' seq_len, where not printed
 # Megatron-Bridge's performance recipes that run Megatron FSDP with CPU activation
 # offloading (cpu_offloading_num_layers), by (model, GPU, precision): the tables do not
 # print it. Sources: NVIDIA-NeMo/Megatron-Bridge scripts/performance/configs/llama/
 # llama3_workload_base_configs.py @ 00919dcf1fe1 (LLAMA3_70B_PRETRAIN_CONFIG_GB200_BF16,
-# _GB200_FP8_CS and _B200_FP8_CS) and llama31_workload_base_configs.py @ 0013c9a8ed4d
-# (LLAMA31_405B_PRETRAIN_CONFIG_GB200_FP8_CS_V1).
+# _GB200_FP8_CS, _B200_FP8_CS, _GB300_BF16 and _GB300_FP8_CS) and
+# llama31_workload_base_configs.py @ 0013c9a8ed4d (LLAMA31_405B_PRETRAIN_CONFIG_GB200_FP8_CS_V1,
+# _GB300_BF16_V1 and _GB300_FP8_CS_V1).
 RECIPE_ACTIVATION_OFFLOAD = {
     ("LLAMA3_70B", "GB200-NVL72", "bf16"): 20, ("LLAMA3_70B", "GB200-NVL72", "fp8"): 40,
-    ("LLAMA3_70B", "B200-SXM-180GB", "fp8"): 5, ("LLAMA3.1_405B", "GB200-NVL72", "fp8"): 92}
+    ("LLAMA3_70B", "B200-SXM-180GB", "fp8"): 5, ("LLAMA3.1_405B", "GB200-NVL72", "fp8"): 92,
+    ("LLAMA3_70B", "GB300-NVL72", "bf16"): 30, ("LLAMA3_70B", "GB300-NVL72", "fp8"): 20,
+    ("LLAMA3.1_405B", "GB300-NVL72", "bf16"): 40, ("LLAMA3.1_405B", "GB300-NVL72", "fp8"): 10}
 
 
 @dataclass(frozen=True)
