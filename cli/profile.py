@@ -127,7 +127,11 @@ def import_splitwise_command(
     gpu: ImportGpu, out: ImportOut,
 ) -> None:
     """Splitwise's measured forward passes (prompt phase, decode step) as step tables."""
-    _report_import(out, import_splitwise(csv, gpu, out, command=command_line()))
+    profile = import_splitwise(csv, gpu, out, command=command_line())
+    _report_import(out, profile)
+    note = profile.metadata.tables["step_decode"].note
+    if "; left out" in note:  # configurations that did not run as one batch
+        console.print(note.split("; ", 1)[1])
 
 
 def _report_import(out: Path, profile: KernelProfile) -> None:

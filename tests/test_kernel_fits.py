@@ -173,6 +173,10 @@ def test_splitwise_rows_that_did_not_run_as_one_batch_are_left_out(tmp_path: Pat
     profile = import_splitwise(csv, "a100", tmp_path / "sw")
     assert "batch=2" in profile.metadata.tables["step_decode"].note
     assert sorted(profile.tables["step_prefill"]["batch"]) == [1, 4, 8]
+    result = CliRunner().invoke(app, ["profile", "import", "splitwise", str(csv), "--gpu",
+                                      "a100", "--out", str(tmp_path / "cli")])
+    assert result.exit_code == 0, result.output
+    assert "left out, as not one batch" in result.output and "batch=2" in result.output
 
 
 @needs_pack
