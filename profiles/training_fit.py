@@ -27,11 +27,12 @@ H800), and held for the other dies: it belongs to the frameworks, not to a chip.
 Blackwell (B200, GB200) has no measured kernel tables in the pack: its GEMM and attention
 rates are the catalog's documented efficiencies, so its fitted fraction carries their
 error as well as the sustained clocks. Its runs come from one source (Megatron-Bridge),
-so no leave-one-source-out error can be stated for it. Blackwell Ultra (B300, GB300)
-takes Blackwell's entry without being fitted to (``held_out``), and its runs' error under
-that fit is stored with it: how far the fit carries to parts it has not seen. A GPU
-without an entry keeps 1 (the older A100 records are predicted with the kernel fits
-alone).
+so no leave-one-source-out error can be stated for it. GB300 (Blackwell Ultra) has a
+fraction of its own, fitted after the error of its runs under Blackwell's fraction is
+stored (how far a fit carries to a part it has not seen), with the MoE floor held; B300
+takes Blackwell's entry without being fitted to (``held_out``), its runs' error stored
+beside it. A GPU without an entry keeps 1 (the older A100 records are predicted with the
+kernel fits alone).
 """
 
 from __future__ import annotations

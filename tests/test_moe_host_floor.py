@@ -78,14 +78,14 @@ def test_the_stored_floor_s_error_is_what_the_validation_measures_now() -> None:
     """training_fits.json's MoE floor record: its in-sample median is the median error of
     the Megatron-family MoE runs as predicted now (refit after changing the step model:
     python -m validation.calibrate MEASURED --training --write)."""
-    from validation.calibrate import FIT_SOURCES, TRAINING_DIES
+    from validation.calibrate import FIT_SOURCES, MOE_FLOOR_DIES, TRAINING_DIES
     from validation.training_runs import training_rows
 
     measured = default_measured_dir()
     assert measured is not None
     record = training_fits()["moe_host_floor"]
     rows = training_rows(measured)
-    fitted_gpus = {name for names in TRAINING_DIES.values() for name in names}
+    fitted_gpus = {name for die in MOE_FLOOR_DIES for name in TRAINING_DIES[die]}
     moe = rows[rows["moe"] & rows["source"].isin(FIT_SOURCES)
                & rows["gpu"].isin(fitted_gpus)]
     assert len(moe) == record["fitted"]["num_points"]

@@ -278,6 +278,23 @@ def test_held_out_gpus_take_their_die_s_fit_and_store_its_error_on_their_runs() 
             record["median_error_pct"], abs=0.01)
 
 
+def test_a_die_fitted_after_another_stores_its_runs_error_under_the_earlier_fit() -> None:
+    """GB300's record holds its runs' error under Blackwell's fraction (the transfer
+    test, taken before its own fit): the earlier die and fraction are named, and its own
+    fit does no worse on its runs."""
+    from profiles.training_fit import training_fits
+    from validation.calibrate import TRAINING_DIES, TRAINING_TRANSFER
+
+    fits = training_fits()["gpus"]
+    for die, earlier in TRAINING_TRANSFER.items():
+        entry = fits[TRAINING_DIES[die][0]]
+        carried = entry["fitted"]["with_earlier_die_fit"]
+        assert carried["die"] == earlier
+        assert carried["sustained_compute"] == fits[TRAINING_DIES[earlier][0]][
+            "sustained_compute"]
+        assert entry["fitted"]["median_error_pct"] <= carried["median_error_pct"]
+
+
 def test_the_planner_splits_layers_that_do_not_divide_its_stages() -> None:
     """Llama 3.1 405B (126 layers) on PP 8 x 8 chunks: the planner counts the embedding
     and loss as layers (128 units, 2 per chunk) instead of refusing the plan; a plan

@@ -295,12 +295,20 @@ def leave_one_model_out(measured_dir: str | Path, sku: str) -> pd.DataFrame:
 # alone (NeMo's long-context B200 table prints layouts that are not its GPU counts, so
 # those rows are not compared): one source, so no leave-one-source-out error exists.
 TRAINING_DIES = {"GH100": ("H100-SXM5-80GB", "H200-SXM-141GB", "H800-SXM5-80GB"),
-                 "Blackwell B200": ("B200-SXM-180GB", "GB200-NVL72")}
-# GPUs predicted with a die's fit and never fitted to (nor the MoE floor): Blackwell
-# Ultra keeps Blackwell's BF16 and FP8 rates and HBM bandwidth in the catalog (it raises
-# FP4, the attention exponent rate, the memory and the board power), so its runs, with
-# their error stored beside the fit, say how far the fit carries to parts it has not seen.
-TRAINING_HELD_OUT = {"Blackwell B200": ("B300-SXM-288GB", "GB300-NVL72")}
+                 "Blackwell B200": ("B200-SXM-180GB", "GB200-NVL72"),
+                 "Blackwell Ultra GB300": ("GB300-NVL72",)}
+# The dies whose MoE runs fit the MoE host floor; later dies take it as it is.
+MOE_FLOOR_DIES = ("GH100", "Blackwell B200")
+# A die whose runs are first predicted with an earlier die's fit, the error stored beside
+# its own fit: GB300 keeps GB200's BF16 and FP8 rates and HBM bandwidth in the catalog
+# (Blackwell Ultra raises FP4, the attention exponent rate, the memory and the board
+# power), so the GB200 fit on its runs says how far a fit carries to a part it has not
+# seen; its Llama runs measure 19-27% above GB200's, hence a fraction of its own.
+TRAINING_TRANSFER = {"Blackwell Ultra GB300": "Blackwell B200"}
+# GPUs predicted with a die's fit and never fitted to, their error stored beside it: B300
+# (HGX, 1,100 W) has B200's catalog rates, and its runs in the pack are MoE runs whose
+# releases disagree with each other by up to 2.2x, too few and too noisy to fit.
+TRAINING_HELD_OUT = {"Blackwell B200": ("B300-SXM-288GB",)}
 # The sources the training step is fitted to: the Megatron-Core family, whose step the
 # simulator describes (fused Transformer Engine kernels, TP communication overlap, the
 # distributed optimizer). torchtitan's runs are always predicted, never fitted.
@@ -390,8 +398,8 @@ def _moe_points(measured_dir: str | Path, document: dict[str, Any]
     share)."""
     share = float(document.get("tp_overlap_hidden", 1.0))
     out: dict[str, list[tuple[TrainingPoint, tuple[float, float]]]] = {}
-    for die, names in TRAINING_DIES.items():
-        for row, run in _training_points(measured_dir, names):
+    for die in MOE_FLOOR_DIES:
+        for row, run in _training_points(measured_dir, TRAINING_DIES[die]):
             entry = document["gpus"].get(run.gpu.name)
             if entry and run.model.is_moe and run_source(row) in FIT_SOURCES:
                 out.setdefault(die, []).append(
@@ -436,6 +444,7 @@ def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], p
                     "--write`; see profiles/training_fit.py.", "gpus": {}}
     table: list[dict[str, Any]] = []
     share: float | None = None  # the TP-overlap share, fitted on the first die
+    fitted_dies: dict[str, float] = {}  # each die's sustained fraction, as fitted
     for die, names in TRAINING_DIES.items():
         points = _training_points(measured_dir, names)
         fitting = [p for p in points if run_source(p[0]) in FIT_SOURCES]
@@ -466,6 +475,14 @@ def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], p
             "leave_one_source_out_median_error_pct": {
                 r["source"]: round(float(r["median_error_pct"]), 3) for r in table
                 if r["die"] == die and r["fit"] == "held_out"}}}
+        earlier = TRAINING_TRANSFER.get(die)
+        if earlier in fitted_dies:
+            carried = _source_errors(fitting, (fitted_dies[earlier], fitted[1]), floor)
+            entry["fitted"]["with_earlier_die_fit"] = {
+                "die": earlier, "sustained_compute": fitted_dies[earlier],
+                "median_error_pct": round(carried["median_error_pct"], 3),
+                "p90_error_pct": round(carried["p90_error_pct"], 3)}
+        fitted_dies[die] = fitted[0]
         for name in names:
             document["gpus"][name] = entry
         held_names = TRAINING_HELD_OUT.get(die, ())

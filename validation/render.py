@@ -86,6 +86,12 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                   f"communication {share}; median error "
                   f"{fitted['median_error_pct']:.1f}% in-sample; each source's median with "
                   f"the source left out of the fit: {held_out}."]
+        carried = fitted.get("with_earlier_die_fit")
+        if carried:
+            lines[-1] += (f" Its runs predicted with the {carried['die']}'s fit before its "
+                          f"own (sustained compute {carried['sustained_compute']:g}): median "
+                          f"error {carried['median_error_pct']:.1f}% (p90 "
+                          f"{carried['p90_error_pct']:.1f}%).")
         held = fitted.get("held_out_gpus")
         if held:
             lines[-1] += (f" Predicted with this fit and never fitted to: "
@@ -98,7 +104,9 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
         held = ", ".join(f"{die} {error:.1f}%" for die, error in
                          record["leave_one_die_out_median_error_pct"].items())
         lines += ["", f"Host floor of a dropless MoE layer's forward and backward pass "
-                  f"fitted to {record['num_points']} MoE runs of those dies: "
+                  f"fitted to {record['num_points']} MoE runs of the "
+                  f"{' and '.join(record['leave_one_die_out_median_error_pct'])} dies "
+                  f"(held for the others): "
                   f"{floor['seconds'] * 1e3:g} ms; their median error "
                   f"{record['median_error_pct']:.1f}% "
                   f"({record['median_error_pct_without_floor']:.1f}% without it); each "
