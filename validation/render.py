@@ -3,6 +3,8 @@ self-contained page of predicted-vs-measured scatter plots."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
 from profiles.errors import ClusterSimError
@@ -89,15 +91,13 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
         carried = fitted.get("with_earlier_die_fit")
         if carried:
             lines[-1] += (f" Its runs predicted with the {carried['die']}'s fit before its "
-                          f"own (sustained compute {carried['sustained_compute']:g}): median "
-                          f"error {carried['median_error_pct']:.1f}% (p90 "
-                          f"{carried['p90_error_pct']:.1f}%).")
+                          f"own (sustained compute {carried['sustained_compute']:g}): "
+                          f"{_errors(carried)}.")
         held = fitted.get("held_out_gpus")
         if held:
             lines[-1] += (f" Predicted with this fit and never fitted to: "
-                          f"{', '.join(held['gpus'])} ({held['num_points']} runs), median "
-                          f"error {held['median_error_pct']:.1f}% (p90 "
-                          f"{held['p90_error_pct']:.1f}%).")
+                          f"{', '.join(held['gpus'])} ({held['num_points']} runs), "
+                          f"{_errors(held)}.")
     floor = fits.get("moe_host_floor")
     if floor:
         record = floor["fitted"]
@@ -118,6 +118,12 @@ def accuracy_markdown(rows: pd.DataFrame, pending: dict[str, list[str]],
                                                counts.items()) + "."]
     lines += ["", ACCURACY_END]
     return "\n".join(lines)
+
+
+def _errors(record: dict[str, Any]) -> str:
+    """A stored fit record's median and p90 errors, as the accuracy block words them."""
+    return (f"median error {record['median_error_pct']:.1f}% "
+            f"(p90 {record['p90_error_pct']:.1f}%)")
 
 
 def reason_kind(reason: str) -> str:
