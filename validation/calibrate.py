@@ -487,7 +487,7 @@ def _fit_dies(measured_dir: str | Path, floor: float) -> tuple[dict[str, Any], p
             document["gpus"][name] = entry
         held_names = TRAINING_HELD_OUT.get(die, ())
         unseen = [p for p in _training_points(measured_dir, held_names)
-                  if run_source(p[0]) in FIT_SOURCES]
+                  if run_source(p[0]) in FIT_SOURCES] if held_names else []
         if unseen:
             errors = _source_errors(unseen, fitted, floor)
             entry["fitted"]["held_out_gpus"] = {
