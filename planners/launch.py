@@ -131,6 +131,8 @@ def megatron_args(job: TrainingJob) -> str:
                   str(plan.activation_offload_layers)]
     words += {"bf16": ["--bf16"], "fp16": ["--fp16"],
               "fp8": ["--bf16", "--fp8-format", "hybrid"]}[job.dtype]
+    if plan.fp8_param_gather:
+        words.append("--fp8-param-gather")
     return shlex.join(words)
 
 
@@ -153,7 +155,8 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     Raises:
         ClusterSimError: a plan torchtitan does not run (ZeRO-2, ZeRO-1 without PP,
             ZeRO-3 with PP, Megatron's attention-core recomputation, the
-            ZeRO-Offload/Infinity split, activation offloading).
+            ZeRO-Offload/Infinity split, activation offloading, FP8 weights gathered
+            outside FSDP).
     """
     plan = job.plan
     if plan.zero_stage == 2:
@@ -176,6 +179,9 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     if plan.activation_offload_layers:
         raise ClusterSimError("activation_offload_layers: torchtitan has no option that "
                               "offloads activations to the host (Megatron-Core's does)")
+    if plan.fp8_param_gather and plan.zero_stage != 3:
+        raise ClusterSimError("fp8_param_gather: torchtitan gathers FP8 weights only under "
+                              "FSDP (zero_stage 3, its float8 all-gather)")
     sharded = plan.zero_stage in (1, 3)
     words = ["--parallelism.data_parallel_shard_degree", str(plan.dp if sharded else 1),
              "--parallelism.data_parallel_replicate_degree", str(1 if sharded else plan.dp),
@@ -207,6 +213,9 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
             words.append("--parallelism.enable_async_tensor_parallel")
     if job.dtype == "fp8":
         words += ["--model.converters", "float8", "--float8.recipe_name", "tensorwise"]
+    if plan.fp8_param_gather:
+        words += ["--float8.enable_fsdp_float8_all_gather",
+                  "--float8.precompute_float8_dynamic_scale_for_fsdp"]
     return shlex.join(words)
 
 

@@ -127,6 +127,7 @@ def _common(config: dict[str, Any]) -> dict[str, Any]:
         "vocab_size": config["vocab_size"],
         "max_position_embeddings": config["max_position_embeddings"],
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", False)),
+        "attention_dropout": float(config.get("attention_dropout") or 0.0),
     }
 
 
@@ -279,6 +280,9 @@ def _read_gpt2(config: dict[str, Any]) -> dict[str, Any]:
         "linear_bias": True,
         "learned_position_embeddings": True,
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", True)),
+        # GPT2Config's defaults where the file leaves them out
+        "hidden_dropout": float(config.get("resid_pdrop", 0.1)),
+        "attention_dropout": float(config.get("attn_pdrop", 0.1)),
     }
 
 
@@ -304,6 +308,9 @@ def _read_opt(config: dict[str, Any]) -> dict[str, Any]:
         "linear_bias": bool(config.get("enable_bias", True)),
         "learned_position_embeddings": True,
         "tie_word_embeddings": bool(config.get("tie_word_embeddings", True)),
+        # OPTConfig's defaults where the file leaves them out
+        "hidden_dropout": float(config.get("dropout", 0.1)),
+        "attention_dropout": float(config.get("attention_dropout", 0.0)),
     }
 
 

@@ -84,6 +84,11 @@ class ModelSpec(BaseModel):
     qk_norm: bool = False  # Qwen3, Gemma 3: an RMSNorm over each q and k head
     norms_per_layer: int = Field(default=2, ge=1)  # Gemma 2/3: 4 (pre and post norms)
     vision_params: int = Field(default=0, ge=0)  # a vision tower's weights (held, not run)
+    # Training dropout: on the residual branches after attention and the MLP (GPT-2/3,
+    # OPT, Megatron-Core's default 0.1), and on the attention probabilities; 0 (Llama,
+    # Mistral, Qwen, DeepSeek, Gemma) keeps no dropout mask for backward.
+    hidden_dropout: float = Field(default=0.0, ge=0, lt=1)
+    attention_dropout: float = Field(default=0.0, ge=0, lt=1)
     dtype: Literal["fp32", "bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     kv_cache_dtype: Literal["fp32", "bf16", "fp16", "fp8"] = "bf16"
 

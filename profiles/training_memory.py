@@ -89,12 +89,15 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
                      + (4.0 * h / tp if sequence_parallel else 0.0))
         return s * b * per_token
     # Per-token terms (16-bit values are 2 bytes, dropout masks 1 byte):
-    # replicated: QKV input 2h, attention dropout mask h, MLP input 2h, MLP dropout mask
-    # h, two norm inputs 4h = 10h; sharded by TP: Q, K for the scores (2q + 2kv), V (2kv),
-    # projection input (2q), and the MLP's intermediates (4f, or 6f gated: the first
-    # GEMM's output and the activation's output, the second GEMM's input).
+    # replicated: QKV input 2h, attention block's dropout mask h, MLP input 2h, MLP's
+    # dropout mask h, two norm inputs 4h = 10h (Korthikanti's GPT); a model trained
+    # without hidden dropout (Llama and its kin) keeps no masks, 8h; sharded by TP: Q, K
+    # for the scores (2q + 2kv), V (2kv), projection input (2q), and the MLP's
+    # intermediates (4f, or 6f gated: the first GEMM's output and the activation's
+    # output, the second GEMM's input).
     gemm_input = 1.0 if fp8 else 2.0
-    replicated = 6.0 * h + 2.0 * gemm_input * h
+    masks = 2.0 * h if model.hidden_dropout > 0 else 0.0
+    replicated = 4.0 * h + masks + 2.0 * gemm_input * h
     first_mlp_output = (4.0 if model.mlp_kind == "gated" else 2.0) * f
     mlp = first_mlp_output + gemm_input * f
     sharded = 2.0 * q + 4.0 * kv + gemm_input * q + mlp
@@ -105,8 +108,10 @@ def activation_bytes_per_layer(model: ModelSpec, seq_len: int, micro_batch: int,
     per_token = replicated / split + sharded / tp
     total = s * b * per_token
     if recompute == "none" and attention_kernel == "unfused":
-        # Softmax output (2), its dropout mask (1), dropout output (2) per score: 5·a·s²·b.
-        total += 5.0 * model.num_attention_heads * s * s * b / tp
+        # Softmax output (2), its dropout mask (1), dropout output (2) per score: 5·a·s²·b;
+        # without attention dropout the softmax output alone, 2·a·s²·b.
+        per_score = 5.0 if model.attention_dropout > 0 else 2.0
+        total += per_score * model.num_attention_heads * s * s * b / tp
     return total
 
 
@@ -220,7 +225,8 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
                     recompute: str, zero_stage: int, offload: str = "none",
                     stage_layers: list[int] | None = None, attention_kernel: str = "unfused",
                     fp8: bool = False, gradient_bytes: float = 2.0,
-                    activation_offload_layers: int = 0) -> TrainingMemory:
+                    activation_offload_layers: int = 0,
+                    fp8_param_gather: bool = False) -> TrainingMemory:
     """Memory of the heaviest pipeline stage, by term.
 
     Each stage holds its layers' model states (the first also the embedding, the last
@@ -230,9 +236,12 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
     are further divided by ``ep`` (shared experts, the router and dense layers' MLPs are
     not). ``gradient_bytes``: 4 where the framework keeps fp32 gradients (Megatron's
     default for bf16). ``fp8``: Transformer Engine caches each weight's FP8 copy and its
-    transpose for the step (2 bytes per parameter). ``activation_offload_layers`` (one
-    stage, one micro-batch in flight): those layers' activations live in host memory and
-    the GPU keeps the other layers' plus one layer's copy in flight.
+    transpose for the step (2 bytes per parameter) beside the 16-bit weights; with
+    ``fp8_param_gather`` (Megatron's --fp8-param-gather) the FP8 weight and its transpose
+    are the weights (the same 2 bytes) and no 16-bit copy is kept.
+    ``activation_offload_layers`` (one stage, one micro-batch in flight): those layers'
+    activations live in host memory and the GPU keeps the other layers' plus one layer's
+    copy in flight.
     """
     p, v = pp, virtual_stages
     if stage_layers is None:
@@ -276,7 +285,8 @@ def training_memory(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch
         logits = 4.0 * seq_len / cp * micro_batch * model.vocab_size / tp \
             if stage == p - 1 else 0.0
         bucket = 2.0 * params / 8 if offload != "none" else weights / 8
-        fp8_weights = 2.0 * params / (dp * cp if zero_stage >= 3 else 1) if fp8 else 0.0
+        fp8_weights = (2.0 * params / (dp * cp if zero_stage >= 3 else 1)
+                       if fp8 and not fp8_param_gather else 0.0)
         memory = TrainingMemory(weights, grads, optimizer, activations,
                                 logits + bucket + fp8_weights, gpu.hbm_bytes, host,
                                 host_activations, nvme, owned)

@@ -8,17 +8,19 @@ from typing import Any
 import pytest
 
 from profiles.errors import ClusterSimError
-from profiles.hardware import GB, GIB, load_gpu
+from profiles.hardware import GB, load_gpu
 from profiles.models import load_model
 from profiles.training_memory import activation_bytes_per_layer, training_memory
 from simulator.training.step import simulate_training
 from workloads.training import build_training_job
 
 # Megatron-Bridge's GB200 FP8 recipe for Llama 3 70B: Megatron FSDP over 64 GPUs, micro-
-# batch 2, 40 of 80 layers' activations on the host (cpu_offloading_num_layers=40).
+# batch 2, 40 of 80 layers' activations on the host (cpu_offloading_num_layers=40), FP8
+# weights (its mixed-precision recipe's fp8_param_gather).
 RECIPE = {"model": "llama-3-70b", "gpu": "gb200", "seq_len": 8192, "global_batch": 256,
           "micro_batch": 2, "dtype": "fp8",
-          "plan": {"dp": 64, "zero_stage": 3, "activation_offload_layers": 40}}
+          "plan": {"dp": 64, "zero_stage": 3, "activation_offload_layers": 40,
+                   "fp8_param_gather": True}}
 
 
 def _job(**plan: Any) -> Any:
@@ -42,13 +44,21 @@ def test_offloaded_layers_leave_the_gpu_but_one_copy_in_flight() -> None:
 
 
 def test_the_recipe_fits_with_its_offload_and_not_without() -> None:
-    """The published plan needs its 40 layers on the host to fit in 186 GiB (it then
-    fills it to within a GiB, as a recipe tuned to the limit would)."""
+    """The published plan fits in 186 GiB with its 40 layers on the host and not
+    without them; the fewest offloaded layers that fit are within a few of the recipe's
+    40 (a recipe tuned near the limit, leaving the runtime's own buffers some room)."""
     result = simulate_training(_job())
     assert result.memory.total <= result.memory.capacity
-    assert result.memory.capacity - result.memory.total < 1.0 * GIB
     with pytest.raises(ClusterSimError, match="plan does not fit: .*activations"):
         simulate_training(_job(activation_offload_layers=0))
+    fewest = 40
+    while fewest > 0:
+        try:
+            simulate_training(_job(activation_offload_layers=fewest - 1))
+        except ClusterSimError:
+            break
+        fewest -= 1
+    assert 32 <= fewest <= 40
 
 
 def test_only_the_copies_that_outlast_a_layer_pass_show() -> None:

@@ -24,16 +24,18 @@ LLAMA_70B = load_model("llama-3-70b")
 @pytest.mark.parametrize("seq_len", [4096, 32768])
 def test_flash_attention_activations_equal_the_hand_count(seq_len: int) -> None:
     """Llama-3-70B, TP 8 with sequence parallelism, no recomputation, FlashAttention: per
-    token 10h/t replicated, (2q + 4kv + 2q + 6f)/t sharded and a 4-byte log-sum-exp per
+    token 8h/t replicated (two norm inputs, the QKV and MLP inputs; Llama trains without
+    dropout, so no masks), (2q + 4kv + 2q + 6f)/t sharded and a 4-byte log-sum-exp per
     head; nothing grows with s^2, so 8x the sequence is exactly 8x the bytes."""
     h, q, kv, f, heads, t = 8192, 8192, 1024, 28672, 64, 8
-    per_token = 10 * h / t + (2 * q + 4 * kv + 2 * q + 6 * f + 4 * heads) / t
+    per_token = 8 * h / t + (2 * q + 4 * kv + 2 * q + 6 * f + 4 * heads) / t
     got = activation_bytes_per_layer(LLAMA_70B, seq_len, 1, t, True, "none",
                                      attention_kernel="flash")
     assert got == pytest.approx(seq_len * per_token)
     unfused = activation_bytes_per_layer(LLAMA_70B, seq_len, 1, t, True, "none")
+    # unfused, without attention dropout: the softmax output alone, 2 bytes per score
     assert unfused - seq_len * (per_token - 4 * heads / t) == pytest.approx(
-        5 * heads * seq_len**2 / t)
+        2 * heads * seq_len**2 / t)
 
 
 def test_fp8_keeps_the_linear_layers_inputs_in_one_byte() -> None:
@@ -96,11 +98,28 @@ def test_uneven_stages_need_a_pipeline() -> None:
 PUBLISHED_PLANS = [
     ("Megatron-Bridge 26.04 Llama3-70B, 64 H100, FP8", "llama-3-70b", "h100", 8192, 256, 1,
      "fp8", {"tp": 4, "pp": 8, "dp": 2, "schedule": "interleaved", "virtual_stages": 5,
-             "zero_stage": 1}),
+             "zero_stage": 1, "fp8_param_gather": True}),
     ("Megatron-Bridge 26.04 Llama3.1-405B, 1024 H100, FP8", "llama-3.1-405b", "h100", 8192,
      1536, 1, "fp8", {"tp": 8, "pp": 8, "cp": 2, "dp": 8, "schedule": "interleaved",
-                      "virtual_stages": 8, "zero_stage": 1,
+                      "virtual_stages": 8, "zero_stage": 1, "fp8_param_gather": True,
                       "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
+    # Megatron-Bridge's recipes keep FP8 weights (fp8_param_gather) and train Llama without
+    # dropout; counting a 16-bit weight copy beside them and dropout masks refused these
+    # three by 1.4, 14.7 and 5.6 GiB (llama31_workload_base_configs.py GB200_FP8_CS_V2 and
+    # GB300_FP8_MX_V2, llama3_workload_base_configs.py _LLAMA3_70B_SFT_CONFIG_GB300).
+    ("Megatron-Bridge Llama3.1-405B, 256 GB200, FP8-CS, PP 16 x VP 4", "llama-3.1-405b",
+     "gb200", 8192, 1536, 1, "fp8",
+     {"tp": 4, "pp": 16, "dp": 4, "schedule": "interleaved", "virtual_stages": 4,
+      "zero_stage": 1, "fp8_param_gather": True, "embedding_in_pipeline_split": True,
+      "loss_in_pipeline_split": True}),
+    ("Megatron-Bridge Llama3.1-405B, 256 GB300, MXFP8, TP 2 x PP 8 x CP 2", "llama-3.1-405b",
+     "gb300", 8192, 1536, 1, "fp8",
+     {"tp": 2, "pp": 8, "cp": 2, "dp": 8, "schedule": "interleaved", "virtual_stages": 4,
+      "zero_stage": 1, "fp8_param_gather": True, "embedding_in_pipeline_split": True,
+      "loss_in_pipeline_split": True}),
+    ("Megatron-Bridge Llama3-70B SFT, 32 GB300, FP8, PP 2 x VP 20", "llama-3-70b", "gb300",
+     4096, 32, 1, "fp8", {"tp": 1, "pp": 2, "dp": 16, "schedule": "interleaved",
+                          "virtual_stages": 20, "zero_stage": 1, "fp8_param_gather": True}),
     ("NeMo 24.07 Llama3-8B, 8 H100, FP8, CP 2", "llama-3-8b", "h100", 8192, 128, 1, "fp8",
      {"tp": 1, "pp": 1, "cp": 2, "dp": 4, "zero_stage": 1}),
     ("NeMo 24.07 Llama2-70B, 64 H100, FP8", "llama-2-70b", "h100", 4096, 128, 1, "fp8",
@@ -109,10 +128,12 @@ PUBLISHED_PLANS = [
     ("Megatron-Bridge 26.04 Qwen3-235B-A22B, 256 H100, FP8, EP 32", "qwen3-235b-a22b",
      "h100", 4096, 8192, 1, "fp8",
      {"tp": 2, "pp": 8, "dp": 16, "ep": 32, "schedule": "interleaved", "virtual_stages": 4,
-      "zero_stage": 1, "embedding_in_pipeline_split": True, "loss_in_pipeline_split": True}),
+      "zero_stage": 1, "fp8_param_gather": True, "embedding_in_pipeline_split": True,
+      "loss_in_pipeline_split": True}),
     ("Megatron-Bridge 26.04 Llama3-70B, 64 GB200, FP8, Megatron FSDP, 40 layers' "
      "activations on the host", "llama-3-70b", "gb200", 8192, 256, 2, "fp8",
-     {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "activation_offload_layers": 40}),
+     {"tp": 1, "pp": 1, "dp": 64, "zero_stage": 3, "activation_offload_layers": 40,
+      "fp8_param_gather": True}),
     ("torchtitan Llama 3.1 70B, 256 H100, FSDP 32 x TP 8, Float8", "llama-3.1-70b", "h100",
      8192, 512, 16, "fp8", {"tp": 8, "pp": 1, "dp": 32, "zero_stage": 3,
                             "recompute": "full", "attention_kernel": "flash2"}),

@@ -11,6 +11,8 @@ simulator's; NeMo's long-context table counts causal attention as half, see
            Megatron family: distributed optimizer (ZeRO-1 over DP x CP), gradients as
            the recipes keep them (fp32 in Megatron-LM, bf16 in NeMo's performance recipes),
            sequence parallelism with TP, TP communication overlapped, FlashAttention;
+           Megatron-Bridge's FP8 recipes keep the weights as FP8 (fp8_param_gather);
+           the models' own dropout (none for Llama and its kin, 0.1 for GPT);
            FSDP (Megatron's or torchtitan's): ZeRO-3; torchtitan's local batch is one
            micro-batch without PP, and with PP split into one micro-batch per stage
            (pp x stages per rank, its default); torchtitan's "selective"
@@ -118,12 +120,15 @@ def run_source(row: Any) -> str:
 
 
 def _gpt(name: str, layers: int, hidden: int, heads: int, vocab: int, seq: int) -> ModelSpec:
-    """Megatron's GPT of a printed shape: 4h GeLU MLP, LayerNorm, biases."""
+    """Megatron's GPT of a printed shape: 4h GeLU MLP, LayerNorm, biases, and Megatron-
+    Core's default dropout of 0.1 (TransformerConfig's, which NeMo's GPTConfig and
+    Megatron-LM's --hidden-dropout/--attention-dropout keep)."""
     return ModelSpec(name=name, num_layers=layers, hidden_size=hidden,
                      num_attention_heads=heads, num_kv_heads=heads, head_dim=hidden // heads,
                      intermediate_size=4 * hidden, vocab_size=vocab,
                      max_position_embeddings=seq, mlp_kind="standard", norm_kind="layernorm",
-                     linear_bias=True, learned_position_embeddings=True)
+                     linear_bias=True, learned_position_embeddings=True,
+                     hidden_dropout=0.1, attention_dropout=0.1)
 
 
 def _model(row: Any, seq: int) -> ModelSpec | str:
@@ -243,6 +248,15 @@ def express_row(row: Any) -> ExpressedRun | str:
         if offloaded:
             assumed.append(f"activations of {offloaded} layers offloaded to the host (the "
                            f"Megatron-Bridge recipe's cpu_offloading_num_layers)")
+    # Megatron-Bridge's FP8 recipes (delayed, current scaling, MXFP8) keep the weights as
+    # FP8 and gather them so (fp8_param_gather, its mixed_precision recipes); torchtitan
+    # does where the row says its FSDP gathers float8. (The memory is counted; the
+    # gather is priced at 16 bits: ParallelPlan.fp8_param_gather.)
+    fp8_weights = fp8 and (source == "megatron-bridge" or (
+        "float8 all-gather" in precision and zero_stage == 3))
+    if fp8_weights:
+        assumed.append("FP8 weights, no 16-bit copy (the recipe's fp8_param_gather)"
+                       if megatron else "FP8 weights, no 16-bit copy (FSDP float8 all-gather)")
     # torchtitan's "selective" is its per-op policy (selective_ac_option "op")
     selective: Literal["selective", "op"] = "selective" if megatron else "op"
     compiled = megatron or "compile" in notes
@@ -260,6 +274,7 @@ def express_row(row: Any) -> ExpressedRun | str:
         # torchtitan's FSDP reduces in fp32 (training.mixed_precision_reduce's default).
         gradient_dtype="fp32" if source in ("megatron-lm", "torchtitan") else "bf16",
         overlap_tp_comm=megatron or "AsyncTP" in notes or "async TP" in notes,
+        fp8_param_gather=fp8_weights,
         attention_kernel="flash" if megatron else "flash2",
         embedding_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0,
         loss_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0)

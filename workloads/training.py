@@ -77,6 +77,11 @@ class ParallelPlan(BaseModel):
     gradient_dtype: Literal["bf16", "fp32"] = Field(
         default="bf16", description="gradients as kept for the reduction: fp32 is "
         "Megatron's default for bf16 training (--accumulate-allreduce-grads-in-fp32)")
+    fp8_param_gather: bool = Field(
+        default=False, description="FP8 training keeps each weight as FP8 with its "
+        "transpose and no 16-bit copy (Megatron's --fp8-param-gather, on in Megatron-"
+        "Bridge's FP8 recipes; torchtitan's FSDP float8 all-gather); needs dtype fp8. Its "
+        "memory is counted; the weights' all-gather is still priced at 16 bits")
     # Uneven pipeline stages (Megatron's --decoder-first/last-pipeline-num-layers and
     # --account-for-embedding/loss-in-pipeline-split): see simulator.training.stages.
     first_stage_layers: int | None = Field(
@@ -152,6 +157,13 @@ class TrainingJob(BaseModel):
         default=RoutingConfig(), description="MoE: how tokens spread over experts; the "
         "busiest EP rank sets the experts' time (uniform: balanced, as with an auxiliary "
         "balance loss)")
+
+    @model_validator(mode="after")
+    def _fp8_weights(self) -> TrainingJob:
+        if self.plan.fp8_param_gather and self.dtype != "fp8":
+            raise ValueError(f"plan.fp8_param_gather keeps the weights in FP8: it needs "
+                             f"dtype fp8, not {self.dtype}")
+        return self
 
     def num_micro_batches(self) -> int:
         """Micro-batches per pipeline per step (gradient accumulation steps)."""

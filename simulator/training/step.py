@@ -245,7 +245,8 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         recompute=plan.recompute, zero_stage=plan.zero_stage, offload=plan.offload,
         stage_layers=layers_of, attention_kernel=plan.attention_kernel,
         fp8=job.dtype == "fp8", gradient_bytes=4.0 if plan.gradient_dtype == "fp32" else 2.0,
-        activation_offload_layers=plan.activation_offload_layers)
+        activation_offload_layers=plan.activation_offload_layers,
+        fp8_param_gather=plan.fp8_param_gather)
     host = gpu_spec.host
     uses_host = (f"plan.offload={plan.offload}" if plan.offload != "none" else
                  "plan.activation_offload_layers" if plan.activation_offload_layers else None)

@@ -1,0 +1,60 @@
+"""FP8 weights (Megatron's --fp8-param-gather): the FP8 weight and its transpose are the
+weights, with no 16-bit copy beside them. The memory is counted; the weights' all-gather
+is still priced at 16 bits (the field says so)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from planners.launch import megatron_args, torchtitan_args
+from profiles.errors import ClusterSimError
+from profiles.models import load_model
+from profiles.training_memory import stage_param_counts
+from simulator.training import simulate_training
+from workloads.training import build_training_job
+
+JOB = {"model": "llama-3-8b", "gpu": "h100", "seq_len": 4096, "global_batch": 64,
+       "micro_batch": 1, "dtype": "fp8", "plan": {"tp": 1, "dp": 8, "zero_stage": 1}}
+
+
+def _job(**plan: Any) -> Any:
+    return build_training_job({**JOB, "plan": JOB["plan"] | plan})
+
+
+def test_fp8_weights_drop_the_cached_fp8_copy_and_nothing_else() -> None:
+    """Without the option Transformer Engine caches an FP8 copy and its transpose beside
+    the 16-bit weights (2 bytes per parameter more); with it those two are the weights."""
+    kept = simulate_training(_job()).memory
+    fp8 = simulate_training(_job(fp8_param_gather=True)).memory
+    params = stage_param_counts(load_model("llama-3-8b"), [32], 1, 1, tp=1, dp=8, cp=1,
+                                ep=1)[0]
+    assert kept.buffers - fp8.buffers == pytest.approx(2.0 * params)
+    assert (kept.weights, kept.gradients, kept.optimizer, kept.activations) == (
+        fp8.weights, fp8.gradients, fp8.optimizer, fp8.activations)
+
+
+def test_fp8_weights_change_the_memory_not_the_step() -> None:
+    """Until the FP8 all-gather is priced, the step of a plan with FP8 weights is the
+    step without them, under ZeRO-1 and ZeRO-3 alike."""
+    for zero in (1, 3):
+        kept = simulate_training(_job(zero_stage=zero))
+        fp8 = simulate_training(_job(zero_stage=zero, fp8_param_gather=True))
+        assert fp8.step_s == kept.step_s
+        assert fp8.memory.total < kept.memory.total
+
+
+def test_fp8_weights_need_fp8_training() -> None:
+    with pytest.raises(ClusterSimError, match="fp8_param_gather .* needs dtype fp8"):
+        build_training_job({**JOB, "dtype": "bf16",
+                            "plan": JOB["plan"] | {"fp8_param_gather": True}})
+
+
+def test_the_launch_arguments_carry_fp8_weights() -> None:
+    assert "--fp8-param-gather" in megatron_args(_job(fp8_param_gather=True)).split()
+    assert "--fp8-param-gather" not in megatron_args(_job()).split()
+    fsdp = _job(zero_stage=3, fp8_param_gather=True)
+    assert "--float8.enable_fsdp_float8_all_gather" in torchtitan_args(fsdp, 32).split()
+    with pytest.raises(ClusterSimError, match="fp8_param_gather: torchtitan .* FSDP"):
+        torchtitan_args(_job(pp=2, dp=4, fp8_param_gather=True), 32)
