@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from planners.launch import megatron_args, torchtitan_args
+from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
 from profiles.models import load_model
 from profiles.training_memory import stage_param_counts
@@ -58,3 +59,17 @@ def test_the_launch_arguments_carry_fp8_weights() -> None:
     assert "--float8.enable_fsdp_float8_all_gather" in torchtitan_args(fsdp, 32).split()
     with pytest.raises(ClusterSimError, match="fp8_param_gather: torchtitan .* FSDP"):
         torchtitan_args(_job(pp=2, dp=4, fp8_param_gather=True), 32)
+
+
+def test_the_training_planner_keeps_the_job_s_fp8_weights() -> None:
+    """An FP8 recipe's FP8 weights are how its framework runs, not a degree to search:
+    every candidate keeps them, and each needs less memory than without them."""
+    space = TrainingSpace(num_gpus=[8], tp=[1, 2], pp=[1], zero_stage=[1], micro_batch=[1],
+                          recompute=["none"], schedules=["1f1b"])
+    fp8 = plan_training(_job(fp8_param_gather=True), space)
+    plain = plan_training(_job(), space)
+    for ours, theirs in zip(fp8.candidates, plain.candidates, strict=True):
+        assert ours.plan["fp8_param_gather"] is True
+        assert theirs.plan["fp8_param_gather"] is False
+        assert ours.status == theirs.status == "evaluated"
+        assert ours.memory_gib["total"] < theirs.memory_gib["total"]
