@@ -361,6 +361,10 @@ def simulate_command(
     activation_offload_layers: Annotated[int | None, typer.Option(
         help="training: layers whose activations go to the host (Megatron-Core's CPU "
              "offloading)")] = None,
+    fp8_param_gather: Annotated[bool | None, typer.Option(
+        "--fp8-param-gather/--no-fp8-param-gather",
+        help="training: FP8 weights with no 16-bit copy (Megatron's --fp8-param-gather; "
+             "needs dtype fp8)")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     num_gpus: Annotated[int | None, typer.Option(
@@ -381,6 +385,7 @@ def simulate_command(
                      "--pointwise-kernels": pointwise_kernels,
                      "--zero-stage": zero_stage, "--offload": offload,
                      "--activation-offload-layers": activation_offload_layers,
+                     "--fp8-param-gather": fp8_param_gather,
                      "--micro-batch": micro_batch, "--global-batch": global_batch,
                      "--num-gpus": num_gpus}
     serving_only = {"--replicas": replicas, "--engine": engine,
@@ -427,6 +432,7 @@ def simulate_command(
             "plan.pointwise_kernels": pointwise_kernels,
             "plan.zero_stage": zero_stage, "plan.offload": offload,
             "plan.activation_offload_layers": activation_offload_layers,
+            "plan.fp8_param_gather": fp8_param_gather,
             "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
@@ -507,7 +513,8 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         + (", eager pointwise ops" if plan.pointwise_kernels == "eager" else "")
         + (f" + offload to {plan.offload}" if plan.offload != "none" else "")
         + (f", {plan.activation_offload_layers} layers' activations on the host"
-           if plan.activation_offload_layers else "") + ", "
+           if plan.activation_offload_layers else "")
+        + (", FP8 weights (no 16-bit copy)" if plan.fp8_param_gather else "") + ", "
         f"{result.num_micro_batches} micro-batch{'es' if result.num_micro_batches != 1 else ''}"
         f" of {job.micro_batch}")
     console.print(

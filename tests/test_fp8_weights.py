@@ -4,10 +4,15 @@ is still priced at 16 bits (the field says so)."""
 
 from __future__ import annotations
 
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
+from cli import app
 from planners.launch import megatron_args, torchtitan_args
 from planners.training import TrainingSpace, plan_training
 from profiles.errors import ClusterSimError
@@ -73,3 +78,24 @@ def test_the_training_planner_keeps_the_job_s_fp8_weights() -> None:
         assert theirs.plan["fp8_param_gather"] is False
         assert ours.status == theirs.status == "evaluated"
         assert ours.memory_gib["total"] < theirs.memory_gib["total"]
+
+
+def test_simulate_takes_fp8_weights_as_a_flag(tmp_path: Path) -> None:
+    """--fp8-param-gather on an FP8 job: the header says so and the memory line is
+    smaller; on a BF16 job it is a one-line error naming the field and the fix."""
+    example = Path(__file__).parent.parent / "workloads" / "examples" / "train_llama3_70b.json"
+    job = json.loads(example.read_text()) | {"dtype": "fp8"}
+    path = tmp_path / "fp8.json"
+    path.write_text(json.dumps(job))
+    runner = CliRunner()
+    totals = []
+    for flags in ([], ["--fp8-param-gather"]):
+        result = runner.invoke(app, ["simulate", "--workload", str(path), *flags])
+        assert result.exit_code == 0, result.output
+        found = re.search(r"total ([0-9.]+),", result.output)
+        assert found is not None, result.output
+        totals.append(float(found.group(1)))
+    assert "FP8 weights (no 16-bit copy)" in result.output and totals[1] < totals[0]
+    bad = runner.invoke(app, ["simulate", "--workload", str(example), "--fp8-param-gather"])
+    assert bad.exit_code == 2 and bad.output.count("\n") == 1
+    assert "plan.fp8_param_gather" in bad.output and "dtype to fp8" in bad.output

@@ -162,7 +162,7 @@ class TrainingJob(BaseModel):
     def _fp8_weights(self) -> TrainingJob:
         if self.plan.fp8_param_gather and self.dtype != "fp8":
             raise ValueError(f"plan.fp8_param_gather keeps the weights in FP8: it needs "
-                             f"dtype fp8, not {self.dtype}")
+                             f"dtype fp8, not {self.dtype}; set dtype to fp8 or drop it")
         return self
 
     def num_micro_batches(self) -> int:
