@@ -18,7 +18,7 @@ from rich.table import Table
 
 from cli.common import console, fail, progress_bar, user_errors
 from profiles.hardware import load_gpu
-from profiles.importers import import_splitwise, import_vidur
+from profiles.importers import import_splitwise, import_vidur, left_out_note
 from profiles.profile_check import profile_errors
 from profiles.profile_format import KernelProfile, command_line, load_profile
 
@@ -129,9 +129,9 @@ def import_splitwise_command(
     """Splitwise's measured forward passes (prompt phase, decode step) as step tables."""
     profile = import_splitwise(csv, gpu, out, command=command_line())
     _report_import(out, profile)
-    note = profile.metadata.tables["step_decode"].note
-    if "; left out" in note:  # configurations that did not run as one batch
-        console.print(note.split("; ", 1)[1])
+    note = left_out_note(profile)  # configurations that did not run as one batch
+    if note:
+        console.print(note)
 
 
 def _report_import(out: Path, profile: KernelProfile) -> None:

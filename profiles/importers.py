@@ -43,8 +43,8 @@ from profiles.hardware import load_gpu
 from profiles.profile_format import KernelProfile, ProfileMetadata, TableInfo, write_profile
 
 __all__ = ["SPLITWISE_QUEUED_RATIO", "VIDUR_SKUS", "describe", "import_splitwise",
-           "import_vidur", "read_splitwise", "read_vidur_attention", "read_vidur_collectives",
-           "read_vidur_compute"]
+           "import_vidur", "left_out_note", "read_splitwise", "read_vidur_attention",
+           "read_vidur_collectives", "read_vidur_compute"]
 
 # Vidur's SKU folders and the catalog GPUs they were measured on (Vidur docs/profiling.md).
 VIDUR_SKUS = {"a100": "A100-SXM4-80GB", "h100": "H100-SXM5-80GB"}
@@ -54,6 +54,8 @@ SPLITWISE_HARDWARE = {"a100-80gb": "A100-SXM4-80GB", "h100-80gb": "H100-SXM5-80G
 # within 0.1% of 1; rows stopped early by an end-of-sequence token fall below 1 and are
 # kept (their per-token time is still a step's).
 SPLITWISE_QUEUED_RATIO = 1.5
+# How the table notes word the configurations an import leaves out (left_out_note).
+_LEFT_OUT = "left out, as not one batch"
 
 _MS = 1e-3
 _GEMMS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
@@ -309,8 +311,8 @@ def import_splitwise(path: str | Path, gpu: str, out: str | Path, *,
     notes = {"step_prefill": "prompt phase of `batch` identical prompts (Splitwise)",
              "step_decode": "mean decode iteration while generating output_tokens"}
     if left_out:
-        skipped = (f"; left out, as not one batch (end-to-end time over "
-                   f"{SPLITWISE_QUEUED_RATIO:g}x prefill + decode steps): " + ", ".join(left_out))
+        skipped = (f"; {_LEFT_OUT} (end-to-end time over {SPLITWISE_QUEUED_RATIO:g}x "
+                   f"prefill + decode steps): " + ", ".join(left_out))
         notes = {op: note + skipped for op, note in notes.items()}
     metadata = _metadata(spec.name, notes, f"Splitwise perf model ({Path(path).name})",
                          sorted(rows["model"].unique()), num_gpus=int(rows["tp"].max()),
@@ -318,6 +320,14 @@ def import_splitwise(path: str | Path, gpu: str, out: str | Path, *,
                          command=command, repetitions=5, warmup=0)
     write_profile(out, metadata, tables)
     return KernelProfile(metadata, tables, Path(out))
+
+
+def left_out_note(profile: KernelProfile) -> str:
+    """The clause of a Splitwise import's table notes naming the configurations it left
+    out as not one batch, or "" when it left none out."""
+    table = profile.metadata.tables.get("step_decode")
+    _, found, clause = (table.note if table else "").partition("; " + _LEFT_OUT)
+    return _LEFT_OUT + clause if found else ""
 
 
 def describe(profile: KernelProfile) -> dict[str, Any]:
