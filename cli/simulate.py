@@ -365,6 +365,10 @@ def simulate_command(
         "--fp8-param-gather/--no-fp8-param-gather",
         help="training: FP8 weights with no 16-bit copy (Megatron's --fp8-param-gather; "
              "needs dtype fp8)")] = None,
+    fp8_tp_gather: Annotated[bool | None, typer.Option(
+        "--fp8-tp-gather/--no-fp8-tp-gather",
+        help="training: sequence parallelism's all-gathers in FP8 (torchtitan's float8 "
+             "tensor parallelism; needs dtype fp8)")] = None,
     micro_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     global_batch: Annotated[int | None, typer.Option(help="training: sequences")] = None,
     num_gpus: Annotated[int | None, typer.Option(
@@ -386,6 +390,7 @@ def simulate_command(
                      "--zero-stage": zero_stage, "--offload": offload,
                      "--activation-offload-layers": activation_offload_layers,
                      "--fp8-param-gather": fp8_param_gather,
+                     "--fp8-tp-gather": fp8_tp_gather,
                      "--micro-batch": micro_batch, "--global-batch": global_batch,
                      "--num-gpus": num_gpus}
     serving_only = {"--replicas": replicas, "--engine": engine,
@@ -432,7 +437,7 @@ def simulate_command(
             "plan.pointwise_kernels": pointwise_kernels,
             "plan.zero_stage": zero_stage, "plan.offload": offload,
             "plan.activation_offload_layers": activation_offload_layers,
-            "plan.fp8_param_gather": fp8_param_gather,
+            "plan.fp8_param_gather": fp8_param_gather, "plan.fp8_tp_gather": fp8_tp_gather,
             "micro_batch": micro_batch,
             "global_batch": global_batch, "gpu": gpu, "model": model, "num_gpus": num_gpus,
         }
@@ -514,7 +519,8 @@ def _train(path: Path, overrides: dict[str, Any], gpus_per_node: int | None, out
         + (f" + offload to {plan.offload}" if plan.offload != "none" else "")
         + (f", {plan.activation_offload_layers} layers' activations on the host"
            if plan.activation_offload_layers else "")
-        + (", FP8 weights (no 16-bit copy)" if plan.fp8_param_gather else "") + ", "
+        + (", FP8 weights (no 16-bit copy)" if plan.fp8_param_gather else "")
+        + (", FP8 TP gathers" if plan.fp8_tp_gather else "") + ", "
         f"{result.num_micro_batches} micro-batch{'es' if result.num_micro_batches != 1 else ''}"
         f" of {job.micro_batch}")
     console.print(

@@ -156,7 +156,7 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
         ClusterSimError: a plan torchtitan does not run (ZeRO-2, ZeRO-1 without PP,
             ZeRO-3 with PP, Megatron's attention-core recomputation, the
             ZeRO-Offload/Infinity split, activation offloading, FP8 weights gathered
-            outside FSDP).
+            outside FSDP, FP8 tensor parallelism with 16-bit gathers).
     """
     plan = job.plan
     if plan.zero_stage == 2:
@@ -182,6 +182,10 @@ def torchtitan_args(job: TrainingJob, num_layers: int) -> str:
     if plan.fp8_param_gather and plan.zero_stage != 3:
         raise ClusterSimError("fp8_param_gather: torchtitan gathers FP8 weights only under "
                               "FSDP (zero_stage 3, its float8 all-gather)")
+    if job.dtype == "fp8" and plan.tp > 1 and not plan.fp8_tp_gather:
+        raise ClusterSimError("dtype fp8 with tp > 1: torchtitan's tensorwise float8 recipe "
+                              "gathers the TP activations in FP8; set plan.fp8_tp_gather "
+                              "to simulate it so")
     sharded = plan.zero_stage in (1, 3)
     words = ["--parallelism.data_parallel_shard_degree", str(plan.dp if sharded else 1),
              "--parallelism.data_parallel_replicate_degree", str(1 if sharded else plan.dp),

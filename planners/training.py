@@ -119,9 +119,9 @@ def uneven_split(plan: ParallelPlan, num_layers: int) -> ParallelPlan:
 # What a job's plan says about how its framework runs a layer, rather than how the job
 # is spread: every candidate keeps these from the job (a torchtitan job's plans run
 # SDPA's FlashAttention-2 and its pointwise kernels, a Megatron job its TP overlap, an
-# FP8 recipe its FP8 weights).
+# FP8 recipe its FP8 weights and FP8 gathers).
 FRAMEWORK_FIELDS = ("attention_kernel", "pointwise_kernels", "gradient_dtype",
-                    "overlap_tp_comm", "overlap_dp_comm", "fp8_param_gather")
+                    "overlap_tp_comm", "overlap_dp_comm", "fp8_param_gather", "fp8_tp_gather")
 
 
 def plan_training(job: TrainingJob, space: TrainingSpace, *,

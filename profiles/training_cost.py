@@ -22,7 +22,9 @@ the weights, CP the sequence), roofline time of::
                   attention kept
 
 plus communication per layer: TP 2 all-reduces forward and 2 backward (reduce-scatter +
-all-gather with sequence parallelism: the same volume), CP ring exchange of K and V
+all-gather with sequence parallelism: the same volume; with FP8 gathers, torchao's float8
+tensor parallelism, each all-gather moves 1 byte per element and each reduce-scatter 2,
+so 3/4 of it), CP ring exchange of K and V
 (overlapped with the attention core), EP 2 all-to-alls forward and 2 backward for MoE.
 Everything is per GPU; links come from the cluster graph.
 
@@ -41,7 +43,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from profiles.cluster import LinkCost
-from profiles.collectives import all_reduce_s
+from profiles.collectives import all_gather_s, all_reduce_s, reduce_scatter_s
 from profiles.gemm import gemm_compute_s, gemm_time_terms
 from profiles.hardware import GB, GPUSpec
 from profiles.models import DTYPE_BYTES, ModelSpec
@@ -255,7 +257,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
                tp_link: LinkCost, cp_link: LinkCost, ep_link: LinkCost,
                expert_imbalance: float = 1.0, compute_fraction: float = 1.0,
                tp_overlap_hidden: float = 1.0, folded_experts: bool = False,
-               pointwise: str = "fused", moe_host_floor_s: float = 0.0) -> LayerCost:
+               pointwise: str = "fused", moe_host_floor_s: float = 0.0,
+               fp8_tp_gather: bool = False) -> LayerCost:
     """The cost of one layer; see the module docstring for each term.
 
     ``expert_imbalance`` is the busiest EP rank's routed load over the mean (1 with
@@ -268,6 +271,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     ``pointwise``: "fused" or "eager" kernels (:func:`pointwise_bytes_per_token`).
     ``moe_host_floor_s``: the shortest forward plus backward pass of an MoE layer (module
     docstring); the average layer holds it in the share of MoE layers.
+    ``fp8_tp_gather``: sequence parallelism's all-gathers move FP8 (1 byte per element,
+    its reduce-scatters still 2), as torchao's float8 tensor parallelism does.
     """
     b, s = micro_batch, seq_len
     s_local = s / cp
@@ -327,6 +332,11 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
 
     activation_bytes = tokens * h * 2.0
     tp_comm = 2.0 * all_reduce_s(activation_bytes, tp, tp_link)
+    gathers = tp_comm / 2.0  # sequence parallelism's all-gathers (a ring all-reduce's half)
+    if fp8_tp_gather and sequence_parallel and dtype == "fp8":
+        gathers = 2.0 * all_gather_s(activation_bytes / 2.0, tp, tp_link)
+        tp_comm = 2.0 * reduce_scatter_s(activation_bytes, tp, tp_link) + gathers
+    gather_share = gathers / tp_comm if tp_comm > 0 else 0.5
     if overlap_tp_comm:
         # Overlap hides a share of the communication behind the GEMMs it is split with
         # (Megatron's TP comm overlap, torchtitan's async TP); the rest shows.
@@ -348,7 +358,7 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     # The per-op policy saves reduce-scatters' outputs but not all-gathers': with
     # sequence parallelism it gathers again (half the TP traffic), without it the
     # all-reduces run again.
-    regathered = tp_comm / 2.0 if sequence_parallel else tp_comm
+    regathered = tp_comm * gather_share if sequence_parallel else tp_comm
     recomputed = {"full": forward, "selective": attention,
                   "op": again + elementwise + regathered}.get(recompute, 0.0)
     backward += recomputed

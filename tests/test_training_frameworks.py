@@ -151,6 +151,12 @@ def test_torchtitan_rows_run_as_torchtitan_runs_them() -> None:
     assert "per-op selective recomputation" in default.assumed
     full = express_row(_row(recompute="full"))
     assert not isinstance(full, str) and full.job.plan.recompute == "full"
+    # its tensorwise float8 under TP gathers in FP8 (torchao's float8 TP styles)
+    fp8_tp = express_row(_row(TP="8", DP="1", precision="FP8 (float8 linears)"))
+    assert not isinstance(fp8_tp, str) and fp8_tp.job.plan.fp8_tp_gather
+    assert "TP activations gathered in FP8" in fp8_tp.assumed
+    fp8_fsdp = express_row(_row(precision="FP8 (float8 linears)"))
+    assert not isinstance(fp8_fsdp, str) and not fp8_fsdp.job.plan.fp8_tp_gather
 
 
 def test_torchtitan_s_96_gb_h100s_run_at_their_500_w_limit() -> None:
@@ -270,13 +276,14 @@ def _job(**plan: Any) -> Any:
 
 
 def test_torchtitan_arguments_carry_the_plan_as_torchtitan_names_it() -> None:
-    """FSDP 32 x TP 8 with full recomputation, compiled, FP8, async TP: the layout, the
-    batch, the recomputation mode and the knobs, in torchtitan's JobConfig names."""
+    """FSDP 32 x TP 8 with full recomputation, compiled, FP8 (TP gathers in FP8), async
+    TP: the layout, the batch, the recomputation mode and the knobs, in torchtitan's
+    JobConfig names."""
     from planners.launch import torchtitan_args
 
     args = torchtitan_args(_job(tp=8, dp=32, zero_stage=3, recompute="full",
                                 sequence_parallel=True, overlap_tp_comm=True,
-                                attention_kernel="flash2"), 80).split()
+                                attention_kernel="flash2", fp8_tp_gather=True), 80).split()
     pairs = dict(zip(args[::2], args[1::2], strict=False))
     assert pairs["--parallelism.data_parallel_shard_degree"] == "32"
     assert pairs["--parallelism.data_parallel_replicate_degree"] == "1"
@@ -289,7 +296,8 @@ def test_torchtitan_arguments_carry_the_plan_as_torchtitan_names_it() -> None:
     # a pipeline: the local batch is the replica's share, split into micro-batches
     piped = torchtitan_args(_job(tp=8, pp=4, dp=8, zero_stage=1, recompute="op",
                                  schedule="interleaved", virtual_stages=2,
-                                 sequence_parallel=True, pointwise_kernels="eager"),
+                                 sequence_parallel=True, pointwise_kernels="eager",
+                                 fp8_tp_gather=True),
                             80).split()
     pairs = dict(zip(piped[::2], piped[1::2], strict=False))
     assert pairs["--training.local_batch_size"] == "64"

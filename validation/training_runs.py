@@ -19,7 +19,8 @@ simulator's; NeMo's long-context table counts causal attention as half, see
            is its per-op policy (recompute "op"), its attention SDPA's FlashAttention-2,
            its pointwise ops eager unless the row says torch.compile, its FSDP under PP
            ZeRO-1 (pipelining keeps a stage's weights gathered through the step), its
-           Interleaved 1F1B two stages per rank; uneven layer counts split
+           Interleaved 1F1B two stages per rank, its float8 TP gathers in FP8;
+           uneven layer counts split
            with the embedding and the loss counted as layers (Megatron's
            --account-for-embedding/loss-in-pipeline-split)
         ─► simulate_training ─► predicted metric, and the memory the plan needs
@@ -257,6 +258,11 @@ def express_row(row: Any) -> ExpressedRun | str:
     if fp8_weights:
         assumed.append("FP8 weights, no 16-bit copy (the recipe's fp8_param_gather)"
                        if megatron else "FP8 weights, no 16-bit copy (FSDP float8 all-gather)")
+    # torchtitan's tensorwise float8 recipe runs TP with torchao's float8 styles, which
+    # gather the sequence-parallel activations in FP8 (float8_tensor_parallel.py)
+    fp8_gathers = fp8 and not megatron and tp > 1
+    if fp8_gathers:
+        assumed.append("TP activations gathered in FP8 (torchao's float8 tensor parallelism)")
     # torchtitan's "selective" is its per-op policy (selective_ac_option "op")
     selective: Literal["selective", "op"] = "selective" if megatron else "op"
     compiled = megatron or "compile" in notes
@@ -274,7 +280,7 @@ def express_row(row: Any) -> ExpressedRun | str:
         # torchtitan's FSDP reduces in fp32 (training.mixed_precision_reduce's default).
         gradient_dtype="fp32" if source in ("megatron-lm", "torchtitan") else "bf16",
         overlap_tp_comm=megatron or "AsyncTP" in notes or "async TP" in notes,
-        fp8_param_gather=fp8_weights,
+        fp8_param_gather=fp8_weights, fp8_tp_gather=fp8_gathers,
         attention_kernel="flash" if megatron else "flash2",
         embedding_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0,
         loss_in_pipeline_split=pp > 1 and model.num_layers % (pp * max(vp, 1)) != 0)

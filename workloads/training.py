@@ -82,6 +82,12 @@ class ParallelPlan(BaseModel):
         "transpose and no 16-bit copy (Megatron's --fp8-param-gather, on in Megatron-"
         "Bridge's FP8 recipes; torchtitan's FSDP float8 all-gather); needs dtype fp8. Its "
         "memory is counted; the weights' all-gather is still priced at 16 bits")
+    fp8_tp_gather: bool = Field(
+        default=False, description="FP8 training gathers sequence parallelism's "
+        "activations in FP8: the forward input all-gather and the backward gradient "
+        "all-gather move 1 byte per element, the reduce-scatters 2 (torchao's Float8"
+        "ColwiseParallel/RowwiseParallel, which torchtitan's tensorwise float8 recipe "
+        "uses under TP); needs dtype fp8; no effect without sequence parallelism")
     # Uneven pipeline stages (Megatron's --decoder-first/last-pipeline-num-layers and
     # --account-for-embedding/loss-in-pipeline-split): see simulator.training.stages.
     first_stage_layers: int | None = Field(
@@ -159,10 +165,13 @@ class TrainingJob(BaseModel):
         "balance loss)")
 
     @model_validator(mode="after")
-    def _fp8_weights(self) -> TrainingJob:
+    def _fp8_fields(self) -> TrainingJob:
         if self.plan.fp8_param_gather and self.dtype != "fp8":
             raise ValueError(f"plan.fp8_param_gather keeps the weights in FP8: it needs "
                              f"dtype fp8, not {self.dtype}; set dtype to fp8 or drop it")
+        if self.plan.fp8_tp_gather and self.dtype != "fp8":
+            raise ValueError(f"plan.fp8_tp_gather gathers FP8 activations: it needs dtype "
+                             f"fp8, not {self.dtype}; set dtype to fp8 or drop it")
         return self
 
     def num_micro_batches(self) -> int:

@@ -286,7 +286,7 @@ def simulate_training(job: TrainingJob, *, gpu: str | None = None,
         expert_imbalance=imbalance, compute_fraction=fraction,
         tp_overlap_hidden=tp_overlap if tp_overlap is not None else tp_overlap_hidden(),
         moe_host_floor_s=moe_host_floor if moe_host_floor is not None
-        else moe_host_floor_s())
+        else moe_host_floor_s(), fp8_tp_gather=plan.fp8_tp_gather)
     head_fwd, head_bwd = lm_head_cost(model, gpu_spec, seq_len=job.seq_len,
                                       micro_batch=job.micro_batch, tp=tp, cp=cp, dtype=dtype,
                                       compute_fraction=fraction)
