@@ -356,8 +356,8 @@ def layer_cost(model: ModelSpec, gpu: GPUSpec, *, seq_len: int, micro_batch: int
     elementwise_bwd = 2.0 * (elementwise - cast) + cast_bwd
     backward = gemm_bwd + attention_bwd + elementwise_bwd + tp_comm + 2.0 * cp_comm + ep_comm
     # The per-op policy saves reduce-scatters' outputs but not all-gathers': with
-    # sequence parallelism it gathers again (half the TP traffic), without it the
-    # all-reduces run again.
+    # sequence parallelism it gathers again (the all-gathers' share of the TP time), without
+    # it the all-reduces run again.
     regathered = tp_comm * gather_share if sequence_parallel else tp_comm
     recomputed = {"full": forward, "selective": attention,
                   "op": again + elementwise + regathered}.get(recompute, 0.0)
