@@ -166,12 +166,13 @@ class TrainingJob(BaseModel):
 
     @model_validator(mode="after")
     def _fp8_fields(self) -> TrainingJob:
-        if self.plan.fp8_param_gather and self.dtype != "fp8":
-            raise ValueError(f"plan.fp8_param_gather keeps the weights in FP8: it needs "
-                             f"dtype fp8, not {self.dtype}; set dtype to fp8 or drop it")
-        if self.plan.fp8_tp_gather and self.dtype != "fp8":
-            raise ValueError(f"plan.fp8_tp_gather gathers FP8 activations: it needs dtype "
-                             f"fp8, not {self.dtype}; set dtype to fp8 or drop it")
+        if self.dtype == "fp8":
+            return self
+        for name, what in (("fp8_param_gather", "keeps the weights in FP8"),
+                           ("fp8_tp_gather", "gathers FP8 activations")):
+            if getattr(self.plan, name):
+                raise ValueError(f"plan.{name} {what}: it needs dtype fp8, not "
+                                 f"{self.dtype}; set dtype to fp8 or drop it")
         return self
 
     def num_micro_batches(self) -> int:
